@@ -1,0 +1,71 @@
+# syntax=docker/dockerfile:1
+
+# Both stages must use the same base image: the virtualenv built in the
+# builder stage links to /usr/local/bin/python3.12 of this image.
+ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
+
+###############################################################################
+# builder: resolve the locked dependencies and install the project into /app/.venv
+###############################################################################
+FROM ${PYTHON_IMAGE} AS builder
+
+RUN pip install --no-cache-dir uv==0.13.9
+
+ENV UV_COMPILE_BYTECODE=1 \
+    UV_LINK_MODE=copy \
+    UV_PYTHON_DOWNLOADS=0 \
+    UV_PROJECT_ENVIRONMENT=/app/.venv
+
+WORKDIR /app
+
+# Dependencies first, so this layer stays cached while only the code changes.
+COPY pyproject.toml uv.lock README.md ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-install-project
+
+# Then the project itself, installed as a regular (non-editable) wheel.
+# hatchling force-includes alembic/ into the wheel as service/_migrations.
+COPY service/ ./service/
+COPY alembic/ ./alembic/
+COPY alembic.ini ./
+RUN --mount=type=cache,target=/root/.cache/uv \
+    uv sync --frozen --no-dev --no-editable
+
+###############################################################################
+# runtime: the venv, the migrations and nothing else
+###############################################################################
+FROM ${PYTHON_IMAGE} AS runtime
+
+RUN groupadd --system --gid 10001 backup-monitor \
+    && useradd --system --no-log-init --uid 10001 --gid backup-monitor \
+        --home-dir /app --shell /usr/sbin/nologin backup-monitor \
+    && mkdir -p /data \
+    && chown backup-monitor:backup-monitor /data
+
+WORKDIR /app
+
+COPY --from=builder /app/.venv /app/.venv
+# Not needed by the service itself (the migrations ship inside the package as
+# service/_migrations); kept so `alembic` can be run by hand from /app.
+COPY --from=builder /app/alembic /app/alembic
+COPY --from=builder /app/alembic.ini /app/alembic.ini
+
+ENV PATH="/app/.venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    DATABASE_URL="sqlite+aiosqlite:////data/backup-monitor.db"
+
+VOLUME ["/data"]
+EXPOSE 8080
+
+# Numeric uid:gid (= the backup-monitor user above) so that runtimes enforcing
+# runAsNonRoot can verify the user without reading /etc/passwd.
+USER 10001:10001
+
+HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
+    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health/live', timeout=4).status == 200 else 1)"]
+
+STOPSIGNAL SIGTERM
+
+ENTRYPOINT ["backup-monitor"]
+CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]

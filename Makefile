@@ -1,0 +1,50 @@
+# Every target sets itself up from nothing: uv (installed into .tools/ if missing), the .venv
+# synced from uv.lock, the database migrated by the service itself.
+SHELL := /bin/bash
+UV_VERSION := 0.13.9
+UV := $(shell command -v uv 2>/dev/null || echo .tools/bin/uv)
+VENV := .venv
+BIN := $(VENV)/bin
+export UV_PYTHON_DOWNLOADS := never
+
+.PHONY: run test demo lint format typecheck bench venv clean
+
+.tools/bin/uv:
+	python3 -m venv .tools
+	.tools/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+
+$(VENV)/.synced: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen
+	@touch $@
+
+venv: $(VENV)/.synced
+
+run: venv
+	$(BIN)/backup-monitor serve
+
+demo: venv
+	$(BIN)/backup-monitor demo
+
+test: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/pytest
+
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+
+format: venv
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+typecheck: venv
+	$(BIN)/mypy
+
+bench: venv
+	$(BIN)/python bench/scan.py
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache

@@ -1,0 +1,73 @@
+"""One JSON error envelope for every failure: {"error": {"code", "message", "details"}}."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_CODES = {
+    400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+    405: "method_not_allowed", 409: "conflict", 413: "payload_too_large",
+    415: "unsupported_media_type", 422: "validation_error", 503: "unavailable",
+}  # fmt: skip
+
+
+class ApiError(Exception):
+    """An error a client caused (or must be told about); becomes the JSON envelope."""
+
+    def __init__(
+        self, status: int, code: str, message: str, details: list[Any] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or []
+
+
+def error_response(
+    status: int, code: str, message: str, details: list[Any] | None = None
+) -> web.Response:
+    body = {"error": {"code": code, "message": message, "details": details or []}}
+    return web.json_response(body, status=status)
+
+
+def _database_down(exc: BaseException) -> bool:
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | ConnectionError)
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
+        return error_response(exc.status, _CODES.get(exc.status, "error"), message)
+    except Exception as exc:
+        if _database_down(exc):
+            logger.warning(
+                "database unavailable", extra={"path": request.path, "error": str(exc)[:200]}
+            )
+            return error_response(
+                503, "database_unavailable", "the database is unavailable; try again shortly"
+            )
+        logger.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        return error_response(
+            500, "internal_error", "internal server error; the details are in the service log"
+        )

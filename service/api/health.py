@@ -1,0 +1,83 @@
+"""Liveness, readiness and the service-wide status."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiohttp import web
+from sqlalchemy import func, select, text
+
+from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
+from service.models import Job, ScanRun
+from service.scanner.rules import worst_status
+from service.scheduler import scheduler, scheduler_state
+
+READY_TIMEOUT_SECONDS = 3.0
+STATUSES = ("ok", "warning", "critical", "unknown", "pending", "paused")
+
+routes = web.RouteTableDef()
+
+
+@routes.get("/health/live")
+async def live(_request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+@routes.get("/health/ready")
+async def ready(request: web.Request) -> web.Response:
+    checks: dict[str, str] = {}
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            async with request.app[engine_key].connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        checks["database"] = "ok"
+    except TimeoutError:
+        checks["database"] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
+    except Exception as exc:
+        checks["database"] = f"unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+    if not request.app[scheduler_enabled_key]:
+        checks["scheduler"] = "disabled"
+    else:
+        checks["scheduler"] = "ok" if scheduler.running else "not running"
+    healthy = all(value in ("ok", "disabled") for value in checks.values())
+    return web.json_response(
+        {"status": "ok" if healthy else "unavailable", "checks": checks},
+        status=200 if healthy else 503,
+    )
+
+
+def scan_run_dict(run: ScanRun) -> dict[str, Any]:
+    return {
+        "id": run.id,
+        "trigger": run.trigger,
+        "status": run.status,
+        "started_at": run.started_at.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+        "jobs_scanned": run.jobs_scanned,
+        "artifacts_new": run.artifacts_new,
+        "artifacts_changed": run.artifacts_changed,
+        "artifacts_gone": run.artifacts_gone,
+        "errors": run.errors,
+    }
+
+
+@routes.get("/api/v1/status")
+async def status(request: web.Request) -> web.Response:
+    async with request.app[sessionmaker_key]() as session:
+        rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+        counts = dict.fromkeys(STATUSES, 0)
+        for job_status, count in rows.tuples():
+            counts[job_status] = count
+        last_scan = await session.scalar(
+            select(ScanRun).order_by(ScanRun.started_at.desc(), ScanRun.id.desc()).limit(1)
+        )
+    return web.json_response(
+        {
+            "status": worst_status(s for s, n in counts.items() if n),
+            "counts": counts,
+            "jobs": sum(counts.values()),
+            "last_scan": scan_run_dict(last_scan) if last_scan else None,
+            "scheduler": scheduler_state(),
+        }
+    )

@@ -1,0 +1,44 @@
+"""The aiohttp application: routes, middlewares and the lifecycle of engine and scheduler."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from service.api import health
+from service.api.errors import error_middleware
+from service.db import create_engine, create_sessionmaker
+from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key, settings_key
+from service.scheduler import shutdown_scheduler, start_scheduler
+from service.settings import Settings, get_settings
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    engine = create_engine(app[settings_key].database_url)
+    app[engine_key] = engine
+    app[sessionmaker_key] = create_sessionmaker(engine)
+    yield
+    await engine.dispose()
+
+
+async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+    if not app[scheduler_enabled_key]:
+        yield
+        return
+    await start_scheduler(app[sessionmaker_key], app[settings_key].scanner_interval_minutes)
+    yield
+    await shutdown_scheduler()
+
+
+def create_app(settings: Settings | None = None, *, scheduler: bool = True) -> web.Application:
+    """Build the application. Cleanups run in reverse: the scheduler stops before the engine."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[settings_key] = settings or get_settings()
+    app[scheduler_enabled_key] = scheduler
+    app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(scheduler_ctx)
+    app.add_routes(health.routes)
+    return app

@@ -1,0 +1,140 @@
+"""Declarative jobs: read a YAML file, validate every job, apply them in one transaction."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy import delete, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.jobspec import JobSpec, error_details, parse_job
+from service.models import Job
+
+DECLARATION_FIELDS = ("description", "tags", "source", "schedule", "grace", "rules", "paused")
+
+
+class JobsFileError(Exception):
+    """The file cannot be applied; `problems` lists every one, each naming job and field."""
+
+    def __init__(self, path: str, problems: list[str]) -> None:
+        super().__init__(f"{path}: " + "; ".join(problems))
+        self.path = path
+        self.problems = problems
+
+
+def parse_jobs_document(
+    document: object, source: str, scan_roots: Sequence[Path] = ()
+) -> list[JobSpec]:
+    """Validate a loaded `{"jobs": [...]}` document; all problems are reported at once."""
+    if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
+        raise JobsFileError(source, ["the file must be a mapping with a 'jobs' list"])
+    problems = [f"unknown top-level field {key!r}" for key in document if key != "jobs"]
+    specs: list[JobSpec] = []
+    first_index: dict[str, int] = {}
+    for index, item in enumerate(document["jobs"]):
+        label = f"jobs[{index}]"
+        if isinstance(item, dict) and isinstance(item.get("name"), str):
+            label += f" ({item['name']})"
+        try:
+            spec = parse_job(item, scan_roots)
+        except ValidationError as exc:
+            problems += [f"{label}: {d['field']}: {d['message']}" for d in error_details(exc)]
+            continue
+        if spec.name in first_index:
+            problems.append(
+                f"{label}: duplicate name {spec.name!r} (also jobs[{first_index[spec.name]}])"
+            )
+            continue
+        first_index[spec.name] = index
+        specs.append(spec)
+    if problems:
+        raise JobsFileError(source, problems)
+    return specs
+
+
+def load_jobs_file(path: str | Path, scan_roots: Sequence[Path] = ()) -> list[JobSpec]:
+    """Read and validate a jobs file; raise JobsFileError naming every problem."""
+    name = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise JobsFileError(name, [f"cannot read the file: {exc}"]) from None
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise JobsFileError(name, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+    return parse_jobs_document(document, name, scan_roots)
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    created: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def summary(self) -> str:
+        return (
+            f"{len(self.created)} created, {len(self.updated)} updated, "
+            f"{len(self.unchanged)} unchanged, {len(self.deleted)} deleted"
+        )
+
+
+def stored_declaration(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in DECLARATION_FIELDS}
+
+
+def new_job(spec: JobSpec, now: datetime) -> Job:
+    """A Job row for a fresh declaration, in the `pending` state."""
+    return Job(
+        name=spec.name,
+        **spec.declaration(),
+        created_at=now,
+        updated_at=now,
+        status="pending",
+        reasons=[],
+        artifact_count=0,
+    )
+
+
+async def apply_jobs(
+    session: AsyncSession,
+    specs: Sequence[JobSpec],
+    *,
+    prune: bool = False,
+    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+) -> ApplyResult:
+    """Create or update the declared jobs (and delete the others with `prune`); one commit.
+
+    Applying the same file twice changes nothing the second time.
+    """
+    now = clock()
+    result = ApplyResult()
+    existing = {job.name: job for job in (await session.scalars(select(Job))).all()}
+    for spec in specs:
+        declared = spec.declaration()
+        job = existing.get(spec.name)
+        if job is None:
+            session.add(new_job(spec, now))
+            result.created.append(spec.name)
+        elif stored_declaration(job) != declared:
+            for name, value in declared.items():
+                setattr(job, name, value)
+            job.updated_at = now
+            job.next_check_at = now  # judge it again soon under the new declaration
+            result.updated.append(spec.name)
+        else:
+            result.unchanged.append(spec.name)
+    if prune:
+        declared_names = {spec.name for spec in specs}
+        result.deleted = sorted(set(existing) - declared_names)
+        if result.deleted:
+            await session.execute(delete(Job).where(Job.name.in_(result.deleted)))
+    await session.commit()
+    return result

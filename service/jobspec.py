@@ -1,0 +1,183 @@
+"""The declaration of a backup job: one pydantic model shared by the YAML file, the database
+and the API. Pure data and validation; no I/O except resolving a local path against SCAN_ROOTS.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from service.units import parse_duration, parse_percent, parse_size
+
+JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+DEFAULT_GRACE = 3600
+
+Duration = Annotated[int, BeforeValidator(parse_duration)]
+Size = Annotated[int, BeforeValidator(parse_size)]
+Percent = Annotated[float, BeforeValidator(parse_percent)]
+JobName = Annotated[str, Field(pattern=JOB_NAME_PATTERN)]
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalSource(_Strict):
+    type: Literal["local"] = "local"
+    path: str
+    pattern: str = "*"
+    recursive: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_and_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if not os.path.isabs(value):
+            raise ValueError(f"path must be absolute (got {value!r})")
+        roots: Sequence[Path] = (info.context or {}).get("scan_roots") or ()
+        if roots and not path_within_roots(value, roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise ValueError(
+                f"{value} resolves to {os.path.realpath(value)}, outside SCAN_ROOTS ({allowed})"
+            )
+        return os.path.normpath(value)
+
+    @field_validator("pattern")
+    @classmethod
+    def _file_name_glob(cls, value: str) -> str:
+        if not value or "/" in value:
+            raise ValueError("pattern is a glob on the file name: not empty, no '/'")
+        return value
+
+
+Source = Annotated[LocalSource, Field(discriminator="type")]
+
+
+class Schedule(_Strict):
+    """Either `every` (seconds between backups) or `cron` (with an optional time zone)."""
+
+    every: Duration | None = Field(default=None, gt=0)
+    cron: str | None = None
+    timezone: str | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone_info(value)
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Schedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' (a duration) or 'cron'")
+        if self.cron is not None:
+            check_cron(self.cron, self.zone)
+        elif self.timezone is not None:
+            raise ValueError("timezone applies to cron schedules only")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_info(self.timezone or "UTC")
+
+
+class Rules(_Strict):
+    # None means "not set". An unset min_size still rejects an empty (0-byte) file; set
+    # min_size: 0 to accept empty backups.
+    min_size: Size | None = None
+    max_size: Size | None = None
+    min_count: int | None = Field(default=None, ge=1)
+    max_size_drop: Percent | None = None
+
+    @model_validator(mode="after")
+    def _ordered_sizes(self) -> Rules:
+        low, high = self.min_size, self.max_size
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_size ({low} bytes) is larger than max_size ({high} bytes)")
+        return self
+
+
+class JobSpec(_Strict):
+    name: JobName
+    description: str = Field(default="", max_length=2000)
+    tags: tuple[Tag, ...] = ()
+    source: Source | None = None
+    schedule: Schedule
+    grace: Duration = DEFAULT_GRACE
+    rules: Rules = Rules()
+    paused: bool = False
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+    def declaration(self) -> dict[str, Any]:
+        """The JSON-ready declaration (integers for durations and sizes), without the name."""
+        return self.model_dump(mode="json", exclude={"name"}, exclude_none=False)
+
+
+class JobsFile(_Strict):
+    jobs: list[dict[str, Any]]
+
+
+def zone_info(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)"
+        ) from None
+
+
+def check_cron(expression: str, zone: ZoneInfo) -> None:
+    """Raise ValueError unless the expression parses and fires at least once."""
+    try:
+        next(CronSim(expression, datetime.now(UTC).astimezone(zone)))
+    except CronSimError as exc:
+        raise ValueError(f"bad cron expression {expression!r}: {exc}") from None
+    except StopIteration:
+        raise ValueError(f"cron expression {expression!r} never fires") from None
+
+
+def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
+    """True when `path`, symlinks and `..` resolved, lies inside one of `roots`."""
+    real = os.path.realpath(path)
+    return any(real == str(root) or real.startswith(str(root).rstrip("/") + "/") for root in roots)
+
+
+def parse_job(data: object, scan_roots: Sequence[Path] = ()) -> JobSpec:
+    """Validate one job declaration; raises pydantic.ValidationError."""
+    return JobSpec.model_validate(data, context={"scan_roots": tuple(scan_roots)})
+
+
+def error_details(exc: ValidationError) -> list[dict[str, str]]:
+    """Flatten a ValidationError into [{field, message}], fields dotted (`schedule.cron`)."""
+    details = []
+    for error in exc.errors(include_url=False):
+        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+        # Discriminated unions add the tag ("local") to the location; it says nothing to a user.
+        loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "source")]
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown field"
+        details.append({"field": ".".join(loc) or "(job)", "message": message})
+    return details

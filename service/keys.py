@@ -1,0 +1,13 @@
+"""Typed application keys: what the aiohttp app holds, in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from service.settings import Settings
+
+settings_key = web.AppKey("settings", Settings)
+engine_key = web.AppKey("engine", AsyncEngine)
+sessionmaker_key = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
+scheduler_enabled_key = web.AppKey("scheduler_enabled", bool)

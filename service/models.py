@@ -1,0 +1,101 @@
+"""ORM models: jobs (declaration + current state), artifacts, scan runs, status history."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service.db import Base, BigId, JSONType, UTCDateTime
+
+NOT_GONE = text("gone_since IS NULL")
+
+
+class Job(Base):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    # The declaration, as validated by service.jobspec.JobSpec (integers for durations, sizes).
+    description: Mapped[str] = mapped_column(Text, default="")
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    source: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    schedule: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    grace: Mapped[int] = mapped_column(Integer)
+    rules: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    # State, written by the scanner after each evaluation.
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    reasons: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    latest_artifact: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    artifact_count: Mapped[int] = mapped_column(Integer, default=0)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The freshness deadline of the last evaluation: "what is due" is one indexed query.
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # Digest of the last listing committed for this job: an unchanged listing needs no
+    # artifact reads or writes. Cleared whenever the declaration's source changes.
+    listing_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Artifact(Base):
+    __tablename__ = "artifacts"
+    __table_args__ = (
+        # A present artifact is unique by path; a file deleted and re-created later is a
+        # new artifact, and the vanished one keeps its history.
+        Index(
+            "uq_artifacts_job_id_path_present",
+            "job_id",
+            "path",
+            unique=True,
+            postgresql_where=NOT_GONE,
+            sqlite_where=NOT_GONE,
+        ),
+        Index("ix_artifacts_job_id_mtime", "job_id", "mtime", "id"),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    path: Mapped[str] = mapped_column(Text)
+    size: Mapped[int] = mapped_column(BigInteger)
+    mtime: Mapped[datetime] = mapped_column(UTCDateTime)
+    first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
+    gone_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScanRun(Base):
+    __tablename__ = "scan_runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    trigger: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    jobs_scanned: Mapped[int] = mapped_column(Integer, default=0)
+    artifacts_new: Mapped[int] = mapped_column(Integer, default=0)
+    artifacts_changed: Mapped[int] = mapped_column(Integer, default=0)
+    artifacts_gone: Mapped[int] = mapped_column(Integer, default=0)
+    errors: Mapped[int] = mapped_column(Integer, default=0)
+    # [{"job": name, "message": text}] for jobs whose scan failed or whose source errored.
+    error_details: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+
+
+class JobCheck(Base):
+    """A status change of a job, with the reasons and the newest artifact at that moment."""
+
+    __tablename__ = "job_checks"
+    __table_args__ = (Index("ix_job_checks_job_id_checked_at", "job_id", "checked_at"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    checked_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    status: Mapped[str] = mapped_column(String(16))
+    previous_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    reasons: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    latest_artifact: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)

@@ -1,0 +1,305 @@
+"""Pure evaluation of one backup job: (spec, artifacts present, now) -> status, reasons, deadline.
+
+No I/O, no database and no clock: the caller passes `now`, so the same inputs always give the
+same verdict and every rule can be tested at its exact boundary.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, tzinfo
+from fractions import Fraction
+from typing import Literal
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim
+
+from service.jobspec import JobSpec, Schedule
+from service.units import format_duration, format_size
+
+Severity = Literal["critical", "warning", "unknown"]
+Status = Literal["ok", "warning", "critical", "unknown", "pending", "paused"]
+
+FUTURE_TOLERANCE = timedelta(minutes=5)
+SIZE_DROP_WINDOW = 10  # previous artifacts in the median
+SIZE_DROP_MIN_HISTORY = 3
+LISTING_WARNINGS_SHOWN = 3
+
+_TIME_FORMAT = "%Y-%m-%d %H:%M %Z"
+# An unset min_size still rejects an empty file (a failed dump that left a 0-byte file is the
+# most common silent failure); `min_size: 0` accepts empty backups explicitly.
+_DEFAULT_MIN_SIZE = 1
+# Statuses that say nothing is wrong rank with "ok" when summarising several jobs.
+_STATUS_RANK: dict[str, int] = {
+    "ok": 0,
+    "pending": 0,
+    "paused": 0,
+    "unknown": 1,
+    "warning": 2,
+    "critical": 3,
+}
+_RANKED_STATUSES: dict[int, Status] = {0: "ok", 1: "unknown", 2: "warning", 3: "critical"}
+
+
+@dataclass(frozen=True, slots=True)
+class ArtifactFact:
+    """One artifact present in a job's source, as the evaluation needs it."""
+
+    path: str  # relative to the source root, display form
+    size: int  # bytes
+    mtime: datetime  # aware, UTC
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    """Why a job is not ok: a stable code, its severity and a sentence a person can act on."""
+
+    code: str
+    severity: Severity
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        """The JSON form: {"code", "severity", "message"}."""
+        return {"code": self.code, "severity": self.severity, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class Evaluation:
+    """The verdict on one job at one instant."""
+
+    status: Status
+    reasons: tuple[Reason, ...]
+    # When the job is (or was) due, aware UTC; may be in the past. None when paused or when
+    # the source could not be listed.
+    deadline: datetime | None
+    newest: ArtifactFact | None
+
+
+def evaluate(
+    spec: JobSpec,
+    artifacts: Sequence[ArtifactFact],
+    *,
+    now: datetime,
+    created_at: datetime,
+    source_error: str | None = None,
+    listing_warnings: Sequence[str] = (),
+) -> Evaluation:
+    """Judge a job from the artifacts present in its source at `now`."""
+    now = _as_utc(now, "now")
+    created_at = _as_utc(created_at, "created_at")
+    newest, previous = _newest_and_previous(artifacts)
+
+    if spec.paused:
+        return Evaluation(status="paused", reasons=(), deadline=None, newest=newest)
+
+    if source_error is not None:
+        # Whatever was listed before is stale or absent: judging it would be a guess.
+        reason = Reason("source_error", "unknown", source_error or "the source could not be read")
+        return Evaluation(status="unknown", reasons=(reason,), deadline=None, newest=None)
+
+    reasons: list[Reason] = []
+    if listing_warnings:
+        reasons.append(_listing_reason(listing_warnings))
+
+    zone = _display_zone(spec.schedule)
+
+    if newest is None:
+        deadline = next_deadline(spec.schedule, spec.grace, created_at)
+        if now > deadline:
+            reasons.append(Reason("missing", "critical", _missing_message(spec, deadline, zone)))
+        # A partial listing of a source with nothing found is not "pending": the backups may
+        # be in the part that could not be read.
+        status: Status = _worst_severity(reasons) if reasons else "pending"
+        return Evaluation(status=status, reasons=tuple(reasons), deadline=deadline, newest=None)
+
+    # A clock ahead on the writer must not postpone the deadline to a time that never comes.
+    in_future = newest.mtime > now + FUTURE_TOLERANCE
+    base = now if in_future else newest.mtime
+    deadline = next_deadline(spec.schedule, spec.grace, base)
+
+    if now > deadline:
+        age = format_duration((now - newest.mtime).total_seconds())
+        reasons.append(
+            Reason(
+                "late",
+                "critical",
+                f"newest backup {newest.path} is {age} old; "
+                f"a new one was due by {_format_time(deadline, zone)}",
+            )
+        )
+    if in_future:
+        ahead = format_duration((newest.mtime - now).total_seconds())
+        reasons.append(
+            Reason(
+                "future_mtime",
+                "warning",
+                f"newest backup {newest.path} has a modification time in the future "
+                f"({_format_time(newest.mtime, zone)}, {ahead} ahead); "
+                "check the clock of the machine that writes it",
+            )
+        )
+    reasons.extend(_size_reasons(spec, newest, previous))
+
+    min_count = spec.rules.min_count
+    if min_count is not None and len(artifacts) < min_count:
+        count = len(artifacts)
+        reasons.append(
+            Reason(
+                "too_few",
+                "warning",
+                f"only {count} {'backup' if count == 1 else 'backups'} present; "
+                f"at least {min_count} expected",
+            )
+        )
+
+    status = _worst_severity(reasons) if reasons else "ok"
+    return Evaluation(status=status, reasons=tuple(reasons), deadline=deadline, newest=newest)
+
+
+def next_deadline(schedule: Schedule, grace: int, after: datetime) -> datetime:
+    """When the next backup after `after` is due, grace included (aware UTC)."""
+    after = _as_utc(after, "after")
+    if schedule.every is not None:
+        # Pure seconds: an `every` schedule does not care about DST or time zones.
+        return after + timedelta(seconds=schedule.every + grace)
+    if schedule.cron is None:  # pragma: no cover - Schedule validation guarantees one of both
+        raise ValueError("schedule has neither 'every' nor 'cron'")
+    return _next_fire(schedule.cron, schedule.zone, after) + timedelta(seconds=grace)
+
+
+def worst_status(statuses: Iterable[str]) -> Status:
+    """The status of a set of jobs: critical > warning > unknown > ok (pending, paused = ok)."""
+    rank = 0
+    for status in statuses:
+        try:
+            rank = max(rank, _STATUS_RANK[status])
+        except KeyError:
+            raise ValueError(f"unknown status {status!r}") from None
+    return _RANKED_STATUSES[rank]
+
+
+def _next_fire(expression: str, zone: ZoneInfo, after: datetime) -> datetime:
+    """The first fire time strictly after `after` (aware UTC), evaluated in `zone`."""
+    # cronsim works on local wall-clock times for fixed-time expressions and returns the first
+    # occurrence of an ambiguous time (fold=0). When `after` lies in the repeated hour of a
+    # fall-back, it can therefore return a time that is already past (the first 02:30 when we
+    # are at the second 02:15): skip those, so a job never becomes due twice in one night.
+    for fire in CronSim(expression, after.astimezone(zone)):
+        fire_utc = fire.astimezone(UTC)
+        if fire_utc > after:
+            return fire_utc
+    raise ValueError(f"cron expression {expression!r} never fires after {after.isoformat()}")
+
+
+def _newest_and_previous(
+    artifacts: Sequence[ArtifactFact],
+) -> tuple[ArtifactFact | None, list[ArtifactFact]]:
+    """The newest artifact and the ones right before it, oldest first, mtimes in UTC."""
+    if not artifacts:
+        return None, []
+    ordered = sorted(
+        (replace(a, mtime=_as_utc(a.mtime, f"mtime of {a.path}")) for a in artifacts),
+        key=lambda a: (a.mtime, a.path),
+    )
+    return ordered[-1], ordered[-1 - SIZE_DROP_WINDOW : -1]
+
+
+def _size_reasons(
+    spec: JobSpec, newest: ArtifactFact, previous: Sequence[ArtifactFact]
+) -> list[Reason]:
+    rules = spec.rules
+    reasons: list[Reason] = []
+    min_size = _DEFAULT_MIN_SIZE if rules.min_size is None else rules.min_size
+    if newest.size < min_size:
+        if newest.size == 0:
+            message = f"newest backup {newest.path} is empty (0 bytes)"
+        else:
+            size, limit = _format_sizes(newest.size, min_size)
+            message = f"newest backup {newest.path} is {size}, below the minimum of {limit}"
+        reasons.append(Reason("too_small", "critical", message))
+
+    if rules.max_size is not None and newest.size > rules.max_size:
+        size, limit = _format_sizes(newest.size, rules.max_size)
+        reasons.append(
+            Reason(
+                "too_large",
+                "warning",
+                f"newest backup {newest.path} is {size}, above the maximum of {limit}",
+            )
+        )
+
+    if rules.max_size_drop is not None and len(previous) >= SIZE_DROP_MIN_HISTORY:
+        median = statistics.median(p.size for p in previous)
+        limit_pct = rules.max_size_drop
+        # Exact arithmetic: the boundary (a drop of exactly the limit is accepted) must not
+        # depend on float rounding of e.g. 0.9 * median.
+        if Fraction(newest.size) * 100 < Fraction(median) * (100 - Fraction(limit_pct)):
+            drop = (1 - newest.size / median) * 100
+            reasons.append(
+                Reason(
+                    "size_drop",
+                    "warning",
+                    f"newest backup {newest.path} is {format_size(newest.size)}, "
+                    f"{_format_drop(drop, limit_pct)} % smaller than the median of the previous "
+                    f"{len(previous)} ({format_size(median)}); "
+                    f"the limit is a {limit_pct:g} % drop",
+                )
+            )
+    return reasons
+
+
+def _listing_reason(warnings: Sequence[str]) -> Reason:
+    shown = "; ".join(warnings[:LISTING_WARNINGS_SHOWN])
+    hidden = len(warnings) - LISTING_WARNINGS_SHOWN
+    more = f" (and {hidden} more)" if hidden > 0 else ""
+    # Said up front: the verdict below only covers what could be listed.
+    return Reason("source_error", "unknown", f"the listing is incomplete: {shown}{more}")
+
+
+def _missing_message(spec: JobSpec, deadline: datetime, zone: tzinfo) -> str:
+    due = f"the first one was due by {_format_time(deadline, zone)}"
+    source = spec.source
+    if source is None:
+        return f"no backup has been reported; {due}"
+    where = f"{source.path} or its subdirectories" if source.recursive else source.path
+    return f"no backup matching {source.pattern} in {where}; {due}"
+
+
+def _worst_severity(reasons: Sequence[Reason]) -> Status:
+    return _RANKED_STATUSES[max(_STATUS_RANK[r.severity] for r in reasons)]
+
+
+def _display_zone(schedule: Schedule) -> tzinfo:
+    """Cron times read best in the zone they are written in; `every` has no zone: UTC."""
+    return schedule.zone if schedule.cron is not None else UTC
+
+
+def _format_time(moment: datetime, zone: tzinfo) -> str:
+    return moment.astimezone(zone).strftime(_TIME_FORMAT)
+
+
+def _format_sizes(size: int, limit: int) -> tuple[str, str]:
+    """Both sizes in human units, with exact bytes when the rounding would make them look equal."""
+    size_text, limit_text = format_size(size), format_size(limit)
+    if size_text == limit_text:
+        return f"{size_text} ({size} bytes)", f"{limit_text} ({limit} bytes)"
+    return size_text, limit_text
+
+
+def _format_drop(drop: float, limit: float) -> str:
+    """The drop in percent, with as many decimals as needed to read as above the limit."""
+    for decimals in range(4):
+        text = f"{drop:.{decimals}f}"
+        if float(text) > limit:
+            return text
+    return f"{drop:.4f}"
+
+
+def _as_utc(moment: datetime, name: str) -> datetime:
+    # A naive datetime here is a bug in the caller (e.g. SQLite handing back naive values),
+    # never user input: fail loudly instead of guessing a zone.
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError(f"{name} must be an aware datetime, got naive {moment.isoformat()}")
+    return moment.astimezone(UTC)

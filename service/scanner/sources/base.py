@@ -1,0 +1,30 @@
+"""The port every source implements: list the files, or raise SourceError."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+class SourceError(Exception):
+    """The source cannot be listed at all; the message is shown to people as is."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    path: str  # relative to the source root, '/'-separated; bytes that are not UTF-8 as \xNN
+    size: int
+    mtime_us: int  # modification time, microseconds since the epoch (exact, comparable)
+
+
+@dataclass(slots=True)
+class Listing:
+    entries: list[FileEntry] = field(default_factory=list)
+    # Parts that could not be read (an unreadable subdirectory): the listing is incomplete.
+    warnings: list[str] = field(default_factory=list)
+    # Entries passed over on purpose (a symlink out of the source, a loop): for the log only.
+    skipped: list[str] = field(default_factory=list)
+
+
+class Source(Protocol):
+    async def list(self) -> Listing: ...

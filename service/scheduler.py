@@ -1,0 +1,131 @@
+"""The periodic full scan: a module-level AsyncIOScheduler that awaits the async scanner.
+
+The contract of the original request, in async form: `run_scanner_job` opens a session per run,
+awaits `run_scanner(session)`, logs and swallows any exception and always closes the session;
+`start_scheduler` and `shutdown_scheduler` are idempotent and say so in the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.scanner import run_scanner
+from service.settings import get_settings
+
+logger = logging.getLogger(__name__)
+
+JOB_ID = "backup_scanner_main_job"
+MISFIRE_GRACE_SECONDS = 60
+
+scheduler = AsyncIOScheduler(timezone=UTC)
+
+# Set when the service stops: a running scan finishes the job in hand, then stops.
+_stop = asyncio.Event()
+_active_runs: set[asyncio.Task[Any]] = set()
+
+
+async def run_scanner_job(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """One scheduled scan: a fresh session, the scanner, and the session closed whatever happens."""
+    task = asyncio.current_task()
+    if task is not None:
+        _active_runs.add(task)
+    session = session_factory()
+    try:
+        logger.info("Scheduled run of the backup scanner started.")
+        await run_scanner(session, trigger="schedule", stop=_stop)
+        logger.info("Scheduled run of the backup scanner finished successfully.")
+    except Exception as exc:
+        # Never let a scan failure escape into the scheduler: the next run must still happen.
+        logger.error("Error while running the backup scanner job: %s", exc, exc_info=True)
+    finally:
+        await session.close()
+        logger.debug("Database session closed for the scanner job.")
+        if task is not None:
+            _active_runs.discard(task)
+
+
+async def start_scheduler(
+    session_factory: async_sessionmaker[AsyncSession],
+    interval_minutes: float | None = None,
+    *,
+    run_now: bool = True,
+) -> None:
+    """Start the scheduler with the scanner job; a no-op (logged) when it already runs.
+
+    `run_now` also runs a first scan right away, so that a fresh start shows real statuses
+    instead of waiting a whole interval.
+    """
+    if scheduler.running:
+        logger.info("The scheduler is already running.")
+        return
+    minutes = interval_minutes if interval_minutes is not None else (
+        get_settings().scanner_interval_minutes
+    )
+    options: dict[str, Any] = {}
+    if run_now:
+        options["next_run_time"] = datetime.now(UTC)
+    scheduler.add_job(
+        run_scanner_job,
+        "interval",
+        minutes=minutes,
+        args=[session_factory],
+        id=JOB_ID,
+        replace_existing=True,
+        misfire_grace_time=MISFIRE_GRACE_SECONDS,
+        coalesce=True,
+        max_instances=1,
+        **options,
+    )
+    logger.info("Job '%s' added to the scheduler. Interval: %g minutes.", JOB_ID, minutes)
+    _stop.clear()
+    scheduler.start()
+    logger.info("APScheduler scheduler started.")
+
+
+async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
+    """Stop the scheduler; a running scan finishes its current job first (up to drain_timeout)."""
+    if not scheduler.running:
+        logger.info("The scheduler was not running.")
+        return
+    _stop.set()
+    scheduler.shutdown(wait=False)
+    # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
+    await wait_for_condition(lambda: not scheduler.running, timeout=5)
+    if _active_runs:
+        logger.info("Waiting for the running scan to finish its current job.")
+        _, pending = await asyncio.wait(set(_active_runs), timeout=drain_timeout)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+    logger.info("APScheduler scheduler stopped.")
+
+
+def scheduler_state() -> dict[str, Any]:
+    """{"running": bool, "next_run_at": ISO time or None} for the status endpoint."""
+    job = scheduler.get_job(JOB_ID) if scheduler.running else None
+    next_run = job.next_run_time if job is not None else None
+    return {
+        "running": scheduler.running,
+        "next_run_at": next_run.astimezone(UTC).isoformat() if next_run else None,
+    }
+
+
+async def wait_for_condition(
+    condition: Callable[[], bool], timeout: float, interval: float = 0.01
+) -> bool:
+    """Yield to the loop until `condition()` holds or `timeout` passes; return the outcome."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not condition():
+        if loop.time() >= deadline:
+            return False
+        await asyncio.sleep(interval)
+    return True

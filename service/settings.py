@@ -1,0 +1,88 @@
+"""Service settings, read from the environment (and an optional `.env`)."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
+
+
+class SettingsError(Exception):
+    """A setting has a bad value; the message names the variable and is one line."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    database_url: str = DEFAULT_DATABASE_URL
+    scanner_interval_minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=1, le=65535)
+    # Colon-separated list (like PATH); empty means "no restriction".
+    scan_roots: Annotated[tuple[Path, ...], NoDecode] = ()
+    jobs_file: Path | None = None
+    auto_migrate: bool = True
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+    # How long one source listing may take before the job is reported as unknown.
+    source_timeout_seconds: float = Field(default=300.0, gt=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_driver(cls, value: str) -> str:
+        if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
+            raise ValueError(
+                "must start with postgresql+asyncpg:// or sqlite+aiosqlite:// "
+                f"(got {value.split('://', 1)[0]!r})"
+            )
+        return value
+
+    @field_validator("scan_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [p.strip() for p in value.split(os.pathsep)]
+            return tuple(Path(p) for p in parts if p)
+        return value
+
+    @field_validator("scan_roots")
+    @classmethod
+    def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
+        for root in value:
+            if not root.is_absolute():
+                raise ValueError(f"{root} is not an absolute path")
+        return tuple(Path(os.path.realpath(root)) for root in value)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("log_format", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment; raise SettingsError with one clear line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
+        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return load_settings()
