@@ -80,7 +80,9 @@ def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
     async def work(session: Any) -> str:
         return (await apply_jobs(session, specs, prune=prune)).summary()
 
-    return database_step(settings, "apply the jobs", lambda: asyncio.run(with_session(settings, work)))
+    return database_step(
+        settings, "apply the jobs", lambda: asyncio.run(with_session(settings, work))
+    )
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:

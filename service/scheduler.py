@@ -65,8 +65,10 @@ async def start_scheduler(
     if scheduler.running:
         logger.info("The scheduler is already running.")
         return
-    minutes = interval_minutes if interval_minutes is not None else (
-        get_settings().scanner_interval_minutes
+    minutes = (
+        interval_minutes
+        if interval_minutes is not None
+        else (get_settings().scanner_interval_minutes)
     )
     options: dict[str, Any] = {}
     if run_now:
@@ -97,7 +99,7 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
     _stop.set()
     scheduler.shutdown(wait=False)
     # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
-    await wait_for_condition(lambda: not scheduler.running, timeout=5)
+    await wait_for_condition(lambda: not scheduler.running, within=5)
     if _active_runs:
         logger.info("Waiting for the running scan to finish its current job.")
         _, pending = await asyncio.wait(set(_active_runs), timeout=drain_timeout)
@@ -119,11 +121,11 @@ def scheduler_state() -> dict[str, Any]:
 
 
 async def wait_for_condition(
-    condition: Callable[[], bool], timeout: float, interval: float = 0.01
+    condition: Callable[[], bool], within: float, interval: float = 0.01
 ) -> bool:
-    """Yield to the loop until `condition()` holds or `timeout` passes; return the outcome."""
+    """Yield to the loop until `condition()` holds or `within` seconds pass; return the outcome."""
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
+    deadline = loop.time() + within
     while not condition():
         if loop.time() >= deadline:
             return False

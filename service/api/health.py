@@ -67,7 +67,7 @@ async def status(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
         counts = dict.fromkeys(STATUSES, 0)
-        for job_status, count in rows.tuples():
+        for job_status, count in rows:
             counts[job_status] = count
         last_scan = await session.scalar(
             select(ScanRun).order_by(ScanRun.started_at.desc(), ScanRun.id.desc()).limit(1)

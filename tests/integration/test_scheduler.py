@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from support import add_job, get_job, make_file
 
 from service.db import create_engine, create_sessionmaker
 from service.models import ScanRun
@@ -19,9 +21,7 @@ from service.scheduler import (
     scheduler,
     shutdown_scheduler,
     start_scheduler,
-    wait_for_condition,
 )
-from support import add_job, get_job, make_file
 
 
 class RecordingSessions:
@@ -91,7 +91,7 @@ async def test_scheduler_job_execution(sessionmaker, clock, tmp_path: Path):
         if sessions.closed >= 1 and await scheduled_scans() >= 1:
             ran = True
             break
-        await wait_for_condition(lambda: False, timeout=0.05)
+        await asyncio.sleep(0.05)
     assert ran, "the scheduled scan did not run within 10 s"
     job = await get_job(sessionmaker, "files")
     assert job.status == "ok"

@@ -1,0 +1,362 @@
+"""The scanner against real directories and a real database (PostgreSQL and SQLite)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from support import add_job, get_job, make_file
+
+from service.models import Artifact, JobCheck, ScanRun
+from service.scanner import BackupScanner
+
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+
+
+def local(path: Path, **extra: object) -> dict[str, object]:
+    return {"type": "local", "path": str(path), **extra}
+
+
+async def scan(sessionmaker, clock, **options):
+    async with sessionmaker() as session:
+        return await BackupScanner(session, clock=clock, trigger="test", **options).scan_all_jobs()
+
+
+async def artifacts(sessionmaker, include_gone: bool = False) -> list[Artifact]:
+    async with sessionmaker() as session:
+        query = select(Artifact).order_by(Artifact.path, Artifact.id)
+        if not include_gone:
+            query = query.where(Artifact.gone_since.is_(None))
+        return list((await session.scalars(query)).all())
+
+
+async def test_incremental_scan_records_new_changed_and_gone(sessionmaker, clock, tmp_path):
+    backups = tmp_path / "db"
+    for day in range(1, 4):
+        make_file(backups / f"dump-{day}.sql.gz", 1000 + day, clock.now - day * DAY)
+    await add_job(
+        sessionmaker, clock.now - 10 * DAY, name="db", source=local(backups, pattern="*.sql.gz")
+    )
+
+    first = await scan(sessionmaker, clock)
+    assert [(j.name, j.status, j.new) for j in first.jobs] == [("db", "ok", 3)]
+    before = {a.path: (a.id, a.size, a.mtime, a.first_seen) for a in await artifacts(sessionmaker)}
+    assert sorted(before) == ["dump-1.sql.gz", "dump-2.sql.gz", "dump-3.sql.gz"]
+
+    clock.advance(hours=1)
+    second = await scan(sessionmaker, clock)
+    assert (second.jobs[0].new, second.jobs[0].changed, second.jobs[0].gone) == (0, 0, 0)
+    after = {a.path: (a.id, a.size, a.mtime, a.first_seen) for a in await artifacts(sessionmaker)}
+    assert after == before  # nothing rewritten
+
+    clock.advance(hours=1)
+    make_file(backups / "dump-1.sql.gz", 5000, clock.now - timedelta(minutes=1))  # changed
+    (backups / "dump-3.sql.gz").unlink()  # gone
+    make_file(backups / "dump-0.sql.gz", 1200, clock.now)  # new
+    third = await scan(sessionmaker, clock)
+    assert (third.jobs[0].new, third.jobs[0].changed, third.jobs[0].gone) == (1, 1, 1)
+
+    rows = {a.path: a for a in await artifacts(sessionmaker, include_gone=True)}
+    assert rows["dump-1.sql.gz"].size == 5000
+    # first_seen survives a change of size: it is when the artifact was first listed.
+    assert rows["dump-1.sql.gz"].first_seen == before["dump-1.sql.gz"][3] == clock.now - 2 * HOUR
+    assert rows["dump-1.sql.gz"].last_seen == clock.now
+    assert rows["dump-3.sql.gz"].last_seen == clock.now - HOUR  # the last scan that saw it
+    assert rows["dump-3.sql.gz"].gone_since == clock.now
+    assert rows["dump-0.sql.gz"].first_seen == clock.now
+
+    # A file re-created under a vanished name is a new artifact; the old one keeps its history.
+    make_file(backups / "dump-3.sql.gz", 10, clock.now)
+    clock.advance(minutes=1)
+    await scan(sessionmaker, clock)
+    dump3 = [
+        a for a in await artifacts(sessionmaker, include_gone=True) if a.path == "dump-3.sql.gz"
+    ]
+    assert len(dump3) == 2
+    assert sorted(a.gone_since is None for a in dump3) == [False, True]
+
+    async with sessionmaker() as session:
+        runs = (await session.scalars(select(ScanRun).order_by(ScanRun.id))).all()
+    assert [(r.artifacts_new, r.artifacts_changed, r.artifacts_gone) for r in runs] == [
+        (3, 0, 0), (0, 0, 0), (1, 1, 1), (1, 0, 0),
+    ]  # fmt: skip
+    assert all(r.status == "finished" and r.finished_at is not None for r in runs)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_rescan_of_unchanged_tree_rewrites_no_artifact_row(sessionmaker, clock, tmp_path):
+    """PostgreSQL's xmin changes whenever a row is rewritten: it must not."""
+    for job in range(3):
+        for day in range(5):
+            make_file(tmp_path / f"j{job}" / f"f{day}", 100 + day, clock.now - day * DAY)
+        await add_job(sessionmaker, clock.now, name=f"j{job}", source=local(tmp_path / f"j{job}"))
+    await scan(sessionmaker, clock)
+    query = text("SELECT id, xmin::text FROM artifacts ORDER BY id")
+    async with sessionmaker() as session:
+        before = (await session.execute(query)).all()
+    clock.advance(minutes=15)
+    await scan(sessionmaker, clock)
+    async with sessionmaker() as session:
+        after = (await session.execute(query)).all()
+    assert len(before) == 15
+    assert after == before
+
+
+async def test_status_changes_are_recorded_once(sessionmaker, clock, tmp_path):
+    backups = tmp_path / "b"
+    make_file(backups / "a.tar", 100, clock.now - timedelta(hours=1))
+    await add_job(
+        sessionmaker, clock.now - 10 * DAY, name="hourly", source=local(backups),
+        schedule={"every": "1d"}, grace="1h",
+    )  # fmt: skip
+    await scan(sessionmaker, clock)
+    clock.advance(hours=2)
+    await scan(sessionmaker, clock)  # still ok: no new history row
+    clock.advance(days=1)
+    await scan(sessionmaker, clock)  # late
+    clock.advance(hours=1)
+    await scan(sessionmaker, clock)  # still late: no new history row
+
+    async with sessionmaker() as session:
+        checks = (await session.scalars(select(JobCheck).order_by(JobCheck.id))).all()
+    assert [(c.previous_status, c.status) for c in checks] == [
+        ("pending", "ok"),
+        ("ok", "critical"),
+    ]
+    assert checks[1].reasons[0]["code"] == "late"
+    assert checks[1].latest_artifact["path"] == "a.tar"
+    job = await get_job(sessionmaker, "hourly")
+    assert job.status == "critical"
+    assert job.status_changed_at == clock.now - timedelta(hours=1)
+    assert job.checked_at == clock.now
+
+
+async def test_broken_source_is_unknown_and_other_jobs_unaffected(sessionmaker, clock, tmp_path):
+    good = tmp_path / "good"
+    make_file(good / "x.tar", 100, clock.now)
+    not_a_dir = make_file(tmp_path / "file", 1, clock.now)
+    await add_job(sessionmaker, clock.now, name="good", source=local(good))
+    await add_job(sessionmaker, clock.now, name="missing", source=local(tmp_path / "nope"))
+    await add_job(sessionmaker, clock.now, name="notdir", source=local(not_a_dir))
+
+    report = await scan(sessionmaker, clock)
+    by_name = {job.name: job for job in report.jobs}
+    assert by_name["good"].status == "ok"
+    assert by_name["missing"].status == "unknown"
+    missing_reason = by_name["missing"].reasons[0]
+    assert missing_reason["code"] == "source_error"
+    assert "No such file or directory" in missing_reason["message"]
+    assert str(tmp_path / "nope") in missing_reason["message"]
+    assert by_name["notdir"].status == "unknown"
+    assert "not a directory" in by_name["notdir"].reasons[0]["message"]
+
+    async with sessionmaker() as session:
+        run = await session.scalar(select(ScanRun))
+    assert run is not None and run.errors == 2 and run.jobs_scanned == 3
+    assert {d["job"] for d in run.error_details} == {"missing", "notdir"}
+
+    # The directory comes back: the job recovers on the next scan, nothing was lost.
+    make_file(tmp_path / "nope" / "y.tar", 100, clock.now)
+    report = await scan(sessionmaker, clock)
+    assert {job.name: job.status for job in report.jobs}["missing"] == "ok"
+
+
+async def test_source_error_keeps_known_inventory(sessionmaker, clock, tmp_path):
+    """A mount that disappears must not mark every artifact as gone."""
+    backups = tmp_path / "mnt"
+    make_file(backups / "a.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="nfs", source=local(backups))
+    await scan(sessionmaker, clock)
+    backups.rename(tmp_path / "unmounted")
+    await scan(sessionmaker, clock)
+    job = await get_job(sessionmaker, "nfs")
+    assert job.status == "unknown"
+    assert job.artifact_count == 1
+    assert job.latest_artifact is not None and job.latest_artifact["path"] == "a.tar"
+    assert [a.gone_since for a in await artifacts(sessionmaker)] == [None]
+
+
+async def test_awkward_files(sessionmaker, clock, tmp_path):
+    """0-byte file, a non-UTF-8 name, symlink loops, links out of the source, a directory loop."""
+    backups = tmp_path / "awkward"
+    outside = make_file(tmp_path / "outside" / "secret.tar", 999, clock.now)
+    make_file(backups / "good.tar", 100, clock.now - timedelta(hours=2))
+    make_file(backups / "empty.tar", 0, clock.now - timedelta(hours=1))
+    raw_name = os.path.join(os.fsencode(backups), b"caf\xe9-\xff.tar")
+    with open(raw_name, "wb") as handle:
+        handle.write(b"12345")
+    os.utime(raw_name, (clock.now.timestamp() - 7200,) * 2)
+    os.symlink("loop-b.tar", backups / "loop-a.tar")
+    os.symlink("loop-a.tar", backups / "loop-b.tar")
+    os.symlink(outside, backups / "escape.tar")
+    os.symlink("good.tar", backups / "inside-link.tar")
+    os.symlink("/nonexistent/target", backups / "dangling.tar")
+    (backups / "sub").mkdir()
+    make_file(backups / "sub" / "deep.tar", 50, clock.now - timedelta(hours=3))
+    os.symlink("..", backups / "sub" / "up")  # a directory loop for a recursive walk
+    await add_job(
+        sessionmaker, clock.now, name="awkward", source=local(backups, recursive=True),
+        rules={"min_count": 1},
+    )  # fmt: skip
+
+    report = await scan(sessionmaker, clock)
+    paths = sorted(a.path for a in await artifacts(sessionmaker))
+    assert paths == [
+        "caf\\xe9-\\xff.tar", "empty.tar", "good.tar", "inside-link.tar", "sub/deep.tar",
+    ]  # fmt: skip
+    job = report.jobs[0]
+    assert job.status == "critical"
+    assert [r["code"] for r in job.reasons] == ["too_small"]
+    assert "empty.tar is empty" in job.reasons[0]["message"]
+
+    # The undecodable name has a stable identity: a rescan finds nothing new.
+    clock.advance(minutes=5)
+    report = await scan(sessionmaker, clock)
+    assert (report.jobs[0].new, report.jobs[0].changed, report.jobs[0].gone) == (0, 0, 0)
+
+
+async def test_unreadable_subdirectory_is_reported_and_nothing_marked_gone(
+    sessionmaker, clock, tmp_path
+):
+    if os.geteuid() == 0:
+        pytest.skip("root reads every directory: see test_unreadable_directories_without_root_…")
+    backups = tmp_path / "r"
+    make_file(backups / "top.tar", 100, clock.now)
+    make_file(backups / "locked" / "inner.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="r", source=local(backups, recursive=True))
+    await scan(sessionmaker, clock)
+    (backups / "locked").chmod(0)
+    try:
+        report = await scan(sessionmaker, clock)
+    finally:
+        (backups / "locked").chmod(0o755)
+    assert report.jobs[0].status == "unknown"
+    assert "Permission denied" in report.jobs[0].reasons[0]["message"]
+    assert len(await artifacts(sessionmaker)) == 2
+
+
+async def test_one_failing_job_does_not_roll_back_the_others(sessionmaker, clock, tmp_path):
+    """A real database error in one job's transaction; the other jobs are committed."""
+    for name in ("a-first", "b-poisoned", "c-last"):
+        make_file(tmp_path / name / f"{name}.tar", 100, clock.now)
+        await add_job(sessionmaker, clock.now, name=name, source=local(tmp_path / name))
+    async with sessionmaker() as session:
+        dialect = session.bind.dialect.name
+        if dialect == "postgresql":
+            await session.execute(text("""
+                CREATE FUNCTION poison() RETURNS trigger AS $$
+                BEGIN RAISE EXCEPTION 'poisoned artifact %', NEW.path; END $$ LANGUAGE plpgsql
+            """))  # fmt: skip
+            await session.execute(text("""
+                CREATE TRIGGER poison BEFORE INSERT ON artifacts FOR EACH ROW
+                WHEN (NEW.path = 'b-poisoned.tar') EXECUTE FUNCTION poison()
+            """))  # fmt: skip
+        else:
+            await session.execute(text("""
+                CREATE TRIGGER poison BEFORE INSERT ON artifacts
+                WHEN NEW.path = 'b-poisoned.tar'
+                BEGIN SELECT RAISE(ABORT, 'poisoned artifact'); END
+            """))  # fmt: skip
+        await session.commit()
+
+    report = await scan(sessionmaker, clock)
+    assert {job.name: job.status for job in report.jobs} == {
+        "a-first": "ok", "b-poisoned": "unknown", "c-last": "ok",
+    }  # fmt: skip
+    assert "poisoned artifact" in report.jobs[1].reasons[0]["message"]
+    assert sorted(a.path for a in await artifacts(sessionmaker)) == ["a-first.tar", "c-last.tar"]
+    assert (await get_job(sessionmaker, "b-poisoned")).status == "pending"  # rolled back
+    async with sessionmaker() as session:
+        run = await session.scalar(select(ScanRun))
+        await session.execute(
+            text("DROP TRIGGER poison" + (" ON artifacts" if dialect == "postgresql" else ""))
+        )
+        await session.commit()
+    assert run is not None and run.errors == 1 and run.status == "finished"
+
+    report = await scan(sessionmaker, clock)
+    assert {job.name: job.status for job in report.jobs}["b-poisoned"] == "ok"
+
+
+async def test_stop_event_finishes_current_job_then_stops(sessionmaker, clock, tmp_path):
+    for name in ("a", "b"):
+        make_file(tmp_path / name / "f.tar", 1, clock.now)
+        await add_job(sessionmaker, clock.now, name=name, source=local(tmp_path / name))
+    stop = asyncio.Event()
+    stop.set()
+    report = await scan(sessionmaker, clock, stop=stop)
+    assert report.status == "interrupted"
+    assert report.jobs == []
+    async with sessionmaker() as session:
+        run = await session.scalar(select(ScanRun))
+    assert run is not None and run.status == "interrupted" and run.finished_at is not None
+
+
+async def test_heartbeat_job_without_source(sessionmaker, clock):
+    await add_job(sessionmaker, clock.now - 3 * DAY, name="pushed", schedule={"every": "1d"})
+    await add_job(sessionmaker, clock.now, name="fresh", schedule={"every": "1d"})
+    report = await scan(sessionmaker, clock)
+    statuses = {job.name: (job.status, [r["code"] for r in job.reasons]) for job in report.jobs}
+    assert statuses == {"pushed": ("critical", ["missing"]), "fresh": ("pending", [])}
+
+
+UNREADABLE_JOBS = """
+jobs:
+  - name: locked-root
+    source: {type: local, path: %(root)s/locked}
+    schedule: {every: 1d}
+  - name: locked-sub
+    source: {type: local, path: %(root)s/partial, recursive: true}
+    schedule: {every: 1d}
+  - name: fine
+    source: {type: local, path: %(root)s/fine}
+    schedule: {every: 1d}
+"""
+
+
+def test_unreadable_directories_without_root_privileges(tmp_path):
+    """Root reads everything; `setpriv` drops the capabilities that bypass file permissions,
+    so the real CLI meets real EACCES on directories owned by nobody."""
+    import json
+    import pwd
+    import shutil
+    import subprocess
+    import sys
+
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() != 0 or setpriv is None:
+        pytest.skip("needs root and setpriv (util-linux) to drop the DAC capabilities")
+    nobody = pwd.getpwnam("nobody").pw_uid
+    root = tmp_path
+    for name in ("locked/a.tar", "partial/ok.tar", "partial/sub/b.tar", "fine/c.tar"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(b"data")
+    for locked in (root / "locked", root / "partial" / "sub"):
+        os.chown(locked, nobody, -1)
+        locked.chmod(0o700)
+    (root / "jobs.yml").write_text(UNREADABLE_JOBS % {"root": root})
+    env = dict(os.environ, DATABASE_URL=f"sqlite+aiosqlite:///{root}/bm.db")
+
+    def cli(*args: str) -> subprocess.CompletedProcess[str]:
+        command = [setpriv, "--bounding-set=-dac_override,-dac_read_search", sys.executable]
+        return subprocess.run(
+            [*command, "-m", "service", *args], env=env, cwd=root,
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+
+    applied = cli("jobs", "apply", str(root / "jobs.yml"))
+    assert applied.returncode == 0, applied.stderr
+    result = cli("scan", "--format", "json")
+    assert result.returncode == 3, result.stderr  # unknown, nothing worse
+    jobs = {job["name"]: job for job in json.loads(result.stdout)["jobs"]}
+    assert jobs["fine"]["status"] == "ok"
+    assert jobs["locked-root"]["status"] == "unknown"
+    assert "Permission denied" in jobs["locked-root"]["reasons"][0]["message"]
+    assert jobs["locked-sub"]["status"] == "unknown"
+    assert "Permission denied" in jobs["locked-sub"]["reasons"][0]["message"]
+    assert jobs["locked-sub"]["artifact_count"] == 1  # what could be read was read
