@@ -242,7 +242,7 @@ class BackupScanner:
                 spec.source, timeout=self.source_timeout, scan_roots=self.scan_roots
             )
             try:
-                listing = await source.list()
+                listing = await source.list_files()
             except SourceError as exc:
                 source_error = str(exc)
             else:
@@ -264,7 +264,8 @@ class BackupScanner:
         warnings = listing.warnings if listing else []
         if spec is None:
             evaluation = Evaluation("unknown", (), None, None)
-            reasons = [{"code": "source_error", "severity": "unknown", "message": source_error}]
+            message = source_error or "the stored declaration is invalid"
+            reasons = [{"code": "source_error", "severity": "unknown", "message": message}]
         else:
             evaluation = evaluate(
                 spec, facts, now=now, created_at=job.created_at,

@@ -47,7 +47,7 @@ class LocalSource:
         self.timeout = timeout
         self.scan_roots = tuple(scan_roots)
 
-    async def list(self) -> Listing:
+    async def list_files(self) -> Listing:
         cancel = threading.Event()
         try:
             return await asyncio.wait_for(asyncio.to_thread(self._walk, cancel), self.timeout)

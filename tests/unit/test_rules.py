@@ -1,0 +1,1011 @@
+"""The pure evaluation rules, each at its boundary (service/scanner/rules.py)."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import random
+from collections.abc import Sequence
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, available_timezones
+
+import pytest
+
+from service.jobspec import JobSpec, parse_job
+from service.scanner.rules import (
+    FUTURE_TOLERANCE,
+    ArtifactFact,
+    Evaluation,
+    Reason,
+    evaluate,
+    next_deadline,
+    worst_status,
+)
+
+SECOND = timedelta(seconds=1)
+MINUTE = timedelta(minutes=1)
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+MIB = 1024**2
+GIB = 1024**3
+
+SOURCE = {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz"}
+# The reference backup: written at 03:00 UTC; with `every: 1d` and `grace: 1h` it is
+# fresh until T0 + 25 h.
+T0 = datetime(2026, 11, 20, 3, 0, tzinfo=UTC)
+CREATED = datetime(2026, 1, 1, tzinfo=UTC)
+PARIS = ZoneInfo("Europe/Paris")
+NEW_YORK = ZoneInfo("America/New_York")
+
+
+def job(**fields: Any) -> JobSpec:
+    """A daily job on /backups/db with a 1 h grace; `fields` override the declaration."""
+    data: dict[str, Any] = {
+        "name": "db-nightly",
+        "source": SOURCE,
+        "schedule": {"every": 86400},
+        "grace": 3600,
+    }
+    data.update(fields)
+    return parse_job(data)
+
+
+def art(mtime: datetime, size: int = 1000, path: str | None = None) -> ArtifactFact:
+    return ArtifactFact(path or f"db-{mtime:%Y-%m-%dT%H%M%S}.sql.gz", size, mtime)
+
+
+def series(sizes: Sequence[int], *, newest: datetime = T0) -> list[ArtifactFact]:
+    """One artifact a day, oldest first, the last one at `newest`."""
+    count = len(sizes)
+    return [art(newest - (count - 1 - i) * DAY, size) for i, size in enumerate(sizes)]
+
+
+def run(
+    spec: JobSpec,
+    artifacts: Sequence[ArtifactFact],
+    now: datetime = T0 + HOUR,
+    **kwargs: Any,
+) -> Evaluation:
+    # Shuffled: evaluate() must not depend on the order the source listed the files in.
+    shuffled = list(artifacts)
+    random.Random(len(shuffled)).shuffle(shuffled)
+    kwargs.setdefault("created_at", CREATED)
+    return evaluate(spec, shuffled, now=now, **kwargs)
+
+
+def codes(evaluation: Evaluation) -> list[str]:
+    return [reason.code for reason in evaluation.reasons]
+
+
+def reason(evaluation: Evaluation, code: str) -> Reason:
+    (found,) = [r for r in evaluation.reasons if r.code == code]
+    return found
+
+
+# --- freshness: late ------------------------------------------------------------------------
+
+CRON_UTC = {"cron": "0 2 * * *"}
+CRON_PARIS = {"cron": "0 2 * * *", "timezone": "Europe/Paris"}
+
+
+@pytest.mark.parametrize(
+    ("schedule", "grace", "mtime", "deadline"),
+    [
+        pytest.param({"every": 86400}, 3600, T0, T0 + 25 * HOUR, id="every-1d-grace-1h"),
+        pytest.param({"every": "1d"}, 0, T0, T0 + DAY, id="every-no-grace"),
+        pytest.param({"every": 900}, 60, T0, T0 + 16 * MINUTE, id="every-15m"),
+        pytest.param(
+            CRON_UTC,
+            3600,
+            datetime(2026, 11, 20, 2, 5, tzinfo=UTC),
+            datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            id="cron-utc-written-after-fire",
+        ),
+        pytest.param(
+            CRON_UTC,
+            3600,
+            datetime(2026, 11, 20, 2, 0, tzinfo=UTC),
+            datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            id="cron-utc-written-at-fire-time-waits-next-fire",
+        ),
+        pytest.param(
+            CRON_UTC,
+            3600,
+            datetime(2026, 11, 20, 1, 59, 59, tzinfo=UTC),
+            datetime(2026, 11, 20, 3, 0, tzinfo=UTC),
+            id="cron-utc-written-before-fire",
+        ),
+        pytest.param(
+            CRON_PARIS,
+            3600,
+            datetime(2026, 11, 20, 1, 10, tzinfo=UTC),
+            datetime(2026, 11, 21, 2, 0, tzinfo=UTC),
+            id="cron-paris-winter",
+        ),
+        pytest.param(
+            CRON_PARIS,
+            3600,
+            datetime(2026, 7, 20, 0, 10, tzinfo=UTC),
+            datetime(2026, 7, 21, 1, 0, tzinfo=UTC),
+            id="cron-paris-summer",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    ("offset", "expected"),
+    [
+        pytest.param(-SECOND, [], id="before"),
+        pytest.param(timedelta(0), [], id="at-deadline-not-late"),
+        pytest.param(SECOND, ["late"], id="one-second-after-late"),
+    ],
+)
+def test_late_boundary(
+    schedule: dict[str, Any],
+    grace: int,
+    mtime: datetime,
+    deadline: datetime,
+    offset: timedelta,
+    expected: list[str],
+) -> None:
+    evaluation = run(job(schedule=schedule, grace=grace), [art(mtime)], now=deadline + offset)
+    assert codes(evaluation) == expected
+    assert evaluation.status == ("critical" if expected else "ok")
+    assert evaluation.deadline == deadline
+    assert evaluation.deadline.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("schedule", "mtime", "now", "message"),
+    [
+        pytest.param(
+            CRON_PARIS,
+            datetime(2026, 11, 20, 1, 0, tzinfo=UTC),
+            datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            "newest backup db-2026-11-20.sql.gz is 26 h old; "
+            "a new one was due by 2026-11-21 03:00 CET",
+            id="cron-in-schedule-zone",
+        ),
+        pytest.param(
+            {"every": 86400},
+            datetime(2026, 11, 20, 1, 0, tzinfo=UTC),
+            datetime(2026, 11, 23, 5, 0, tzinfo=UTC),
+            "newest backup db-2026-11-20.sql.gz is 3 d 4 h old; "
+            "a new one was due by 2026-11-21 02:00 UTC",
+            id="every-in-utc",
+        ),
+    ],
+)
+def test_late_message(
+    schedule: dict[str, Any], mtime: datetime, now: datetime, message: str
+) -> None:
+    evaluation = run(job(schedule=schedule), [art(mtime, path="db-2026-11-20.sql.gz")], now=now)
+    assert evaluation.reasons == (Reason("late", "critical", message),)
+
+
+def test_late_uses_newest_not_older_artifacts() -> None:
+    artifacts = [*series([1000] * 5, newest=T0 - 3 * DAY), art(T0)]
+    assert codes(run(job(), artifacts, now=T0 + 25 * HOUR)) == []
+
+
+# --- no artifact: pending, then missing -----------------------------------------------------
+
+JOB_CREATED = datetime(2026, 11, 20, 10, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("schedule", "pending_deadline", "shown"),
+    [
+        pytest.param(
+            {"every": 86400},
+            datetime(2026, 11, 21, 11, 0, tzinfo=UTC),
+            "2026-11-21 11:00 UTC",
+            id="every",
+        ),
+        pytest.param(
+            CRON_PARIS,
+            datetime(2026, 11, 21, 2, 0, tzinfo=UTC),
+            "2026-11-21 03:00 CET",
+            id="cron-paris",
+        ),
+        pytest.param(
+            CRON_UTC,
+            datetime(2026, 11, 21, 3, 0, tzinfo=UTC),
+            "2026-11-21 03:00 UTC",
+            id="cron-utc",
+        ),
+    ],
+)
+@pytest.mark.parametrize(
+    ("offset", "status"),
+    [
+        pytest.param(-DAY, "pending", id="just-created"),
+        pytest.param(timedelta(0), "pending", id="at-deadline-pending"),
+        pytest.param(SECOND, "critical", id="one-second-after-missing"),
+    ],
+)
+def test_pending_then_missing(
+    schedule: dict[str, Any],
+    pending_deadline: datetime,
+    shown: str,
+    offset: timedelta,
+    status: str,
+) -> None:
+    evaluation = run(
+        job(schedule=schedule, rules={"min_count": 7}),
+        [],
+        now=pending_deadline + offset,
+        created_at=JOB_CREATED,
+    )
+    assert evaluation.status == status
+    assert evaluation.deadline == pending_deadline
+    assert evaluation.newest is None
+    if status == "pending":
+        assert evaluation.reasons == ()
+    else:
+        # min_count is not reported on top of `missing`: one problem, one reason.
+        assert codes(evaluation) == ["missing"]
+        message = reason(evaluation, "missing").message
+        assert (
+            message
+            == f"no backup matching *.sql.gz in /backups/db; the first one was due by {shown}"
+        )
+
+
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        pytest.param(
+            {"source": None},
+            "no backup has been reported; the first one was due by 2026-11-21 11:00 UTC",
+            id="heartbeat-job-without-source",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "recursive": True}},
+            "no backup matching *.sql.gz in /backups/db or its subdirectories; "
+            "the first one was due by 2026-11-21 11:00 UTC",
+            id="recursive-source",
+        ),
+    ],
+)
+def test_missing_message(fields: dict[str, Any], expected: str) -> None:
+    evaluation = run(job(**fields), [], now=T0 + 10 * DAY, created_at=JOB_CREATED)
+    assert evaluation.reasons == (Reason("missing", "critical", expected),)
+
+
+def test_job_without_source_is_judged_on_its_reports() -> None:
+    spec = job(source=None)
+    assert run(spec, [art(T0, path="heartbeat")]).status == "ok"
+    assert codes(run(spec, [art(T0, path="heartbeat")], now=T0 + 2 * DAY)) == ["late"]
+
+
+# --- future mtime ---------------------------------------------------------------------------
+
+NOW = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("ahead", "expected", "deadline"),
+    [
+        pytest.param(
+            FUTURE_TOLERANCE, [], NOW + FUTURE_TOLERANCE + 25 * HOUR, id="5-min-ahead-tolerated"
+        ),
+        pytest.param(
+            FUTURE_TOLERANCE + SECOND,
+            ["future_mtime"],
+            NOW + 25 * HOUR,
+            id="beyond-5-min-freshness-from-now",
+        ),
+        pytest.param(2 * HOUR, ["future_mtime"], NOW + 25 * HOUR, id="2-h-ahead"),
+    ],
+)
+def test_future_mtime(ahead: timedelta, expected: list[str], deadline: datetime) -> None:
+    # An older, long overdue artifact too: the future one is the newest, so not late.
+    artifacts = [art(NOW - 10 * DAY), art(NOW + ahead)]
+    evaluation = run(job(), artifacts, now=NOW)
+    assert codes(evaluation) == expected
+    assert evaluation.status == ("warning" if expected else "ok")
+    assert evaluation.deadline == deadline
+    assert evaluation.newest == artifacts[1]
+
+
+def test_future_mtime_message() -> None:
+    newest = art(datetime(2026, 11, 22, 10, 0, tzinfo=UTC), path="db-2026-11-22.sql.gz")
+    message = reason(run(job(), [newest], now=NOW), "future_mtime").message
+    assert "db-2026-11-22.sql.gz" in message
+    assert "(2026-11-22 10:00 UTC, 2 h ahead)" in message
+    assert "check the clock" in message
+
+
+def test_future_mtime_cron_deadline_from_now() -> None:
+    spec = job(schedule=CRON_PARIS)
+    evaluation = run(spec, [art(NOW + DAY)], now=NOW)
+    # Next 02:00 Paris after 2026-11-22 08:00 UTC is 2026-11-23 01:00 UTC, plus 1 h grace.
+    assert evaluation.deadline == datetime(2026, 11, 23, 2, 0, tzinfo=UTC)
+    assert "(2026-11-23 09:00 CET, 24 h ahead)" in reason(evaluation, "future_mtime").message
+
+
+def test_future_mtime_never_becomes_late_while_in_the_future() -> None:
+    # Were the future mtime the base, this job would be silent for ten days.
+    spec = job()
+    future = art(NOW + 10 * DAY)
+    assert codes(run(spec, [future], now=NOW)) == ["future_mtime"]
+    assert run(spec, [future], now=NOW).deadline == NOW + 25 * HOUR
+
+
+# --- sizes ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("rules", "size", "expected"),
+    [
+        pytest.param({}, 0, ["too_small"], id="default-rejects-empty"),
+        pytest.param({}, 1, [], id="default-accepts-one-byte"),
+        pytest.param({"min_size": 0}, 0, [], id="min-size-0-accepts-empty"),
+        pytest.param({"min_size": "1MiB"}, MIB - 1, ["too_small"], id="one-byte-below-min"),
+        pytest.param({"min_size": "1MiB"}, MIB, [], id="equal-to-min-ok"),
+        pytest.param({"max_size": "2GiB"}, 2 * GIB, [], id="equal-to-max-ok"),
+        pytest.param({"max_size": "2GiB"}, 2 * GIB + 1, ["too_large"], id="one-byte-above-max"),
+        pytest.param({"min_size": 10, "max_size": 10}, 10, [], id="min-equals-max"),
+    ],
+)
+def test_size_limits(rules: dict[str, Any], size: int, expected: list[str]) -> None:
+    evaluation = run(job(rules=rules), [art(T0, size)])
+    assert codes(evaluation) == expected
+    severity = {"too_small": "critical", "too_large": "warning"}
+    assert [r.severity for r in evaluation.reasons] == [severity[c] for c in expected]
+
+
+@pytest.mark.parametrize(
+    ("rules", "size", "message"),
+    [
+        pytest.param({}, 0, "newest backup x.sql.gz is empty (0 bytes)", id="empty-default"),
+        pytest.param(
+            {"min_size": "1MiB"}, 0, "newest backup x.sql.gz is empty (0 bytes)", id="empty-min"
+        ),
+        pytest.param(
+            {"min_size": "1MiB"},
+            12,
+            "newest backup x.sql.gz is 12 B, below the minimum of 1.0 MiB",
+            id="small",
+        ),
+        pytest.param(
+            {"min_size": 1500},
+            1499,
+            "newest backup x.sql.gz is 1.5 KiB (1499 bytes), below the minimum of "
+            "1.5 KiB (1500 bytes)",
+            id="small-exact-bytes-when-rounding-hides-the-difference",
+        ),
+        pytest.param(
+            {"max_size": "2GiB"},
+            int(3.2 * GIB),
+            "newest backup x.sql.gz is 3.2 GiB, above the maximum of 2.0 GiB",
+            id="large",
+        ),
+        pytest.param(
+            {"max_size": "2GiB"},
+            2 * GIB + 1,
+            "newest backup x.sql.gz is 2.0 GiB (2147483649 bytes), above the maximum of "
+            "2.0 GiB (2147483648 bytes)",
+            id="large-exact-bytes",
+        ),
+    ],
+)
+def test_size_messages(rules: dict[str, Any], size: int, message: str) -> None:
+    (found,) = run(job(rules=rules), [art(T0, size, path="x.sql.gz")]).reasons
+    assert found.message == message
+
+
+@pytest.mark.parametrize(
+    ("max_drop", "previous", "newest", "expected"),
+    [
+        pytest.param(50, [1000] * 3, 500, [], id="drop-exactly-at-limit-ok"),
+        pytest.param(50, [1000] * 3, 499, ["size_drop"], id="one-byte-beyond-limit"),
+        pytest.param("50%", [1000] * 3, 499, ["size_drop"], id="percent-string"),
+        pytest.param(50, [1000] * 2, 1, [], id="2-previous-not-checked"),
+        pytest.param(50, [1000] * 3, 1, ["size_drop"], id="3-previous-checked"),
+        pytest.param(50, [100, 200, 300, 400], 125, [], id="even-count-median-250-boundary"),
+        pytest.param(50, [400, 100, 300, 200], 124, ["size_drop"], id="even-count-median-below"),
+        pytest.param(50, [10**6] + [100] * 5 + [1000] * 5, 275, [], id="window-ignores-11th"),
+        pytest.param(
+            50, [10**6] + [100] * 5 + [1000] * 5, 274, ["size_drop"], id="window-median-550"
+        ),
+        pytest.param(0, [1000] * 3, 999, ["size_drop"], id="0-percent-any-shrink"),
+        pytest.param(0, [1000] * 3, 1000, [], id="0-percent-same-size-ok"),
+        pytest.param(100, [1000] * 3, 1, [], id="100-percent-never"),
+        # 10 * (1 - 0.7) is 3.0000000000000004 in floats: exact arithmetic keeps 3 at the limit.
+        pytest.param(70, [10] * 3, 3, [], id="exact-arithmetic-at-limit"),
+        pytest.param(70, [10] * 3, 2, ["size_drop"], id="exact-arithmetic-beyond"),
+        pytest.param(None, [1000] * 3, 1, [], id="rule-unset"),
+        pytest.param(50, [1000] * 3, 5000, [], id="growth-is-not-a-drop"),
+    ],
+)
+def test_size_drop(
+    max_drop: float | str | None, previous: list[int], newest: int, expected: list[str]
+) -> None:
+    evaluation = run(job(rules={"max_size_drop": max_drop}), series([*previous, newest]))
+    assert codes(evaluation) == expected
+    assert evaluation.status == ("warning" if expected else "ok")
+
+
+def test_size_drop_message() -> None:
+    artifacts = series([680 * MIB] * 12 + [120 * MIB])
+    evaluation = run(job(rules={"max_size_drop": "50%"}), artifacts)
+    newest = artifacts[-1].path
+    assert evaluation.reasons == (
+        Reason(
+            "size_drop",
+            "warning",
+            f"newest backup {newest} is 120.0 MiB, 82 % smaller than the median of the "
+            "previous 10 (680.0 MiB); the limit is a 50 % drop",
+        ),
+    )
+
+
+@pytest.mark.parametrize(
+    ("max_drop", "previous", "newest", "fragments"),
+    [
+        pytest.param(
+            50, [1000] * 3, 400, ["60 % smaller", "previous 3 (1000 B)", "a 50 % drop"], id="odd"
+        ),
+        pytest.param(
+            12.5,
+            [100, 200, 300, 400],
+            100,
+            ["60 %", "previous 4 (250 B)", "a 12.5 % drop"],
+            id="fractional-limit",
+        ),
+    ],
+)
+def test_size_drop_message_numbers(
+    max_drop: float, previous: list[int], newest: int, fragments: list[str]
+) -> None:
+    evaluation = run(job(rules={"max_size_drop": max_drop}), series([*previous, newest]))
+    message = reason(evaluation, "size_drop").message
+    for fragment in fragments:
+        assert fragment in message
+
+
+def test_size_drop_percent_never_reads_as_within_the_limit() -> None:
+    # 50.1 % rounds to "50 %", which would read as exactly the accepted limit.
+    evaluation = run(job(rules={"max_size_drop": 50}), series([1000] * 3 + [499]))
+    assert "50.1 % smaller" in reason(evaluation, "size_drop").message
+
+
+def test_size_drop_previous_in_mtime_then_path_order() -> None:
+    # One mtime for all: the order is by path, so "e" is the newest and "a" to "d" the previous.
+    artifacts = [
+        art(T0, 100, "a"),
+        art(T0, 1000, "b"),
+        art(T0, 1000, "c"),
+        art(T0, 1000, "d"),
+        art(T0, 400, "e"),
+    ]
+    spec = job(rules={"max_size_drop": 50})
+    for order in (artifacts, artifacts[::-1]):
+        evaluation = evaluate(spec, order, now=T0, created_at=CREATED)
+        assert evaluation.newest == artifacts[-1]
+        assert codes(evaluation) == ["size_drop"]  # median of 100, 1000, 1000, 1000 is 1000
+
+
+# --- count ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("min_count", "present", "message"),
+    [
+        pytest.param(3, 2, "only 2 backups present; at least 3 expected", id="below"),
+        pytest.param(3, 3, None, id="equal-ok"),
+        pytest.param(3, 4, None, id="above-ok"),
+        pytest.param(2, 1, "only 1 backup present; at least 2 expected", id="singular"),
+        pytest.param(None, 1, None, id="rule-unset"),
+    ],
+)
+def test_too_few(min_count: int | None, present: int, message: str | None) -> None:
+    evaluation = run(job(rules={"min_count": min_count}), series([1000] * present))
+    expected = () if message is None else (Reason("too_few", "warning", message),)
+    assert evaluation.reasons == expected
+
+
+# --- paused, source errors, partial listings ------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "kwargs"),
+    [
+        pytest.param([], {"now": T0 + 100 * DAY}, id="long-missing"),
+        pytest.param([art(T0, 0)], {"now": T0 + 100 * DAY}, id="late-and-empty"),
+        pytest.param([art(T0)], {"source_error": "cannot read /backups/db: gone"}, id="error"),
+        pytest.param([art(T0)], {"listing_warnings": ["cannot read /x"]}, id="listing"),
+        pytest.param([art(T0 + DAY)], {}, id="future"),
+    ],
+)
+def test_paused_wins_over_everything(artifacts: list[ArtifactFact], kwargs: dict[str, Any]) -> None:
+    evaluation = run(job(paused=True, rules={"min_count": 5}), artifacts, **kwargs)
+    assert evaluation.status == "paused"
+    assert evaluation.reasons == ()
+    assert evaluation.deadline is None
+    # Still shown: what was there when the job was paused is useful on the dashboard.
+    assert evaluation.newest == (artifacts[0] if artifacts else None)
+
+
+def test_source_error_alone() -> None:
+    error = "cannot read /backups/db: [Errno 2] No such file or directory"
+    evaluation = run(
+        job(rules={"min_count": 5, "max_size": 1}),
+        [art(T0 - 10 * DAY, 0)],
+        now=T0,
+        source_error=error,
+        listing_warnings=["cannot read /backups/db/old: [Errno 13] Permission denied"],
+    )
+    assert evaluation == Evaluation(
+        status="unknown",
+        reasons=(Reason("source_error", "unknown", error),),
+        deadline=None,
+        newest=None,
+    )
+
+
+def test_source_error_without_artifacts_is_not_missing() -> None:
+    evaluation = run(job(), [], now=T0 + 100 * DAY, source_error="timed out after 30 s")
+    assert [(r.code, r.message) for r in evaluation.reasons] == [
+        ("source_error", "timed out after 30 s")
+    ]
+
+
+WARNINGS = [f"cannot read /backups/db/d{i}: [Errno 13] Permission denied" for i in range(5)]
+
+
+@pytest.mark.parametrize(
+    ("warnings", "shown", "hidden", "more"),
+    [
+        pytest.param(WARNINGS[:1], WARNINGS[:1], [], None, id="one"),
+        pytest.param(WARNINGS[:3], WARNINGS[:3], [], None, id="three-all-shown"),
+        pytest.param(WARNINGS[:4], WARNINGS[:3], WARNINGS[3:], "(and 1 more)", id="four"),
+        pytest.param(WARNINGS, WARNINGS[:3], WARNINGS[3:], "(and 2 more)", id="five"),
+    ],
+)
+def test_listing_warnings_message(
+    warnings: list[str], shown: list[str], hidden: list[str], more: str | None
+) -> None:
+    evaluation = run(job(), [art(T0)], listing_warnings=warnings)
+    assert evaluation.status == "unknown"
+    assert evaluation.deadline == T0 + 25 * HOUR
+    message = reason(evaluation, "source_error").message
+    assert "; ".join(shown) in message
+    assert all(text not in message for text in hidden)
+    if more is None:
+        assert "more)" not in message
+    else:
+        assert message.endswith(more)
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "now", "expected_codes", "status"),
+    [
+        pytest.param(series([1000] * 3), T0 + HOUR, ["source_error"], "unknown", id="otherwise-ok"),
+        pytest.param(
+            series([1000] * 3), T0 + 2 * DAY, ["source_error", "late"], "critical", id="with-late"
+        ),
+        pytest.param(
+            series([1000, 1000, 0]),
+            T0 + HOUR,
+            ["source_error", "too_small"],
+            "critical",
+            id="with-empty",
+        ),
+        pytest.param(
+            series([1000] * 2),
+            T0 + HOUR,
+            ["source_error", "too_few"],
+            "warning",
+            id="warning-beats-unknown",
+        ),
+        pytest.param([], CREATED + HOUR, ["source_error"], "unknown", id="nothing-found-yet"),
+        pytest.param(
+            [], CREATED + 2 * DAY, ["source_error", "missing"], "critical", id="with-missing"
+        ),
+    ],
+)
+def test_listing_warnings_with_other_reasons(
+    artifacts: list[ArtifactFact], now: datetime, expected_codes: list[str], status: str
+) -> None:
+    evaluation = run(job(rules={"min_count": 3}), artifacts, now=now, listing_warnings=WARNINGS[:1])
+    assert codes(evaluation) == expected_codes
+    assert evaluation.status == status
+
+
+def test_listing_warnings_keep_the_pending_deadline() -> None:
+    evaluation = run(job(), [], now=CREATED + HOUR, listing_warnings=WARNINGS[:1])
+    # Nothing seen in a partial listing may be in the unreadable part: unknown, not pending.
+    assert evaluation.status == "unknown"
+    assert evaluation.deadline == CREATED + 25 * HOUR
+
+
+# --- severities, status and order -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("fields", "artifacts", "kwargs", "expected_codes", "status"),
+    [
+        pytest.param(
+            {"rules": {"min_count": 10, "max_size_drop": 50}},
+            [*series([1000] * 3, newest=T0 - DAY), art(T0, 0)],
+            {"now": T0 + 2 * DAY, "listing_warnings": ["w"]},
+            ["source_error", "late", "too_small", "size_drop", "too_few"],
+            "critical",
+            id="critical-order",
+        ),
+        pytest.param(
+            {"rules": {"min_count": 10, "max_size_drop": 50, "max_size": 100}},
+            [*series([1000] * 3, newest=T0 - DAY), art(T0 + HOUR, 200)],
+            {"now": T0, "listing_warnings": ["w"]},
+            ["source_error", "future_mtime", "too_large", "size_drop", "too_few"],
+            "warning",
+            id="warning-order",
+        ),
+        pytest.param(
+            {"rules": {"max_size": 100, "min_count": 2}},
+            [art(T0, 200)],
+            {},
+            ["too_large", "too_few"],
+            "warning",
+            id="warnings-only",
+        ),
+        pytest.param({}, [art(T0)], {}, [], "ok", id="ok"),
+    ],
+)
+def test_status_is_worst_severity_and_reasons_are_ordered(
+    fields: dict[str, Any],
+    artifacts: list[ArtifactFact],
+    kwargs: dict[str, Any],
+    expected_codes: list[str],
+    status: str,
+) -> None:
+    evaluation = run(job(**fields), artifacts, **kwargs)
+    assert codes(evaluation) == expected_codes
+    assert evaluation.status == status
+
+
+@pytest.mark.parametrize(
+    ("code", "severity"),
+    [
+        ("source_error", "unknown"),
+        ("missing", "critical"),
+        ("late", "critical"),
+        ("future_mtime", "warning"),
+        ("too_small", "critical"),
+        ("too_large", "warning"),
+        ("size_drop", "warning"),
+        ("too_few", "warning"),
+    ],
+)
+def test_severity_of_each_code(code: str, severity: str) -> None:
+    spec = job(rules={"min_count": 10, "max_size_drop": 50, "max_size": 100})
+    cases = {
+        "source_error": run(spec, [art(T0)], source_error="x"),
+        "missing": run(spec, [], now=CREATED + 100 * DAY),
+        "late": run(spec, [art(T0)], now=T0 + 100 * DAY),
+        "future_mtime": run(spec, [art(T0 + DAY)]),
+        "too_small": run(spec, [art(T0, 0)]),
+        "too_large": run(spec, [art(T0, 101)]),
+        "size_drop": run(spec, series([100] * 3 + [10])),
+    }
+    cases["too_few"] = cases["too_large"]
+    assert reason(cases[code], code).severity == severity
+
+
+def test_reason_as_dict() -> None:
+    assert Reason("late", "critical", "m").as_dict() == {
+        "code": "late",
+        "severity": "critical",
+        "message": "m",
+    }
+
+
+# --- newest, time zones of inputs and outputs, naive datetimes -------------------------------
+
+
+def test_newest_is_max_by_mtime_then_path() -> None:
+    artifacts = [art(T0, path="b"), art(T0, path="a"), art(T0 - DAY, path="z")]
+    for order in itertools.permutations(artifacts):
+        assert evaluate(job(), order, now=T0, created_at=CREATED).newest == artifacts[0]
+
+
+def test_aware_non_utc_inputs_give_utc_outputs() -> None:
+    newest = ArtifactFact("x", 1000, T0.astimezone(PARIS))
+    evaluation = evaluate(job(), [newest], now=(T0 + HOUR).astimezone(NEW_YORK), created_at=CREATED)
+    assert evaluation.status == "ok"
+    assert evaluation.deadline == T0 + 25 * HOUR
+    assert evaluation.deadline is not None
+    assert evaluation.deadline.tzinfo is UTC
+    assert evaluation.newest == ArtifactFact("x", 1000, T0)
+    assert evaluation.newest is not None
+    assert evaluation.newest.mtime.tzinfo is UTC
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "artifacts", "name"),
+    [
+        pytest.param({"now": T0.replace(tzinfo=None)}, [], "now", id="now"),
+        pytest.param({"created_at": CREATED.replace(tzinfo=None)}, [], "created_at", id="created"),
+        pytest.param({}, [art(T0.replace(tzinfo=None), path="x")], "mtime of x", id="mtime"),
+    ],
+)
+def test_naive_datetimes_are_rejected(
+    kwargs: dict[str, Any], artifacts: list[ArtifactFact], name: str
+) -> None:
+    arguments: dict[str, Any] = {"now": T0, "created_at": CREATED, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        evaluate(job(), artifacts, **arguments)
+
+
+def test_next_deadline_rejects_naive() -> None:
+    with pytest.raises(ValueError, match="after"):
+        next_deadline(job().schedule, 0, T0.replace(tzinfo=None))
+
+
+# --- DST ------------------------------------------------------------------------------------
+
+
+def utc(
+    year: int, month: int, day: int, hour: int = 0, minute: int = 0, second: int = 0
+) -> datetime:
+    return datetime(year, month, day, hour, minute, second, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("cron", "zone", "after", "deadline"),
+    [
+        # Europe/Paris, spring forward 2026-03-29: 02:00 CET -> 03:00 CEST, 02:30 never happens.
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 3, 27, 12),
+            utc(2026, 3, 28, 1, 30),
+            id="paris-day-before-spring",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 3, 28, 12),
+            utc(2026, 3, 29, 1, 0),
+            id="paris-skipped-0230-fires-0300-cest",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 3, 29, 1, 0),
+            utc(2026, 3, 30, 0, 30),
+            id="paris-at-the-0300-fire-next-day-cest",
+        ),
+        # Europe/Paris, fall back 2026-10-25: 03:00 CEST -> 02:00 CET, 02:30 happens twice.
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 10, 24, 12),
+            utc(2026, 10, 25, 0, 30),
+            id="paris-ambiguous-first-occurrence",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 10, 25, 0, 30),
+            utc(2026, 10, 26, 1, 30),
+            id="paris-at-first-occurrence-not-the-second",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 10, 25, 0, 45),
+            utc(2026, 10, 26, 1, 30),
+            id="paris-between-occurrences",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 10, 25, 1, 15),
+            utc(2026, 10, 26, 1, 30),
+            id="paris-second-pass-before-0230-never-past",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "Europe/Paris",
+            utc(2026, 10, 25, 1, 45),
+            utc(2026, 10, 26, 1, 30),
+            id="paris-after-both",
+        ),
+        # America/New_York, spring forward 2026-03-08: 02:00 EST -> 03:00 EDT.
+        pytest.param(
+            "30 2 * * *",
+            "America/New_York",
+            utc(2026, 3, 7, 12),
+            utc(2026, 3, 8, 7, 0),
+            id="ny-skipped-0230-fires-0300-edt",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "America/New_York",
+            utc(2026, 3, 8, 7, 0),
+            utc(2026, 3, 9, 6, 30),
+            id="ny-next-day-edt",
+        ),
+        pytest.param(
+            "30 2 * * *",
+            "America/New_York",
+            utc(2026, 3, 6, 12),
+            utc(2026, 3, 7, 7, 30),
+            id="ny-day-before-spring-est",
+        ),
+        # America/New_York, fall back 2026-11-01: 02:00 EDT -> 01:00 EST; 02:30 is unambiguous,
+        # 01:30 happens twice.
+        pytest.param(
+            "30 2 * * *",
+            "America/New_York",
+            utc(2026, 10, 31, 12),
+            utc(2026, 11, 1, 7, 30),
+            id="ny-fall-0230-est",
+        ),
+        pytest.param(
+            "30 1 * * *",
+            "America/New_York",
+            utc(2026, 10, 31, 12),
+            utc(2026, 11, 1, 5, 30),
+            id="ny-ambiguous-0130-first-occurrence",
+        ),
+        pytest.param(
+            "30 1 * * *",
+            "America/New_York",
+            utc(2026, 11, 1, 5, 30),
+            utc(2026, 11, 2, 6, 30),
+            id="ny-at-first-0130-not-the-second",
+        ),
+        pytest.param(
+            "30 1 * * *",
+            "America/New_York",
+            utc(2026, 11, 1, 6, 0),
+            utc(2026, 11, 2, 6, 30),
+            id="ny-second-pass-before-0130-never-past",
+        ),
+        # Hourly crons are not wall-clock pinned: every real hour fires, both 01:30s included.
+        pytest.param(
+            "30 * * * *",
+            "America/New_York",
+            utc(2026, 11, 1, 5, 45),
+            utc(2026, 11, 1, 6, 30),
+            id="ny-hourly-fires-in-repeated-hour",
+        ),
+        pytest.param(
+            "30 * * * *",
+            "Europe/Paris",
+            utc(2026, 3, 29, 0, 45),
+            utc(2026, 3, 29, 1, 30),
+            id="paris-hourly-across-gap",
+        ),
+    ],
+)
+def test_cron_deadline_across_dst(
+    cron: str, zone: str, after: datetime, deadline: datetime
+) -> None:
+    schedule = job(schedule={"cron": cron, "timezone": zone}).schedule
+    assert next_deadline(schedule, 0, after) == deadline
+    assert next_deadline(schedule, 3600, after) == deadline + HOUR
+
+
+@pytest.mark.parametrize(
+    ("mtime", "now", "expected_codes", "shown"),
+    [
+        pytest.param(utc(2026, 3, 28, 12), utc(2026, 3, 29, 2, 0), [], "", id="spring-at-deadline"),
+        pytest.param(
+            utc(2026, 3, 28, 12),
+            utc(2026, 3, 29, 2, 0, 1),
+            ["late"],
+            "due by 2026-03-29 04:00 CEST",
+            id="spring-late",
+        ),
+        pytest.param(
+            utc(2026, 10, 24, 12), utc(2026, 10, 25, 1, 30), [], "", id="fall-at-deadline"
+        ),
+        pytest.param(
+            utc(2026, 10, 24, 12),
+            utc(2026, 10, 25, 1, 30, 1),
+            ["late"],
+            "due by 2026-10-25 02:30 CET",
+            id="fall-late-second-0230-is-cet",
+        ),
+    ],
+)
+def test_cron_dst_in_evaluation(
+    mtime: datetime, now: datetime, expected_codes: list[str], shown: str
+) -> None:
+    spec = job(schedule={"cron": "30 2 * * *", "timezone": "Europe/Paris"})
+    evaluation = run(spec, [art(mtime)], now=now)
+    assert codes(evaluation) == expected_codes
+    if shown:
+        assert shown in reason(evaluation, "late").message
+
+
+@pytest.mark.parametrize(
+    "mtime",
+    [
+        pytest.param(utc(2026, 3, 28, 12), id="paris-spring"),
+        pytest.param(utc(2026, 10, 24, 12), id="paris-fall"),
+        pytest.param(utc(2026, 3, 7, 12), id="ny-spring"),
+        pytest.param(utc(2026, 10, 31, 12), id="ny-fall"),
+    ],
+)
+def test_every_is_pure_seconds_across_dst(mtime: datetime) -> None:
+    schedule = job(schedule={"every": "1d"}).schedule
+    assert next_deadline(schedule, 0, mtime) == mtime + DAY
+    assert next_deadline(schedule, 90, mtime) == mtime + DAY + 90 * SECOND
+
+
+def _wall_time_exists(wall: datetime, zone: ZoneInfo) -> bool:
+    aware = wall.replace(tzinfo=zone)
+    return aware.astimezone(UTC).astimezone(zone).replace(tzinfo=None) == wall
+
+
+@functools.cache
+def _first_0200(zone: ZoneInfo, day: date) -> datetime:
+    """02:00 of `day` in UTC: its first occurrence, or the first real minute after it if skipped."""
+    wall = datetime.combine(day, time(2, 0))
+    while not _wall_time_exists(wall, zone):
+        wall += MINUTE
+    return wall.replace(tzinfo=zone, fold=0).astimezone(UTC)
+
+
+def _expected_0200(after: datetime, zone: ZoneInfo) -> datetime:
+    """Oracle for "0 2 * * *", found by walking the calendar: the first 02:00 after `after`."""
+    day: date = after.astimezone(zone).date() - DAY
+    while _first_0200(zone, day) <= after:
+        day += DAY
+    return _first_0200(zone, day)
+
+
+def _bases_for(zone: ZoneInfo) -> list[datetime]:
+    """A few ordinary instants, plus every 50 minutes (varied minutes) around each 2026 offset
+    change (DST transitions, but also zones changing their standard offset)."""
+    bases = [utc(2026, 1, 15, h) for h in (0, 6, 12, 18)] + [utc(2026, 7, 15, 1, 30)]
+    noon = [utc(2026, 1, 1, 12) + i * DAY for i in range(366)]
+    offsets = [moment.astimezone(zone).utcoffset() for moment in noon]
+    for i in range(1, len(noon)):
+        if offsets[i] != offsets[i - 1]:
+            start = noon[i - 1] - 12 * HOUR
+            bases += [start + k * 50 * MINUTE for k in range(48 * 60 // 50)]
+    return bases
+
+
+def test_0200_daily_deadline_is_right_in_every_zone() -> None:
+    mismatches = []
+    for name in sorted(available_timezones()):
+        zone = ZoneInfo(name)
+        schedule = job(schedule={"cron": "0 2 * * *", "timezone": name}).schedule
+        for after in _bases_for(zone):
+            got, expected = next_deadline(schedule, 0, after), _expected_0200(after, zone)
+            if got != expected:
+                mismatches.append(f"{name} after {after}: {got} != {expected}")
+    assert mismatches == []
+
+
+# --- worst_status ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statuses", "worst"),
+    [
+        pytest.param([], "ok", id="empty"),
+        pytest.param(["ok"], "ok", id="ok"),
+        pytest.param(["pending", "paused", "ok"], "ok", id="pending-paused-count-as-ok"),
+        pytest.param(["paused", "unknown"], "unknown", id="unknown-over-ok"),
+        pytest.param(["unknown", "warning", "ok"], "warning", id="warning-over-unknown"),
+        pytest.param(["warning", "critical", "unknown"], "critical", id="critical-over-all"),
+        pytest.param(iter(["ok", "critical"]), "critical", id="any-iterable"),
+    ],
+)
+def test_worst_status(statuses: Any, worst: str) -> None:
+    assert worst_status(statuses) == worst
+
+
+def test_worst_status_rejects_unknown_names() -> None:
+    with pytest.raises(ValueError, match="'broken'"):
+        worst_status(["ok", "broken"])
