@@ -7,13 +7,14 @@ from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import make_url
-from support import TcpProxy, add_job, make_file
 
 from service.app import create_app
 from service.keys import sessionmaker_key
 from service.scanner import BackupScanner
 from service.scheduler import scheduler, shutdown_scheduler
 from service.settings import load_settings
+
+from support import TcpProxy, add_job, make_file
 
 
 @pytest.fixture

@@ -6,11 +6,12 @@ import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from conftest import in_thread
 from sqlalchemy import inspect
 
 from service import migrate
 from service.db import Base, create_engine
+
+from conftest import in_thread
 
 
 def revisions() -> list[str]:

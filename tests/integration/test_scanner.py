@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from support import add_job, get_job, make_file
 
 from service.models import Artifact, JobCheck, ScanRun
 from service.scanner import BackupScanner
+
+from support import add_job, get_job, make_file
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)

@@ -11,7 +11,6 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
-from support import add_job, get_job, make_file
 
 from service.db import create_engine, create_sessionmaker
 from service.models import ScanRun
@@ -22,6 +21,8 @@ from service.scheduler import (
     shutdown_scheduler,
     start_scheduler,
 )
+
+from support import add_job, get_job, make_file
 
 
 class RecordingSessions:
