@@ -1,0 +1,478 @@
+"""`backup-monitor demo`: a sandbox of backup files with a job in every status, then `serve`.
+
+The sandbox is rebuilt on every run, relative to the current time, so that the first scan shows
+each status and each reason code the evaluation knows: healthy dumps, a late one, a truncated
+one, a shrinking one, a missing one, an unreadable source, a pending job, a paused job ...
+
+- `build_sandbox(root, now)` writes the files (sizes and modification times) and `jobs.yml`;
+- `prepare(settings, root, now)` migrates the database, applies `jobs.yml` and backdates the
+  jobs that must look old;
+- `run(settings, args)` does both, prints where to look, and serves like `backup-monitor serve`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import re
+import shlex
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from cronsim import CronSim
+from sqlalchemy import update
+
+from service import migrate
+from service.db import create_engine, create_sessionmaker
+from service.jobsfile import apply_jobs, load_jobs_file
+from service.jobspec import path_within_roots
+from service.models import Job
+from service.settings import Settings
+
+MARKER = ".backup-monitor-demo"
+JOBS_FILE = "jobs.yml"
+DATABASE_FILE = "demo.db"
+BACKUPS_DIR = "backups"
+# Jobs are declared "now"; all but the pending one are then made to look a month old, so that
+# an empty source is `missing` rather than `pending` and the history looks lived-in.
+BACKDATE = timedelta(days=30)
+PENDING_JOBS = frozenset({"photos-weekly"})
+
+KiB = 1024
+MiB = 1024 * KiB
+DAY = timedelta(days=1)
+HOUR = timedelta(hours=1)
+
+
+class SandboxError(Exception):
+    """The sandbox cannot be built where asked (e.g. a directory the demo did not make)."""
+
+
+@dataclass(frozen=True, slots=True)
+class DemoFile:
+    path: str  # relative to the job's source directory
+    size: int
+    mtime: datetime
+
+
+@dataclass(slots=True)
+class DemoJob:
+    """One job of the demo: its declaration (as it appears in jobs.yml) and its files."""
+
+    name: str
+    shows: str  # the comment above the job in jobs.yml
+    declaration: dict[str, Any]
+    files: list[DemoFile] = field(default_factory=list)
+    # False for the job whose source directory must not exist (status unknown).
+    create_source: bool = True
+
+
+def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
+    """Every job of the demo, its files timed relative to `now` (aware)."""
+
+    def daily(
+        prefix: str, suffix: str, newest: datetime, sizes: Sequence[int], *, folder: str = ""
+    ) -> list[DemoFile]:
+        """One file a day, the newest first in `sizes`, named after its (UTC) date."""
+        files = []
+        for index, size in enumerate(sizes):
+            mtime = newest - index * DAY
+            name = f"{prefix}{mtime.astimezone(UTC):%Y-%m-%d}{suffix}"
+            files.append(DemoFile(f"{folder}/{name}" if folder else name, size, mtime))
+        return files
+
+    def source(name: str, pattern: str = "*", *, recursive: bool = False) -> dict[str, Any]:
+        spec: dict[str, Any] = {"type": "local", "path": str(backups / name)}
+        if pattern != "*":
+            spec["pattern"] = pattern
+        if recursive:
+            spec["recursive"] = True
+        return spec
+
+    nightly = {"every": "1d"}
+    paris_cron = "30 1 * * *"
+    vm_newest = now - 4 * HOUR
+    # Between 1 and 2 MiB, varying from day to day.
+    db_sizes = [MiB + 64 * KiB * ((index * 5) % 14 + 1) for index in range(14)]
+    # The newest is 2 MiB; the previous ones have a median of exactly 10 MiB: an 80 % drop.
+    crm_steps = (-4, 2, -1, 4, 0, -3, 1, 3, -2)
+    crm_sizes = [2 * MiB] + [10 * MiB + step * 100 * KiB for step in crm_steps]
+    return [
+        DemoJob(
+            "db-nightly",
+            "ok: a healthy nightly database dump, 14 days kept, the newest from last night",
+            {
+                "description": "PostgreSQL dump of the main database",
+                "tags": ["db", "prod"],
+                "source": source("db-nightly", "*.sql.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"min_size": "1MiB", "min_count": 7, "max_size_drop": "50%"},
+            },
+            daily("db-", ".sql.gz", now - 5 * HOUR, db_sizes),
+        ),
+        DemoJob(
+            "wiki-paris",
+            "ok: a cron schedule in a time zone (01:30 every night, Paris time)",
+            {
+                "description": "Wiki export, written at 01:30 Paris time",
+                "tags": ["wiki"],
+                "source": source("wiki-paris", "*.tar.zst"),
+                "schedule": {"cron": paris_cron, "timezone": "Europe/Paris"},
+                "grace": "1h",
+            },
+            [
+                DemoFile(f"wiki-{fire.astimezone(UTC):%Y-%m-%d}.tar.zst", 300 * KiB + index, fire)
+                for index, fire in enumerate(
+                    cron_fires(paris_cron, ZoneInfo("Europe/Paris"), now, 7, late=4 * 60)
+                )
+            ],
+        ),
+        DemoJob(
+            "vm-images",
+            "ok: a recursive source, one subdirectory per host (other files are ignored)",
+            {
+                "description": "Nightly disk images of the virtual machines",
+                "tags": ["vm"],
+                "source": source("vm-images", "*.qcow2", recursive=True),
+                "schedule": nightly,
+                "grace": "2h",
+                "rules": {"min_count": 6},
+            },
+            [
+                *daily("web01-", ".qcow2", vm_newest, [20 * MiB] * 3, folder="web01"),
+                *daily("db01-", ".qcow2", vm_newest, [24 * MiB] * 3, folder="db01"),
+                DemoFile("db01/README.txt", 200, now - 40 * DAY),
+            ],
+        ),
+        DemoJob(
+            "app-late",
+            "critical (late): a daily backup whose newest file is 3 days old",
+            {
+                "description": "Application data; the backup script stopped running",
+                "tags": ["app"],
+                "source": source("app-late", "*.tar.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"min_size": "1MiB"},
+            },
+            daily("app-", ".tar.gz", now - 3 * DAY, [5 * MiB] * 7),
+        ),
+        DemoJob(
+            "uploads-truncated",
+            "critical (too_small): last night's archive is 120 bytes; at least 1 MiB expected",
+            {
+                "description": "User uploads; the disk filled up during the last run",
+                "tags": ["files"],
+                "source": source("uploads-truncated", "*.tar"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"min_size": "1MiB"},
+            },
+            daily("uploads-", ".tar", now - 2 * HOUR, [120] + [3 * MiB // 2] * 6),
+        ),
+        DemoJob(
+            "files-missing",
+            "critical (missing): declared a month ago, not a single backup since",
+            {
+                "description": "File server backup that was never set up",
+                "tags": ["files"],
+                "source": source("files-missing"),
+                "schedule": nightly,
+                "grace": "1h",
+            },
+        ),
+        DemoJob(
+            "crm-shrinking",
+            "warning (size_drop): the newest dump is 80 % smaller than the usual ones",
+            {
+                "description": "CRM database dump; a table went missing from the export",
+                "tags": ["db"],
+                "source": source("crm-shrinking", "*.dump"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"max_size_drop": "50%"},
+            },
+            daily("crm-", ".dump", now - 3 * HOUR, crm_sizes),
+        ),
+        DemoJob(
+            "mail-archive",
+            "warning (too_few): 7 archives should be kept, only 3 are there",
+            {
+                "description": "Mail archive; the rotation deletes too much",
+                "tags": ["mail"],
+                "source": source("mail-archive", "*.mbox.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"min_count": 7},
+            },
+            daily("mail-", ".mbox.gz", now - 4 * HOUR, [2 * MiB] * 3),
+        ),
+        DemoJob(
+            "reports-oversized",
+            "warning (too_large): the newest export is above its 5 MiB maximum",
+            {
+                "description": "Reporting export; something started logging into it",
+                "tags": ["reports"],
+                "source": source("reports-oversized", "*.csv.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"max_size": "5MiB"},
+            },
+            daily("reports-", ".csv.gz", now - 6 * HOUR, [8 * MiB] + [4 * MiB] * 4),
+        ),
+        DemoJob(
+            "nvr-clock-ahead",
+            "warning (future_mtime): the recorder's clock is 6 hours ahead",
+            {
+                "description": "Video recorder export; its clock drifted",
+                "tags": ["cctv"],
+                "source": source("nvr-clock-ahead", "*.mp4"),
+                "schedule": nightly,
+                "grace": "1h",
+            },
+            daily("nvr-", ".mp4", now + 6 * HOUR, [3 * MiB] * 5),
+        ),
+        DemoJob(
+            "nas-offsite",
+            "unknown (source_error): the directory does not exist (a mount that is not there)",
+            {
+                "description": "Off-site copy on the NAS; the share is not mounted",
+                "tags": ["offsite"],
+                "source": source("nas-offsite", "*.tar.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+            },
+            create_source=False,
+        ),
+        DemoJob(
+            "photos-weekly",
+            "pending: declared just now, weekly; the first backup is not due yet",
+            {
+                "description": "Weekly photo library backup, new this week",
+                "tags": ["files"],
+                "source": source("photos-weekly", "*.tar"),
+                "schedule": {"every": "1w"},
+                "grace": "1d",
+            },
+        ),
+        DemoJob(
+            "legacy-ftp",
+            "paused: a retired server; its old backups would be late, but nobody is told",
+            {
+                "description": "Old FTP server, kept for reference",
+                "tags": ["legacy"],
+                "source": source("legacy-ftp", "*.tar.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "paused": True,
+            },
+            daily("ftp-", ".tar.gz", now - 90 * DAY, [MiB] * 3),
+        ),
+    ]
+
+
+def cron_fires(
+    expression: str, zone: ZoneInfo, now: datetime, count: int, *, late: int
+) -> list[datetime]:
+    """The last `count` fire times before `now`, newest first, each `late` seconds after the
+    fire (as a real backup finishes a little after it starts), never after `now`."""
+    fires: Iterator[datetime] = CronSim(expression, now.astimezone(zone), reverse=True)
+    times = []
+    for fire in fires:
+        moment = min(fire.astimezone(UTC) + timedelta(seconds=late), now)
+        if fire.astimezone(UTC) <= now:
+            times.append(moment)
+        if len(times) == count:
+            break
+    return times
+
+
+def build_sandbox(root: Path, now: datetime) -> Path:
+    """(Re)build the demo tree under `root` for the instant `now`; return the jobs.yml path.
+
+    `root` is wiped first, but only when it was made by the demo (it holds the marker file) or
+    is an empty directory: anything else raises SandboxError and nothing is touched.
+    """
+    if now.tzinfo is None:
+        raise ValueError("now must be an aware datetime")
+    root = root.resolve()
+    prepare_root(root)
+    (root / MARKER).write_text(
+        "Made by `backup-monitor demo`. This directory is wiped and rebuilt by each run.\n",
+        encoding="utf-8",
+    )
+    backups = root / BACKUPS_DIR
+    backups.mkdir()
+    jobs = demo_jobs(backups, now)
+    for job in jobs:
+        if not job.create_source:
+            continue
+        directory = backups / job.name
+        directory.mkdir()
+        for demo_file in job.files:
+            write_file(directory / demo_file.path, demo_file.size, demo_file.mtime)
+    jobs_file = root / JOBS_FILE
+    jobs_file.write_text(render_jobs_file(jobs, root), encoding="utf-8")
+    return jobs_file
+
+
+def prepare_root(root: Path) -> None:
+    """An empty `root`: created, or emptied when it is a previous sandbox."""
+    if not root.exists():
+        root.mkdir(parents=True)
+        return
+    if not root.is_dir():
+        raise SandboxError(f"{root} exists and is not a directory; choose another --dir")
+    children = list(root.iterdir())
+    if not children:
+        return
+    if not (root / MARKER).is_file():
+        raise SandboxError(
+            f"{root} exists and was not made by the demo (no {MARKER} file in it); "
+            "refusing to wipe it: choose another --dir"
+        )
+    for child in children:
+        if child.is_dir() and not child.is_symlink():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def write_file(path: Path, size: int, mtime: datetime) -> None:
+    """A file of `size` bytes (sparse: no disk space used) modified at `mtime`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as handle:
+        handle.truncate(size)
+    stamp = mtime.timestamp()
+    os.utime(path, (stamp, stamp))
+
+
+_PLAIN = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_./-]*|\d+(?:[A-Za-z]+|%)?)$")
+_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
+
+
+def yaml_value(value: object) -> str:
+    """A YAML flow value: strings plain when unambiguous, otherwise double-quoted."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{key}: {yaml_value(item)}" for key, item in value.items()) + "}"
+    if isinstance(value, str):
+        if _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
+            return value
+        return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML quoted scalar
+    raise TypeError(f"cannot write {value!r} to jobs.yml")
+
+
+def render_jobs_file(jobs: Sequence[DemoJob], root: Path) -> str:
+    lines = [
+        "# The jobs of `backup-monitor demo`, one for each status a job can have.",
+        f"# The files they watch are under {root / BACKUPS_DIR}.",
+        "# Durations: 90s, 15m, 1h30m, 1d, 1w; sizes: 500KB, 1MiB, 2GB; percents: 50%.",
+        "# Apply a file like this one with: backup-monitor jobs apply jobs.yml",
+        "jobs:",
+    ]
+    for job in jobs:
+        lines.append(f"  # {job.shows}")
+        lines.append(f"  - name: {job.name}")
+        for key, value in job.declaration.items():
+            lines.append(f"    {key}: {yaml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def database_url_for(settings: Settings, root: Path) -> str:
+    """DATABASE_URL when it was set explicitly, else a SQLite file inside the sandbox."""
+    if "database_url" in settings.model_fields_set:
+        return settings.database_url
+    return f"sqlite+aiosqlite:///{root.resolve() / DATABASE_FILE}"
+
+
+async def prepare(settings: Settings, root: Path, now: datetime) -> str:
+    """Migrate the demo's database, apply the sandbox's jobs.yml, backdate; return its URL."""
+    url = database_url_for(settings, root)
+    await asyncio.to_thread(migrate.upgrade, url)
+    specs = load_jobs_file(root / JOBS_FILE, settings.scan_roots)
+    backdated = [spec.name for spec in specs if spec.name not in PENDING_JOBS]
+    engine = create_engine(url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            await apply_jobs(session, specs, clock=lambda: now)
+            await session.execute(
+                update(Job).where(Job.name.in_(backdated)).values(created_at=now - BACKDATE)
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
+    return url
+
+
+def browse_host(host: str) -> str:
+    if host in ("", "0.0.0.0", "::"):  # noqa: S104 - only to print a URL to open
+        return "127.0.0.1"
+    return f"[{host}]" if ":" in host else host
+
+
+def banner(root: Path, url: str, host: str, port: int, *, own_database: bool) -> str:
+    from service.cli import safe_url
+
+    base = f"http://{browse_host(host)}:{port}"
+    shown_url = safe_url(url)
+    lines = [
+        "backup-monitor demo",
+        f"  sandbox:  {root}  (backups in {BACKUPS_DIR}/, jobs declared in {JOBS_FILE})",
+        f"  database: {shown_url}",
+    ]
+    if not own_database:
+        lines.append("            (DATABASE_URL is set: the demo jobs were added to it)")
+    lines += [
+        f"  open:     {base}/api/v1/status",
+        f"            {base}/health/ready",
+        "  scan from another terminal:",
+        f"            DATABASE_URL={shlex.quote(shown_url)} backup-monitor scan",
+        "  The first scan runs now; stop with Ctrl-C.",
+    ]
+    return "\n".join(lines)
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Build the sandbox, prepare its database, print where to look, and serve."""
+    from service.cli import CliError, cmd_serve, database_step
+
+    now = datetime.now(UTC)
+    root = Path(args.dir).expanduser().resolve()
+    if settings.scan_roots and not path_within_roots(str(root), settings.scan_roots):
+        roots = ", ".join(str(r) for r in settings.scan_roots)
+        raise CliError(
+            f"the demo sandbox {root} is outside SCAN_ROOTS ({roots}); "
+            "pass a --dir inside one of them or unset SCAN_ROOTS",
+            code=2,
+        )
+    try:
+        build_sandbox(root, now)
+    except SandboxError as exc:
+        raise CliError(str(exc), code=2) from exc
+    except OSError as exc:
+        raise CliError(f"cannot build the demo sandbox in {root}: {exc}") from exc
+
+    url = database_url_for(settings, root)
+    demo_settings = settings.model_copy(
+        update={"database_url": url, "jobs_file": None, "auto_migrate": False}
+    )
+    database_step(
+        demo_settings, "prepare the demo", lambda: asyncio.run(prepare(settings, root, now))
+    )
+    own = "database_url" not in settings.model_fields_set
+    print(banner(root, url, args.host, args.port, own_database=own), flush=True)
+    return cmd_serve(demo_settings, args)

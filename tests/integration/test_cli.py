@@ -1,0 +1,490 @@
+"""The real `backup-monitor` command, run as a subprocess (`python -m service ...`).
+
+Each process costs one or two seconds of start-up, so the assertions are grouped, and cases that
+cannot interfere (they write nothing) run side by side.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy import delete, func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service import migrate
+from service.db import create_engine, create_sessionmaker
+from service.jobsfile import apply_jobs, parse_jobs_document
+from service.models import Artifact, Job, JobCheck
+from service.scanner import run_scanner
+
+from support import add_job, make_file
+
+REPO = Path(__file__).resolve().parents[2]
+# Settings the tests decide; whatever the calling shell has for them is left out.
+OWNED_SETTINGS = {
+    "DATABASE_URL", "JOBS_FILE", "SCAN_ROOTS", "AUTO_MIGRATE", "HOST", "PORT", "LOG_FORMAT",
+    "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES", "SOURCE_TIMEOUT_SECONDS",
+}  # fmt: skip
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"exit {self.code} after {self.seconds:.1f} s\n"
+            f"--- stdout\n{self.out}\n--- stderr\n{self.err}"
+        )
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The current environment for the child processes, the service's settings left out."""
+    env = {key: value for key, value in os.environ.items() if key.upper() not in OWNED_SETTINGS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["LOG_LEVEL"] = "INFO"
+    # Compiling aiohttp, SQLAlchemy and pydantic from source (PYTHONDONTWRITEBYTECODE) costs each
+    # process more than a second: let them share bytecode in a directory of this test session.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
+    return env
+
+
+async def cli(
+    *args: str,
+    env: dict[str, str],
+    database_url: str | None,
+    cwd: Path,
+    timeout: float = 60,
+    **settings: str,
+) -> Result:
+    """Run `python -m service ARGS` to its end and collect what it said."""
+    started = time.monotonic()
+    child_env = dict(env, **settings)
+    if database_url is not None:
+        child_env["DATABASE_URL"] = database_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", *args, cwd=cwd, env=child_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode(), time.monotonic() - started)
+
+
+def read(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def jobs_yaml(*jobs: str) -> str:
+    return "jobs:\n" + "".join(jobs)
+
+
+async def test_help_lists_every_command(base_env, tmp_path):
+    result = await cli("--help", env=base_env, database_url=None, cwd=tmp_path)
+    assert result.code == 0, result
+    for command in ("serve", "scan", "db", "jobs", "demo"):
+        assert f"    {command} " in result.out, result
+
+
+# --- scan ---------------------------------------------------------------------------------------
+
+
+async def test_scan_exit_codes_and_json(database_url, sessionmaker, base_env, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    long_ago = now - timedelta(days=30)
+    backups = tmp_path / "backups"
+    newest = now - timedelta(hours=1)
+    make_file(backups / "good" / "good-1.tar", 2048, newest)
+    make_file(backups / "thin" / "thin-1.tar", 2048, newest)
+    make_file(backups / "broken" / "broken-1.tar", 10, newest)
+
+    def local(name: str) -> dict[str, str]:
+        return {"type": "local", "path": str(backups / name)}
+
+    await add_job(sessionmaker, long_ago, name="good", source=local("good"))
+    await add_job(sessionmaker, long_ago, name="thin", source=local("thin"), rules={"min_count": 3})
+    await add_job(
+        sessionmaker, long_ago, name="broken", source=local("broken"), rules={"min_size": "1KiB"}
+    )
+    await add_job(sessionmaker, long_ago, name="gone", source=local("no-such-dir"))
+
+    async def scan(*args: str) -> Result:
+        return await cli("scan", *args, env=base_env, database_url=database_url, cwd=tmp_path)
+
+    result = await scan("--format", "json")
+    # Scans of different jobs write different rows: these may run side by side. (Two scans of
+    # the same job at once may not: both insert its new artifacts and one fails.)
+    good, gone, nope = await asyncio.gather(
+        scan("--job", "good"),
+        scan("--job", "gone", "--format", "json"),
+        scan("--job", "nope"),
+    )
+
+    # All jobs: critical wins over warning and unknown. The JSON shape of DESIGN.md, exactly.
+    assert result.code == 2, result
+    document = json.loads(result.out)  # stdout is the document alone; the log is on stderr
+    assert set(document) == {"status", "jobs"}
+    assert document["status"] == "critical"
+    jobs = {job["name"]: job for job in document["jobs"]}
+    assert [job["name"] for job in document["jobs"]] == ["broken", "gone", "good", "thin"]
+    for job in document["jobs"]:
+        assert set(job) == {"name", "status", "reasons", "latest_artifact", "artifact_count"}
+        for reason in job["reasons"]:
+            assert set(reason) == {"code", "severity", "message"}
+            assert reason["message"]
+    assert {name: job["status"] for name, job in jobs.items()} == {
+        "broken": "critical", "gone": "unknown", "good": "ok", "thin": "warning",
+    }  # fmt: skip
+    assert [r["code"] for r in jobs["broken"]["reasons"]] == ["too_small"]
+    assert [r["severity"] for r in jobs["broken"]["reasons"]] == ["critical"]
+    assert [r["code"] for r in jobs["thin"]["reasons"]] == ["too_few"]
+    assert [r["code"] for r in jobs["gone"]["reasons"]] == ["source_error"]
+    assert "no-such-dir" in jobs["gone"]["reasons"][0]["message"]
+    assert jobs["good"]["reasons"] == []
+    latest = jobs["good"]["latest_artifact"]
+    assert set(latest) == {"path", "size", "mtime"}
+    assert latest["path"] == "good-1.tar"
+    assert latest["size"] == 2048
+    assert datetime.fromisoformat(latest["mtime"]) == newest
+    assert jobs["good"]["artifact_count"] == 1
+    assert jobs["gone"]["latest_artifact"] is None
+    assert jobs["gone"]["artifact_count"] == 0
+
+    assert good.code == 0, good
+    header, row = good.out.splitlines()[:2]
+    assert header.split() == ["STATUS", "JOB", "NEWEST", "SIZE", "COUNT"]
+    assert row.split() == ["OK", "good", "good-1.tar", "2.0", "KiB", "1"]
+
+    assert gone.code == 3, gone
+    assert json.loads(gone.out)["status"] == "unknown"
+
+    assert nope.code == 3, nope
+    assert nope.out == ""
+    assert "backup-monitor: no job named 'nope'" in nope.err.splitlines()
+
+    # Without the critical job, warning wins over unknown.
+    async with sessionmaker() as session:
+        await session.execute(delete(Job).where(Job.name == "broken"))
+        await session.commit()
+    result = await scan()
+    assert result.code == 1, result
+    assert [line.split()[:2] for line in result.out.splitlines() if not line.startswith(" ")] == [
+        ["STATUS", "JOB"], ["UNKNOWN", "gone"], ["OK", "good"], ["WARNING", "thin"],
+    ]  # fmt: skip
+    assert "    - only 1 backup present; at least 3 expected" in result.out
+
+
+# --- jobs apply ---------------------------------------------------------------------------------
+
+
+async def job_rows(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, dict[str, Any]]:
+    async with sessionmaker() as session:
+        jobs = (await session.scalars(select(Job))).all()
+        return {
+            job.name: {column.key: getattr(job, column.key) for column in Job.__table__.columns}
+            for job in jobs
+        }
+
+
+async def test_jobs_apply_is_idempotent_and_prune_deletes(
+    database_url, sessionmaker, base_env, tmp_path
+):
+    backups = tmp_path / "backups"
+    make_file(backups / "old.tar", 4096, datetime.now(UTC) - timedelta(hours=2))
+    make_file(backups / "new.tar", 4096, datetime.now(UTC) - timedelta(hours=1))
+    db = (
+        "  - name: db-nightly\n"
+        "    tags: [db, prod]\n"
+        f"    source: {{type: local, path: {json.dumps(str(backups))}, pattern: '*.tar'}}\n"
+        "    schedule: {cron: '0 2 * * *', timezone: Europe/Paris}\n"
+        "    grace: 1h\n"
+        "    rules: {min_size: 1KiB, min_count: 2, max_size_drop: 50%}\n"
+    )
+    web = "  - name: web\n    schedule: {every: 1d}\n    grace: 30m\n"
+    web_changed = "  - name: web\n    schedule: {every: 1d}\n    grace: 45m\n"
+    beat = "  - name: heartbeat\n    description: pushes only\n    schedule: {every: 15m}\n"
+    full, smaller = tmp_path / "jobs.yml", tmp_path / "smaller.yml"
+    full.write_text(jobs_yaml(db, web, beat))
+    smaller.write_text(jobs_yaml(web_changed, beat))
+
+    async def apply(*args: str) -> str:
+        result = await cli(
+            "jobs", "apply", *args, env=base_env, database_url=database_url, cwd=tmp_path
+        )
+        assert result.code == 0, result
+        return result.out.strip()
+
+    # A job declared by other means (the API): `apply` without --prune leaves it alone.
+    await add_job(sessionmaker, datetime.now(UTC), name="manual")
+
+    assert await apply(str(full)) == "3 created, 0 updated, 0 unchanged, 0 deleted"
+    first = await job_rows(sessionmaker)
+    assert set(first) == {"manual", "db-nightly", "web", "heartbeat"}
+    assert first["db-nightly"]["grace"] == 3600
+    assert first["db-nightly"]["rules"] == {
+        "min_size": 1024, "max_size": None, "min_count": 2, "max_size_drop": 50.0,
+    }  # fmt: skip
+
+    # The same file again changes nothing at all: not even updated_at.
+    assert await apply(str(full)) == "0 created, 0 updated, 3 unchanged, 0 deleted"
+    assert await job_rows(sessionmaker) == first
+
+    async with sessionmaker() as session:
+        report = await run_scanner(session, trigger="cli")
+    assert {job.name: job.status for job in report.jobs}["db-nightly"] == "ok"
+    doomed = first["db-nightly"]["id"]
+
+    async def owned_by_doomed() -> tuple[int, int]:
+        async with sessionmaker() as session:
+            artifacts = await session.scalar(
+                select(func.count()).select_from(Artifact).where(Artifact.job_id == doomed)
+            )
+            checks = await session.scalar(
+                select(func.count()).select_from(JobCheck).where(JobCheck.job_id == doomed)
+            )
+            return int(artifacts or 0), int(checks or 0)
+
+    assert await owned_by_doomed() == (2, 1)
+
+    # --prune deletes the jobs missing from the file, and their artifacts and history.
+    assert await apply(str(smaller), "--prune") == "0 created, 1 updated, 1 unchanged, 2 deleted"
+    rows = await job_rows(sessionmaker)
+    assert set(rows) == {"web", "heartbeat"}
+    assert rows["web"]["grace"] == 45 * 60
+    assert rows["web"]["updated_at"] > first["web"]["updated_at"]
+    assert rows["heartbeat"]["updated_at"] == first["heartbeat"]["updated_at"]
+    assert await owned_by_doomed() == (0, 0)
+
+
+# Each bad file also changes a job that exists and adds a valid one: nothing of it may land.
+KEEP = "  - name: keep\n    description: changed\n    schedule: {every: 1d}\n"
+FRESH = "  - name: fresh\n    schedule: {every: 1d}\n"
+BAD_FILES: dict[str, tuple[str | None, list[str]]] = {
+    "unknown-field": (
+        jobs_yaml(KEEP, "  - name: fresh\n    schedule: {every: 1d}\n    colour: blue\n"),
+        ["jobs[1] (fresh): colour: unknown field"],
+    ),
+    "bad-duration": (
+        jobs_yaml(KEEP, "  - name: fresh\n    schedule: {every: 1d}\n    grace: 2 fortnights\n"),
+        ["jobs[1] (fresh): grace: ", "'2 fortnights' is not a duration"],
+    ),
+    "bad-cron": (
+        jobs_yaml(KEEP, "  - name: fresh\n    schedule: {cron: '61 2 * * *'}\n"),
+        ["jobs[1] (fresh): schedule: ", "bad cron expression '61 2 * * *'"],
+    ),
+    "unknown-zone": (
+        jobs_yaml(
+            KEEP, "  - name: fresh\n    schedule: {cron: '0 2 * * *', timezone: Mars/Olympus}\n"
+        ),
+        ["jobs[1] (fresh): schedule.timezone: ", "unknown time zone 'Mars/Olympus'"],
+    ),
+    "duplicate-name": (
+        jobs_yaml(KEEP, FRESH, "  - name: keep\n    schedule: {every: 2d}\n"),
+        ["jobs[2] (keep): duplicate name 'keep' (also jobs[0])"],
+    ),
+    "not-a-slug": (
+        jobs_yaml(KEEP, "  - name: Fresh Backup\n    schedule: {every: 1d}\n"),
+        ["jobs[1] (Fresh Backup): name: "],
+    ),
+    "min-above-max": (
+        jobs_yaml(KEEP, FRESH, "    rules: {min_size: 2MiB, max_size: 1MiB}\n"),
+        [
+            "jobs[1] (fresh): rules: ",
+            "min_size (2097152 bytes) is larger than max_size (1048576 bytes)",
+        ],
+    ),
+    "invalid-yaml": (
+        jobs_yaml(KEEP, "  - name: fresh\n    schedule: {every: 1d\n"),
+        ["not valid YAML: ", "line "],
+    ),
+    "missing-file": (None, ["cannot read the file: ", "No such file or directory"]),
+}
+
+
+async def test_bad_jobs_files_are_explained_and_write_nothing(sqlite_url, base_env, tmp_path):
+    engine = create_engine(sqlite_url)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        document = {
+            "jobs": [{"name": "keep", "description": "original", "schedule": {"every": 60}}]
+        }
+        async with sessionmaker() as session:
+            await apply_jobs(session, parse_jobs_document(document, "setup"))
+        before = await job_rows(sessionmaker)
+
+        async def attempt(case: str, text: str | None) -> tuple[str, Path, Result]:
+            path = tmp_path / f"{case}.yml"
+            if text is not None:
+                path.write_text(text)
+            result = await cli(
+                "jobs", "apply", str(path), env=base_env, database_url=sqlite_url, cwd=tmp_path
+            )
+            return case, path, result
+
+        outcomes = await asyncio.gather(
+            *(attempt(case, text) for case, (text, _) in BAD_FILES.items())
+        )
+        for case, path, result in outcomes:
+            lines = result.err.strip().splitlines()
+            assert result.code == 1, f"{case}: {result}"
+            assert result.out == "", f"{case}: {result}"
+            assert lines[0] == f"backup-monitor: {path}: 1 problem(s)", f"{case}: {result}"
+            assert lines[-1] == "nothing was written", f"{case}: {result}"
+            assert len(lines) == 3, f"{case}: {result}"
+            for expected in BAD_FILES[case][1]:
+                assert expected in lines[1], f"{case}: {expected!r} not in\n{result}"
+
+        assert await job_rows(sessionmaker) == before
+    finally:
+        await engine.dispose()
+
+
+# --- database -----------------------------------------------------------------------------------
+
+
+async def test_db_upgrade_creates_a_fresh_sqlite_database(base_env, tmp_path):
+    path = tmp_path / "fresh.db"
+    url = f"sqlite+aiosqlite:///{path}"
+    result = await cli("db", "upgrade", env=base_env, database_url=url, cwd=tmp_path)
+    assert result.code == 0, result
+    assert result.out.strip() == f"database {url} is at the latest schema"
+
+    head = ScriptDirectory.from_config(migrate.alembic_config(url)).get_current_head()
+    with sqlite3.connect(path) as connection:
+        tables = {row[0] for row in connection.execute("SELECT name FROM sqlite_master")}
+        version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
+    assert {"jobs", "artifacts", "scan_runs", "job_checks"} <= tables
+    assert version == [(head,)]
+
+
+async def test_unreachable_database_at_startup_is_one_line(base_env, tmp_path):
+    url = "postgresql+asyncpg://postgres:s3cret@127.0.0.1:1/x"
+    result = await cli(
+        "serve",
+        "--port",
+        str(free_port()),
+        env=base_env,
+        database_url=url,
+        cwd=tmp_path,
+        timeout=30,
+    )
+    assert result.code != 0, result
+    assert result.seconds < 15, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result
+    assert lines[0].startswith("backup-monitor: cannot run the migrations on the database "), result
+    assert "postgresql+asyncpg://postgres:***@127.0.0.1:1/x" in lines[0], result
+    assert "s3cret" not in result.err + result.out
+    assert "Traceback" not in result.err
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [
+        {"SCANNER_INTERVAL_MINUTES": "abc"},
+        {"PORT": "70000"},
+        {"LOG_FORMAT": "xml"},
+    ],
+    ids=lambda settings: next(iter(settings)),
+)
+async def test_bad_setting_is_one_line_naming_it(settings, base_env, tmp_path):
+    [name] = settings
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
+    result = await cli("scan", env=base_env, database_url=url, cwd=tmp_path, **settings)
+    assert result.code == 2, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result
+    assert lines[0].startswith(f"backup-monitor: invalid setting {name}: "), result
+    assert result.out == ""
+    assert not (tmp_path / "unused.db").exists()  # it stopped before touching anything
+
+
+# --- serve --------------------------------------------------------------------------------------
+
+
+async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, tmp_path):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "serve", "--port", str(port),
+            cwd=tmp_path, env=dict(base_env, DATABASE_URL=sqlite_url),
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+            for path in ("/health/live", "/health/ready"):
+                body = await wait_for_200(client, base + path, process, log)
+                assert body["status"] == "ok"
+        assert process.returncode is None
+        process.send_signal(signal.SIGTERM)
+        started = time.monotonic()
+        code = await asyncio.wait_for(process.wait(), 15)
+        assert time.monotonic() - started < 15
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = log.read_text()
+    assert code == 0, text
+    assert "APScheduler scheduler started." in text
+    assert "APScheduler scheduler stopped." in text
+    assert "Traceback" not in text
+
+
+async def wait_for_200(
+    client: aiohttp.ClientSession,
+    url: str,
+    process: asyncio.subprocess.Process,
+    log: Path,
+    timeout: float = 60,
+) -> dict[str, Any]:
+    """Poll `url` until it answers 200 (returning its JSON); fail early if the server died."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    last = "no answer"
+    while loop.time() < deadline:
+        if process.returncode is not None:
+            pytest.fail(f"serve exited with {process.returncode}:\n{read(log)}")
+        try:
+            async with client.get(url) as response:
+                if response.status == 200:
+                    body: dict[str, Any] = await response.json()
+                    return body
+                last = f"{response.status} {await response.text()}"
+        except aiohttp.ClientError as exc:
+            last = repr(exc)
+        await asyncio.sleep(0.1)
+    pytest.fail(f"{url} not 200 within {timeout} s (last: {last}):\n{read(log)}")

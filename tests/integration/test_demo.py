@@ -1,0 +1,226 @@
+"""`backup-monitor demo`: the sandbox shows every status, on a real database and when served."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import select
+
+from service import demo
+from service.jobsfile import load_jobs_file
+from service.models import Artifact, Job
+from service.scanner import run_scanner
+from service.settings import Settings
+
+REPO = Path(__file__).resolve().parents[2]
+
+# What each job of the demo must show after its first scan: status and reason codes.
+EXPECTED: dict[str, tuple[str, set[str]]] = {
+    "db-nightly": ("ok", set()),
+    "wiki-paris": ("ok", set()),
+    "vm-images": ("ok", set()),
+    "app-late": ("critical", {"late"}),
+    "uploads-truncated": ("critical", {"too_small"}),
+    "files-missing": ("critical", {"missing"}),
+    "crm-shrinking": ("warning", {"size_drop"}),
+    "mail-archive": ("warning", {"too_few"}),
+    "reports-oversized": ("warning", {"too_large"}),
+    "nvr-clock-ahead": ("warning", {"future_mtime"}),
+    "nas-offsite": ("unknown", {"source_error"}),
+    "photos-weekly": ("pending", set()),
+    "legacy-ftp": ("paused", set()),
+}
+ALL_STATUSES = {"ok", "warning", "critical", "unknown", "pending", "paused"}
+
+
+async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    root = tmp_path / "demo"
+    jobs_file = demo.build_sandbox(root, now)
+
+    assert jobs_file == root / "jobs.yml"
+    assert [spec.name for spec in load_jobs_file(jobs_file)] == list(EXPECTED)
+    assert (root / demo.MARKER).is_file()
+
+    settings = Settings(_env_file=None, database_url=database_url, scan_roots=())
+    url = await demo.prepare(settings, root, now)
+    assert url == database_url  # an explicit database URL wins over the sandbox's own file
+
+    async with sessionmaker() as session:
+        created = dict((await session.execute(select(Job.name, Job.created_at))).all())
+    assert created.pop("photos-weekly") == now  # brand new: pending
+    assert set(created.values()) == {now - timedelta(days=30)}  # backdated
+
+    async with sessionmaker() as session:
+        report = await run_scanner(session, trigger="cli", clock=lambda: now)
+    results = {job.name: job for job in report.jobs}
+
+    assert {job.status for job in report.jobs} == ALL_STATUSES
+    seen = {
+        name: (job.status, {reason["code"] for reason in job.reasons})
+        for name, job in results.items()
+    }
+    assert seen == EXPECTED
+
+    assert "80 % smaller" in results["crm-shrinking"].reasons[0]["message"]
+    assert results["db-nightly"].artifact_count == 14
+    assert results["mail-archive"].artifact_count == 3
+    latest = results["db-nightly"].latest_artifact
+    assert latest is not None
+    assert latest["size"] > 1024 * 1024
+    assert datetime.fromisoformat(latest["mtime"]) == now - timedelta(hours=5)
+
+    # The recursive job found the images in each host's subdirectory, and only them.
+    async with sessionmaker() as session:
+        paths = set(
+            await session.scalars(select(Artifact.path).join(Job).where(Job.name == "vm-images"))
+        )
+    assert len(paths) == 6
+    assert {path.split("/")[0] for path in paths} == {"web01", "db01"}
+    assert all(path.endswith(".qcow2") for path in paths)
+
+
+def test_sandbox_is_rebuilt_but_a_foreign_directory_is_never_wiped(tmp_path):
+    now = datetime.now(UTC)
+    foreign = tmp_path / "mine"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("precious")
+    with pytest.raises(demo.SandboxError, match="was not made by the demo"):
+        demo.build_sandbox(foreign, now)
+    assert [p.name for p in foreign.iterdir()] == ["thesis.tex"]
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("x")
+    with pytest.raises(demo.SandboxError, match="not a directory"):
+        demo.build_sandbox(a_file, now)
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    demo.build_sandbox(empty, now)  # an empty directory is fine to use
+
+    (empty / "stray.txt").write_text("left over")
+    (empty / "backups" / "db-nightly" / "old.sql.gz").write_text("left over")
+    later = now + timedelta(days=2)
+    demo.build_sandbox(empty, later)
+    assert not (empty / "stray.txt").exists()
+    assert not (empty / "backups" / "db-nightly" / "old.sql.gz").exists()
+    newest = max(p.stat().st_mtime for p in (empty / "backups" / "db-nightly").iterdir())
+    assert newest == pytest.approx((later - timedelta(hours=5)).timestamp(), abs=1)
+
+
+def test_demo_database_is_inside_the_sandbox_unless_set(tmp_path, monkeypatch):
+    for key in list(os.environ):
+        if key.upper() == "DATABASE_URL":
+            monkeypatch.delenv(key)
+    root = tmp_path / "demo"
+    default = Settings(_env_file=None)
+    assert demo.database_url_for(default, root) == f"sqlite+aiosqlite:///{root / 'demo.db'}"
+
+    explicit = "postgresql+asyncpg://postgres@127.0.0.1:5432/elsewhere"
+    monkeypatch.setenv("DATABASE_URL", explicit)
+    assert demo.database_url_for(Settings(_env_file=None), root) == explicit
+
+
+def read(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The current environment for the child process, the service's settings left out."""
+    owned = {"DATABASE_URL", "JOBS_FILE", "SCAN_ROOTS", "AUTO_MIGRATE", "HOST", "PORT",
+             "LOG_FORMAT", "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES"}  # fmt: skip
+    env = {key: value for key, value in os.environ.items() if key.upper() not in owned}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["LOG_LEVEL"] = "INFO"
+    # Bytecode shared by the child processes of this session (see test_cli.py).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
+    return env
+
+
+async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
+    """The real `demo` command: its own SQLite database, a first scan at once, a clean stop."""
+    port = free_port()
+    root = tmp_path / "sandbox"
+    out, err = tmp_path / "stdout.txt", tmp_path / "stderr.txt"
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "demo", "--dir", str(root), "--port", str(port),
+            cwd=tmp_path, env=base_env, stdout=stdout, stderr=stderr,
+        )  # fmt: skip
+    try:
+        status = await wait_for_first_scan(process, f"http://127.0.0.1:{port}", err)
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 15)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert code == 0, err.read_text()
+
+    assert status["counts"] == {
+        "ok": 3, "warning": 4, "critical": 3, "unknown": 1, "pending": 1, "paused": 1,
+    }  # fmt: skip
+    assert status["status"] == "critical"
+    banner = out.read_text()
+    assert str(root) in banner
+    assert f"http://127.0.0.1:{port}/api/v1/status" in banner
+    assert f"DATABASE_URL=sqlite+aiosqlite:///{root / 'demo.db'} backup-monitor scan" in banner
+    assert (root / "demo.db").is_file()
+    assert "APScheduler scheduler stopped." in err.read_text()
+
+
+async def test_demo_command_refuses_a_directory_it_did_not_make(base_env, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "demo", "--dir", str(mine), "--port", str(free_port()),
+        cwd=tmp_path, env=base_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 2, err.decode()
+    assert out == b""
+    [line] = err.decode().splitlines()
+    assert line.startswith(f"backup-monitor: {mine} exists and was not made by the demo")
+    assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+async def wait_for_first_scan(
+    process: asyncio.subprocess.Process, base: str, stderr: Path, timeout: float = 60
+) -> dict:
+    """Poll /api/v1/status until a scan has finished; fail early if the process dies."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+        while True:
+            if process.returncode is not None:
+                pytest.fail(f"demo exited with {process.returncode}:\n{read(stderr)}")
+            try:
+                async with client.get(f"{base}/api/v1/status") as response:
+                    if response.status == 200:
+                        body = await response.json()
+                        if (body["last_scan"] or {}).get("status") == "finished":
+                            return dict(body)
+            except aiohttp.ClientError:
+                pass  # not listening yet
+            if loop.time() > deadline:
+                pytest.fail(f"no finished scan within {timeout} s:\n{read(stderr)}")
+            await asyncio.sleep(0.1)
