@@ -28,7 +28,15 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     if not app[scheduler_enabled_key]:
         yield
         return
-    await start_scheduler(app[sessionmaker_key], app[settings_key].scanner_interval_minutes)
+    settings = app[settings_key]
+    await start_scheduler(
+        app[sessionmaker_key],
+        settings.scanner_interval_minutes,
+        scan_options={
+            "scan_roots": settings.scan_roots,
+            "source_timeout": settings.source_timeout_seconds,
+        },
+    )
     yield
     await shutdown_scheduler()
 

@@ -16,6 +16,7 @@ from sqlalchemy.engine import make_url
 from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker
+from service.errors import describe_error
 from service.jobsfile import JobsFileError, apply_jobs, load_jobs_file
 from service.logs import configure_logging
 from service.scanner import ScanReport, run_scanner
@@ -42,23 +43,14 @@ def safe_url(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-def describe(exc: BaseException) -> str:
-    """One line for an exception: the innermost cause of a driver error says the most."""
-    while exc.__cause__ is not None and not str(exc):
-        exc = exc.__cause__
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text.split("[SQL:")[0].strip()[:300]
-
-
 def database_step(settings: Settings, what: str, step: Callable[[], T]) -> T:
     try:
         return step()
     except (KeyboardInterrupt, CliError, JobsFileError):
         raise
     except Exception as exc:
-        raise CliError(
-            f"cannot {what} on the database {safe_url(settings.database_url)}: {describe(exc)}"
-        ) from exc
+        where = safe_url(settings.database_url)
+        raise CliError(f"cannot {what} on the database {where}: {describe_error(exc)}") from exc
 
 
 def upgrade_database(settings: Settings) -> None:
@@ -98,7 +90,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
         # scan finishes its current job, then the scheduler and the engine are closed.
         web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=30)
     except OSError as exc:
-        raise CliError(f"cannot serve on {args.host}:{args.port}: {describe(exc)}") from exc
+        raise CliError(f"cannot serve on {args.host}:{args.port}: {describe_error(exc)}") from exc
     return 0
 
 

@@ -68,7 +68,13 @@ def load_jobs_file(path: str | Path, scan_roots: Sequence[Path] = ()) -> list[Jo
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise JobsFileError(name, [f"not valid YAML: {exc}".replace("\n", " ")]) from None
+        mark = getattr(exc, "problem_mark", None)
+        problem = getattr(exc, "problem", None)
+        if mark is not None and problem:
+            message = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        else:
+            message = "not valid YAML: " + " ".join(str(exc).split())
+        raise JobsFileError(name, [message]) from None
     return parse_jobs_document(document, name, scan_roots)
 
 

@@ -5,6 +5,7 @@ and the API. Pure data and validation; no I/O except resolving a local path agai
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -32,7 +33,6 @@ DEFAULT_GRACE = 3600
 Duration = Annotated[int, BeforeValidator(parse_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
-JobName = Annotated[str, Field(pattern=JOB_NAME_PATTERN)]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 
 
@@ -116,7 +116,7 @@ class Rules(_Strict):
 
 
 class JobSpec(_Strict):
-    name: JobName
+    name: str
     description: str = Field(default="", max_length=2000)
     tags: tuple[Tag, ...] = ()
     source: Source | None = None
@@ -124,6 +124,16 @@ class JobSpec(_Strict):
     grace: Duration = DEFAULT_GRACE
     rules: Rules = Rules()
     paused: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(JOB_NAME_PATTERN, value):
+            raise ValueError(
+                f"{value!r} is not a valid job name: use lowercase letters, digits, '.', '_' "
+                "or '-', starting with a letter, at most 100 characters"
+            )
+        return value
 
     @field_validator("tags")
     @classmethod

@@ -31,15 +31,20 @@ _stop = asyncio.Event()
 _active_runs: set[asyncio.Task[Any]] = set()
 
 
-async def run_scanner_job(session_factory: async_sessionmaker[AsyncSession]) -> None:
-    """One scheduled scan: a fresh session, the scanner, and the session closed whatever happens."""
+async def run_scanner_job(
+    session_factory: async_sessionmaker[AsyncSession], **scan_options: Any
+) -> None:
+    """One scheduled scan: a fresh session, the scanner, and the session closed whatever happens.
+
+    `scan_options` go to `run_scanner` (scan_roots, source_timeout).
+    """
     task = asyncio.current_task()
     if task is not None:
         _active_runs.add(task)
     session = session_factory()
     try:
         logger.info("Scheduled run of the backup scanner started.")
-        await run_scanner(session, trigger="schedule", stop=_stop)
+        await run_scanner(session, trigger="schedule", stop=_stop, **scan_options)
         logger.info("Scheduled run of the backup scanner finished successfully.")
     except Exception as exc:
         # Never let a scan failure escape into the scheduler: the next run must still happen.
@@ -56,6 +61,7 @@ async def start_scheduler(
     interval_minutes: float | None = None,
     *,
     run_now: bool = True,
+    scan_options: dict[str, Any] | None = None,
 ) -> None:
     """Start the scheduler with the scanner job; a no-op (logged) when it already runs.
 
@@ -78,6 +84,7 @@ async def start_scheduler(
         "interval",
         minutes=minutes,
         args=[session_factory],
+        kwargs=scan_options or {},
         id=JOB_ID,
         replace_existing=True,
         misfire_grace_time=MISFIRE_GRACE_SECONDS,

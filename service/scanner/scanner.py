@@ -18,8 +18,10 @@ from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.errors import describe_error
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner.rules import ArtifactFact, Evaluation, evaluate
@@ -202,7 +204,7 @@ class BackupScanner:
             except Exception as exc:
                 await session.rollback()
                 logger.exception("job scan failed", extra={"job": job.name, "scan_id": run_id})
-                message = f"internal error while scanning: {type(exc).__name__}: {exc}"
+                message = f"internal error while scanning: {describe_error(exc)}"
                 reason = {"code": "scan_error", "severity": "unknown", "message": message}
                 result = JobResult(
                     job.name, "unknown", [reason], job.latest_artifact, job.artifact_count,
@@ -278,10 +280,6 @@ class BackupScanner:
         digest = None
         if listing is not None and not warnings:
             digest = listing_digest(spec.declaration()["source"] if spec else None, entries)
-        counts = (0, 0, 0)
-        if listing is not None and (digest is None or digest != job.listing_digest):
-            counts = await self._sync_artifacts(job, entries, now, mark_gone=not warnings)
-
         if listing is not None or (spec is not None and spec.source is None):
             latest = artifact_summary(evaluation.newest)
             count = len(entries)
@@ -295,20 +293,22 @@ class BackupScanner:
             "artifact_count": count,
             "listing_digest": digest,
         }
-        unchanged = (
-            counts == (0, 0, 0)
-            and job.status == evaluation.status
-            and job.reasons == reasons
-            and job.next_check_at == evaluation.deadline
-            and job.latest_artifact == latest
-            and job.artifact_count == count
-            and job.listing_digest == digest
-        )
-        if unchanged:
+        needs_sync = listing is not None and (digest is None or digest != job.listing_digest)
+        counts = (0, 0, 0)
+        if not needs_sync and all(getattr(job, key) == value for key, value in state.items()):
+            # Nothing to write but checked_at, which unchanged jobs share in one statement.
             self._touched.append(job.id)
             if len(self._touched) >= TOUCH_BATCH:
                 await self._flush_touched()
+        elif not await self._claim(job):
+            await self.session.rollback()
+            logger.info("job skipped: another scan is writing it", extra={"job": job.name})
+            return JobResult(
+                job.name, job.status, job.reasons, job.latest_artifact, job.artifact_count
+            )
         else:
+            if needs_sync:
+                counts = await self._sync_artifacts(job, entries, now, mark_gone=not warnings)
             await self._write_state(job, state, now)
 
         if evaluation.status != job.status or source_error:
@@ -326,6 +326,14 @@ class BackupScanner:
             job.name, evaluation.status, reasons, latest, count, *counts,
             error=source_error,
         )  # fmt: skip
+
+    async def _claim(self, job: JobRow) -> bool:
+        """Lock the job's row for this transaction; False when another scan holds it (or the
+        job was deleted meanwhile). SQLite has a single writer and needs no claim."""
+        query = select(Job.id).where(Job.id == job.id)
+        if self.session.get_bind().dialect.name == "postgresql":
+            query = query.with_for_update(skip_locked=True)
+        return await self.session.scalar(query) is not None
 
     async def _write_state(self, job: JobRow, state: dict[str, Any], now: datetime) -> None:
         session = self.session
@@ -355,6 +363,14 @@ class BackupScanner:
         )
         await self.session.commit()
 
+    def _insert_artifacts(self) -> Any:
+        """INSERT that skips a path already present (a concurrent writer got there first)."""
+        dialect = self.session.get_bind().dialect.name
+        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
+        return insert_for(Artifact).on_conflict_do_nothing(
+            index_elements=["job_id", "path"], index_where=Artifact.gone_since.is_(None)
+        )
+
     async def _sync_artifacts(
         self, job: JobRow, entries: Sequence[FileEntry], now: datetime, *, mark_gone: bool
     ) -> tuple[int, int, int]:
@@ -380,7 +396,7 @@ class BackupScanner:
         gone_ids = [row.id for row in known.values()] if mark_gone else []
 
         if new:
-            await session.execute(insert(Artifact), new)
+            await session.execute(self._insert_artifacts(), new)
         if changed:
             await session.execute(update(Artifact), changed)
         if gone_ids:

@@ -315,7 +315,7 @@ BAD_FILES: dict[str, tuple[str | None, list[str]]] = {
     ),
     "not-a-slug": (
         jobs_yaml(KEEP, "  - name: Fresh Backup\n    schedule: {every: 1d}\n"),
-        ["jobs[1] (Fresh Backup): name: "],
+        ["jobs[1] (Fresh Backup): name: ", "is not a valid job name: use lowercase letters"],
     ),
     "min-above-max": (
         jobs_yaml(KEEP, FRESH, "    rules: {min_size: 2MiB, max_size: 1MiB}\n"),
@@ -326,7 +326,7 @@ BAD_FILES: dict[str, tuple[str | None, list[str]]] = {
     ),
     "invalid-yaml": (
         jobs_yaml(KEEP, "  - name: fresh\n    schedule: {every: 1d\n"),
-        ["not valid YAML: ", "line "],
+        ["not valid YAML at line 7, column 1: ", "expected ',' or '}'"],
     ),
     "missing-file": (None, ["cannot read the file: ", "No such file or directory"]),
 }

@@ -361,3 +361,23 @@ def test_unreadable_directories_without_root_privileges(tmp_path):
     assert jobs["locked-sub"]["status"] == "unknown"
     assert "Permission denied" in jobs["locked-sub"]["reasons"][0]["message"]
     assert jobs["locked-sub"]["artifact_count"] == 1  # what could be read was read
+
+
+async def test_concurrent_scans_of_the_same_jobs(sessionmaker, clock, tmp_path):
+    """Two scanners at once (a CLI scan during a scheduled one, or two replicas): no error,
+    every artifact recorded exactly once."""
+    for job in range(4):
+        for index in range(50):
+            make_file(tmp_path / f"j{job}" / f"f{index:03d}", 100 + index, clock.now)
+        await add_job(sessionmaker, clock.now, name=f"j{job}", source=local(tmp_path / f"j{job}"))
+
+    first, second = await asyncio.gather(scan(sessionmaker, clock), scan(sessionmaker, clock))
+    for report in (first, second):
+        assert report.status == "finished"
+        assert all(job.error is None for job in report.jobs), [j.error for j in report.jobs]
+    present = await artifacts(sessionmaker)
+    assert len(present) == 200
+    assert len({(a.job_id, a.path) for a in present}) == 200
+    final = await scan(sessionmaker, clock)
+    assert {job.status for job in final.jobs} == {"ok"}
+    assert sum(job.new + job.changed + job.gone for job in final.jobs) == 0

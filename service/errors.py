@@ -1,0 +1,21 @@
+"""Turning exceptions into one line a person can read (no SQL, no driver boilerplate)."""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+_NOISE_MARKERS = ("[SQL:", "(Background on this error")
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """`Type: message` of the most telling exception in the chain, on one line."""
+    if isinstance(exc, DBAPIError) and exc.orig is not None:
+        # SQLAlchemy wraps the driver's error, which may itself wrap asyncpg's.
+        exc = exc.orig.__cause__ or exc.orig
+    while not str(exc) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    text = " ".join(str(exc).split())
+    for marker in _NOISE_MARKERS:
+        text = text.split(marker)[0].strip()
+    text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+    return text[:limit]
