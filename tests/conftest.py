@@ -32,6 +32,11 @@ TEST_DATABASE_URL = os.environ.get(
 )
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 REPO = Path(__file__).resolve().parent.parent
+# Settings the tests decide; whatever the calling shell has for them is left out.
+OWNED_SETTINGS = {
+    "DATABASE_URL", "JOBS_FILE", "SCAN_ROOTS", "AUTO_MIGRATE", "HOST", "PORT", "LOG_FORMAT",
+    "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES", "SOURCE_TIMEOUT_SECONDS",
+}  # fmt: skip
 
 
 def in_thread(function: Callable[[], T]) -> T:
@@ -135,3 +140,16 @@ class Clock:
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime.now(UTC).replace(microsecond=0))
+
+
+@pytest.fixture(scope="session")
+def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """The current environment for the child processes, the service's settings left out."""
+    env = {key: value for key, value in os.environ.items() if key.upper() not in OWNED_SETTINGS}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["LOG_LEVEL"] = "INFO"
+    # Compiling aiohttp, SQLAlchemy and pydantic from source (PYTHONDONTWRITEBYTECODE) costs each
+    # process more than a second: let them share bytecode in a directory of this test session.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
+    return env

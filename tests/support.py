@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import os
+import socket
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -11,6 +11,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.demo import write_file
 from service.jobsfile import new_job
 from service.jobspec import parse_job
 from service.models import Job
@@ -37,12 +38,19 @@ async def get_job(sessionmaker: async_sessionmaker[AsyncSession], name: str) -> 
 
 def make_file(path: Path, size: int, mtime: datetime) -> Path:
     """A file of `size` bytes whose modification time is `mtime`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "wb") as handle:
-        handle.truncate(size)
-    stamp = mtime.timestamp()
-    os.utime(path, (stamp, stamp))
+    write_file(path, size, mtime)
     return path
+
+
+def read(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
 
 
 class TcpProxy:

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
-import socket
 import sqlite3
 import sys
 import time
@@ -31,14 +29,7 @@ from service.jobsfile import apply_jobs, parse_jobs_document
 from service.models import Artifact, Job, JobCheck
 from service.scanner import run_scanner
 
-from support import add_job, make_file
-
-REPO = Path(__file__).resolve().parents[2]
-# Settings the tests decide; whatever the calling shell has for them is left out.
-OWNED_SETTINGS = {
-    "DATABASE_URL", "JOBS_FILE", "SCAN_ROOTS", "AUTO_MIGRATE", "HOST", "PORT", "LOG_FORMAT",
-    "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES", "SOURCE_TIMEOUT_SECONDS",
-}  # fmt: skip
+from support import add_job, free_port, make_file, read
 
 
 @dataclass
@@ -53,19 +44,6 @@ class Result:
             f"exit {self.code} after {self.seconds:.1f} s\n"
             f"--- stdout\n{self.out}\n--- stderr\n{self.err}"
         )
-
-
-@pytest.fixture(scope="session")
-def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The current environment for the child processes, the service's settings left out."""
-    env = {key: value for key, value in os.environ.items() if key.upper() not in OWNED_SETTINGS}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["LOG_LEVEL"] = "INFO"
-    # Compiling aiohttp, SQLAlchemy and pydantic from source (PYTHONDONTWRITEBYTECODE) costs each
-    # process more than a second: let them share bytecode in a directory of this test session.
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
-    return env
 
 
 async def cli(
@@ -93,17 +71,6 @@ async def cli(
             await process.wait()
     assert process.returncode is not None
     return Result(process.returncode, out.decode(), err.decode(), time.monotonic() - started)
-
-
-def read(path: Path) -> str:
-    return path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def jobs_yaml(*jobs: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -20,7 +19,7 @@ from service.models import Artifact, Job
 from service.scanner import run_scanner
 from service.settings import Settings
 
-REPO = Path(__file__).resolve().parents[2]
+from support import free_port, read
 
 # What each job of the demo must show after its first scan: status and reason codes.
 EXPECTED: dict[str, tuple[str, set[str]]] = {
@@ -127,31 +126,6 @@ def test_demo_database_is_inside_the_sandbox_unless_set(tmp_path, monkeypatch):
     explicit = "postgresql+asyncpg://postgres@127.0.0.1:5432/elsewhere"
     monkeypatch.setenv("DATABASE_URL", explicit)
     assert demo.database_url_for(Settings(_env_file=None), root) == explicit
-
-
-def read(path: Path) -> str:
-    return path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-@pytest.fixture(scope="session")
-def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    """The current environment for the child process, the service's settings left out."""
-    owned = {"DATABASE_URL", "JOBS_FILE", "SCAN_ROOTS", "AUTO_MIGRATE", "HOST", "PORT",
-             "LOG_FORMAT", "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES"}  # fmt: skip
-    env = {key: value for key, value in os.environ.items() if key.upper() not in owned}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env["LOG_LEVEL"] = "INFO"
-    # Bytecode shared by the child processes of this session (see test_cli.py).
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
-    return env
 
 
 async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
