@@ -1,0 +1,633 @@
+"""Scanner benchmark: a first scan and a rescan of J jobs x F files, against `find`.
+
+    .venv/bin/python bench/scan.py [--jobs 2000] [--files 100] [--database-url URL]
+                                   [--tree DIR] [--keep-tree] [--json] [--profile DIR]
+
+Builds a tree of J job directories with F small files each, creates and migrates a fresh
+database (PostgreSQL by default; a sqlite+aiosqlite URL works too), declares one job per
+directory, then times:
+
+- `find TREE -type f -printf '%p %s %T@\\n'` (best of 3, after one untimed warm-up run), the
+  reference for "how fast can this tree be listed at all";
+- the first scan (every artifact is new), once;
+- a rescan of the unchanged tree (best of 3);
+
+and reports the ratios against `find`, the peak RSS of this process and the worst event-loop
+lag seen by a 10 ms ticker running beside the scans. The database is dropped at the end, the
+tree removed unless --keep-tree. The exit status is 0 whatever the targets say; it is non-zero
+only when something went wrong (including wrong artifact counts).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import json
+import os
+import random
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
+
+from service import migrate
+from service.db import create_engine, create_sessionmaker
+from service.jobsfile import apply_jobs
+from service.jobspec import parse_job
+from service.models import Artifact, ScanRun
+from service.scanner.scanner import BackupScanner, ScanReport
+from service.scanner.sources import open_source
+
+DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench"
+FIND_ARGS = ("-type", "f", "-printf", r"%p %s %T@\n")
+TARGET_FIRST_RATIO = 5.0
+TARGET_RESCAN_RATIO = 2.0
+TARGET_PEAK_RSS_MB = 250.0
+LAG_INTERVAL = 0.010
+DAY_NS = 86_400 * 10**9
+
+
+class BenchError(Exception):
+    """Something went wrong (not a missed target): reported, exit status 1."""
+
+
+# --------------------------------------------------------------------------------------------
+# The tree
+
+
+def job_name(index: int, width: int) -> str:
+    return f"job-{index:0{width}d}"
+
+
+def build_tree(root: Path, jobs: int, files: int, seed: int = 1) -> dict[str, Any]:
+    """J directories of F sparse files, 1-4 KiB, mtimes spread over the last F days.
+
+    File k of F is (F - k) days old (plus up to 6 h of jitter), so the newest backup of every
+    job is recent and every job judges `ok` with `every: 1d`.
+    """
+    started = time.perf_counter()
+    width = max(4, len(str(jobs)))
+    file_width = max(4, len(str(files)))
+    now_ns = time.time_ns()
+
+    def one_job(index: int) -> int:
+        rng = random.Random(seed * 1_000_003 + index)
+        directory = root / job_name(index, width)
+        directory.mkdir()
+        total = 0
+        for k in range(1, files + 1):
+            path = directory / f"backup-{k:0{file_width}d}.tar.gz"
+            size = rng.randint(1024, 4096)
+            age_ns = (files - k) * DAY_NS + rng.randint(60, 6 * 3600) * 10**9
+            mtime_ns = now_ns - age_ns
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.ftruncate(fd, size)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+            total += size
+        return total
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        total_bytes = sum(pool.map(one_job, range(1, jobs + 1)))
+    return {
+        "seconds": time.perf_counter() - started,
+        "files": jobs * files,
+        "apparent_bytes": total_bytes,
+    }
+
+
+def run_find(root: Path) -> float:
+    started = time.perf_counter()
+    subprocess.run(
+        ["find", str(root), *FIND_ARGS], stdout=subprocess.DEVNULL, check=True
+    )  # fmt: skip
+    return time.perf_counter() - started
+
+
+# --------------------------------------------------------------------------------------------
+# The database
+
+
+def _is_sqlite(url: str) -> bool:
+    return make_url(url).get_backend_name() == "sqlite"
+
+
+def _sqlite_path(url: str) -> Path:
+    database = make_url(url).database
+    if not database or database == ":memory:":
+        raise BenchError("a SQLite database must be a file (sqlite+aiosqlite:////path/to.db)")
+    return Path(database)
+
+
+def _check_disposable(url: str) -> None:
+    """This script drops the database: refuse one whose name does not say it is a bench."""
+    parsed = make_url(url)
+    name = _sqlite_path(url).name if _is_sqlite(url) else (parsed.database or "")
+    if "bench" not in name:
+        raise BenchError(
+            f"refusing to drop and recreate database {name!r}: its name must contain 'bench'"
+        )
+
+
+def _admin_dsn(url: str) -> str:
+    parsed = make_url(url).set(drivername="postgresql", database="postgres")
+    return parsed.render_as_string(hide_password=False)
+
+
+async def _pg_admin(url: str, statement: str) -> None:
+    connection = await asyncpg.connect(_admin_dsn(url), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+def drop_database(url: str) -> None:
+    if _is_sqlite(url):
+        path = _sqlite_path(url)
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    name = make_url(url).database
+    asyncio.run(_pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def create_database(url: str) -> None:
+    """Drop and recreate the database, then migrate it (blocking: no loop may be running)."""
+    drop_database(url)
+    if not _is_sqlite(url):
+        asyncio.run(_pg_admin(url, f'CREATE DATABASE "{make_url(url).database}"'))
+    migrate.upgrade(url)
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _proc_status_mb(key: str) -> float | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith(f"{key}:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        return None
+    return None
+
+
+def current_rss_mb() -> float | None:
+    return _proc_status_mb("VmRSS")
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's RSS high-water mark (Linux >= 4.0), so VmHWM is this scan's peak."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
+            clear_refs.write("5")
+    except OSError:
+        return False
+    return True
+
+
+def peak_since_reset_mb() -> float | None:
+    return _proc_status_mb("VmHWM")
+
+
+@dataclass
+class LagMonitor:
+    """A ticker beside the scan: how late does a 10 ms sleep wake up?"""
+
+    interval: float = LAG_INTERVAL
+    lags: list[float] = field(default_factory=list)
+    _task: asyncio.Task[None] | None = None
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            started = loop.time()
+            await asyncio.sleep(self.interval)
+            self.lags.append(max(0.0, loop.time() - started - self.interval))
+
+    def __enter__(self) -> LagMonitor:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.lags)
+        if not ordered:
+            return {"samples": 0, "max_ms": None, "p99_ms": None, "over_50ms": 0}
+        return {
+            "samples": len(ordered),
+            "max_ms": round(ordered[-1] * 1000, 2),
+            "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 2),
+            "over_50ms": sum(1 for lag in ordered if lag > 0.050),
+        }
+
+
+class Profiler:
+    """cProfile around one block, dumped to DIR/NAME.prof (no-op without --profile)."""
+
+    def __init__(self, directory: Path | None, name: str) -> None:
+        self.path = directory / f"{name}.prof" if directory else None
+        self.profile = cProfile.Profile() if directory else None
+
+    def __enter__(self) -> Profiler:
+        if self.profile:
+            self.profile.enable()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        if self.profile and self.path:
+            self.profile.disable()
+            self.profile.dump_stats(self.path)
+
+
+# --------------------------------------------------------------------------------------------
+# The scans
+
+
+def report_totals(report: ScanReport) -> dict[str, int]:
+    return {
+        "jobs_scanned": len(report.jobs),
+        "artifacts_new": sum(j.new for j in report.jobs),
+        "artifacts_changed": sum(j.changed for j in report.jobs),
+        "artifacts_gone": sum(j.gone for j in report.jobs),
+        "errors": sum(1 for j in report.jobs if j.error),
+    }
+
+
+async def scan_once(sessionmaker: Any, label: str, profile_dir: Path | None) -> dict[str, Any]:
+    process_peak = peak_rss_mb()  # the reset below forgets it
+    rss_before = current_rss_mb()
+    reset = reset_peak_rss()
+    async with sessionmaker() as session:
+        scanner = BackupScanner(session, trigger="bench")
+        with LagMonitor() as lag, Profiler(profile_dir, label):
+            started = time.perf_counter()
+            report = await scanner.scan_all_jobs()
+            seconds = time.perf_counter() - started
+        scan_peak = peak_since_reset_mb() if reset else None
+        row = (
+            await session.execute(select(ScanRun).where(ScanRun.id == report.scan_id))
+        ).scalar_one()
+        stored = {
+            "status": row.status,
+            "jobs_scanned": row.jobs_scanned,
+            "artifacts_new": row.artifacts_new,
+            "artifacts_changed": row.artifacts_changed,
+            "artifacts_gone": row.artifacts_gone,
+            "errors": row.errors,
+        }
+    return {
+        "seconds": seconds,
+        "status": report.status,
+        "totals": report_totals(report),
+        "scan_run": stored,
+        "job_statuses": dict(Counter(j.status for j in report.jobs)),
+        "loop_lag": lag.summary(),
+        # The process's peak so far (ru_maxrss, kept across the reset), this scan's own peak
+        # (VmHWM since the reset) and the RSS it started from.
+        "peak_rss_mb": round(max(process_peak, peak_rss_mb(), scan_peak or 0.0), 1),
+        "scan_peak_rss_mb": round(scan_peak, 1) if scan_peak is not None else None,
+        "rss_before_mb": round(rss_before, 1) if rss_before is not None else None,
+    }
+
+
+def check_counts(label: str, scan: dict[str, Any], jobs: int, new: int) -> list[str]:
+    """Problems with a scan's counts (empty when right): the report and the ScanRun row."""
+    expected = {"jobs_scanned": jobs, "artifacts_new": new, "artifacts_changed": 0,
+                "artifacts_gone": 0, "errors": 0}  # fmt: skip
+    problems = []
+    if scan["status"] != "finished" or scan["scan_run"]["status"] != "finished":
+        problems.append(f"{label}: status {scan['status']}/{scan['scan_run']['status']}")
+    for source in ("totals", "scan_run"):
+        for key, value in expected.items():
+            if scan[source][key] != value:
+                problems.append(f"{label}: {source}.{key} = {scan[source][key]}, expected {value}")
+    return problems
+
+
+async def walk_only(root: Path, jobs: int) -> float:
+    """The scanner's listing cost alone: every job's LocalSource.list_files(), in turn, no DB."""
+    width = max(4, len(str(jobs)))
+    started = time.perf_counter()
+    for index in range(1, jobs + 1):
+        spec = parse_job(job_spec(root, job_name(index, width)))
+        assert spec.source is not None
+        source: Any = open_source(spec.source, timeout=300)
+        await (source.list_files() if hasattr(source, "list_files") else source.list())
+    return time.perf_counter() - started
+
+
+def job_spec(root: Path, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "schedule": {"every": "1d"},
+        "source": {"type": "local", "path": str(root / name), "pattern": "*.tar.gz"},
+    }
+
+
+async def run_scans(
+    url: str, root: Path, jobs: int, files: int, rescans: int, profile_dir: Path | None
+) -> dict[str, Any]:
+    engine = create_engine(url)
+    try:
+        sessionmaker = create_sessionmaker(engine)
+        width = max(4, len(str(jobs)))
+        specs = [parse_job(job_spec(root, job_name(i, width))) for i in range(1, jobs + 1)]
+        started = time.perf_counter()
+        async with sessionmaker() as session:
+            applied = await apply_jobs(session, specs, clock=lambda: datetime.now(UTC))
+        declare_seconds = time.perf_counter() - started
+        if len(applied.created) != jobs:
+            raise BenchError(f"declared {len(applied.created)} jobs, expected {jobs}")
+        del specs
+
+        baseline_peak, baseline_current = peak_rss_mb(), current_rss_mb()
+        first = await scan_once(sessionmaker, "first_scan", profile_dir)
+        rescans_done = []
+        for attempt in range(rescans):
+            label = "rescan" if attempt == 0 else f"rescan_{attempt + 1}"
+            rescans_done.append(await scan_once(sessionmaker, label, profile_dir))
+        after_current = current_rss_mb()
+
+        async with sessionmaker() as session:
+            artifact_rows = (await session.execute(select(func.count(Artifact.id)))).scalar_one()
+        walk_seconds = await walk_only(root, jobs)
+    finally:
+        await engine.dispose()
+    return {
+        "declare_seconds": declare_seconds,
+        "baseline_peak_rss_mb": round(baseline_peak, 1),
+        "baseline_current_rss_mb": round(baseline_current, 1) if baseline_current else None,
+        "current_rss_after_mb": round(after_current, 1) if after_current else None,
+        "first": first,
+        "rescans": rescans_done,
+        "artifact_rows": artifact_rows,
+        "walk_only_seconds": walk_seconds,
+    }
+
+
+# --------------------------------------------------------------------------------------------
+# Report
+
+
+def _delta(peak: float | None, before: float | None) -> float | None:
+    return round(peak - before, 1) if peak is not None and before is not None else None
+
+
+def code_version() -> str:
+    """The commit measured (with '+changes' when the work tree differs), or 'unknown'."""
+    repo = Path(__file__).resolve().parent.parent
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+        dirty = subprocess.run(
+            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "service"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return commit + ("+changes" if dirty else "")
+
+
+def verdict(ok: bool) -> str:
+    return "PASS" if ok else "FAIL"
+
+
+def build_result(args: argparse.Namespace, tree: dict[str, Any], find_runs: list[float],
+                 scans: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
+    find_best = min(find_runs)
+    first = scans["first"]
+    rescan_best = min(scans["rescans"], key=lambda s: s["seconds"])
+    peak = max(s["peak_rss_mb"] for s in [first, *scans["rescans"]])
+    first_ratio = first["seconds"] / find_best
+    rescan_ratio = rescan_best["seconds"] / find_best
+    expected_new = args.jobs * args.files
+    problems = check_counts("first scan", first, args.jobs, expected_new)
+    for index, rescan in enumerate(scans["rescans"], 1):
+        problems += check_counts(f"rescan {index}", rescan, args.jobs, 0)
+    if scans["artifact_rows"] != expected_new:
+        problems.append(
+            f"artifacts table has {scans['artifact_rows']} rows, expected {expected_new}"
+        )
+    return {
+        "database": make_url(args.database_url).render_as_string(hide_password=True),
+        "python": sys.version.split()[0],
+        "code": code_version(),
+        "jobs": args.jobs,
+        "files_per_job": args.files,
+        "files": tree["files"],
+        "tree_build_seconds": round(tree["seconds"], 2),
+        "declare_seconds": round(scans["declare_seconds"], 2),
+        "find": {"best_seconds": round(find_best, 3), "runs": [round(t, 3) for t in find_runs]},
+        "first_scan": {
+            "seconds": round(first["seconds"], 3),
+            "ratio_vs_find": round(first_ratio, 2),
+            "target_ratio": TARGET_FIRST_RATIO,
+            "pass": first_ratio <= TARGET_FIRST_RATIO,
+            "files_per_second": round(tree["files"] / first["seconds"]),
+            "artifacts_new": first["totals"]["artifacts_new"],
+            "rss_before_mb": first["rss_before_mb"],
+            "peak_rss_mb": first["scan_peak_rss_mb"],
+            "scan_run": first["scan_run"],
+            "job_statuses": first["job_statuses"],
+            "loop_lag": first["loop_lag"],
+        },
+        "rescan": {
+            "best_seconds": round(rescan_best["seconds"], 3),
+            "runs": [round(s["seconds"], 3) for s in scans["rescans"]],
+            "ratio_vs_find": round(rescan_ratio, 2),
+            "target_ratio": TARGET_RESCAN_RATIO,
+            "pass": rescan_ratio <= TARGET_RESCAN_RATIO,
+            "artifacts_changed": rescan_best["totals"]["artifacts_changed"],
+            "rss_before_mb": rescan_best["rss_before_mb"],
+            "peak_rss_mb": max(
+                (s["scan_peak_rss_mb"] for s in scans["rescans"] if s["scan_peak_rss_mb"]),
+                default=None,
+            ),
+            "scan_run": rescan_best["scan_run"],
+            "loop_lag": rescan_best["loop_lag"],
+        },
+        "walk_only_seconds": round(scans["walk_only_seconds"], 3),
+        "memory": {
+            "baseline_peak_rss_mb": scans["baseline_peak_rss_mb"],
+            "baseline_current_rss_mb": scans["baseline_current_rss_mb"],
+            "peak_rss_mb": peak,
+            "added_by_first_scan_mb": _delta(first["scan_peak_rss_mb"], first["rss_before_mb"]),
+            "current_rss_after_mb": scans["current_rss_after_mb"],
+            "target_mb": TARGET_PEAK_RSS_MB,
+            "pass": peak <= TARGET_PEAK_RSS_MB,
+        },
+        "artifact_rows": scans["artifact_rows"],
+        "count_problems": problems,
+    }
+
+
+def print_report(result: dict[str, Any]) -> None:
+    find, first, rescan, memory = (
+        result["find"], result["first_scan"], result["rescan"], result["memory"]
+    )  # fmt: skip
+    lag1, lag2 = first["loop_lag"], rescan["loop_lag"]
+    runs = ", ".join(f"{t:.3f}" for t in find["runs"])
+    rescan_runs = ", ".join(f"{t:.3f}" for t in rescan["runs"])
+    lines = [
+        f"backup-monitor scan benchmark — {result['database']}"
+        f" (code {result['code']}, Python {result['python']})",
+        f"tree: {result['jobs']} jobs x {result['files_per_job']} files = {result['files']} files"
+        f" (built in {result['tree_build_seconds']:.1f} s; jobs declared in"
+        f" {result['declare_seconds']:.1f} s)",
+        "",
+        f"find (reference, best of {len(find['runs'])}):  {find['best_seconds']:8.3f} s   [{runs}]",
+        f"walk only (LocalSource.list_files, no DB): {result['walk_only_seconds']:.3f} s  (info)",
+        f"first scan:                {first['seconds']:8.3f} s"
+        f"   {first['ratio_vs_find']:6.2f}x find"
+        f"  (target <= {first['target_ratio']:g}x)  {verdict(first['pass'])}",
+        f"rescan (best of {len(rescan['runs'])}):         {rescan['best_seconds']:8.3f} s"
+        f"   {rescan['ratio_vs_find']:6.2f}x find  (target <= {rescan['target_ratio']:g}x)"
+        f"  {verdict(rescan['pass'])}   [{rescan_runs}]",
+        f"peak RSS:                  {memory['peak_rss_mb']:8.1f} MB"
+        f"  (target <= {memory['target_mb']:g} MB)  {verdict(memory['pass'])}",
+        f"  before the scans: {memory['baseline_current_rss_mb']} MB RSS"
+        f" ({memory['baseline_peak_rss_mb']:.1f} MB peak so far: imports, migrations, jobs);",
+        f"  first scan: {first['rss_before_mb']} -> {first['peak_rss_mb']} MB peak"
+        f" (+{memory['added_by_first_scan_mb']} MB); rescans: {rescan['rss_before_mb']} ->"
+        f" {rescan['peak_rss_mb']} MB peak; after the scans: {memory['current_rss_after_mb']} MB",
+        f"max loop lag, first scan:  {lag1['max_ms']:8.2f} ms  (p99 {lag1['p99_ms']} ms,"
+        f" {lag1['over_50ms']} of {lag1['samples']} ticks > 50 ms)",
+        f"max loop lag, rescan:      {lag2['max_ms']:8.2f} ms  (p99 {lag2['p99_ms']} ms,"
+        f" {lag2['over_50ms']} of {lag2['samples']} ticks > 50 ms)",
+        "",
+        f"first scan: {first['artifacts_new']} artifacts new; scan_runs row {first['scan_run']};"
+        f" job statuses {first['job_statuses']}",
+        f"rescan: {rescan['artifacts_changed']} artifacts changed; scan_runs row"
+        f" {rescan['scan_run']}",
+        f"artifacts table: {result['artifact_rows']} rows",
+        "counts: OK" if not result["count_problems"] else "counts: WRONG",
+    ]
+    lines += [f"  - {problem}" for problem in result["count_problems"]]
+    if result.get("profiles"):
+        lines.append(f"(profiled with cProfile: times are inflated) {result['profiles']}")
+    print("\n".join(lines))
+
+
+# --------------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000, help="job directories (2000)")
+    parser.add_argument("--files", type=int, default=100, help="files per job (100)")
+    parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
+                        help="dropped and recreated; its name must contain 'bench'")  # fmt: skip
+    parser.add_argument("--tree", type=Path, help="build the tree here (must be empty)")
+    parser.add_argument("--keep-tree", action="store_true", help="do not delete the tree")
+    parser.add_argument("--rescans", type=int, default=3, help="rescans; the best counts (3)")
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--profile", type=Path, metavar="DIR",
+                        help="write cProfile stats of each scan to DIR/*.prof")  # fmt: skip
+    args = parser.parse_args(argv)
+    if args.jobs < 1 or args.files < 1 or args.rescans < 1:
+        parser.error("--jobs, --files and --rescans must be at least 1")
+    return args
+
+
+def prepare_tree(args: argparse.Namespace) -> tuple[Path, bool]:
+    """The tree's root, and whether this run created the directory itself."""
+    if args.tree is None:
+        return Path(tempfile.mkdtemp(prefix="bm-bench-tree-")).resolve(), True
+    root = args.tree.resolve()
+    if root.exists():
+        if not root.is_dir() or any(root.iterdir()):
+            raise BenchError(f"--tree {root} must be an empty directory or not exist")
+        return root, False
+    root.mkdir(parents=True)
+    return root, True
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    say = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
+    root: Path | None = None
+    created_root = False
+    database_created = False
+    try:
+        _check_disposable(args.database_url)
+        if args.profile:
+            args.profile.mkdir(parents=True, exist_ok=True)
+        root, created_root = prepare_tree(args)
+        say(f"building {args.jobs} x {args.files} files under {root} ...")
+        tree = build_tree(root, args.jobs, args.files)
+        say(f"  {tree['files']} files in {tree['seconds']:.1f} s")
+
+        say("creating and migrating the database ...")
+        database_created = True
+        create_database(args.database_url)
+
+        say("warming the page cache (find, untimed) ...")
+        run_find(root)
+        find_runs = [run_find(root) for _ in range(3)]
+        say(f"  find: {', '.join(f'{t:.3f}' for t in find_runs)} s")
+
+        say("scanning (first scan, then rescans) ...")
+        scans = asyncio.run(
+            run_scans(args.database_url, root, args.jobs, args.files, args.rescans, args.profile)
+        )
+        result = build_result(args, tree, find_runs, scans)
+        if args.profile:
+            result["profiles"] = sorted(str(p) for p in args.profile.glob("*.prof"))
+    except (BenchError, OSError, subprocess.CalledProcessError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if database_created:
+            try:
+                drop_database(args.database_url)
+            except Exception as exc:  # report, but do not hide the main error
+                print(f"error: could not drop the database: {exc}", file=sys.stderr)
+        if root is not None and not args.keep_tree:
+            if created_root:
+                shutil.rmtree(root, ignore_errors=True)
+            else:
+                for child in root.iterdir():
+                    shutil.rmtree(child, ignore_errors=True)
+        elif root is not None:
+            say(f"tree kept at {root}")
+
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print_report(result)
+    if result["count_problems"]:
+        print("error: wrong artifact counts (see above)", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
