@@ -6,6 +6,7 @@ same verdict and every rule can be tested at its exact boundary.
 
 from __future__ import annotations
 
+import heapq
 import statistics
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -85,11 +86,20 @@ def evaluate(
     created_at: datetime,
     source_error: str | None = None,
     listing_warnings: Sequence[str] = (),
+    count: int | None = None,
 ) -> Evaluation:
-    """Judge a job from the artifacts present in its source at `now`."""
+    """Judge a job from the artifacts present in its source at `now`.
+
+    Only the newest SIZE_DROP_WINDOW + 1 artifacts matter: a caller holding many may pass just
+    those, with `count` the number present in all.
+    """
     now = _as_utc(now, "now")
     created_at = _as_utc(created_at, "created_at")
     newest, previous = _newest_and_previous(artifacts)
+    if count is None:
+        count = len(artifacts)
+    elif count < len(artifacts):
+        raise ValueError(f"count ({count}) is smaller than the artifacts given")
 
     if spec.paused:
         return Evaluation(status="paused", reasons=(), deadline=None, newest=newest)
@@ -143,8 +153,7 @@ def evaluate(
     reasons.extend(_size_reasons(spec, newest, previous))
 
     min_count = spec.rules.min_count
-    if min_count is not None and len(artifacts) < min_count:
-        count = len(artifacts)
+    if min_count is not None and count < min_count:
         reasons.append(
             Reason(
                 "too_few",
@@ -199,11 +208,18 @@ def _newest_and_previous(
     """The newest artifact and the ones right before it, oldest first, mtimes in UTC."""
     if not artifacts:
         return None, []
-    ordered = sorted(
-        (replace(a, mtime=_as_utc(a.mtime, f"mtime of {a.path}")) for a in artifacts),
-        key=lambda a: (a.mtime, a.path),
-    )
-    return ordered[-1], ordered[-1 - SIZE_DROP_WINDOW : -1]
+    for artifact in artifacts:
+        _as_utc(artifact.mtime, f"mtime of {artifact.path}")  # rejects naive mtimes
+    newest_first = heapq.nlargest(SIZE_DROP_WINDOW + 1, artifacts, key=_order)
+    ordered = [
+        a if a.mtime.tzinfo is UTC else replace(a, mtime=a.mtime.astimezone(UTC))
+        for a in reversed(newest_first)
+    ]
+    return ordered[-1], ordered[:-1]
+
+
+def _order(artifact: ArtifactFact) -> tuple[datetime, str]:
+    return artifact.mtime, artifact.path
 
 
 def _size_reasons(

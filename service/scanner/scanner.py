@@ -1,38 +1,72 @@
 """BackupScanner: list each job's source, sync the artifact inventory, judge the job.
 
-One transaction per job, so one broken job never rolls back the others. A listing identical to
-the last one committed (same digest) reads and writes no artifact row at all.
+The scan is a small pipeline. A producer lists the jobs' sources one after the other (the walk
+runs in a worker thread) and queues what it saw; the writer judges each job and commits the jobs
+that changed together, in one transaction per batch of whatever is ready. When a batch fails,
+its jobs are replayed one transaction each, so one broken job never rolls back the others.
+
+A job whose listing is identical to the last one committed (same digest) reads and writes no
+artifact row; a job whose state did not change either only has its checked_at moved, together
+with the other unchanged jobs, in one statement.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import describe_error
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
-from service.scanner.rules import ArtifactFact, Evaluation, evaluate
+from service.scanner.rules import SIZE_DROP_WINDOW, ArtifactFact, Evaluation, evaluate
 from service.scanner.sources import FileEntry, Listing, SourceError, open_source
 
 logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
+WALK_AHEAD = 64
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
+# The columns of a job's state, as the scanner writes them.
+STATE_FIELDS = ("status", "reasons", "next_check_at", "latest_artifact", "artifact_count",
+                "listing_digest")  # fmt: skip
+_STATE_COLUMNS = (*STATE_FIELDS, "checked_at")
+
+_jobs: Table = Job.__table__  # type: ignore[assignment]
+_artifacts: Table = Artifact.__table__  # type: ignore[assignment]
+_job_checks: Table = JobCheck.__table__  # type: ignore[assignment]
+_UPDATE_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"))
+    # Parameters may not carry a column's own name in an UPDATE's SET clause: prefix them.
+    .values({name: bindparam(f"new_{name}") for name in (*_STATE_COLUMNS, "status_changed_at")})
+)
+_UPDATE_CHANGED = (
+    update(_artifacts)
+    .where(_artifacts.c.id == bindparam("artifact_id"))
+    .values(size=bindparam("size"), mtime=bindparam("mtime"), last_seen=bindparam("last_seen"))
+)
+_MARK_GONE = (
+    update(_artifacts)
+    .where(_artifacts.c.id == bindparam("artifact_id"))
+    .values(gone_since=bindparam("gone_since"), last_seen=bindparam("last_seen"))
+)
+_COPY_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen")
+_newest_first = itemgetter(2, 0)  # FileEntry: (mtime_us, path)
 
 
 def utcnow() -> datetime:
@@ -43,12 +77,8 @@ def entry_time(entry: FileEntry) -> datetime:
     return EPOCH + timedelta(microseconds=entry.mtime_us)
 
 
-def listing_digest(source: dict[str, Any] | None, entries: Sequence[FileEntry]) -> str:
-    """A fingerprint of what was listed, and from where (a changed source changes it)."""
-    digest = hashlib.sha256(json.dumps(source, sort_keys=True).encode())
-    for entry in sorted(entries, key=lambda e: e.path):
-        digest.update(f"\0{entry.path}\0{entry.size}\0{entry.mtime_us}".encode("utf-8", "replace"))
-    return digest.hexdigest()
+def to_microseconds(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def artifact_summary(fact: ArtifactFact | None) -> dict[str, Any] | None:
@@ -69,6 +99,7 @@ class JobRow:
     reasons: list[dict[str, str]]
     next_check_at: datetime | None
     checked_at: datetime | None
+    status_changed_at: datetime | None
     latest_artifact: dict[str, Any] | None
     artifact_count: int
     listing_digest: str | None
@@ -77,30 +108,22 @@ class JobRow:
 _JOB_COLUMNS = (
     Job.id, Job.name, Job.description, Job.tags, Job.source, Job.schedule, Job.grace, Job.rules,
     Job.paused, Job.created_at, Job.status, Job.reasons, Job.next_check_at, Job.checked_at,
-    Job.latest_artifact,
-    Job.artifact_count, Job.listing_digest,
+    Job.status_changed_at, Job.latest_artifact, Job.artifact_count, Job.listing_digest,
 )  # fmt: skip
+_DECLARATION = ("description", "tags", "source", "schedule", "grace", "rules", "paused")
 
 
 def _job_row(row: Any) -> JobRow:
     return JobRow(
         id=row.id,
         name=row.name,
-        declaration={
-            "name": row.name,
-            "description": row.description,
-            "tags": row.tags,
-            "source": row.source,
-            "schedule": row.schedule,
-            "grace": row.grace,
-            "rules": row.rules,
-            "paused": row.paused,
-        },
+        declaration={"name": row.name, **{key: getattr(row, key) for key in _DECLARATION}},
         created_at=row.created_at,
         status=row.status,
         reasons=row.reasons,
         next_check_at=row.next_check_at,
         checked_at=row.checked_at,
+        status_changed_at=row.status_changed_at,
         latest_artifact=row.latest_artifact,
         artifact_count=row.artifact_count,
         listing_digest=row.listing_digest,
@@ -143,6 +166,30 @@ class ScanReport:
     jobs: list[JobResult] = field(default_factory=list)
 
 
+@dataclass(slots=True)
+class Observation:
+    """What one listing of a job's source showed (or why it could not be listed)."""
+
+    job: JobRow
+    spec: JobSpec | None
+    listing: Listing | None = None
+    source_error: str | None = None
+    # The listing ordered oldest to newest by (mtime, path): canonical, so it also fingerprints.
+    ordered: list[FileEntry] = field(default_factory=list)
+    digest: str | None = None
+
+
+@dataclass(slots=True)
+class Change:
+    """A job whose new state must be written (and maybe its artifacts synced)."""
+
+    observation: Observation
+    state: dict[str, Any]
+    result: JobResult
+    sync: bool
+    checked_at: datetime
+
+
 class BackupScanner:
     """Scans every job (or the named ones) and records the run in scan_runs."""
 
@@ -163,126 +210,159 @@ class BackupScanner:
         self.trigger = trigger
         self.stop = stop or asyncio.Event()
         self._touched: list[int] = []
-        self._touched_at = clock()
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
-        """Scan every job (or those named); each job commits on its own."""
+        """Scan every job (or those named) and record the run."""
         session = self.session
         run = ScanRun(
-            trigger=self.trigger,
-            status="running",
-            started_at=self.clock(),
-            jobs_scanned=0,
-            artifacts_new=0,
-            artifacts_changed=0,
-            artifacts_gone=0,
-            errors=0,
-            error_details=[],
-        )
+            trigger=self.trigger, status="running", started_at=self.clock(), jobs_scanned=0,
+            artifacts_new=0, artifacts_changed=0, artifacts_gone=0, errors=0, error_details=[],
+        )  # fmt: skip
         session.add(run)
         await session.commit()
-        run_id = run.id
+        run_id = run.id  # a rollback below would expire `run`: never touch it again
+        report = ScanReport(scan_id=run_id, status="finished")
         logger.info("scan started", extra={"scan_id": run_id, "trigger": self.trigger})
 
         query = select(*_JOB_COLUMNS).order_by(Job.name)
         if names is not None:
             query = query.where(Job.name.in_(names))
         jobs = [_job_row(row) for row in (await session.execute(query)).all()]
-        await session.commit()  # end the read transaction: each job gets its own
+        await session.commit()  # end the read transaction
 
-        report = ScanReport(scan_id=run_id, status="finished")
-        totals = {"jobs_scanned": 0, "artifacts_new": 0, "artifacts_changed": 0,
-                  "artifacts_gone": 0, "errors": 0}  # fmt: skip
-        errors: list[dict[str, str]] = []
-        for job in jobs:
-            if self.stop.is_set():
-                report.status = "interrupted"
-                logger.warning("scan interrupted", extra={"scan_id": run_id})
-                break
-            try:
-                result = await self.scan_job(job)
-            except Exception as exc:
-                await session.rollback()
-                logger.exception("job scan failed", extra={"job": job.name, "scan_id": run_id})
-                message = f"internal error while scanning: {describe_error(exc)}"
-                reason = {"code": "scan_error", "severity": "unknown", "message": message}
-                result = JobResult(
-                    job.name, "unknown", [reason], job.latest_artifact, job.artifact_count,
-                    error=message,
-                )  # fmt: skip
-            report.jobs.append(result)
-            totals["jobs_scanned"] += 1
-            totals["artifacts_new"] += result.new
-            totals["artifacts_changed"] += result.changed
-            totals["artifacts_gone"] += result.gone
-            if result.error:
-                totals["errors"] += 1
-                errors.append({"job": job.name, "message": result.error})
+        if await self._pipeline(jobs, report.jobs):
+            report.status = "interrupted"
+            logger.warning("scan interrupted", extra={"scan_id": run_id})
         await self._flush_touched()
 
-        values: dict[str, Any] = dict(totals, error_details=errors[:100])
-        values.update(status=report.status, finished_at=self.clock())
-        await session.execute(update(ScanRun).where(ScanRun.id == run_id).values(**values))
+        errors = [{"job": job.name, "message": job.error} for job in report.jobs if job.error]
+        totals = {
+            "jobs_scanned": len(report.jobs),
+            "artifacts_new": sum(job.new for job in report.jobs),
+            "artifacts_changed": sum(job.changed for job in report.jobs),
+            "artifacts_gone": sum(job.gone for job in report.jobs),
+            "errors": len(errors),
+        }
+        finished = {"status": report.status, "finished_at": self.clock(), **totals}
+        await session.execute(
+            update(ScanRun)
+            .where(ScanRun.id == run_id)
+            .values(error_details=errors[:100], **finished)
+        )
         await session.commit()
         logger.info("scan finished", extra={"scan_id": run_id, "status": report.status, **totals})
         return report
 
-    async def scan_job(self, job: JobRow) -> JobResult:
-        """List one job's source, sync its artifacts and record its evaluation."""
+    async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> bool:
+        """List sources ahead while writing what is ready; True when stopped early."""
+        ready: asyncio.Queue[Observation | None] = asyncio.Queue(maxsize=WALK_AHEAD)
+
+        async def produce() -> None:
+            try:
+                for job in jobs:
+                    if self.stop.is_set():
+                        break
+                    try:
+                        observation = await self.observe(job)
+                    except Exception as exc:  # a bug, not a source problem: keep scanning
+                        logger.error("job listing failed", extra={"job": job.name}, exc_info=exc)
+                        message = f"internal error while listing: {describe_error(exc)}"
+                        observation = Observation(job, None, source_error=message)
+                    await ready.put(observation)
+            finally:
+                await ready.put(None)
+
+        producer = asyncio.create_task(produce())
+        try:
+            finished = False
+            while not finished:
+                first = await ready.get()
+                if first is None:
+                    break
+                batch = [first]
+                while len(batch) < WALK_AHEAD and not ready.empty():
+                    item = ready.get_nowait()
+                    if item is None:
+                        finished = True
+                        break
+                    batch.append(item)
+                results.extend(await self._settle(batch))
+                if self.stop.is_set() and not finished:
+                    return True
+            await producer  # surfaces a failure of the producer itself
+            return self.stop.is_set() and len(results) < len(jobs)
+        finally:
+            if not producer.done():
+                producer.cancel()
+                await asyncio.gather(producer, return_exceptions=True)
+
+    async def observe(self, job: JobRow) -> Observation:
+        """List one job's source (never raises for a source problem)."""
         try:
             spec = parse_job(job.declaration, self.scan_roots)
         except ValidationError as exc:
             # A stored declaration that no longer validates (e.g. its path now resolves
             # outside SCAN_ROOTS): report it on the job instead of scanning.
             problems = "; ".join(f"{d['field']}: {d['message']}" for d in error_details(exc))
-            return await self._record(job, None, None, source_error=problems)
+            return Observation(job, None, source_error=problems)
+        if spec.source is None:
+            return Observation(job, spec)
+        source = open_source(spec.source, timeout=self.source_timeout, scan_roots=self.scan_roots)
+        try:
+            listing = await source.list_files()
+        except SourceError as exc:
+            return Observation(job, spec, source_error=str(exc))
+        for note in listing.skipped:
+            logger.info("entry skipped", extra={"job": job.name, "detail": note})
+        ordered = sorted(listing.entries, key=_newest_first)
+        digest = None
+        if not listing.warnings:
+            # An incomplete listing is never remembered as the last good one.
+            fingerprint = repr((spec.declaration()["source"], ordered))
+            digest = hashlib.blake2b(fingerprint.encode(), digest_size=20).hexdigest()
+        return Observation(job, spec, listing, None, ordered, digest)
 
-        listing: Listing | None = None
-        source_error: str | None = None
-        if spec.source is not None:
-            source = open_source(
-                spec.source, timeout=self.source_timeout, scan_roots=self.scan_roots
-            )
-            try:
-                listing = await source.list_files()
-            except SourceError as exc:
-                source_error = str(exc)
+    async def _settle(self, batch: Sequence[Observation]) -> list[JobResult]:
+        """Judge each observed job; write those that changed, touch the others."""
+        results: list[JobResult] = []
+        changes: list[Change] = []
+        for observation in batch:
+            change = self._judge(observation)
+            results.append(change.result)
+            if change.sync or any(
+                getattr(observation.job, key) != value for key, value in change.state.items()
+            ):
+                changes.append(change)
             else:
-                for note in listing.skipped:
-                    logger.info("entry skipped", extra={"job": job.name, "detail": note})
-        return await self._record(job, spec, listing, source_error=source_error)
+                self._touched.append(observation.job.id)
+        if len(self._touched) >= TOUCH_BATCH:
+            await self._flush_touched()
+        if changes:
+            await self._write_isolated(changes)
+        return results
 
-    async def _record(
-        self,
-        job: JobRow,
-        spec: JobSpec | None,
-        listing: Listing | None,
-        *,
-        source_error: str | None,
-    ) -> JobResult:
+    def _judge(self, observation: Observation) -> Change:
+        job, spec, listing = observation.job, observation.spec, observation.listing
         now = self.clock()
-        entries = listing.entries if listing else []
-        facts = [ArtifactFact(e.path, e.size, entry_time(e)) for e in entries]
-        warnings = listing.warnings if listing else []
+        newest = [
+            ArtifactFact(entry.path, entry.size, entry_time(entry))
+            for entry in observation.ordered[-(SIZE_DROP_WINDOW + 1) :]
+        ]
         if spec is None:
             evaluation = Evaluation("unknown", (), None, None)
-            message = source_error or "the stored declaration is invalid"
+            message = observation.source_error or "the stored declaration is invalid"
             reasons = [{"code": "source_error", "severity": "unknown", "message": message}]
         else:
             evaluation = evaluate(
-                spec, facts, now=now, created_at=job.created_at,
-                source_error=source_error, listing_warnings=warnings,
+                spec, newest, now=now, created_at=job.created_at,
+                source_error=observation.source_error,
+                listing_warnings=listing.warnings if listing else (),
+                count=len(observation.ordered),
             )  # fmt: skip
             reasons = [reason.as_dict() for reason in evaluation.reasons]
-
-        # An incomplete listing may hide files that still exist: never mark anything gone from
-        # it, and do not remember it as the last good listing.
-        digest = None
-        if listing is not None and not warnings:
-            digest = listing_digest(spec.declaration()["source"] if spec else None, entries)
         if listing is not None or (spec is not None and spec.source is None):
             latest = artifact_summary(evaluation.newest)
-            count = len(entries)
+            count = len(observation.ordered)
         else:  # the source could not be read: keep what we knew
             latest, count = job.latest_artifact, job.artifact_count
         state = {
@@ -291,67 +371,99 @@ class BackupScanner:
             "next_check_at": evaluation.deadline,
             "latest_artifact": latest,
             "artifact_count": count,
-            "listing_digest": digest,
+            "listing_digest": observation.digest,
         }
-        needs_sync = listing is not None and (digest is None or digest != job.listing_digest)
-        counts = (0, 0, 0)
-        if not needs_sync and all(getattr(job, key) == value for key, value in state.items()):
-            # Nothing to write but checked_at, which unchanged jobs share in one statement.
-            self._touched.append(job.id)
-            if len(self._touched) >= TOUCH_BATCH:
-                await self._flush_touched()
-        elif not await self._claim(job):
-            await self.session.rollback()
-            logger.info("job skipped: another scan is writing it", extra={"job": job.name})
-            return JobResult(
-                job.name, job.status, job.reasons, job.latest_artifact, job.artifact_count
-            )
-        else:
-            if needs_sync:
-                counts = await self._sync_artifacts(job, entries, now, mark_gone=not warnings)
-            await self._write_state(job, state, now)
-
-        if evaluation.status != job.status or source_error:
+        sync = listing is not None and (
+            observation.digest is None or observation.digest != job.listing_digest
+        )
+        if evaluation.status != job.status or observation.source_error:
             logger.log(
                 logging.WARNING if evaluation.status in ("critical", "unknown") else logging.INFO,
                 "job evaluated",
                 extra={
-                    "job": job.name,
-                    "status": evaluation.status,
-                    "previous": job.status,
+                    "job": job.name, "status": evaluation.status, "previous": job.status,
                     "reason": ",".join(r["code"] for r in reasons) or "-",
                 },
-            )
-        return JobResult(
-            job.name, evaluation.status, reasons, latest, count, *counts,
-            error=source_error,
-        )  # fmt: skip
+            )  # fmt: skip
+        result = JobResult(
+            job.name, evaluation.status, reasons, latest, count, error=observation.source_error
+        )
+        return Change(observation, state, result, sync, now)
 
-    async def _claim(self, job: JobRow) -> bool:
-        """Lock the job's row for this transaction; False when another scan holds it (or the
-        job was deleted meanwhile). SQLite has a single writer and needs no claim."""
-        query = select(Job.id).where(Job.id == job.id)
+    async def _write_isolated(self, changes: Sequence[Change]) -> None:
+        """Write the changes in one transaction; if that fails, one transaction per job."""
+        try:
+            await self._write(changes)
+            return
+        except Exception as exc:
+            await self.session.rollback()
+            if len(changes) == 1:
+                self._failed(changes[0], exc)
+                return
+        for change in changes:
+            try:
+                await self._write([change])
+            except Exception as exc:
+                await self.session.rollback()
+                self._failed(change, exc)
+
+    def _failed(self, change: Change, exc: Exception) -> None:
+        job = change.observation.job
+        logger.error("job scan failed", extra={"job": job.name}, exc_info=exc)
+        message = f"internal error while scanning: {describe_error(exc)}"
+        result = change.result
+        result.status = "unknown"
+        result.reasons = [{"code": "scan_error", "severity": "unknown", "message": message}]
+        result.latest_artifact, result.artifact_count = job.latest_artifact, job.artifact_count
+        result.new = result.changed = result.gone = 0
+        result.error = message
+
+    async def _write(self, changes: Sequence[Change]) -> None:
+        """One transaction: claim the jobs, sync their artifacts, record their state."""
+        session = self.session
+        claimed = await self._claim([change.observation.job.id for change in changes])
+        mine = [change for change in changes if change.observation.job.id in claimed]
+        for change in changes:
+            if change.observation.job.id not in claimed:
+                job = change.observation.job
+                logger.info("job skipped: another scan is writing it", extra={"job": job.name})
+                change.result.status, change.result.reasons = job.status, job.reasons
+                change.result.latest_artifact = job.latest_artifact
+                change.result.artifact_count = job.artifact_count
+
+        await self._sync_artifacts([change for change in mine if change.sync])
+        checks = [
+            {
+                "job_id": change.observation.job.id, "checked_at": change.checked_at,
+                "status": change.state["status"], "previous_status": change.observation.job.status,
+                "reasons": change.state["reasons"],
+                "latest_artifact": change.state["latest_artifact"],
+            }
+            for change in mine
+            if change.state["status"] != change.observation.job.status
+        ]  # fmt: skip
+        if checks:
+            await session.execute(_job_checks.insert(), checks)
+        if mine:
+            await session.execute(_UPDATE_JOB, [self._job_values(change) for change in mine])
+        await session.commit()
+
+    @staticmethod
+    def _job_values(change: Change) -> dict[str, Any]:
+        job, state = change.observation.job, change.state
+        changed_at = change.checked_at if state["status"] != job.status else job.status_changed_at
+        values = {f"new_{name}": value for name, value in state.items()}
+        values.update(job_id=job.id, new_checked_at=change.checked_at,
+                      new_status_changed_at=changed_at)  # fmt: skip
+        return values
+
+    async def _claim(self, job_ids: Sequence[int]) -> set[int]:
+        """Lock the jobs' rows for this transaction; a job another scan holds (or one deleted
+        meanwhile) is left out. SQLite has a single writer and needs no lock."""
+        query = select(Job.id).where(Job.id.in_(job_ids))
         if self.session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        return await self.session.scalar(query) is not None
-
-    async def _write_state(self, job: JobRow, state: dict[str, Any], now: datetime) -> None:
-        session = self.session
-        values = dict(state, checked_at=now)
-        if state["status"] != job.status:
-            values["status_changed_at"] = now
-            await session.execute(
-                insert(JobCheck).values(
-                    job_id=job.id,
-                    checked_at=now,
-                    status=state["status"],
-                    previous_status=job.status,
-                    reasons=state["reasons"],
-                    latest_artifact=state["latest_artifact"],
-                )
-            )
-        await session.execute(update(Job).where(Job.id == job.id).values(**values))
-        await session.commit()
+        return set((await self.session.scalars(query)).all())
 
     async def _flush_touched(self) -> None:
         """Move checked_at on jobs whose state did not change, in one statement."""
@@ -363,51 +475,72 @@ class BackupScanner:
         )
         await self.session.commit()
 
-    def _insert_artifacts(self) -> Any:
-        """INSERT that skips a path already present (a concurrent writer got there first)."""
-        dialect = self.session.get_bind().dialect.name
-        insert_for = postgresql.insert if dialect == "postgresql" else sqlite.insert
-        return insert_for(Artifact).on_conflict_do_nothing(
-            index_elements=["job_id", "path"], index_where=Artifact.gone_since.is_(None)
-        )
-
-    async def _sync_artifacts(
-        self, job: JobRow, entries: Sequence[FileEntry], now: datetime, *, mark_gone: bool
-    ) -> tuple[int, int, int]:
-        """Insert new artifacts, update changed ones, mark vanished ones; return the counts."""
+    async def _sync_artifacts(self, changes: Sequence[Change]) -> None:
+        """Insert new artifacts, update changed ones, mark vanished ones; count them."""
+        if not changes:
+            return
         session = self.session
+        known: dict[int, dict[str, Any]] = {change.observation.job.id: {} for change in changes}
         rows = await session.execute(
-            select(Artifact.id, Artifact.path, Artifact.size, Artifact.mtime).where(
-                Artifact.job_id == job.id, Artifact.gone_since.is_(None)
-            )
-        )
-        known = {row.path: row for row in rows}
-        new: list[dict[str, Any]] = []
+            select(
+                _artifacts.c.id, _artifacts.c.job_id, _artifacts.c.path, _artifacts.c.size,
+                _artifacts.c.mtime,
+            ).where(_artifacts.c.job_id.in_(list(known)), _artifacts.c.gone_since.is_(None))
+        )  # fmt: skip
+        for row in rows:
+            known[row.job_id][row.path] = row
+
+        new: list[tuple[Any, ...]] = []
         changed: list[dict[str, Any]] = []
-        for entry in entries:
-            mtime = entry_time(entry)
-            row = known.pop(entry.path, None)
-            if row is None:
-                new.append({"job_id": job.id, "path": entry.path, "size": entry.size,
-                            "mtime": mtime, "first_seen": now, "last_seen": now})  # fmt: skip
-            elif row.size != entry.size or row.mtime != mtime:
-                changed.append({"id": row.id, "size": entry.size, "mtime": mtime,
-                                "last_seen": now})  # fmt: skip
-        gone_ids = [row.id for row in known.values()] if mark_gone else []
+        gone: list[dict[str, Any]] = []
+        for change in changes:
+            observation, now = change.observation, change.checked_at
+            job = observation.job
+            present = known[job.id]
+            counts = [0, 0, 0]
+            for entry in observation.ordered:
+                row = present.pop(entry.path, None)
+                if row is None:
+                    mtime = entry_time(entry)
+                    new.append((job.id, entry.path, entry.size, mtime, now, now))
+                    counts[0] += 1
+                elif row.size != entry.size or to_microseconds(row.mtime) != entry.mtime_us:
+                    changed.append({"artifact_id": row.id, "size": entry.size,
+                                    "mtime": entry_time(entry), "last_seen": now})  # fmt: skip
+                    counts[1] += 1
+            # An incomplete listing may hide files that still exist: mark nothing gone from it.
+            if observation.listing is not None and not observation.listing.warnings:
+                # Present artifacts are confirmed by every scan without a write; the last scan
+                # that saw these is the job's previous check.
+                last_seen = job.checked_at or now
+                gone += [{"artifact_id": row.id, "gone_since": now, "last_seen": last_seen}
+                         for row in present.values()]  # fmt: skip
+                counts[2] = len(present)
+            change.result.new, change.result.changed, change.result.gone = counts
 
         if new:
-            await session.execute(self._insert_artifacts(), new)
+            await self._insert_artifacts(new)
         if changed:
-            await session.execute(update(Artifact), changed)
-        if gone_ids:
-            # Present artifacts are confirmed by every scan without a write; the last scan
-            # that saw this one is the job's previous check.
-            await session.execute(
-                update(Artifact)
-                .where(Artifact.id.in_(gone_ids))
-                .values(gone_since=now, last_seen=job.checked_at or now)
-            )
-        return len(new), len(changed), len(gone_ids)
+            await session.execute(_UPDATE_CHANGED, changed)
+        if gone:
+            await session.execute(_MARK_GONE, gone)
+
+    async def _insert_artifacts(self, rows: list[tuple[Any, ...]]) -> None:
+        """COPY on PostgreSQL (the jobs are claimed: no concurrent writer); elsewhere an INSERT
+        that skips a path already present."""
+        session = self.session
+        if session.get_bind().dialect.name == "postgresql":
+            connection = await session.connection()
+            raw = await connection.get_raw_connection()
+            driver: Any = raw.driver_connection
+            await driver.copy_records_to_table("artifacts", records=rows, columns=_COPY_COLUMNS)
+            return
+        statement = sqlite.insert(Artifact).on_conflict_do_nothing(
+            index_elements=["job_id", "path"], index_where=Artifact.gone_since.is_(None)
+        )
+        await session.execute(
+            statement, [dict(zip(_COPY_COLUMNS, row, strict=True)) for row in rows]
+        )
 
 
 async def run_scanner(session: AsyncSession, **options: Any) -> ScanReport:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 
 class SourceError(Exception):
     """The source cannot be listed at all; the message is shown to people as is."""
 
 
-@dataclass(frozen=True, slots=True)
-class FileEntry:
+class FileEntry(NamedTuple):
+    """One listed file. A tuple: a listing holds hundreds of thousands of them."""
+
     path: str  # relative to the source root, '/'-separated; bytes that are not UTF-8 as \xNN
     size: int
     mtime_us: int  # modification time, microseconds since the epoch (exact, comparable)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import fnmatch
 import os
+import re
 import stat
 import threading
 from collections.abc import Sequence
-from fnmatch import fnmatchcase
 from pathlib import Path
 
 from service.jobspec import path_within_roots
@@ -46,6 +47,8 @@ class LocalSource:
         self.recursive = recursive
         self.timeout = timeout
         self.scan_roots = tuple(scan_roots)
+        # fnmatch.fnmatchcase compiles the same regex; once per source, not per file.
+        self._matches = re.compile(fnmatch.translate(pattern)).match
 
     async def list_files(self) -> Listing:
         cancel = threading.Event()
@@ -73,10 +76,13 @@ class LocalSource:
             raise SourceError(f"cannot read {root}: not a directory")
 
         listing = Listing()
+        entries = listing.entries
+        matches = self._matches
         visited = {(root_stat.st_dev, root_stat.st_ino)}
         pending: list[tuple[str, str]] = [("", root)]
         while pending:
             rel_dir, dir_path = pending.pop()
+            prefix = f"{rel_dir}/" if rel_dir else ""
             try:
                 iterator = os.scandir(dir_path)
             except OSError as exc:
@@ -85,14 +91,34 @@ class LocalSource:
                 listing.warnings.append(f"cannot read {display_path(dir_path)}: {_describe(exc)}")
                 continue
             with iterator:
+                # The hot loop: one lstat per matching regular file, like find(1).
                 for entry in iterator:
                     if cancel.is_set():
                         raise _Cancelled
-                    rel = f"{rel_dir}/{entry.name}" if rel_dir else entry.name
-                    self._visit(entry, rel, real_root, listing, pending, visited)
+                    name = entry.name
+                    if entry.is_symlink() or entry.is_dir(follow_symlinks=False):
+                        self._visit_special(entry, prefix + name, real_root, listing, pending,
+                                            visited)  # fmt: skip
+                        continue
+                    if not matches(name):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed between the directory read and the stat (rotation)
+                    except OSError as exc:
+                        listing.warnings.append(
+                            f"cannot read {display_path(prefix + name)}: {_describe(exc)}"
+                        )
+                        continue
+                    if stat.S_ISREG(info.st_mode):
+                        path = prefix + name
+                        if not path.isascii():
+                            path = display_path(path)
+                        entries.append(FileEntry(path, info.st_size, info.st_mtime_ns // 1000))
         return listing
 
-    def _visit(
+    def _visit_special(
         self,
         entry: os.DirEntry[str],
         rel: str,
@@ -101,29 +127,25 @@ class LocalSource:
         pending: list[tuple[str, str]],
         visited: set[tuple[int, int]],
     ) -> None:
+        """A symlink or a directory: followed only inside the source, each directory once."""
+        is_link = entry.is_symlink()
+        if not is_link and not self.recursive:
+            return
         try:
-            if entry.is_symlink():
+            if is_link:
                 target = os.path.realpath(entry.path)
                 if not path_within_roots(target, [Path(real_root)]):
                     listing.skipped.append(f"{display_path(rel)}: symlink out of the source")
                     return
                 info = os.stat(entry.path)  # follows the link; a loop raises ELOOP
-            elif entry.is_dir(follow_symlinks=False):
-                if self.recursive:
-                    info = entry.stat(follow_symlinks=False)
-                else:
-                    return
-            elif not fnmatchcase(entry.name, self.pattern):
-                return
             else:
                 info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
-            # Gone between the directory read and the stat (rotation), or a dangling link.
-            if entry.is_symlink():
+            if is_link:
                 listing.skipped.append(f"{display_path(rel)}: dangling symlink")
             return
         except OSError as exc:
-            if entry.is_symlink():
+            if is_link:
                 listing.skipped.append(f"{display_path(rel)}: {_describe(exc)}")
             else:
                 listing.warnings.append(f"cannot read {display_path(rel)}: {_describe(exc)}")
@@ -138,7 +160,7 @@ class LocalSource:
                 return
             visited.add(key)
             pending.append((rel, entry.path))
-        elif stat.S_ISREG(info.st_mode) and fnmatchcase(entry.name, self.pattern):
+        elif stat.S_ISREG(info.st_mode) and self._matches(entry.name):
             listing.entries.append(
                 FileEntry(display_path(rel), info.st_size, info.st_mtime_ns // 1000)
             )
