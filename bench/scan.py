@@ -49,7 +49,7 @@ from service.jobsfile import apply_jobs
 from service.jobspec import parse_job
 from service.models import Artifact, ScanRun
 from service.scanner.scanner import BackupScanner, ScanReport
-from service.scanner.sources import open_source
+from service.scanner.sources import SourceError, list_sources, open_source
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench"
 FIND_ARGS = ("-type", "f", "-printf", r"%p %s %T@\n")
@@ -331,14 +331,16 @@ def check_counts(label: str, scan: dict[str, Any], jobs: int, new: int) -> list[
 
 
 async def walk_only(root: Path, jobs: int) -> float:
-    """The scanner's listing cost alone: every job's LocalSource.list_files(), in turn, no DB."""
+    """The scanner's listing cost alone: every job's source through the walker, no DB."""
     width = max(4, len(str(jobs)))
     started = time.perf_counter()
+    sources = []
     for index in range(1, jobs + 1):
         spec = parse_job(job_spec(root, job_name(index, width)))
         assert spec.source is not None
-        source: Any = open_source(spec.source, timeout=300)
-        await (source.list_files() if hasattr(source, "list_files") else source.list())
+        sources.append(open_source(spec.source))
+    async for result in list_sources(sources, 300):
+        assert not isinstance(result, SourceError), result
     return time.perf_counter() - started
 
 
@@ -504,7 +506,7 @@ def print_report(result: dict[str, Any]) -> None:
         f" {result['declare_seconds']:.1f} s)",
         "",
         f"find (reference, best of {len(find['runs'])}):  {find['best_seconds']:8.3f} s   [{runs}]",
-        f"walk only (LocalSource.list_files, no DB): {result['walk_only_seconds']:.3f} s  (info)",
+        f"walk only (sources.list_sources, no DB): {result['walk_only_seconds']:.3f} s  (info)",
         f"first scan:                {first['seconds']:8.3f} s"
         f"   {first['ratio_vs_find']:6.2f}x find"
         f"  (target <= {first['target_ratio']:g}x)  {verdict(first['pass'])}",

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -31,7 +31,7 @@ from service.errors import describe_error
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner.rules import SIZE_DROP_WINDOW, ArtifactFact, Evaluation, evaluate
-from service.scanner.sources import FileEntry, Listing, SourceError, open_source
+from service.scanner.sources import FileEntry, Listing, SourceError, list_sources, open_source
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +39,8 @@ Clock = Callable[[], datetime]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
 WALK_AHEAD = 64
+# Jobs whose declarations are parsed and sources listed together (see sources.walker).
+WALK_CHUNK = 32
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
 # The columns of a job's state, as the scanner writes them.
@@ -259,16 +261,11 @@ class BackupScanner:
 
         async def produce() -> None:
             try:
-                for job in jobs:
+                for start in range(0, len(jobs), WALK_CHUNK):
                     if self.stop.is_set():
                         break
-                    try:
-                        observation = await self.observe(job)
-                    except Exception as exc:  # a bug, not a source problem: keep scanning
-                        logger.error("job listing failed", extra={"job": job.name}, exc_info=exc)
-                        message = f"internal error while listing: {describe_error(exc)}"
-                        observation = Observation(job, None, source_error=message)
-                    await ready.put(observation)
+                    async for observation in self._observe(jobs[start : start + WALK_CHUNK]):
+                        await ready.put(observation)
             finally:
                 await ready.put(None)
 
@@ -296,22 +293,48 @@ class BackupScanner:
                 producer.cancel()
                 await asyncio.gather(producer, return_exceptions=True)
 
-    async def observe(self, job: JobRow) -> Observation:
-        """List one job's source (never raises for a source problem)."""
-        try:
-            spec = parse_job(job.declaration, self.scan_roots)
-        except ValidationError as exc:
-            # A stored declaration that no longer validates (e.g. its path now resolves
-            # outside SCAN_ROOTS): report it on the job instead of scanning.
-            problems = "; ".join(f"{d['field']}: {d['message']}" for d in error_details(exc))
-            return Observation(job, None, source_error=problems)
-        if spec.source is None:
-            return Observation(job, spec)
-        source = open_source(spec.source, timeout=self.source_timeout, scan_roots=self.scan_roots)
-        try:
-            listing = await source.list_files()
-        except SourceError as exc:
-            return Observation(job, spec, source_error=str(exc))
+    async def _observe(self, jobs: Sequence[JobRow]) -> AsyncIterator[Observation]:
+        """List the jobs' sources, in order; never raises for a source or declaration problem."""
+        specs: list[JobSpec | None] = []
+        errors: list[str | None] = []
+        for job in jobs:
+            try:
+                specs.append(parse_job(job.declaration, self.scan_roots))
+                errors.append(None)
+            except ValidationError as exc:
+                # A stored declaration that no longer validates (e.g. its path now resolves
+                # outside SCAN_ROOTS): report it on the job instead of scanning.
+                details = error_details(exc)
+                specs.append(None)
+                errors.append("; ".join(f"{d['field']}: {d['message']}" for d in details))
+        sources = [
+            open_source(spec.source, scan_roots=self.scan_roots)
+            for spec in specs
+            if spec is not None and spec.source is not None
+        ]
+        listings = list_sources(sources, self.source_timeout)
+        broken: SourceError | None = None  # the walker itself failed: a bug, not a source problem
+        for job, spec, error in zip(jobs, specs, errors, strict=True):
+            if spec is None or spec.source is None:
+                yield Observation(job, spec, source_error=error)
+                continue
+            result: Listing | SourceError
+            if broken is not None:
+                result = broken
+            else:
+                try:
+                    result = await anext(listings)
+                except Exception as exc:
+                    logger.error("job listing failed", extra={"job": job.name}, exc_info=exc)
+                    broken = SourceError(f"internal error while listing: {describe_error(exc)}")
+                    result = broken
+            if isinstance(result, SourceError):
+                yield Observation(job, spec, source_error=str(result))
+            else:
+                yield self._observed(job, spec, result)
+
+    @staticmethod
+    def _observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
         for note in listing.skipped:
             logger.info("entry skipped", extra={"job": job.name, "detail": note})
         ordered = sorted(listing.entries, key=_newest_first)

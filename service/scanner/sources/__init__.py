@@ -6,16 +6,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from service.jobspec import LocalSource as LocalSourceSpec
-from service.scanner.sources.base import FileEntry, Listing, Source, SourceError
+from service.scanner.sources.base import Cancelled, FileEntry, Listing, Source, SourceError
 from service.scanner.sources.local import LocalSource
+from service.scanner.sources.walker import list_sources
 
-__all__ = ["FileEntry", "Listing", "LocalSource", "Source", "SourceError", "open_source"]
+__all__ = [
+    "Cancelled", "FileEntry", "Listing", "LocalSource", "Source", "SourceError", "list_sources",
+    "open_source",
+]  # fmt: skip
 
 
-def open_source(
-    spec: LocalSourceSpec, *, timeout: float, scan_roots: Sequence[Path] = ()
-) -> Source:
+def open_source(spec: LocalSourceSpec, *, scan_roots: Sequence[Path] = ()) -> Source:
     """The source implementation for a job's declared source."""
-    return LocalSource(
-        spec.path, spec.pattern, recursive=spec.recursive, timeout=timeout, scan_roots=scan_roots
-    )
+    return LocalSource(spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots)

@@ -1,13 +1,19 @@
-"""The port every source implements: list the files, or raise SourceError."""
+"""The port every source implements: list the files (blocking, in a worker thread), or raise
+SourceError."""
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
 
 class SourceError(Exception):
     """The source cannot be listed at all; the message is shown to people as is."""
+
+
+class Cancelled(Exception):
+    """The walk was abandoned (its time ran out); raised inside the worker thread."""
 
 
 class FileEntry(NamedTuple):
@@ -28,4 +34,8 @@ class Listing:
 
 
 class Source(Protocol):
-    async def list_files(self) -> Listing: ...
+    label: str  # what people call it in messages (a path, a URL)
+
+    def walk(self, cancel: threading.Event) -> Listing:
+        """List the files; blocking. Stop with Cancelled soon after `cancel` is set."""
+        ...
