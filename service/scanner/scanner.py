@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -76,11 +77,29 @@ def utcnow() -> datetime:
 
 
 def entry_time(entry: FileEntry) -> datetime:
-    return EPOCH + timedelta(microseconds=entry.mtime_us)
+    return EPOCH + timedelta(microseconds=entry[2])
 
 
 def to_microseconds(moment: datetime) -> int:
     return (moment - EPOCH) // timedelta(microseconds=1)
+
+
+# Validated declarations by their JSON text: dumping one costs a fraction of validating it, and
+# a JobSpec is frozen data. SCAN_ROOTS are not part of it: the walk checks them, with symlinks
+# resolved at that moment.
+_specs: dict[str, JobSpec] = {}
+_SPECS_KEPT = 50_000
+
+
+def job_spec(job: JobRow) -> JobSpec:
+    """The job's validated declaration (raises pydantic.ValidationError)."""
+    key = json.dumps(job.declaration, sort_keys=True)
+    spec = _specs.get(key)
+    if spec is None:
+        if len(_specs) >= _SPECS_KEPT:
+            _specs.clear()
+        spec = _specs[key] = parse_job(job.declaration)
+    return spec
 
 
 def artifact_summary(fact: ArtifactFact | None) -> dict[str, Any] | None:
@@ -299,11 +318,11 @@ class BackupScanner:
         errors: list[str | None] = []
         for job in jobs:
             try:
-                specs.append(parse_job(job.declaration, self.scan_roots))
+                specs.append(job_spec(job))
                 errors.append(None)
             except ValidationError as exc:
-                # A stored declaration that no longer validates (e.g. its path now resolves
-                # outside SCAN_ROOTS): report it on the job instead of scanning.
+                # A stored declaration that no longer validates (written by hand, or by an
+                # older version): report it on the job instead of scanning.
                 details = error_details(exc)
                 specs.append(None)
                 errors.append("; ".join(f"{d['field']}: {d['message']}" for d in details))
@@ -368,7 +387,7 @@ class BackupScanner:
         job, spec, listing = observation.job, observation.spec, observation.listing
         now = self.clock()
         newest = [
-            ArtifactFact(entry.path, entry.size, entry_time(entry))
+            ArtifactFact(entry[0], entry[1], entry_time(entry))
             for entry in observation.ordered[-(SIZE_DROP_WINDOW + 1) :]
         ]
         if spec is None:
@@ -522,13 +541,13 @@ class BackupScanner:
             present = known[job.id]
             counts = [0, 0, 0]
             for entry in observation.ordered:
-                row = present.pop(entry.path, None)
+                path, size, mtime_us = entry
+                row = present.pop(path, None)
                 if row is None:
-                    mtime = entry_time(entry)
-                    new.append((job.id, entry.path, entry.size, mtime, now, now))
+                    new.append((job.id, path, size, entry_time(entry), now, now))
                     counts[0] += 1
-                elif row.size != entry.size or to_microseconds(row.mtime) != entry.mtime_us:
-                    changed.append({"artifact_id": row.id, "size": entry.size,
+                elif row.size != size or to_microseconds(row.mtime) != mtime_us:
+                    changed.append({"artifact_id": row.id, "size": size,
                                     "mtime": entry_time(entry), "last_seen": now})  # fmt: skip
                     counts[1] += 1
             # An incomplete listing may hide files that still exist: mark nothing gone from it.

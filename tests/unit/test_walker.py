@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from service.scanner.sources import FileEntry, Listing, SourceError, list_sources
+from service.scanner.sources import Listing, SourceError, list_sources
 
 
 class Quick:
@@ -13,7 +13,7 @@ class Quick:
         self.label = label
 
     def walk(self, cancel: threading.Event) -> Listing:
-        return Listing(entries=[FileEntry(f"{self.label}.tar", 1, 0)])
+        return Listing(entries=[(f"{self.label}.tar", 1, 0)])
 
 
 class Hung:
@@ -37,7 +37,7 @@ class Slow:
 
     def walk(self, cancel: threading.Event) -> Listing:
         time.sleep(self.seconds)
-        return Listing(entries=[FileEntry("slow.tar", 1, 0)])
+        return Listing(entries=[("slow.tar", 1, 0)])
 
 
 class Broken:
@@ -54,14 +54,14 @@ async def collect(sources, limit, chunk=4):
 async def test_results_in_order_across_chunks():
     sources = [Quick(f"s{i}") for i in range(10)]
     results = await collect(sources, 5, chunk=3)
-    assert [r.entries[0].path for r in results] == [f"s{i}.tar" for i in range(10)]
+    assert [r.entries[0][0] for r in results] == [f"s{i}.tar" for i in range(10)]
 
 
 async def test_source_error_is_a_result_not_an_exception():
     results = await collect([Quick("a"), Broken(), Quick("b")], 5)
     assert isinstance(results[1], SourceError)
     assert "Input/output error" in str(results[1])
-    assert [r.entries[0].path for r in (results[0], results[2])] == ["a.tar", "b.tar"]
+    assert [r.entries[0][0] for r in (results[0], results[2])] == ["a.tar", "b.tar"]
 
 
 async def test_a_hung_source_times_out_alone_and_the_rest_are_listed():
@@ -74,7 +74,7 @@ async def test_a_hung_source_times_out_alone_and_the_rest_are_listed():
         hung.release.set()
     assert isinstance(results[1], SourceError)
     assert "listing /mnt/dead took longer than 0.3 s" in str(results[1])
-    assert [r.entries[0].path for r in results if not isinstance(r, SourceError)] == [
+    assert [r.entries[0][0] for r in results if not isinstance(r, SourceError)] == [
         "a.tar", "b.tar", "c.tar",
     ]  # fmt: skip
     assert elapsed < 5

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import Protocol
 
 
 class SourceError(Exception):
@@ -16,12 +16,11 @@ class Cancelled(Exception):
     """The walk was abandoned (its time ran out); raised inside the worker thread."""
 
 
-class FileEntry(NamedTuple):
-    """One listed file. A tuple: a listing holds hundreds of thousands of them."""
-
-    path: str  # relative to the source root, '/'-separated; bytes that are not UTF-8 as \xNN
-    size: int
-    mtime_us: int  # modification time, microseconds since the epoch (exact, comparable)
+# One listed file: (path, size, mtime_us). A plain tuple, not a class: listings hold hundreds
+# of thousands of them, and tuples are the cheapest to build, sort, fingerprint and pickle.
+# path: relative to the source root, '/'-separated; bytes that are not UTF-8 as \xNN.
+# mtime_us: modification time in microseconds since the epoch (exact, comparable).
+FileEntry = tuple[str, int, int]
 
 
 @dataclass(slots=True)
