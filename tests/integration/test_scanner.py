@@ -381,3 +381,22 @@ async def test_concurrent_scans_of_the_same_jobs(sessionmaker, clock, tmp_path):
     final = await scan(sessionmaker, clock)
     assert {job.status for job in final.jobs} == {"ok"}
     assert sum(job.new + job.changed + job.gone for job in final.jobs) == 0
+
+
+async def test_source_moved_outside_scan_roots_after_declaration(sessionmaker, clock, tmp_path):
+    """SCAN_ROOTS are enforced at every scan, with symlinks resolved at that moment."""
+    root = tmp_path / "roots"
+    make_file(root / "db" / "a.tar", 10, clock.now)
+    make_file(tmp_path / "elsewhere" / "b.tar", 10, clock.now)
+    await add_job(sessionmaker, clock.now, name="db", source=local(root / "db"))
+    report = await scan(sessionmaker, clock, scan_roots=[root])
+    assert report.jobs[0].status == "ok"
+
+    (root / "db" / "a.tar").unlink()
+    (root / "db").rmdir()
+    os.symlink(tmp_path / "elsewhere", root / "db")
+    report = await scan(sessionmaker, clock, scan_roots=[root])
+    job = report.jobs[0]
+    assert job.status == "unknown"
+    assert "outside SCAN_ROOTS" in job.reasons[0]["message"]
+    assert [a.path for a in await artifacts(sessionmaker)] == ["a.tar"]  # nothing marked gone
