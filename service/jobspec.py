@@ -30,7 +30,15 @@ JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_GRACE = 3600
 
+
+def _no_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, got a boolean")
+    return value
+
+
 Duration = Annotated[int, BeforeValidator(parse_duration)]
+Count = Annotated[int, BeforeValidator(_no_bool)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 Percent = Annotated[float, BeforeValidator(parse_percent)]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
@@ -67,7 +75,8 @@ class LocalSource(_Strict):
         return value
 
 
-Source = Annotated[LocalSource, Field(discriminator="type")]
+# One kind of source for now; with a second one this becomes a union discriminated by `type`.
+Source = LocalSource
 
 
 class Schedule(_Strict):
@@ -104,7 +113,7 @@ class Rules(_Strict):
     # min_size: 0 to accept empty backups.
     min_size: Size | None = None
     max_size: Size | None = None
-    min_count: int | None = Field(default=None, ge=1)
+    min_count: Count | None = Field(default=None, ge=1)
     max_size_drop: Percent | None = None
 
     @model_validator(mode="after")
@@ -184,10 +193,10 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
     details = []
     for error in exc.errors(include_url=False):
         loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-        # Discriminated unions add the tag ("local") to the location; it says nothing to a user.
-        loc = [part for i, part in enumerate(loc) if not (i and loc[i - 1] == "source")]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":
             message = "unknown field"
+        elif error["type"] == "literal_error":
+            message = f"{message} (got {error['input']!r})"
         details.append({"field": ".".join(loc) or "(job)", "message": message})
     return details

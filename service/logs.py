@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import sys
 from typing import Any
@@ -17,8 +18,11 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
+    """A bare word when it can be one; else a JSON string, so one record stays one line."""
     text = str(value)
-    return f'"{text}"' if (" " in text or not text) else text
+    if text and text.isprintable() and not any(c in text for c in ' "\\='):
+        return text
+    return json.dumps(text, ensure_ascii=False)
 
 
 class TextFormatter(logging.Formatter):

@@ -19,7 +19,11 @@ class SettingsError(Exception):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        allow_inf_nan=False,
     )
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -58,7 +62,7 @@ class Settings(BaseSettings):
     def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
         for root in value:
             if not root.is_absolute():
-                raise ValueError(f"{root} is not an absolute path")
+                raise ValueError(f"{str(root)!r} is not an absolute path")
         return tuple(Path(os.path.realpath(root)) for root in value)
 
     @field_validator("log_level", mode="before")
@@ -79,7 +83,8 @@ def load_settings(**overrides: object) -> Settings:
     except ValidationError as exc:
         first = exc.errors()[0]
         name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        raise SettingsError(f"invalid setting {name}: {first['msg']}") from None
+        message = " ".join(first["msg"].removeprefix("Value error, ").split())
+        raise SettingsError(f"invalid setting {name}: {message}") from None
 
 
 @lru_cache(maxsize=1)

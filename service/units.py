@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from fractions import Fraction
 
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_RE = re.compile(r"(\d+)\s*(w|d|h|m|s)")
@@ -69,7 +70,7 @@ def parse_size(value: object) -> int:
             raise ValueError(
                 f"{value!r} is not a size; use bytes or a string like '500KB', '1MiB', '2GB'"
             )
-        size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+        size = int(Fraction(match.group(1)) * _SIZE_UNITS[unit])  # exact: 2.01 GB is 2010000000
     else:
         raise ValueError(f"expected a size (bytes or '1MiB'), got {value!r}")
     if size < 0:

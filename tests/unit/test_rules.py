@@ -1009,3 +1009,86 @@ def test_worst_status(statuses: Any, worst: str) -> None:
 def test_worst_status_rejects_unknown_names() -> None:
     with pytest.raises(ValueError, match="'broken'"):
         worst_status(["ok", "broken"])
+
+
+# --- count: the caller passes only the newest artifacts ---------------------------------------
+
+
+def _fifty(newest_size: int = 1000, older_size: int = 1000) -> list[ArtifactFact]:
+    """50 daily artifacts, the newest at T0; the 10 before it weigh 1000 bytes each."""
+    return series([older_size] * 39 + [1000] * 10 + [newest_size])
+
+
+@pytest.mark.parametrize(
+    ("rules", "artifacts", "now", "expected_codes"),
+    [
+        pytest.param({"min_count": 50}, _fifty(), T0 + HOUR, [], id="ok"),
+        pytest.param({"min_count": 50}, _fifty(), T0 + 3 * DAY, ["late"], id="late"),
+        pytest.param({"min_count": 51}, _fifty(), T0 + HOUR, ["too_few"], id="too-few"),
+        pytest.param(
+            {"max_size_drop": 50}, _fifty(newest_size=400), T0 + HOUR, ["size_drop"], id="drop"
+        ),
+        pytest.param(
+            # Over all 49 previous the median would be 10 bytes: no drop. The window is the 10
+            # before the newest, in both calls.
+            {"max_size_drop": 50},
+            _fifty(newest_size=400, older_size=10),
+            T0 + HOUR,
+            ["size_drop"],
+            id="drop-window-ignores-older",
+        ),
+        pytest.param({"max_size": 100}, _fifty(), T0 + HOUR, ["too_large"], id="too-large"),
+        pytest.param(
+            {"min_count": 50}, _fifty(), T0 - 2 * HOUR, ["future_mtime"], id="future-mtime"
+        ),
+    ],
+)
+def test_count_with_newest_11_gives_the_same_verdict_as_all(
+    rules: dict[str, Any],
+    artifacts: list[ArtifactFact],
+    now: datetime,
+    expected_codes: list[str],
+) -> None:
+    spec = job(rules=rules)
+    assert len(artifacts) == 50
+    whole = run(spec, artifacts, now=now)
+    newest_11 = run(spec, artifacts[-11:], now=now, count=50)
+    assert codes(whole) == expected_codes
+    assert newest_11 == whole
+
+
+@pytest.mark.parametrize(
+    ("min_count", "given", "count", "message"),
+    [
+        pytest.param(20, 11, 19, "only 19 backups present; at least 20 expected", id="below"),
+        pytest.param(20, 11, 20, None, id="equal-ok"),
+        pytest.param(20, 11, 500, None, id="above-ok"),
+        pytest.param(
+            20, 11, 11, "only 11 backups present; at least 20 expected", id="count-is-len"
+        ),
+        pytest.param(2, 1, 1, "only 1 backup present; at least 2 expected", id="singular"),
+        pytest.param(None, 1, 1000, None, id="rule-unset"),
+    ],
+)
+def test_too_few_uses_count(
+    min_count: int | None, given: int, count: int, message: str | None
+) -> None:
+    artifacts = series([1000] * given)
+    evaluation = run(job(rules={"min_count": min_count}), artifacts, count=count)
+    expected = () if message is None else (Reason("too_few", "warning", message),)
+    assert evaluation.reasons == expected
+    assert evaluation.newest == artifacts[-1]
+
+
+def test_count_defaults_to_the_artifacts_given() -> None:
+    # Without count, the 11 given are all there is: a min_count of 20 is not met.
+    evaluation = run(job(rules={"min_count": 20}), series([1000] * 11))
+    assert codes(evaluation) == ["too_few"]
+
+
+@pytest.mark.parametrize("count", [0, 10], ids=["zero", "one-less"])
+def test_count_smaller_than_artifacts_given_is_rejected(count: int) -> None:
+    with pytest.raises(
+        ValueError, match=rf"^count \({count}\) is smaller than the artifacts given"
+    ):
+        run(job(), series([1000] * 11), count=count)

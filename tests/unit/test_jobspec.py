@@ -1,0 +1,490 @@
+"""Job declarations: validation, error details and SCAN_ROOTS (service/jobspec.py)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from service.jobspec import error_details, parse_job
+
+FULL: dict[str, Any] = {
+    "name": "db-nightly",
+    "description": "PostgreSQL dump of the main database",
+    "tags": ["db", "prod"],
+    "source": {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz", "recursive": True},
+    "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris"},
+    "grace": "1h30m",
+    "rules": {"min_size": "1MiB", "max_size": "2GB", "min_count": 7, "max_size_drop": "50%"},
+    "paused": True,
+}
+FULL_DECLARATION: dict[str, Any] = {
+    "description": "PostgreSQL dump of the main database",
+    "tags": ["db", "prod"],
+    "source": {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz", "recursive": True},
+    "schedule": {"every": None, "cron": "0 2 * * *", "timezone": "Europe/Paris"},
+    "grace": 5400,
+    "rules": {"min_size": 1048576, "max_size": 2000000000, "min_count": 7, "max_size_drop": 50.0},
+    "paused": True,
+}
+MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
+SOURCE: dict[str, Any] = {"type": "local", "path": "/backups/db"}
+
+
+def with_(base: dict[str, Any], **fields: Any) -> dict[str, Any]:
+    data = copy.deepcopy(base)
+    data.update(fields)
+    return data
+
+
+def details_of(data: object, scan_roots: list[Path] | None = None) -> list[dict[str, str]]:
+    with pytest.raises(ValidationError) as caught:
+        parse_job(data, scan_roots or [])
+    return error_details(caught.value)
+
+
+def only_detail(data: object, scan_roots: list[Path] | None = None) -> dict[str, str]:
+    (detail,) = details_of(data, scan_roots)
+    # Readable: no pydantic prefix, one line.
+    assert not detail["message"].startswith("Value error")
+    assert "\n" not in detail["message"]
+    return detail
+
+
+# --- valid declarations ---------------------------------------------------------------------
+
+
+def test_full_job_declaration_has_integers() -> None:
+    spec = parse_job(FULL)
+    assert spec.name == "db-nightly"
+    declaration = spec.declaration()
+    assert declaration == FULL_DECLARATION
+    for value in (declaration["grace"], declaration["rules"]["min_size"]):
+        assert type(value) is int
+    assert json.loads(json.dumps(declaration)) == declaration
+
+
+def test_full_job_round_trips_through_declaration() -> None:
+    spec = parse_job(FULL)
+    again = parse_job({"name": spec.name, **spec.declaration()})
+    assert again == spec
+    assert again.declaration() == FULL_DECLARATION
+
+
+def test_minimal_job_defaults() -> None:
+    assert parse_job(MINIMAL).declaration() == {
+        "description": "",
+        "tags": [],
+        "source": None,
+        "schedule": {"every": 3600, "cron": None, "timezone": None},
+        "grace": 3600,
+        "rules": {"min_size": None, "max_size": None, "min_count": None, "max_size_drop": None},
+        "paused": False,
+    }
+
+
+def test_source_defaults() -> None:
+    source = parse_job(with_(MINIMAL, source={"type": "local", "path": "/b"})).source
+    assert source is not None
+    assert (source.pattern, source.recursive) == ("*", False)
+
+
+@pytest.mark.parametrize(
+    ("fields", "attribute", "expected"),
+    [
+        pytest.param({"schedule": {"every": "1d"}}, "schedule.every", 86400, id="every-string"),
+        pytest.param({"schedule": {"every": "1w"}}, "schedule.every", 604800, id="every-week"),
+        pytest.param({"grace": 0}, "grace", 0, id="grace-zero"),
+        pytest.param({"grace": "15m"}, "grace", 900, id="grace-string"),
+        pytest.param({"rules": {"min_size": 0}}, "rules.min_size", 0, id="min-size-zero"),
+        pytest.param(
+            {"rules": {"min_size": 10, "max_size": 10}}, "rules.max_size", 10, id="min-equals-max"
+        ),
+        pytest.param({"rules": {"min_count": 1}}, "rules.min_count", 1, id="min-count-one"),
+        pytest.param({"rules": {"max_size_drop": 0}}, "rules.max_size_drop", 0, id="drop-zero"),
+        pytest.param({"rules": {"max_size_drop": 100}}, "rules.max_size_drop", 100, id="drop-100"),
+        pytest.param(
+            {"schedule": {"cron": "0 0 29 2 *"}}, "schedule.cron", "0 0 29 2 *", id="cron-leap-day"
+        ),
+        pytest.param(
+            # Day of month and day of week both set: either one fires (Mondays of February).
+            {"schedule": {"cron": "0 0 30 2 1"}},
+            "schedule.cron",
+            "0 0 30 2 1",
+            id="cron-dom-or-dow",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "*/15 * * * *", "timezone": "America/New_York"}},
+            "schedule.timezone",
+            "America/New_York",
+            id="cron-with-zone",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "path": "/backups//db/./"}},
+            "source.path",
+            "/backups/db",
+            id="path-normalised",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "pattern": "db-*.sql.[gx]z"}},
+            "source.pattern",
+            "db-*.sql.[gx]z",
+            id="pattern-glob",
+        ),
+        pytest.param(
+            {"tags": ["b", "a", "b", "c", "a"]}, "tags", ("b", "a", "c"), id="tags-deduplicated"
+        ),
+        pytest.param({"tags": ["env:prod", "A.1"]}, "tags", ("env:prod", "A.1"), id="tag-chars"),
+        pytest.param({"description": "x" * 2000}, "description", "x" * 2000, id="long-description"),
+    ],
+)
+def test_valid_fields(fields: dict[str, Any], attribute: str, expected: Any) -> None:
+    value: Any = parse_job(with_(MINIMAL, **fields))
+    for part in attribute.split("."):
+        value = getattr(value, part)
+    assert value == expected
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("a", id="one-letter"),
+        pytest.param("db-nightly", id="dash"),
+        pytest.param("db.nightly_2", id="dot-underscore-digit"),
+        pytest.param("a" * 100, id="100-chars"),
+    ],
+)
+def test_valid_names(name: str) -> None:
+    assert parse_job(with_(MINIMAL, name=name)).name == name
+
+
+# --- invalid declarations: one detail, the right field, a readable message ------------------
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        pytest.param("1db", id="starts-with-digit"),
+        pytest.param("-db", id="starts-with-dash"),
+        pytest.param("Db", id="upper-case"),
+        pytest.param("", id="empty"),
+        pytest.param("db nightly", id="space"),
+        pytest.param("db/nightly", id="slash"),
+        pytest.param("café", id="non-ascii"),
+        pytest.param("db\n", id="trailing-newline"),
+        pytest.param("a" * 101, id="101-chars"),
+    ],
+)
+def test_name_not_a_slug(name: str) -> None:
+    detail = only_detail(with_(MINIMAL, name=name))
+    assert detail["field"] == "name"
+    assert f"{name!r} is not a valid job name" in detail["message"]
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        pytest.param({"color": "red"}, "color", id="top-level"),
+        pytest.param({"schedule": {"every": 60, "at": "02:00"}}, "schedule.at", id="schedule"),
+        pytest.param({"rules": {"max_age": "1d"}}, "rules.max_age", id="rules"),
+        pytest.param({"source": {**SOURCE, "glob": "*.gz"}}, "source.glob", id="source"),
+    ],
+)
+def test_unknown_field_anywhere(fields: dict[str, Any], field: str) -> None:
+    assert only_detail(with_(MINIMAL, **fields)) == {"field": field, "message": "unknown field"}
+
+
+@pytest.mark.parametrize(
+    ("fields", "field", "fragment"),
+    [
+        pytest.param({"name": 5}, "name", "valid string", id="name-not-a-string"),
+        pytest.param(
+            {"description": "x" * 2001}, "description", "2000 characters", id="description-long"
+        ),
+        pytest.param({"tags": ["ok", "bad tag"]}, "tags.1", "pattern", id="tag-with-space"),
+        # schedule
+        pytest.param(
+            {"schedule": {"every": 60, "cron": "0 2 * * *"}},
+            "schedule",
+            "give exactly one of 'every' (a duration) or 'cron'",
+            id="every-and-cron",
+        ),
+        pytest.param(
+            {"schedule": {}},
+            "schedule",
+            "give exactly one of 'every' (a duration) or 'cron'",
+            id="neither-every-nor-cron",
+        ),
+        pytest.param(
+            {"schedule": {"timezone": "UTC"}}, "schedule", "exactly one", id="timezone-alone"
+        ),
+        pytest.param(
+            {"schedule": {"every": 60, "timezone": "Europe/Paris"}},
+            "schedule",
+            "timezone applies to cron schedules only",
+            id="timezone-with-every",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "0 2 * * *", "timezone": "Mars/Olympus"}},
+            "schedule.timezone",
+            "unknown time zone 'Mars/Olympus'",
+            id="unknown-timezone",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "0 2 * * *", "timezone": "../../etc/passwd"}},
+            "schedule.timezone",
+            "unknown time zone '../../etc/passwd'",
+            id="timezone-path",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "0 2 * * *", "timezone": ""}},
+            "schedule.timezone",
+            "unknown time zone ''",
+            id="timezone-empty",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "61 * * * *"}},
+            "schedule",
+            "bad cron expression '61 * * * *': ",
+            id="bad-cron-minute",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "* * * *"}},
+            "schedule",
+            "bad cron expression '* * * *': ",
+            id="cron-four-fields",
+        ),
+        pytest.param(
+            {"schedule": {"cron": ""}}, "schedule", "bad cron expression ''", id="cron-empty"
+        ),
+        pytest.param(
+            {"schedule": {"cron": "0 0 30 2 *"}},
+            "schedule",
+            "'0 0 30 2 *'",
+            id="cron-never-fires-30-february",
+        ),
+        pytest.param(
+            {"schedule": {"cron": "0 0 31 4,6,9,11 *"}},
+            "schedule",
+            "'0 0 31 4,6,9,11 *'",
+            id="cron-never-fires-31-of-short-months",
+        ),
+        pytest.param(
+            {"schedule": {"every": 0}}, "schedule.every", "greater than 0", id="every-zero"
+        ),
+        pytest.param(
+            {"schedule": {"every": -60}},
+            "schedule.every",
+            "a duration cannot be negative (got -60)",
+            id="every-negative",
+        ),
+        pytest.param(
+            {"schedule": {"every": "daily"}},
+            "schedule.every",
+            "'daily' is not a duration",
+            id="every-word",
+        ),
+        pytest.param(
+            {"schedule": {"every": True}}, "schedule.every", "boolean", id="every-boolean"
+        ),
+        pytest.param({"schedule": None}, "schedule", "valid dictionary", id="schedule-null"),
+        # grace
+        pytest.param(
+            {"grace": -1}, "grace", "a duration cannot be negative (got -1)", id="grace-negative"
+        ),
+        pytest.param({"grace": "-1h"}, "grace", "'-1h' is not a duration", id="grace-neg-string"),
+        pytest.param({"grace": True}, "grace", "boolean", id="grace-boolean"),
+        # rules
+        pytest.param(
+            {"rules": {"min_size": "2KB", "max_size": "1KB"}},
+            "rules",
+            "min_size (2000 bytes) is larger than max_size (1000 bytes)",
+            id="min-size-above-max-size",
+        ),
+        pytest.param(
+            {"rules": {"min_count": 0}},
+            "rules.min_count",
+            "greater than or equal to 1",
+            id="min-count-zero",
+        ),
+        pytest.param(
+            {"rules": {"min_count": 1.5}}, "rules.min_count", "integer", id="min-count-fraction"
+        ),
+        pytest.param(
+            {"rules": {"max_size_drop": 150}},
+            "rules.max_size_drop",
+            "a percentage must be between 0 and 100 (got 150)",
+            id="drop-150",
+        ),
+        pytest.param(
+            {"rules": {"max_size_drop": "150%"}},
+            "rules.max_size_drop",
+            "(got '150%')",
+            id="drop-150-percent-string",
+        ),
+        pytest.param(
+            {"rules": {"max_size_drop": -1}}, "rules.max_size_drop", "(got -1)", id="drop-negative"
+        ),
+        pytest.param(
+            {"rules": {"min_size": "1XB"}}, "rules.min_size", "'1XB' is not a size", id="bad-size"
+        ),
+        pytest.param(
+            {"rules": {"max_size": -1}},
+            "rules.max_size",
+            "a size cannot be negative",
+            id="negative-size",
+        ),
+        # source
+        pytest.param(
+            {"source": {**SOURCE, "path": "backups/db"}},
+            "source.path",
+            "path must be absolute (got 'backups/db')",
+            id="relative-path",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "pattern": "db/*.sql.gz"}},
+            "source.pattern",
+            "pattern is a glob on the file name",
+            id="pattern-with-slash",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "pattern": ""}},
+            "source.pattern",
+            "not empty",
+            id="pattern-empty",
+        ),
+        pytest.param(
+            {"source": {"type": "s3", "path": "/bucket"}},
+            "source.type",
+            "(got 's3')",
+            id="source-type-s3",
+        ),
+        pytest.param({"source": "/backups/db"}, "source", "dictionary", id="source-string"),
+    ],
+)
+def test_invalid_field(fields: dict[str, Any], field: str, fragment: str) -> None:
+    detail = only_detail(with_(MINIMAL, **fields))
+    assert detail["field"] == field
+    assert fragment in detail["message"]
+
+
+def test_source_type_s3_names_the_supported_type() -> None:
+    detail = only_detail(with_(MINIMAL, source={"type": "s3", "path": "/bucket"}))
+    assert "'local'" in detail["message"]
+
+
+def test_missing_required_fields() -> None:
+    assert details_of({"schedule": {"every": 60}}) == [
+        {"field": "name", "message": "Field required"}
+    ]
+    assert details_of({"name": "db"}) == [{"field": "schedule", "message": "Field required"}]
+
+
+def test_not_a_mapping_is_a_job_level_error() -> None:
+    (detail,) = details_of(["db", 60])
+    assert detail["field"] == "(job)"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    data = {
+        "name": "X",
+        "schedule": {"every": 60, "cron": "0 2 * * *"},
+        "grace": "soon",
+        "rules": {"min_count": 0},
+        "source": {**SOURCE, "pattern": "a/b"},
+        "colour": "red",
+    }
+    fields = [detail["field"] for detail in details_of(data)]
+    assert sorted(fields) == sorted(
+        ["name", "schedule", "grace", "rules.min_count", "source.pattern", "colour"]
+    )
+
+
+def test_min_count_rejects_booleans() -> None:
+    detail = only_detail(with_(MINIMAL, rules={"min_count": True}))
+    assert detail["field"] == "rules.min_count"
+
+
+def test_job_spec_is_frozen() -> None:
+    spec = parse_job(MINIMAL)
+    with pytest.raises(ValidationError):
+        spec.paused = True  # type: ignore[misc]
+    assert spec.paused is False
+
+
+# --- SCAN_ROOTS -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> dict[str, Path]:
+    """root/{db, inner -> root/db, escape -> outside}, outside/, root2/ (a prefix sibling)."""
+    base = tmp_path.resolve()
+    root, outside, sibling = base / "root", base / "outside", base / "root2"
+    for directory in (root / "db", outside / "secret", sibling / "db"):
+        directory.mkdir(parents=True)
+    (root / "inner").symlink_to(root / "db")
+    (root / "escape").symlink_to(outside)
+    return {"base": base, "root": root, "outside": outside, "sibling": sibling}
+
+
+def local_job(path: Path | str) -> dict[str, Any]:
+    return with_(MINIMAL, source={"type": "local", "path": str(path)})
+
+
+@pytest.mark.parametrize(
+    ("relative", "stored"),
+    [
+        pytest.param("root/db", "root/db", id="inside"),
+        pytest.param("root", "root", id="the-root-itself"),
+        pytest.param("root/not-created-yet", "root/not-created-yet", id="inside-not-existing"),
+        pytest.param("root/inner", "root/inner", id="symlink-staying-inside"),
+        pytest.param("root/db/../db", "root/db", id="dotdot-staying-inside"),
+    ],
+)
+def test_scan_roots_accept_paths_inside(tree: dict[str, Path], relative: str, stored: str) -> None:
+    spec = parse_job(local_job(f"{tree['base']}/{relative}"), scan_roots=[tree["root"]])
+    assert spec.source is not None
+    assert spec.source.path == str(tree["base"] / stored)
+
+
+@pytest.mark.parametrize(
+    ("relative", "resolved"),
+    [
+        pytest.param("outside", "outside", id="outside"),
+        pytest.param("root/../outside", "outside", id="dotdot-escape"),
+        pytest.param("root/escape", "outside", id="symlink-escape"),
+        pytest.param("root/escape/secret", "outside/secret", id="below-symlink-escape"),
+        pytest.param("root2/db", "root2/db", id="sibling-sharing-the-prefix"),
+    ],
+)
+def test_scan_roots_reject_paths_outside(
+    tree: dict[str, Path], relative: str, resolved: str
+) -> None:
+    path = f"{tree['base']}/{relative}"
+    detail = only_detail(local_job(path), scan_roots=[tree["root"]])
+    assert detail["field"] == "source.path"
+    assert detail["message"] == (
+        f"{path} resolves to {tree['base'] / resolved}, outside SCAN_ROOTS ({tree['root']})"
+    )
+
+
+def test_scan_roots_any_of_several(tree: dict[str, Path]) -> None:
+    roots = [tree["root"], tree["outside"]]
+    spec = parse_job(local_job(tree["root"] / "escape"), scan_roots=roots)
+    assert spec.source is not None
+    detail = only_detail(local_job(tree["sibling"]), scan_roots=roots)
+    assert f"outside SCAN_ROOTS ({tree['root']}, {tree['outside']})" in detail["message"]
+
+
+def test_without_scan_roots_any_absolute_path_is_accepted(tree: dict[str, Path]) -> None:
+    spec = parse_job(local_job(tree["root"] / "escape"))
+    assert spec.source is not None
+    assert spec.source.path == str(tree["root"] / "escape")
+
+
+def test_scan_roots_do_not_apply_to_a_job_without_source(tree: dict[str, Path]) -> None:
+    assert parse_job(MINIMAL, scan_roots=[tree["root"]]).source is None
