@@ -118,7 +118,8 @@ def format_size(size: float) -> str:
     """Binary units with one decimal: `0 B`, `812 B`, `1.5 KiB`, `2.0 GiB`."""
     value = float(size)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(value) < 1024 or unit == "TiB":
+        # Compare what will be printed: 1048575 bytes is "1.0 MiB", not "1024.0 KiB".
+        if abs(round(value, 1)) < 1024 or unit == "TiB":
             return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
         value /= 1024
     raise AssertionError("unreachable")

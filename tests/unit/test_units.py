@@ -264,6 +264,7 @@ def test_format_duration(seconds: float, text: str) -> None:
         pytest.param(1, "1 B", id="one"),
         pytest.param(1023, "1023 B", id="1023-bytes"),
         pytest.param(1023.7, "1023 B", id="fractional-bytes-truncated"),
+        pytest.param(1048575, "1.0 MiB", id="just-under-a-mib-prints-as-mib"),
         pytest.param(1024, "1.0 KiB", id="1-kib"),
         pytest.param(1536, "1.5 KiB", id="1.5-kib"),
         pytest.param(MIB, "1.0 MiB", id="1-mib"),
