@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 
 _NOISE_MARKERS = ("[SQL:", "(Background on this error")
 
@@ -19,3 +19,12 @@ def describe_error(exc: BaseException, limit: int = 300) -> str:
         text = text.split(marker)[0].strip()
     text = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
     return text[:limit]
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """True when the error says the database cannot be reached (not that a statement failed)."""
+    if isinstance(exc, OperationalError | InterfaceError):
+        return True
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OSError | ConnectionError)

@@ -104,9 +104,8 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
         logger.info("The scheduler was not running.")
         return
     _stop.set()
-    scheduler.shutdown(wait=False)
-    # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
-    await wait_for_condition(lambda: not scheduler.running, within=5)
+    # APScheduler's shutdown cancels running jobs: pause it, drain the scan, then shut it down.
+    scheduler.pause()
     if _active_runs:
         logger.info("Waiting for the running scan to finish its current job.")
         _, pending = await asyncio.wait(set(_active_runs), timeout=drain_timeout)
@@ -114,7 +113,15 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
+    scheduler.shutdown(wait=False)
+    # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
+    await wait_for_condition(lambda: not scheduler.running, within=5)
     logger.info("APScheduler scheduler stopped.")
+
+
+def scan_running() -> bool:
+    """True while a scheduled scan is in progress."""
+    return bool(_active_runs)
 
 
 def scheduler_state() -> dict[str, Any]:

@@ -7,7 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
+
+from service.errors import database_unavailable
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +41,6 @@ def error_response(
     return web.json_response(body, status=status)
 
 
-def _database_down(exc: BaseException) -> bool:
-    if isinstance(exc, OperationalError | InterfaceError):
-        return True
-    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
-        return True
-    return isinstance(exc, OSError | ConnectionError)
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
@@ -60,7 +53,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
         return error_response(exc.status, _CODES.get(exc.status, "error"), message)
     except Exception as exc:
-        if _database_down(exc):
+        if database_unavailable(exc):
             logger.warning(
                 "database unavailable", extra={"path": request.path, "error": str(exc)[:200]}
             )

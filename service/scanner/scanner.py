@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from operator import itemgetter
@@ -28,11 +29,18 @@ from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.errors import describe_error
+from service.errors import database_unavailable, describe_error
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner.rules import SIZE_DROP_WINDOW, ArtifactFact, Evaluation, evaluate
-from service.scanner.sources import FileEntry, Listing, SourceError, list_sources, open_source
+from service.scanner.sources import (
+    CHUNK,
+    FileEntry,
+    Listing,
+    SourceError,
+    list_sources,
+    open_source,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +48,6 @@ Clock = Callable[[], datetime]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
 WALK_AHEAD = 64
-# Jobs whose declarations are parsed and sources listed together (see sources.walker).
-WALK_CHUNK = 32
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
 # The columns of a job's state, as the scanner writes them.
@@ -245,17 +251,30 @@ class BackupScanner:
         report = ScanReport(scan_id=run_id, status="finished")
         logger.info("scan started", extra={"scan_id": run_id, "trigger": self.trigger})
 
-        query = select(*_JOB_COLUMNS).order_by(Job.name)
-        if names is not None:
-            query = query.where(Job.name.in_(names))
-        jobs = [_job_row(row) for row in (await session.execute(query)).all()]
-        await session.commit()  # end the read transaction
-
-        if await self._pipeline(jobs, report.jobs):
-            report.status = "interrupted"
+        try:
+            query = select(*_JOB_COLUMNS).order_by(Job.name)
+            if names is not None:
+                query = query.where(Job.name.in_(names))
+            jobs = [_job_row(row) for row in (await session.execute(query)).all()]
+            await session.commit()  # end the read transaction
+            report.status = await self._pipeline(jobs, report.jobs)
+            await self._flush_touched()
+        except BaseException:
+            # The database went away, a bug, or the task was cancelled: the run must not stay
+            # "running" forever. Best effort, the original error is what matters.
+            report.status = "failed"
+            with suppress(Exception):
+                await self._finish_run(run_id, report)
+            raise
+        if report.status == "interrupted":
             logger.warning("scan interrupted", extra={"scan_id": run_id})
-        await self._flush_touched()
+        await self._finish_run(run_id, report)
+        return report
 
+    async def _finish_run(self, run_id: int, report: ScanReport) -> None:
+        session = self.session
+        with suppress(Exception):
+            await session.rollback()
         errors = [{"job": job.name, "message": job.error} for job in report.jobs if job.error]
         totals = {
             "jobs_scanned": len(report.jobs),
@@ -271,46 +290,45 @@ class BackupScanner:
             .values(error_details=errors[:100], **finished)
         )
         await session.commit()
-        logger.info("scan finished", extra={"scan_id": run_id, "status": report.status, **totals})
-        return report
+        logger.info("scan finished", extra={"scan_id": run_id, **finished})
 
-    async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> bool:
-        """List sources ahead while writing what is ready; True when stopped early."""
+    async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> str:
+        """List sources ahead while writing what is ready: "finished" or "interrupted"."""
         ready: asyncio.Queue[Observation | None] = asyncio.Queue(maxsize=WALK_AHEAD)
+        failure: list[BaseException] = []
 
         async def produce() -> None:
             try:
-                for start in range(0, len(jobs), WALK_CHUNK):
+                for start in range(0, len(jobs), CHUNK):
                     if self.stop.is_set():
                         break
-                    async for observation in self._observe(jobs[start : start + WALK_CHUNK]):
+                    async for observation in self._observe(jobs[start : start + CHUNK]):
                         await ready.put(observation)
-            finally:
-                await ready.put(None)
+            except Exception as exc:  # a bug: the writer finishes what it has, then re-raises
+                failure.append(exc)
+            # Not in a `finally`: a cancelled producer must not wait on a full queue.
+            await ready.put(None)
 
         producer = asyncio.create_task(produce())
         try:
-            finished = False
-            while not finished:
-                first = await ready.get()
-                if first is None:
-                    break
+            while (first := await ready.get()) is not None:
                 batch = [first]
                 while len(batch) < WALK_AHEAD and not ready.empty():
                     item = ready.get_nowait()
                     if item is None:
-                        finished = True
+                        ready.put_nowait(None)  # seen again by the outer loop
                         break
                     batch.append(item)
                 results.extend(await self._settle(batch))
-                if self.stop.is_set() and not finished:
-                    return True
-            await producer  # surfaces a failure of the producer itself
-            return self.stop.is_set() and len(results) < len(jobs)
+                if self.stop.is_set() and len(results) < len(jobs):
+                    return "interrupted"
         finally:
             if not producer.done():
                 producer.cancel()
-                await asyncio.gather(producer, return_exceptions=True)
+            await asyncio.gather(producer, return_exceptions=True)
+        if failure:
+            raise failure[0]
+        return "interrupted" if len(results) < len(jobs) else "finished"
 
     async def _observe(self, jobs: Sequence[JobRow]) -> AsyncIterator[Observation]:
         """List the jobs' sources, in order; never raises for a source or declaration problem."""
@@ -438,7 +456,9 @@ class BackupScanner:
             await self._write(changes)
             return
         except Exception as exc:
-            await self.session.rollback()
+            await self._rollback()
+            if database_unavailable(exc):
+                raise  # every job would fail the same way: end the scan, marked failed
             if len(changes) == 1:
                 self._failed(changes[0], exc)
                 return
@@ -446,8 +466,15 @@ class BackupScanner:
             try:
                 await self._write([change])
             except Exception as exc:
-                await self.session.rollback()
+                await self._rollback()
+                if database_unavailable(exc):
+                    raise
                 self._failed(change, exc)
+
+    async def _rollback(self) -> None:
+        # On a dead connection the rollback fails too; the error that matters is the first.
+        with suppress(Exception):
+            await self.session.rollback()
 
     def _failed(self, change: Change, exc: Exception) -> None:
         job = change.observation.job

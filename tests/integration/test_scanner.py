@@ -400,3 +400,72 @@ async def test_source_moved_outside_scan_roots_after_declaration(sessionmaker, c
     assert job.status == "unknown"
     assert "outside SCAN_ROOTS" in job.reasons[0]["message"]
     assert [a.path for a in await artifacts(sessionmaker)] == ["a.tar"]  # nothing marked gone
+
+
+async def _many_jobs(sessionmaker, clock, tmp_path, count):
+    for index in range(count):
+        make_file(tmp_path / f"m{index}" / "a.tar", 10, clock.now)
+        await add_job(
+            sessionmaker, clock.now, name=f"m{index:04d}", source=local(tmp_path / f"m{index}")
+        )
+
+
+async def test_stop_in_the_middle_of_a_scan_returns_promptly(sessionmaker, clock, tmp_path):
+    """Stopping while listings wait in the queue: the scan ends (no deadlock) and says so."""
+    await _many_jobs(sessionmaker, clock, tmp_path, 300)
+    stop = asyncio.Event()
+
+    async def stop_once_some_jobs_are_written():
+        while True:
+            async with sessionmaker() as session:
+                written = await session.scalar(text("SELECT count(*) FROM job_checks"))
+            if written:
+                stop.set()
+                return
+            await asyncio.sleep(0.005)
+
+    stopper = asyncio.create_task(stop_once_some_jobs_are_written())
+    report = await asyncio.wait_for(scan(sessionmaker, clock, stop=stop), timeout=30)
+    await stopper
+    assert report.status in ("interrupted", "finished")
+    async with sessionmaker() as session:
+        run = await session.scalar(select(ScanRun))
+    assert run is not None
+    assert run.status == report.status
+    assert run.jobs_scanned == len(report.jobs)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_path):
+    """The connection dies mid-scan: the scan raises promptly instead of hanging."""
+    from sqlalchemy.engine import make_url
+
+    from service.db import create_engine, create_sessionmaker
+
+    from support import TcpProxy
+
+    url = make_url(database_url)
+    proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
+    await proxy.start()
+    proxied = url.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    engine = create_engine(proxied)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        await _many_jobs(sessionmaker, clock, tmp_path, 300)
+
+        async def cut_once_some_jobs_are_written():
+            while True:
+                async with sessionmaker() as session:
+                    written = await session.scalar(text("SELECT count(*) FROM job_checks"))
+                if written:
+                    await proxy.cut()
+                    return
+                await asyncio.sleep(0.005)
+
+        cutter = asyncio.create_task(cut_once_some_jobs_are_written())
+        with pytest.raises(Exception):  # noqa: B017,PT011 - whatever the driver raises
+            await asyncio.wait_for(scan(sessionmaker, clock), timeout=30)
+        await cutter
+    finally:
+        await proxy.cut()
+        await engine.dispose()

@@ -17,9 +17,11 @@ from service.models import ScanRun
 from service.scheduler import (
     JOB_ID,
     run_scanner_job,
+    scan_running,
     scheduler,
     shutdown_scheduler,
     start_scheduler,
+    wait_for_condition,
 )
 
 from support import add_job, get_job, make_file
@@ -141,3 +143,28 @@ async def test_scheduler_not_shutdown_if_not_running(caplog):
     with caplog.at_level(logging.INFO, logger="service.scheduler"):
         await shutdown_scheduler()
     assert "The scheduler was not running." in caplog.text
+
+
+async def test_shutdown_lets_the_running_scan_finish_its_current_job(
+    sessionmaker, clock, tmp_path, caplog
+):
+    """SIGTERM during a scan: the scan stops between jobs and records itself, never cancelled."""
+    for index in range(150):
+        make_file(tmp_path / f"j{index}" / "a.tar", 10, clock.now)
+        await add_job(
+            sessionmaker, clock.now, name=f"j{index:03d}",
+            source={"type": "local", "path": str(tmp_path / f"j{index}")},
+        )  # fmt: skip
+    await start_scheduler(sessionmaker, interval_minutes=15, run_now=True)
+    assert await wait_for_condition(scan_running, within=10), "the first scan did not start"
+    with caplog.at_level(logging.INFO):
+        await shutdown_scheduler()
+    assert not scheduler.running
+    assert not scan_running()
+    async with sessionmaker() as session:
+        run = await session.scalar(select(ScanRun))
+    assert run is not None
+    assert run.status in ("interrupted", "finished")  # not "failed" (cancelled), not "running"
+    assert run.finished_at is not None
+    assert "CancelledError" not in caplog.text
+    assert "Error while running the backup scanner job" not in caplog.text

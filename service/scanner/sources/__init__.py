@@ -8,11 +8,11 @@ from pathlib import Path
 from service.jobspec import LocalSource as LocalSourceSpec
 from service.scanner.sources.base import Cancelled, FileEntry, Listing, Source, SourceError
 from service.scanner.sources.local import LocalSource
-from service.scanner.sources.walker import list_sources
+from service.scanner.sources.walker import CHUNK, list_sources
 
 __all__ = [
-    "Cancelled", "FileEntry", "Listing", "LocalSource", "Source", "SourceError", "list_sources",
-    "open_source",
+    "CHUNK", "Cancelled", "FileEntry", "Listing", "LocalSource", "Source", "SourceError",
+    "list_sources", "open_source",
 ]  # fmt: skip
 
 
