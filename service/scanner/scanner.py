@@ -490,12 +490,12 @@ class BackupScanner:
     async def _write(self, changes: Sequence[Change]) -> None:
         """One transaction: claim the jobs, sync their artifacts, record their state."""
         session = self.session
-        claimed = await self._claim([change.observation.job.id for change in changes])
+        claimed = await self._claim([change.observation.job for change in changes])
         mine = [change for change in changes if change.observation.job.id in claimed]
         for change in changes:
             if change.observation.job.id not in claimed:
                 job = change.observation.job
-                logger.info("job skipped: another scan is writing it", extra={"job": job.name})
+                logger.info("job skipped: another scan wrote it", extra={"job": job.name})
                 change.result.status, change.result.reasons = job.status, job.reasons
                 change.result.latest_artifact = job.latest_artifact
                 change.result.artifact_count = job.artifact_count
@@ -526,13 +526,18 @@ class BackupScanner:
                       new_status_changed_at=changed_at)  # fmt: skip
         return values
 
-    async def _claim(self, job_ids: Sequence[int]) -> set[int]:
-        """Lock the jobs' rows for this transaction; a job another scan holds (or one deleted
-        meanwhile) is left out. SQLite has a single writer and needs no lock."""
-        query = select(Job.id).where(Job.id.in_(job_ids))
+    async def _claim(self, jobs: Sequence[JobRow]) -> set[int]:
+        """Lock the jobs' rows for this transaction and keep those still as this scan read them.
+
+        Left out: a job another scan holds right now (SKIP LOCKED), one written since this scan
+        read it (its checked_at moved: its state is fresher than ours), one deleted meanwhile.
+        SQLite has a single writer; its transaction fails instead if another one got there.
+        """
+        query = select(Job.id, Job.checked_at).where(Job.id.in_([job.id for job in jobs]))
         if self.session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        return set((await self.session.scalars(query)).all())
+        current = {row.id: row.checked_at for row in await self.session.execute(query)}
+        return {job.id for job in jobs if job.id in current and current[job.id] == job.checked_at}
 
     async def _flush_touched(self) -> None:
         """Move checked_at on jobs whose state did not change, in one statement."""

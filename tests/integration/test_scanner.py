@@ -469,3 +469,24 @@ async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_pat
     finally:
         await proxy.cut()
         await engine.dispose()
+
+
+async def test_a_scan_never_writes_over_a_fresher_one(sessionmaker, clock, tmp_path):
+    """Replica A reads the jobs, replica B scans and writes, then A would write its stale view:
+    A skips those jobs, so the history holds each change once."""
+    from service.scanner.scanner import _JOB_COLUMNS, _job_row
+
+    await _many_jobs(sessionmaker, clock, tmp_path, 3)
+    async with sessionmaker() as session:
+        stale = [_job_row(row) for row in await session.execute(select(*_JOB_COLUMNS))]
+    await scan(sessionmaker, clock)  # replica B
+    clock.advance(seconds=5)
+    async with sessionmaker() as session:
+        late = BackupScanner(session, clock=clock, trigger="test")
+        results = []
+        await late._pipeline(stale, results)  # replica A, with what it read before B wrote
+    async with sessionmaker() as session:
+        changes = (await session.execute(text("SELECT job_id, status FROM job_checks"))).all()
+        checked = set((await session.execute(text("SELECT checked_at FROM jobs"))).scalars())
+    assert len(changes) == 3  # one pending -> ok per job, not two
+    assert len(checked) == 1  # B's time: A did not overwrite
