@@ -57,6 +57,8 @@ class LocalSource(_Strict):
     @field_validator("path")
     @classmethod
     def _absolute_and_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if "\0" in value:
+            raise ValueError("path contains a NUL character")
         if not os.path.isabs(value):
             raise ValueError(f"path must be absolute (got {value!r})")
         roots: Sequence[Path] = (info.context or {}).get("scan_roots") or ()
@@ -70,8 +72,8 @@ class LocalSource(_Strict):
     @field_validator("pattern")
     @classmethod
     def _file_name_glob(cls, value: str) -> str:
-        if not value or "/" in value:
-            raise ValueError("pattern is a glob on the file name: not empty, no '/'")
+        if not value or "/" in value or "\0" in value:
+            raise ValueError("pattern is a glob on the file name: not empty, no '/' or NUL")
         return value
 
 

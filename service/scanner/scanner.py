@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +47,9 @@ Clock = Callable[[], datetime]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
 WALK_AHEAD = 64
+# Entries diffed, or rows copied, between two chances for the event loop to run other tasks.
+YIELD_EVERY = 5_000
+COPY_PIECE = 10_000
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
 # The columns of a job's state, as the scanner writes them.
@@ -75,7 +77,6 @@ _MARK_GONE = (
     .values(gone_since=bindparam("gone_since"), last_seen=bindparam("last_seen"))
 )
 _COPY_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen")
-_newest_first = itemgetter(2, 0)  # FileEntry: (mtime_us, path)
 
 
 def utcnow() -> datetime:
@@ -201,7 +202,7 @@ class Observation:
     spec: JobSpec | None
     listing: Listing | None = None
     source_error: str | None = None
-    # The listing ordered oldest to newest by (mtime, path): canonical, so it also fingerprints.
+    # The listing ordered oldest to newest by (mtime, path) (the walker sorts it).
     ordered: list[FileEntry] = field(default_factory=list)
     digest: str | None = None
 
@@ -374,13 +375,13 @@ class BackupScanner:
     def _observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
         for note in listing.skipped:
             logger.info("entry skipped", extra={"job": job.name, "detail": note})
-        ordered = sorted(listing.entries, key=_newest_first)
         digest = None
-        if not listing.warnings:
-            # An incomplete listing is never remembered as the last good one.
-            fingerprint = repr((spec.declaration()["source"], ordered))
-            digest = hashlib.blake2b(fingerprint.encode(), digest_size=20).hexdigest()
-        return Observation(job, spec, listing, None, ordered, digest)
+        if listing.fingerprint is not None:
+            # The same files seen through another source declaration are another listing.
+            source = json.dumps(spec.declaration()["source"], sort_keys=True)
+            digest = hashlib.blake2b(f"{source}\0{listing.fingerprint}".encode(), digest_size=20)
+        hexdigest = digest.hexdigest() if digest else None
+        return Observation(job, spec, listing, None, listing.entries, hexdigest)
 
     async def _settle(self, batch: Sequence[Observation]) -> list[JobResult]:
         """Judge each observed job; write those that changed, touch the others."""
@@ -572,7 +573,9 @@ class BackupScanner:
             job = observation.job
             present = known[job.id]
             counts = [0, 0, 0]
-            for entry in observation.ordered:
+            for index, entry in enumerate(observation.ordered):
+                if index and not index % YIELD_EVERY:
+                    await asyncio.sleep(0)  # a job of 200 000 files must not stall the loop
                 path, size, mtime_us = entry
                 row = present.pop(path, None)
                 if row is None:
@@ -607,7 +610,12 @@ class BackupScanner:
             connection = await session.connection()
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection
-            await driver.copy_records_to_table("artifacts", records=rows, columns=_COPY_COLUMNS)
+            # In pieces: encoding 100 000 records at once would hold the event loop.
+            for start in range(0, len(rows), COPY_PIECE):
+                piece = rows[start : start + COPY_PIECE]
+                await driver.copy_records_to_table(
+                    "artifacts", records=piece, columns=_COPY_COLUMNS
+                )
             return
         statement = sqlite.insert(Artifact).on_conflict_do_nothing(
             index_elements=["job_id", "path"], index_where=Artifact.gone_since.is_(None)

@@ -50,21 +50,25 @@ async def test_hundred_thousand_files_while_serving(aiohttp_client, database_url
 
     scan = asyncio.create_task(run_scan())
     latencies = []
+    lags = []  # how late each 20 ms sleep woke up: the loop's stalls, whatever caused them
     while not scan.done():
         started = time.perf_counter()
         response = await client.get("/health/live")
         assert response.status == 200
         latencies.append(time.perf_counter() - started)
+        before_sleep = time.perf_counter()
         await asyncio.sleep(0.02)
+        lags.append(time.perf_counter() - before_sleep - 0.02)
     report = await scan
 
     job = report.jobs[0]
     assert (job.status, job.new, job.artifact_count) == ("ok", FILES, FILES)
     assert len(latencies) >= 5, "the scan finished too fast to observe the loop"
-    worst = max(latencies)
-    print(f"\n/health/live during a {FILES}-file scan: {len(latencies)} requests, "
-          f"worst {worst * 1000:.1f} ms")  # fmt: skip
-    assert worst < MAX_LATENCY_SECONDS
+    worst_request, worst_stall = max(latencies) * 1000, max(lags) * 1000
+    print(f"\n{FILES}-file scan: {len(latencies)} /health/live requests, worst "
+          f"{worst_request:.1f} ms; worst loop stall {worst_stall:.1f} ms")  # fmt: skip
+    assert max(latencies) < MAX_LATENCY_SECONDS
+    assert max(lags) < MAX_LATENCY_SECONDS
 
     # The rescan of the unchanged directory writes no artifact.
     async with sessionmaker() as session:

@@ -490,3 +490,18 @@ async def test_a_scan_never_writes_over_a_fresher_one(sessionmaker, clock, tmp_p
         checked = set((await session.execute(text("SELECT checked_at FROM jobs"))).scalars())
     assert len(changes) == 3  # one pending -> ok per job, not two
     assert len(checked) == 1  # B's time: A did not overwrite
+
+
+async def test_names_that_escape_alike_do_not_break_the_job(sessionmaker, clock, tmp_path):
+    """A file named a<0xFF>.bak shows as a\\xff.bak, like a file really named so: one is kept."""
+    backups = tmp_path / "esc"
+    make_file(backups / "a\\xff.bak", 10, clock.now - timedelta(minutes=5))
+    raw = os.path.join(os.fsencode(backups), b"a\xff.bak")
+    with open(raw, "wb") as handle:
+        handle.write(b"12345")
+    await add_job(sessionmaker, clock.now, name="esc", source=local(backups))
+    for _ in range(2):
+        report = await scan(sessionmaker, clock)
+        assert report.jobs[0].status == "ok", report.jobs[0].reasons
+        assert report.jobs[0].error is None
+    assert [a.path for a in await artifacts(sessionmaker)] == ["a\\xff.bak"]

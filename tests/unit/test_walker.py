@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 
@@ -84,3 +85,58 @@ async def test_the_limit_is_per_source_not_per_chunk():
     """Three sources of 0.2 s each with a 0.35 s limit: a chunk takes 0.6 s, none times out."""
     results = await collect([Slow(0.2), Slow(0.2), Slow(0.2)], 0.35, chunk=3)
     assert all(isinstance(r, Listing) for r in results)
+
+
+class Exploding:
+    label = "/mnt/stale"
+
+    def walk(self, cancel: threading.Event) -> Listing:
+        raise OSError(116, "Stale file handle")
+
+
+async def test_an_unexpected_error_fails_that_source_only():
+    results = await collect([Quick("a"), Exploding(), Quick("b"), Quick("c")], 5, chunk=4)
+    assert isinstance(results[1], SourceError)
+    assert "internal error listing /mnt/stale: OSError" in str(results[1])
+    assert [r.entries[0][0] for r in (results[0], results[2], results[3])] == [
+        "a.tar", "b.tar", "c.tar",
+    ]  # fmt: skip
+
+
+async def test_a_source_still_hung_is_reported_at_once_until_it_answers():
+    hung = Hung()
+    try:
+        first = await collect([hung], 0.2)
+        assert "took longer than 0.2 s" in str(first[0])
+        started = time.monotonic()
+        second = await collect([hung, Quick("a")], 5)
+        assert time.monotonic() - started < 1  # no new thread waits on the dead mount
+        assert "still blocked" in str(second[0])
+        assert isinstance(second[1], Listing)
+    finally:
+        hung.release.set()
+    for _ in range(100):  # the abandoned walk returns: the source is walked normally again
+        third = await collect([hung], 5)
+        if isinstance(third[0], Listing):
+            break
+        await asyncio.sleep(0.02)
+    assert isinstance(third[0], Listing)
+
+
+async def test_listings_come_ordered_and_fingerprinted():
+    class Unordered:
+        label = "/mnt/u"
+
+        def walk(self, cancel: threading.Event) -> Listing:
+            return Listing(entries=[("b", 1, 20), ("a", 1, 20), ("c", 1, 10)])
+
+    class Partial(Unordered):
+        def walk(self, cancel: threading.Event) -> Listing:
+            listing = super().walk(cancel)
+            listing.warnings.append("cannot read sub: [Errno 13] Permission denied")
+            return listing
+
+    full, partial = await collect([Unordered(), Partial()], 5)
+    assert [entry[0] for entry in full.entries] == ["c", "a", "b"]  # oldest first, then path
+    assert full.fingerprint is not None
+    assert partial.fingerprint is None  # an incomplete listing is never remembered

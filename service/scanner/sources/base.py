@@ -30,6 +30,9 @@ class Listing:
     warnings: list[str] = field(default_factory=list)
     # Entries passed over on purpose (a symlink out of the source, a loop): for the log only.
     skipped: list[str] = field(default_factory=list)
+    # Set by the walker once the entries are ordered oldest first by (mtime, path): a digest of
+    # them, or None for an incomplete listing.
+    fingerprint: str | None = None
 
 
 class Source(Protocol):

@@ -53,46 +53,57 @@ class LocalSource:
             raise SourceError(f"cannot read {root}: not a directory")
 
         listing = Listing()
-        append = listing.entries.append
-        matches = self._matches
         visited = {(root_stat.st_dev, root_stat.st_ino)}
         pending: list[tuple[str, str]] = [("", root)]
         while pending:
             rel_dir, dir_path = pending.pop()
-            prefix = f"{rel_dir}/" if rel_dir else ""
+            if cancel.is_set():
+                raise Cancelled
             try:
-                iterator = os.scandir(dir_path)
-            except OSError as exc:
+                self._scan_directory(dir_path, rel_dir, real_root, listing, pending, visited)
+            except OSError as exc:  # unreadable, or failed while being read (ESTALE, EIO)
                 if not rel_dir:
                     raise SourceError(f"cannot read {root}: {_describe(exc)}") from None
                 listing.warnings.append(f"cannot read {display_path(dir_path)}: {_describe(exc)}")
-                continue
-            if cancel.is_set():
-                raise Cancelled
-            with iterator:
-                # The hot loop: one lstat per matching regular file, like find(1).
-                for entry in iterator:
-                    name = entry.name
-                    if not entry.is_file(follow_symlinks=False):
-                        self._visit_special(entry, prefix + name, real_root, listing, pending,
-                                            visited)  # fmt: skip
-                        continue
-                    if not matches(name):
-                        continue
-                    try:
-                        info = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # removed between the directory read and the stat (rotation)
-                    except OSError as exc:
-                        listing.warnings.append(
-                            f"cannot read {display_path(prefix + name)}: {_describe(exc)}"
-                        )
-                        continue
-                    path = prefix + name
-                    if not path.isascii():
-                        path = display_path(path)
-                    append((path, info.st_size, info.st_mtime_ns // 1000))
+        if any("\\" in entry[0] for entry in listing.entries):
+            _drop_escape_collisions(listing)
         return listing
+
+    def _scan_directory(
+        self,
+        dir_path: str,
+        rel_dir: str,
+        real_root: str,
+        listing: Listing,
+        pending: list[tuple[str, str]],
+        visited: set[tuple[int, int]],
+    ) -> None:
+        """The hot loop: one lstat per matching regular file, like find(1)."""
+        append = listing.entries.append
+        matches = self._matches
+        prefix = f"{rel_dir}/" if rel_dir else ""
+        with os.scandir(dir_path) as iterator:
+            for entry in iterator:
+                name = entry.name
+                if not entry.is_file(follow_symlinks=False):
+                    self._visit_special(entry, prefix + name, real_root, listing, pending,
+                                        visited)  # fmt: skip
+                    continue
+                if not matches(name):
+                    continue
+                try:
+                    info = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # removed between the directory read and the stat (rotation)
+                except OSError as exc:
+                    listing.warnings.append(
+                        f"cannot read {display_path(prefix + name)}: {_describe(exc)}"
+                    )
+                    continue
+                path = prefix + name
+                if not path.isascii():
+                    path = display_path(path)
+                append((path, info.st_size, info.st_mtime_ns // 1000))
 
     def _visit_special(
         self,
@@ -138,3 +149,17 @@ class LocalSource:
             pending.append((rel, entry.path))
         elif stat.S_ISREG(info.st_mode) and self._matches(entry.name):
             listing.entries.append((display_path(rel), info.st_size, info.st_mtime_ns // 1000))
+
+
+def _drop_escape_collisions(listing: Listing) -> None:
+    """A name that is not UTF-8 is shown escaped (\\xff); a real name may already read that way.
+    Keep one entry per shown path (they are the identity of an artifact) and say so."""
+    seen: set[str] = set()
+    kept = []
+    for entry in listing.entries:
+        if entry[0] in seen:
+            listing.skipped.append(f"{entry[0]}: two files show as this name; one is ignored")
+            continue
+        seen.add(entry[0])
+        kept.append(entry)
+    listing.entries[:] = kept
