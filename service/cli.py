@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
+from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from service import migrate
@@ -78,9 +79,20 @@ def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
     )
 
 
+async def ping(settings: Settings) -> None:
+    engine = create_engine(settings.database_url)
+    try:
+        async with asyncio.timeout(15), engine.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+    finally:
+        await engine.dispose()
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.auto_migrate:
         upgrade_database(settings)
+    else:  # fail now, with one line, rather than serve errors
+        database_step(settings, "connect", lambda: asyncio.run(ping(settings)))
     if settings.jobs_file is not None:
         summary = apply_file(settings, str(settings.jobs_file), prune=False)
         logger.info("jobs file applied", extra={"file": str(settings.jobs_file), "result": summary})
@@ -204,11 +216,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    # `scan` is a Nagios check: when the check itself cannot run, the answer is UNKNOWN (3).
+    cannot_run = NAGIOS_CODES["unknown"] if args.command == "scan" else None
     try:
         settings = load_settings()
     except SettingsError as exc:
         print(f"backup-monitor: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return cannot_run or EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     if getattr(args, "host", None) is None and hasattr(args, "host"):
         args.host = settings.host
@@ -225,6 +239,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except CliError as exc:
         print(f"backup-monitor: {exc}", file=sys.stderr)
-        return exc.code
+        return cannot_run or exc.code
     except KeyboardInterrupt:
         return 130

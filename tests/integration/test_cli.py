@@ -377,6 +377,27 @@ async def test_unreachable_database_at_startup_is_one_line(base_env, tmp_path):
 
 
 @pytest.mark.parametrize(
+    ("command", "settings", "code", "what"),
+    [
+        (("serve", "--port", "0"), {"AUTO_MIGRATE": "false"}, 1, "connect"),
+        (("scan",), {}, 3, "run the migrations"),  # a Nagios check that cannot run: UNKNOWN
+    ],
+    ids=["serve-without-migrations", "scan"],
+)
+async def test_unreachable_database_other_commands(
+    base_env, tmp_path, command, settings, code, what
+):
+    url = "postgresql+asyncpg://postgres@127.0.0.1:1/x"
+    result = await cli(
+        *command, env=base_env, database_url=url, cwd=tmp_path, timeout=30, **settings
+    )
+    assert result.code == code, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result
+    assert lines[0].startswith(f"backup-monitor: cannot {what} on the database "), result
+
+
+@pytest.mark.parametrize(
     "settings",
     [
         {"SCANNER_INTERVAL_MINUTES": "abc"},
@@ -389,7 +410,7 @@ async def test_bad_setting_is_one_line_naming_it(settings, base_env, tmp_path):
     [name] = settings
     url = f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}"
     result = await cli("scan", env=base_env, database_url=url, cwd=tmp_path, **settings)
-    assert result.code == 2, result
+    assert result.code == 3, result  # scan is a Nagios check: it could not run, UNKNOWN
     lines = result.err.strip().splitlines()
     assert len(lines) == 1, result
     assert lines[0].startswith(f"backup-monitor: invalid setting {name}: "), result
