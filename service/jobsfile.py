@@ -13,10 +13,8 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.jobspec import JobSpec, error_details, parse_job
+from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Job
-
-DECLARATION_FIELDS = ("description", "tags", "source", "schedule", "grace", "rules", "paused")
 
 
 class JobsFileError(Exception):

@@ -156,8 +156,8 @@ class JobSpec(_Strict):
         return self.model_dump(mode="json", exclude={"name"}, exclude_none=False)
 
 
-class JobsFile(_Strict):
-    jobs: list[dict[str, Any]]
+# The declaration as stored on a job row: every field but the name.
+DECLARATION_FIELDS = tuple(name for name in JobSpec.model_fields if name != "name")
 
 
 def zone_info(name: str) -> ZoneInfo:

@@ -38,8 +38,9 @@ class Job(Base):
     status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # The freshness deadline of the last evaluation: "what is due" is one indexed query.
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
-    # Digest of the last listing committed for this job: an unchanged listing needs no
-    # artifact reads or writes. Cleared whenever the declaration's source changes.
+    # Digest of the last complete listing committed for this job (its source declaration
+    # included, so a changed source changes it): an unchanged listing needs no artifact reads
+    # or writes.
     listing_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 

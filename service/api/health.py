@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select, text
 
+from service.errors import describe_error
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
 from service.models import Job, ScanRun
 from service.scanner.rules import worst_status
 from service.scheduler import scheduler, scheduler_state
+
+logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 3.0
 STATUSES = ("ok", "warning", "critical", "unknown", "pending", "paused")
@@ -35,7 +39,9 @@ async def ready(request: web.Request) -> web.Response:
     except TimeoutError:
         checks["database"] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
     except Exception as exc:
-        checks["database"] = f"unavailable: {type(exc).__name__}: {str(exc)[:200]}"
+        # The details (host names, driver text) go to the log, not to unauthenticated callers.
+        logger.warning("readiness: database unavailable", extra={"error": describe_error(exc)})
+        checks["database"] = "unavailable"
     if not request.app[scheduler_enabled_key]:
         checks["scheduler"] = "disabled"
     else:

@@ -29,7 +29,7 @@ from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.errors import database_unavailable, describe_error
-from service.jobspec import JobSpec, error_details, parse_job
+from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner.rules import SIZE_DROP_WINDOW, ArtifactFact, Evaluation, evaluate
 from service.scanner.sources import (
@@ -138,14 +138,13 @@ _JOB_COLUMNS = (
     Job.paused, Job.created_at, Job.status, Job.reasons, Job.next_check_at, Job.checked_at,
     Job.status_changed_at, Job.latest_artifact, Job.artifact_count, Job.listing_digest,
 )  # fmt: skip
-_DECLARATION = ("description", "tags", "source", "schedule", "grace", "rules", "paused")
 
 
 def _job_row(row: Any) -> JobRow:
     return JobRow(
         id=row.id,
         name=row.name,
-        declaration={"name": row.name, **{key: getattr(row, key) for key in _DECLARATION}},
+        declaration={"name": row.name, **{key: getattr(row, key) for key in DECLARATION_FIELDS}},
         created_at=row.created_at,
         status=row.status,
         reasons=row.reasons,
