@@ -290,7 +290,7 @@ class BackupScanner:
             .values(error_details=errors[:100], **finished)
         )
         await session.commit()
-        logger.info("scan finished", extra={"scan_id": run_id, **finished})
+        logger.info("scan finished", extra={"scan_id": run_id, "status": report.status, **totals})
 
     async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> str:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
