@@ -38,6 +38,9 @@ async def run_scanner_job(
 
     `scan_options` go to `run_scanner` (scan_roots, source_timeout).
     """
+    if _stop.is_set():  # created in the same moment the service began to stop
+        logger.info("Scheduled run of the backup scanner skipped: the service is stopping.")
+        return
     task = asyncio.current_task()
     if task is not None:
         _active_runs.add(task)
@@ -106,6 +109,7 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
     _stop.set()
     # APScheduler's shutdown cancels running jobs: pause it, drain the scan, then shut it down.
     scheduler.pause()
+    await asyncio.sleep(0)  # a run created in this same loop step registers itself first
     if _active_runs:
         logger.info("Waiting for the running scan to finish its current job.")
         _, pending = await asyncio.wait(set(_active_runs), timeout=drain_timeout)
@@ -116,6 +120,8 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
     scheduler.shutdown(wait=False)
     # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
     await wait_for_condition(lambda: not scheduler.running, within=5)
+    await wait_for_condition(lambda: not _active_runs, within=5)
+    _stop.clear()  # the stop is done; a later direct run_scanner_job() must scan
     logger.info("APScheduler scheduler stopped.")
 
 

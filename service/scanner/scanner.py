@@ -16,15 +16,15 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncIterator, Callable, Sequence
-from contextlib import suppress
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, false, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -65,6 +65,12 @@ _UPDATE_JOB = (
     .where(_jobs.c.id == bindparam("job_id"))
     # Parameters may not carry a column's own name in an UPDATE's SET clause: prefix them.
     .values({name: bindparam(f"new_{name}") for name in (*_STATE_COLUMNS, "status_changed_at")})
+)
+_TOUCH_JOB = (
+    update(_jobs)
+    .where(_jobs.c.id == bindparam("job_id"))
+    .where(or_(_jobs.c.checked_at.is_(None), _jobs.c.checked_at < bindparam("checked")))
+    .values(checked_at=bindparam("checked"))
 )
 _UPDATE_CHANGED = (
     update(_artifacts)
@@ -236,7 +242,7 @@ class BackupScanner:
         self.source_timeout = source_timeout
         self.trigger = trigger
         self.stop = stop or asyncio.Event()
-        self._touched: list[int] = []
+        self._touched: list[dict[str, Any]] = []
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
         """Scan every job (or those named) and record the run."""
@@ -302,8 +308,11 @@ class BackupScanner:
                 for start in range(0, len(jobs), CHUNK):
                     if self.stop.is_set():
                         break
-                    async for observation in self._observe(jobs[start : start + CHUNK]):
-                        await ready.put(observation)
+                    async with aclosing(self._observe(jobs[start : start + CHUNK])) as seen:
+                        async for observation in seen:
+                            await ready.put(observation)
+                            if self.stop.is_set():
+                                break
             except Exception as exc:  # a bug: the writer finishes what it has, then re-raises
                 failure.append(exc)
             # Not in a `finally`: a cancelled producer must not wait on a full queue.
@@ -330,7 +339,7 @@ class BackupScanner:
             raise failure[0]
         return "interrupted" if len(results) < len(jobs) else "finished"
 
-    async def _observe(self, jobs: Sequence[JobRow]) -> AsyncIterator[Observation]:
+    async def _observe(self, jobs: Sequence[JobRow]) -> AsyncGenerator[Observation, None]:
         """List the jobs' sources, in order; never raises for a source or declaration problem."""
         specs: list[JobSpec | None] = []
         errors: list[str | None] = []
@@ -349,7 +358,18 @@ class BackupScanner:
             for spec in specs
             if spec is not None and spec.source is not None
         ]
-        listings = list_sources(sources, self.source_timeout)
+        async with aclosing(list_sources(sources, self.source_timeout)) as listings:
+            async for observation in self._match(jobs, specs, errors, listings):
+                yield observation
+
+    async def _match(
+        self,
+        jobs: Sequence[JobRow],
+        specs: Sequence[JobSpec | None],
+        errors: Sequence[str | None],
+        listings: AsyncIterator[Listing | SourceError],
+    ) -> AsyncIterator[Observation]:
+        """Pair each job with its listing (jobs without a source have none)."""
         broken: SourceError | None = None  # the walker itself failed: a bug, not a source problem
         for job, spec, error in zip(jobs, specs, errors, strict=True):
             if spec is None or spec.source is None:
@@ -394,7 +414,7 @@ class BackupScanner:
             ):
                 changes.append(change)
             else:
-                self._touched.append(observation.job.id)
+                self._touched.append({"job_id": observation.job.id, "checked": change.checked_at})
         if len(self._touched) >= TOUCH_BATCH:
             await self._flush_touched()
         if changes:
@@ -490,63 +510,81 @@ class BackupScanner:
     async def _write(self, changes: Sequence[Change]) -> None:
         """One transaction: claim the jobs, sync their artifacts, record their state."""
         session = self.session
-        claimed = await self._claim([change.observation.job for change in changes])
-        mine = [change for change in changes if change.observation.job.id in claimed]
+        current = await self._claim(changes)
+        mine = [change for change in changes if change.observation.job.id in current]
+        await self._sync_artifacts([change for change in mine if change.sync])
+        # The transition is from the state stored now (another scan may have written since
+        # this one read the job), so a change is recorded once.
+        checks = [
+            {
+                "job_id": change.observation.job.id, "checked_at": change.checked_at,
+                "status": change.state["status"],
+                "previous_status": current[change.observation.job.id].status,
+                "reasons": change.state["reasons"],
+                "latest_artifact": change.state["latest_artifact"],
+            }
+            for change in mine
+            if change.state["status"] != current[change.observation.job.id].status
+        ]  # fmt: skip
+        if checks:
+            await session.execute(_job_checks.insert(), checks)
+        if mine:
+            values = [
+                self._job_values(change, current[change.observation.job.id]) for change in mine
+            ]
+            await session.execute(_UPDATE_JOB, values)
+        await session.commit()
         for change in changes:
-            if change.observation.job.id not in claimed:
+            if change.observation.job.id not in current:
                 job = change.observation.job
                 logger.info("job skipped: another scan wrote it", extra={"job": job.name})
                 change.result.status, change.result.reasons = job.status, job.reasons
                 change.result.latest_artifact = job.latest_artifact
                 change.result.artifact_count = job.artifact_count
-
-        await self._sync_artifacts([change for change in mine if change.sync])
-        checks = [
-            {
-                "job_id": change.observation.job.id, "checked_at": change.checked_at,
-                "status": change.state["status"], "previous_status": change.observation.job.status,
-                "reasons": change.state["reasons"],
-                "latest_artifact": change.state["latest_artifact"],
-            }
-            for change in mine
-            if change.state["status"] != change.observation.job.status
-        ]  # fmt: skip
-        if checks:
-            await session.execute(_job_checks.insert(), checks)
-        if mine:
-            await session.execute(_UPDATE_JOB, [self._job_values(change) for change in mine])
-        await session.commit()
+                change.result.new = change.result.changed = change.result.gone = 0
 
     @staticmethod
-    def _job_values(change: Change) -> dict[str, Any]:
-        job, state = change.observation.job, change.state
-        changed_at = change.checked_at if state["status"] != job.status else job.status_changed_at
+    def _job_values(change: Change, stored: Any) -> dict[str, Any]:
+        state = change.state
+        changed_at = (
+            change.checked_at if state["status"] != stored.status else stored.status_changed_at
+        )
         values = {f"new_{name}": value for name, value in state.items()}
-        values.update(job_id=job.id, new_checked_at=change.checked_at,
+        values.update(job_id=change.observation.job.id, new_checked_at=change.checked_at,
                       new_status_changed_at=changed_at)  # fmt: skip
         return values
 
-    async def _claim(self, jobs: Sequence[JobRow]) -> set[int]:
-        """Lock the jobs' rows for this transaction and keep those still as this scan read them.
+    async def _claim(self, changes: Sequence[Change]) -> dict[int, Any]:
+        """Lock the jobs' rows for this transaction; return their stored state by job id.
 
-        Left out: a job another scan holds right now (SKIP LOCKED), one written since this scan
-        read it (its checked_at moved: its state is fresher than ours), one deleted meanwhile.
-        SQLite has a single writer; its transaction fails instead if another one got there.
+        Left out: a job another scan holds right now (SKIP LOCKED), one already judged from a
+        later look at its files than ours (its checked_at is after our observation), one
+        deleted meanwhile.
         """
-        query = select(Job.id, Job.checked_at).where(Job.id.in_([job.id for job in jobs]))
-        if self.session.get_bind().dialect.name == "postgresql":
+        session = self.session
+        if session.get_bind().dialect.name == "sqlite":
+            # Take SQLite's write lock first, so that what we read next stays true until commit.
+            await session.execute(update(Job).where(false()).values(checked_at=None))
+        observed = {change.observation.job.id: change.checked_at for change in changes}
+        query = select(Job.id, Job.status, Job.status_changed_at, Job.checked_at).where(
+            Job.id.in_(list(observed))
+        )
+        if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
-        current = {row.id: row.checked_at for row in await self.session.execute(query)}
-        return {job.id for job in jobs if job.id in current and current[job.id] == job.checked_at}
+        rows = await session.execute(query)
+        return {
+            row.id: row
+            for row in rows
+            if row.checked_at is None or row.checked_at <= observed[row.id]
+        }
 
     async def _flush_touched(self) -> None:
-        """Move checked_at on jobs whose state did not change, in one statement."""
+        """Move checked_at on jobs whose state did not change, together; each gets the time it
+        was looked at, and never moves back (another scan may have looked later)."""
         if not self._touched:
             return
-        ids, self._touched = self._touched, []
-        await self.session.execute(
-            update(Job).where(Job.id.in_(ids)).values(checked_at=self.clock())
-        )
+        touched, self._touched = self._touched, []
+        await self.session.execute(_TOUCH_JOB, touched)
         await self.session.commit()
 
     async def _sync_artifacts(self, changes: Sequence[Change]) -> None:

@@ -140,3 +140,45 @@ async def test_listings_come_ordered_and_fingerprinted():
     assert [entry[0] for entry in full.entries] == ["c", "a", "b"]  # oldest first, then path
     assert full.fingerprint is not None
     assert partial.fingerprint is None  # an incomplete listing is never remembered
+
+
+async def test_timeouts_racing_completion_never_leave_a_source_marked_hung():
+    """Sources that finish right at their limit: whichever side wins, nothing stays 'blocked'."""
+    from service.scanner.sources import walker
+
+    sources = [Slow(0.05) for _ in range(20)]
+    for source in sources:
+        source.label = f"/mnt/edge-{id(source)}"
+    await collect(sources, 0.05, chunk=20)
+    for _ in range(200):  # the abandoned walks return within a few tenths of a second
+        if not any(s.label in walker._hung for s in sources):
+            break
+        await asyncio.sleep(0.01)
+    assert not any(s.label in walker._hung for s in sources)
+    again = await collect(sources, 5, chunk=20)
+    assert all(isinstance(result, Listing) for result in again)
+
+
+async def test_jobs_sharing_a_hung_path_wait_once():
+    first, second = Hung(), Hung()  # two jobs, one dead mount
+    try:
+        started = time.monotonic()
+        results = await collect([first, second, Quick("a")], 0.3, chunk=3)
+        elapsed = time.monotonic() - started
+    finally:
+        first.release.set()
+        second.release.set()
+    assert "took longer than 0.3 s" in str(results[0])
+    assert "still blocked" in str(results[1])  # no second thread, no second wait
+    assert isinstance(results[2], Listing)
+    assert elapsed < 0.6 + 0.3
+
+
+async def test_results_are_handed_on_before_the_chunk_is_done():
+    sources = [Slow(0.1) for _ in range(10)]
+    started = time.monotonic()
+    listings = list_sources(sources, 5, chunk=10)
+    first = await anext(listings)
+    assert isinstance(first, Listing)
+    assert time.monotonic() - started < 0.6  # not the 1 s the whole chunk takes
+    await listings.aclose()  # the consumer stops: the walk is told to stop too

@@ -3,10 +3,11 @@ own time limit.
 
 A trip to a thread costs about a tenth of a millisecond; for 2 000 small directories that is
 as much as walking them. So sources are listed in chunks, in order, by one thread; a watchdog
-on the loop gives each source `limit` seconds. A source that hangs (a dead NFS mount blocks in
-the kernel and cannot be interrupted) is reported as timed out and its thread abandoned; the
-sources after it are listed by a new thread. Until the hung walk returns, that source is
-reported at once as still hung instead of tying up another thread.
+on the loop gives each source `limit` seconds and hands on each result as soon as it is there.
+A source that hangs (a dead NFS mount blocks in the kernel and cannot be interrupted) is
+reported as timed out and its thread abandoned; the sources after it are listed by a new
+thread. Until the hung walk returns, that path is reported at once as still blocked instead of
+tying up another thread.
 
 The threads are our own daemon threads, not the loop's shared executor: abandoned walks can
 neither starve other work of threads nor keep the process from exiting.
@@ -16,10 +17,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -29,21 +31,25 @@ from service.scanner.sources.base import Cancelled, Listing, Source, SourceError
 logger = logging.getLogger(__name__)
 
 CHUNK = 32
+_POLL_SECONDS = 0.05  # how often finished results are handed on while a chunk is walked
 _oldest_first = itemgetter(2, 0)  # (mtime_us, path)
 
-# Sources whose walk timed out and has not returned yet: label -> time.monotonic() of the start.
-_hung: dict[str, float] = {}
+# Walks that timed out and have not returned: label -> {walk token: time.monotonic() of start}.
+# Several jobs may share a path; each walk removes only its own token.
+_hung: dict[str, dict[int, float]] = {}
 _hung_lock = threading.Lock()
+_tokens = itertools.count()
 
 
 @dataclass(slots=True)
 class _Progress:
-    """Shared by the walking thread and the watchdog, under `lock`."""
+    """Shared by the walking thread and the watchdog; every field under `lock`."""
 
     lock: threading.Lock = field(default_factory=threading.Lock)
     cancel: threading.Event = field(default_factory=threading.Event)
     done: list[Listing | SourceError] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)  # when the current source began
+    token: int = -1  # the current walk's token
 
 
 def finish(listing: Listing) -> Listing:
@@ -60,32 +66,57 @@ def finish(listing: Listing) -> Listing:
     return listing
 
 
+def _still_blocked(label: str) -> SourceError | None:
+    with _hung_lock:
+        starts = _hung.get(label)
+        if not starts:
+            return None
+        since = time.monotonic() - min(starts.values())
+    return SourceError(
+        f"listing {label} is still blocked since {since:.0f} s ago (an earlier listing never "
+        "returned); is the storage hung?"
+    )
+
+
 def _walk_one(source: Source, cancel: threading.Event) -> Listing | SourceError:
+    blocked = _still_blocked(source.label)
+    if blocked is not None:
+        return blocked
     try:
         return finish(source.walk(cancel))
-    except (SourceError, Cancelled):
-        raise
+    except SourceError as exc:
+        return exc
+    except Cancelled:
+        if cancel.is_set():
+            raise
+        return SourceError(f"listing {source.label} stopped by itself (Cancelled)")
     except Exception as exc:  # a bug or an unexpected OS error: this source only
         logger.error("listing failed", extra={"source": source.label}, exc_info=exc)
         return SourceError(f"internal error listing {source.label}: {type(exc).__name__}: {exc}")
-    finally:
-        with _hung_lock:
-            _hung.pop(source.label, None)  # it answered, however late
 
 
 def _walk_chunk(sources: Sequence[Source], progress: _Progress) -> None:
     for source in sources:
-        try:
-            result = _walk_one(source, progress.cancel)
-        except SourceError as exc:
-            result = exc
-        except Cancelled:
-            return
         with progress.lock:
             if progress.cancel.is_set():
+                return
+            token = progress.token = next(_tokens)
+            progress.started = time.monotonic()
+        try:
+            result: Listing | SourceError | None = _walk_one(source, progress.cancel)
+        except Cancelled:
+            result = None
+        with progress.lock:
+            # The watchdog registers a timed-out walk under this same lock: whichever comes
+            # first, the registration is undone here once the walk has returned.
+            with _hung_lock:
+                starts = _hung.get(source.label, {})
+                starts.pop(token, None)
+                if not starts:
+                    _hung.pop(source.label, None)
+            if progress.cancel.is_set() or result is None:
                 return  # the watchdog gave up on this source: its result is no longer wanted
             progress.done.append(result)
-            progress.started = time.monotonic()
 
 
 def _in_own_thread(sources: Sequence[Source], progress: _Progress) -> asyncio.Future[None]:
@@ -111,56 +142,48 @@ def _in_own_thread(sources: Sequence[Source], progress: _Progress) -> asyncio.Fu
 
 async def list_sources(
     sources: Sequence[Source], limit: float, chunk: int = CHUNK
-) -> AsyncIterator[Listing | SourceError]:
-    """Yield one result per source, in order: its listing, or the SourceError that stopped it.
-    Each source may take `limit` seconds."""
+) -> AsyncGenerator[Listing | SourceError, None]:
+    """Yield one result per source, in order, as each is ready: its listing, or the SourceError
+    that stopped it. Each source may take `limit` seconds."""
     for start in range(0, len(sources), chunk):
         part = sources[start : start + chunk]
-        with _hung_lock:
-            hung = {source.label: _hung[source.label] for source in part if source.label in _hung}
-        walked = iter(
-            [r async for r in _list_part([s for s in part if s.label not in hung], limit)]
-        )
-        for source in part:
-            if source.label in hung:
-                since = time.monotonic() - hung[source.label]
-                yield SourceError(
-                    f"listing {source.label} is still blocked since {since:.0f} s ago (an earlier "
-                    "listing never returned); is the storage hung?"
-                )
-            else:
-                yield next(walked)
-
-
-async def _list_part(part: Sequence[Source], limit: float) -> AsyncIterator[Listing | SourceError]:
-    index = 0
-    while index < len(part):
-        progress = _Progress()
-        walking = _in_own_thread(part[index:], progress)
-        try:
-            while True:
-                with progress.lock:
-                    started = progress.started
-                left = started + limit - time.monotonic()
-                finished, _ = await asyncio.wait({walking}, timeout=max(left, 0.001))
-                if finished:
-                    walking.result()  # a failure outside any source surfaces here
-                    results = progress.done
-                    break
-                with progress.lock:
-                    if progress.started != started or len(progress.done) == len(part) - index:
-                        continue  # the slow source finished meanwhile: keep watching
-                    progress.cancel.set()
-                    stuck = part[index + len(progress.done)]
-                    results = [*progress.done, _timed_out(stuck, limit)]
-                with _hung_lock:
-                    _hung[stuck.label] = started
-                break
-        finally:
-            progress.cancel.set()  # stops the thread if our caller stopped listening
-        for result in results:
-            yield result
-        index += len(results)
+        index = 0
+        while index < len(part):
+            progress = _Progress()
+            walking = _in_own_thread(part[index:], progress)
+            handed = 0
+            try:
+                while True:
+                    finished, _ = await asyncio.wait({walking}, timeout=_POLL_SECONDS)
+                    with progress.lock:
+                        ready = progress.done[handed:]
+                        started, timed_out = progress.started, None
+                        waiting = len(progress.done) < len(part) - index  # a source in hand
+                        overdue = time.monotonic() - started >= limit
+                        if not finished and not ready and waiting and overdue:
+                            progress.cancel.set()
+                            stuck = part[index + len(progress.done)]
+                            timed_out = _timed_out(stuck, limit)
+                            with _hung_lock:
+                                _hung.setdefault(stuck.label, {})[progress.token] = started
+                    for result in ready:
+                        yield result
+                    handed += len(ready)
+                    if timed_out is not None:
+                        yield timed_out
+                        handed += 1
+                        break
+                    if finished:
+                        walking.result()  # a failure outside any source surfaces here
+                        with progress.lock:
+                            rest = progress.done[handed:]
+                        for result in rest:
+                            yield result
+                        handed += len(rest)
+                        break
+            finally:
+                progress.cancel.set()  # stops the thread if our caller stopped listening
+            index += handed
 
 
 def _timed_out(source: Source, limit: float) -> SourceError:
