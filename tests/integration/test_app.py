@@ -103,6 +103,11 @@ async def test_scheduler_runs_with_the_app_and_stops_before_the_engine(aiohttp_c
             await asyncio.sleep(0.05)
         assert body["last_scan"]["trigger"] == "schedule"
         assert body["last_scan"]["status"] == "finished"
+        # The scheduler dies while the app serves: not ready.
+        await shutdown_scheduler()
+        ready = await client.get("/health/ready")
+        assert ready.status == 503
+        assert (await ready.json())["checks"] == {"database": "ok", "scheduler": "not running"}
     finally:
         await client.close()
     assert not scheduler.running
