@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.api import health
+from service.api import health, metrics
 from service.api.errors import error_middleware
 from service.db import create_engine, create_sessionmaker
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key, settings_key
@@ -49,4 +49,5 @@ def create_app(settings: Settings | None = None, *, scheduler: bool = True) -> w
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
     app.add_routes(health.routes)
+    app.add_routes(metrics.routes)
     return app

@@ -7,7 +7,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
     # How long one source listing may take before the job is reported as unknown.
     source_timeout_seconds: float = Field(default=300.0, gt=0)
+    # When set, /metrics asks for `Authorization: Bearer <METRICS_TOKEN>`.
+    metrics_token: SecretStr | None = None
 
     @field_validator("database_url")
     @classmethod

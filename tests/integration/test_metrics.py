@@ -1,0 +1,84 @@
+"""/metrics through a real server: values come from the database at scrape time."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from service.app import create_app
+from service.scanner import BackupScanner
+from service.settings import load_settings
+
+from support import add_job, make_file
+
+DAY = timedelta(days=1)
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    parsed = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            parsed[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return parsed
+
+
+async def test_metrics_reflect_the_database(
+    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+):
+    make_file(tmp_path / "ok" / "a.tar", 2048, clock.now - timedelta(hours=1))
+    make_file(tmp_path / "late" / "b.tar", 10, clock.now - 3 * DAY)
+    for name, tags in (("fresh", ["db", "prod"]), ("late", [])):
+        folder = "ok" if name == "fresh" else "late"
+        await add_job(
+            sessionmaker, clock.now - 5 * DAY, name=name, tags=tags,
+            source={"type": "local", "path": str(tmp_path / folder)},
+        )  # fmt: skip
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+
+    client = await aiohttp_client(
+        create_app(load_settings(database_url=database_url), scheduler=False)
+    )
+    response = await client.get("/metrics")
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/openmetrics-text")
+    text = await response.text()
+    assert text.rstrip().endswith("# EOF")
+    values = samples(text)
+
+    def job(name, tags, **extra):
+        return tuple(sorted({"job": name, "tags": tags, **extra}.items()))
+
+    assert values[("backup_job_status", job("fresh", "db,prod", status="ok"))] == 1
+    assert values[("backup_job_status", job("fresh", "db,prod", status="critical"))] == 0
+    assert values[("backup_job_status", job("late", "", status="critical"))] == 1
+    assert values[("backup_job_artifacts", job("fresh", "db,prod"))] == 1
+    assert values[("backup_job_last_artifact_size_bytes", job("fresh", "db,prod"))] == 2048
+    newest = values[("backup_job_last_artifact_timestamp_seconds", job("late", ""))]
+    assert newest == pytest.approx((clock.now - 3 * DAY).timestamp(), abs=1)
+    deadline = values[("backup_job_deadline_timestamp_seconds", job("late", ""))]
+    assert deadline == pytest.approx(
+        (clock.now - 3 * DAY + DAY + timedelta(hours=1)).timestamp(), abs=1
+    )
+    assert values[("backup_scans_total", ())] == 1
+    assert values[("backup_scan_duration_seconds_count", ())] == 1
+    assert values[("backup_scan_duration_seconds_bucket", (("le", "+Inf"),))] == 1
+    assert values[("backup_artifacts_seen_total", ())] == 2
+    assert values[("backup_last_scan_timestamp_seconds", ())] == pytest.approx(
+        clock.now.timestamp(), abs=1
+    )
+
+
+async def test_metrics_token(aiohttp_client, sqlite_url):
+    settings = load_settings(database_url=sqlite_url, metrics_token="s3cret-token")
+    client = await aiohttp_client(create_app(settings, scheduler=False))
+    denied = await client.get("/metrics")
+    assert denied.status == 401
+    assert (await denied.json())["error"]["code"] == "unauthorized"
+    wrong = await client.get("/metrics", headers={"Authorization": "Bearer nope"})
+    assert wrong.status == 401
+    allowed = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
+    assert allowed.status == 200
+    assert "backup_scans_total 0.0" in await allowed.text()
