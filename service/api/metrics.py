@@ -3,6 +3,7 @@ and the same from every replica."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
@@ -15,7 +16,7 @@ from prometheus_client.core import (
     HistogramMetricFamily,
     Metric,
 )
-from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.registry import Collector, CollectorRegistry
 from sqlalchemy import case, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -161,5 +162,8 @@ async def metrics(request: web.Request) -> web.Response:
         families = await collect_families(session)
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
-    body: bytes = generate_latest(registry)  # type: ignore[no-untyped-call]
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+    # OpenMetrics for scrapers that ask for it (Prometheus does), the classic text otherwise.
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    # Encoding 2 000 jobs takes ~0.1 s of pure Python: not on the event loop.
+    body: bytes = await asyncio.to_thread(encode, registry)
+    return web.Response(body=body, headers={"Content-Type": content_type})

@@ -41,7 +41,12 @@ async def test_metrics_reflect_the_database(
     client = await aiohttp_client(
         create_app(load_settings(database_url=database_url), scheduler=False)
     )
-    response = await client.get("/metrics")
+    classic = await client.get("/metrics")
+    assert classic.status == 200
+    assert classic.headers["Content-Type"].startswith("text/plain; version=0.0.4")
+    assert 'backup_job_status{job="late",status="critical",tags=""} 1.0' in await classic.text()
+    openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    response = await client.get("/metrics", headers={"Accept": openmetrics})
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("application/openmetrics-text")
     text = await response.text()

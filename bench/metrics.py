@@ -1,0 +1,124 @@
+"""/metrics and /api/v1/status with N jobs on PostgreSQL, against a bare aiohttp handler that
+returns a constant, measured in the same run.
+
+    .venv/bin/python bench/metrics.py [--jobs 2000] [--requests 200]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+from datetime import UTC, datetime, timedelta
+
+import aiohttp
+import asyncpg
+from aiohttp import web
+
+from service import migrate
+from service.app import create_app
+from service.db import create_engine, create_sessionmaker
+from service.jobsfile import new_job
+from service.jobspec import parse_job
+from service.settings import load_settings
+
+ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_metrics"
+
+
+async def prepare(jobs: int) -> None:
+    admin = await asyncpg.connect(ADMIN)
+    await admin.execute("DROP DATABASE IF EXISTS bm_bench_metrics WITH (FORCE)")
+    await admin.execute("CREATE DATABASE bm_bench_metrics")
+    await admin.close()
+    await asyncio.to_thread(migrate.upgrade, URL)
+    engine = create_engine(URL)
+    now = datetime.now(UTC)
+    statuses = ("ok", "warning", "critical", "unknown", "pending", "paused")
+    async with create_sessionmaker(engine)() as session:
+        for index in range(jobs):
+            declared = {"name": f"job-{index:05d}", "tags": ["db", f"team{index % 7}"],
+                        "source": {"type": "local", "path": f"/backups/job-{index:05d}"},
+                        "schedule": {"every": "1d"}}  # fmt: skip
+            job = new_job(parse_job(declared), now)
+            job.status = statuses[index % len(statuses)]
+            job.artifact_count = 30
+            job.latest_artifact = {"path": "x.tar", "size": 10_000, "mtime": now.isoformat()}
+            job.next_check_at = now + timedelta(hours=index % 24)
+            session.add(job)
+        await session.commit()
+    await engine.dispose()
+
+
+OPENMETRICS = {"Accept": "application/openmetrics-text; version=1.0.0; charset=utf-8"}
+
+
+async def timed(
+    session: aiohttp.ClientSession, url: str, count: int, headers: dict[str, str] | None = None
+) -> list[float]:
+    times = []
+    for _ in range(count):
+        started = time.perf_counter()
+        async with session.get(url, headers=headers or {}) as response:
+            await response.read()
+            assert response.status == 200, response.status
+        times.append(time.perf_counter() - started)
+    return times
+
+
+def summary(times: list[float]) -> str:
+    ordered = sorted(times)
+    p99 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+    return f"p50 {statistics.median(ordered) * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms"
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=200)
+    args = parser.parse_args()
+    await prepare(args.jobs)
+
+    app = create_app(load_settings(database_url=URL), scheduler=False)
+
+    async def constant(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app.router.add_get("/bare", constant)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as session:
+            await timed(session, f"{base}/metrics", 5)  # warm-up
+            bare = await timed(session, f"{base}/bare", args.requests)
+            metrics = await timed(session, f"{base}/metrics", args.requests, OPENMETRICS)
+            classic = await timed(session, f"{base}/metrics", args.requests)
+            status = await timed(session, f"{base}/api/v1/status", args.requests)
+    finally:
+        await runner.cleanup()
+        admin = await asyncpg.connect(ADMIN)
+        await admin.execute("DROP DATABASE IF EXISTS bm_bench_metrics WITH (FORCE)")
+        await admin.close()
+    reference = statistics.median(bare)
+    print(f"{args.jobs} jobs on PostgreSQL, {args.requests} sequential requests each")
+    print(f"bare handler    {summary(bare)}")
+    measured = (
+        ("/metrics (OM)", metrics),
+        ("/metrics (text)", classic),
+        ("/api/v1/status", status),
+    )
+    for name, times in measured:
+        ratio = statistics.median(times) / reference
+        print(f"{name:15} {summary(times)}  median = {ratio:.0f}x bare")
+    verdict = "PASS" if max(metrics) < 0.2 else "FAIL"
+    print(f"/metrics (OpenMetrics, as Prometheus asks) worst {max(metrics) * 1000:.1f} ms "
+          f"(target < 200 ms)  {verdict}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
