@@ -47,6 +47,7 @@ def test_defaults() -> None:
         "log_level": "INFO",
         "log_format": "text",
         "source_timeout_seconds": 300.0,
+        "metrics_token": None,
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 
@@ -264,3 +265,11 @@ def test_scan_roots_error_stays_one_line_with_a_newline_in_the_value(
     message = fails(monkeypatch, "SCAN_ROOTS", "backups/a\nbackups/b")
     assert message.startswith("invalid setting SCAN_ROOTS: ")
     assert "\n" not in message
+
+
+def test_metrics_token_is_read_and_never_shown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("METRICS_TOKEN", "s3cret-token")
+    settings = load_settings()
+    assert settings.metrics_token is not None
+    assert settings.metrics_token.get_secret_value() == "s3cret-token"
+    assert "s3cret-token" not in repr(settings)
