@@ -16,7 +16,7 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -140,9 +140,9 @@ class JobRow:
 
 
 _JOB_COLUMNS = (
-    Job.id, Job.name, Job.description, Job.tags, Job.source, Job.schedule, Job.grace, Job.rules,
-    Job.paused, Job.created_at, Job.status, Job.reasons, Job.next_check_at, Job.checked_at,
-    Job.status_changed_at, Job.latest_artifact, Job.artifact_count, Job.listing_digest,
+    Job.id, Job.name, *(getattr(Job, name) for name in DECLARATION_FIELDS), Job.created_at,
+    Job.status, Job.reasons, Job.next_check_at, Job.checked_at, Job.status_changed_at,
+    Job.latest_artifact, Job.artifact_count, Job.listing_digest,
 )  # fmt: skip
 
 
@@ -178,18 +178,18 @@ class JobResult:
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        latest = self.latest_artifact
         return {
             "name": self.name,
             "status": self.status,
             "reasons": self.reasons,
-            "latest_artifact": (
-                {"path": latest["path"], "size": latest["size"], "mtime": latest["mtime"]}
-                if latest
-                else None
-            ),
+            "latest_artifact": self.latest_artifact,  # {"path", "size", "mtime"} or None
             "artifact_count": self.artifact_count,
         }
+
+    def keep_stored(self, job: JobRow) -> None:
+        """Report the job as it stands in the database: this scan wrote nothing for it."""
+        self.latest_artifact, self.artifact_count = job.latest_artifact, job.artifact_count
+        self.new = self.changed = self.gone = 0
 
 
 @dataclass(slots=True)
@@ -207,9 +207,12 @@ class Observation:
     spec: JobSpec | None
     listing: Listing | None = None
     source_error: str | None = None
-    # The listing ordered oldest to newest by (mtime, path) (the walker sorts it).
-    ordered: list[FileEntry] = field(default_factory=list)
     digest: str | None = None
+
+    @property
+    def ordered(self) -> list[FileEntry]:
+        """The files listed, oldest to newest by (mtime, path) (the walker sorts them)."""
+        return self.listing.entries if self.listing is not None else []
 
 
 @dataclass(slots=True)
@@ -358,37 +361,26 @@ class BackupScanner:
             for spec in specs
             if spec is not None and spec.source is not None
         ]
-        async with aclosing(list_sources(sources, self.source_timeout)) as listings:
-            async for observation in self._match(jobs, specs, errors, listings):
-                yield observation
-
-    async def _match(
-        self,
-        jobs: Sequence[JobRow],
-        specs: Sequence[JobSpec | None],
-        errors: Sequence[str | None],
-        listings: AsyncIterator[Listing | SourceError],
-    ) -> AsyncIterator[Observation]:
-        """Pair each job with its listing (jobs without a source have none)."""
         broken: SourceError | None = None  # the walker itself failed: a bug, not a source problem
-        for job, spec, error in zip(jobs, specs, errors, strict=True):
-            if spec is None or spec.source is None:
-                yield Observation(job, spec, source_error=error)
-                continue
-            result: Listing | SourceError
-            if broken is not None:
-                result = broken
-            else:
-                try:
-                    result = await anext(listings)
-                except Exception as exc:
-                    logger.error("job listing failed", extra={"job": job.name}, exc_info=exc)
-                    broken = SourceError(f"internal error while listing: {describe_error(exc)}")
+        async with aclosing(list_sources(sources, self.source_timeout)) as listings:
+            for job, spec, error in zip(jobs, specs, errors, strict=True):
+                if spec is None or spec.source is None:  # no listing for this one
+                    yield Observation(job, spec, source_error=error)
+                    continue
+                result: Listing | SourceError
+                if broken is not None:
                     result = broken
-            if isinstance(result, SourceError):
-                yield Observation(job, spec, source_error=str(result))
-            else:
-                yield self._observed(job, spec, result)
+                else:
+                    try:
+                        result = await anext(listings)
+                    except Exception as exc:
+                        logger.error("job listing failed", extra={"job": job.name}, exc_info=exc)
+                        broken = SourceError(f"internal error while listing: {describe_error(exc)}")
+                        result = broken
+                if isinstance(result, SourceError):
+                    yield Observation(job, spec, source_error=str(result))
+                else:
+                    yield self._observed(job, spec, result)
 
     @staticmethod
     def _observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
@@ -400,7 +392,7 @@ class BackupScanner:
             source = json.dumps(spec.declaration()["source"], sort_keys=True)
             digest = hashlib.blake2b(f"{source}\0{listing.fingerprint}".encode(), digest_size=20)
         hexdigest = digest.hexdigest() if digest else None
-        return Observation(job, spec, listing, None, listing.entries, hexdigest)
+        return Observation(job, spec, listing, digest=hexdigest)
 
     async def _settle(self, batch: Sequence[Observation]) -> list[JobResult]:
         """Judge each observed job; write those that changed, touch the others."""
@@ -501,10 +493,9 @@ class BackupScanner:
         logger.error("job scan failed", extra={"job": job.name}, exc_info=exc)
         message = f"internal error while scanning: {describe_error(exc)}"
         result = change.result
+        result.keep_stored(job)
         result.status = "unknown"
         result.reasons = [{"code": "scan_error", "severity": "unknown", "message": message}]
-        result.latest_artifact, result.artifact_count = job.latest_artifact, job.artifact_count
-        result.new = result.changed = result.gone = 0
         result.error = message
 
     async def _write(self, changes: Sequence[Change]) -> None:
@@ -538,10 +529,8 @@ class BackupScanner:
             if change.observation.job.id not in current:
                 job = change.observation.job
                 logger.info("job skipped: another scan wrote it", extra={"job": job.name})
+                change.result.keep_stored(job)
                 change.result.status, change.result.reasons = job.status, job.reasons
-                change.result.latest_artifact = job.latest_artifact
-                change.result.artifact_count = job.artifact_count
-                change.result.new = change.result.changed = change.result.gone = 0
 
     @staticmethod
     def _job_values(change: Change, stored: Any) -> dict[str, Any]:
