@@ -12,12 +12,11 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from aiohttp import web
-from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
 from service import migrate
 from service.app import create_app
-from service.db import create_engine, create_sessionmaker
+from service.db import create_engine, create_sessionmaker, ping
 from service.errors import describe_error
 from service.jobsfile import JobsFileError, apply_jobs, load_jobs_file
 from service.logs import configure_logging
@@ -79,11 +78,10 @@ def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
     )
 
 
-async def ping(settings: Settings) -> None:
+async def check_database(settings: Settings) -> None:
     engine = create_engine(settings.database_url)
     try:
-        async with asyncio.timeout(15), engine.connect() as connection:
-            await connection.execute(text("SELECT 1"))
+        await ping(engine, 15)
     finally:
         await engine.dispose()
 
@@ -92,7 +90,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.auto_migrate:
         upgrade_database(settings)
     else:  # fail now, with one line, rather than serve errors
-        database_step(settings, "connect", lambda: asyncio.run(ping(settings)))
+        database_step(settings, "connect", lambda: asyncio.run(check_database(settings)))
     if settings.jobs_file is not None:
         summary = apply_file(settings, str(settings.jobs_file), prune=False)
         logger.info("jobs file applied", extra={"file": str(settings.jobs_file), "result": summary})

@@ -2,23 +2,22 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func, select, text
+from sqlalchemy import func, select
 
+from service.db import ping
 from service.errors import describe_error
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
 from service.models import Job, ScanRun
-from service.scanner.rules import worst_status
+from service.scanner.rules import STATUSES, worst_status
 from service.scheduler import scheduler, scheduler_state
 
 logger = logging.getLogger(__name__)
 
 READY_TIMEOUT_SECONDS = 3.0
-STATUSES = ("ok", "warning", "critical", "unknown", "pending", "paused")
 
 routes = web.RouteTableDef()
 
@@ -32,9 +31,7 @@ async def live(_request: web.Request) -> web.Response:
 async def ready(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
-        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            async with request.app[engine_key].connect() as connection:
-                await connection.execute(text("SELECT 1"))
+        await ping(request.app[engine_key], READY_TIMEOUT_SECONDS)
         checks["database"] = "ok"
     except TimeoutError:
         checks["database"] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
@@ -72,7 +69,7 @@ def scan_run_dict(run: ScanRun) -> dict[str, Any]:
 async def status(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
-        counts = dict.fromkeys(STATUSES, 0)
+        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
         for job_status, count in rows:
             counts[job_status] = count
         last_scan = await session.scalar(

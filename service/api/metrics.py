@@ -25,8 +25,8 @@ from sqlalchemy.sql.elements import ColumnElement
 from service.api.errors import ApiError
 from service.keys import sessionmaker_key, settings_key
 from service.models import Artifact, Job, ScanRun
+from service.scanner.rules import STATUSES
 
-STATUSES = ("ok", "warning", "critical", "unknown", "pending", "paused")
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 JOB_LABELS = ("job", "tags")
 

@@ -12,7 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, get_args
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
@@ -22,6 +22,7 @@ from service.units import format_duration, format_size
 
 Severity = Literal["critical", "warning", "unknown"]
 Status = Literal["ok", "warning", "critical", "unknown", "pending", "paused"]
+STATUSES: tuple[Status, ...] = get_args(Status)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
 SIZE_DROP_WINDOW = 10  # previous artifacts in the median
