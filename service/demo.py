@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
-import re
 import shlex
 import shutil
 from collections.abc import Iterator, Sequence
@@ -26,6 +24,7 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import yaml
 from cronsim import CronSim
 from sqlalchemy import update
 
@@ -355,25 +354,10 @@ def write_file(path: Path, size: int, mtime: datetime) -> None:
     os.utime(path, (stamp, stamp))
 
 
-_PLAIN = re.compile(r"^(?:[A-Za-z][A-Za-z0-9_./-]*|\d+(?:[A-Za-z]+|%)?)$")
-_YAML_WORDS = frozenset({"y", "n", "yes", "no", "on", "off", "true", "false", "null", "~"})
-
-
 def yaml_value(value: object) -> str:
-    """A YAML flow value: strings plain when unambiguous, otherwise double-quoted."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(yaml_value(item) for item in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{key}: {yaml_value(item)}" for key, item in value.items()) + "}"
-    if isinstance(value, str):
-        if _PLAIN.match(value) and value.lower() not in _YAML_WORDS:
-            return value
-        return json.dumps(value, ensure_ascii=False)  # a JSON string is a YAML quoted scalar
-    raise TypeError(f"cannot write {value!r} to jobs.yml")
+    """One value in YAML flow style, on one line, keys in their declared order."""
+    text: str = yaml.safe_dump(value, default_flow_style=True, sort_keys=False, width=10**6)
+    return text.removesuffix("\n...\n").strip()
 
 
 def render_jobs_file(jobs: Sequence[DemoJob], root: Path) -> str:
