@@ -19,7 +19,7 @@ from aiohttp import web
 from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker
-from service.jobsfile import new_job
+from service.jobs import new_job
 from service.jobspec import parse_job
 from service.settings import load_settings
 

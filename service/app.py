@@ -6,11 +6,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.api import health, metrics
+from service.api import docs, health, jobs, metrics, scans
+from service.api.auth import auth_middleware
 from service.api.errors import error_middleware
 from service.db import create_engine, create_sessionmaker
-from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key, settings_key
-from service.scheduler import shutdown_scheduler, start_scheduler
+from service.keys import (
+    engine_key,
+    open_access_key,
+    scheduler_enabled_key,
+    sessionmaker_key,
+    settings_key,
+)
+from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
 from service.settings import Settings, get_settings
 
 MAX_BODY_BYTES = 1024 * 1024
@@ -27,27 +34,34 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     if not app[scheduler_enabled_key]:
         yield
+        await drain_scans()  # scans started through the API
         return
     settings = app[settings_key]
     await start_scheduler(
         app[sessionmaker_key],
         settings.scanner_interval_minutes,
-        scan_options={
-            "scan_roots": settings.scan_roots,
-            "source_timeout": settings.source_timeout_seconds,
-        },
+        scan_options=settings.scan_options,
     )
     yield
     await shutdown_scheduler()
 
 
-def create_app(settings: Settings | None = None, *, scheduler: bool = True) -> web.Application:
-    """Build the application. Cleanups run in reverse: the scheduler stops before the engine."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+def create_app(
+    settings: Settings | None = None, *, scheduler: bool = True, open_access: bool = True
+) -> web.Application:
+    """Build the application. Cleanups run in reverse: the scheduler stops before the engine.
+
+    `open_access`: whether the API answers without a token while no token is configured
+    (`serve` allows it on loopback only, unless told `--insecure-no-auth`).
+    """
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+    )
     app[settings_key] = settings or get_settings()
     app[scheduler_enabled_key] = scheduler
+    app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
-    app.add_routes(health.routes)
-    app.add_routes(metrics.routes)
+    for module in (health, metrics, jobs, scans, docs):
+        app.add_routes(module.routes)
     return app

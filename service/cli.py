@@ -1,10 +1,11 @@
-"""The `backup-monitor` command: serve, scan, db upgrade, jobs apply, demo."""
+"""The `backup-monitor` command: serve, scan, db upgrade, jobs apply, tokens, demo."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import gc
+import ipaddress
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from service.logs import configure_logging
 from service.scanner import ScanReport, run_scanner
 from service.scanner.rules import worst_status
 from service.settings import Settings, SettingsError, load_settings
+from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
 from service.units import format_size
 
 logger = logging.getLogger(__name__)
@@ -47,7 +49,7 @@ def safe_url(url: str) -> str:
 def database_step(settings: Settings, what: str, step: Callable[[], T]) -> T:
     try:
         return step()
-    except (KeyboardInterrupt, CliError, JobsFileError):
+    except (KeyboardInterrupt, CliError, JobsFileError, TokenError):
         raise
     except Exception as exc:
         where = safe_url(settings.database_url)
@@ -86,15 +88,48 @@ async def check_database(settings: Settings) -> None:
         await engine.dispose()
 
 
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def check_exposure(settings: Settings, host: str, insecure: bool) -> bool:
+    """Whether the API may answer without a token; refuse to serve an open API beyond loopback.
+
+    Returns the `open_access` flag for create_app.
+    """
+    if is_loopback(host):
+        return True
+    if insecure:
+        logger.warning("serving without authentication", extra={"host": host})
+        return True
+    if settings.api_token is None and not asyncio.run(with_session(settings, any_token)):
+        raise CliError(
+            f"refusing to serve the API without authentication on {host}: create a token with "
+            "`backup-monitor tokens create NAME` (or set API_TOKEN), listen on 127.0.0.1, or "
+            "pass --insecure-no-auth if something in front of this server checks access"
+        )
+    return False
+
+
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.auto_migrate:
         upgrade_database(settings)
     else:  # fail now, with one line, rather than serve errors
         database_step(settings, "connect", lambda: asyncio.run(check_database(settings)))
+    open_access = database_step(
+        settings,
+        "read the API tokens",
+        lambda: check_exposure(settings, args.host, args.insecure_no_auth),
+    )
     if settings.jobs_file is not None:
         summary = apply_file(settings, str(settings.jobs_file), prune=False)
         logger.info("jobs file applied", extra={"file": str(settings.jobs_file), "result": summary})
-    app = create_app(settings)
+    app = create_app(settings, open_access=open_access)
     # Everything loaded so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise pause the event loop for tens of milliseconds during scans.
     gc.collect()
@@ -132,8 +167,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
             session,
             trigger="cli",
             names=names,
-            scan_roots=settings.scan_roots,
-            source_timeout=settings.source_timeout_seconds,
+            **settings.scan_options,
         )
         if args.job and not report.jobs:
             raise CliError(f"no job named {args.job!r}", code=NAGIOS_CODES["unknown"])
@@ -169,10 +203,62 @@ def render_table(report: ScanReport) -> str:
     return "\n".join(line.rstrip() for line in lines)
 
 
+def run_tokens(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    if settings.auto_migrate:
+        upgrade_database(settings)
+    try:
+        return database_step(
+            settings, "manage the tokens", lambda: asyncio.run(with_session(settings, work))
+        )
+    except TokenError as exc:
+        raise CliError(str(exc)) from None
+
+
+def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    token = run_tokens(
+        settings, lambda session: create_token(session, args.name, read_only=args.read_only)
+    )
+    access = "read-only" if args.read_only else "read-write"
+    print(token)
+    print(
+        f"token {args.name!r} ({access}) created; it is shown only this once: store it now",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_tokens_list(settings: Settings, _args: argparse.Namespace) -> int:
+    tokens = run_tokens(settings, list_tokens)
+    if not tokens:
+        print("(no tokens: see `backup-monitor tokens create`)")
+    width = max((len(token.name) for token in tokens), default=0)
+    for token in tokens:
+        access = "read-only" if token.read_only else "read-write"
+        created = f"{token.created_at:%Y-%m-%d %H:%M} UTC"
+        print(f"{token.name.ljust(width)}  {access.ljust(10)}  created {created}")
+    if settings.api_token is not None:
+        print("(plus API_TOKEN from the environment, read-write)")
+    return 0
+
+
+def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    run_tokens(settings, lambda session: revoke_token(session, args.name))
+    print(f"token {args.name!r} revoked")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from service import demo
 
     return demo.run(settings, args)
+
+
+def add_insecure_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--insecure-no-auth",
+        action="store_true",
+        help="allow an API without tokens on a non-loopback address",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -184,6 +270,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="migrate, apply JOBS_FILE, serve HTTP and scan")
     serve.add_argument("--host", default=None, help="address to listen on (default: HOST)")
     serve.add_argument("--port", type=int, default=None, help="port (default: PORT)")
+    add_insecure_flag(serve)
     serve.set_defaults(handler=cmd_serve)
 
     scan = commands.add_parser("scan", help="scan now and print the results (Nagios exit code)")
@@ -204,10 +291,24 @@ def build_parser() -> argparse.ArgumentParser:
     apply.add_argument("--prune", action="store_true", help="delete jobs not in the file")
     apply.set_defaults(handler=cmd_jobs_apply)
 
+    tokens = commands.add_parser("tokens", help="API tokens")
+    tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
+    create = tokens_commands.add_parser("create", help="create a token and print it (only once)")
+    create.add_argument("name")
+    create.add_argument("--read-only", action="store_true", help="may read, not change")
+    create.set_defaults(handler=cmd_tokens_create)
+    tokens_commands.add_parser("list", help="list the tokens (never their value)").set_defaults(
+        handler=cmd_tokens_list
+    )
+    revoke = tokens_commands.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("name")
+    revoke.set_defaults(handler=cmd_tokens_revoke)
+
     demo = commands.add_parser("demo", help="a sandbox with a job in every status, served")
     demo.add_argument("--dir", default="demo-backups", help="where to build the sandbox")
     demo.add_argument("--host", default=None)
     demo.add_argument("--port", type=int, default=None)
+    add_insecure_flag(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser
 

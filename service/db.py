@@ -79,6 +79,13 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+async def lock_for_write(session: AsyncSession) -> None:
+    """On SQLite, take the database write lock now, so that what this transaction reads stays
+    true until it commits (PostgreSQL callers lock rows with FOR UPDATE instead)."""
+    if session.get_bind().dialect.name == "sqlite":
+        await session.execute(text("UPDATE jobs SET id = id WHERE 0"))
+
+
 async def ping(engine: AsyncEngine, within: float) -> None:
     """`SELECT 1`, or the error (TimeoutError when the database does not answer in time)."""
     async with asyncio.timeout(within), engine.connect() as connection:

@@ -6,14 +6,14 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import yaml
 from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
+from service.jobs import apply_declaration, new_job
+from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
 
 
@@ -90,23 +90,6 @@ class ApplyResult:
         )
 
 
-def stored_declaration(job: Job) -> dict[str, Any]:
-    return {name: getattr(job, name) for name in DECLARATION_FIELDS}
-
-
-def new_job(spec: JobSpec, now: datetime) -> Job:
-    """A Job row for a fresh declaration, in the `pending` state."""
-    return Job(
-        name=spec.name,
-        **spec.declaration(),
-        created_at=now,
-        updated_at=now,
-        status="pending",
-        reasons=[],
-        artifact_count=0,
-    )
-
-
 async def apply_jobs(
     session: AsyncSession,
     specs: Sequence[JobSpec],
@@ -122,16 +105,11 @@ async def apply_jobs(
     result = ApplyResult()
     existing = {job.name: job for job in (await session.scalars(select(Job))).all()}
     for spec in specs:
-        declared = spec.declaration()
         job = existing.get(spec.name)
         if job is None:
             session.add(new_job(spec, now))
             result.created.append(spec.name)
-        elif stored_declaration(job) != declared:
-            for name, value in declared.items():
-                setattr(job, name, value)
-            job.updated_at = now
-            job.next_check_at = now  # judge it again soon under the new declaration
+        elif apply_declaration(job, spec, now):
             result.updated.append(spec.name)
         else:
             result.unchanged.append(spec.name)

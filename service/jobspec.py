@@ -14,12 +14,14 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -37,10 +39,50 @@ def _no_bool(value: object) -> object:
     return value
 
 
-Duration = Annotated[int, BeforeValidator(parse_duration)]
-Count = Annotated[int, BeforeValidator(_no_bool)]
-Size = Annotated[int, BeforeValidator(parse_size)]
-Percent = Annotated[float, BeforeValidator(parse_percent)]
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("Input should be greater than 0")
+    return value
+
+
+def _at_least_one(value: int) -> int:
+    if value < 1:
+        raise ValueError("Input should be greater than or equal to 1")
+    return value
+
+
+def _number_or_text(number: dict[str, Any], text: str) -> WithJsonSchema:
+    """What the API documents for a field that also takes a unit string ("1h", "1MiB")."""
+    return WithJsonSchema({"anyOf": [number, {"type": "string", "examples": [text]}]}, "validation")
+
+
+Duration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    _number_or_text({"type": "integer", "minimum": 0, "description": "seconds"}, "1h30m"),
+]
+PositiveDuration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _number_or_text({"type": "integer", "minimum": 1, "description": "seconds"}, "1d"),
+]
+Count = Annotated[
+    int,
+    BeforeValidator(_no_bool),
+    AfterValidator(_at_least_one),
+    WithJsonSchema({"type": "integer", "minimum": 1}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    _number_or_text({"type": "integer", "minimum": 0, "description": "bytes"}, "1MiB"),
+]
+Percent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    _number_or_text({"type": "number", "minimum": 0, "maximum": 100}, "50%"),
+]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 
 
@@ -84,7 +126,7 @@ Source = LocalSource
 class Schedule(_Strict):
     """Either `every` (seconds between backups) or `cron` (with an optional time zone)."""
 
-    every: Duration | None = Field(default=None, gt=0)
+    every: PositiveDuration | None = None
     cron: str | None = None
     timezone: str | None = None
 
@@ -115,7 +157,7 @@ class Rules(_Strict):
     # min_size: 0 to accept empty backups.
     min_size: Size | None = None
     max_size: Size | None = None
-    min_count: Count | None = Field(default=None, ge=1)
+    min_count: Count | None = None
     max_size_drop: Percent | None = None
 
     @model_validator(mode="after")

@@ -11,3 +11,6 @@ settings_key = web.AppKey("settings", Settings)
 engine_key = web.AppKey("engine", AsyncEngine)
 sessionmaker_key = web.AppKey("sessionmaker", async_sessionmaker[AsyncSession])
 scheduler_enabled_key = web.AppKey("scheduler_enabled", bool)
+# True when the API may be used without a token while none is configured (loopback, or
+# `serve --insecure-no-auth`).
+open_access_key = web.AppKey("open_access", bool)

@@ -100,3 +100,15 @@ class JobCheck(Base):
     previous_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
     reasons: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
     latest_artifact: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class ApiToken(Base):
+    """An API token: only its SHA-256 is stored; the token itself is shown once, at creation."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    read_only: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)

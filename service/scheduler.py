@@ -28,7 +28,24 @@ scheduler = AsyncIOScheduler(timezone=UTC)
 
 # Set when the service stops: a running scan finishes the job in hand, then stops.
 _stop = asyncio.Event()
-_active_runs: set[asyncio.Task[Any]] = set()
+# Full scans in progress (scheduled or asked for through the API), with their scan id once
+# it is known. One at a time: a scheduled run skips its turn while an API scan runs.
+_active_runs: dict[asyncio.Task[Any], int | None] = {}
+
+
+class ScanAlreadyRunning(Exception):
+    def __init__(self, scan_id: int | None) -> None:
+        super().__init__("a full scan is already running")
+        self.scan_id = scan_id
+
+
+def _track(task: asyncio.Task[Any] | None) -> Callable[[int], None]:
+    """Register `task` as the running full scan; return the callback that records its id."""
+    if task is None:
+        return lambda _scan_id: None
+    _active_runs[task] = None
+    task.add_done_callback(lambda done: _active_runs.pop(done, None))
+    return lambda scan_id: _active_runs.__setitem__(task, scan_id)
 
 
 async def run_scanner_job(
@@ -41,13 +58,16 @@ async def run_scanner_job(
     if _stop.is_set():  # created in the same moment the service began to stop
         logger.info("Scheduled run of the backup scanner skipped: the service is stopping.")
         return
-    task = asyncio.current_task()
-    if task is not None:
-        _active_runs.add(task)
+    if _active_runs:
+        logger.info("Scheduled run of the backup scanner skipped: a scan is already running.")
+        return
+    on_start = _track(asyncio.current_task())
     session = session_factory()
     try:
         logger.info("Scheduled run of the backup scanner started.")
-        await run_scanner(session, trigger="schedule", stop=_stop, **scan_options)
+        await run_scanner(
+            session, trigger="schedule", stop=_stop, on_start=on_start, **scan_options
+        )
         logger.info("Scheduled run of the backup scanner finished successfully.")
     except Exception as exc:
         # Never let a scan failure escape into the scheduler: the next run must still happen.
@@ -55,8 +75,6 @@ async def run_scanner_job(
     finally:
         await session.close()
         logger.debug("Database session closed for the scanner job.")
-        if task is not None:
-            _active_runs.discard(task)
 
 
 async def start_scheduler(
@@ -106,9 +124,20 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
     if not scheduler.running:
         logger.info("The scheduler was not running.")
         return
-    _stop.set()
     # APScheduler's shutdown cancels running jobs: pause it, drain the scan, then shut it down.
     scheduler.pause()
+    await drain_scans(drain_timeout)
+    scheduler.shutdown(wait=False)
+    # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
+    await wait_for_condition(lambda: not scheduler.running, within=5)
+    await wait_for_condition(lambda: not _active_runs, within=5)
+    _stop.clear()  # the stop is done; a later direct run_scanner_job() must scan
+    logger.info("APScheduler scheduler stopped.")
+
+
+async def drain_scans(drain_timeout: float = 30.0) -> None:
+    """Ask a running full scan to stop after its current job and wait for it (then cancel)."""
+    _stop.set()
     await asyncio.sleep(0)  # a run created in this same loop step registers itself first
     if _active_runs:
         logger.info("Waiting for the running scan to finish its current job.")
@@ -117,12 +146,44 @@ async def shutdown_scheduler(drain_timeout: float = 30.0) -> None:
             task.cancel()
         if pending:
             await asyncio.wait(pending, timeout=5)
-    scheduler.shutdown(wait=False)
-    # AsyncIOScheduler applies the shutdown on the loop: let it happen before we report it.
-    await wait_for_condition(lambda: not scheduler.running, within=5)
-    await wait_for_condition(lambda: not _active_runs, within=5)
-    _stop.clear()  # the stop is done; a later direct run_scanner_job() must scan
-    logger.info("APScheduler scheduler stopped.")
+    _stop.clear()
+
+
+async def start_full_scan(
+    session_factory: async_sessionmaker[AsyncSession], **scan_options: Any
+) -> tuple[int, asyncio.Task[None]]:
+    """Start a full scan now (trigger "api"); return its id, once recorded, and its task.
+
+    Raises ScanAlreadyRunning while another full scan runs in this process.
+    """
+    if _active_runs:
+        raise ScanAlreadyRunning(next(iter(_active_runs.values())))
+    started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def run() -> None:
+        on_start = _track(asyncio.current_task())
+
+        def record(scan_id: int) -> None:
+            on_start(scan_id)
+            started.set_result(scan_id)
+
+        try:
+            async with session_factory() as session:
+                await run_scanner(
+                    session, trigger="api", stop=_stop, on_start=record, **scan_options
+                )
+        except Exception as exc:
+            if not started.done():
+                started.set_exception(exc)
+                return
+            logger.error("Error while running the backup scanner: %s", exc, exc_info=True)
+        finally:
+            if not started.done():
+                started.cancel()
+
+    task = asyncio.create_task(run(), name="api-full-scan")
+    await asyncio.sleep(0)  # registered before anyone else can look at _active_runs
+    return await asyncio.shield(started), task
 
 
 def scan_running() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -40,6 +40,20 @@ class Settings(BaseSettings):
     source_timeout_seconds: float = Field(default=300.0, gt=0)
     # When set, /metrics asks for `Authorization: Bearer <METRICS_TOKEN>`.
     metrics_token: SecretStr | None = None
+    # A read-write API token from the environment, for bootstrapping (see `tokens create`).
+    api_token: SecretStr | None = None
+
+    @field_validator("api_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters (try `openssl rand -hex 32`)")
+        return value
+
+    @property
+    def scan_options(self) -> dict[str, Any]:
+        """What every scan needs from the settings (BackupScanner keyword arguments)."""
+        return {"scan_roots": self.scan_roots, "source_timeout": self.source_timeout_seconds}
 
     @field_validator("database_url")
     @classmethod

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.demo import write_file
-from service.jobsfile import new_job
+from service.jobs import new_job
 from service.jobspec import parse_job
 from service.models import Job
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from aiohttp import web
 from sqlalchemy import func, select
 
+from service.api.openapi import operation
+from service.api.schemas import LiveOut, ReadyOut, StatusOut
+from service.api.validation import respond
 from service.db import ping
 from service.errors import describe_error
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
@@ -23,11 +25,16 @@ routes = web.RouteTableDef()
 
 
 @routes.get("/health/live")
+@operation(summary="Liveness: the process answers", tag="health", response=LiveOut, access="public")
 async def live(_request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
 @routes.get("/health/ready")
+@operation(
+    summary="Readiness: database and scheduler", tag="health", response=ReadyOut,
+    access="public", description="503 (same body) when a check fails.",
+)  # fmt: skip
 async def ready(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
     try:
@@ -50,22 +57,12 @@ async def ready(request: web.Request) -> web.Response:
     )
 
 
-def scan_run_dict(run: ScanRun) -> dict[str, Any]:
-    return {
-        "id": run.id,
-        "trigger": run.trigger,
-        "status": run.status,
-        "started_at": run.started_at.isoformat(),
-        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
-        "jobs_scanned": run.jobs_scanned,
-        "artifacts_new": run.artifacts_new,
-        "artifacts_changed": run.artifacts_changed,
-        "artifacts_gone": run.artifacts_gone,
-        "errors": run.errors,
-    }
-
-
 @routes.get("/api/v1/status")
+@operation(
+    summary="The service at a glance: worst status, counts, last scan",
+    tag="status",
+    response=StatusOut,
+)
 async def status(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
@@ -75,12 +72,11 @@ async def status(request: web.Request) -> web.Response:
         last_scan = await session.scalar(
             select(ScanRun).order_by(ScanRun.started_at.desc(), ScanRun.id.desc()).limit(1)
         )
-    return web.json_response(
-        {
-            "status": worst_status(s for s, n in counts.items() if n),
-            "counts": counts,
-            "jobs": sum(counts.values()),
-            "last_scan": scan_run_dict(last_scan) if last_scan else None,
-            "scheduler": scheduler_state(),
-        }
-    )
+    summary = {
+        "status": worst_status(s for s, n in counts.items() if n),
+        "counts": counts,
+        "jobs": sum(counts.values()),
+        "last_scan": last_scan,
+        "scheduler": scheduler_state(),
+    }
+    return respond(StatusOut.model_validate(summary, from_attributes=True))

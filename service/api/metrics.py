@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
 from service.api.errors import ApiError
+from service.api.openapi import operation
 from service.keys import sessionmaker_key, settings_key
 from service.models import Artifact, Job, ScanRun
 from service.scanner.rules import STATUSES
@@ -156,6 +157,12 @@ def _check_token(request: web.Request) -> None:
 
 
 @routes.get("/metrics")
+@operation(
+    summary="Prometheus metrics (OpenMetrics or classic text)", tag="metrics", access="public",
+    media_type="text/plain",
+    description="Asks for `Authorization: Bearer <METRICS_TOKEN>` when that setting is set; "
+    "API tokens do not apply here.",
+)  # fmt: skip
 async def metrics(request: web.Request) -> web.Response:
     _check_token(request)
     async with request.app[sessionmaker_key]() as session:

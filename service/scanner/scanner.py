@@ -24,10 +24,11 @@ from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import Table, bindparam, false, or_, select, update
+from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
@@ -238,6 +239,7 @@ class BackupScanner:
         source_timeout: float = 300.0,
         trigger: str = "schedule",
         stop: asyncio.Event | None = None,
+        on_start: Callable[[int], None] | None = None,
     ) -> None:
         self.session = session
         self.clock = clock
@@ -245,6 +247,7 @@ class BackupScanner:
         self.source_timeout = source_timeout
         self.trigger = trigger
         self.stop = stop or asyncio.Event()
+        self.on_start = on_start  # told the scan id once the run is recorded
         self._touched: list[dict[str, Any]] = []
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
@@ -259,6 +262,8 @@ class BackupScanner:
         run_id = run.id  # a rollback below would expire `run`: never touch it again
         report = ScanReport(scan_id=run_id, status="finished")
         logger.info("scan started", extra={"scan_id": run_id, "trigger": self.trigger})
+        if self.on_start is not None:
+            self.on_start(run_id)
 
         try:
             query = select(*_JOB_COLUMNS).order_by(Job.name)
@@ -548,23 +553,23 @@ class BackupScanner:
 
         Left out: a job another scan holds right now (SKIP LOCKED), one already judged from a
         later look at its files than ours (its checked_at is after our observation), one
-        deleted meanwhile.
+        deleted meanwhile, one whose declaration changed after our look.
         """
         session = self.session
-        if session.get_bind().dialect.name == "sqlite":
-            # Take SQLite's write lock first, so that what we read next stays true until commit.
-            await session.execute(update(Job).where(false()).values(checked_at=None))
+        await lock_for_write(session)
         observed = {change.observation.job.id: change.checked_at for change in changes}
-        query = select(Job.id, Job.status, Job.status_changed_at, Job.checked_at).where(
-            Job.id.in_(list(observed))
-        )
+        query = select(
+            Job.id, Job.status, Job.status_changed_at, Job.checked_at, Job.updated_at
+        ).where(Job.id.in_(list(observed)))
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = await session.execute(query)
         return {
             row.id: row
             for row in rows
-            if row.checked_at is None or row.checked_at <= observed[row.id]
+            # A declaration changed since we looked (an API PATCH) makes our verdict stale too.
+            if (row.checked_at is None or row.checked_at <= observed[row.id])
+            and row.updated_at <= observed[row.id]
         }
 
     async def _flush_touched(self) -> None:

@@ -48,6 +48,7 @@ def test_defaults() -> None:
         "log_format": "text",
         "source_timeout_seconds": 300.0,
         "metrics_token": None,
+        "api_token": None,
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 
@@ -273,3 +274,14 @@ def test_metrics_token_is_read_and_never_shown(monkeypatch: pytest.MonkeyPatch) 
     assert settings.metrics_token is not None
     assert settings.metrics_token.get_secret_value() == "s3cret-token"
     assert "s3cret-token" not in repr(settings)
+
+
+def test_api_token_is_read_never_shown_and_must_be_long(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("API_TOKEN", "a-long-enough-bootstrap-token")
+    settings = load_settings()
+    assert settings.api_token is not None
+    assert settings.api_token.get_secret_value() == "a-long-enough-bootstrap-token"
+    assert "a-long-enough" not in repr(settings)
+    monkeypatch.setenv("API_TOKEN", "short")
+    with pytest.raises(SettingsError, match=r"^invalid setting API_TOKEN: .*at least 16"):
+        load_settings()

@@ -1,0 +1,67 @@
+"""Bearer tokens for the API: read-only tokens may GET, read-write tokens may also change.
+
+Which access a route needs is part of its OpenAPI description (`Operation.access`), so the
+document and the check cannot disagree. With no token configured at all the API is open, but
+only when the server was allowed to be (loopback, or `serve --insecure-no-auth`).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from service.api.errors import ApiError, Handler
+from service.api.openapi import operation_of
+from service.keys import open_access_key, sessionmaker_key, settings_key
+from service.tokens import Access, access_of, any_token
+
+access_key = web.RequestKey("access", str)
+
+_CHALLENGE = {"WWW-Authenticate": 'Bearer realm="backup-monitor"'}
+
+
+def _unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
+
+
+async def authenticate(request: web.Request) -> Access:
+    """The access the request's token grants; raises a 401 ApiError when it grants none."""
+    app = request.app
+    configured = app[settings_key].api_token
+    bootstrap = configured.get_secret_value() if configured is not None else None
+    header = request.headers.get("Authorization")
+    async with app[sessionmaker_key]() as session:
+        if header is None:
+            if bootstrap is None and not await any_token(session):
+                if app[open_access_key]:
+                    return "read-write"
+                raise _unauthorized(
+                    "no API token exists yet and this server listens beyond loopback: create "
+                    "one with `backup-monitor tokens create NAME` (or set API_TOKEN)"
+                )
+            raise _unauthorized("send the header `Authorization: Bearer <token>`")
+        scheme, _, presented = header.partition(" ")
+        presented = presented.strip()
+        if scheme.lower() != "bearer" or not presented:
+            raise _unauthorized("the Authorization header must be `Bearer <token>`")
+        access = await access_of(session, presented, bootstrap)
+    if access is None:
+        raise _unauthorized("the token is not valid (unknown or revoked)")
+    return access
+
+
+@web.middleware
+async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    match = request.match_info
+    if match.http_exception is not None:  # 404 and 405 need no token
+        return await handler(request)
+    described = operation_of(match.handler)
+    needed = described.access if described is not None else "write"  # undescribed: fail closed
+    if needed == "public":
+        return await handler(request)
+    access = await authenticate(request)
+    if needed == "write" and access != "read-write":
+        raise ApiError(
+            403, "forbidden", "this token may only read; use a read-write token to change things"
+        )
+    request[access_key] = access
+    return await handler(request)

@@ -1,0 +1,228 @@
+"""/api/v1/jobs: manage jobs and read their artifacts and history. Thin handlers: validation is
+in the schemas, the work in service.jobs and the scanner."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from aiohttp import web
+from pydantic import ValidationError
+
+from service.api.errors import ApiError
+from service.api.openapi import operation
+from service.api.schemas import (
+    ArtifactPage,
+    ArtifactsQuery,
+    HistoryPage,
+    JobList,
+    JobOut,
+    JobPatch,
+    JobsQuery,
+    PageQuery,
+)
+from service.api.validation import invalid, json_object, query_of, respond
+from service.jobs import (
+    JobFilter,
+    JobNameTaken,
+    artifacts_page,
+    create_job,
+    delete_job,
+    find_job,
+    history_page,
+    list_jobs,
+    set_paused,
+    update_job,
+)
+from service.jobspec import JobSpec, parse_job
+from service.keys import sessionmaker_key, settings_key
+from service.models import Job
+from service.scanner import BackupScanner
+
+routes = web.RouteTableDef()
+
+JOB = "/api/v1/jobs/{job}"
+
+
+def job_out(job: Job) -> JobOut:
+    return JobOut.model_validate(job, from_attributes=True)
+
+
+def not_found(ref: str) -> ApiError:
+    return ApiError(404, "not_found", f"no job {ref!r} (give its id or its name)")
+
+
+def name_taken(exc: JobNameTaken) -> ApiError:
+    return ApiError(409, "conflict", str(exc), [{"field": "name", "message": str(exc)}])
+
+
+async def load_job(request: web.Request) -> Job:
+    ref = request.match_info["job"]
+    async with request.app[sessionmaker_key]() as session:
+        job = await find_job(session, ref)
+    if job is None:
+        raise not_found(ref)
+    return job
+
+
+async def scan_now(request: web.Request, job: Job) -> Job:
+    """Scan one job right now and return it as stored afterwards."""
+    settings = request.app[settings_key]
+    async with request.app[sessionmaker_key]() as session:
+        scanner = BackupScanner(session, trigger="api", **settings.scan_options)
+        await scanner.scan_all_jobs([job.name])
+        fresh = await find_job(session, str(job.id))
+    if fresh is None:  # deleted meanwhile
+        raise not_found(job.name)
+    return fresh
+
+
+@routes.get("/api/v1/jobs")
+@operation(
+    summary="List jobs", tag="jobs", query=JobsQuery, response=JobList,
+    description="Sorted by name; `total` counts every job that matches the filters.",
+)  # fmt: skip
+async def list_jobs_handler(request: web.Request) -> web.Response:
+    query = query_of(request, JobsQuery)
+    async with request.app[sessionmaker_key]() as session:
+        jobs, total = await list_jobs(
+            session,
+            JobFilter(query.status, query.tag, query.q),
+            limit=query.limit,
+            offset=query.offset,
+        )
+    return respond(JobList(items=[job_out(job) for job in jobs], total=total))
+
+
+@routes.post("/api/v1/jobs")
+@operation(
+    summary="Declare a job", tag="jobs", body=JobSpec, response=JobOut, status=201,
+    errors=(409,), access="write",
+)  # fmt: skip
+async def create_job_handler(request: web.Request) -> web.Response:
+    data = await json_object(request)
+    try:
+        spec = parse_job(data, request.app[settings_key].scan_roots)
+    except ValidationError as exc:
+        raise invalid(exc, "job") from None
+    async with request.app[sessionmaker_key]() as session:
+        try:
+            job = await create_job(session, spec, datetime.now(UTC))
+        except JobNameTaken as exc:
+            raise name_taken(exc) from None
+    response = respond(job_out(job), status=201)
+    response.headers["Location"] = f"/api/v1/jobs/{job.name}"
+    return response
+
+
+@routes.get(JOB)
+@operation(summary="One job, with its declaration and state", tag="jobs", response=JobOut)
+async def get_job_handler(request: web.Request) -> web.Response:
+    return respond(job_out(await load_job(request)))
+
+
+@routes.patch(JOB)
+@operation(
+    summary="Change a job", tag="jobs", body=JobPatch, response=JobOut, errors=(409,),
+    access="write",
+    description="Each field given replaces the stored one; `null` restores its default. "
+    "The result is validated as a whole: nothing is written unless the job stays valid.",
+)  # fmt: skip
+async def patch_job_handler(request: web.Request) -> web.Response:
+    ref = request.match_info["job"]
+    data = await json_object(request)
+    roots = request.app[settings_key].scan_roots
+    try:
+        JobPatch.model_validate(data, context={"scan_roots": roots})
+    except ValidationError as exc:
+        raise invalid(exc, "change") from None
+    async with request.app[sessionmaker_key]() as session:
+        try:
+            job = await update_job(session, ref, data, scan_roots=roots, now=datetime.now(UTC))
+        except ValidationError as exc:
+            raise invalid(exc, "job after this change") from None
+        except JobNameTaken as exc:
+            raise name_taken(exc) from None
+    if job is None:
+        raise not_found(ref)
+    return respond(job_out(job))
+
+
+@routes.delete(JOB)
+@operation(
+    summary="Delete a job with its artifacts and history", tag="jobs", status=204,
+    access="write",
+)  # fmt: skip
+async def delete_job_handler(request: web.Request) -> web.Response:
+    ref = request.match_info["job"]
+    async with request.app[sessionmaker_key]() as session:
+        if not await delete_job(session, ref):
+            raise not_found(ref)
+    return web.Response(status=204)
+
+
+async def _pause(request: web.Request, paused: bool) -> web.Response:
+    ref = request.match_info["job"]
+    async with request.app[sessionmaker_key]() as session:
+        job = await set_paused(session, ref, paused, datetime.now(UTC))
+    if job is None:
+        raise not_found(ref)
+    return respond(job_out(await scan_now(request, job)))
+
+
+@routes.post(JOB + "/pause")
+@operation(summary="Pause a job (status `paused`)", tag="jobs", response=JobOut, access="write")
+async def pause_handler(request: web.Request) -> web.Response:
+    return await _pause(request, True)
+
+
+@routes.post(JOB + "/resume")
+@operation(
+    summary="Resume a paused job and judge it now", tag="jobs", response=JobOut, access="write"
+)
+async def resume_handler(request: web.Request) -> web.Response:
+    return await _pause(request, False)
+
+
+@routes.post(JOB + "/scan")
+@operation(
+    summary="Scan this job now", tag="jobs", response=JobOut, access="write",
+    description="Answers when the scan is done, with the job's fresh status.",
+)  # fmt: skip
+async def scan_job_handler(request: web.Request) -> web.Response:
+    return respond(job_out(await scan_now(request, await load_job(request))))
+
+
+@routes.get(JOB + "/artifacts")
+@operation(
+    summary="The job's artifacts, newest first", tag="jobs", query=ArtifactsQuery,
+    response=ArtifactPage,
+)  # fmt: skip
+async def artifacts_handler(request: web.Request) -> web.Response:
+    query = query_of(request, ArtifactsQuery)
+    job = await load_job(request)
+    async with request.app[sessionmaker_key]() as session:
+        rows, next_before = await artifacts_page(
+            session,
+            job.id,
+            limit=query.limit,
+            before=query.before,
+            include_gone=query.include_gone,
+        )
+    page = {"items": rows, "next_before": next_before}
+    return respond(ArtifactPage.model_validate(page, from_attributes=True))
+
+
+@routes.get(JOB + "/history")
+@operation(
+    summary="The job's status changes, newest first", tag="jobs", query=PageQuery,
+    response=HistoryPage,
+)  # fmt: skip
+async def history_handler(request: web.Request) -> web.Response:
+    query = query_of(request, PageQuery)
+    job = await load_job(request)
+    async with request.app[sessionmaker_key]() as session:
+        rows, next_before = await history_page(
+            session, job.id, limit=query.limit, before=query.before
+        )
+    page = {"items": rows, "next_before": next_before}
+    return respond(HistoryPage.model_validate(page, from_attributes=True))

@@ -1,0 +1,195 @@
+"""The API's pydantic models: query strings and bodies are validated by them, responses are
+serialized through them, and /api/openapi.json is generated from them."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from service.jobspec import JOB_NAME_PATTERN, Duration, LocalSource, Rules, Schedule, Tag
+from service.scanner.rules import Severity, Status
+
+MAX_LIMIT = 1000
+Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]
+# Keyset cursors and offsets are row ids and counts: bounded so that no database overflows.
+Cursor = Annotated[int, Field(ge=1, le=2**62)]
+
+
+class _Query(BaseModel):
+    """A query string: unknown parameters are errors (a typo must not silently match all)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class JobsQuery(_Query):
+    status: Status | None = Field(default=None, description="only jobs in this status")
+    tag: Tag | None = Field(default=None, description="only jobs carrying this tag")
+    q: str | None = Field(
+        default=None, max_length=200, description="case-insensitive text in the name or description"
+    )
+    limit: Limit = 100
+    offset: int = Field(default=0, ge=0, le=10**9)
+
+
+class PageQuery(_Query):
+    limit: Limit = 100
+    before: Cursor | None = Field(
+        default=None, description="the `next_before` of the previous page (newest first)"
+    )
+
+
+class ArtifactsQuery(PageQuery):
+    include_gone: bool = Field(default=False, description="also list vanished artifacts")
+
+
+class ScanStartQuery(_Query):
+    wait: bool = Field(default=False, description="answer when the scan is done (200)")
+
+
+class JobPatch(BaseModel):
+    """Fields to change; a field left out keeps its value, `null` resets it to its default.
+
+    Each given field replaces the stored one entirely (send the whole `rules` object)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str | None = Field(default=None, pattern=JOB_NAME_PATTERN)
+    description: str | None = None
+    tags: list[Tag] | None = None
+    source: LocalSource | None = None
+    schedule: Schedule | None = None
+    grace: Duration | None = None
+    rules: Rules | None = None
+    paused: bool | None = None
+
+
+# --- responses ------------------------------------------------------------------------------
+
+
+class _Out(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+
+class ReasonOut(_Out):
+    code: str
+    severity: Severity
+    message: str
+
+
+class ArtifactSummary(_Out):
+    path: str
+    size: int
+    mtime: datetime
+
+
+class JobOut(_Out):
+    id: int
+    name: str
+    description: str
+    tags: list[str]
+    source: LocalSource | None
+    schedule: Schedule
+    grace: int
+    rules: Rules
+    paused: bool
+    status: Status
+    reasons: list[ReasonOut]
+    latest_artifact: ArtifactSummary | None
+    artifact_count: int
+    checked_at: datetime | None
+    status_changed_at: datetime | None
+    next_check_at: datetime | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class JobList(_Out):
+    items: list[JobOut]
+    total: int
+
+
+class ArtifactOut(_Out):
+    id: int
+    path: str
+    size: int
+    mtime: datetime
+    first_seen: datetime
+    last_seen: datetime
+    gone_since: datetime | None
+
+
+class ArtifactPage(_Out):
+    items: list[ArtifactOut]
+    next_before: int | None = Field(description="pass as `before` for the next page")
+
+
+class HistoryEntry(_Out):
+    id: int
+    checked_at: datetime
+    status: Status
+    previous_status: Status | None
+    reasons: list[ReasonOut]
+    latest_artifact: ArtifactSummary | None
+
+
+class HistoryPage(_Out):
+    items: list[HistoryEntry]
+    next_before: int | None
+
+
+class ScanError(_Out):
+    job: str
+    message: str
+
+
+class ScanOut(_Out):
+    id: int
+    trigger: str
+    status: Literal["running", "finished", "interrupted", "failed"]
+    started_at: datetime
+    finished_at: datetime | None
+    jobs_scanned: int
+    artifacts_new: int
+    artifacts_changed: int
+    artifacts_gone: int
+    errors: int
+    error_details: list[ScanError]
+
+
+class ScanPage(_Out):
+    items: list[ScanOut]
+    next_before: int | None
+
+
+class SchedulerState(_Out):
+    running: bool
+    next_run_at: datetime | None
+
+
+class StatusOut(_Out):
+    status: Literal["ok", "warning", "critical", "unknown"]
+    counts: dict[Status, int]
+    jobs: int
+    last_scan: ScanOut | None
+    scheduler: SchedulerState
+
+
+class LiveOut(_Out):
+    status: Literal["ok"]
+
+
+class ReadyOut(_Out):
+    status: Literal["ok", "unavailable"]
+    checks: dict[str, str]
+
+
+class ErrorBody(_Out):
+    code: str
+    message: str
+    details: list[Any]
+
+
+class ErrorOut(_Out):
+    error: ErrorBody

@@ -1,0 +1,59 @@
+"""Reading requests through pydantic models and answering through them."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, TypeVar
+
+from aiohttp import web
+from pydantic import BaseModel, ValidationError
+
+from service.api.errors import ApiError
+from service.jobspec import error_details
+
+ModelT = TypeVar("ModelT", bound=BaseModel)
+
+
+def invalid(exc: ValidationError, what: str = "request") -> ApiError:
+    details = error_details(exc)
+    fields = ", ".join(dict.fromkeys(detail["field"] for detail in details))
+    return ApiError(422, "validation_error", f"invalid {what}: {fields}", details)
+
+
+def query_of(request: web.Request, model: type[ModelT]) -> ModelT:
+    """The query string validated by `model` (422 naming each bad parameter)."""
+    try:
+        return model.model_validate(dict(request.query))
+    except ValidationError as exc:
+        raise invalid(exc, "query parameter") from None
+
+
+async def json_object(request: web.Request) -> dict[str, Any]:
+    """The body as a JSON object: 415 when it is not JSON, 400 when it does not parse."""
+    if request.content_type != "application/json":
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            f"send the body as application/json (got {request.content_type or 'nothing'})",
+        )
+    raw = await request.read()  # over client_max_size: aiohttp raises 413
+    try:
+        data = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise ApiError(400, "bad_request", "the body is nested too deeply") from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            422,
+            "validation_error",
+            f"the body must be a JSON object, not {type(data).__name__}",
+            [{"field": "(body)", "message": "expected an object"}],
+        )
+    return data
+
+
+def respond(model: BaseModel, status: int = 200) -> web.Response:
+    return web.Response(
+        body=model.model_dump_json().encode(), status=status, content_type="application/json"
+    )

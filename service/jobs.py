@@ -1,0 +1,228 @@
+"""Operations on jobs, shared by the HTTP API and the jobs file: find, list, create, change,
+delete, and read a job's artifacts and history. No HTTP here."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import ColumnElement, Select, delete, exists, func, or_, select, tuple_
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db import lock_for_write
+from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
+from service.models import Artifact, Job, JobCheck, ScanRun
+
+
+class JobNameTaken(Exception):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"a job named {name!r} already exists")
+        self.name = name
+
+
+@dataclass(frozen=True, slots=True)
+class JobFilter:
+    status: str | None = None
+    tag: str | None = None
+    q: str | None = None
+
+
+def stored_declaration(job: Job) -> dict[str, Any]:
+    return {name: getattr(job, name) for name in DECLARATION_FIELDS}
+
+
+def new_job(spec: JobSpec, now: datetime) -> Job:
+    """A Job row for a fresh declaration, in the `pending` state."""
+    return Job(
+        name=spec.name,
+        **spec.declaration(),
+        created_at=now,
+        updated_at=now,
+        status="pending",
+        reasons=[],
+        artifact_count=0,
+    )
+
+
+def apply_declaration(job: Job, spec: JobSpec, now: datetime) -> bool:
+    """Give `job` the declaration `spec`; False (and nothing touched) when it already has it."""
+    declared = spec.declaration()
+    if job.name == spec.name and stored_declaration(job) == declared:
+        return False
+    job.name = spec.name
+    for name, value in declared.items():
+        setattr(job, name, value)
+    job.updated_at = now
+    job.next_check_at = now  # judge it again soon under the new declaration
+    return True
+
+
+def merge_patch(job: Job, changes: Mapping[str, Any]) -> dict[str, Any]:
+    """The declaration after a PATCH: each given field replaces the stored one, and `null`
+    brings back the field's default."""
+    merged = {"name": job.name, **stored_declaration(job)}
+    for name, value in changes.items():
+        if value is None and name in JobSpec.model_fields and name != "name":
+            merged.pop(name, None)
+        else:
+            merged[name] = value
+    return merged
+
+
+def job_ref(ref: str) -> ColumnElement[bool]:
+    """A job by id (all digits) or by name (names start with a letter)."""
+    if ref.isdigit() and ref.isascii():
+        return Job.id == int(ref) if int(ref) < 2**31 else Job.id.is_(None)
+    return Job.name == ref
+
+
+async def find_job(session: AsyncSession, ref: str, *, for_update: bool = False) -> Job | None:
+    query = select(Job).where(job_ref(ref))
+    if for_update:
+        await lock_for_write(session)
+        query = query.with_for_update()
+    job: Job | None = await session.scalar(query)
+    return job
+
+
+def _filtered(query: Select[Any], dialect: str, where: JobFilter) -> Select[Any]:
+    if where.status is not None:
+        query = query.where(Job.status == where.status)
+    if where.tag is not None:
+        if dialect == "postgresql":
+            query = query.where(Job.tags.contains([where.tag]))
+        else:
+            each = func.json_each(Job.tags).table_valued("value")
+            query = query.where(exists().where(each.c.value == where.tag))
+    if where.q:
+        pattern = "%" + where.q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(
+            or_(
+                Job.name.ilike(pattern, escape="\\"),
+                Job.description.ilike(pattern, escape="\\"),
+            )
+        )
+    return query
+
+
+async def list_jobs(
+    session: AsyncSession, where: JobFilter, *, limit: int, offset: int
+) -> tuple[list[Job], int]:
+    """A page of jobs (by name) matching `where`, and how many match in all."""
+    dialect = session.get_bind().dialect.name
+    total = await session.scalar(_filtered(select(func.count()).select_from(Job), dialect, where))
+    jobs = await session.scalars(
+        _filtered(select(Job), dialect, where).order_by(Job.name).limit(limit).offset(offset)
+    )
+    return list(jobs), total or 0
+
+
+async def create_job(session: AsyncSession, spec: JobSpec, now: datetime) -> Job:
+    job = new_job(spec, now)
+    job.next_check_at = now
+    session.add(job)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise JobNameTaken(spec.name) from None
+    return job
+
+
+async def update_job(
+    session: AsyncSession,
+    ref: str,
+    changes: Mapping[str, Any],
+    *,
+    scan_roots: Sequence[Path],
+    now: datetime,
+) -> Job | None:
+    """Apply a PATCH in one transaction, the row locked so that concurrent PATCHes queue up
+    instead of overwriting each other. Raises pydantic.ValidationError (nothing written) or
+    JobNameTaken; None when there is no such job."""
+    job = await find_job(session, ref, for_update=True)
+    if job is None:
+        await session.rollback()
+        return None
+    try:
+        spec = parse_job(merge_patch(job, changes), scan_roots)
+    except Exception:
+        await session.rollback()
+        raise
+    apply_declaration(job, spec, now)
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise JobNameTaken(spec.name) from None
+    return job
+
+
+async def delete_job(session: AsyncSession, ref: str) -> bool:
+    """Delete the job with its artifacts and history (foreign keys cascade)."""
+    result = await session.execute(delete(Job).where(job_ref(ref)))
+    await session.commit()
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def set_paused(session: AsyncSession, ref: str, paused: bool, now: datetime) -> Job | None:
+    job = await find_job(session, ref, for_update=True)
+    if job is None:
+        await session.rollback()
+        return None
+    if job.paused != paused:
+        job.paused = paused
+        job.updated_at = now
+        job.next_check_at = now
+    await session.commit()
+    return job
+
+
+def _page(query: Select[Any], when: Any, key: Any, before: int | None, limit: int) -> Select[Any]:
+    """Newest first by (when, key), continuing after the row `before` (keyset pagination)."""
+    if before is not None:
+        anchor = select(when, key).where(key == before).subquery()
+        query = query.where(tuple_(when, key) < tuple_(*anchor.c))
+    return query.order_by(when.desc(), key.desc()).limit(limit + 1)
+
+
+async def artifacts_page(
+    session: AsyncSession, job_id: int, *, limit: int, before: int | None, include_gone: bool
+) -> tuple[list[Artifact], int | None]:
+    query = select(Artifact).where(Artifact.job_id == job_id)
+    if not include_gone:
+        query = query.where(Artifact.gone_since.is_(None))
+    return _split(
+        list(await session.scalars(_page(query, Artifact.mtime, Artifact.id, before, limit))), limit
+    )
+
+
+async def history_page(
+    session: AsyncSession, job_id: int, *, limit: int, before: int | None
+) -> tuple[list[JobCheck], int | None]:
+    query = select(JobCheck).where(JobCheck.job_id == job_id)
+    return _split(
+        list(await session.scalars(_page(query, JobCheck.checked_at, JobCheck.id, before, limit))),
+        limit,
+    )
+
+
+async def scans_page(
+    session: AsyncSession, *, limit: int, before: int | None
+) -> tuple[list[ScanRun], int | None]:
+    query = select(ScanRun)
+    if before is not None:
+        query = query.where(ScanRun.id < before)
+    rows = await session.scalars(query.order_by(ScanRun.id.desc()).limit(limit + 1))
+    return _split(list(rows), limit)
+
+
+def _split(rows: list[Any], limit: int) -> tuple[list[Any], int | None]:
+    """The page, and the cursor of the next one (None on the last page)."""
+    if len(rows) > limit:
+        return rows[:limit], rows[limit - 1].id
+    return rows, None
