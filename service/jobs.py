@@ -9,7 +9,18 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, delete, exists, func, or_, select, tuple_
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    delete,
+    exists,
+    func,
+    or_,
+    select,
+    tuple_,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -94,7 +105,7 @@ def _filtered(query: Select[Any], dialect: str, where: JobFilter) -> Select[Any]
         query = query.where(Job.status == where.status)
     if where.tag is not None:
         if dialect == "postgresql":
-            query = query.where(Job.tags.contains([where.tag]))
+            query = query.where(type_coerce(Job.tags, JSONB).contains([where.tag]))
         else:
             each = func.json_each(Job.tags).table_valued("value")
             query = query.where(exists().where(each.c.value == where.tag))

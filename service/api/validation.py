@@ -14,6 +14,10 @@ from service.jobspec import error_details
 ModelT = TypeVar("ModelT", bound=BaseModel)
 
 
+def _not_json(constant: str) -> None:
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def invalid(exc: ValidationError, what: str = "request") -> ApiError:
     details = error_details(exc)
     fields = ", ".join(dict.fromkeys(detail["field"] for detail in details))
@@ -38,8 +42,8 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         )
     raw = await request.read()  # over client_max_size: aiohttp raises 413
     try:
-        data = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        data = json.loads(raw, parse_constant=_not_json)
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "bad_request", "the body is nested too deeply") from None

@@ -1,0 +1,497 @@
+"""The jobs API through a real aiohttp server, on PostgreSQL and on SQLite."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, text
+
+from service.app import create_app
+from service.keys import sessionmaker_key
+from service.models import Artifact, Job, JobCheck, ScanRun
+from service.settings import load_settings
+
+from support import make_file
+
+
+@pytest.fixture
+def backups(tmp_path):
+    root = tmp_path / "backups"
+    root.mkdir()
+    return root
+
+
+@pytest.fixture
+async def app(database_url, backups):
+    settings = load_settings(database_url=database_url, scan_roots=str(backups))
+    return create_app(settings, scheduler=False)
+
+
+@pytest.fixture
+async def client(aiohttp_client, app):
+    return await aiohttp_client(app)
+
+
+def declaration(name="db-nightly", **fields):
+    body = {"name": name, "schedule": {"every": "1d"}}
+    body.update(fields)
+    return body
+
+
+async def create(client, body, status=201):
+    response = await client.post("/api/v1/jobs", json=body)
+    assert response.status == status, await response.text()
+    return await response.json()
+
+
+async def expect_error(response, status, code, field=None):
+    assert response.status == status, await response.text()
+    assert response.content_type == "application/json"
+    error = (await response.json())["error"]
+    assert error["code"] == code
+    assert error["message"]
+    if field is not None:
+        assert field in [detail["field"] for detail in error["details"]], error
+        assert field in error["message"]
+    return error
+
+
+async def count_rows(app, model, job_id):
+    async with app[sessionmaker_key]() as session:
+        return await session.scalar(
+            select(func.count()).select_from(model).where(model.job_id == job_id)
+        )
+
+
+# --- create, read, change, delete -------------------------------------------------------------
+
+
+async def test_create_returns_the_whole_job_with_integers(client, backups):
+    body = declaration(
+        tags=["db", "prod"],
+        source={"type": "local", "path": str(backups / "db"), "pattern": "*.sql.gz"},
+        schedule={"cron": "0 2 * * *", "timezone": "Europe/Paris"},
+        grace="1h30m",
+        rules={"min_size": "1MiB", "min_count": 7, "max_size_drop": "50%"},
+    )
+    response = await client.post("/api/v1/jobs", json=body)
+    assert response.status == 201
+    assert response.headers["Location"] == "/api/v1/jobs/db-nightly"
+    job = await response.json()
+    assert isinstance(job["id"], int)
+    assert job["grace"] == 5400
+    assert job["rules"] == {
+        "min_size": 1048576, "max_size": None, "min_count": 7, "max_size_drop": 50.0,
+    }  # fmt: skip
+    assert job["schedule"] == {"every": None, "cron": "0 2 * * *", "timezone": "Europe/Paris"}
+    assert job["source"]["path"] == str(backups / "db")
+    assert job["status"] == "pending"
+    assert job["reasons"] == [] and job["latest_artifact"] is None and job["artifact_count"] == 0
+    for key in ("created_at", "updated_at", "next_check_at"):
+        assert datetime.fromisoformat(job[key]).tzinfo is not None
+    assert job["checked_at"] is None and job["status_changed_at"] is None
+
+    by_id = await (await client.get(f"/api/v1/jobs/{job['id']}")).json()
+    by_name = await (await client.get("/api/v1/jobs/db-nightly")).json()
+    assert by_id == by_name == job
+
+
+async def test_duplicate_name_is_a_conflict(client):
+    await create(client, declaration())
+    response = await client.post("/api/v1/jobs", json=declaration())
+    await expect_error(response, 409, "conflict", field="name")
+    listing = await (await client.get("/api/v1/jobs")).json()
+    assert listing["total"] == 1
+
+
+async def test_patch_changes_only_the_fields_given(client):
+    job = await create(client, declaration(description="nightly dump", tags=["db"]))
+    response = await client.patch(
+        "/api/v1/jobs/db-nightly", json={"grace": "2h", "rules": {"min_size": "10MB"}}
+    )
+    assert response.status == 200, await response.text()
+    changed = await response.json()
+    assert changed["grace"] == 7200
+    assert changed["rules"]["min_size"] == 10_000_000
+    assert changed["description"] == "nightly dump" and changed["tags"] == ["db"]
+    assert changed["updated_at"] >= job["updated_at"]
+    # null brings back the default; a rename keeps the id.
+    response = await client.patch(
+        f"/api/v1/jobs/{job['id']}", json={"grace": None, "name": "db-renamed"}
+    )
+    renamed = await response.json()
+    assert renamed["grace"] == 3600 and renamed["name"] == "db-renamed"
+    assert renamed["id"] == job["id"]
+    assert (await client.get("/api/v1/jobs/db-nightly")).status == 404
+
+
+async def test_rename_onto_another_job_is_a_conflict(client):
+    await create(client, declaration("a"))
+    await create(client, declaration("b"))
+    response = await client.patch("/api/v1/jobs/a", json={"name": "b"})
+    await expect_error(response, 409, "conflict", field="name")
+    assert (await client.get("/api/v1/jobs/a")).status == 200
+
+
+async def test_delete_removes_the_job_its_artifacts_and_history(client, app, backups, clock):
+    for index in range(3):
+        make_file(backups / "db" / f"d{index}.sql", 100, clock.now - timedelta(hours=index))
+    job = await create(client, declaration(source={"type": "local", "path": str(backups / "db")}))
+    scanned = await (await client.post("/api/v1/jobs/db-nightly/scan")).json()
+    assert scanned["status"] == "ok" and scanned["artifact_count"] == 3
+    assert await count_rows(app, Artifact, job["id"]) == 3
+    assert await count_rows(app, JobCheck, job["id"]) == 1
+
+    response = await client.delete("/api/v1/jobs/db-nightly")
+    assert response.status == 204
+    assert await response.read() == b""
+    assert await count_rows(app, Artifact, job["id"]) == 0
+    assert await count_rows(app, JobCheck, job["id"]) == 0
+    await expect_error(await client.get(f"/api/v1/jobs/{job['id']}"), 404, "not_found")
+    await expect_error(await client.delete("/api/v1/jobs/db-nightly"), 404, "not_found")
+
+
+@pytest.mark.parametrize("ref", ["nope", "0", "99999999999999999999", "12345"])
+async def test_unknown_job_is_404(client, ref):
+    calls = [("GET", ""), ("PATCH", ""), ("DELETE", ""), ("POST", "/scan"), ("POST", "/pause"),
+             ("GET", "/artifacts"), ("GET", "/history")]  # fmt: skip
+    for method, suffix in calls:
+        kwargs = {"json": {"description": "x"}} if method == "PATCH" else {}
+        response = await client.request(method, f"/api/v1/jobs/{ref}{suffix}", **kwargs)
+        await expect_error(response, 404, "not_found")
+
+
+# --- listing and filters --------------------------------------------------------------------
+
+
+async def test_list_filters_by_status_tag_and_text_with_total(client, app):
+    for index in range(12):
+        tags = ["prod"] if index % 2 else ["dev", "db_x"]
+        await create(client, declaration(f"job-{index:02d}", tags=tags, description=f"n{index}"))
+    await create(client, declaration("special_one", description="Uses 100% of the disk"))
+    async with app[sessionmaker_key]() as session:
+        await session.execute(text("UPDATE jobs SET status = 'critical' WHERE name LIKE 'job-0%'"))
+        await session.commit()
+
+    page = await (await client.get("/api/v1/jobs?limit=5&offset=5")).json()
+    assert page["total"] == 13
+    assert [item["name"] for item in page["items"]] == [f"job-{i:02d}" for i in range(5, 10)]
+
+    critical = await (await client.get("/api/v1/jobs?status=critical")).json()
+    assert critical["total"] == 10
+    assert {item["status"] for item in critical["items"]} == {"critical"}
+
+    prod = await (await client.get("/api/v1/jobs?tag=prod&limit=1")).json()
+    assert prod["total"] == 6 and len(prod["items"]) == 1
+    # "db_x" must not match a tag like "dbax" ('_' is not a wildcard), nor "db" a prefix.
+    assert (await (await client.get("/api/v1/jobs?tag=db_x")).json())["total"] == 6
+    assert (await (await client.get("/api/v1/jobs?tag=db")).json())["total"] == 0
+
+    found = await (await client.get("/api/v1/jobs?q=JOB-1")).json()
+    assert [item["name"] for item in found["items"]] == ["job-10", "job-11"]
+    by_description = await (await client.get("/api/v1/jobs?q=100%25")).json()
+    assert [item["name"] for item in by_description["items"]] == ["special_one"]
+    underscore = await (await client.get("/api/v1/jobs?q=l_o")).json()
+    assert [item["name"] for item in underscore["items"]] == ["special_one"]
+    assert (await (await client.get("/api/v1/jobs?q=l%25o")).json())["total"] == 0
+
+
+@pytest.mark.parametrize(
+    ("query", "field"),
+    [
+        ("limit=0", "limit"),
+        ("limit=10000", "limit"),
+        ("limit=ten", "limit"),
+        ("offset=-1", "offset"),
+        ("status=fine", "status"),
+        ("tag=no%20spaces", "tag"),
+        ("stauts=ok", "stauts"),
+    ],
+)
+async def test_bad_query_parameters_are_named(client, query, field):
+    await expect_error(await client.get(f"/api/v1/jobs?{query}"), 422, "validation_error", field)
+
+
+async def test_limit_bounds(client):
+    await create(client, declaration())
+    assert (await client.get("/api/v1/jobs?limit=1")).status == 200
+    assert (await client.get("/api/v1/jobs?limit=1000")).status == 200
+    await expect_error(await client.get("/api/v1/jobs?limit=1001"), 422, "validation_error")
+
+
+# --- bad input --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        pytest.param({"name": 5, "schedule": {"every": 60}}, "name", id="wrong-type"),
+        pytest.param(declaration(colour="red"), "colour", id="unknown-field"),
+        pytest.param(declaration("Bad Name"), "name", id="not-a-slug"),
+        pytest.param(declaration("1job"), "name", id="starts-with-digit"),
+        pytest.param(declaration(grace=-5), "grace", id="negative-grace"),
+        pytest.param(declaration(grace="-1h"), "grace", id="negative-grace-text"),
+        pytest.param(declaration(schedule={"every": "-1d"}), "schedule.every", id="negative-every"),
+        pytest.param(
+            declaration(rules={"min_size": "2MiB", "max_size": "1MiB"}), "rules", id="min>max"
+        ),
+        pytest.param(declaration(schedule={"cron": "0 0 30 2 *"}), "schedule", id="never-fires"),
+        pytest.param(declaration(schedule={"cron": "61 * * * *"}), "schedule", id="bad-cron"),
+        pytest.param(
+            declaration(schedule={"cron": "0 2 * * *", "timezone": "Mars/Olympus"}),
+            "schedule.timezone",
+            id="unknown-zone",
+        ),
+        pytest.param(declaration(schedule={}), "schedule", id="no-schedule-kind"),
+        pytest.param({"schedule": {"every": 60}}, "name", id="missing-name"),
+        pytest.param(declaration(rules={"max_size_drop": 150}), "rules.max_size_drop", id="pct"),
+        pytest.param(declaration(paused="maybe"), "paused", id="paused-not-bool"),
+    ],
+)
+async def test_invalid_job_is_422_naming_the_field(client, body, field):
+    await expect_error(await client.post("/api/v1/jobs", json=body), 422, "validation_error", field)
+    assert (await (await client.get("/api/v1/jobs")).json())["total"] == 0
+
+
+async def test_local_path_must_stay_inside_scan_roots(client, backups, tmp_path):
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (backups / "escape").symlink_to(outside)
+    for path in [str(outside), f"{backups}/../elsewhere", str(backups / "escape"), "relative/x"]:
+        body = declaration(source={"type": "local", "path": path})
+        error = await expect_error(
+            await client.post("/api/v1/jobs", json=body), 422, "validation_error", "source.path"
+        )
+        assert "SCAN_ROOTS" in json.dumps(error) or "absolute" in json.dumps(error)
+    await create(client, declaration(source={"type": "local", "path": str(backups / "db")}))
+
+
+@pytest.mark.parametrize(
+    ("data", "content_type", "status", "code"),
+    [
+        (b"{not json", "application/json", 400, "bad_request"),
+        (b'{"name": "x", "schedule": {"every": NaN}}', "application/json", 400, "bad_request"),
+        (b"\xff\xfe", "application/json", 400, "bad_request"),
+        (b"[1, 2]", "application/json", 422, "validation_error"),
+        (b'"job"', "application/json", 422, "validation_error"),
+        (b"name=x", "application/x-www-form-urlencoded", 415, "unsupported_media_type"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", 400, "bad_request"),
+    ],
+)
+async def test_malformed_bodies(client, data, content_type, status, code):
+    response = await client.post("/api/v1/jobs", data=data, headers={"Content-Type": content_type})
+    await expect_error(response, status, code)
+
+
+async def test_body_over_one_mebibyte_is_413(client):
+    body = json.dumps(declaration(description="x" * (1024 * 1024 + 10))).encode()
+    response = await client.post(
+        "/api/v1/jobs", data=io.BytesIO(body), headers={"Content-Type": "application/json"}
+    )
+    await expect_error(response, 413, "payload_too_large")
+
+
+async def test_patch_that_would_make_the_job_invalid_writes_nothing(client, backups):
+    await create(client, declaration(rules={"max_size": "1MiB"}, description="before"))
+    before = await (await client.get("/api/v1/jobs/db-nightly")).json()
+    attempts = [
+        ({"description": "after", "rules": {"min_size": "2MiB", "max_size": "1MiB"}}, "rules"),
+        ({"description": "after", "schedule": {"cron": "0 2 * * *", "every": 60}}, "schedule"),
+        ({"description": "after", "schedule": None}, "schedule"),
+        ({"description": "after", "status": "ok"}, "status"),
+        ({"description": "after", "source": {"type": "local", "path": "/etc"}}, "source.path"),
+        ({"description": "after", "name": "Not A Slug"}, "name"),
+        ({"description": "after", "grace": "soon"}, "grace"),
+    ]
+    for change, field in attempts:
+        response = await client.patch("/api/v1/jobs/db-nightly", json=change)
+        await expect_error(response, 422, "validation_error", field)
+    assert await (await client.get("/api/v1/jobs/db-nightly")).json() == before
+
+
+async def test_concurrent_patches_lose_no_update(client):
+    """Every PATCH of a different field lands: the row lock queues them; none overwrites
+    another with a stale copy of the declaration."""
+    await create(client, declaration())
+    changes = [{"description": "described"}, {"grace": 120}, {"tags": ["t1"]},
+               {"rules": {"min_count": 3}}, {"schedule": {"every": "2d"}},
+               {"paused": True}]  # fmt: skip
+    for _ in range(3):
+        responses = await asyncio.gather(
+            *(client.patch("/api/v1/jobs/db-nightly", json=change) for change in changes)
+        )
+        assert [response.status for response in responses] == [200] * len(changes)
+        job = await (await client.get("/api/v1/jobs/db-nightly")).json()
+        assert job["description"] == "described"
+        assert job["grace"] == 120
+        assert job["tags"] == ["t1"]
+        assert job["rules"]["min_count"] == 3
+        assert job["schedule"]["every"] == 172800
+        assert job["paused"] is True
+        reset = {"description": "", "grace": None, "tags": None, "rules": None,
+                 "schedule": {"every": 86400}, "paused": False}  # fmt: skip
+        assert (await client.patch("/api/v1/jobs/db-nightly", json=reset)).status == 200
+
+
+async def test_concurrent_creates_of_one_name_make_one_job(client):
+    responses = await asyncio.gather(
+        *(client.post("/api/v1/jobs", json=declaration(description=str(i))) for i in range(8))
+    )
+    statuses = sorted(response.status for response in responses)
+    assert statuses == [201] + [409] * 7
+    assert (await (await client.get("/api/v1/jobs")).json())["total"] == 1
+
+
+# --- scan, pause, resume, artifacts, history --------------------------------------------------
+
+
+async def test_scan_pause_resume_and_history(client, backups, clock):
+    make_file(backups / "db" / "d.sql", 100, clock.now - timedelta(minutes=5))
+    await create(client, declaration(source={"type": "local", "path": str(backups / "db")}))
+    scanned = await (await client.post("/api/v1/jobs/db-nightly/scan")).json()
+    assert scanned["status"] == "ok"
+    assert scanned["latest_artifact"]["path"] == "d.sql"
+    assert scanned["checked_at"] is not None
+
+    paused = await (await client.post("/api/v1/jobs/db-nightly/pause")).json()
+    assert paused["paused"] is True and paused["status"] == "paused"
+    resumed = await (await client.post("/api/v1/jobs/db-nightly/resume")).json()
+    assert resumed["paused"] is False and resumed["status"] == "ok"
+
+    history = await (await client.get("/api/v1/jobs/db-nightly/history")).json()
+    assert [(h["previous_status"], h["status"]) for h in history["items"]] == [
+        ("paused", "ok"), ("ok", "paused"), ("pending", "ok"),
+    ]  # fmt: skip
+    assert history["next_before"] is None
+    first = await (await client.get("/api/v1/jobs/db-nightly/history?limit=2")).json()
+    assert len(first["items"]) == 2 and first["next_before"] == first["items"][-1]["id"]
+    rest = await (
+        await client.get(f"/api/v1/jobs/db-nightly/history?limit=2&before={first['next_before']}")
+    ).json()
+    assert [h["status"] for h in rest["items"]] == ["ok"] and rest["next_before"] is None
+
+
+async def test_artifacts_newest_first_with_keyset_pages_and_gone_ones(client, backups, clock):
+    folder = backups / "files"
+    for index in range(25):
+        # Some share an mtime: the id breaks the tie, no artifact is skipped or repeated.
+        make_file(folder / f"f{index:02d}.tar", index + 1, clock.now - timedelta(hours=index // 2))
+    await create(client, declaration(source={"type": "local", "path": str(folder)}))
+    await client.post("/api/v1/jobs/db-nightly/scan")
+
+    seen, before = [], None
+    while True:
+        query = "limit=10" + (f"&before={before}" if before else "")
+        page = await (await client.get(f"/api/v1/jobs/db-nightly/artifacts?{query}")).json()
+        seen += page["items"]
+        before = page["next_before"]
+        if before is None:
+            break
+    assert len(seen) == 25 and len({item["id"] for item in seen}) == 25
+    keys = [(item["mtime"], item["id"]) for item in seen]
+    assert keys == sorted(keys, reverse=True)
+    assert all(item["gone_since"] is None for item in seen)
+
+    os.remove(folder / "f00.tar")
+    await client.post("/api/v1/jobs/db-nightly/scan")
+    present = await (await client.get("/api/v1/jobs/db-nightly/artifacts?limit=100")).json()
+    assert len(present["items"]) == 24
+    everything = await (
+        await client.get("/api/v1/jobs/db-nightly/artifacts?limit=100&include_gone=true")
+    ).json()
+    gone = [item for item in everything["items"] if item["gone_since"] is not None]
+    assert [item["path"] for item in gone] == ["f00.tar"]
+
+
+async def test_scan_of_a_job_whose_source_is_missing_reports_unknown(client, backups):
+    await create(client, declaration(source={"type": "local", "path": str(backups / "absent")}))
+    job = await (await client.post("/api/v1/jobs/db-nightly/scan")).json()
+    assert job["status"] == "unknown"
+    assert job["reasons"][0]["code"] == "source_error"
+
+
+# --- scans -------------------------------------------------------------------------------------
+
+
+async def test_full_scan_wait_and_list(client, backups, clock):
+    make_file(backups / "db" / "d.sql", 100, clock.now)
+    await create(client, declaration(source={"type": "local", "path": str(backups / "db")}))
+    response = await client.post("/api/v1/scans?wait=true")
+    assert response.status == 200
+    scan = await response.json()
+    assert scan["status"] == "finished" and scan["trigger"] == "api"
+    assert scan["jobs_scanned"] == 1 and scan["artifacts_new"] == 1
+    assert response.headers["Location"] == f"/api/v1/scans/{scan['id']}"
+    assert await (await client.get(f"/api/v1/scans/{scan['id']}")).json() == scan
+    listing = await (await client.get("/api/v1/scans")).json()
+    assert [item["id"] for item in listing["items"]] == [scan["id"]]
+    await expect_error(await client.get("/api/v1/scans/999999"), 404, "not_found")
+    await expect_error(await client.get("/api/v1/scans/99999999999999999999"), 404, "not_found")
+    await expect_error(await client.get("/api/v1/scans/abc"), 404, "not_found")
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_second_full_scan_while_one_runs_is_409_with_its_id(client, app, backups):
+    """The jobs table is locked from another connection, so the first scan waits, recorded as
+    running; the second request is refused with the first one's id."""
+    await create(client, declaration(source={"type": "local", "path": str(backups)}))
+    engine = app[sessionmaker_key].kw["bind"]
+    async with engine.connect() as blocker:
+        await blocker.execute(text("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE"))
+        response = await client.post("/api/v1/scans")
+        assert response.status == 202
+        running = await response.json()
+        assert running["status"] == "running"
+        second = await client.post("/api/v1/scans?wait=true")
+        error = await expect_error(second, 409, "conflict")
+        assert error["details"] == [{"scan_id": running["id"]}]
+        assert str(running["id"]) in error["message"]
+        await blocker.rollback()
+    for _ in range(200):
+        scan = await (await client.get(f"/api/v1/scans/{running['id']}")).json()
+        if scan["status"] != "running":
+            break
+        await asyncio.sleep(0.05)
+    assert scan["status"] == "finished"
+    again = await client.post("/api/v1/scans?wait=true")
+    assert again.status == 200
+
+
+async def test_scan_runs_are_paged_newest_first(client, app):
+    async with app[sessionmaker_key]() as session:
+        start = datetime.now(UTC)
+        session.add_all(
+            ScanRun(
+                trigger="cli",
+                status="finished",
+                started_at=start + timedelta(seconds=i),
+                jobs_scanned=0,
+                artifacts_new=0,
+                artifacts_changed=0,
+                artifacts_gone=0,
+                errors=0,
+                error_details=[],
+            )
+            for i in range(7)
+        )
+        await session.commit()
+    first = await (await client.get("/api/v1/scans?limit=5")).json()
+    second = await (await client.get(f"/api/v1/scans?limit=5&before={first['next_before']}")).json()
+    ids = [item["id"] for item in first["items"] + second["items"]]
+    assert ids == sorted(ids, reverse=True) and len(set(ids)) == 7
+    assert second["next_before"] is None
+
+
+async def test_job_rows_are_untouched_by_reads(client, app):
+    await create(client, declaration())
+    async with app[sessionmaker_key]() as session:
+        before = await session.scalar(select(Job.updated_at))
+    for path in ("/api/v1/jobs", "/api/v1/jobs/db-nightly", "/api/v1/jobs/db-nightly/history"):
+        assert (await client.get(path)).status == 200
+    async with app[sessionmaker_key]() as session:
+        assert (await session.scalar(select(Job.updated_at))) == before
