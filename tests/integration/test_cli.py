@@ -14,6 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -80,7 +81,7 @@ def jobs_yaml(*jobs: str) -> str:
 async def test_help_lists_every_command(base_env, tmp_path):
     result = await cli("--help", env=base_env, database_url=None, cwd=tmp_path)
     assert result.code == 0, result
-    for command in ("serve", "scan", "db", "jobs", "demo"):
+    for command in ("serve", "scan", "db", "jobs", "tokens", "demo"):
         assert f"    {command} " in result.out, result
 
 
@@ -450,6 +451,83 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
     assert "APScheduler scheduler started." in text
     assert "APScheduler scheduler stopped." in text
     assert "Traceback" not in text
+
+
+# --- tokens and exposure -------------------------------------------------------------------------
+
+
+async def test_tokens_create_list_revoke(sqlite_url, base_env, tmp_path):
+    run = partial(cli, env=base_env, database_url=sqlite_url, cwd=tmp_path)
+    created = await run("tokens", "create", "ci")
+    assert created.code == 0, created
+    token = created.out.strip()
+    assert token.startswith("bm_") and len(token) > 40 and "\n" not in token
+    assert "shown only this once" in created.err
+    reader = await run("tokens", "create", "grafana", "--read-only")
+    assert reader.code == 0, reader
+
+    duplicate, bad_name = await asyncio.gather(
+        run("tokens", "create", "ci"), run("tokens", "create", "no spaces")
+    )
+    assert duplicate.code == 1 and "already exists" in duplicate.err, duplicate
+    assert duplicate.err.count("\n") == 1 and duplicate.out == ""
+    assert bad_name.code == 1 and "not a valid token name" in bad_name.err, bad_name
+
+    listed = await run("tokens", "list")
+    assert listed.code == 0, listed
+    lines = listed.out.splitlines()
+    assert [line.split()[:2] for line in lines] == [["ci", "read-write"], ["grafana", "read-only"]]
+    assert token not in listed.out + listed.err
+
+    revoked = await run("tokens", "revoke", "grafana")
+    assert revoked.code == 0 and "revoked" in revoked.out, revoked
+    unknown = await run("tokens", "revoke", "grafana")
+    assert unknown.code == 1 and "no token named 'grafana'" in unknown.err, unknown
+    assert [line.split()[0] for line in (await run("tokens", "list")).out.splitlines()] == ["ci"]
+
+
+async def test_serve_refuses_an_open_api_beyond_loopback(sqlite_url, base_env, tmp_path):
+    result = await cli(
+        "serve", "--host", "0.0.0.0", "--port", str(free_port()),
+        env=base_env, database_url=sqlite_url, cwd=tmp_path,
+    )  # fmt: skip
+    assert result.code == 1, result
+    assert "refusing to serve the API without authentication on 0.0.0.0" in result.err
+    assert "--insecure-no-auth" in result.err and "tokens create" in result.err
+    assert result.err.count("\n") == 1, result
+
+
+@pytest.mark.parametrize("mode", ["token", "insecure"])
+async def test_serve_beyond_loopback_with_a_token_or_when_told(
+    mode, sqlite_url, base_env, tmp_path
+):
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    args = ["serve", "--host", "0.0.0.0", "--port", str(port)]
+    env = dict(base_env, DATABASE_URL=sqlite_url)
+    if mode == "token":
+        env["API_TOKEN"] = "a-bootstrap-token-long-enough"
+    else:
+        args.append("--insecure-no-auth")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", *args, cwd=tmp_path, env=env,
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+            await wait_for_200(client, base + "/health/live", process, log)
+            async with client.get(base + "/api/v1/jobs") as response:
+                assert response.status == (401 if mode == "token" else 200)
+            headers = {"Authorization": "Bearer a-bootstrap-token-long-enough"}
+            async with client.get(base + "/api/v1/jobs", headers=headers) as response:
+                assert response.status == (200 if mode == "token" else 401)
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await asyncio.wait_for(process.wait(), 15)
+    if mode == "insecure":
+        assert "serving without authentication" in log.read_text()
 
 
 async def wait_for_200(

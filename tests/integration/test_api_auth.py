@@ -1,0 +1,177 @@
+"""Tokens, access levels, and the API describing itself (OpenAPI document and docs page)."""
+
+from __future__ import annotations
+
+import re
+from html.parser import HTMLParser
+
+import pytest
+from sqlalchemy import select
+
+from service.api.openapi import documented_routes, operation_of
+from service.app import create_app
+from service.keys import sessionmaker_key
+from service.models import ApiToken
+from service.settings import load_settings
+from service.tokens import TOKEN_PREFIX, create_token, hash_token, revoke_token
+
+BOOTSTRAP = "bootstrap-token-from-the-environment"
+JOB = {"name": "db", "schedule": {"every": 3600}}
+
+
+@pytest.fixture
+def settings(database_url):
+    return load_settings(database_url=database_url)
+
+
+async def serve(aiohttp_client, settings, **options):
+    app = create_app(settings, scheduler=False, **options)
+    return app, await aiohttp_client(app)
+
+
+def bearer(token):
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def error_of(response, status):
+    assert response.status == status, await response.text()
+    return (await response.json())["error"]
+
+
+async def test_no_token_configured_means_an_open_api_when_allowed(aiohttp_client, settings):
+    _, client = await serve(aiohttp_client, settings)
+    assert (await client.post("/api/v1/jobs", json=JOB)).status == 201
+    assert (await client.get("/api/v1/jobs/db")).status == 200
+
+
+async def test_no_token_configured_beyond_loopback_is_refused(aiohttp_client, settings):
+    _, client = await serve(aiohttp_client, settings, open_access=False)
+    error = await error_of(await client.get("/api/v1/jobs"), 401)
+    assert "tokens create" in error["message"]
+    assert (await client.get("/health/live")).status == 200
+
+
+async def test_tokens_read_only_and_read_write(aiohttp_client, settings):
+    app, client = await serve(aiohttp_client, settings)
+    async with app[sessionmaker_key]() as session:
+        writer = await create_token(session, "ci", read_only=False)
+        reader = await create_token(session, "grafana", read_only=True)
+    assert writer.startswith(TOKEN_PREFIX) and writer != reader
+
+    # Now that tokens exist, the API is closed to anonymous callers, health stays open.
+    response = await client.get("/api/v1/jobs")
+    error = await error_of(response, 401)
+    assert "Authorization: Bearer" in error["message"]
+    assert response.headers["WWW-Authenticate"].startswith("Bearer")
+    for open_path in ("/health/live", "/health/ready", "/api/openapi.json", "/api/docs"):
+        assert (await client.get(open_path)).status == 200, open_path
+
+    assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(writer))).status == 201
+    assert (await client.get("/api/v1/jobs/db", headers=bearer(reader))).status == 200
+    assert (await client.get("/api/v1/status", headers=bearer(reader))).status == 200
+    for method, path in [("POST", "/api/v1/jobs"), ("PATCH", "/api/v1/jobs/db"),
+                         ("DELETE", "/api/v1/jobs/db"), ("POST", "/api/v1/jobs/db/pause"),
+                         ("POST", "/api/v1/jobs/db/scan"), ("POST", "/api/v1/scans")]:  # fmt: skip
+        response = await client.request(method, path, json={}, headers=bearer(reader))
+        error = await error_of(response, 403)
+        assert error["code"] == "forbidden" and "read" in error["message"]
+    assert (await client.get("/api/v1/jobs/db", headers=bearer(reader))).status == 200
+
+    for header in (f"Bearer {writer}x", f"Basic {writer}", "Bearer", "Bearer ", writer,
+                   "Bearer " + "x" * 5000, f"Bearer {hash_token(writer)}"):  # fmt: skip
+        response = await client.get("/api/v1/jobs", headers={"Authorization": header})
+        await error_of(response, 401)
+
+    async with app[sessionmaker_key]() as session:
+        await revoke_token(session, "ci")
+    error = await error_of(await client.get("/api/v1/jobs", headers=bearer(writer)), 401)
+    assert "revoked" in error["message"]
+    assert (await client.get("/api/v1/jobs", headers=bearer(reader))).status == 200
+
+
+async def test_only_a_hash_of_the_token_is_stored(aiohttp_client, settings):
+    app, _ = await serve(aiohttp_client, settings)
+    async with app[sessionmaker_key]() as session:
+        token = await create_token(session, "ci", read_only=False)
+        stored = (await session.scalars(select(ApiToken))).one()
+    assert stored.token_hash == hash_token(token)
+    assert token not in repr(stored.__dict__)
+
+
+async def test_api_token_from_the_environment_is_read_write(aiohttp_client, database_url):
+    settings = load_settings(database_url=database_url, api_token=BOOTSTRAP)
+    _, client = await serve(aiohttp_client, settings)
+    await error_of(await client.get("/api/v1/jobs"), 401)  # configured: no longer open
+    assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(BOOTSTRAP))).status == 201
+    await error_of(await client.get("/api/v1/jobs", headers=bearer(BOOTSTRAP[:-1])), 401)
+
+
+# --- the API describes itself -----------------------------------------------------------------
+
+
+async def test_every_route_is_in_the_openapi_document(aiohttp_client, settings):
+    app, client = await serve(aiohttp_client, settings)
+    document = await (await client.get("/api/openapi.json")).json()
+    assert document["openapi"].startswith("3.1")
+    routes = list(documented_routes(app))
+    assert len(routes) >= 15
+    for method, path, handler in routes:
+        assert path in document["paths"], path
+        described = document["paths"][path][method.lower()]
+        assert described["summary"]
+        assert operation_of(handler) is not None
+        # The document and the auth check read the same description.
+        if operation_of(handler).access == "public":
+            assert described["security"] == []
+        else:
+            assert "401" in described["responses"]
+    documented = {
+        (method.upper(), path) for path, ops in document["paths"].items() for method in ops
+    }
+    assert documented == {(method, path) for method, path, _ in routes}
+
+
+async def test_openapi_schemas_come_from_the_request_models(aiohttp_client, settings):
+    _, client = await serve(aiohttp_client, settings)
+    document = await (await client.get("/api/openapi.json")).json()
+    create = document["paths"]["/api/v1/jobs"]["post"]
+    ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    body = document["components"]["schemas"][ref.rsplit("/", 1)[-1]]
+    assert body["additionalProperties"] is False
+    assert body["required"] == ["name", "schedule"]
+    assert body["properties"]["name"]["type"] == "string"
+    # Durations accept seconds or text such as "1h30m", and the document says so.
+    grace = body["properties"]["grace"]["anyOf"]
+    assert {part["type"] for part in grace} == {"integer", "string"}
+    limit = next(
+        p for p in document["paths"]["/api/v1/jobs"]["get"]["parameters"] if p["name"] == "limit"
+    )
+    assert limit["schema"]["minimum"] == 1 and limit["schema"]["maximum"] == 1000
+
+
+class _Assets(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.external: list[str] = []
+        self.scripts = 0
+
+    def handle_starttag(self, tag, attrs):
+        self.scripts += tag == "script"
+        for name, value in attrs:
+            if name in ("src", "href") and value and re.match(r"^(https?:)?//", value):
+                self.external.append(value)
+
+
+async def test_docs_page_lists_every_path_and_loads_nothing_from_outside(aiohttp_client, settings):
+    _, client = await serve(aiohttp_client, settings)
+    response = await client.get("/api/docs")
+    assert response.status == 200
+    assert response.content_type == "text/html"
+    page = await response.text()
+    document = await (await client.get("/api/openapi.json")).json()
+    for path in document["paths"]:
+        assert path in page
+    parser = _Assets()
+    parser.feed(page)
+    assert parser.external == [] and parser.scripts == 0
+    assert "JobSpec" in page and "read-write token" in page
