@@ -84,15 +84,37 @@ class ArtifactSummary(_Out):
     mtime: datetime
 
 
+# The declaration as answered: plain data, checked when it was written, not on every read
+# (validating a cron expression for each of 100 jobs would cost a request milliseconds).
+class SourceOut(_Out):
+    type: Literal["local"]
+    path: str
+    pattern: str
+    recursive: bool
+
+
+class ScheduleOut(_Out):
+    every: int | None
+    cron: str | None
+    timezone: str | None
+
+
+class RulesOut(_Out):
+    min_size: int | None
+    max_size: int | None
+    min_count: int | None
+    max_size_drop: float | None
+
+
 class JobOut(_Out):
     id: int
     name: str
     description: str
     tags: list[str]
-    source: LocalSource | None
-    schedule: Schedule
+    source: SourceOut | None
+    schedule: ScheduleOut
     grace: int
-    rules: Rules
+    rules: RulesOut
     paused: bool
     status: Status
     reasons: list[ReasonOut]
