@@ -8,6 +8,7 @@ from aiohttp import web
 
 from service.api import docs, health, jobs, metrics, scans
 from service.api.auth import auth_middleware
+from service.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
 from service.api.errors import error_middleware
 from service.db import create_engine, create_sessionmaker
 from service.keys import (
@@ -55,8 +56,10 @@ def create_app(
     (`serve` allows it on loopback only, unless told `--insecure-no-auth`).
     """
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+        middlewares=[error_middleware, auth_middleware, invalidate_on_write],
+        client_max_size=MAX_BODY_BYTES,
     )
+    app[coalescer_key] = Coalescer()
     app[settings_key] = settings or get_settings()
     app[scheduler_enabled_key] = scheduler
     app[open_access_key] = open_access

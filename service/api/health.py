@@ -7,9 +7,10 @@ import logging
 from aiohttp import web
 from sqlalchemy import func, select
 
+from service.api.coalesce import coalescer_key
 from service.api.openapi import operation
 from service.api.schemas import LiveOut, ReadyOut, StatusOut
-from service.api.validation import respond
+from service.api.validation import encode, respond
 from service.db import ping
 from service.errors import describe_error
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
@@ -64,19 +65,22 @@ async def ready(request: web.Request) -> web.Response:
     response=StatusOut,
 )
 async def status(request: web.Request) -> web.Response:
-    async with request.app[sessionmaker_key]() as session:
-        rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
-        counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-        for job_status, count in rows:
-            counts[job_status] = count
-        last_scan = await session.scalar(
-            select(ScanRun).order_by(ScanRun.started_at.desc(), ScanRun.id.desc()).limit(1)
-        )
-    summary = {
-        "status": worst_status(s for s, n in counts.items() if n),
-        "counts": counts,
-        "jobs": sum(counts.values()),
-        "last_scan": last_scan,
-        "scheduler": scheduler_state(),
-    }
-    return respond(StatusOut.model_validate(summary, from_attributes=True))
+    async def summary() -> bytes:
+        async with request.app[sessionmaker_key]() as session:
+            rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
+            counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+            for job_status, count in rows:
+                counts[job_status] = count
+            last_scan = await session.scalar(
+                select(ScanRun).order_by(ScanRun.started_at.desc(), ScanRun.id.desc()).limit(1)
+            )
+        answer = {
+            "status": worst_status(s for s, n in counts.items() if n),
+            "counts": counts,
+            "jobs": sum(counts.values()),
+            "last_scan": last_scan,
+            "scheduler": scheduler_state(),
+        }
+        return encode(StatusOut.model_validate(answer, from_attributes=True))
+
+    return respond(await request.app[coalescer_key].run("status", summary))

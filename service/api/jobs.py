@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from aiohttp import web
 from pydantic import ValidationError
 
+from service.api.coalesce import coalescer_key
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import (
@@ -20,7 +21,7 @@ from service.api.schemas import (
     JobsQuery,
     PageQuery,
 )
-from service.api.validation import invalid, json_object, query_of, respond
+from service.api.validation import encode, invalid, json_object, query_of, respond
 from service.jobs import (
     JobFilter,
     JobNameTaken,
@@ -83,14 +84,18 @@ async def scan_now(request: web.Request, job: Job) -> Job:
 )  # fmt: skip
 async def list_jobs_handler(request: web.Request) -> web.Response:
     query = query_of(request, JobsQuery)
-    async with request.app[sessionmaker_key]() as session:
-        jobs, total = await list_jobs(
-            session,
-            JobFilter(query.status, query.tag, query.q),
-            limit=query.limit,
-            offset=query.offset,
-        )
-    return respond(JobList(items=[job_out(job) for job in jobs], total=total))
+
+    async def page() -> bytes:
+        async with request.app[sessionmaker_key]() as session:
+            jobs, total = await list_jobs(
+                session,
+                JobFilter(query.status, query.tag, query.q),
+                limit=query.limit,
+                offset=query.offset,
+            )
+        return encode(JobList(items=[job_out(job) for job in jobs], total=total))
+
+    return respond(await request.app[coalescer_key].run(("jobs", query), page))
 
 
 @routes.post("/api/v1/jobs")

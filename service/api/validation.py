@@ -57,7 +57,11 @@ async def json_object(request: web.Request) -> dict[str, Any]:
     return data
 
 
-def respond(model: BaseModel, status: int = 200) -> web.Response:
-    return web.Response(
-        body=model.model_dump_json().encode(), status=status, content_type="application/json"
-    )
+def encode(model: BaseModel) -> bytes:
+    return model.model_dump_json().encode()
+
+
+def respond(model: BaseModel | bytes, status: int = 200) -> web.Response:
+    """A JSON answer from a response model (or its already encoded form)."""
+    body = model if isinstance(model, bytes) else encode(model)
+    return web.Response(body=body, status=status, content_type="application/json")
