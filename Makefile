@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test demo lint format typecheck bench venv clean
+.PHONY: run test demo lint format typecheck bench bench-api venv clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -45,6 +45,9 @@ typecheck: venv
 
 bench: venv
 	$(BIN)/python bench/scan.py
+
+bench-api: venv
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .ruff_cache .mypy_cache
