@@ -1,0 +1,81 @@
+"""Plain words for the dashboard: declarations, ages, deadlines. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from cron_descriptor import ExpressionDescriptor, Options
+
+from service.units import format_duration, format_size
+
+_CRON_WORDS = Options()
+_CRON_WORDS.use_24hour_time_format = True
+_CRON_WORDS.verbose = False
+
+
+def describe_cron(expression: str) -> str:
+    """`0 2 * * *` -> `every day at 02:00`; other schedules as cron-descriptor words them."""
+    try:
+        text = ExpressionDescriptor(expression, _CRON_WORDS).get_description()
+    except Exception:  # a declaration that validated is always describable; never fail a page
+        return f"on the cron schedule {expression}"
+    if text.startswith("At ") and "," not in text:
+        return "every day " + text[0].lower() + text[1:]
+    return text[0].lower() + text[1:]
+
+
+_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+_EVERY_ONE = {604800: "week", 86400: "day", 3600: "hour", 60: "minute"}
+
+
+def exact_duration(seconds: int) -> str:
+    """A declared duration, exactly: `1 h`, `1 h 30 min`, `1 d 2 h`, `45 s`."""
+    parts = []
+    for unit, size in _UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts) or "0 s"
+
+
+def describe_schedule(schedule: dict[str, Any]) -> str:
+    every = schedule.get("every")
+    if every is not None:
+        return "every " + _EVERY_ONE.get(every, exact_duration(every))
+    zone = schedule.get("timezone") or "UTC"
+    return f"{describe_cron(schedule['cron'])} {zone}"
+
+
+def describe_declaration(
+    source: dict[str, Any] | None, schedule: dict[str, Any], grace: int, rules: dict[str, Any]
+) -> str:
+    """One sentence: "a new *.sql.gz in /backups/db every day at 02:00 Europe/Paris, 1 h grace,
+    at least 1.0 MiB"."""
+    if source is None:
+        what = "a heartbeat"
+    else:
+        pattern = source.get("pattern") or "*"
+        where = source["path"] + (" (and below)" if source.get("recursive") else "")
+        what = f"a new {'file' if pattern == '*' else pattern} in {where}"
+    parts = [f"{what} {describe_schedule(schedule)}", f"{exact_duration(grace)} grace"]
+    if rules.get("min_size") is not None:
+        parts.append(f"at least {format_size(rules['min_size'])}")
+    if rules.get("max_size") is not None:
+        parts.append(f"at most {format_size(rules['max_size'])}")
+    if rules.get("min_count") is not None:
+        parts.append(f"{rules['min_count']} files kept at least")
+    if rules.get("max_size_drop") is not None:
+        parts.append(f"no more than {rules['max_size_drop']:g} % smaller than usual")
+    return ", ".join(parts)
+
+
+def relative_time(moment: datetime | None, now: datetime) -> str:
+    """`3 h ago`, `in 20 min`, `just now`; an em dash for no time at all."""
+    if moment is None:
+        return "—"
+    seconds = (now - moment).total_seconds()
+    if abs(seconds) < 30:
+        return "just now"
+    text = format_duration(abs(seconds))
+    return f"{text} ago" if seconds > 0 else f"in {text}"

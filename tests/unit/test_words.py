@@ -1,0 +1,70 @@
+"""The dashboard's plain words."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from service.web.words import describe_cron, describe_declaration, exact_duration, relative_time
+
+NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize(
+    ("expression", "words"),
+    [
+        ("0 2 * * *", "every day at 02:00"),
+        ("30 1 * * 1-5", "at 01:30, Monday through Friday"),
+        ("*/15 * * * *", "every 15 minutes"),
+        ("0 3 1 * *", "at 03:00, on day 1 of the month"),
+    ],
+)
+def test_cron_in_words(expression, words):
+    assert describe_cron(expression) == words
+
+
+def test_the_issue_example():
+    assert (
+        describe_declaration(
+            {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz", "recursive": False},
+            {"every": None, "cron": "0 2 * * *", "timezone": "Europe/Paris"},
+            3600,
+            {"min_size": 1048576, "max_size": None, "min_count": None, "max_size_drop": None},
+        )
+        == "a new *.sql.gz in /backups/db every day at 02:00 Europe/Paris, 1 h grace, "
+        "at least 1.0 MiB"
+    )
+
+
+def test_heartbeat_every_rules():
+    text = describe_declaration(
+        None, {"every": 86400, "cron": None, "timezone": None}, 7200,
+        {"min_size": None, "max_size": 2**30, "min_count": 7, "max_size_drop": 50.0},
+    )  # fmt: skip
+    assert text == (
+        "a heartbeat every day, 2 h grace, at most 1.0 GiB, 7 files kept at least, "
+        "no more than 50 % smaller than usual"
+    )
+
+
+@pytest.mark.parametrize(
+    ("delta", "words"),
+    [
+        (timedelta(0), "just now"),
+        (timedelta(hours=3), "3 h ago"),
+        (timedelta(days=-2), "in 2 d"),
+        (timedelta(minutes=-20), "in 20 min"),
+    ],
+)
+def test_relative_time(delta, words):
+    assert relative_time(NOW - delta, NOW) == words
+    assert relative_time(None, NOW) == "—"
+
+
+@pytest.mark.parametrize(
+    ("seconds", "words"), [(3600, "1 h"), (5400, "1 h 30 min"), (93600, "1 d 2 h"), (45, "45 s"),
+                           (0, "0 s"), (1209600, "2 w")],
+)  # fmt: skip
+def test_exact_duration(seconds, words):
+    assert exact_duration(seconds) == words
