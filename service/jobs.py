@@ -22,11 +22,13 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import lock_for_write
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
+from service.scanner import BackupScanner
+from service.scanner.rules import STATUSES
 
 
 class JobNameTaken(Exception):
@@ -100,7 +102,7 @@ async def find_job(session: AsyncSession, ref: str, *, for_update: bool = False)
     return job
 
 
-def _filtered(query: Select[Any], dialect: str, where: JobFilter) -> Select[Any]:
+def filtered(query: Select[Any], dialect: str, where: JobFilter) -> Select[Any]:
     if where.status is not None:
         query = query.where(Job.status == where.status)
     if where.tag is not None:
@@ -125,11 +127,35 @@ async def list_jobs(
 ) -> tuple[list[Job], int]:
     """A page of jobs (by name) matching `where`, and how many match in all."""
     dialect = session.get_bind().dialect.name
-    total = await session.scalar(_filtered(select(func.count()).select_from(Job), dialect, where))
+    total = await session.scalar(filtered(select(func.count()).select_from(Job), dialect, where))
     jobs = await session.scalars(
-        _filtered(select(Job), dialect, where).order_by(Job.name).limit(limit).offset(offset)
+        filtered(select(Job), dialect, where).order_by(Job.name).limit(limit).offset(offset)
     )
     return list(jobs), total or 0
+
+
+async def status_counts(session: AsyncSession) -> dict[str, int]:
+    """How many jobs are in each status (every status present, zeros included)."""
+    counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
+    for status, count in await session.execute(
+        select(Job.status, func.count()).group_by(Job.status)
+    ):
+        counts[status] = count
+    return counts
+
+
+async def scan_job(
+    session_factory: async_sessionmaker[AsyncSession], job_id: int, **scan_options: Any
+) -> Job | None:
+    """Scan one job right now; the job as stored afterwards (None if it was deleted)."""
+    async with session_factory() as session:
+        job = await session.get(Job, job_id)
+        if job is None:
+            return None
+        scanner = BackupScanner(session, trigger="api", **scan_options)
+        await scanner.scan_all_jobs([job.name])
+        session.expunge_all()
+        return await session.get(Job, job_id)
 
 
 async def create_job(session: AsyncSession, spec: JobSpec, now: datetime) -> Job:

@@ -23,14 +23,13 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
 
 
-async def authenticate(request: web.Request) -> Access:
-    """The access the request's token grants; raises a 401 ApiError when it grants none."""
-    app = request.app
+async def access_for(app: web.Application, presented: str | None) -> Access:
+    """The access a token grants (None: no token was given); raises a 401 ApiError when it
+    grants none. Shared by the API (bearer header) and the dashboard (login cookie)."""
     configured = app[settings_key].api_token
     bootstrap = configured.get_secret_value() if configured is not None else None
-    header = request.headers.get("Authorization")
     async with app[sessionmaker_key]() as session:
-        if header is None:
+        if presented is None:
             if bootstrap is None and not await any_token(session):
                 if app[open_access_key]:
                     return "read-write"
@@ -39,14 +38,22 @@ async def authenticate(request: web.Request) -> Access:
                     "one with `backup-monitor tokens create NAME` (or set API_TOKEN)"
                 )
             raise _unauthorized("send the header `Authorization: Bearer <token>`")
-        scheme, _, presented = header.partition(" ")
-        presented = presented.strip()
-        if scheme.lower() != "bearer" or not presented:
-            raise _unauthorized("the Authorization header must be `Bearer <token>`")
         access = await access_of(session, presented, bootstrap)
     if access is None:
         raise _unauthorized("the token is not valid (unknown or revoked)")
     return access
+
+
+async def authenticate(request: web.Request) -> Access:
+    """The access the request's bearer token grants; raises a 401 ApiError when it grants none."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return await access_for(request.app, None)
+    scheme, _, presented = header.partition(" ")
+    presented = presented.strip()
+    if scheme.lower() != "bearer" or not presented:
+        raise _unauthorized("the Authorization header must be `Bearer <token>`")
+    return await access_for(request.app, presented)
 
 
 @web.middleware
@@ -56,7 +63,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         return await handler(request)
     described = operation_of(match.handler)
     needed = described.access if described is not None else "write"  # undescribed: fail closed
-    if needed == "public":
+    if needed in ("public", "page"):  # pages check their login cookie themselves
         return await handler(request)
     access = await authenticate(request)
     if needed == "write" and access != "read-write":

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from aiohttp import web
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from service.api.coalesce import coalescer_key
 from service.api.openapi import operation
@@ -13,9 +13,10 @@ from service.api.schemas import LiveOut, ReadyOut, StatusOut
 from service.api.validation import encode, respond
 from service.db import ping
 from service.errors import describe_error
+from service.jobs import status_counts
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
-from service.models import Job, ScanRun
-from service.scanner.rules import STATUSES, worst_status
+from service.models import ScanRun
+from service.scanner.rules import worst_status
 from service.scheduler import scheduler, scheduler_state
 
 logger = logging.getLogger(__name__)
@@ -67,10 +68,7 @@ async def ready(request: web.Request) -> web.Response:
 async def status(request: web.Request) -> web.Response:
     async def summary() -> bytes:
         async with request.app[sessionmaker_key]() as session:
-            rows = await session.execute(select(Job.status, func.count()).group_by(Job.status))
-            counts: dict[str, int] = dict.fromkeys(STATUSES, 0)
-            for job_status, count in rows:
-                counts[job_status] = count
+            counts = await status_counts(session)
             last_scan = await session.scalar(
                 select(ScanRun).order_by(ScanRun.started_at.desc(), ScanRun.id.desc()).limit(1)
             )

@@ -31,13 +31,13 @@ from service.jobs import (
     find_job,
     history_page,
     list_jobs,
+    scan_job,
     set_paused,
     update_job,
 )
 from service.jobspec import JobSpec, parse_job
 from service.keys import sessionmaker_key, settings_key
 from service.models import Job
-from service.scanner import BackupScanner
 
 routes = web.RouteTableDef()
 
@@ -68,10 +68,7 @@ async def load_job(request: web.Request) -> Job:
 async def scan_now(request: web.Request, job: Job) -> Job:
     """Scan one job right now and return it as stored afterwards."""
     settings = request.app[settings_key]
-    async with request.app[sessionmaker_key]() as session:
-        scanner = BackupScanner(session, trigger="api", **settings.scan_options)
-        await scanner.scan_all_jobs([job.name])
-        fresh = await find_job(session, str(job.id))
+    fresh = await scan_job(request.app[sessionmaker_key], job.id, **settings.scan_options)
     if fresh is None:  # deleted meanwhile
         raise not_found(job.name)
     return fresh

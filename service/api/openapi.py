@@ -63,7 +63,9 @@ class Operation:
     errors: tuple[int, ...] = ()
     # Non-JSON answers (metrics, the docs page) name their media type instead of a model.
     media_type: str = "application/json"
-    access: Literal["public", "read", "write"] = "read"
+    # public: no token; read / write: a bearer token that may read / change; page: a dashboard
+    # page, behind the login cookie (see service.web).
+    access: Literal["public", "read", "write", "page"] = "read"
     description: str = ""
 
 
@@ -148,7 +150,7 @@ def _operation_object(
         kind = "object" if op.media_type == "application/json" else "string"
         success["content"] = {op.media_type: {"schema": {"type": kind}}}
     errors = set(op.errors) | {503}
-    if op.access != "public":
+    if op.access in ("read", "write"):
         errors.add(401)
     if op.access == "write":
         errors.add(403)
@@ -180,7 +182,7 @@ def _operation_object(
             "required": True,
             "content": {"application/json": {"schema": refs[(op.body, "validation")]}},
         }
-    if op.access == "public":
+    if op.access in ("public", "page"):
         result["security"] = []
     return result
 
