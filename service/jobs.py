@@ -90,6 +90,8 @@ def job_ref(ref: str) -> ColumnElement[bool]:
     """A job by id (all digits) or by name (names start with a letter)."""
     if ref.isdigit() and ref.isascii():
         return Job.id == int(ref) if int(ref) < 2**31 else Job.id.is_(None)
+    if "\0" in ref:  # no job has one, and PostgreSQL refuses it in a query
+        return Job.id.is_(None)
     return Job.name == ref
 
 
@@ -252,7 +254,7 @@ async def scans_page(
     session: AsyncSession, *, limit: int, before: int | None
 ) -> tuple[list[ScanRun], int | None]:
     query = select(ScanRun)
-    if before is not None:
+    if before is not None and before < 2**31:  # larger: every scan id is below it
         query = query.where(ScanRun.id < before)
     rows = await session.scalars(query.order_by(ScanRun.id.desc()).limit(limit + 1))
     return _split(list(rows), limit)

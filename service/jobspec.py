@@ -26,7 +26,16 @@ from pydantic import (
     model_validator,
 )
 
-from service.units import parse_duration, parse_percent, parse_size
+from service.units import (
+    DURATION_PATTERN,
+    MAX_DURATION,
+    MAX_SIZE,
+    PERCENT_PATTERN,
+    SIZE_PATTERN,
+    parse_duration,
+    parse_percent,
+    parse_size,
+)
 
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
@@ -45,43 +54,72 @@ def _positive(value: int) -> int:
     return value
 
 
+def _at_most_a_billion(value: int) -> int:
+    if value > 10**9:
+        raise ValueError("Input should be less than or equal to 1000000000")
+    return value
+
+
 def _at_least_one(value: int) -> int:
     if value < 1:
         raise ValueError("Input should be greater than or equal to 1")
     return value
 
 
-def _number_or_text(number: dict[str, Any], text: str) -> WithJsonSchema:
+def _number_or_text(number: dict[str, Any], pattern: str, text: str) -> WithJsonSchema:
     """What the API documents for a field that also takes a unit string ("1h", "1MiB")."""
-    return WithJsonSchema({"anyOf": [number, {"type": "string", "examples": [text]}]}, "validation")
+    words = {"type": "string", "pattern": pattern, "examples": [text]}
+    return WithJsonSchema({"anyOf": [number, words]}, "validation")
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
 
 
 Duration = Annotated[
     int,
     BeforeValidator(parse_duration),
-    _number_or_text({"type": "integer", "minimum": 0, "description": "seconds"}, "1h30m"),
+    _number_or_text(
+        {"type": "integer", "minimum": 0, "maximum": MAX_DURATION, "description": "seconds"},
+        DURATION_PATTERN,
+        "1h30m",
+    ),
 ]
 PositiveDuration = Annotated[
     int,
     BeforeValidator(parse_duration),
     AfterValidator(_positive),
-    _number_or_text({"type": "integer", "minimum": 1, "description": "seconds"}, "1d"),
+    _number_or_text(
+        {"type": "integer", "minimum": 1, "maximum": MAX_DURATION, "description": "seconds"},
+        DURATION_PATTERN,
+        "1d",
+    ),
 ]
 Count = Annotated[
     int,
     BeforeValidator(_no_bool),
     AfterValidator(_at_least_one),
-    WithJsonSchema({"type": "integer", "minimum": 1}),
+    AfterValidator(_at_most_a_billion),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 10**9}),
 ]
 Size = Annotated[
     int,
     BeforeValidator(parse_size),
-    _number_or_text({"type": "integer", "minimum": 0, "description": "bytes"}, "1MiB"),
+    _number_or_text(
+        {"type": "integer", "minimum": 0, "maximum": MAX_SIZE, "description": "bytes"},
+        SIZE_PATTERN,
+        "1MiB",
+    ),
 ]
 Percent = Annotated[
     float,
     BeforeValidator(parse_percent),
-    _number_or_text({"type": "number", "minimum": 0, "maximum": 100}, "50%"),
+    _number_or_text({"type": "number", "minimum": 0, "maximum": 100}, PERCENT_PATTERN, "50%"),
 ]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 
@@ -92,8 +130,8 @@ class _Strict(BaseModel):
 
 class LocalSource(_Strict):
     type: Literal["local"] = "local"
-    path: str
-    pattern: str = "*"
+    path: str = Field(json_schema_extra={"pattern": "^/[^\\x00]*$"})
+    pattern: str = Field(default="*", json_schema_extra={"pattern": "^[^/\\x00]+$"})
     recursive: bool = False
 
     @field_validator("path")
@@ -125,6 +163,25 @@ Source = LocalSource
 
 class Schedule(_Strict):
     """Either `every` (seconds between backups) or `cron` (with an optional time zone)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["every"],
+                    "properties": {
+                        "every": {"not": {"type": "null"}},
+                        "cron": {"type": "null"},
+                        "timezone": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["cron"],
+                    "properties": {"cron": {"type": "string"}, "every": {"type": "null"}},
+                },
+            ]
+        }
+    )
 
     every: PositiveDuration | None = None
     cron: str | None = None
@@ -169,8 +226,8 @@ class Rules(_Strict):
 
 
 class JobSpec(_Strict):
-    name: str
-    description: str = Field(default="", max_length=2000)
+    name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN})
+    description: Text = Field(default="", max_length=2000)
     tags: tuple[Tag, ...] = ()
     source: Source | None = None
     schedule: Schedule
@@ -235,7 +292,10 @@ def parse_job(data: object, scan_roots: Sequence[Path] = ()) -> JobSpec:
 def error_details(exc: ValidationError) -> list[dict[str, str]]:
     """Flatten a ValidationError into [{field, message}], fields dotted (`schedule.cron`)."""
     details = []
-    for error in exc.errors(include_url=False):
+    errors = exc.errors(include_url=False)
+    for error in errors:
+        if error["type"] == "none_required" and len(errors) > 1:
+            continue  # the `None` side of an optional field that failed on its other side
         loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
         message = error["msg"].removeprefix("Value error, ")
         if error["type"] == "extra_forbidden":

@@ -11,6 +11,14 @@ import re
 from datetime import timedelta
 from fractions import Fraction
 
+# Bounds that keep every value within the database columns and datetime arithmetic.
+MAX_DURATION = 10 * 365 * 86400  # ten years, in seconds
+MAX_SIZE = 2**63 - 1  # bytes
+# The string forms, as JSON Schema patterns (the API documents them).
+DURATION_PATTERN = r"^\s*(\d+|(\d+\s*[wdhmsWDHMS]\s*)+)$"
+SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtTpP][iI]?)?[bB]?\s*$"
+PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%?\s*$"
+
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_RE = re.compile(r"(\d+)\s*(w|d|h|m|s)")
 _SIZE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgtp]?i?b?)$", re.IGNORECASE)
@@ -37,7 +45,7 @@ def parse_duration(value: object) -> int:
     elif isinstance(value, float) and value.is_integer():
         seconds = int(value)
     elif isinstance(value, str):
-        text = value.strip().lower()
+        text = " ".join(value.split()).lower()  # any whitespace counts as a space
         if text.isdigit():
             seconds = int(text)
         else:
@@ -53,6 +61,8 @@ def parse_duration(value: object) -> int:
         raise ValueError(f"expected a duration (seconds or '1h30m'), got {value!r}")
     if seconds < 0:
         raise ValueError(f"a duration cannot be negative (got {value!r})")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration cannot exceed ten years ({MAX_DURATION} s; got {value!r})")
     return seconds
 
 
@@ -75,6 +85,8 @@ def parse_size(value: object) -> int:
         raise ValueError(f"expected a size (bytes or '1MiB'), got {value!r}")
     if size < 0:
         raise ValueError(f"a size cannot be negative (got {value!r})")
+    if size > MAX_SIZE:
+        raise ValueError(f"a size cannot exceed {MAX_SIZE} bytes (got {value!r})")
     return size
 
 

@@ -59,7 +59,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         if exc.status < 400:
             raise
         message = exc.text if exc.text and exc.text != f"{exc.status}: {exc.reason}" else exc.reason
-        return error_response(exc.status, _CODES.get(exc.status, "error"), message)
+        response = error_response(exc.status, _CODES.get(exc.status, "error"), message)
+        if "Allow" in exc.headers:  # a 405 says which methods the resource has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except Exception as exc:
         if database_unavailable(exc):
             logger.warning(

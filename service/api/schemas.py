@@ -6,9 +6,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
-from service.jobspec import JOB_NAME_PATTERN, Duration, LocalSource, Rules, Schedule, Tag
+from service.jobspec import JOB_NAME_PATTERN, Duration, LocalSource, Rules, Schedule, Tag, Text
 from service.scanner.rules import Severity, Status
 
 MAX_LIMIT = 1000
@@ -27,7 +28,10 @@ class JobsQuery(_Query):
     status: Status | None = Field(default=None, description="only jobs in this status")
     tag: Tag | None = Field(default=None, description="only jobs carrying this tag")
     q: str | None = Field(
-        default=None, max_length=200, description="case-insensitive text in the name or description"
+        default=None,
+        max_length=200,
+        pattern=r"^[^\x00]*$",
+        description="case-insensitive text in the name or description",
     )
     limit: Limit = 100
     offset: int = Field(default=0, ge=0, le=10**9)
@@ -55,14 +59,25 @@ class JobPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str | None = Field(default=None, pattern=JOB_NAME_PATTERN)
-    description: str | None = None
+    # Every job has a name and a schedule: they can be changed, not reset (null is refused).
+    # The pattern is checked with the whole job (by JobSpec, with a message that explains it).
+    name: str | SkipJsonSchema[None] = Field(
+        default=None, json_schema_extra={"pattern": JOB_NAME_PATTERN}
+    )
+    description: Text | None = None
     tags: list[Tag] | None = None
     source: LocalSource | None = None
-    schedule: Schedule | None = None
+    schedule: Schedule | SkipJsonSchema[None] = None
     grace: Duration | None = None
     rules: Rules | None = None
     paused: bool | None = None
+
+    @field_validator("name", "schedule")
+    @classmethod
+    def _not_null(cls, value: object) -> object:
+        if value is None:
+            raise ValueError("cannot be null: change it instead")
+        return value
 
 
 # --- responses ------------------------------------------------------------------------------

@@ -26,6 +26,12 @@ def invalid(exc: ValidationError, what: str = "request") -> ApiError:
 
 def query_of(request: web.Request, model: type[ModelT]) -> ModelT:
     """The query string validated by `model` (422 naming each bad parameter)."""
+    repeated = sorted({key for key in request.query if len(request.query.getall(key)) > 1})
+    if repeated:
+        details = [{"field": key, "message": "given more than once"} for key in repeated]
+        raise ApiError(
+            422, "validation_error", f"invalid query parameter: {', '.join(repeated)}", details
+        )
     try:
         return model.model_validate(dict(request.query))
     except ValidationError as exc:
@@ -47,6 +53,12 @@ async def json_object(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "bad_request", f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise ApiError(400, "bad_request", "the body is nested too deeply") from None
+    try:  # "\udcff" is valid JSON but no valid text: no database could store it
+        json.dumps(data, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ApiError(
+            400, "bad_request", "the body contains an unpaired surrogate escape (like \\udcff)"
+        ) from None
     if not isinstance(data, dict):
         raise ApiError(
             422,

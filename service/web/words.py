@@ -17,7 +17,7 @@ _CRON_WORDS.verbose = False
 def describe_cron(expression: str) -> str:
     """`0 2 * * *` -> `every day at 02:00`; other schedules as cron-descriptor words them."""
     try:
-        text = ExpressionDescriptor(expression, _CRON_WORDS).get_description()
+        text: str = ExpressionDescriptor(expression, _CRON_WORDS).get_description()
     except Exception:  # a declaration that validated is always describable; never fail a page
         return f"on the cron schedule {expression}"
     if text.startswith("At ") and "," not in text:

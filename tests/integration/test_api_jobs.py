@@ -495,3 +495,58 @@ async def test_job_rows_are_untouched_by_reads(client, app):
         assert (await client.get(path)).status == 200
     async with app[sessionmaker_key]() as session:
         assert (await session.scalar(select(Job.updated_at))) == before
+
+
+# --- found by schemathesis and by hand: each was a 500 or an answer the document did not allow --
+
+
+async def test_values_the_database_cannot_hold_are_refused_not_500(client):
+    cases = [
+        (declaration(grace=2**31), "grace"),  # INTEGER column
+        (declaration(schedule={"every": 10**12}), "schedule.every"),  # datetime overflow
+        (declaration(description="a\u0000b"), "description"),  # PostgreSQL text has no NUL
+        (declaration(rules={"min_count": 2**40}), "rules.min_count"),
+        (declaration(rules={"min_size": 2**70}), "rules.min_size"),
+    ]
+    for body, field in cases:
+        response = await client.post("/api/v1/jobs", json=body)
+        await expect_error(response, 422, "validation_error", field)
+    surrogate = b'{"name": "x", "schedule": {"every": 60}, "description": "\\udcff"}'
+    response = await client.post(
+        "/api/v1/jobs", data=surrogate, headers={"Content-Type": "application/json"}
+    )
+    error = await expect_error(response, 400, "bad_request")
+    assert "surrogate" in error["message"]
+    assert (await (await client.get("/api/v1/jobs")).json())["total"] == 0
+
+
+async def test_odd_references_and_cursors_are_not_500(client):
+    await expect_error(await client.get("/api/v1/jobs/a%00b"), 404, "not_found")
+    await expect_error(await client.get("/api/v1/jobs?q=%00"), 422, "validation_error", "q")
+    response = await client.get("/api/v1/scans?before=4611686018427387903")
+    assert response.status == 200
+    assert (await client.get("/api/v1/jobs/x/artifacts?before=4611686018427387903")).status == 404
+
+
+async def test_repeated_query_parameters_are_refused(client):
+    response = await client.get("/api/v1/jobs?limit=1&limit=500")
+    await expect_error(response, 422, "validation_error", "limit")
+
+
+async def test_405_names_the_allowed_methods(client):
+    response = await client.request("TRACE", "/health/live")
+    await expect_error(response, 405, "method_not_allowed")
+    assert "GET" in response.headers["Allow"]
+
+
+async def test_patch_cannot_null_the_name_or_schedule(client):
+    await create(client, declaration())
+    for field in ("name", "schedule"):
+        response = await client.patch("/api/v1/jobs/db-nightly", json={field: None})
+        error = await expect_error(response, 422, "validation_error", field)
+        assert "cannot be null" in json.dumps(error)
+    response = await client.patch(
+        "/api/v1/jobs/db-nightly", json={"schedule": {"cron": "", "timezone": ""}}
+    )
+    error = await expect_error(response, 422, "validation_error", "schedule.timezone")
+    assert all(".none" not in detail["field"] for detail in error["details"])
