@@ -2,6 +2,11 @@
 returns a constant, measured in the same run.
 
     .venv/bin/python bench/metrics.py [--jobs 2000] [--requests 200]
+
+The client runs in the server's process and event loop, so its latencies include reading the
+answer (1.5 MB of /metrics for 2 000 jobs); the "server" lines are the time from the request
+entering the service's outermost middleware to its response leaving it (body built, not yet
+written), which is what the target (< 200 ms) is about.
 """
 
 from __future__ import annotations
@@ -10,6 +15,7 @@ import argparse
 import asyncio
 import statistics
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
 import aiohttp
@@ -86,6 +92,20 @@ async def main() -> None:
         return web.Response(text="ok")
 
     app.router.add_get("/bare", constant)
+    server: dict[tuple[str, bool], list[float]] = {}  # (path, OpenMetrics asked): seconds
+
+    @web.middleware
+    async def timer(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        started = time.perf_counter()
+        try:
+            return await handler(request)
+        finally:
+            key = (request.path, "openmetrics" in request.headers.get("Accept", ""))
+            server.setdefault(key, []).append(time.perf_counter() - started)
+
+    app.middlewares.insert(0, timer)  # outermost: the service's own middlewares included
     runner = web.AppRunner(app)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
@@ -95,6 +115,7 @@ async def main() -> None:
     try:
         async with aiohttp.ClientSession() as session:
             await timed(session, f"{base}/metrics", 5)  # warm-up
+            server.clear()
             bare = await timed(session, f"{base}/bare", args.requests)
             metrics = await timed(session, f"{base}/metrics", args.requests, OPENMETRICS)
             classic = await timed(session, f"{base}/metrics", args.requests)
@@ -115,8 +136,20 @@ async def main() -> None:
     for name, times in measured:
         ratio = statistics.median(times) / reference
         print(f"{name:15} {summary(times)}  median = {ratio:.0f}x bare")
+    # The same requests, timed inside the server (see the docstring).
+    server_bare, server_om = server[("/bare", False)], server[("/metrics", True)]
+    print(f"server: {'bare handler':15} {summary(server_bare)}")
+    for name, times in (
+        ("/metrics (OM)", server_om),
+        ("/metrics (text)", server[("/metrics", False)]),
+    ):
+        ratio = statistics.median(times) / statistics.median(server_bare)
+        print(f"server: {name:15} {summary(times)}  median = {ratio:.0f}x bare")
     verdict = "PASS" if max(metrics) < 0.2 else "FAIL"
     print(f"/metrics (OpenMetrics, as Prometheus asks) worst {max(metrics) * 1000:.1f} ms "
+          f"(target < 200 ms)  {verdict}")  # fmt: skip
+    verdict = "PASS" if max(server_om) < 0.2 else "FAIL"
+    print(f"/metrics (OpenMetrics) server side worst {max(server_om) * 1000:.1f} ms "
           f"(target < 200 ms)  {verdict}")  # fmt: skip
 
 

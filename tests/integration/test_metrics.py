@@ -5,10 +5,17 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
+from prometheus_client.parser import (
+    text_string_to_metric_families as text_format_string_to_metric_families,
+)
 
+from service.api.metrics import _registry, job_families, read_jobs, read_service_families
 from service.app import create_app
+from service.models import Job
 from service.scanner import BackupScanner
+from service.scanner.rules import STATUSES
 from service.settings import load_settings
 
 from support import add_job, make_file
@@ -16,9 +23,9 @@ from support import add_job, make_file
 DAY = timedelta(days=1)
 
 
-def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+def samples(text: str, parse=text_string_to_metric_families):
     parsed = {}
-    for family in text_string_to_metric_families(text):
+    for family in parse(text):
         for sample in family.samples:
             parsed[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
     return parsed
@@ -87,3 +94,75 @@ async def test_metrics_token(aiohttp_client, sqlite_url):
     allowed = await client.get("/metrics", headers={"Authorization": "Bearer s3cret-token"})
     assert allowed.status == 200
     assert "backup_scans_total 0.0" in await allowed.text()
+
+
+# Job names and tags the declarations refuse, but a database may hold (older versions, hand
+# edits): each must come back from a scrape exactly, in both formats.
+TRICKY_JOBS = {
+    "back\\slash\\": ["a\\b", "plain"],
+    'quote"d': ['say "hi"', '"'],
+    "new\nline\n": ["two\nlines", ""],
+    'all\\"\n': ["\\n", '\\"'],
+    "café-Zürich-日本語-🎉": ["naïve", "Ωmega"],
+    "braces} {=, #hash": ["x=y", "}", "# HELP"],
+    "plain": [],
+}
+PROMETHEUS_ACCEPT = {
+    "openmetrics": "application/openmetrics-text;version=1.0.0;escaping=allow-utf-8;q=0.6,"
+    "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "text": "text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+}
+
+
+async def test_tricky_names_and_tags_survive_a_scrape(
+    aiohttp_client, database_url, sessionmaker, clock
+):
+    for index, (name, tags) in enumerate(TRICKY_JOBS.items()):
+        job_id = await add_job(sessionmaker, clock.now, name=f"job-{index}")
+        async with sessionmaker() as session:
+            job = await session.get(Job, job_id)
+            job.name, job.tags, job.status = name, tags, STATUSES[index % len(STATUSES)]
+            job.artifact_count = index
+            job.latest_artifact = {
+                "path": "x.tar",
+                "size": 100 + index,
+                "mtime": clock.now.isoformat(),
+            }
+            job.next_check_at = clock.now + index * DAY
+            await session.commit()
+
+    client = await aiohttp_client(
+        create_app(load_settings(database_url=database_url), scheduler=False)
+    )
+    for fmt, parse in (
+        ("openmetrics", text_string_to_metric_families),
+        ("text", text_format_string_to_metric_families),
+    ):
+        response = await client.get("/metrics", headers={"Accept": PROMETHEUS_ACCEPT[fmt]})
+        assert response.status == 200
+        body = await response.read()
+        # Byte for byte what prometheus-client's own encoder writes for the same data.
+        encode, content_type = choose_encoder(PROMETHEUS_ACCEPT[fmt])
+        assert response.headers["Content-Type"] == content_type
+        async with sessionmaker() as session:
+            families = job_families(await read_jobs(session))
+            families += await read_service_families(session)
+        assert body == encode(_registry(families))
+
+        values = samples(body.decode(), parse)
+        for index, (name, tags) in enumerate(TRICKY_JOBS.items()):
+            labels = {"job": name, "tags": ",".join(tags)}
+            for status in STATUSES:
+                key = tuple(sorted({**labels, "status": status}.items()))
+                expected = 1 if status == STATUSES[index % len(STATUSES)] else 0
+                assert values[("backup_job_status", key)] == expected, (fmt, name, status)
+            key = tuple(sorted(labels.items()))
+            assert values[("backup_job_artifacts", key)] == index
+            assert values[("backup_job_last_artifact_size_bytes", key)] == 100 + index
+            assert values[("backup_job_last_artifact_timestamp_seconds", key)] == pytest.approx(
+                clock.now.timestamp()
+            )
+            assert values[("backup_job_deadline_timestamp_seconds", key)] == pytest.approx(
+                (clock.now + index * DAY).timestamp()
+            )
+        assert len([key for key in values if key[0] == "backup_job_status"]) == 6 * len(TRICKY_JOBS)
