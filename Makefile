@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test demo lint format typecheck bench bench-api venv clean
+.PHONY: run test demo lint format typecheck bench bench-api venv browser clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -25,7 +25,18 @@ run: venv
 demo: venv
 	$(BIN)/backup-monitor demo
 
-test: venv
+# The dashboard's browser tests drive Debian's Chromium: install it when missing and possible
+# (root with apt-get); otherwise those tests skip, saying why (under CI=true they fail instead).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing chromium for the browser tests (apt-get)"; \
+	    apt-get install -y -q chromium >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
+	      echo "could not install chromium: the browser tests will skip"; \
+	  else echo "chromium is missing and cannot be installed here: the browser tests will skip"; fi; }
+
+test: venv browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest

@@ -20,6 +20,7 @@ from service.keys import (
 )
 from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
 from service.settings import Settings, get_settings
+from service.web import views
 
 MAX_BODY_BYTES = 1024 * 1024
 
@@ -65,6 +66,6 @@ def create_app(
     app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
-    for module in (health, metrics, jobs, scans, docs):
+    for module in (health, metrics, jobs, scans, docs, views):
         app.add_routes(module.routes)
     return app

@@ -34,12 +34,17 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "the job's id or its name",
         "schema": {"type": "string", "minLength": 1, "maxLength": 100},
     },
+    "action": {
+        "description": "what to do to the job",
+        "schema": {"type": "string", "enum": ["pause", "resume", "scan"]},
+    },
     "scan_id": {
         "description": "the scan's id",
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
     },
 }
 _ERROR_TEXT = {
+    303: "See other: the page to go to (the login form when a token is needed)",
     400: "Malformed request (the body is not JSON)",
     401: "No valid token",
     403: "The token may only read",
@@ -146,7 +151,7 @@ def _operation_object(
     success: dict[str, Any] = {"description": op.summary}
     if op.response is not None:
         success["content"] = {"application/json": {"schema": refs[(op.response, "serialization")]}}
-    elif op.status != 204:
+    elif op.status != 204 and op.status < 300:  # a redirect's body is not documented
         kind = "object" if op.media_type == "application/json" else "string"
         success["content"] = {op.media_type: {"schema": {"type": kind}}}
     errors = set(op.errors) | {503}
@@ -163,8 +168,10 @@ def _operation_object(
     error_schema = {"application/json": {"schema": refs[(ErrorOut, "serialization")]}}
     responses: dict[str, Any] = {str(op.status): success}
     for code in sorted(errors):
-        if code < 400:  # another success (`?wait=true` answers 200 instead of 202)
+        if code < 300:  # another success (`?wait=true` answers 200 instead of 202)
             responses[str(code)] = success
+        elif code < 400:
+            responses[str(code)] = {"description": _ERROR_TEXT[code]}
         else:
             responses[str(code)] = {"description": _ERROR_TEXT[code], "content": error_schema}
     result: dict[str, Any] = {

@@ -1,0 +1,104 @@
+"""What the dashboard pages read: jobs worst first, recent sizes, a digest of the statuses."""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Sequence
+
+from sqlalchemy import case, func, select, true
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.jobs import JobFilter, filtered
+from service.models import Artifact, Job, JobCheck
+
+SPARK_POINTS = 30
+CHART_POINTS = 200
+# Worst first: what needs a person comes to the top.
+STATUS_ORDER = {"critical": 0, "warning": 1, "unknown": 2, "pending": 3, "ok": 4, "paused": 5}
+
+
+async def jobs_worst_first(session: AsyncSession, where: JobFilter) -> list[Job]:
+    rank = case(STATUS_ORDER, value=Job.status, else_=len(STATUS_ORDER))
+    query = filtered(select(Job), session.get_bind().dialect.name, where)
+    return list(await session.scalars(query.order_by(rank, Job.name)))
+
+
+async def all_tags(session: AsyncSession) -> list[str]:
+    tags: set[str] = set()
+    for row in await session.scalars(select(Job.tags)):
+        tags.update(row or ())
+    return sorted(tags)
+
+
+async def recent_sizes(
+    session: AsyncSession, job_ids: Sequence[int], per_job: int = SPARK_POINTS
+) -> dict[int, list[int]]:
+    """The sizes of each job's newest present artifacts, oldest first."""
+    if not job_ids:
+        return {}
+    present = Artifact.gone_since.is_(None)
+    newest_first = (Artifact.mtime.desc(), Artifact.id.desc())
+    if session.get_bind().dialect.name == "postgresql":
+        # One index scan per job on (job_id, mtime, id), however many artifacts it has.
+        newest = (
+            select(Artifact.size, Artifact.mtime, Artifact.id)
+            .where(Artifact.job_id == Job.id, present)
+            .order_by(*newest_first)
+            .limit(per_job)
+            .lateral()
+        )
+        query = (
+            select(Job.id, newest.c.size)
+            .join(newest, true())
+            .where(Job.id.in_(job_ids))
+            .order_by(Job.id, newest.c.mtime.desc(), newest.c.id.desc())
+        )
+    else:
+        rank = func.row_number().over(partition_by=Artifact.job_id, order_by=newest_first)
+        ranked = (
+            select(Artifact.job_id, Artifact.size, rank.label("rank"))
+            .where(present, Artifact.job_id.in_(job_ids))
+            .subquery()
+        )
+        query = (
+            select(ranked.c.job_id, ranked.c.size)
+            .where(ranked.c.rank <= per_job)
+            .order_by(ranked.c.job_id, ranked.c.rank)
+        )
+    sizes: dict[int, list[int]] = defaultdict(list)
+    for job_id, size in await session.execute(query):
+        sizes[job_id].append(size)
+    return {job_id: values[::-1] for job_id, values in sizes.items()}
+
+
+async def chart_artifacts(session: AsyncSession, job_id: int) -> list[Artifact]:
+    """The job's newest artifacts (vanished ones too), oldest first, for the size chart."""
+    rows = await session.scalars(
+        select(Artifact)
+        .where(Artifact.job_id == job_id)
+        .order_by(Artifact.mtime.desc(), Artifact.id.desc())
+        .limit(CHART_POINTS)
+    )
+    return list(rows)[::-1]
+
+
+async def flagged_paths(session: AsyncSession, job_id: int) -> set[str]:
+    """Paths of artifacts that were the newest when the job was judged with reasons."""
+    rows = await session.scalars(
+        select(JobCheck.latest_artifact).where(
+            JobCheck.job_id == job_id, JobCheck.status.in_(("critical", "warning"))
+        )
+    )
+    return {row["path"] for row in rows if row and row.get("path")}
+
+
+async def status_digest(session: AsyncSession) -> str:
+    """Changes whenever a job changes status, appears or goes (the page then refreshes)."""
+    count, changed, updated = (
+        await session.execute(
+            select(func.count(), func.max(Job.status_changed_at), func.max(Job.updated_at))
+        )
+    ).one()
+    text = f"{count}|{changed}|{updated}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()

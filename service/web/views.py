@@ -1,0 +1,312 @@
+"""The dashboard pages: `/` (every job, worst first) and `/jobs/{job}` (one job in detail).
+
+Server-rendered HTML, with no asset from elsewhere. Access uses the API's tokens: when a token
+is needed, `/login` takes one and keeps it in an HttpOnly, SameSite=Strict cookie; read-only
+tokens may look, read-write tokens also get the pause / resume / scan buttons. Every form
+carries a CSRF token that must match a cookie of its own (double submit).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+import jinja2
+from aiohttp import web
+
+from service.api.auth import access_for
+from service.api.errors import ApiError
+from service.api.openapi import operation
+from service.jobs import JobFilter, artifacts_page, find_job, history_page, scan_job, set_paused
+from service.jobs import status_counts as count_statuses
+from service.keys import sessionmaker_key, settings_key
+from service.models import Job
+from service.scanner.rules import STATUSES
+from service.tokens import Access
+from service.units import format_size
+from service.web.charts import ChartPoint, size_chart, sparkline
+from service.web.queries import (
+    all_tags,
+    chart_artifacts,
+    flagged_paths,
+    jobs_worst_first,
+    recent_sizes,
+    status_digest,
+)
+from service.web.words import describe_declaration, relative_time
+
+routes = web.RouteTableDef()
+
+TOKEN_COOKIE = "bm_token"  # noqa: S105 (a cookie name)
+CSRF_COOKIE = "bm_csrf"
+SESSION_DAYS = 30
+ARTIFACTS_PER_PAGE = 50
+MAX_REF = 100  # a job's id or name is never longer
+# A symbol beside every status word: the status is never told by colour alone.
+SYMBOLS = {
+    "ok": "✔",
+    "warning": "▲",
+    "critical": "✖",
+    "unknown": "?",
+    "pending": "…",
+    "paused": "‖",
+}
+
+_templates = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+_templates.filters["size"] = format_size
+_templates.globals["symbols"] = SYMBOLS
+
+
+def _page(
+    summary: str, **extra: Any
+) -> Callable[[Callable[[web.Request], Awaitable[web.Response]]], Any]:
+    extra.setdefault("media_type", "text/html")
+    return operation(summary=summary, tag="dashboard", access="page", **extra)
+
+
+# --- access -----------------------------------------------------------------------------------
+
+
+async def viewer(request: web.Request) -> Access | None:
+    """The access of whoever looks (None: they must log in first)."""
+    try:
+        return await access_for(request.app, request.cookies.get(TOKEN_COOKIE))
+    except ApiError:
+        return None
+
+
+async def require_viewer(request: web.Request) -> Access:
+    access = await viewer(request)
+    if access is None:
+        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+    return access
+
+
+def csrf_of(request: web.Request) -> tuple[str, bool]:
+    """The form token for this browser, and whether it is new (to be set as a cookie)."""
+    known = request.cookies.get(CSRF_COOKIE, "")
+    if len(known) == 32 and known.isalnum():
+        return known, False
+    return secrets.token_hex(16), True
+
+
+async def checked_form(request: web.Request) -> dict[str, str]:
+    """The posted form, once its CSRF token matches the cookie (403 otherwise)."""
+    try:
+        form = await request.post()
+    except ValueError as exc:  # a malformed multipart or urlencoded body
+        raise ApiError(400, "bad_request", f"the form could not be read: {exc}") from None
+    sent = form.get("csrf")
+    cookie = request.cookies.get(CSRF_COOKIE, "")
+    if not isinstance(sent, str) or not cookie or not hmac.compare_digest(sent, cookie):
+        raise ApiError(
+            403, "forbidden", "this form has expired or came from another site; reload the page"
+        )
+    return {key: value for key, value in form.items() if isinstance(value, str)}
+
+
+def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
+    csrf, fresh = csrf_of(request)
+    html = _templates.get_template(template).render(csrf=csrf, **context)
+    response = web.Response(text=html, status=status, content_type="text/html")
+    response.headers["Cache-Control"] = "no-store"
+    if fresh:
+        response.set_cookie(
+            CSRF_COOKIE, csrf, httponly=True, samesite="Strict", secure=request.secure, path="/"
+        )
+    return response
+
+
+def safe_next(target: str | None) -> str:
+    """Only a path of this site (no open redirect to `//elsewhere`)."""
+    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
+        return target
+    return "/"
+
+
+# --- pages ------------------------------------------------------------------------------------
+
+
+def known_ref(request: web.Request) -> str:
+    """The `{job}` of the path; 404 at once for what cannot be a job's id or name."""
+    ref = request.match_info["job"]
+    if len(ref) > MAX_REF or "\0" in ref:
+        raise web.HTTPNotFound(text=f"no job {ref[:MAX_REF]!r}")
+    return ref
+
+
+def job_row(job: Job, sizes: list[int], now: datetime) -> dict[str, Any]:
+    latest = job.latest_artifact
+    mtime = datetime.fromisoformat(latest["mtime"]) if latest else None
+    return {
+        "job": job,
+        "latest": latest,
+        "age": relative_time(mtime, now),
+        "deadline": relative_time(job.next_check_at, now) if job.next_check_at else "—",
+        "spark": sparkline(sizes),
+    }
+
+
+@routes.get("/")
+@_page(
+    "Dashboard: every job, worst first", description="Filters: `status`, `tag`, `q`.",
+    errors=(303,),
+)  # fmt: skip
+async def index(request: web.Request) -> web.Response:
+    access = await require_viewer(request)
+    status = request.query.get("status") or None
+    where = JobFilter(
+        status=status if status in STATUSES else None,
+        tag=request.query.get("tag") or None,
+        q=(request.query.get("q") or "").replace("\0", "")[:200] or None,
+    )
+    now = datetime.now(UTC)
+    async with request.app[sessionmaker_key]() as session:
+        jobs = await jobs_worst_first(session, where)
+        sizes = await recent_sizes(session, [job.id for job in jobs])
+        counts = await count_statuses(session)
+        tags = await all_tags(session)
+        digest = await status_digest(session)
+    return render(
+        request,
+        "index.html",
+        rows=[job_row(job, sizes.get(job.id, []), now) for job in jobs],
+        counts=counts,
+        total=sum(counts.values()),
+        where=where,
+        tags=tags,
+        digest=digest,
+        access=access,
+        logged_in=TOKEN_COOKIE in request.cookies,
+    )
+
+
+@routes.get("/jobs/{job}")
+@_page("Dashboard: one job, its chart, history and files", errors=(303, 404))
+async def job_page(request: web.Request) -> web.Response:
+    ref = known_ref(request)
+    access = await require_viewer(request)
+    before_text = request.query.get("before", "")
+    before = int(before_text) if before_text.isdigit() and len(before_text) < 19 else None
+    now = datetime.now(UTC)
+    async with request.app[sessionmaker_key]() as session:
+        job = await find_job(session, ref)
+        if job is None:
+            raise web.HTTPNotFound(text=f"no job {ref!r}")
+        history, _ = await history_page(session, job.id, limit=50, before=None)
+        files, next_before = await artifacts_page(
+            session, job.id, limit=ARTIFACTS_PER_PAGE, before=before, include_gone=True
+        )
+        flagged = await flagged_paths(session, job.id)
+        if job.status in ("critical", "warning") and job.latest_artifact:
+            flagged.add(job.latest_artifact["path"])
+        points = [
+            ChartPoint(a.mtime, a.size, a.path, a.path in flagged)
+            for a in await chart_artifacts(session, job.id)
+        ]
+        digest = await status_digest(session)
+    return render(
+        request,
+        "job.html",
+        job=job,
+        row=job_row(job, [], now),
+        words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
+        chart=size_chart(points),
+        history=history,
+        files=files,
+        next_before=next_before,
+        now=now,
+        relative=relative_time,
+        digest=digest,
+        access=access,
+        logged_in=TOKEN_COOKIE in request.cookies,
+    )
+
+
+@routes.post(r"/jobs/{job}/{action:pause|resume|scan}")
+@_page(
+    "Dashboard: pause, resume or scan a job (form, read-write)", status=303,
+    errors=(400, 403, 404),
+)  # fmt: skip
+async def job_action(request: web.Request) -> web.Response:
+    known_ref(request)
+    access = await require_viewer(request)
+    await checked_form(request)
+    if access != "read-write":
+        raise ApiError(403, "forbidden", "this token may only look; log in with a read-write one")
+    ref, action = request.match_info["job"], request.match_info["action"]
+    sessionmaker = request.app[sessionmaker_key]
+    async with sessionmaker() as session:
+        job = await find_job(session, ref)
+        if job is not None and action != "scan":
+            job = await set_paused(session, ref, action == "pause", datetime.now(UTC))
+    if job is None:
+        raise web.HTTPNotFound(text=f"no job {ref!r}")
+    await scan_job(sessionmaker, job.id, **request.app[settings_key].scan_options)
+    raise web.HTTPSeeOther(f"/jobs/{quote(job.name)}")
+
+
+@routes.get("/ui/digest")
+@_page(
+    "Dashboard: a digest that changes when a status changes (the pages poll it)",
+    media_type="application/json", errors=(401,),
+)  # fmt: skip
+async def digest(request: web.Request) -> web.Response:
+    if await viewer(request) is None:
+        raise ApiError(401, "unauthorized", "log in at /login")
+    async with request.app[sessionmaker_key]() as session:
+        value = await status_digest(session)
+    return web.json_response({"digest": value}, headers={"Cache-Control": "no-store"})
+
+
+# --- login ------------------------------------------------------------------------------------
+
+
+@routes.get("/login")
+@_page("Dashboard: the login form (a token)")
+async def login_form(request: web.Request) -> web.Response:
+    return render(request, "login.html", next=safe_next(request.query.get("next")), error=None)
+
+
+@routes.post("/login")
+@_page("Dashboard: log in with a token (sets the session cookie)", status=303, errors=(401, 403))
+async def login(request: web.Request) -> web.Response:
+    form = await checked_form(request)
+    token = form.get("token", "").strip()
+    target = safe_next(form.get("next"))
+    try:
+        await access_for(request.app, token or None)
+    except ApiError:
+        return render(
+            request,
+            "login.html",
+            status=401,
+            next=target,
+            error="That token is not valid (unknown or revoked).",
+        )
+    response = web.HTTPSeeOther(target)
+    response.set_cookie(
+        TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=request.secure, path="/",
+        max_age=SESSION_DAYS * 86400,
+    )  # fmt: skip
+    raise response
+
+
+@routes.post("/logout")
+@_page("Dashboard: log out (forgets the session cookie)", status=303, errors=(400, 403))
+async def logout(request: web.Request) -> web.Response:
+    await checked_form(request)
+    response = web.HTTPSeeOther("/login")
+    response.del_cookie(TOKEN_COOKIE, path="/")
+    raise response

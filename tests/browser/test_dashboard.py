@@ -1,0 +1,187 @@
+"""The dashboard in a real headless Chromium (Debian's package, driven by Playwright).
+
+The demo sandbox gives a job in every status; the database is PostgreSQL. Screenshots of both
+pages (desktop and phone width) land in tests/artifacts/ for a person to look at.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from sqlalchemy import select, update
+
+from service.app import create_app
+from service.demo import build_sandbox, prepare
+from service.jobs import status_counts
+from service.keys import sessionmaker_key
+from service.models import Job
+from service.scanner import BackupScanner
+from service.settings import load_settings
+from service.tokens import create_token
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+if not CHROMIUM.exists():
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"{CHROMIUM} is missing and CI=true: `make test` installs it", pytrace=False)
+    pytest.skip(
+        f"{CHROMIUM} is missing (Debian's chromium package; `make test` installs it when it can)",
+        allow_module_level=True,
+    )
+
+from playwright.async_api import Page, async_playwright, expect  # noqa: E402
+
+
+@pytest.fixture
+async def site(pg_url: str, tmp_path: Path) -> AsyncIterator[dict[str, Any]]:
+    """The demo's jobs, scanned, behind tokens; a real server on a real port."""
+    now = datetime.now(UTC)
+    root = tmp_path / "demo"
+    build_sandbox(root, now)
+    settings = load_settings(database_url=pg_url, scanner_interval_minutes=60)
+    await prepare(settings, root, now)
+    app = create_app(settings, scheduler=False, open_access=False)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    sessionmaker = app[sessionmaker_key]
+    async with sessionmaker() as session:
+        await BackupScanner(session, trigger="api").scan_all_jobs()
+    async with sessionmaker() as session:
+        writer = await create_token(session, "browser-rw", read_only=False)
+        reader = await create_token(session, "browser-ro", read_only=True)
+        counts = await status_counts(session)
+    try:
+        yield {
+            "base": str(server.make_url("")).rstrip("/"),
+            "writer": writer,
+            "reader": reader,
+            "counts": counts,
+            "sessionmaker": sessionmaker,
+        }
+    finally:
+        await server.close()
+
+
+@pytest.fixture
+async def page() -> AsyncIterator[Page]:
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=str(CHROMIUM),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
+        try:
+            context = await browser.new_context(viewport={"width": 1280, "height": 900})
+            yield await context.new_page()
+        finally:
+            await browser.close()
+
+
+async def log_in(page: Page, base: str, token: str) -> None:
+    await page.goto(base + "/")
+    await expect(page).to_have_url(base + "/login?next=/")
+    await page.fill("input[name=token]", token)
+    await page.click("button[type=submit]")
+    await expect(page).to_have_url(base + "/")
+
+
+async def shot(page: Page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    await page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+async def test_dashboard_counts_filters_job_page_and_login(site, page):
+    base, counts = site["base"], site["counts"]
+    assert all(counts[name] for name in counts), f"the demo covers every status: {counts}"
+
+    await page.goto(base + "/login")
+    await page.fill("input[name=token]", "bm_not-a-token")
+    await page.click("button[type=submit]")
+    await expect(page.get_by_role("alert")).to_contain_text("not valid")
+
+    await log_in(page, base, site["reader"])
+    for name, count in counts.items():
+        await expect(page.locator(f'.counts a[data-status="{name}"] strong')).to_have_text(
+            str(count)
+        )
+    rows = page.locator("#jobs tbody tr")
+    await expect(rows).to_have_count(sum(counts.values()))
+    # Worst first, and the status is a word and a symbol, not only a colour.
+    statuses = await rows.evaluate_all("rows => rows.map(r => r.dataset.status)")
+    order = ["critical", "warning", "unknown", "pending", "ok", "paused"]
+    assert statuses == sorted(statuses, key=order.index)
+    first_badge = await rows.first.locator(".badge").inner_text()
+    assert first_badge == "✖ critical"
+    await shot(page, "dashboard")
+
+    await page.click('.counts a[data-status="warning"]')
+    await expect(rows).to_have_count(counts["warning"])
+    assert set(await rows.evaluate_all("rows => rows.map(r => r.dataset.status)")) == {"warning"}
+    await page.fill("input[name=q]", "shrink")
+    await page.select_option("select[name=status]", "")
+    await page.click("form.filters button")
+    await expect(rows).to_have_count(1)
+
+    await page.click("#jobs a:text('crm-shrinking')")
+    await expect(page).to_have_url(base + "/jobs/crm-shrinking")
+    await expect(page.locator("#declaration")).to_contain_text("Expects a new")
+    await expect(page.locator("#reasons")).to_contain_text("smaller")
+    chart = page.locator("#chart svg.chart")
+    await expect(chart).to_be_visible()
+    assert await chart.locator("circle.dot").count() >= 3
+    assert await chart.locator("g.flag").count() >= 1  # the shrunk file is marked
+    await expect(chart.locator("text.tick").first).to_be_visible()
+    # A read-only token may look, not act.
+    await expect(page.get_by_role("button", name="Pause")).to_have_count(0)
+    await shot(page, "job")
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(base + "/")
+    await expect(rows).to_have_count(sum(counts.values()))
+    width = await page.evaluate("document.documentElement.scrollWidth")
+    assert width <= 400, f"the dashboard scrolls sideways on a phone ({width} px)"
+    await shot(page, "dashboard-phone")
+
+
+async def test_pause_with_the_button_and_refresh_without_reload(site, page):
+    base = site["base"]
+    await log_in(page, base, site["writer"])
+    await page.goto(base + "/jobs/db-nightly")
+    await page.get_by_role("button", name="Pause").click()
+    await expect(page).to_have_url(base + "/jobs/db-nightly")
+    await expect(page.locator("h1 .badge")).to_have_text("‖ paused")
+    await expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    async with site["sessionmaker"]() as session:
+        assert await session.scalar(select(Job.paused).where(Job.name == "db-nightly")) is True
+
+    # A status changes behind the page's back: the page updates itself, without a reload.
+    await page.goto(base + "/")
+    await page.evaluate("window.stillThisPage = true")
+    row = page.locator('#jobs tr[data-job="vm-images"]')
+    await expect(row).to_have_attribute("data-status", "ok")
+    async with site["sessionmaker"]() as session:
+        await session.execute(
+            update(Job)
+            .where(Job.name == "vm-images")
+            .values(status="critical", status_changed_at=datetime.now(UTC))
+        )
+        await session.commit()
+    await expect(row).to_have_attribute("data-status", "critical", timeout=15_000)
+    assert await page.evaluate("window.stillThisPage === true")
+
+
+async def test_forms_need_the_csrf_token(site, page):
+    base = site["base"]
+    await log_in(page, base, site["writer"])
+    answer = await page.request.post(
+        base + "/jobs/db-nightly/pause", form={"csrf": "forged"}, max_redirects=0
+    )
+    assert answer.status == 403
+    async with site["sessionmaker"]() as session:
+        assert await session.scalar(select(Job.paused).where(Job.name == "db-nightly")) is False
