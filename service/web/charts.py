@@ -24,25 +24,25 @@ class ChartPoint:
 
 
 def sparkline(sizes: Sequence[int], width: int = 120, height: int = 24) -> Markup:
-    """Sizes of the newest artifacts, oldest first, as a small line."""
+    """Sizes of the newest artifacts, oldest first, as a small line. Built with plain string
+    formatting (only numbers and one escaped label go in): the dashboard draws 2 000 of them."""
     if not sizes:
         return Markup('<span class="muted">no files</span>')
     top = max(sizes) or 1
     step = width / max(len(sizes) - 1, 1)
+    scale = (height - 4) / top
     points = " ".join(
-        f"{index * step:.1f},{height - 2 - (size / top) * (height - 4):.1f}"
-        for index, size in enumerate(sizes)
+        f"{index * step:.1f},{height - 2 - size * scale:.1f}" for index, size in enumerate(sizes)
     )
-    label = (
+    label = escape(
         f"sizes of the last {len(sizes)} files, from {format_size(min(sizes))} "
-        f"to {format_size(max(sizes))}, newest {format_size(sizes[-1])}"
+        f"to {format_size(top)}, newest {format_size(sizes[-1])}"
     )
-    return Markup(
-        '<svg class="spark" width="{w}" height="{h}" viewBox="0 0 {w} {h}" role="img" '
-        'aria-label="{label}"><title>{label}</title>'
-        '<polyline fill="none" stroke="currentColor" stroke-width="1.5" points="{points}"/>'
-        "</svg>"
-    ).format(w=width, h=height, label=label, points=points)
+    return Markup(  # noqa: S704 (numbers and the escaped label only)
+        f'<svg class="spark" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        f'role="img" aria-label="{label}"><title>{label}</title><polyline fill="none" '
+        f'stroke="currentColor" stroke-width="1.5" points="{points}"/></svg>'
+    )
 
 
 def _time_ticks(start: datetime, end: datetime, count: int = 5) -> list[datetime]:

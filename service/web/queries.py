@@ -5,8 +5,9 @@ from __future__ import annotations
 import hashlib
 from collections import defaultdict
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import case, func, select, true
+from sqlalchemy import Row, case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.jobs import JobFilter, filtered
@@ -18,10 +19,16 @@ CHART_POINTS = 200
 STATUS_ORDER = {"critical": 0, "warning": 1, "unknown": 2, "pending": 3, "ok": 4, "paused": 5}
 
 
-async def jobs_worst_first(session: AsyncSession, where: JobFilter) -> list[Job]:
+# What a dashboard row shows: plain rows, no ORM objects (2 000 of those cost ~0.1 s).
+ROW_COLUMNS = (
+    Job.id, Job.name, Job.status, Job.tags, Job.reasons, Job.latest_artifact, Job.next_check_at,
+)  # fmt: skip
+
+
+async def jobs_worst_first(session: AsyncSession, where: JobFilter) -> list[Row[Any]]:
     rank = case(STATUS_ORDER, value=Job.status, else_=len(STATUS_ORDER))
-    query = filtered(select(Job), session.get_bind().dialect.name, where)
-    return list(await session.scalars(query.order_by(rank, Job.name)))
+    query = filtered(select(*ROW_COLUMNS), session.get_bind().dialect.name, where)
+    return list(await session.execute(query.order_by(rank, Job.name)))
 
 
 async def all_tags(session: AsyncSession) -> list[str]:
@@ -34,38 +41,32 @@ async def all_tags(session: AsyncSession) -> list[str]:
 async def recent_sizes(
     session: AsyncSession, job_ids: Sequence[int], per_job: int = SPARK_POINTS
 ) -> dict[int, list[int]]:
-    """The sizes of each job's newest present artifacts, oldest first."""
+    """The sizes of each job's newest present artifacts, oldest first; one row a job."""
     if not job_ids:
         return {}
-    present = Artifact.gone_since.is_(None)
-    newest_first = (Artifact.mtime.desc(), Artifact.id.desc())
     if session.get_bind().dialect.name == "postgresql":
         # One index scan per job on (job_id, mtime, id), however many artifacts it has.
-        newest = (
-            select(Artifact.size, Artifact.mtime, Artifact.id)
-            .where(Artifact.job_id == Job.id, present)
-            .order_by(*newest_first)
-            .limit(per_job)
-            .lateral()
+        rows = await session.execute(
+            text(
+                "SELECT j.id, ARRAY(SELECT a.size FROM artifacts a WHERE a.job_id = j.id"
+                " AND a.gone_since IS NULL ORDER BY a.mtime DESC, a.id DESC LIMIT :n)"
+                " FROM jobs j WHERE j.id = ANY(:ids)"
+            ),
+            {"n": per_job, "ids": list(job_ids)},
         )
-        query = (
-            select(Job.id, newest.c.size)
-            .join(newest, true())
-            .where(Job.id.in_(job_ids))
-            .order_by(Job.id, newest.c.mtime.desc(), newest.c.id.desc())
-        )
-    else:
-        rank = func.row_number().over(partition_by=Artifact.job_id, order_by=newest_first)
-        ranked = (
-            select(Artifact.job_id, Artifact.size, rank.label("rank"))
-            .where(present, Artifact.job_id.in_(job_ids))
-            .subquery()
-        )
-        query = (
-            select(ranked.c.job_id, ranked.c.size)
-            .where(ranked.c.rank <= per_job)
-            .order_by(ranked.c.job_id, ranked.c.rank)
-        )
+        return {job_id: list(sizes[::-1]) for job_id, sizes in rows if sizes}
+    newest_first = (Artifact.mtime.desc(), Artifact.id.desc())
+    rank = func.row_number().over(partition_by=Artifact.job_id, order_by=newest_first)
+    ranked = (
+        select(Artifact.job_id, Artifact.size, rank.label("rank"))
+        .where(Artifact.gone_since.is_(None), Artifact.job_id.in_(job_ids))
+        .subquery()
+    )
+    query = (
+        select(ranked.c.job_id, ranked.c.size)
+        .where(ranked.c.rank <= per_job)
+        .order_by(ranked.c.job_id, ranked.c.rank)
+    )
     sizes: dict[int, list[int]] = defaultdict(list)
     for job_id, size in await session.execute(query):
         sizes[job_id].append(size)

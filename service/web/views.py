@@ -25,7 +25,6 @@ from service.api.openapi import operation
 from service.jobs import JobFilter, artifacts_page, find_job, history_page, scan_job, set_paused
 from service.jobs import status_counts as count_statuses
 from service.keys import sessionmaker_key, settings_key
-from service.models import Job
 from service.scanner.rules import STATUSES
 from service.tokens import Access
 from service.units import format_size
@@ -146,7 +145,8 @@ def known_ref(request: web.Request) -> str:
     return ref
 
 
-def job_row(job: Job, sizes: list[int], now: datetime) -> dict[str, Any]:
+def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
+    """A job (ORM object or dashboard row) as a row of the table."""
     latest = job.latest_artifact
     mtime = datetime.fromisoformat(latest["mtime"]) if latest else None
     return {
