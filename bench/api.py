@@ -235,7 +235,7 @@ def build_fleet(count: int, per_job: int, now: datetime, seed: int = 1) -> Fleet
 JOB_COLUMNS = (
     "name", "description", "tags", "source", "schedule", "grace", "rules", "paused",
     "created_at", "updated_at", "status", "reasons", "latest_artifact", "artifact_count",
-    "checked_at", "status_changed_at", "next_check_at", "listing_digest",
+    "checked_at", "status_changed_at", "next_check_at", "listing_digest", "ping_key",
 )  # fmt: skip
 JSON_COLUMNS = {"tags", "source", "schedule", "rules", "reasons", "latest_artifact"}
 ARTIFACT_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen")

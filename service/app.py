@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.api import docs, health, jobs, metrics, scans
+from service.api import docs, health, jobs, metrics, pings, scans
 from service.api.auth import auth_middleware
 from service.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
 from service.api.errors import error_middleware
@@ -14,10 +14,12 @@ from service.db import create_engine, create_sessionmaker
 from service.keys import (
     engine_key,
     open_access_key,
+    ping_writer_key,
     scheduler_enabled_key,
     sessionmaker_key,
     settings_key,
 )
+from service.pings import PingWriter
 from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
 from service.settings import Settings, get_settings
 from service.web import views
@@ -31,6 +33,14 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     app[sessionmaker_key] = create_sessionmaker(engine)
     yield
     await engine.dispose()
+
+
+async def pings_ctx(app: web.Application) -> AsyncIterator[None]:
+    writer = PingWriter(app[sessionmaker_key])
+    app[ping_writer_key] = writer
+    writer.start()
+    yield
+    await writer.stop()  # every ping already answered "OK" is stored; the queued ones too
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -65,7 +75,8 @@ def create_app(
     app[scheduler_enabled_key] = scheduler
     app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(pings_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
-    for module in (health, metrics, jobs, scans, docs, views):
+    for module in (health, metrics, jobs, scans, pings, docs, views):
         app.add_routes(module.routes)
     return app

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import lock_for_write
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
-from service.models import Artifact, Job, JobCheck, ScanRun
+from service.models import Artifact, Job, JobCheck, ScanRun, new_ping_key
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 
@@ -52,6 +52,7 @@ def new_job(spec: JobSpec, now: datetime) -> Job:
     """A Job row for a fresh declaration, in the `pending` state."""
     return Job(
         name=spec.name,
+        ping_key=new_ping_key(),
         **spec.declaration(),
         created_at=now,
         updated_at=now,

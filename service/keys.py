@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.pings import PingWriter
 from service.settings import Settings
 
 settings_key = web.AppKey("settings", Settings)
@@ -14,3 +15,4 @@ scheduler_enabled_key = web.AppKey("scheduler_enabled", bool)
 # True when the API may be used without a token while none is configured (loopback, or
 # `serve --insecure-no-auth`).
 open_access_key = web.AppKey("open_access", bool)
+ping_writer_key = web.AppKey("ping_writer", PingWriter)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
 from typing import Any
 
@@ -13,11 +14,17 @@ from service.db import Base, BigId, JSONType, UTCDateTime
 NOT_GONE = text("gone_since IS NULL")
 
 
+def new_ping_key() -> str:
+    return secrets.token_urlsafe(18)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
+    # The secret in the job's ping URL (/ping/<key>): random, made when the job is.
+    ping_key: Mapped[str] = mapped_column(String(64), unique=True, default=new_ping_key)
     # The declaration, as validated by service.jobspec.JobSpec (integers for durations, sizes).
     description: Mapped[str] = mapped_column(Text, default="")
     tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
@@ -112,3 +119,19 @@ class ApiToken(Base):
     token_hash: Mapped[str] = mapped_column(String(64), unique=True)
     read_only: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class Ping(Base):
+    """One ping from a backup script (Healthchecks' protocol), as received: runs are derived
+    from these (a start and the next finish of the same run id make a run with a duration)."""
+
+    __tablename__ = "pings"
+    __table_args__ = (Index("ix_pings_job_id_id", "job_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    kind: Mapped[str] = mapped_column(String(8))  # start, success, fail, log
+    exit_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rid: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    body: Mapped[str] = mapped_column(Text, default="")
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)

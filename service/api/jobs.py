@@ -20,6 +20,9 @@ from service.api.schemas import (
     JobPatch,
     JobsQuery,
     PageQuery,
+    RunList,
+    RunOut,
+    RunsQuery,
 )
 from service.api.validation import encode, invalid, json_object, query_of, respond
 from service.jobs import (
@@ -38,14 +41,24 @@ from service.jobs import (
 from service.jobspec import JobSpec, parse_job
 from service.keys import sessionmaker_key, settings_key
 from service.models import Job
+from service.pings import recent_runs
 
 routes = web.RouteTableDef()
 
 JOB = "/api/v1/jobs/{job}"
 
 
-def job_out(job: Job) -> JobOut:
-    return JobOut.model_validate(job, from_attributes=True)
+_STORED = tuple(name for name in JobOut.model_fields if name != "ping_url")
+
+
+def job_out(job: Job, origin: str) -> JobOut:
+    """The job as the API answers it; `origin` (scheme://host) makes its full ping URL."""
+    fields = {name: getattr(job, name) for name in _STORED}
+    return JobOut.model_validate({**fields, "ping_url": f"{origin}/ping/{job.ping_key}"})
+
+
+def origin_of(request: web.Request) -> str:
+    return str(request.url.origin())
 
 
 def not_found(ref: str) -> ApiError:
@@ -90,9 +103,12 @@ async def list_jobs_handler(request: web.Request) -> web.Response:
                 limit=query.limit,
                 offset=query.offset,
             )
-        return encode(JobList(items=[job_out(job) for job in jobs], total=total))
+        return encode(
+            JobList(items=[job_out(job, origin_of(request)) for job in jobs], total=total)
+        )
 
-    return respond(await request.app[coalescer_key].run(("jobs", query), page))
+    key = ("jobs", query, origin_of(request))
+    return respond(await request.app[coalescer_key].run(key, page))
 
 
 @routes.post("/api/v1/jobs")
@@ -111,7 +127,7 @@ async def create_job_handler(request: web.Request) -> web.Response:
             job = await create_job(session, spec, datetime.now(UTC))
         except JobNameTaken as exc:
             raise name_taken(exc) from None
-    response = respond(job_out(job), status=201)
+    response = respond(job_out(job, origin_of(request)), status=201)
     response.headers["Location"] = f"/api/v1/jobs/{job.name}"
     return response
 
@@ -119,7 +135,7 @@ async def create_job_handler(request: web.Request) -> web.Response:
 @routes.get(JOB)
 @operation(summary="One job, with its declaration and state", tag="jobs", response=JobOut)
 async def get_job_handler(request: web.Request) -> web.Response:
-    return respond(job_out(await load_job(request)))
+    return respond(job_out(await load_job(request), origin_of(request)))
 
 
 @routes.patch(JOB)
@@ -146,7 +162,7 @@ async def patch_job_handler(request: web.Request) -> web.Response:
             raise name_taken(exc) from None
     if job is None:
         raise not_found(ref)
-    return respond(job_out(job))
+    return respond(job_out(job, origin_of(request)))
 
 
 @routes.delete(JOB)
@@ -168,7 +184,7 @@ async def _pause(request: web.Request, paused: bool) -> web.Response:
         job = await set_paused(session, ref, paused, datetime.now(UTC))
     if job is None:
         raise not_found(ref)
-    return respond(job_out(await scan_now(request, job)))
+    return respond(job_out(await scan_now(request, job), origin_of(request)))
 
 
 @routes.post(JOB + "/pause")
@@ -191,7 +207,7 @@ async def resume_handler(request: web.Request) -> web.Response:
     description="Answers when the scan is done, with the job's fresh status.",
 )  # fmt: skip
 async def scan_job_handler(request: web.Request) -> web.Response:
-    return respond(job_out(await scan_now(request, await load_job(request))))
+    return respond(job_out(await scan_now(request, await load_job(request)), origin_of(request)))
 
 
 @routes.get(JOB + "/artifacts")
@@ -228,3 +244,23 @@ async def history_handler(request: web.Request) -> web.Response:
         )
     page = {"items": rows, "next_before": next_before}
     return respond(HistoryPage.model_validate(page, from_attributes=True))
+
+
+@routes.get(JOB + "/runs")
+@operation(
+    summary="The job's runs from its pings, newest first", tag="jobs", query=RunsQuery,
+    response=RunList,
+)  # fmt: skip
+async def runs_handler(request: web.Request) -> web.Response:
+    query = query_of(request, RunsQuery)
+    job = await load_job(request)
+    async with request.app[sessionmaker_key]() as session:
+        runs = await recent_runs(session, job.id, query.limit)
+    items = [
+        RunOut(
+            outcome=run.outcome, started_at=run.started_at, finished_at=run.finished_at,
+            duration=run.duration, exit_status=run.exit_status, rid=run.rid, log=run.log,
+        )
+        for run in runs
+    ]  # fmt: skip
+    return respond(RunList(items=items))

@@ -38,6 +38,14 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "what to do to the job",
         "schema": {"type": "string", "enum": ["pause", "resume", "scan"]},
     },
+    "ping_key": {
+        "description": "the job's ping key (its `ping_url` ends with it)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": 64},
+    },
+    "signal": {
+        "description": "`start`, `fail`, `log`, or an exit status (0 success, 1-255 failure)",
+        "schema": {"type": "string", "pattern": "^(start|fail|log|[0-9]{1,3})$"},
+    },
     "scan_id": {
         "description": "the scan's id",
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},

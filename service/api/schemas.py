@@ -140,6 +140,8 @@ class JobOut(_Out):
     next_check_at: datetime | None
     created_at: datetime
     updated_at: datetime
+    ping_key: str = Field(description="the secret of the job's ping URL")
+    ping_url: str = Field(description="where the backup script pings (Healthchecks protocol)")
 
 
 class JobList(_Out):
@@ -174,6 +176,24 @@ class HistoryEntry(_Out):
 class HistoryPage(_Out):
     items: list[HistoryEntry]
     next_before: int | None
+
+
+class RunOut(_Out):
+    outcome: Literal["running", "success", "fail", "log"]
+    started_at: datetime | None
+    finished_at: datetime | None
+    duration: float | None = Field(description="seconds, when both ends are known")
+    exit_status: int | None
+    rid: str | None
+    log: str = Field(description="the body of the finishing ping (first 10 KB)")
+
+
+class RunList(_Out):
+    items: list[RunOut]
+
+
+class RunsQuery(_Query):
+    limit: Limit = 100
 
 
 class ScanError(_Out):

@@ -1,0 +1,158 @@
+"""Heartbeats: pings from backup scripts, stored in batches, and the runs they make.
+
+A ping is answered `OK` only once it is committed. Committing each ping alone would cost a disk
+flush per ping; instead one writer task takes every ping waiting at that moment, inserts them in
+one transaction, and then answers them all (group commit): the more pings arrive together, the
+fewer flushes each one costs, and none is answered before it is durable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Literal
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.models import Job, Ping
+
+logger = logging.getLogger(__name__)
+
+Kind = Literal["start", "success", "fail", "log"]
+BODY_LIMIT = 10 * 1024  # characters of a ping's body kept as its log
+BATCH_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    key: str
+    kind: Kind
+    exit_status: int | None
+    rid: str | None
+    body: str
+    received_at: datetime
+
+
+class PingWriter:
+    """Stores pings in batches; `submit` returns once the ping is committed (True) or its key
+    belongs to no job (False)."""
+
+    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+        self._sessionmaker = sessionmaker
+        self._queue: asyncio.Queue[tuple[Received, asyncio.Future[bool]]] = asyncio.Queue()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="ping-writer")
+
+    async def stop(self) -> None:
+        """Store what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._queue.join()
+        self._task.cancel()
+        await asyncio.gather(self._task, return_exceptions=True)
+        self._task = None
+
+    async def submit(self, ping: Received) -> bool:
+        if self._task is None or self._task.done():
+            raise RuntimeError("the ping writer is not running")
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        await self._queue.put((ping, future))
+        return await future
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < BATCH_LIMIT:
+                batch.append(self._queue.get_nowait())
+            try:
+                known = await self._store([ping for ping, _ in batch])
+            except Exception as exc:  # the database is away: every waiting ping gets the error
+                logger.warning("pings not stored", extra={"count": len(batch), "error": str(exc)})
+                for _, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
+            else:
+                for ping, future in batch:
+                    if not future.done():
+                        future.set_result(ping.key in known)
+            finally:
+                for _ in batch:
+                    self._queue.task_done()
+
+    async def _store(self, pings: Sequence[Received]) -> set[str]:
+        async with self._sessionmaker() as session:
+            keys = {ping.key for ping in pings}
+            rows = await session.execute(select(Job.ping_key, Job.id).where(Job.ping_key.in_(keys)))
+            jobs = {key: job_id for key, job_id in rows}
+            values = [
+                {
+                    "job_id": jobs[ping.key], "kind": ping.kind, "exit_status": ping.exit_status,
+                    "rid": ping.rid, "body": ping.body, "received_at": ping.received_at,
+                }
+                for ping in pings
+                if ping.key in jobs
+            ]  # fmt: skip
+            if values:
+                await session.execute(insert(Ping), values)
+                await session.commit()
+            return set(jobs)
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """A start and its finish (either may be missing), or a log ping alone."""
+
+    outcome: Literal["running", "success", "fail", "log"]
+    started_at: datetime | None
+    finished_at: datetime | None
+    exit_status: int | None
+    rid: str | None
+    log: str
+
+    @property
+    def duration(self) -> float | None:
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()
+
+
+def runs_of(pings: Sequence[Ping]) -> list[Run]:
+    """The runs that pings (oldest first) make, oldest first.
+
+    A finish closes the open run with the same run id (`?rid=`); without one, the most recent
+    open run without one. A finish with nothing open is a run of unknown length; a start that
+    nothing finished yet is `running`. Log pings are listed as they came.
+    """
+    runs: list[Run | None] = []
+    open_runs: dict[str | None, int] = {}  # rid -> index in runs of the open run
+    for ping in pings:
+        if ping.kind == "start":
+            open_runs[ping.rid] = len(runs)
+            runs.append(Run("running", ping.received_at, None, None, ping.rid, ping.body))
+        elif ping.kind == "log":
+            runs.append(Run("log", None, ping.received_at, None, ping.rid, ping.body))
+        else:
+            index = open_runs.pop(ping.rid, None)
+            started = None
+            if index is not None:
+                opened, runs[index] = runs[index], None  # the finished run takes its place
+                started = opened.started_at if opened is not None else None
+            outcome: Literal["success", "fail"] = "success" if ping.kind == "success" else "fail"
+            runs.append(
+                Run(outcome, started, ping.received_at, ping.exit_status, ping.rid, ping.body)
+            )
+    return [run for run in runs if run is not None]
+
+
+async def recent_runs(session: AsyncSession, job_id: int, limit: int) -> list[Run]:
+    """The job's newest runs, newest first (from its last pings)."""
+    rows = await session.scalars(
+        select(Ping).where(Ping.job_id == job_id).order_by(Ping.id.desc()).limit(limit * 3)
+    )
+    return runs_of(list(rows)[::-1])[::-1][:limit]

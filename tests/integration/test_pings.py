@@ -1,0 +1,130 @@
+"""Heartbeats through the real server: the Healthchecks ping protocol, runs, durability."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+
+import pytest
+from sqlalchemy import func, select
+
+from service.app import create_app
+from service.keys import sessionmaker_key
+from service.models import Ping
+from service.settings import load_settings
+
+
+@pytest.fixture
+async def app(database_url):
+    return create_app(load_settings(database_url=database_url), scheduler=False)
+
+
+@pytest.fixture
+async def client(aiohttp_client, app):
+    return await aiohttp_client(app)
+
+
+async def new_job(client, name="db-nightly"):
+    response = await client.post("/api/v1/jobs", json={"name": name, "schedule": {"every": "1d"}})
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def ping_count(app, job_id=None):
+    async with app[sessionmaker_key]() as session:
+        query = select(func.count()).select_from(Ping)
+        if job_id is not None:
+            query = query.where(Ping.job_id == job_id)
+        return await session.scalar(query)
+
+
+async def test_job_shows_its_ping_url(client):
+    job = await new_job(client)
+    assert len(job["ping_key"]) >= 20
+    origin = str(client.make_url("/")).rstrip("/")
+    assert job["ping_url"] == f"{origin}/ping/{job['ping_key']}"
+    other = await new_job(client, "other")
+    assert other["ping_key"] != job["ping_key"]
+
+
+async def test_every_kind_of_ping_makes_runs(client, app):
+    job = await new_job(client)
+    base = f"/ping/{job['ping_key']}"
+    answers = [
+        await client.get(f"{base}/start?rid=a"),
+        await client.post(f"{base}/log", data=b"halfway"),
+        await client.post(f"{base}?rid=a", data=b"dumped 2 GB"),
+        await client.head(f"{base}/start"),
+        await client.get(f"{base}/3"),
+        await client.post(f"{base}/fail", data=b"tar: short read"),
+        await client.get(f"{base}/0"),
+        await client.get(f"{base}/start"),
+    ]
+    for answer in answers:
+        assert answer.status == 200, await answer.text()
+    assert [await a.text() for a in answers if a.method != "HEAD"] == ["OK"] * 7
+    runs = (await (await client.get(f"/api/v1/jobs/{job['id']}/runs")).json())["items"]
+    summary = [(r["outcome"], r["exit_status"], r["duration"] is not None, r["log"]) for r in runs]
+    assert summary == [
+        ("running", None, False, ""),
+        ("success", 0, False, ""),
+        ("fail", None, False, "tar: short read"),
+        ("fail", 3, True, ""),  # paired with the HEAD start
+        ("success", 0, True, "dumped 2 GB"),  # paired with its start by the run id
+        ("log", None, False, "halfway"),
+    ]
+    assert await ping_count(app, job["id"]) == 8
+
+
+@pytest.mark.parametrize(
+    "path", ["/ping/nope", "/ping/nope/start", "/ping/nope/0", "/ping/" + "x" * 300]
+)
+async def test_unknown_key_is_404_and_stores_nothing(client, app, path):
+    await new_job(client)
+    response = await client.post(path, data=b"body")
+    assert response.status == 404
+    assert await ping_count(app) == 0
+
+
+async def test_exit_status_above_255_and_bad_signals(client, app):
+    job = await new_job(client)
+    for suffix in ("/256", "/999", "/restart", "/-1"):
+        response = await client.get(f"/ping/{job['ping_key']}{suffix}")
+        assert response.status == 404, suffix
+    response = await client.get(f"/ping/{job['ping_key']}?rid={'r' * 65}")
+    assert response.status == 422
+    assert await ping_count(app) == 0
+
+
+async def test_body_is_kept_up_to_10_kb(client, app):
+    job = await new_job(client)
+    body = ("é" * 6000 + "x" * 20_000).encode()
+    response = await client.post(f"/ping/{job['ping_key']}", data=io.BytesIO(body))
+    assert response.status == 200
+    async with app[sessionmaker_key]() as session:
+        stored = await session.scalar(select(Ping.body))
+    assert len(stored) == 10 * 1024 and stored.startswith("é" * 6000)
+
+
+async def test_a_thousand_concurrent_pings_none_lost(client, app):
+    job = await new_job(client)
+    url = f"/ping/{job['ping_key']}"
+
+    async def one(index):
+        response = await client.post(f"{url}?rid=r{index}", data=str(index).encode())
+        return response.status, await response.text()
+
+    answers = await asyncio.gather(*(one(index) for index in range(1000)))
+    assert answers == [(200, "OK")] * 1000
+    assert await ping_count(app, job["id"]) == 1000
+    async with app[sessionmaker_key]() as session:
+        bodies = set(await session.scalars(select(Ping.body)))
+    assert bodies == {str(index) for index in range(1000)}
+
+
+async def test_deleting_the_job_deletes_its_pings(client, app):
+    job = await new_job(client)
+    assert (await client.get(f"/ping/{job['ping_key']}")).status == 200
+    assert (await client.delete("/api/v1/jobs/db-nightly")).status == 204
+    assert await ping_count(app) == 0
+    assert (await client.get(f"/ping/{job['ping_key']}")).status == 404
