@@ -30,6 +30,8 @@ from service.models import Artifact, Job, JobCheck, ScanRun, new_ping_key
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 
+MAX_REF = 100  # a job's name is at most 100 characters, its id fewer digits
+
 
 class JobNameTaken(Exception):
     def __init__(self, name: str) -> None:
@@ -89,10 +91,10 @@ def merge_patch(job: Job, changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def job_ref(ref: str) -> ColumnElement[bool]:
     """A job by id (all digits) or by name (names start with a letter)."""
+    if len(ref) > MAX_REF or "\0" in ref:  # no job has one (PostgreSQL refuses NUL anyway)
+        return Job.id.is_(None)
     if ref.isdigit() and ref.isascii():
         return Job.id == int(ref) if int(ref) < 2**31 else Job.id.is_(None)
-    if "\0" in ref:  # no job has one, and PostgreSQL refuses it in a query
-        return Job.id.is_(None)
     return Job.name == ref
 
 
@@ -100,7 +102,8 @@ async def find_job(session: AsyncSession, ref: str, *, for_update: bool = False)
     query = select(Job).where(job_ref(ref))
     if for_update:
         await lock_for_write(session)
-        query = query.with_for_update()
+        # The locked row as it is now, not a copy this session loaded before.
+        query = query.with_for_update().execution_options(populate_existing=True)
     job: Job | None = await session.scalar(query)
     return job
 
@@ -222,10 +225,13 @@ async def set_paused(session: AsyncSession, ref: str, paused: bool, now: datetim
     return job
 
 
-def _page(query: Select[Any], when: Any, key: Any, before: int | None, limit: int) -> Select[Any]:
-    """Newest first by (when, key), continuing after the row `before` (keyset pagination)."""
+def _page(
+    query: Select[Any], when: Any, key: Any, owner: Any, before: int | None, limit: int
+) -> Select[Any]:
+    """Newest first by (when, key), continuing after the row `before` (keyset pagination).
+    `owner` is the job condition: a cursor taken from another job's rows finds no anchor."""
     if before is not None:
-        anchor = select(when, key).where(key == before).subquery()
+        anchor = select(when, key).where(key == before, owner).subquery()
         query = query.where(tuple_(when, key) < tuple_(*anchor.c))
     return query.order_by(when.desc(), key.desc()).limit(limit + 1)
 
@@ -237,7 +243,12 @@ async def artifacts_page(
     if not include_gone:
         query = query.where(Artifact.gone_since.is_(None))
     return _split(
-        list(await session.scalars(_page(query, Artifact.mtime, Artifact.id, before, limit))), limit
+        list(
+            await session.scalars(
+                _page(query, Artifact.mtime, Artifact.id, Artifact.job_id == job_id, before, limit)
+            )
+        ),
+        limit,
     )
 
 
@@ -246,7 +257,18 @@ async def history_page(
 ) -> tuple[list[JobCheck], int | None]:
     query = select(JobCheck).where(JobCheck.job_id == job_id)
     return _split(
-        list(await session.scalars(_page(query, JobCheck.checked_at, JobCheck.id, before, limit))),
+        list(
+            await session.scalars(
+                _page(
+                    query,
+                    JobCheck.checked_at,
+                    JobCheck.id,
+                    JobCheck.job_id == job_id,
+                    before,
+                    limit,
+                )
+            )
+        ),
         limit,
     )
 

@@ -159,14 +159,13 @@ async def start_full_scan(
     if _active_runs:
         raise ScanAlreadyRunning(next(iter(_active_runs.values())))
     started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    recorded: list[Callable[[int], None]] = []
+
+    def record(scan_id: int) -> None:
+        recorded[0](scan_id)
+        started.set_result(scan_id)
 
     async def run() -> None:
-        on_start = _track(asyncio.current_task())
-
-        def record(scan_id: int) -> None:
-            on_start(scan_id)
-            started.set_result(scan_id)
-
         try:
             async with session_factory() as session:
                 await run_scanner(
@@ -182,7 +181,8 @@ async def start_full_scan(
                 started.cancel()
 
     task = asyncio.create_task(run(), name="api-full-scan")
-    await asyncio.sleep(0)  # registered before anyone else can look at _active_runs
+    # Registered before this coroutine yields: a request right behind this one gets the 409.
+    recorded.append(_track(task))
     return await asyncio.shield(started), task
 
 

@@ -7,14 +7,14 @@ only when the server was allowed to be (loopback, or `serve --insecure-no-auth`)
 
 from __future__ import annotations
 
+import ipaddress
+
 from aiohttp import web
 
 from service.api.errors import ApiError, Handler
 from service.api.openapi import operation_of
 from service.keys import open_access_key, sessionmaker_key, settings_key
 from service.tokens import Access, access_of, any_token
-
-access_key = web.RequestKey("access", str)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="backup-monitor"'}
 
@@ -23,15 +23,54 @@ def _unauthorized(message: str) -> ApiError:
     return ApiError(401, "unauthorized", message, headers=_CHALLENGE)
 
 
-async def access_for(app: web.Application, presented: str | None) -> Access:
+_SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def _loopback(host: str) -> bool:
+    host = host.strip("[]").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_open_request(request: web.Request) -> None:
+    """Without tokens the API trusts whoever can reach it, so it must be sure who that is.
+
+    On a loopback listener, the Host must be a loopback name too (a web page that rebinds its
+    own DNS name to 127.0.0.1 would otherwise read and change everything). And no change may
+    come from another site's page (a form or `fetch` there reaches 127.0.0.1 too).
+    """
+    sockname = request.transport.get_extra_info("sockname") if request.transport else None
+    listener = sockname[0] if isinstance(sockname, tuple) else ""
+    if listener and _loopback(listener) and not _loopback(request.url.host or ""):
+        raise ApiError(403, "forbidden", "this server answers loopback names only without a token")
+    if request.method in _SAFE_METHODS:
+        return
+    origin = request.headers.get("Origin")
+    cross = request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site")
+    if cross or (origin is not None and origin != str(request.url.origin())):
+        raise ApiError(
+            403, "forbidden", "changes from another site's page are refused (no token configured)"
+        )
+
+
+async def access_for(
+    app: web.Application, presented: str | None, request: web.Request | None = None
+) -> Access:
     """The access a token grants (None: no token was given); raises a 401 ApiError when it
-    grants none. Shared by the API (bearer header) and the dashboard (login cookie)."""
+    grants none. Shared by the API (bearer header) and the dashboard (login cookie); `request`,
+    when given, is checked as an open-access request must be (check_open_request)."""
     configured = app[settings_key].api_token
     bootstrap = configured.get_secret_value() if configured is not None else None
     async with app[sessionmaker_key]() as session:
         if presented is None:
             if bootstrap is None and not await any_token(session):
                 if app[open_access_key]:
+                    if request is not None:
+                        check_open_request(request)
                     return "read-write"
                 raise _unauthorized(
                     "no API token exists yet and this server listens beyond loopback: create "
@@ -48,7 +87,7 @@ async def authenticate(request: web.Request) -> Access:
     """The access the request's bearer token grants; raises a 401 ApiError when it grants none."""
     header = request.headers.get("Authorization")
     if header is None:
-        return await access_for(request.app, None)
+        return await access_for(request.app, None, request)
     scheme, _, presented = header.partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
@@ -70,5 +109,4 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(
             403, "forbidden", "this token may only read; use a read-write token to change things"
         )
-    request[access_key] = access
     return await handler(request)

@@ -6,6 +6,7 @@ import asyncio
 
 from aiohttp import web
 
+from service.api.coalesce import coalescer_key
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import PageQuery, ScanOut, ScanPage, ScanStartQuery
@@ -36,7 +37,7 @@ async def list_scans_handler(request: web.Request) -> web.Response:
     return respond(ScanPage.model_validate(page, from_attributes=True))
 
 
-@routes.get(r"/api/v1/scans/{scan_id:\d+}")
+@routes.get(r"/api/v1/scans/{scan_id:\d{1,19}}")
 @operation(summary="One scan", tag="scans", response=ScanOut)
 async def get_scan_handler(request: web.Request) -> web.Response:
     run = await load_scan(request, int(request.match_info["scan_id"]))
@@ -65,6 +66,9 @@ async def start_scan_handler(request: web.Request) -> web.Response:
             f"a full scan is already running{running}; wait for it or follow it at /api/v1/scans",
             [{"scan_id": exc.scan_id}],
         ) from None
+    # The scan changes statuses after this request is answered: reads that start after it
+    # ends must not join a computation from before.
+    task.add_done_callback(lambda _: request.app[coalescer_key].invalidate())
     if query.wait:
         await asyncio.shield(task)  # a client that hangs up does not stop the scan
     run = await load_scan(request, scan_id)

@@ -175,3 +175,33 @@ async def test_docs_page_lists_every_path_and_loads_nothing_from_outside(aiohttp
     parser.feed(page)
     assert parser.external == [] and parser.scripts == 0
     assert "JobSpec" in page and "read-write token" in page
+
+
+# --- the dashboard's login, found in review ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "target",
+    ["//evil.example", "/\t/evil.example", "/\n/x", "https://evil.example/", "/\\evil.example",
+     "javascript:alert(1)"],
+)  # fmt: skip
+def test_login_never_redirects_off_site(target):
+    from service.web.views import safe_next
+
+    assert safe_next(target) == "/"
+    assert safe_next("/jobs/db?before=3") == "/jobs/db?before=3"
+
+
+async def test_login_form_with_odd_csrf_and_blank_token(aiohttp_client, settings):
+    _, client = await serve(aiohttp_client, settings)
+    page = await client.get("/login")
+    csrf = page.cookies["bm_csrf"].value
+    response = await client.post("/logout", data={"csrf": "é" * 32}, allow_redirects=False)
+    assert response.status == 403
+    # Open access: a blank token logs nobody in and must not lock the dashboard.
+    response = await client.post(
+        "/login", data={"csrf": csrf, "token": "  ", "next": "/"}, allow_redirects=False
+    )
+    assert response.status == 303 and "bm_token" not in response.cookies
+    assert (await client.get("/", allow_redirects=False)).status == 200
+    assert (await client.get("/?tag=%00&status=bogus", allow_redirects=False)).status == 200

@@ -550,3 +550,57 @@ async def test_patch_cannot_null_the_name_or_schedule(client):
     )
     error = await expect_error(response, 422, "validation_error", "schedule.timezone")
     assert all(".none" not in detail["field"] for detail in error["details"])
+
+
+# --- found in review --------------------------------------------------------------------------
+
+
+async def test_huge_references_are_404_not_500(client):
+    for path in ("/api/v1/jobs/" + "9" * 5000, "/api/v1/scans/" + "9" * 5000,
+                 "/api/v1/jobs/" + "x" * 101):  # fmt: skip
+        response = await client.get(path)
+        assert response.status == 404, path
+
+
+async def test_a_cursor_from_another_job_finds_nothing(client, backups, clock):
+    for name in ("a", "b"):
+        for index in range(3):
+            make_file(backups / name / f"{index}.tar", 10, clock.now - timedelta(hours=index))
+        await create(
+            client, declaration(name, source={"type": "local", "path": str(backups / name)})
+        )
+        await client.post(f"/api/v1/jobs/{name}/scan")
+    other = await (await client.get("/api/v1/jobs/b/artifacts")).json()
+    foreign = other["items"][0]["id"]
+    page = await (await client.get(f"/api/v1/jobs/a/artifacts?before={foreign}")).json()
+    assert page["items"] == []
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_concurrent_full_scan_requests_start_one_scan(client, app, backups):
+    await create(client, declaration(source={"type": "local", "path": str(backups)}))
+    for _ in range(5):
+        answers = await asyncio.gather(*(client.post("/api/v1/scans") for _ in range(4)))
+        statuses = sorted(answer.status for answer in answers)
+        assert statuses == [202, 409, 409, 409], statuses
+        for _ in range(200):
+            scans = await (await client.get("/api/v1/scans?limit=1")).json()
+            if scans["items"][0]["status"] != "running":
+                break
+            await asyncio.sleep(0.02)
+
+
+async def test_without_tokens_other_sites_cannot_change_anything(client):
+    await create(client, declaration())
+    evil = {"Origin": "https://evil.example", "Content-Type": "text/plain"}
+    response = await client.post("/api/v1/jobs/db-nightly/pause", headers=evil)
+    await expect_error(response, 403, "forbidden")
+    response = await client.post("/api/v1/scans", headers={"Sec-Fetch-Site": "cross-site"})
+    await expect_error(response, 403, "forbidden")
+    job = await (await client.get("/api/v1/jobs/db-nightly")).json()
+    assert job["paused"] is False
+    # A page that rebinds its DNS name to 127.0.0.1 cannot read either.
+    response = await client.get("/api/v1/jobs", headers={"Host": "evil.example"})
+    await expect_error(response, 403, "forbidden")
+    same = {"Origin": str(client.make_url("/")).rstrip("/")}
+    assert (await client.post("/api/v1/jobs/db-nightly/pause", headers=same)).status == 200
