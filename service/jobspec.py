@@ -216,12 +216,19 @@ class Rules(_Strict):
     max_size: Size | None = None
     min_count: Count | None = None
     max_size_drop: Percent | None = None
+    # Runs reported by pings: longer than max_duration is `run_overdue` (critical), a success
+    # quicker than min_duration is `run_too_short` (warning: a dump that "succeeds" in 2 s).
+    max_duration: Duration | None = None
+    min_duration: Duration | None = None
 
     @model_validator(mode="after")
     def _ordered_sizes(self) -> Rules:
         low, high = self.min_size, self.max_size
         if low is not None and high is not None and low > high:
             raise ValueError(f"min_size ({low} bytes) is larger than max_size ({high} bytes)")
+        short, long = self.min_duration, self.max_duration
+        if short is not None and long is not None and short > long:
+            raise ValueError(f"min_duration ({short} s) is longer than max_duration ({long} s)")
         return self
 
 

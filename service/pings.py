@@ -15,10 +15,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Literal
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.models import Job, Ping
+from service.scanner.rules import RunFacts
 
 logger = logging.getLogger(__name__)
 
@@ -156,3 +157,47 @@ async def recent_runs(session: AsyncSession, job_id: int, limit: int) -> list[Ru
         select(Ping).where(Ping.job_id == job_id).order_by(Ping.id.desc()).limit(limit * 3)
     )
     return runs_of(list(rows)[::-1])[::-1][:limit]
+
+
+PINGS_JUDGED = 50  # a job's newest pings the evaluation reads
+
+
+def run_facts(runs: Sequence[Run]) -> RunFacts:
+    """What the evaluation needs from a job's runs (oldest first)."""
+    finished = [run for run in runs if run.outcome in ("success", "fail")]
+    successes = [run for run in finished if run.outcome == "success"]
+    running = [run for run in runs if run.outcome == "running"]
+    last = finished[-1] if finished else None
+    return RunFacts(
+        last_success_at=successes[-1].finished_at if successes else None,
+        last_failed=last is not None and last.outcome == "fail",
+        last_finished_at=last.finished_at if last else None,
+        last_duration=last.duration if last else None,
+        last_exit_status=last.exit_status if last else None,
+        running_since=running[-1].started_at if running else None,
+    )
+
+
+async def run_facts_of(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, RunFacts]:
+    """Run facts of the jobs that have pings, from each one's newest PINGS_JUDGED pings."""
+    if not job_ids:
+        return {}
+    if session.get_bind().dialect.name == "postgresql":
+        # One index scan on (job_id, id) per job, however many pings it has.
+        newest = (
+            select(Ping.id)
+            .where(Ping.job_id == Job.id)
+            .order_by(Ping.id.desc())
+            .limit(PINGS_JUDGED)
+            .lateral()
+        )
+        ids = select(newest.c.id).select_from(Job).join(newest, true()).where(Job.id.in_(job_ids))
+    else:
+        rank = func.row_number().over(partition_by=Ping.job_id, order_by=Ping.id.desc())
+        ranked = select(Ping.id, rank.label("rank")).where(Ping.job_id.in_(job_ids)).subquery()
+        ids = select(ranked.c.id).where(ranked.c.rank <= PINGS_JUDGED)
+    pings = await session.scalars(select(Ping).where(Ping.id.in_(ids)).order_by(Ping.id))
+    by_job: dict[int, list[Ping]] = {}
+    for ping in pings:
+        by_job.setdefault(ping.job_id, []).append(ping)
+    return {job_id: run_facts(runs_of(rows)) for job_id, rows in by_job.items()}

@@ -115,10 +115,12 @@ class ScheduleOut(_Out):
 
 
 class RulesOut(_Out):
-    min_size: int | None
-    max_size: int | None
-    min_count: int | None
-    max_size_drop: float | None
+    min_size: int | None = None
+    max_size: int | None = None
+    min_count: int | None = None
+    max_size_drop: float | None = None
+    max_duration: int | None = None
+    min_duration: int | None = None
 
 
 class JobOut(_Out):

@@ -55,6 +55,19 @@ class ArtifactFact:
 
 
 @dataclass(frozen=True, slots=True)
+class RunFacts:
+    """What the job's pings say, as the evaluation needs it."""
+
+    last_success_at: datetime | None = None  # the newest successful finish
+    # The newest finished run: failed or not, and how long it took (None: no start seen).
+    last_failed: bool = False
+    last_finished_at: datetime | None = None
+    last_duration: float | None = None
+    last_exit_status: int | None = None
+    running_since: datetime | None = None  # the start of a run not finished yet
+
+
+@dataclass(frozen=True, slots=True)
 class Reason:
     """Why a job is not ok: a stable code, its severity and a sentence a person can act on."""
 
@@ -88,6 +101,7 @@ def evaluate(
     source_error: str | None = None,
     listing_warnings: Sequence[str] = (),
     count: int | None = None,
+    runs: RunFacts | None = None,
 ) -> Evaluation:
     """Judge a job from the artifacts present in its source at `now`.
 
@@ -116,13 +130,31 @@ def evaluate(
 
     zone = _display_zone(spec.schedule)
 
+    runs = runs or RunFacts()
+    reasons.extend(_run_reasons(spec, runs, now, zone))
+    if spec.source is None and runs.last_success_at is not None:
+        # A heartbeat job: its last successful run is what must be fresh.
+        deadline = next_deadline(spec.schedule, spec.grace, min(runs.last_success_at, now))
+        if now > deadline:
+            age = format_duration((now - runs.last_success_at).total_seconds())
+            reasons.append(
+                Reason(
+                    "late",
+                    "critical",
+                    f"the last successful run was {age} ago; "
+                    f"a new one was due by {_format_time(deadline, zone)}",
+                )
+            )
+        status: Status = _worst_severity(reasons) if reasons else "ok"
+        return Evaluation(status=status, reasons=tuple(reasons), deadline=deadline, newest=None)
+
     if newest is None:
         deadline = next_deadline(spec.schedule, spec.grace, created_at)
         if now > deadline:
             reasons.append(Reason("missing", "critical", _missing_message(spec, deadline, zone)))
         # A partial listing of a source with nothing found is not "pending": the backups may
         # be in the part that could not be read.
-        status: Status = _worst_severity(reasons) if reasons else "pending"
+        status = _worst_severity(reasons) if reasons else "pending"
         return Evaluation(status=status, reasons=tuple(reasons), deadline=deadline, newest=None)
 
     # A clock ahead on the writer must not postpone the deadline to a time that never comes.
@@ -273,6 +305,49 @@ def _listing_reason(warnings: Sequence[str]) -> Reason:
     more = f" (and {hidden} more)" if hidden > 0 else ""
     # Said up front: the verdict below only covers what could be listed.
     return Reason("source_error", "unknown", f"the listing is incomplete: {shown}{more}")
+
+
+def _run_reasons(spec: JobSpec, runs: RunFacts, now: datetime, zone: tzinfo) -> list[Reason]:
+    """What the pings say: a failed last run, a run going on too long, a success too quick."""
+    reasons = []
+    rules = spec.rules
+    if runs.last_failed and runs.last_finished_at is not None:
+        code = f" (exit status {runs.last_exit_status})" if runs.last_exit_status else ""
+        reasons.append(
+            Reason(
+                "run_failed",
+                "critical",
+                f"the last run failed{code} at {_format_time(runs.last_finished_at, zone)}; "
+                "the job stays critical until a run succeeds",
+            )
+        )
+    if rules.max_duration is not None and runs.running_since is not None:
+        running = (now - runs.running_since).total_seconds()
+        if running > rules.max_duration:
+            reasons.append(
+                Reason(
+                    "run_overdue",
+                    "critical",
+                    f"a run started at {_format_time(runs.running_since, zone)} is still going "
+                    f"after {format_duration(running)}; it should take at most "
+                    f"{format_duration(rules.max_duration)}",
+                )
+            )
+    if (
+        rules.min_duration is not None
+        and not runs.last_failed
+        and runs.last_duration is not None
+        and runs.last_duration < rules.min_duration
+    ):
+        reasons.append(
+            Reason(
+                "run_too_short",
+                "warning",
+                f"the last run succeeded in {format_duration(runs.last_duration)}; "
+                f"a real one takes at least {format_duration(rules.min_duration)}",
+            )
+        )
+    return reasons
 
 
 def _missing_message(spec: JobSpec, deadline: datetime, zone: tzinfo) -> str:

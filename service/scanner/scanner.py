@@ -32,7 +32,14 @@ from service.db import lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
-from service.scanner.rules import SIZE_DROP_WINDOW, ArtifactFact, Evaluation, evaluate
+from service.pings import run_facts_of
+from service.scanner.rules import (
+    SIZE_DROP_WINDOW,
+    ArtifactFact,
+    Evaluation,
+    RunFacts,
+    evaluate,
+)
 from service.scanner.sources import (
     CHUNK,
     FileEntry,
@@ -403,8 +410,10 @@ class BackupScanner:
         """Judge each observed job; write those that changed, touch the others."""
         results: list[JobResult] = []
         changes: list[Change] = []
+        facts = await run_facts_of(self.session, [observation.job.id for observation in batch])
+        await self.session.commit()  # end the read transaction before any write
         for observation in batch:
-            change = self._judge(observation)
+            change = self._judge(observation, facts.get(observation.job.id))
             results.append(change.result)
             if change.sync or any(
                 getattr(observation.job, key) != value for key, value in change.state.items()
@@ -418,7 +427,7 @@ class BackupScanner:
             await self._write_isolated(changes)
         return results
 
-    def _judge(self, observation: Observation) -> Change:
+    def _judge(self, observation: Observation, runs: RunFacts | None = None) -> Change:
         job, spec, listing = observation.job, observation.spec, observation.listing
         now = self.clock()
         newest = [
@@ -434,7 +443,7 @@ class BackupScanner:
                 spec, newest, now=now, created_at=job.created_at,
                 source_error=observation.source_error,
                 listing_warnings=listing.warnings if listing else (),
-                count=len(observation.ordered),
+                count=len(observation.ordered), runs=runs,
             )  # fmt: skip
             reasons = [reason.as_dict() for reason in evaluation.reasons]
         if listing is not None or (spec is not None and spec.source is None):

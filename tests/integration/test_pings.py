@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from sqlalchemy import func, select
@@ -128,3 +129,46 @@ async def test_deleting_the_job_deletes_its_pings(client, app):
     assert (await client.delete("/api/v1/jobs/db-nightly")).status == 204
     assert await ping_count(app) == 0
     assert (await client.get(f"/ping/{job['ping_key']}")).status == 404
+
+
+async def scan(app, clock=None):
+    from service.scanner import BackupScanner
+
+    async with app[sessionmaker_key]() as session:
+        options = {"clock": clock} if clock else {}
+        return await BackupScanner(session, trigger="api", **options).scan_all_jobs()
+
+
+async def test_pings_judge_the_job(client, app):
+    """A heartbeat job is fresh from its last success; a failed run is critical until the next
+    success; a run longer than max_duration is overdue; a success too quick is a warning."""
+    response = await client.post(
+        "/api/v1/jobs",
+        json={"name": "hb", "schedule": {"every": "1d"}, "grace": "1h",
+              "rules": {"max_duration": "1h", "min_duration": "1m"}},
+    )  # fmt: skip
+    job = await response.json()
+    url = f"/ping/{job['ping_key']}"
+
+    async def judged(clock=None):
+        report = await scan(app, clock)
+        (result,) = [result for result in report.jobs if result.name == "hb"]
+        return result.status, [reason["code"] for reason in result.reasons]
+
+    assert await judged() == ("pending", [])
+    assert (await client.get(url)).status == 200
+    assert await judged() == ("ok", [])
+    assert (await client.get(f"{url}/1")).status == 200
+    assert await judged() == ("critical", ["run_failed"])
+    assert (await client.get(f"{url}/start")).status == 200
+    assert (await client.get(url)).status == 200  # a success seconds after its start
+    assert await judged() == ("warning", ["run_too_short"])
+    assert (await client.get(f"{url}/start")).status == 200
+    later = datetime.now(UTC) + timedelta(hours=2)
+    status, reasons = await judged(lambda: later)
+    assert status == "critical" and "run_overdue" in reasons
+    much_later = datetime.now(UTC) + timedelta(days=2)
+    status, reasons = await judged(lambda: much_later)
+    assert status == "critical" and "late" in reasons
+    listing = await (await client.get("/api/v1/jobs/hb")).json()
+    assert listing["status"] == "critical"

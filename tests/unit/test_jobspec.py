@@ -28,7 +28,14 @@ FULL_DECLARATION: dict[str, Any] = {
     "source": {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz", "recursive": True},
     "schedule": {"every": None, "cron": "0 2 * * *", "timezone": "Europe/Paris"},
     "grace": 5400,
-    "rules": {"min_size": 1048576, "max_size": 2000000000, "min_count": 7, "max_size_drop": 50.0},
+    "rules": {
+        "min_size": 1048576,
+        "max_size": 2000000000,
+        "min_count": 7,
+        "max_size_drop": 50.0,
+        "max_duration": None,
+        "min_duration": None,
+    },
     "paused": True,
 }
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
@@ -82,7 +89,14 @@ def test_minimal_job_defaults() -> None:
         "source": None,
         "schedule": {"every": 3600, "cron": None, "timezone": None},
         "grace": 3600,
-        "rules": {"min_size": None, "max_size": None, "min_count": None, "max_size_drop": None},
+        "rules": {
+            "min_size": None,
+            "max_size": None,
+            "min_count": None,
+            "max_size_drop": None,
+            "max_duration": None,
+            "min_duration": None,
+        },
         "paused": False,
     }
 

@@ -18,6 +18,7 @@ from service.scanner.rules import (
     ArtifactFact,
     Evaluation,
     Reason,
+    RunFacts,
     evaluate,
     next_deadline,
     worst_status,
@@ -1092,3 +1093,79 @@ def test_count_smaller_than_artifacts_given_is_rejected(count: int) -> None:
         ValueError, match=rf"^count \({count}\) is smaller than the artifacts given"
     ):
         run(job(), series([1000] * 11), count=count)
+
+
+# --- runs reported by pings -------------------------------------------------------------------
+
+
+def heartbeat(**fields: Any) -> JobSpec:
+    return job(source=None, **fields)
+
+
+@pytest.mark.parametrize(
+    ("since_success", "status", "reason"),
+    [
+        (HOUR, "ok", None),
+        (DAY + HOUR - SECOND, "ok", None),  # every 1 d + grace 1 h
+        (DAY + HOUR + SECOND, "critical", "late"),
+    ],
+)
+def test_heartbeat_freshness_comes_from_the_last_success(since_success, status, reason):
+    now = T0 + since_success
+    result = evaluate(
+        heartbeat(), [], now=now, created_at=CREATED, runs=RunFacts(last_success_at=T0)
+    )
+    assert result.status == status
+    assert codes(result) == ([reason] if reason else [])
+    assert result.deadline == T0 + DAY + HOUR
+
+
+def test_heartbeat_without_any_success():
+    young = evaluate(heartbeat(), [], now=CREATED + HOUR, created_at=CREATED, runs=RunFacts())
+    assert young.status == "pending"
+    old = evaluate(heartbeat(), [], now=CREATED + 2 * DAY, created_at=CREATED, runs=RunFacts())
+    assert old.status == "critical" and codes(old) == ["missing"]
+    assert "no backup has been reported" in old.reasons[0].message
+
+
+def test_a_failed_run_is_critical_until_a_success_even_with_fresh_files():
+    failed = RunFacts(
+        last_success_at=T0 - DAY, last_failed=True, last_finished_at=T0, last_exit_status=3
+    )
+    result = evaluate(job(), [art(T0)], now=T0 + HOUR, created_at=CREATED, runs=failed)
+    assert result.status == "critical" and codes(result) == ["run_failed"]
+    assert "exit status 3" in result.reasons[0].message
+    recovered = RunFacts(last_success_at=T0 + HOUR, last_finished_at=T0 + HOUR)
+    assert (
+        evaluate(job(), [art(T0)], now=T0 + HOUR, created_at=CREATED, runs=recovered).status == "ok"
+    )
+
+
+@pytest.mark.parametrize(("running", "status"), [(HOUR, "ok"), (2 * HOUR + SECOND, "critical")])
+def test_a_run_going_on_too_long_is_overdue(running, status):
+    spec = heartbeat(rules={"max_duration": "2h"})
+    facts = RunFacts(last_success_at=T0, running_since=T0 + HOUR)
+    result = evaluate(spec, [], now=T0 + HOUR + running, created_at=CREATED, runs=facts)
+    assert result.status == status
+    assert codes(result) == ([] if status == "ok" else ["run_overdue"])
+
+
+def test_a_success_too_quick_is_a_warning():
+    spec = heartbeat(rules={"min_duration": "5m"})
+    quick = RunFacts(last_success_at=T0, last_finished_at=T0, last_duration=2.0)
+    result = evaluate(spec, [], now=T0 + HOUR, created_at=CREATED, runs=quick)
+    assert result.status == "warning" and codes(result) == ["run_too_short"]
+    assert "2 s" in result.reasons[0].message
+    normal = RunFacts(last_success_at=T0, last_finished_at=T0, last_duration=600.0)
+    assert evaluate(spec, [], now=T0 + HOUR, created_at=CREATED, runs=normal).status == "ok"
+
+
+def test_paused_ignores_runs():
+    failed = RunFacts(last_failed=True, last_finished_at=T0)
+    result = evaluate(heartbeat(paused=True), [], now=T0, created_at=CREATED, runs=failed)
+    assert result.status == "paused"
+
+
+def test_min_duration_cannot_exceed_max_duration():
+    with pytest.raises(ValueError, match="min_duration"):
+        job(rules={"min_duration": "2h", "max_duration": "1h"})
