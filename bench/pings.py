@@ -1,0 +1,156 @@
+"""Ping ingestion on PostgreSQL: pings/s and latency at 64 concurrent clients, next to a bare
+aiohttp handler measured in the same run; every ping answered OK must be stored.
+
+    .venv/bin/python bench/pings.py [--seconds 10] [--concurrency 64] [--jobs 100]
+
+The service and the bare handler each run in their own process (bench/api.py's helpers); the
+load comes from this process. Target (issue 4): at least 3 000 pings/s on this 2-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import aiohttp
+import asyncpg
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import api as harness
+
+from service.jobs import new_job
+from service.jobspec import parse_job
+
+URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_pings"
+TOKEN = "bench-token-for-the-ping-benchmark"
+
+
+async def declare(jobs: int) -> list[str]:
+    connection = await asyncpg.connect(harness._dsn(URL))
+    now = datetime.now(UTC)
+    keys = []
+    try:
+        for index in range(jobs):
+            job = new_job(parse_job({"name": f"hb-{index:04d}", "schedule": {"every": "1h"}}), now)
+            await connection.execute(
+                "INSERT INTO jobs (name, ping_key, description, tags, source, schedule, grace,"
+                " rules, paused, created_at, updated_at, status, reasons, artifact_count)"
+                " VALUES ($1, $2, '', '[]', NULL, '{\"every\": 3600}', 3600, '{}', false,"
+                " $3, $3, 'pending', '[]', 0)",
+                job.name, job.ping_key, now,
+            )  # fmt: skip
+            keys.append(job.ping_key)
+    finally:
+        await connection.close()
+    return keys
+
+
+async def stored_pings() -> int:
+    connection = await asyncpg.connect(harness._dsn(URL))
+    try:
+        count: int = await connection.fetchval("SELECT count(*) FROM pings")
+        return count
+    finally:
+        await connection.close()
+
+
+async def load(
+    urls: list[str], method: str, concurrency: int, warmup: float, seconds: float
+) -> tuple[list[float], int, int]:
+    """(latencies of the measured requests, OKs in all, failures in all)."""
+    latencies: list[float] = []
+    oks = failures = 0
+    clock = time.perf_counter
+    boundary = clock() + warmup
+    deadline = boundary + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def worker(index: int) -> None:
+            nonlocal oks, failures
+            url = urls[index % len(urls)]
+            body = f"run {index} ok".encode() if method == "POST" else None
+            while (started := clock()) < deadline:
+                try:
+                    async with session.request(method, url, data=body) as response:
+                        await response.read()
+                        good = response.status == 200
+                except aiohttp.ClientError:
+                    good = False
+                if good:
+                    oks += 1
+                else:
+                    failures += 1
+                if good and started >= boundary:
+                    latencies.append(clock() - started)
+
+        await asyncio.gather(*(worker(index) for index in range(concurrency)))
+    return latencies, oks, failures
+
+
+def line(name: str, latencies: list[float], seconds: float, reference: float | None) -> str:
+    ordered = sorted(latencies)
+    rate = len(ordered) / seconds
+    p99 = ordered[int(len(ordered) * 0.99)] if ordered else float("nan")
+    ratio = f"{rate / reference:5.3f}" if reference else "1.000"
+    return (
+        f"{name:28} {rate:8.0f}/s  vs bare {ratio}  p50 {statistics.median(ordered) * 1000:6.2f} ms"
+        f"  p99 {p99 * 1000:6.2f} ms"
+    )
+
+
+async def measure(args: argparse.Namespace, keys: list[str], log_dir: Path) -> int:
+    service = harness.start_service(URL, TOKEN, log_dir, None)
+    bare = harness.start_bare(log_dir)
+    try:
+        async with aiohttp.ClientSession() as session:
+            await harness.wait_until(service, session, "/health/live", lambda _: True, "live")
+            await harness.wait_until(bare, session, "/constant", lambda _: True, "bare")
+        bare_latencies, _, _ = await load(
+            [bare.base + "/constant"], "GET", args.concurrency, args.warmup, args.seconds
+        )
+        urls = [f"{service.base}/ping/{key}" for key in keys]
+        before = await stored_pings()
+        pings, oks, failures = await load(urls, "POST", args.concurrency, args.warmup, args.seconds)
+        stored = await stored_pings() - before
+    finally:
+        service.stop()
+        bare.stop()
+    reference = len(bare_latencies) / args.seconds
+    print(f"{args.concurrency} clients, {args.seconds:g} s measured after {args.warmup:g} s")
+    print(line("bare aiohttp handler", bare_latencies, args.seconds, None))
+    print(line("POST /ping/{key} (stored)", pings, args.seconds, reference))
+    print(f"pings answered OK: {oks}, stored: {stored}, failed requests: {failures}")
+    rate = len(pings) / args.seconds
+    verdict = "PASS" if rate >= 3000 else "FAIL"
+    print(f"ping ingestion {rate:.0f}/s (target >= 3000/s)  {verdict}")
+    if stored != oks or failures:
+        print("ERROR: a ping answered OK is missing, or requests failed")
+        return 1
+    return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--warmup", type=float, default=2.0)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--jobs", type=int, default=100)
+    args = parser.parse_args()
+    harness.create_database(URL)
+    try:
+        keys = asyncio.run(declare(args.jobs))
+        with tempfile.TemporaryDirectory(prefix="bm-bench-pings-") as logs:
+            return asyncio.run(measure(args, keys, Path(logs)))
+    finally:
+        harness.drop_database(URL)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
