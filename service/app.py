@@ -53,6 +53,7 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         app[sessionmaker_key],
         settings.scanner_interval_minutes,
         scan_options=settings.scan_options,
+        tick_seconds=settings.tick_seconds,
     )
     yield
     await shutdown_scheduler()

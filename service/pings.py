@@ -100,6 +100,8 @@ class PingWriter:
                 if ping.key in jobs
             ]  # fmt: skip
             if values:
+                # Only pings are written here: the deadline tick finds the jobs they concern
+                # (no lock on the jobs' rows, which scans hold).
                 await session.execute(insert(Ping), values)
                 await session.commit()
             return set(jobs)

@@ -9,19 +9,24 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import weakref
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.models import Job, Ping
 from service.scanner import run_scanner
 from service.settings import get_settings
 
 logger = logging.getLogger(__name__)
 
 JOB_ID = "backup_scanner_main_job"
+TICK_JOB_ID = "backup_deadline_tick"
+TICK_BATCH = 500  # jobs claimed by one tick at most
 MISFIRE_GRACE_SECONDS = 60
 
 scheduler = AsyncIOScheduler(timezone=UTC)
@@ -77,12 +82,80 @@ async def run_scanner_job(
         logger.debug("Database session closed for the scanner job.")
 
 
+# The newest ping this process's tick has looked at, per database (its session factory).
+_last_ping_ids: weakref.WeakKeyDictionary[async_sessionmaker[AsyncSession], int] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _claim(session: AsyncSession, job_id: int, condition: Any, now: datetime) -> bool:
+    """A conditional UPDATE checked by its rowcount: one claimer wins, however many try."""
+    result = await session.execute(
+        update(Job).where(Job.id == job_id, Job.paused.is_(False), condition).values(checked_at=now)
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]
+
+
+async def run_deadline_tick(
+    session_factory: async_sessionmaker[AsyncSession], **scan_options: Any
+) -> list[str]:
+    """Judge now the jobs whose deadline passed, or that pinged, since they were last judged.
+
+    Each job is claimed by a conditional UPDATE checked by its rowcount, so that several
+    replicas ticking together never scan a job twice. Returns the names scanned.
+    """
+    if _stop.is_set():
+        return []
+    now = datetime.now(UTC)
+    not_seen_since = or_(Job.checked_at.is_(None), Job.checked_at < Job.next_check_at)
+    async with session_factory() as session:
+        try:
+            due = await session.execute(
+                select(Job.id, Job.name)
+                .where(Job.next_check_at <= now, Job.paused.is_(False), not_seen_since)
+                .order_by(Job.next_check_at)
+                .limit(TICK_BATCH)
+            )
+            claimed = {
+                name
+                for job_id, name in due.all()
+                if await _claim(session, job_id, not_seen_since, now)
+            }
+            await session.commit()
+            # Pings since the last tick: their jobs are judged now too (a failure is news).
+            last_seen = _last_ping_ids.get(session_factory)
+            if last_seen is None:  # pings before this process started: the first full scan
+                last_seen = await session.scalar(select(func.max(Ping.id))) or 0
+            pinged = await session.execute(
+                select(Ping.job_id, Job.name, func.max(Ping.received_at), func.max(Ping.id))
+                .join(Job, Job.id == Ping.job_id)
+                .where(Ping.id > last_seen)
+                .group_by(Ping.job_id, Job.name)
+            )
+            for job_id, name, received, newest in pinged.all():
+                last_seen = max(last_seen, newest)
+                later = or_(Job.checked_at.is_(None), Job.checked_at < received)
+                if name not in claimed and await _claim(session, job_id, later, now):
+                    claimed.add(name)
+            await session.commit()
+            _last_ping_ids[session_factory] = last_seen
+            if claimed:
+                await run_scanner(
+                    session, trigger="tick", stop=_stop, names=sorted(claimed), **scan_options
+                )
+            return sorted(claimed)
+        except Exception as exc:  # like the full scan: log, never kill the scheduler
+            logger.error("Error while running the deadline tick: %s", exc, exc_info=True)
+            return []
+
+
 async def start_scheduler(
     session_factory: async_sessionmaker[AsyncSession],
     interval_minutes: float | None = None,
     *,
     run_now: bool = True,
     scan_options: dict[str, Any] | None = None,
+    tick_seconds: float | None = None,
 ) -> None:
     """Start the scheduler with the scanner job; a no-op (logged) when it already runs.
 
@@ -114,6 +187,21 @@ async def start_scheduler(
         **options,
     )
     logger.info("Job '%s' added to the scheduler. Interval: %g minutes.", JOB_ID, minutes)
+    if tick_seconds is not None:
+        # Between full scans, a job is judged within seconds of its deadline.
+        scheduler.add_job(
+            run_deadline_tick,
+            "interval",
+            seconds=tick_seconds,
+            args=[session_factory],
+            kwargs=scan_options or {},
+            id=TICK_JOB_ID,
+            replace_existing=True,
+            misfire_grace_time=MISFIRE_GRACE_SECONDS,
+            coalesce=True,
+            max_instances=1,
+        )
+        logger.info("Job '%s' added to the scheduler. Interval: %g s.", TICK_JOB_ID, tick_seconds)
     _stop.clear()
     scheduler.start()
     logger.info("APScheduler scheduler started.")

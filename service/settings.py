@@ -28,6 +28,8 @@ class Settings(BaseSettings):
 
     database_url: str = DEFAULT_DATABASE_URL
     scanner_interval_minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60)
+    # Between full scans, jobs whose deadline passed are judged every TICK_SECONDS.
+    tick_seconds: float = Field(default=5.0, ge=0.1, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Colon-separated list (like PATH); empty means "no restriction".

@@ -35,7 +35,8 @@ REPO = Path(__file__).resolve().parent.parent
 # Settings the tests decide; whatever the calling shell has for them is left out.
 OWNED_SETTINGS = {
     "DATABASE_URL", "JOBS_FILE", "SCAN_ROOTS", "AUTO_MIGRATE", "HOST", "PORT", "LOG_FORMAT",
-    "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES", "SOURCE_TIMEOUT_SECONDS", "API_TOKEN", "METRICS_TOKEN",
+    "LOG_LEVEL", "SCANNER_INTERVAL_MINUTES", "SOURCE_TIMEOUT_SECONDS", "API_TOKEN",
+    "METRICS_TOKEN", "TICK_SECONDS",
 }  # fmt: skip
 
 

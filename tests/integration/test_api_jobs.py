@@ -87,6 +87,7 @@ async def test_create_returns_the_whole_job_with_integers(client, backups):
     assert job["grace"] == 5400
     assert job["rules"] == {
         "min_size": 1048576, "max_size": None, "min_count": 7, "max_size_drop": 50.0,
+        "max_duration": None, "min_duration": None,
     }  # fmt: skip
     assert job["schedule"] == {"every": None, "cron": "0 2 * * *", "timezone": "Europe/Paris"}
     assert job["source"]["path"] == str(backups / "db")

@@ -222,6 +222,7 @@ async def test_jobs_apply_is_idempotent_and_prune_deletes(
     assert first["db-nightly"]["grace"] == 3600
     assert first["db-nightly"]["rules"] == {
         "min_size": 1024, "max_size": None, "min_count": 2, "max_size_drop": 50.0,
+        "max_duration": None, "min_duration": None,
     }  # fmt: skip
 
     # The same file again changes nothing at all: not even updated_at.

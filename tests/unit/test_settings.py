@@ -39,6 +39,7 @@ def test_defaults() -> None:
     assert settings.model_dump() == {
         "database_url": "sqlite+aiosqlite:///./backup-monitor.db",
         "scanner_interval_minutes": 15.0,
+        "tick_seconds": 5.0,
         "host": "127.0.0.1",
         "port": 8080,
         "scan_roots": (),

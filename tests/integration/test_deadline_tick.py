@@ -1,0 +1,80 @@
+"""The deadline tick: a job is judged within seconds of its deadline, not at the next full scan;
+a claim is taken once, however many replicas tick."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import select
+
+from service.models import Job
+from service.scheduler import run_deadline_tick, shutdown_scheduler, start_scheduler
+
+from support import add_job, get_job, make_file
+
+
+async def test_a_late_job_is_marked_within_seconds_of_its_deadline(sessionmaker, tmp_path):
+    """`every: 5s`, `grace: 1s`, and the file stops appearing: critical within 3 s of the
+    deadline (the full scan runs only every 15 minutes here)."""
+    folder = tmp_path / "fast"
+    written = datetime.now(UTC)
+    make_file(folder / "a.tar", 10, written)
+    await add_job(
+        sessionmaker, written - timedelta(hours=1), name="fast", grace="1s",
+        schedule={"every": "5s"}, source={"type": "local", "path": str(folder)},
+    )  # fmt: skip
+    deadline = written + timedelta(seconds=6)
+    await start_scheduler(sessionmaker, interval_minutes=15, run_now=True, tick_seconds=0.5)
+    try:
+        marked_at = None
+        while datetime.now(UTC) < deadline + timedelta(seconds=10):
+            job = await get_job(sessionmaker, "fast")
+            if job.status == "critical":
+                marked_at = datetime.now(UTC)
+                break
+            await asyncio.sleep(0.1)
+    finally:
+        await shutdown_scheduler()
+    assert marked_at is not None, "never marked late"
+    assert [reason["code"] for reason in job.reasons] == ["late"]
+    delay = (marked_at - deadline).total_seconds()
+    print(f"marked late {delay:.2f} s after its deadline")
+    assert 0 <= delay <= 3
+
+
+async def test_a_due_job_is_claimed_by_one_tick_only(sessionmaker, tmp_path):
+    now = datetime.now(UTC)
+    make_file(tmp_path / "d" / "a.tar", 10, now - timedelta(days=3))
+    await add_job(
+        sessionmaker, now - timedelta(days=5), name="due",
+        source={"type": "local", "path": str(tmp_path / "d")},
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        job = await session.scalar(select(Job).where(Job.name == "due"))
+        job.next_check_at = now - timedelta(seconds=1)
+        await session.commit()
+    results = await asyncio.gather(*(run_deadline_tick(sessionmaker) for _ in range(4)))
+    assert sorted(map(len, results)) == [0, 0, 0, 1]
+    judged = await get_job(sessionmaker, "due")
+    assert judged.status == "critical"
+    # Judged after its deadline: not due again until a new deadline passes.
+    assert await run_deadline_tick(sessionmaker) == []
+
+
+async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):
+    from service.pings import PingWriter, Received
+
+    await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
+    key = (await get_job(sessionmaker, "hb")).ping_key
+    await run_deadline_tick(sessionmaker)  # the tick starts from the pings already there
+    writer = PingWriter(sessionmaker)
+    writer.start()
+    try:
+        assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
+    finally:
+        await writer.stop()
+    assert await run_deadline_tick(sessionmaker) == ["hb"]
+    job = await get_job(sessionmaker, "hb")
+    assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
+    assert await run_deadline_tick(sessionmaker) == []  # judged: not again
