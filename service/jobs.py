@@ -168,12 +168,17 @@ async def create_job(session: AsyncSession, spec: JobSpec, now: datetime) -> Job
     job = new_job(spec, now)
     job.next_check_at = now
     session.add(job)
+    await _commit_name(session, spec.name)
+    return job
+
+
+async def _commit_name(session: AsyncSession, name: str) -> None:
+    """Commit a job's creation or change; its name taken meanwhile is JobNameTaken."""
     try:
         await session.commit()
     except IntegrityError:
         await session.rollback()
-        raise JobNameTaken(spec.name) from None
-    return job
+        raise JobNameTaken(name) from None
 
 
 async def update_job(
@@ -197,11 +202,7 @@ async def update_job(
         await session.rollback()
         raise
     apply_declaration(job, spec, now)
-    try:
-        await session.commit()
-    except IntegrityError:
-        await session.rollback()
-        raise JobNameTaken(spec.name) from None
+    await _commit_name(session, spec.name)
     return job
 
 
