@@ -180,6 +180,18 @@ def run_facts(runs: Sequence[Run]) -> RunFacts:
     )
 
 
+async def jobs_with_pings(session: AsyncSession, job_ids: Sequence[int]) -> set[int]:
+    """Which of these jobs have pinged at all."""
+    if not job_ids:
+        return set()
+    found = await session.scalars(
+        select(Job.id).where(
+            Job.id.in_(job_ids), select(Ping.id).where(Ping.job_id == Job.id).exists()
+        )
+    )
+    return set(found)
+
+
 async def run_facts_of(session: AsyncSession, job_ids: Sequence[int]) -> dict[int, RunFacts]:
     """Run facts of the jobs that have pings, from each one's newest PINGS_JUDGED pings."""
     if not job_ids:

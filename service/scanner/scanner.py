@@ -32,7 +32,7 @@ from service.db import lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, ScanRun
-from service.pings import run_facts_of
+from service.pings import jobs_with_pings, run_facts_of
 from service.scanner.rules import (
     SIZE_DROP_WINDOW,
     ArtifactFact,
@@ -256,6 +256,7 @@ class BackupScanner:
         self.stop = stop or asyncio.Event()
         self.on_start = on_start  # told the scan id once the run is recorded
         self._touched: list[dict[str, Any]] = []
+        self._pinged: set[int] = set()
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
         """Scan every job (or those named) and record the run."""
@@ -277,6 +278,8 @@ class BackupScanner:
             if names is not None:
                 query = query.where(Job.name.in_(names))
             jobs = [_job_row(row) for row in (await session.execute(query)).all()]
+            # Most jobs never ping: read runs only for those that did (one query per scan).
+            self._pinged = await jobs_with_pings(session, [job.id for job in jobs])
             await session.commit()  # end the read transaction
             report.status = await self._pipeline(jobs, report.jobs)
             await self._flush_touched()
@@ -410,8 +413,10 @@ class BackupScanner:
         """Judge each observed job; write those that changed, touch the others."""
         results: list[JobResult] = []
         changes: list[Change] = []
-        facts = await run_facts_of(self.session, [observation.job.id for observation in batch])
-        await self.session.commit()  # end the read transaction before any write
+        pinged = [o.job.id for o in batch if o.job.id in self._pinged]
+        facts = await run_facts_of(self.session, pinged) if pinged else {}
+        if pinged:
+            await self.session.commit()  # end the read transaction before any write
         for observation in batch:
             change = self._judge(observation, facts.get(observation.job.id))
             results.append(change.result)
