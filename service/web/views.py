@@ -37,8 +37,9 @@ from service.jobs import (
 )
 from service.jobs import status_counts as count_statuses
 from service.keys import sessionmaker_key, settings_key
+from service.pings import recent_runs
 from service.tokens import Access
-from service.units import format_size
+from service.units import format_duration, format_size
 from service.web.charts import ChartPoint, size_chart, sparkline
 from service.web.queries import (
     all_tags,
@@ -56,6 +57,7 @@ TOKEN_COOKIE = "bm_token"  # noqa: S105 (a cookie name)
 CSRF_COOKIE = "bm_csrf"
 SESSION_DAYS = 30
 ARTIFACTS_PER_PAGE = 50
+RUNS_SHOWN = 20
 # A symbol beside every status word: the status is never told by colour alone.
 SYMBOLS = {
     "ok": "✔",
@@ -243,6 +245,7 @@ async def job_page(request: web.Request) -> web.Response:
         files, next_before = await artifacts_page(
             session, job.id, limit=ARTIFACTS_PER_PAGE, before=before, include_gone=True
         )
+        runs = await recent_runs(session, job.id, RUNS_SHOWN)
         flagged = await flagged_paths(session, job.id)
         if job.status in ("critical", "warning") and job.latest_artifact:
             flagged.add(job.latest_artifact["path"])
@@ -259,6 +262,8 @@ async def job_page(request: web.Request) -> web.Response:
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
         chart=size_chart(points),
         history=history,
+        runs=runs,
+        duration=format_duration,
         files=files,
         next_before=next_before,
         now=now,

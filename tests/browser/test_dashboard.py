@@ -137,6 +137,7 @@ async def test_dashboard_counts_filters_job_page_and_login(site, page):
     assert await chart.locator("circle.dot").count() >= 3
     assert await chart.locator("g.flag").count() >= 1  # the shrunk file is marked
     await expect(chart.locator("text.tick").first).to_be_visible()
+    await expect(page.locator("#runs")).to_contain_text("No ping received")
     # A read-only token may look, not act.
     await expect(page.get_by_role("button", name="Pause")).to_have_count(0)
     await shot(page, "job")
@@ -157,6 +158,15 @@ async def test_pause_with_the_button_and_refresh_without_reload(site, page):
     await expect(page).to_have_url(base + "/jobs/db-nightly")
     await expect(page.locator("h1 .badge")).to_have_text("‖ paused")
     await expect(page.get_by_role("button", name="Resume")).to_be_visible()
+    # A backup script reports a run: the job page lists it with its duration.
+    key = await page.evaluate("document.querySelector('#runs code').textContent")
+    assert key.startswith("/ping/")
+    assert (await page.request.post(base + key + "/start")).status == 200
+    assert (await page.request.post(base + key, data="dumped")).status == 200
+    await page.reload()
+    run = page.locator('#runs tr[data-outcome="success"]')
+    await expect(run).to_contain_text("dumped")
+    await expect(run).to_contain_text("s")
     async with site["sessionmaker"]() as session:
         assert await session.scalar(select(Job.paused).where(Job.name == "db-nightly")) is True
 
