@@ -7,7 +7,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import (
     ColumnElement,
@@ -162,6 +162,29 @@ async def scan_job(
         await scanner.scan_all_jobs([job.name])
         session.expunge_all()
         return await session.get(Job, job_id)
+
+
+Action = Literal["pause", "resume", "scan"]
+
+
+async def act_on_job(
+    session_factory: async_sessionmaker[AsyncSession],
+    ref: str,
+    action: Action,
+    now: datetime,
+    **scan_options: Any,
+) -> Job | None:
+    """Pause, resume or scan a job, then judge it at once; the job as stored afterwards
+    (None: there is no such job, or it was deleted meanwhile). The API and the dashboard's
+    buttons both come here."""
+    async with session_factory() as session:
+        if action == "scan":
+            job = await find_job(session, ref)
+        else:
+            job = await set_paused(session, ref, action == "pause", now)
+    if job is None:
+        return None
+    return await scan_job(session_factory, job.id, **scan_options)
 
 
 async def create_job(session: AsyncSession, spec: JobSpec, now: datetime) -> Job:

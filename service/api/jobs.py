@@ -26,16 +26,16 @@ from service.api.schemas import (
 )
 from service.api.validation import encode, invalid, json_object, query_of, respond
 from service.jobs import (
+    Action,
     JobFilter,
     JobNameTaken,
+    act_on_job,
     artifacts_page,
     create_job,
     delete_job,
     find_job,
     history_page,
     list_jobs,
-    scan_job,
-    set_paused,
     update_job,
 )
 from service.jobspec import JobSpec, parse_job
@@ -76,15 +76,6 @@ async def load_job(request: web.Request) -> Job:
     if job is None:
         raise not_found(ref)
     return job
-
-
-async def scan_now(request: web.Request, job: Job) -> Job:
-    """Scan one job right now and return it as stored afterwards."""
-    settings = request.app[settings_key]
-    fresh = await scan_job(request.app[sessionmaker_key], job.id, **settings.scan_options)
-    if fresh is None:  # deleted meanwhile
-        raise not_found(job.name)
-    return fresh
 
 
 @routes.get("/api/v1/jobs")
@@ -178,19 +169,21 @@ async def delete_job_handler(request: web.Request) -> web.Response:
     return web.Response(status=204)
 
 
-async def _pause(request: web.Request, paused: bool) -> web.Response:
+async def act(request: web.Request, action: Action) -> web.Response:
     ref = request.match_info["job"]
-    async with request.app[sessionmaker_key]() as session:
-        job = await set_paused(session, ref, paused, datetime.now(UTC))
+    settings = request.app[settings_key]
+    job = await act_on_job(
+        request.app[sessionmaker_key], ref, action, datetime.now(UTC), **settings.scan_options
+    )
     if job is None:
         raise not_found(ref)
-    return respond(job_out(await scan_now(request, job), origin_of(request)))
+    return respond(job_out(job, origin_of(request)))
 
 
 @routes.post(JOB + "/pause")
 @operation(summary="Pause a job (status `paused`)", tag="jobs", response=JobOut, access="write")
 async def pause_handler(request: web.Request) -> web.Response:
-    return await _pause(request, True)
+    return await act(request, "pause")
 
 
 @routes.post(JOB + "/resume")
@@ -198,7 +191,7 @@ async def pause_handler(request: web.Request) -> web.Response:
     summary="Resume a paused job and judge it now", tag="jobs", response=JobOut, access="write"
 )
 async def resume_handler(request: web.Request) -> web.Response:
-    return await _pause(request, False)
+    return await act(request, "resume")
 
 
 @routes.post(JOB + "/scan")
@@ -207,7 +200,7 @@ async def resume_handler(request: web.Request) -> web.Response:
     description="Answers when the scan is done, with the job's fresh status.",
 )  # fmt: skip
 async def scan_job_handler(request: web.Request) -> web.Response:
-    return respond(job_out(await scan_now(request, await load_job(request)), origin_of(request)))
+    return await act(request, "scan")
 
 
 @routes.get(JOB + "/artifacts")

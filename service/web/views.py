@@ -14,7 +14,7 @@ import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import jinja2
@@ -28,12 +28,12 @@ from service.api.openapi import operation
 from service.api.schemas import JobsQuery
 from service.jobs import (
     MAX_REF,
+    Action,
     JobFilter,
+    act_on_job,
     artifacts_page,
     find_job,
     history_page,
-    scan_job,
-    set_paused,
 )
 from service.jobs import status_counts as count_statuses
 from service.keys import sessionmaker_key, settings_key
@@ -286,15 +286,12 @@ async def job_action(request: web.Request) -> web.Response:
     if access != "read-write":
         raise ApiError(403, "forbidden", "this token may only look; log in with a read-write one")
     ref, action = request.match_info["job"], request.match_info["action"]
-    sessionmaker = request.app[sessionmaker_key]
-    async with sessionmaker() as session:
-        if action == "scan":
-            job = await find_job(session, ref)
-        else:
-            job = await set_paused(session, ref, action == "pause", datetime.now(UTC))
+    job = await act_on_job(
+        request.app[sessionmaker_key], ref, cast(Action, action), datetime.now(UTC),
+        **request.app[settings_key].scan_options,
+    )  # fmt: skip
     if job is None:
         raise web.HTTPNotFound(text=f"no job {ref!r}")
-    await scan_job(sessionmaker, job.id, **request.app[settings_key].scan_options)
     raise web.HTTPSeeOther(f"/jobs/{quote(job.name)}")
 
 
