@@ -149,6 +149,28 @@ async def run_deadline_tick(
             return []
 
 
+def _add_interval_job(
+    job_id: str,
+    function: Callable[..., Any],
+    session_factory: async_sessionmaker[AsyncSession],
+    scan_options: dict[str, Any] | None,
+    **trigger: Any,
+) -> None:
+    """One run at a time, late runs merged, replaced if already there (the original request)."""
+    scheduler.add_job(
+        function,
+        "interval",
+        args=[session_factory],
+        kwargs=scan_options or {},
+        id=job_id,
+        replace_existing=True,
+        misfire_grace_time=MISFIRE_GRACE_SECONDS,
+        coalesce=True,
+        max_instances=1,
+        **trigger,
+    )
+
+
 async def start_scheduler(
     session_factory: async_sessionmaker[AsyncSession],
     interval_minutes: float | None = None,
@@ -173,33 +195,14 @@ async def start_scheduler(
     options: dict[str, Any] = {}
     if run_now:
         options["next_run_time"] = datetime.now(UTC)
-    scheduler.add_job(
-        run_scanner_job,
-        "interval",
-        minutes=minutes,
-        args=[session_factory],
-        kwargs=scan_options or {},
-        id=JOB_ID,
-        replace_existing=True,
-        misfire_grace_time=MISFIRE_GRACE_SECONDS,
-        coalesce=True,
-        max_instances=1,
-        **options,
+    _add_interval_job(
+        JOB_ID, run_scanner_job, session_factory, scan_options, minutes=minutes, **options
     )
     logger.info("Job '%s' added to the scheduler. Interval: %g minutes.", JOB_ID, minutes)
     if tick_seconds is not None:
         # Between full scans, a job is judged within seconds of its deadline.
-        scheduler.add_job(
-            run_deadline_tick,
-            "interval",
-            seconds=tick_seconds,
-            args=[session_factory],
-            kwargs=scan_options or {},
-            id=TICK_JOB_ID,
-            replace_existing=True,
-            misfire_grace_time=MISFIRE_GRACE_SECONDS,
-            coalesce=True,
-            max_instances=1,
+        _add_interval_job(
+            TICK_JOB_ID, run_deadline_tick, session_factory, scan_options, seconds=tick_seconds
         )
         logger.info("Job '%s' added to the scheduler. Interval: %g s.", TICK_JOB_ID, tick_seconds)
     _stop.clear()
