@@ -40,6 +40,7 @@ from service.units import (
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_GRACE = 3600
+MAX_COUNT = 10**9
 
 
 def _no_bool(value: object) -> object:
@@ -54,15 +55,11 @@ def _positive(value: int) -> int:
     return value
 
 
-def _at_most_a_billion(value: int) -> int:
-    if value > 10**9:
-        raise ValueError("Input should be less than or equal to 1000000000")
-    return value
-
-
-def _at_least_one(value: int) -> int:
+def _count(value: int) -> int:
     if value < 1:
         raise ValueError("Input should be greater than or equal to 1")
+    if value > MAX_COUNT:
+        raise ValueError(f"Input should be less than or equal to {MAX_COUNT}")
     return value
 
 
@@ -81,31 +78,18 @@ def _no_nul(value: str) -> str:
 Text = Annotated[str, AfterValidator(_no_nul)]
 
 
-Duration = Annotated[
-    int,
-    BeforeValidator(parse_duration),
-    _number_or_text(
-        {"type": "integer", "minimum": 0, "maximum": MAX_DURATION, "description": "seconds"},
-        DURATION_PATTERN,
-        "1h30m",
-    ),
-]
-PositiveDuration = Annotated[
-    int,
-    BeforeValidator(parse_duration),
-    AfterValidator(_positive),
-    _number_or_text(
-        {"type": "integer", "minimum": 1, "maximum": MAX_DURATION, "description": "seconds"},
-        DURATION_PATTERN,
-        "1d",
-    ),
-]
+def _seconds(minimum: int, example: str) -> WithJsonSchema:
+    number = {"type": "integer", "minimum": minimum, "maximum": MAX_DURATION}
+    return _number_or_text({**number, "description": "seconds"}, DURATION_PATTERN, example)
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration), _seconds(0, "1h30m")]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive), _seconds(1, "1d")]
 Count = Annotated[
     int,
     BeforeValidator(_no_bool),
-    AfterValidator(_at_least_one),
-    AfterValidator(_at_most_a_billion),
-    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": 10**9}),
+    AfterValidator(_count),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_COUNT}),
 ]
 Size = Annotated[
     int,
