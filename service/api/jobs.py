@@ -3,10 +3,14 @@ in the schemas, the work in service.jobs and the scanner."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
+from typing import TypeVar
 
 from aiohttp import web
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.api.coalesce import coalescer_key
 from service.api.errors import ApiError
@@ -21,7 +25,6 @@ from service.api.schemas import (
     JobsQuery,
     PageQuery,
     RunList,
-    RunOut,
     RunsQuery,
 )
 from service.api.validation import encode, invalid, json_object, query_of, respond
@@ -35,6 +38,7 @@ from service.jobs import (
     delete_job,
     find_job,
     history_page,
+    job_ref,
     list_jobs,
     update_job,
 )
@@ -44,6 +48,7 @@ from service.models import Job
 from service.pings import recent_runs
 
 routes = web.RouteTableDef()
+T = TypeVar("T")
 
 JOB = "/api/v1/jobs/{job}"
 
@@ -67,6 +72,18 @@ def not_found(ref: str) -> ApiError:
 
 def name_taken(exc: JobNameTaken) -> ApiError:
     return ApiError(409, "conflict", str(exc), [{"field": "name", "message": str(exc)}])
+
+
+async def read_for_job(
+    request: web.Request, read: Callable[[AsyncSession, int], Awaitable[T]]
+) -> T:
+    """`read(session, job_id)` for the `{job}` of the path, in one session (404 without it)."""
+    ref = request.match_info["job"]
+    async with request.app[sessionmaker_key]() as session:
+        job_id = await session.scalar(select(Job.id).where(job_ref(ref)))
+        if job_id is None:
+            raise not_found(ref)
+        return await read(session, job_id)
 
 
 async def load_job(request: web.Request) -> Job:
@@ -210,15 +227,13 @@ async def scan_job_handler(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def artifacts_handler(request: web.Request) -> web.Response:
     query = query_of(request, ArtifactsQuery)
-    job = await load_job(request)
-    async with request.app[sessionmaker_key]() as session:
-        rows, next_before = await artifacts_page(
-            session,
-            job.id,
-            limit=query.limit,
-            before=query.before,
+    rows, next_before = await read_for_job(
+        request,
+        lambda session, job_id: artifacts_page(
+            session, job_id, limit=query.limit, before=query.before,
             include_gone=query.include_gone,
-        )
+        ),
+    )  # fmt: skip
     page = {"items": rows, "next_before": next_before}
     return respond(ArtifactPage.model_validate(page, from_attributes=True))
 
@@ -230,11 +245,12 @@ async def artifacts_handler(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def history_handler(request: web.Request) -> web.Response:
     query = query_of(request, PageQuery)
-    job = await load_job(request)
-    async with request.app[sessionmaker_key]() as session:
-        rows, next_before = await history_page(
-            session, job.id, limit=query.limit, before=query.before
-        )
+    rows, next_before = await read_for_job(
+        request,
+        lambda session, job_id: history_page(
+            session, job_id, limit=query.limit, before=query.before
+        ),
+    )
     page = {"items": rows, "next_before": next_before}
     return respond(HistoryPage.model_validate(page, from_attributes=True))
 
@@ -246,14 +262,7 @@ async def history_handler(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def runs_handler(request: web.Request) -> web.Response:
     query = query_of(request, RunsQuery)
-    job = await load_job(request)
-    async with request.app[sessionmaker_key]() as session:
-        runs = await recent_runs(session, job.id, query.limit)
-    items = [
-        RunOut(
-            outcome=run.outcome, started_at=run.started_at, finished_at=run.finished_at,
-            duration=run.duration, exit_status=run.exit_status, rid=run.rid, log=run.log,
-        )
-        for run in runs
-    ]  # fmt: skip
-    return respond(RunList(items=items))
+    runs = await read_for_job(
+        request, lambda session, job_id: recent_runs(session, job_id, query.limit)
+    )
+    return respond(RunList.model_validate({"items": runs}, from_attributes=True))
