@@ -3,6 +3,7 @@ delete, and read a job's artifacts and history. No HTTP here."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -220,7 +221,8 @@ async def update_job(
         await session.rollback()
         return None
     try:
-        spec = parse_job(merge_patch(job, changes), scan_roots)
+        # SCAN_ROOTS resolves the path on the filesystem: off the event loop.
+        spec = await asyncio.to_thread(parse_job, merge_patch(job, changes), scan_roots)
     except Exception:
         await session.rollback()
         raise

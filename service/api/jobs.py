@@ -3,6 +3,7 @@ in the schemas, the work in service.jobs and the scanner."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TypeVar
@@ -127,7 +128,8 @@ async def list_jobs_handler(request: web.Request) -> web.Response:
 async def create_job_handler(request: web.Request) -> web.Response:
     data = await json_object(request)
     try:
-        spec = parse_job(data, request.app[settings_key].scan_roots)
+        # SCAN_ROOTS resolves the path on the filesystem (a hung mount must not stop the loop).
+        spec = await asyncio.to_thread(parse_job, data, request.app[settings_key].scan_roots)
     except ValidationError as exc:
         raise invalid(exc, "job") from None
     async with request.app[sessionmaker_key]() as session:
@@ -158,7 +160,7 @@ async def patch_job_handler(request: web.Request) -> web.Response:
     data = await json_object(request)
     roots = request.app[settings_key].scan_roots
     try:
-        JobPatch.model_validate(data, context={"scan_roots": roots})
+        JobPatch.model_validate(data)  # the fields' types; the whole job is checked below
     except ValidationError as exc:
         raise invalid(exc, "change") from None
     async with request.app[sessionmaker_key]() as session:
