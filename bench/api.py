@@ -59,6 +59,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 from aiohttp import web
+from scan import code_version, verdict  # bench/scan.py, beside this file
 from sqlalchemy.engine import make_url
 
 from service import migrate
@@ -810,26 +811,6 @@ async def run(args: argparse.Namespace, log_dir: Path, say: Callable[[str], None
         "results": results,
         "profile": str(profile) if profile else None,
     }
-
-
-def code_version() -> str:
-    """The commit measured (with '+changes' when service/ differs from it), or 'unknown'."""
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no", "service"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+changes" if dirty else "")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def print_report(result: dict[str, Any]) -> None:
