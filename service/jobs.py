@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import lock_for_write
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
-from service.models import Artifact, Job, JobCheck, ScanRun, new_ping_key
+from service.models import MAX_INT_ID, Artifact, Job, JobCheck, ScanRun, new_ping_key
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 
@@ -92,11 +92,17 @@ def merge_patch(job: Job, changes: Mapping[str, Any]) -> dict[str, Any]:
 
 def job_ref(ref: str) -> ColumnElement[bool]:
     """A job by id (all digits) or by name (names start with a letter)."""
-    if len(ref) > MAX_REF or "\0" in ref:  # no job has one (PostgreSQL refuses NUL anyway)
+    if not possible_ref(ref):
         return Job.id.is_(None)
     if ref.isdigit() and ref.isascii():
-        return Job.id == int(ref) if int(ref) < 2**31 else Job.id.is_(None)
+        return Job.id == int(ref) if int(ref) <= MAX_INT_ID else Job.id.is_(None)
     return Job.name == ref
+
+
+def possible_ref(ref: str) -> bool:
+    """Whether `ref` could be a job's id or name at all (no job has a NUL, PostgreSQL refuses
+    it, and a name is at most MAX_REF characters)."""
+    return len(ref) <= MAX_REF and "\0" not in ref
 
 
 async def find_job(session: AsyncSession, ref: str, *, for_update: bool = False) -> Job | None:
@@ -303,7 +309,7 @@ async def scans_page(
     session: AsyncSession, *, limit: int, before: int | None
 ) -> tuple[list[ScanRun], int | None]:
     query = select(ScanRun)
-    if before is not None and before < 2**31:  # larger: every scan id is below it
+    if before is not None and before <= MAX_INT_ID:  # larger: every scan id is below it
         query = query.where(ScanRun.id < before)
     rows = await session.scalars(query.order_by(ScanRun.id.desc()).limit(limit + 1))
     return _split(list(rows), limit)

@@ -12,6 +12,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db import Base, BigId, JSONType, UTCDateTime
 
 NOT_GONE = text("gone_since IS NULL")
+# jobs.id and scan_runs.id are INTEGER: a larger number names no row (and PostgreSQL refuses it).
+MAX_INT_ID = 2**31 - 1
 
 
 def new_ping_key() -> str:

@@ -13,7 +13,7 @@ from service.api.schemas import PageQuery, ScanOut, ScanPage, ScanStartQuery
 from service.api.validation import query_of, respond
 from service.jobs import scans_page
 from service.keys import sessionmaker_key, settings_key
-from service.models import ScanRun
+from service.models import MAX_INT_ID, ScanRun
 from service.scheduler import ScanAlreadyRunning, start_full_scan
 
 routes = web.RouteTableDef()
@@ -21,7 +21,7 @@ routes = web.RouteTableDef()
 
 async def load_scan(request: web.Request, scan_id: int) -> ScanRun:
     async with request.app[sessionmaker_key]() as session:
-        run = await session.get(ScanRun, scan_id) if scan_id < 2**31 else None
+        run = await session.get(ScanRun, scan_id) if scan_id <= MAX_INT_ID else None
     if run is None:
         raise ApiError(404, "not_found", f"no scan {scan_id}")
     return run

@@ -34,6 +34,7 @@ from service.jobs import (
     artifacts_page,
     find_job,
     history_page,
+    possible_ref,
 )
 from service.jobs import status_counts as count_statuses
 from service.keys import sessionmaker_key, settings_key
@@ -169,7 +170,7 @@ def safe_next(target: str | None) -> str:
 def known_ref(request: web.Request) -> str:
     """The `{job}` of the path; 404 at once for what cannot be a job's id or name."""
     ref = request.match_info["job"]
-    if len(ref) > MAX_REF or "\0" in ref:
+    if not possible_ref(ref):
         raise web.HTTPNotFound(text=f"no job {ref[:MAX_REF]!r}")
     return ref
 
