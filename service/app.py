@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -12,6 +13,7 @@ from service.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
 from service.api.errors import error_middleware
 from service.db import create_engine, create_sessionmaker
 from service.keys import (
+    channels_key,
     engine_key,
     open_access_key,
     ping_writer_key,
@@ -19,6 +21,8 @@ from service.keys import (
     sessionmaker_key,
     settings_key,
 )
+from service.notify.channels import ChannelSet, load_channels
+from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.pings import PingWriter
 from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
 from service.settings import Settings, get_settings
@@ -54,16 +58,48 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.scanner_interval_minutes,
         scan_options=settings.scan_options,
         tick_seconds=settings.tick_seconds,
+        retention_days=settings.retention_days,
     )
     yield
     await shutdown_scheduler()
 
 
+async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The notification dispatcher runs wherever the scheduler does (every replica: they
+    share the work through the database)."""
+    if not app[scheduler_enabled_key]:
+        yield
+        return
+    dispatcher = Dispatcher(
+        app[sessionmaker_key], app[channels_key], dispatch_options(app[settings_key])
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop), name="notification-dispatcher")
+    yield
+    await dispatcher.stop_gracefully(task, stop)
+
+
+def dispatch_options(settings: Settings) -> DispatchOptions:
+    return DispatchOptions(
+        poll_seconds=settings.notify_poll_seconds,
+        lease_seconds=settings.notify_lease_seconds,
+        retry_seconds=settings.notify_retry_seconds,
+        max_attempts=settings.notify_max_attempts,
+        public_url=settings.public_url,
+    )
+
+
 def create_app(
-    settings: Settings | None = None, *, scheduler: bool = True, open_access: bool = True
+    settings: Settings | None = None,
+    *,
+    scheduler: bool = True,
+    open_access: bool = True,
+    channels: ChannelSet | None = None,
 ) -> web.Application:
     """Build the application. Cleanups run in reverse: the scheduler stops before the engine.
 
+    `channels`: the notification channels (default: read from CHANNELS_FILE, which raises
+    ChannelsFileError when the file is wrong).
     `open_access`: whether the API answers without a token while no token is configured
     (`serve` allows it on loopback only, unless told `--insecure-no-auth`).
     """
@@ -72,12 +108,14 @@ def create_app(
         client_max_size=MAX_BODY_BYTES,
     )
     app[coalescer_key] = Coalescer()
-    app[settings_key] = settings or get_settings()
+    app[settings_key] = settings = settings or get_settings()
+    app[channels_key] = channels if channels is not None else load_channels(settings.channels_file)
     app[scheduler_enabled_key] = scheduler
     app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(pings_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
+    app.cleanup_ctx.append(notify_ctx)
     for module in (health, metrics, jobs, scans, pings, docs, views):
         app.add_routes(module.routes)
     return app

@@ -1,4 +1,4 @@
-"""The `backup-monitor` command: serve, scan, db upgrade, jobs apply, tokens, demo."""
+"""The `backup-monitor` command: serve, scan, db upgrade, jobs apply, tokens, notify test, demo."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -21,6 +22,8 @@ from service.db import create_engine, create_sessionmaker, ping
 from service.errors import describe_error
 from service.jobsfile import JobsFileError, apply_jobs, load_jobs_file
 from service.logs import configure_logging
+from service.notify.channels import ChannelsFileError, DeliveryError, deliver, load_channels
+from service.notify.notice import test_notice
 from service.scanner import ScanReport, run_scanner
 from service.scanner.rules import worst_status
 from service.settings import Settings, SettingsError, load_settings
@@ -49,7 +52,7 @@ def safe_url(url: str) -> str:
 def database_step(settings: Settings, what: str, step: Callable[[], T]) -> T:
     try:
         return step()
-    except (KeyboardInterrupt, CliError, JobsFileError, TokenError):
+    except (KeyboardInterrupt, CliError, JobsFileError, ChannelsFileError, TokenError):
         raise
     except Exception as exc:
         where = safe_url(settings.database_url)
@@ -70,7 +73,9 @@ async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) 
 
 
 def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
-    specs = load_jobs_file(path, settings.scan_roots)  # validates everything before any write
+    # Everything is validated before any write, the channels the jobs name included.
+    channels = load_channels(settings.channels_file).channels
+    specs = load_jobs_file(path, settings.scan_roots, channels)
 
     async def work(session: Any) -> str:
         return (await apply_jobs(session, specs, prune=prune)).summary()
@@ -117,6 +122,7 @@ def check_exposure(settings: Settings, host: str, insecure: bool) -> bool:
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    channels = load_channels(settings.channels_file)  # a wrong file stops here, nothing touched
     if settings.auto_migrate:
         upgrade_database(settings)
     else:  # fail now, with one line, rather than serve errors
@@ -129,7 +135,7 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     if settings.jobs_file is not None:
         summary = apply_file(settings, str(settings.jobs_file), prune=False)
         logger.info("jobs file applied", extra={"file": str(settings.jobs_file), "result": summary})
-    app = create_app(settings, open_access=open_access)
+    app = create_app(settings, open_access=open_access, channels=channels)
     # Everything loaded so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise pause the event loop for tens of milliseconds during scans.
     gc.collect()
@@ -247,6 +253,28 @@ def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
+    if settings.channels_file is None:
+        raise CliError("no channels: set CHANNELS_FILE to a channels file")
+    try:
+        channels = load_channels(settings.channels_file)
+    except ChannelsFileError as exc:
+        raise CliError(str(exc)) from None
+    channel = channels.channels.get(args.channel)
+    if channel is None:
+        known = ", ".join(sorted(channels.channels)) or "none"
+        raise CliError(
+            f"no channel named {args.channel!r} in {settings.channels_file} (channels: {known})"
+        )
+    try:
+        outcome = asyncio.run(deliver(channel, test_notice(args.channel, datetime.now(UTC))))
+    except DeliveryError as exc:
+        retry = "" if exc.permanent else " (may succeed later)"
+        raise CliError(f"channel {args.channel!r}: {exc}{retry}") from None
+    print(f"test message sent through {args.channel!r}: {outcome}")
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from service import demo
 
@@ -304,6 +332,12 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("name")
     revoke.set_defaults(handler=cmd_tokens_revoke)
 
+    notify = commands.add_parser("notify", help="notification channels")
+    notify_commands = notify.add_subparsers(dest="notify_command", required=True, metavar="COMMAND")
+    notify_test = notify_commands.add_parser("test", help="send a test message through a channel")
+    notify_test.add_argument("channel", help="a channel of CHANNELS_FILE")
+    notify_test.set_defaults(handler=cmd_notify_test)
+
     demo = commands.add_parser("demo", help="a sandbox with a job in every status, served")
     demo.add_argument("--dir", default="demo-backups", help="where to build the sandbox")
     demo.add_argument("--host", default=None)
@@ -330,7 +364,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(settings, args)
         return code
-    except JobsFileError as exc:
+    except (JobsFileError, ChannelsFileError) as exc:
         print(f"backup-monitor: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)

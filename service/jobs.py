@@ -4,7 +4,7 @@ delete, and read a job's artifacts and history. No HTTP here."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -27,7 +27,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import lock_for_write
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
-from service.models import MAX_INT_ID, Artifact, Job, JobCheck, ScanRun, new_ping_key
+from service.models import (
+    MAX_INT_ID,
+    Artifact,
+    Job,
+    JobCheck,
+    NotificationDelivery,
+    NotificationEvent,
+    ScanRun,
+    new_ping_key,
+)
+from service.notify.events import renotify_at
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 
@@ -70,6 +80,10 @@ def apply_declaration(job: Job, spec: JobSpec, now: datetime) -> bool:
     declared = spec.declaration()
     if job.name == spec.name and stored_declaration(job) == declared:
         return False
+    every = spec.notify.renotify_every
+    if every != (job.notify or {}).get("renotify_every"):
+        # A new reminder interval counts from now (the scanner keeps a running one).
+        job.renotify_at = renotify_at(job.status, None, None, every, now)
     job.name = spec.name
     for name, value in declared.items():
         setattr(job, name, value)
@@ -217,6 +231,7 @@ async def update_job(
     changes: Mapping[str, Any],
     *,
     scan_roots: Sequence[Path],
+    channels: Collection[str] | None = None,
     now: datetime,
 ) -> Job | None:
     """Apply a PATCH in one transaction, the row locked so that concurrent PATCHes queue up
@@ -228,7 +243,7 @@ async def update_job(
         return None
     try:
         # SCAN_ROOTS resolves the path on the filesystem: off the event loop.
-        spec = await asyncio.to_thread(parse_job, merge_patch(job, changes), scan_roots)
+        spec = await asyncio.to_thread(parse_job, merge_patch(job, changes), scan_roots, channels)
     except Exception:
         await session.rollback()
         raise
@@ -303,6 +318,42 @@ async def history_page(
         ),
         limit,
     )
+
+
+async def notifications_page(
+    session: AsyncSession, job_id: int, *, limit: int, before: int | None
+) -> tuple[list[dict[str, Any]], int | None]:
+    """The job's notices, newest first, each with its deliveries (one per channel)."""
+    event = NotificationEvent
+    owner = event.job_id == job_id
+    events, next_before = _split(
+        list(
+            await session.scalars(
+                _page(select(event).where(owner), event.created_at, event.id, owner, before, limit)
+            )
+        ),
+        limit,
+    )
+    deliveries: dict[int, list[NotificationDelivery]] = {row.id: [] for row in events}
+    if events:
+        rows = await session.scalars(
+            select(NotificationDelivery)
+            .where(NotificationDelivery.event_id.in_(list(deliveries)))
+            .order_by(NotificationDelivery.channel)
+        )
+        for row in rows:
+            deliveries[row.event_id].append(row)
+    items = [
+        {
+            "id": row.id, "event_id": row.event_id, "kind": row.kind,
+            "created_at": row.created_at, "status": row.payload["status"],
+            "previous_status": row.payload.get("previous_status"),
+            "reasons": row.payload.get("reasons") or [], "routed": row.routed_at is not None,
+            "deliveries": deliveries[row.id],
+        }
+        for row in events
+    ]  # fmt: skip
+    return items, next_before
 
 
 async def scans_page(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -27,7 +27,10 @@ class JobsFileError(Exception):
 
 
 def parse_jobs_document(
-    document: object, source: str, scan_roots: Sequence[Path] = ()
+    document: object,
+    source: str,
+    scan_roots: Sequence[Path] = (),
+    channels: Collection[str] | None = None,
 ) -> list[JobSpec]:
     """Validate a loaded `{"jobs": [...]}` document; all problems are reported at once."""
     if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
@@ -40,7 +43,7 @@ def parse_jobs_document(
         if isinstance(item, dict) and isinstance(item.get("name"), str):
             label += f" ({item['name']})"
         try:
-            spec = parse_job(item, scan_roots)
+            spec = parse_job(item, scan_roots, channels)
         except ValidationError as exc:
             problems += [f"{label}: {d['field']}: {d['message']}" for d in error_details(exc)]
             continue
@@ -56,7 +59,9 @@ def parse_jobs_document(
     return specs
 
 
-def load_jobs_file(path: str | Path, scan_roots: Sequence[Path] = ()) -> list[JobSpec]:
+def load_jobs_file(
+    path: str | Path, scan_roots: Sequence[Path] = (), channels: Collection[str] | None = None
+) -> list[JobSpec]:
     """Read and validate a jobs file; raise JobsFileError naming every problem."""
     name = str(path)
     try:
@@ -73,7 +78,7 @@ def load_jobs_file(path: str | Path, scan_roots: Sequence[Path] = ()) -> list[Jo
         else:
             message = "not valid YAML: " + " ".join(str(exc).split())
         raise JobsFileError(name, [message]) from None
-    return parse_jobs_document(document, name, scan_roots)
+    return parse_jobs_document(document, name, scan_roots, channels)
 
 
 @dataclass(slots=True)

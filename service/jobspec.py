@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -75,7 +75,8 @@ def _no_nul(value: str) -> str:
     return value
 
 
-Text = Annotated[str, AfterValidator(_no_nul)]
+# The pattern tells API clients (and the OpenAPI document) what _no_nul refuses.
+Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
 
 
 def _seconds(minimum: int, example: str) -> WithJsonSchema:
@@ -106,6 +107,9 @@ Percent = Annotated[
     _number_or_text({"type": "number", "minimum": 0, "maximum": 100}, PERCENT_PATTERN, "50%"),
 ]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+# Notification channels are named like jobs (the names come from CHANNELS_FILE).
+CHANNEL_NAME_PATTERN = JOB_NAME_PATTERN
+ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -216,6 +220,27 @@ class Rules(_Strict):
         return self
 
 
+class Notify(_Strict):
+    # None: the default channels of CHANNELS_FILE; an empty list: no notifications at all.
+    channels: tuple[ChannelName, ...] | None = None
+    # While the job stays critical, repeat the notice this often (None: once).
+    renotify_every: PositiveDuration | None = None
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(
+        cls, value: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        known: Collection[str] | None = (info.context or {}).get("channels")
+        unknown = [name for name in value if known is not None and name not in known]
+        if unknown:
+            names = ", ".join(sorted(known)) if known else "none: CHANNELS_FILE is not set"
+            raise ValueError(f"no channel {', '.join(unknown)} (configured channels: {names})")
+        return tuple(dict.fromkeys(value))
+
+
 class JobSpec(_Strict):
     name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN})
     description: Text = Field(default="", max_length=2000)
@@ -224,6 +249,7 @@ class JobSpec(_Strict):
     schedule: Schedule
     grace: Duration = DEFAULT_GRACE
     rules: Rules = Rules()
+    notify: Notify = Notify()
     paused: bool = False
 
     @field_validator("name")
@@ -275,9 +301,15 @@ def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
     return any(real == str(root) or real.startswith(str(root).rstrip("/") + "/") for root in roots)
 
 
-def parse_job(data: object, scan_roots: Sequence[Path] = ()) -> JobSpec:
-    """Validate one job declaration; raises pydantic.ValidationError."""
-    return JobSpec.model_validate(data, context={"scan_roots": tuple(scan_roots)})
+def parse_job(
+    data: object, scan_roots: Sequence[Path] = (), channels: Collection[str] | None = None
+) -> JobSpec:
+    """Validate one job declaration; raises pydantic.ValidationError.
+
+    `channels`: the configured notification channels, which the job may name (None: any name,
+    for stored jobs whose channel may have left CHANNELS_FILE since)."""
+    context = {"scan_roots": tuple(scan_roots), "channels": channels}
+    return JobSpec.model_validate(data, context=context)
 
 
 def error_details(exc: ValidationError) -> list[dict[str, str]]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from service.notify.channels import ChannelSet
 from service.pings import PingWriter
 from service.settings import Settings
 
@@ -16,3 +17,5 @@ scheduler_enabled_key = web.AppKey("scheduler_enabled", bool)
 # `serve --insecure-no-auth`).
 open_access_key = web.AppKey("open_access", bool)
 ping_writer_key = web.AppKey("ping_writer", PingWriter)
+# The notification channels of CHANNELS_FILE, loaded once at start.
+channels_key = web.AppKey("channels", ChannelSet)

@@ -12,6 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db import Base, BigId, JSONType, UTCDateTime
 
 NOT_GONE = text("gone_since IS NULL")
+PENDING = text("state = 'pending'")
 # jobs.id and scan_runs.id are INTEGER: a larger number names no row (and PostgreSQL refuses it).
 MAX_INT_ID = 2**31 - 1
 
@@ -34,6 +35,7 @@ class Job(Base):
     schedule: Mapped[dict[str, Any]] = mapped_column(JSONType)
     grace: Mapped[int] = mapped_column(Integer)
     rules: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    notify: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
@@ -51,6 +53,8 @@ class Job(Base):
     # included, so a changed source changes it): an unchanged listing needs no artifact reads
     # or writes.
     listing_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # While the job is critical with notify.renotify_every set: when to repeat the notice.
+    renotify_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
 
 
 class Artifact(Base):
@@ -137,3 +141,82 @@ class Ping(Base):
     rid: Mapped[str | None] = mapped_column(String(64), nullable=True)
     body: Mapped[str] = mapped_column(Text, default="")
     received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
+class NotificationEvent(Base):
+    """The outbox: a status change to tell people about, written in the same transaction as
+    the change itself. The dispatcher routes it to channels (one delivery each)."""
+
+    __tablename__ = "notification_events"
+    __table_args__ = (
+        Index(
+            "ix_notification_events_unrouted",
+            "id",
+            postgresql_where=text("routed_at IS NULL"),
+            sqlite_where=text("routed_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    # The id receivers see (webhook body, X-Event-Id, e-mail Message-ID): stable across retries.
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    job_id: Mapped[int | None] = mapped_column(
+        ForeignKey("jobs.id", ondelete="SET NULL"), nullable=True
+    )
+    job_name: Mapped[str] = mapped_column(String(100))
+    kind: Mapped[str] = mapped_column(String(16))  # problem, recovery, reminder
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # The notice as sent (service.notify.notice.Notice.as_json()).
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    # The job's notify.channels when it happened: None means the default channels.
+    channels: Mapped[list[str] | None] = mapped_column(JSONType, nullable=True)
+    routed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class NotificationDelivery(Base):
+    """One event to one channel: pending until delivered, or failed once retries run out."""
+
+    __tablename__ = "notification_deliveries"
+    __table_args__ = (
+        Index("uq_notification_deliveries_event_channel", "event_id", "channel", unique=True),
+        Index("ix_notification_deliveries_state_due", "state", "next_attempt_at"),
+        # "Is an earlier delivery of this job to this channel still waiting?"
+        Index(
+            "ix_notification_deliveries_pending",
+            "channel",
+            "job_name",
+            "id",
+            postgresql_where=PENDING,
+            sqlite_where=PENDING,
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("notification_events.id", ondelete="CASCADE"))
+    channel: Mapped[str] = mapped_column(String(100))
+    # Deliveries of one job to one channel go out in event order.
+    job_name: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(16), default="pending")  # delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # A dispatcher holds the delivery until then; after a crash another one takes it over.
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class NotificationAttempt(Base):
+    """One try at a delivery, successful or not."""
+
+    __tablename__ = "notification_attempts"
+    __table_args__ = (Index("ix_notification_attempts_delivery_id", "delivery_id"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    delivery_id: Mapped[int] = mapped_column(
+        ForeignKey("notification_deliveries.id", ondelete="CASCADE")
+    )
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Both None while it runs, and forever when the dispatcher died during it.
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")

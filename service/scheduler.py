@@ -11,7 +11,7 @@ import asyncio
 import logging
 import weakref
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -19,6 +19,7 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.models import Job, Ping
+from service.retention import run_retention
 from service.scanner import run_scanner
 from service.settings import get_settings
 
@@ -26,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 JOB_ID = "backup_scanner_main_job"
 TICK_JOB_ID = "backup_deadline_tick"
+RETENTION_JOB_ID = "backup_retention"
 TICK_BATCH = 500  # jobs claimed by one tick at most
 MISFIRE_GRACE_SECONDS = 60
 
@@ -178,6 +180,7 @@ async def start_scheduler(
     run_now: bool = True,
     scan_options: dict[str, Any] | None = None,
     tick_seconds: float | None = None,
+    retention_days: float | None = None,
 ) -> None:
     """Start the scheduler with the scanner job; a no-op (logged) when it already runs.
 
@@ -205,6 +208,13 @@ async def start_scheduler(
             TICK_JOB_ID, run_deadline_tick, session_factory, scan_options, seconds=tick_seconds
         )
         logger.info("Job '%s' added to the scheduler. Interval: %g s.", TICK_JOB_ID, tick_seconds)
+    if retention_days is not None:
+        scheduler.add_job(
+            run_retention, "interval", args=[session_factory], kwargs={"days": retention_days},
+            id=RETENTION_JOB_ID, replace_existing=True, coalesce=True, max_instances=1,
+            hours=1, next_run_time=datetime.now(UTC) + timedelta(minutes=1),
+        )  # fmt: skip
+        logger.info("Job '%s' added to the scheduler. Interval: 1 h.", RETENTION_JOB_ID)
     _stop.clear()
     scheduler.start()
     logger.info("APScheduler scheduler started.")

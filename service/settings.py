@@ -44,6 +44,22 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = None
     # A read-write API token from the environment, for bootstrapping (see `tokens create`).
     api_token: SecretStr | None = None
+    # Notification channels (YAML); without it, status changes are recorded but not sent.
+    channels_file: Path | None = None
+    # The address people reach the service at (https://backups.example.com): notices link to
+    # the job's page under it.
+    public_url: str | None = Field(default=None, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$")
+    # Delivery: the first retry comes after NOTIFY_RETRY_SECONDS, each next one after twice as
+    # long (at most an hour); after NOTIFY_MAX_ATTEMPTS tries the delivery is given up.
+    notify_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
+    notify_max_attempts: int = Field(default=12, ge=1, le=1000)
+    # How often the dispatcher looks for work, and how long it may hold one delivery before
+    # another replica (or the next start) takes it over.
+    notify_poll_seconds: float = Field(default=2.0, ge=0.05, le=600)
+    notify_lease_seconds: float = Field(default=300.0, ge=1, le=86400)
+    # Pings and finished notifications older than this are deleted, hourly (each job keeps its
+    # newest pings, those its status is judged from, however old).
+    retention_days: float = Field(default=90.0, gt=0, le=36500)
 
     @field_validator("api_token")
     @classmethod
@@ -56,6 +72,11 @@ class Settings(BaseSettings):
     def scan_options(self) -> dict[str, Any]:
         """What every scan needs from the settings (BackupScanner keyword arguments)."""
         return {"scan_roots": self.scan_roots, "source_timeout": self.source_timeout_seconds}
+
+    @field_validator("public_url")
+    @classmethod
+    def _no_trailing_slash(cls, value: str | None) -> str | None:
+        return value.rstrip("/") if value else None
 
     @field_validator("database_url")
     @classmethod

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -99,3 +101,67 @@ class TcpProxy:
 
         await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
         self._writers.difference_update((writer, up_writer))
+
+
+class Receiver:
+    """A real HTTP server taking webhook notices, as a team's endpoint would.
+
+    `answers` scripts the status codes of the next requests (then 200). A request for an event
+    in `hold` is kept waiting, unanswered, until the event leaves `hold` and `release()` is
+    called; a held request whose client went away meanwhile is not counted as delivered.
+    `delivered` lists the bodies answered 2xx, in order.
+    """
+
+    def __init__(self) -> None:
+        self.answers: list[int] = []
+        self.hold: set[str] = set()
+        self.arrived: list[dict[str, Any]] = []  # every request body, answered or not
+        self.delivered: list[dict[str, Any]] = []
+        self.headers: list[dict[str, str]] = []
+        self._released = asyncio.Event()
+        self._changed = asyncio.Event()
+        self._runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> str:
+        app = web.Application()
+        app.router.add_post("/hook", self._handle)
+        self._runner = web.AppRunner(app, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}/hook"
+        return self.url
+
+    async def stop(self) -> None:
+        self._released.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def event_ids(self) -> list[str]:
+        return [body["event_id"] for body in self.delivered]
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        self.arrived.append(body)
+        self._changed.set()
+        while body["event_id"] in self.hold:
+            self._released.clear()
+            await self._released.wait()
+        status = self.answers.pop(0) if self.answers else 200
+        if 200 <= status < 300:
+            self.delivered.append(body)
+            self.headers.append(dict(request.headers))
+        self._changed.set()
+        return web.Response(status=status, text="ok" if status < 300 else "no")
+
+    async def wait_until(self, condition: Callable[[], bool], timeout: float = 20) -> None:
+        """Until `condition()` holds (checked at each request), or fail after `timeout` s."""
+        async with asyncio.timeout(timeout):
+            while not condition():
+                self._changed.clear()
+                await self._changed.wait()

@@ -24,6 +24,7 @@ from service.api.schemas import (
     JobOut,
     JobPatch,
     JobsQuery,
+    NotificationPage,
     PageQuery,
     RunList,
     RunsQuery,
@@ -41,10 +42,11 @@ from service.jobs import (
     history_page,
     job_ref,
     list_jobs,
+    notifications_page,
     update_job,
 )
 from service.jobspec import JobSpec, parse_job
-from service.keys import sessionmaker_key, settings_key
+from service.keys import channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.pings import recent_runs
 
@@ -52,6 +54,11 @@ routes = web.RouteTableDef()
 T = TypeVar("T")
 
 JOB = "/api/v1/jobs/{job}"
+
+
+def known_channels(request: web.Request) -> frozenset[str]:
+    """The channel names a job may give in `notify.channels`."""
+    return frozenset(request.app[channels_key].channels)
 
 
 _STORED = tuple(name for name in JobOut.model_fields if name != "ping_url")
@@ -129,7 +136,9 @@ async def create_job_handler(request: web.Request) -> web.Response:
     data = await json_object(request)
     try:
         # SCAN_ROOTS resolves the path on the filesystem (a hung mount must not stop the loop).
-        spec = await asyncio.to_thread(parse_job, data, request.app[settings_key].scan_roots)
+        spec = await asyncio.to_thread(
+            parse_job, data, request.app[settings_key].scan_roots, known_channels(request)
+        )
     except ValidationError as exc:
         raise invalid(exc, "job") from None
     async with request.app[sessionmaker_key]() as session:
@@ -165,7 +174,10 @@ async def patch_job_handler(request: web.Request) -> web.Response:
         raise invalid(exc, "change") from None
     async with request.app[sessionmaker_key]() as session:
         try:
-            job = await update_job(session, ref, data, scan_roots=roots, now=datetime.now(UTC))
+            job = await update_job(
+                session, ref, data, scan_roots=roots, channels=known_channels(request),
+                now=datetime.now(UTC),
+            )  # fmt: skip
         except ValidationError as exc:
             raise invalid(exc, "job after this change") from None
         except JobNameTaken as exc:
@@ -268,3 +280,20 @@ async def runs_handler(request: web.Request) -> web.Response:
         request, lambda session, job_id: recent_runs(session, job_id, query.limit)
     )
     return respond(RunList.model_validate({"items": runs}, from_attributes=True))
+
+
+@routes.get(JOB + "/notifications")
+@operation(
+    summary="The job's notices and their delivery to each channel, newest first", tag="jobs",
+    query=PageQuery, response=NotificationPage,
+)  # fmt: skip
+async def notifications_handler(request: web.Request) -> web.Response:
+    query = query_of(request, PageQuery)
+    items, next_before = await read_for_job(
+        request,
+        lambda session, job_id: notifications_page(
+            session, job_id, limit=query.limit, before=query.before
+        ),
+    )
+    page = {"items": items, "next_before": next_before}
+    return respond(NotificationPage.model_validate(page, from_attributes=True))

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
 from typing import Any
@@ -37,7 +37,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.keys import sessionmaker_key, settings_key
-from service.models import Job, ScanRun
+from service.models import Job, NotificationDelivery, ScanRun
 from service.scanner.rules import STATUSES
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
@@ -265,9 +265,32 @@ async def read_service_families(session: AsyncSession) -> list[Metric]:
     ).one()
     buckets = [int(value) for value in row[: len(DURATION_BUCKETS)]]
     scans, duration_sum, errors, seen, last_scan = row[len(DURATION_BUCKETS) :]
-    return service_families(
+    scanner = service_families(
         buckets, int(scans), float(duration_sum), int(errors), int(seen), last_scan
     )
+    return scanner + await read_notification_families(session)
+
+
+DELIVERY_STATES = ("pending", "delivered", "failed")
+
+
+def notification_families(counts: Mapping[str, int]) -> list[Metric]:
+    """Deliveries of notices by state (those kept: see RETENTION_DAYS)."""
+    family = GaugeMetricFamily(
+        "backup_notification_deliveries",
+        "Notification deliveries kept, by state (failed: refused for good or out of retries)",
+        labels=["state"],
+    )
+    for state in DELIVERY_STATES:
+        family.add_metric([state], counts.get(state, 0))
+    return [family]
+
+
+async def read_notification_families(session: AsyncSession) -> list[Metric]:
+    rows = await session.execute(
+        select(NotificationDelivery.state, func.count()).group_by(NotificationDelivery.state)
+    )
+    return notification_families({state: int(count) for state, count in rows.all()})
 
 
 def _check_token(request: web.Request) -> None:

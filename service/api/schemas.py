@@ -9,7 +9,16 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from service.jobspec import JOB_NAME_PATTERN, Duration, LocalSource, Rules, Schedule, Tag, Text
+from service.jobspec import (
+    JOB_NAME_PATTERN,
+    Duration,
+    LocalSource,
+    Notify,
+    Rules,
+    Schedule,
+    Tag,
+    Text,
+)
 from service.scanner.rules import Severity, Status
 
 MAX_LIMIT = 1000
@@ -70,6 +79,7 @@ class JobPatch(BaseModel):
     schedule: Schedule | SkipJsonSchema[None] = None
     grace: Duration | None = None
     rules: Rules | None = None
+    notify: Notify | None = None
     paused: bool | None = None
 
     @field_validator("name", "schedule")
@@ -123,6 +133,13 @@ class RulesOut(_Out):
     min_duration: int | None = None
 
 
+class NotifyOut(_Out):
+    channels: list[str] | None = Field(
+        default=None, description="channel names; null means the default channels"
+    )
+    renotify_every: int | None = Field(default=None, description="seconds")
+
+
 class JobOut(_Out):
     id: int
     name: str
@@ -132,6 +149,7 @@ class JobOut(_Out):
     schedule: ScheduleOut
     grace: int
     rules: RulesOut
+    notify: NotifyOut
     paused: bool
     status: Status
     reasons: list[ReasonOut]
@@ -252,3 +270,31 @@ class ErrorBody(_Out):
 
 class ErrorOut(_Out):
     error: ErrorBody
+
+
+class DeliveryOut(_Out):
+    channel: str
+    state: Literal["pending", "delivered", "failed"] = Field(
+        description="failed: refused for good, or out of retries"
+    )
+    attempts: int
+    next_attempt_at: datetime = Field(description="when a pending delivery is tried next")
+    delivered_at: datetime | None
+    last_error: str | None
+
+
+class NotificationOut(_Out):
+    id: int
+    event_id: str = Field(description="what receivers see (X-Event-Id, Message-ID)")
+    kind: Literal["problem", "recovery", "reminder"]
+    created_at: datetime
+    status: Status
+    previous_status: Status | None
+    reasons: list[ReasonOut]
+    routed: bool = Field(description="whether its deliveries exist yet (within seconds)")
+    deliveries: list[DeliveryOut]
+
+
+class NotificationPage(_Out):
+    items: list[NotificationOut]
+    next_before: int | None

@@ -31,7 +31,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.db import lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
-from service.models import Artifact, Job, JobCheck, ScanRun
+from service.models import Artifact, Job, JobCheck, NotificationEvent, ScanRun
+from service.notify.events import event_row, located, notice_kind, renotify_at
 from service.pings import jobs_with_pings, run_facts_of
 from service.scanner.rules import (
     SIZE_DROP_WINDOW,
@@ -68,11 +69,17 @@ _STATE_COLUMNS = (*STATE_FIELDS, "checked_at")
 _jobs: Table = Job.__table__  # type: ignore[assignment]
 _artifacts: Table = Artifact.__table__  # type: ignore[assignment]
 _job_checks: Table = JobCheck.__table__  # type: ignore[assignment]
+_events: Table = NotificationEvent.__table__  # type: ignore[assignment]
 _UPDATE_JOB = (
     update(_jobs)
     .where(_jobs.c.id == bindparam("job_id"))
     # Parameters may not carry a column's own name in an UPDATE's SET clause: prefix them.
-    .values({name: bindparam(f"new_{name}") for name in (*_STATE_COLUMNS, "status_changed_at")})
+    .values(
+        {
+            name: bindparam(f"new_{name}")
+            for name in (*_STATE_COLUMNS, "status_changed_at", "renotify_at")
+        }
+    )
 )
 _TOUCH_JOB = (
     update(_jobs)
@@ -524,20 +531,28 @@ class BackupScanner:
         mine = [change for change in changes if change.observation.job.id in current]
         await self._sync_artifacts([change for change in mine if change.sync])
         # The transition is from the state stored now (another scan may have written since
-        # this one read the job), so a change is recorded once.
-        checks = [
-            {
-                "job_id": change.observation.job.id, "checked_at": change.checked_at,
-                "status": change.state["status"],
-                "previous_status": current[change.observation.job.id].status,
-                "reasons": change.state["reasons"],
-                "latest_artifact": change.state["latest_artifact"],
-            }
+        # this one read the job), so a change is recorded, and notified, once.
+        transitions = [
+            (change, current[change.observation.job.id].status)
             for change in mine
             if change.state["status"] != current[change.observation.job.id].status
-        ]  # fmt: skip
-        if checks:
+        ]
+        if transitions:
+            checks = [
+                {
+                    "job_id": change.observation.job.id, "checked_at": change.checked_at,
+                    "status": change.state["status"], "previous_status": previous,
+                    "reasons": change.state["reasons"],
+                    "latest_artifact": change.state["latest_artifact"],
+                }
+                for change, previous in transitions
+            ]  # fmt: skip
             await session.execute(_job_checks.insert(), checks)
+            # The outbox: the notices commit with the change they tell of, or not at all.
+            events = [self._event(change, previous) for change, previous in transitions]
+            notices = [event for event in events if event is not None]
+            if notices:
+                await session.execute(_events.insert(), notices)
         if mine:
             values = [
                 self._job_values(change, current[change.observation.job.id]) for change in mine
@@ -552,14 +567,34 @@ class BackupScanner:
                 change.result.status, change.result.reasons = job.status, job.reasons
 
     @staticmethod
+    def _event(change: Change, previous: str) -> dict[str, Any] | None:
+        """The notice of a job's status change, or None when it is not worth one."""
+        state = change.state
+        kind = notice_kind(previous, state["status"])
+        if kind is None:
+            return None
+        job, spec = change.observation.job, change.observation.spec
+        return event_row(
+            job_id=job.id, job_name=job.name, kind=kind, status=state["status"],
+            previous_status=previous, reasons=state["reasons"],
+            latest_artifact=located(state["latest_artifact"], job.declaration["source"]),
+            channels=spec.notify.channels if spec is not None else None, now=change.checked_at,
+        )  # fmt: skip
+
+    @staticmethod
     def _job_values(change: Change, stored: Any) -> dict[str, Any]:
         state = change.state
         changed_at = (
             change.checked_at if state["status"] != stored.status else stored.status_changed_at
         )
+        spec = change.observation.spec
+        every = spec.notify.renotify_every if spec is not None else None
+        reminder = renotify_at(
+            state["status"], stored.status, stored.renotify_at, every, change.checked_at
+        )
         values = {f"new_{name}": value for name, value in state.items()}
         values.update(job_id=change.observation.job.id, new_checked_at=change.checked_at,
-                      new_status_changed_at=changed_at)  # fmt: skip
+                      new_status_changed_at=changed_at, new_renotify_at=reminder)  # fmt: skip
         return values
 
     async def _claim(self, changes: Sequence[Change]) -> dict[int, Any]:
@@ -573,8 +608,9 @@ class BackupScanner:
         await lock_for_write(session)
         observed = {change.observation.job.id: change.checked_at for change in changes}
         query = select(
-            Job.id, Job.status, Job.status_changed_at, Job.checked_at, Job.updated_at
-        ).where(Job.id.in_(list(observed)))
+            Job.id, Job.status, Job.status_changed_at, Job.checked_at, Job.updated_at,
+            Job.renotify_at,
+        ).where(Job.id.in_(list(observed)))  # fmt: skip
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
         rows = await session.execute(query)

@@ -34,10 +34,11 @@ from service.jobs import (
     artifacts_page,
     find_job,
     history_page,
+    notifications_page,
     possible_ref,
 )
 from service.jobs import status_counts as count_statuses
-from service.keys import sessionmaker_key, settings_key
+from service.keys import channels_key, sessionmaker_key, settings_key
 from service.pings import recent_runs
 from service.tokens import Access
 from service.units import format_duration, format_size
@@ -50,7 +51,7 @@ from service.web.queries import (
     recent_sizes,
     status_digest,
 )
-from service.web.words import describe_declaration, relative_time
+from service.web.words import describe_declaration, describe_notify, relative_time
 
 routes = web.RouteTableDef()
 
@@ -59,6 +60,7 @@ CSRF_COOKIE = "bm_csrf"
 SESSION_DAYS = 30
 ARTIFACTS_PER_PAGE = 50
 RUNS_SHOWN = 20
+NOTICES_SHOWN = 10
 # A symbol beside every status word: the status is never told by colour alone.
 SYMBOLS = {
     "ok": "✔",
@@ -247,6 +249,7 @@ async def job_page(request: web.Request) -> web.Response:
             session, job.id, limit=ARTIFACTS_PER_PAGE, before=before, include_gone=True
         )
         runs = await recent_runs(session, job.id, RUNS_SHOWN)
+        notices, _ = await notifications_page(session, job.id, limit=NOTICES_SHOWN, before=None)
         flagged = await flagged_paths(session, job.id)
         if job.status in ("critical", "warning") and job.latest_artifact:
             flagged.add(job.latest_artifact["path"])
@@ -264,6 +267,8 @@ async def job_page(request: web.Request) -> web.Response:
         chart=size_chart(points),
         history=history,
         runs=runs,
+        notices=notices,
+        notify_words=describe_notify(job.notify, request.app[channels_key].defaults),
         duration=format_duration,
         files=files,
         next_before=next_before,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
@@ -68,6 +69,18 @@ def describe_declaration(
     if rules.get("max_size_drop") is not None:
         parts.append(f"no more than {rules['max_size_drop']:g} % smaller than usual")
     return ", ".join(parts)
+
+
+def describe_notify(notify: dict[str, Any] | None, defaults: Sequence[str]) -> str:
+    """ "tells ops, mail (the default channels), again every 4 h while critical"."""
+    notify = notify or {}
+    channels = notify.get("channels")
+    if channels is None:
+        who = f"tells {', '.join(defaults)} (the default channels)" if defaults else "tells no one"
+    else:
+        who = f"tells {', '.join(channels)}" if channels else "tells no one (silenced)"
+    every = notify.get("renotify_every")
+    return f"{who}, again every {exact_duration(every)} while critical" if every else who
 
 
 def relative_time(moment: datetime | None, now: datetime) -> str:

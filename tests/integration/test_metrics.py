@@ -14,6 +14,8 @@ from prometheus_client.parser import (
 from service.api.metrics import _registry, job_families, read_jobs, read_service_families
 from service.app import create_app
 from service.models import Job
+from service.notify.channels import parse_channels
+from service.notify.dispatcher import Dispatcher
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 from service.settings import load_settings
@@ -21,6 +23,7 @@ from service.settings import load_settings
 from support import add_job, make_file
 
 DAY = timedelta(days=1)
+WEBHOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
 
 
 def samples(text: str, parse=text_string_to_metric_families):
@@ -44,6 +47,9 @@ async def test_metrics_reflect_the_database(
         )  # fmt: skip
     async with sessionmaker() as session:
         await BackupScanner(session, clock=clock).scan_all_jobs()
+    # The late job's alert, routed to a channel but not sent: one pending delivery.
+    channels = parse_channels({"defaults": ["ops"], "channels": {"ops": WEBHOOK}}, "test")
+    assert await Dispatcher(sessionmaker, channels).route() == 1
 
     client = await aiohttp_client(
         create_app(load_settings(database_url=database_url), scheduler=False)
@@ -81,6 +87,9 @@ async def test_metrics_reflect_the_database(
     assert values[("backup_last_scan_timestamp_seconds", ())] == pytest.approx(
         clock.now.timestamp(), abs=1
     )
+    deliveries = {state: values[("backup_notification_deliveries", (("state", state),))]
+                  for state in ("pending", "delivered", "failed")}  # fmt: skip
+    assert deliveries == {"pending": 1, "delivered": 0, "failed": 0}
 
 
 async def test_metrics_token(aiohttp_client, sqlite_url):

@@ -247,6 +247,8 @@ SEMANTIC_REJECTIONS = {
     "time zone": re.compile(r"^unknown time zone "),
     # The server's SCAN_ROOTS setting.
     "scan roots": re.compile(r" outside SCAN_ROOTS \("),
+    # The server's CHANNELS_FILE (the channels a job may name).
+    "channels": re.compile(r"^no channel .* \(configured channels: "),
     # Two fields compared with each other.
     "sizes": re.compile(r"^min_size \(\d+ bytes\) is larger than max_size \(\d+ bytes\)$"),
     # The quantity a unit string stands for ("0s" as `every`, "150%"): bounds apply to numbers.

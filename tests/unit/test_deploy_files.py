@@ -28,6 +28,7 @@ EXPORTED = {
     "backup_scan_errors_total",
     "backup_artifacts_seen_total",
     "backup_last_scan_timestamp_seconds",
+    "backup_notification_deliveries",
 }
 
 METRIC_RE = re.compile(r"backup_[a-z_]+")
@@ -41,6 +42,8 @@ REQUIRED_ALERTS = {
     "BackupScannerStalled",
     "BackupScannerNeverRan",
     "BackupScanErrors",
+    "BackupNotificationsFailed",
+    "BackupNotificationsStuck",
 }
 
 

@@ -20,6 +20,7 @@ FULL: dict[str, Any] = {
     "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris"},
     "grace": "1h30m",
     "rules": {"min_size": "1MiB", "max_size": "2GB", "min_count": 7, "max_size_drop": "50%"},
+    "notify": {"channels": ["ops", "mail", "ops"], "renotify_every": "4h"},
     "paused": True,
 }
 FULL_DECLARATION: dict[str, Any] = {
@@ -36,6 +37,7 @@ FULL_DECLARATION: dict[str, Any] = {
         "max_duration": None,
         "min_duration": None,
     },
+    "notify": {"channels": ["ops", "mail"], "renotify_every": 14400},
     "paused": True,
 }
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
@@ -97,6 +99,7 @@ def test_minimal_job_defaults() -> None:
             "max_duration": None,
             "min_duration": None,
         },
+        "notify": {"channels": None, "renotify_every": None},
         "paused": False,
     }
 
@@ -502,3 +505,40 @@ def test_without_scan_roots_any_absolute_path_is_accepted(tree: dict[str, Path])
 
 def test_scan_roots_do_not_apply_to_a_job_without_source(tree: dict[str, Path]) -> None:
     assert parse_job(MINIMAL, scan_roots=[tree["root"]]).source is None
+
+
+# --- notify -----------------------------------------------------------------------------------
+
+
+def test_notify_defaults_to_the_default_channels() -> None:
+    assert parse_job(MINIMAL).declaration()["notify"] == {"channels": None, "renotify_every": None}
+    silent = parse_job(with_(MINIMAL, notify={"channels": []}))
+    assert silent.notify.channels == ()
+
+
+def test_notify_channels_must_be_configured_when_the_caller_knows_them() -> None:
+    data = with_(MINIMAL, notify={"channels": ["ops", "pager", "sms"]})
+    with pytest.raises(ValidationError) as caught:
+        parse_job(data, (), channels={"ops", "mail"})
+    (detail,) = error_details(caught.value)
+    assert detail["field"] == "notify.channels"
+    assert detail["message"] == "no channel pager, sms (configured channels: mail, ops)"
+    with pytest.raises(ValidationError) as caught:
+        parse_job(data, (), channels=set())
+    assert "CHANNELS_FILE is not set" in error_details(caught.value)[0]["message"]
+    # Stored jobs are read without the list: a channel removed since must not break a scan.
+    assert parse_job(data).notify.channels == ("ops", "pager", "sms")
+
+
+@pytest.mark.parametrize(
+    ("notify", "field"),
+    [
+        ({"channels": ["Ops"]}, "notify.channels.0"),
+        ({"channels": "ops"}, "notify.channels"),
+        ({"renotify_every": 0}, "notify.renotify_every"),
+        ({"renotify_every": "soon"}, "notify.renotify_every"),
+        ({"email": "me@example.com"}, "notify.email"),
+    ],
+)
+def test_bad_notify(notify: dict[str, Any], field: str) -> None:
+    assert only_detail(with_(MINIMAL, notify=notify))["field"] == field

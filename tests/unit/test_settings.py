@@ -50,6 +50,13 @@ def test_defaults() -> None:
         "source_timeout_seconds": 300.0,
         "metrics_token": None,
         "api_token": None,
+        "channels_file": None,
+        "public_url": None,
+        "notify_retry_seconds": 30.0,
+        "notify_max_attempts": 12,
+        "notify_poll_seconds": 2.0,
+        "notify_lease_seconds": 300.0,
+        "retention_days": 90.0,
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 
@@ -220,6 +227,9 @@ def test_scan_roots_relative_rejected(monkeypatch: pytest.MonkeyPatch, value: st
         pytest.param("AUTO_MIGRATE", "maybe", "valid boolean", id="auto-migrate"),
         pytest.param("SOURCE_TIMEOUT_SECONDS", "0", "greater than 0", id="source-timeout-zero"),
         pytest.param("SCAN_ROOTS", "rel", "not an absolute path", id="scan-roots"),
+        pytest.param("PUBLIC_URL", "backups.example.com", "should match", id="public-url"),
+        pytest.param("NOTIFY_MAX_ATTEMPTS", "0", "greater than or equal to 1", id="attempts"),
+        pytest.param("RETENTION_DAYS", "0", "greater than 0", id="retention-zero"),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(
@@ -286,3 +296,8 @@ def test_api_token_is_read_never_shown_and_must_be_long(monkeypatch: pytest.Monk
     monkeypatch.setenv("API_TOKEN", "short")
     with pytest.raises(SettingsError, match=r"^invalid setting API_TOKEN: .*at least 16"):
         load_settings()
+
+
+def test_public_url_loses_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PUBLIC_URL", "https://backups.example.com/monitor/")
+    assert load_settings().public_url == "https://backups.example.com/monitor"

@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.web.words import describe_cron, describe_declaration, exact_duration, relative_time
+from service.web.words import (
+    describe_cron,
+    describe_declaration,
+    describe_notify,
+    exact_duration,
+    relative_time,
+)
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 
@@ -68,3 +74,13 @@ def test_relative_time(delta, words):
 )  # fmt: skip
 def test_exact_duration(seconds, words):
     assert exact_duration(seconds) == words
+
+
+def test_describe_notify() -> None:
+    assert describe_notify(None, ("ops",)) == "tells ops (the default channels)"
+    assert describe_notify({"channels": None}, ()) == "tells no one"
+    assert describe_notify({"channels": []}, ("ops",)) == "tells no one (silenced)"
+    assert (
+        describe_notify({"channels": ["mail", "chat"], "renotify_every": 14400}, ("ops",))
+        == "tells mail, chat, again every 4 h while critical"
+    )

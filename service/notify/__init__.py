@@ -1,0 +1,1 @@
+"""Notifications: the notice, the channels that send it, and the dispatcher."""

@@ -1,0 +1,414 @@
+"""The notification dispatcher: routes outbox events to channels and delivers them.
+
+Every step is a short transaction, so any number of dispatchers (one per replica) can share
+the work, and a crash at any point loses nothing:
+
+- route: an event not yet routed gets one delivery per channel (the job's, or the defaults);
+- remind: a job still critical at its `renotify_at` gets a reminder event (a conditional
+  UPDATE claims it, so one replica sends it);
+- claim: a due delivery is leased (`lease_until`) and its attempt recorded, then sent with no
+  transaction open; the outcome is recorded after. A dispatcher that dies mid-delivery leaves
+  the lease to expire and the attempt unfinished: the delivery is tried again.
+
+Deliveries of one job to one channel go out in event order, so a recovery never arrives
+before the alert it ends. A delivery recorded as delivered is never sent again; the window
+between a receiver's "accepted" and that record is covered by the event id, which receivers
+can deduplicate on (webhook body and X-Event-Id, e-mail Message-ID).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import Callable, Sequence
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import quote
+
+from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.orm import aliased
+
+from service.db import lock_for_write
+from service.errors import database_unavailable, describe_error
+from service.models import Job, NotificationAttempt, NotificationDelivery, NotificationEvent
+from service.notify.channels import ChannelSet, DeliveryError, deliver
+from service.notify.events import event_row, located
+from service.notify.notice import Notice
+
+logger = logging.getLogger(__name__)
+
+Clock = Callable[[], datetime]
+BATCH = 100  # events routed, reminders claimed, per round
+CLAIM_ROUNDS = 4  # deliveries claimed per round: this many times `concurrency`
+MAX_BACKOFF = 3600.0
+# How long a stopping dispatcher lets deliveries under way finish before it cancels them.
+STOP_GRACE = 5.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def backoff(attempts: int, first: float, limit: float = MAX_BACKOFF) -> float:
+    """Seconds before the next try after `attempts` failed ones: first, 2×first, 4×first..."""
+    exponent = max(0, min(attempts - 1, 60))
+    return float(min(limit, first * 2**exponent))
+
+
+@dataclass(frozen=True, slots=True)
+class DispatchOptions:
+    poll_seconds: float = 2.0
+    lease_seconds: float = 300.0
+    retry_seconds: float = 30.0
+    max_attempts: int = 12
+    concurrency: int = 8
+    public_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A delivery this dispatcher holds: what to send, where, and its attempt's row."""
+
+    delivery_id: int
+    attempt_id: int
+    attempts: int
+    channel: str
+    notice: Notice
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        channels: ChannelSet,
+        options: DispatchOptions = DispatchOptions(),
+        *,
+        clock: Clock = utcnow,
+    ) -> None:
+        self.sessions = sessions
+        self.channels = channels
+        self.options = options
+        self.clock = clock
+        self._in_flight: dict[int, Claimed] = {}
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Dispatch until `stop` is set; a failing round is logged and retried later."""
+        logger.info(
+            "notification dispatcher started",
+            extra={"channels": ",".join(self.channels.channels) or "-"},
+        )
+        failures = 0
+        while not stop.is_set():
+            try:
+                busy = await self.run_once()
+                failures = 0
+            except Exception as exc:
+                failures += 1
+                busy = 0
+                unavailable = database_unavailable(exc)
+                logger.log(
+                    logging.WARNING if unavailable else logging.ERROR,
+                    "notification round failed: %s",
+                    describe_error(exc),
+                    exc_info=not unavailable,
+                )
+            if busy:
+                continue  # there may be more
+            pause = self.options.poll_seconds * min(2**failures, 30)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), pause)
+
+    async def stop_gracefully(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
+        """Stop `task` (running `run(stop)`): deliveries under way get STOP_GRACE seconds to
+        finish; those cut short are given back for the next start."""
+        stop.set()
+        with suppress(TimeoutError, asyncio.CancelledError):
+            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
+        if not task.done():
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
+        with suppress(Exception):
+            await self.release(list(self._in_flight.values()))
+
+    async def run_once(self) -> int:
+        """One round: route, remind, deliver what is due. Returns the deliveries attempted."""
+        await self.route()
+        await self.remind()
+        claimed = await self.claim()
+        if claimed:
+            await self._deliver_all(claimed)
+        return len(claimed)
+
+    # --- route ------------------------------------------------------------------------------
+
+    async def route(self) -> int:
+        """Give each unrouted event its deliveries; returns the events routed."""
+        now = self.clock()
+        async with self.sessions() as session:
+            await lock_for_write(session)
+            query = (
+                select(NotificationEvent.id, NotificationEvent.job_name, NotificationEvent.channels)
+                .where(NotificationEvent.routed_at.is_(None))
+                .order_by(NotificationEvent.id)
+                .limit(BATCH)
+            )
+            if _postgresql(session):
+                query = query.with_for_update(skip_locked=True)
+            events = (await session.execute(query)).all()
+            if not events:
+                return 0
+            deliveries = [
+                {
+                    "event_id": event.id,
+                    "channel": channel,
+                    "job_name": event.job_name,
+                    "state": "pending",
+                    "attempts": 0,
+                    "next_attempt_at": now,
+                }
+                for event in events
+                for channel in self.channels.route(event.channels)
+            ]
+            if deliveries:
+                await session.execute(insert(NotificationDelivery), deliveries)
+            await session.execute(
+                update(NotificationEvent)
+                .where(NotificationEvent.id.in_([event.id for event in events]))
+                .values(routed_at=now)
+            )
+            await session.commit()
+        return len(events)
+
+    # --- remind -----------------------------------------------------------------------------
+
+    async def remind(self) -> int:
+        """Write a reminder event for each job still critical at its renotify_at."""
+        now = self.clock()
+        sent = 0
+        async with self.sessions() as session:
+            due = (
+                await session.execute(
+                    select(
+                        Job.id,
+                        Job.name,
+                        Job.status,
+                        Job.reasons,
+                        Job.latest_artifact,
+                        Job.source,
+                        Job.notify,
+                        Job.renotify_at,
+                    )
+                    .where(Job.renotify_at <= now)
+                    .order_by(Job.renotify_at)
+                    .limit(BATCH)
+                )
+            ).all()
+            await session.commit()
+            for job in due:
+                notify = job.notify or {}
+                every: int = notify.get("renotify_every") or 0
+                keep_going = job.status == "critical" and every > 0
+                claim = await session.execute(
+                    update(Job)
+                    .where(Job.id == job.id, Job.renotify_at == job.renotify_at)
+                    .values(renotify_at=now + timedelta(seconds=every) if keep_going else None)
+                )
+                if claim.rowcount == 1 and keep_going:  # type: ignore[attr-defined]
+                    event = event_row(
+                        job_id=job.id,
+                        job_name=job.name,
+                        kind="reminder",
+                        status=job.status,
+                        previous_status=job.status,
+                        reasons=job.reasons,
+                        latest_artifact=located(job.latest_artifact, job.source),
+                        channels=notify.get("channels"),
+                        now=now,
+                    )
+                    await session.execute(insert(NotificationEvent), [event])
+                    sent += 1
+                await session.commit()
+        if sent:
+            await self.route()
+        return sent
+
+    # --- claim and deliver ------------------------------------------------------------------
+
+    async def claim(self) -> list[Claimed]:
+        """Lease the due deliveries (the oldest of each job and channel), recording an attempt
+        for each; a lease taken by another dispatcher meanwhile is skipped."""
+        now = self.clock()
+        lease = now + timedelta(seconds=self.options.lease_seconds)
+        delivery, event = NotificationDelivery, NotificationEvent
+        earlier = aliased(NotificationDelivery)
+        waiting_behind = exists().where(
+            earlier.channel == delivery.channel,
+            earlier.job_name == delivery.job_name,
+            earlier.state == "pending",
+            earlier.id < delivery.id,
+        )
+        free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
+        claimed: list[Claimed] = []
+        async with self.sessions() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        delivery.id,
+                        delivery.attempts,
+                        delivery.channel,
+                        delivery.lease_until,
+                        event.payload,
+                    )
+                    .join(event, event.id == delivery.event_id)
+                    .where(delivery.state == "pending", delivery.next_attempt_at <= now, free)
+                    .where(~waiting_behind)
+                    .order_by(delivery.id)
+                    # Few enough that the last one starts well within its lease.
+                    .limit(self.options.concurrency * CLAIM_ROUNDS)
+                )
+            ).all()
+            for row in rows:
+                taken = await session.execute(
+                    update(delivery)
+                    .where(delivery.id == row.id, delivery.state == "pending", free)
+                    .where(delivery.attempts == row.attempts)
+                    .values(lease_until=lease, attempts=row.attempts + 1)
+                )
+                if taken.rowcount != 1:  # type: ignore[attr-defined]
+                    continue
+                if row.lease_until is not None:  # the last holder died during its attempt
+                    await session.execute(
+                        update(NotificationAttempt)
+                        .where(
+                            NotificationAttempt.delivery_id == row.id,
+                            NotificationAttempt.finished_at.is_(None),
+                        )
+                        .values(ok=False, detail="abandoned: the dispatcher died during it")
+                    )
+                attempt_id = await session.scalar(
+                    insert(NotificationAttempt)
+                    .values(delivery_id=row.id, started_at=now, detail="")
+                    .returning(NotificationAttempt.id)
+                )
+                assert attempt_id is not None
+                notice = self._notice(row.payload)
+                claimed.append(Claimed(row.id, attempt_id, row.attempts + 1, row.channel, notice))
+            await session.commit()
+        return claimed
+
+    def _notice(self, payload: dict[str, Any]) -> Notice:
+        notice = Notice.from_json(payload)
+        if self.options.public_url:
+            url = f"{self.options.public_url}/jobs/{quote(notice.job, safe='')}"
+            notice = dataclasses.replace(notice, url=url)
+        return notice
+
+    async def _deliver_all(self, claimed: Sequence[Claimed]) -> None:
+        """Send the claimed deliveries, `concurrency` at a time (they are of different jobs or
+        channels: one job's deliveries to one channel are claimed one at a time)."""
+        limit = asyncio.Semaphore(self.options.concurrency)
+
+        async def one(item: Claimed) -> None:
+            async with limit:
+                self._in_flight[item.delivery_id] = item
+                await self._deliver(item)  # never raises but when cancelled: then it stays
+                del self._in_flight[item.delivery_id]  # in flight, for stop_gracefully
+
+        async with asyncio.TaskGroup() as group:
+            for item in claimed:
+                group.create_task(one(item))
+
+    async def _deliver(self, item: Claimed) -> None:
+        channel = self.channels.channels.get(item.channel)
+        try:
+            if channel is None:
+                raise DeliveryError(f"no channel {item.channel!r} in CHANNELS_FILE", permanent=True)
+            outcome = await deliver(channel, item.notice)
+        except DeliveryError as exc:
+            await self._record(item, ok=False, detail=str(exc), permanent=exc.permanent)
+        except Exception as exc:  # a bug in a channel must not stop the others
+            logger.error(
+                "notification channel failed", extra={"channel": item.channel}, exc_info=exc
+            )
+            detail = f"internal error: {describe_error(exc)}"
+            await self._record(item, ok=False, detail=detail, permanent=False)
+        else:
+            await self._record(item, ok=True, detail=outcome, permanent=False)
+
+    async def _record(self, item: Claimed, *, ok: bool, detail: str, permanent: bool) -> None:
+        """Write the outcome; while the database is away, keep trying (a success not written
+        would be sent again)."""
+        now = self.clock()
+        values: dict[str, Any]
+        if ok:
+            values = {"state": "delivered", "delivered_at": now, "last_error": None}
+        elif permanent or item.attempts >= self.options.max_attempts:
+            values = {"state": "failed", "last_error": detail}
+        else:
+            retry = backoff(item.attempts, self.options.retry_seconds)
+            values = {"next_attempt_at": now + timedelta(seconds=retry), "last_error": detail}
+        extra = {
+            "channel": item.channel,
+            "job": item.notice.job,
+            "event_id": item.notice.event_id,
+            "attempt": item.attempts,
+        }
+        if ok:
+            logger.info("notification delivered: %s", detail, extra=extra)
+        elif values.get("state") == "failed":
+            logger.error("notification given up: %s", detail, extra=extra)
+        else:
+            logger.warning("notification attempt failed: %s", detail, extra=extra)
+        delay = 0.5
+        while True:
+            try:
+                async with self.sessions() as session:
+                    await session.execute(
+                        update(NotificationDelivery)
+                        .where(NotificationDelivery.id == item.delivery_id)
+                        .values(lease_until=None, **values)
+                    )
+                    await session.execute(
+                        update(NotificationAttempt)
+                        .where(NotificationAttempt.id == item.attempt_id)
+                        .values(finished_at=now, ok=ok, detail=detail[:2000])
+                    )
+                    await session.commit()
+                return
+            except Exception as exc:
+                logger.warning(
+                    "cannot record a notification outcome yet: %s", describe_error(exc), extra=extra
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+
+    async def release(self, items: Sequence[Claimed]) -> None:
+        """Give back deliveries not finished at a stop, so the next start sends them at once."""
+        if not items:
+            return
+        now = self.clock()
+        async with self.sessions() as session:
+            ids = [item.delivery_id for item in items]
+            await session.execute(
+                update(NotificationDelivery)
+                .where(NotificationDelivery.id.in_(ids), NotificationDelivery.state == "pending")
+                .values(lease_until=None)
+            )
+            await session.execute(
+                update(NotificationAttempt)
+                .where(
+                    NotificationAttempt.id.in_([item.attempt_id for item in items]),
+                    NotificationAttempt.finished_at.is_(None),
+                )
+                .values(finished_at=now, ok=False, detail="interrupted: the service stopped")
+            )
+            await session.commit()
+
+
+def _postgresql(session: AsyncSession) -> bool:
+    return session.get_bind().dialect.name == "postgresql"

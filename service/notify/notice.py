@@ -1,0 +1,141 @@
+"""One notice about a job: what every channel sends, as JSON, a subject line and a text body."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from service.units import format_size
+
+SERVICE = "backup-monitor"
+KINDS = ("problem", "recovery", "reminder", "test")
+
+
+@dataclass(frozen=True, slots=True)
+class Notice:
+    """A status change (or reminder, or test) of one job, as sent to the channels."""
+
+    event_id: str  # uuid4 text, stable across retries: receivers dedupe on it
+    kind: str  # "problem" | "recovery" | "reminder" | "test"
+    job: str
+    status: str  # the new status: ok | warning | critical | unknown
+    previous_status: str | None
+    reasons: list[dict[str, str]]  # each {"code", "severity", "message"}
+    latest_artifact: dict[str, Any] | None  # {"path", "size" (bytes), "mtime" (ISO text)}
+    occurred_at: datetime  # aware, UTC
+    url: str | None = None  # the job's dashboard page, when PUBLIC_URL is set
+
+    def __post_init__(self) -> None:
+        if self.occurred_at.tzinfo is None:
+            raise ValueError("occurred_at must be an aware datetime")
+
+    def as_json(self) -> dict[str, Any]:
+        """The webhook body (and what the outbox stores): every field, plus "service"."""
+        return {
+            "service": SERVICE,
+            "event_id": self.event_id,
+            "kind": self.kind,
+            "job": self.job,
+            "status": self.status,
+            "previous_status": self.previous_status,
+            "reasons": [dict(reason) for reason in self.reasons],
+            "latest_artifact": None if self.latest_artifact is None else dict(self.latest_artifact),
+            "occurred_at": self.occurred_at.isoformat(),
+            "url": self.url,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Notice:
+        """The inverse of `as_json` (the "service" key is ignored)."""
+        occurred_at = datetime.fromisoformat(data["occurred_at"])
+        if occurred_at.tzinfo is None:
+            raise ValueError("occurred_at has no time zone")
+        artifact = data.get("latest_artifact")
+        return cls(
+            event_id=str(data["event_id"]),
+            kind=str(data["kind"]),
+            job=str(data["job"]),
+            status=str(data["status"]),
+            previous_status=data.get("previous_status"),
+            reasons=[dict(reason) for reason in data.get("reasons") or []],
+            latest_artifact=None if artifact is None else dict(artifact),
+            occurred_at=occurred_at.astimezone(UTC),
+            url=data.get("url"),
+        )
+
+    def subject(self) -> str:
+        """One line: `[backup-monitor] CRITICAL nightly-db (was ok)` and the like."""
+        status = self.status.upper()
+        was = f" (was {self.previous_status})" if self.previous_status else ""
+        if self.kind == "test":
+            line = "test message"
+        elif self.kind == "recovery":
+            line = f"RECOVERED {self.job}: {self.status}{was}"
+        elif self.kind == "reminder":
+            line = f"still {status} {self.job}"
+        else:
+            line = f"{status} {self.job}{was}"
+        return " ".join(f"[{SERVICE}] {line}".split())  # never a line break in a header
+
+    def text(self) -> str:
+        """The plain-text body: status, reasons, newest file, link and event id."""
+        lines = [self._headline(), ""]
+        lines += [f"- {reason.get('message', '')}" for reason in self.reasons]
+        if self.reasons:
+            lines.append("")
+        if self.kind != "test":
+            lines += [*describe_artifact(self.latest_artifact), ""]
+        if self.url:
+            lines.append(f"Dashboard: {self.url}")
+        lines.append(f"At: {self.occurred_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
+        lines.append(f"Event: {self.event_id}")
+        return "\n".join(lines) + "\n"
+
+    def _headline(self) -> str:
+        status = self.status.upper()
+        was = f" (was {self.previous_status})" if self.previous_status else ""
+        if self.kind == "test":
+            return f"This is a test message from {SERVICE}."
+        if self.kind == "recovery":
+            return f"{self.job} has recovered: {status}{was}."
+        if self.kind == "reminder":
+            return f"{self.job} is still {status}."
+        return f"{self.job} is {status}{was}."
+
+
+def describe_artifact(artifact: Mapping[str, Any] | None) -> list[str]:
+    """The newest file as text lines: path, then human size and modification time."""
+    if artifact is None:
+        return ["Newest file: none"]
+    size = artifact.get("size")
+    details = []
+    if isinstance(size, int):
+        details.append(f"size {format_size(size)} ({size} bytes)")
+    if artifact.get("mtime"):
+        details.append(f"modified {artifact['mtime']}")
+    lines = [f"Newest file: {artifact.get('path', '?')}"]
+    if details:
+        lines.append("  " + ", ".join(details))
+    return lines
+
+
+def test_notice(channel: str, now: datetime) -> Notice:
+    """The notice `backup-monitor notify test CHANNEL` sends."""
+    message = f"Sent by `backup-monitor notify test {channel}`: the channel {channel!r} works."
+    return Notice(
+        event_id=str(uuid.uuid4()),
+        kind="test",
+        job=SERVICE,
+        status="ok",
+        previous_status=None,
+        reasons=[{"code": "test", "severity": "ok", "message": message}],
+        latest_artifact=None,
+        occurred_at=now.astimezone(UTC),
+    )
+
+
+# Not a test, whatever pytest thinks of a module that imports it.
+test_notice.__test__ = False  # type: ignore[attr-defined]

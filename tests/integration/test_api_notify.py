@@ -1,0 +1,146 @@
+"""A job's notification settings and its notices, through the real API (both databases)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from service.app import create_app
+from service.keys import sessionmaker_key
+from service.models import Job
+from service.notify.channels import parse_channels
+from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.scanner import BackupScanner
+from service.settings import load_settings
+
+from support import Receiver, get_job
+
+CHANNELS = {
+    "defaults": ["ops"],
+    "channels": {
+        "ops": {"type": "webhook", "url": "http://127.0.0.1:9/hook"},
+        "mail": {"type": "webhook", "url": "http://127.0.0.1:9/mail"},
+    },
+}
+
+
+@pytest.fixture
+async def app(database_url):
+    settings = load_settings(database_url=database_url)
+    return create_app(settings, scheduler=False, channels=parse_channels(CHANNELS, "test"))
+
+
+@pytest.fixture
+async def client(aiohttp_client, app):
+    return await aiohttp_client(app)
+
+
+async def test_notify_settings_are_declared_and_answered(client):
+    response = await client.post(
+        "/api/v1/jobs",
+        json={"name": "db", "schedule": {"every": "1d"},
+              "notify": {"channels": ["mail"], "renotify_every": "4h"}},
+    )  # fmt: skip
+    assert response.status == 201, await response.text()
+    assert (await response.json())["notify"] == {"channels": ["mail"], "renotify_every": 14400}
+
+    plain = await client.post("/api/v1/jobs", json={"name": "web", "schedule": {"every": "1d"}})
+    assert (await plain.json())["notify"] == {"channels": None, "renotify_every": None}
+
+    silenced = await client.patch("/api/v1/jobs/web", json={"notify": {"channels": []}})
+    assert (await silenced.json())["notify"] == {"channels": [], "renotify_every": None}
+    reset = await client.patch("/api/v1/jobs/web", json={"notify": None})
+    assert (await reset.json())["notify"] == {"channels": None, "renotify_every": None}
+
+
+@pytest.mark.parametrize("method", ["post", "patch"])
+async def test_a_channel_not_configured_is_refused(client, method):
+    await client.post("/api/v1/jobs", json={"name": "db", "schedule": {"every": "1d"}})
+    body = {"notify": {"channels": ["ops", "pager"]}}
+    if method == "post":
+        response = await client.post(
+            "/api/v1/jobs", json={"name": "web", "schedule": {"every": "1d"}, **body}
+        )
+    else:
+        response = await client.patch("/api/v1/jobs/db", json=body)
+    assert response.status == 422, await response.text()
+    error = (await response.json())["error"]
+    (detail,) = error["details"]
+    assert detail["field"] == "notify.channels"
+    assert detail["message"] == "no channel pager (configured channels: mail, ops)"
+
+
+async def test_a_reminder_interval_set_while_critical_counts_from_then(client, app):
+    await client.post("/api/v1/jobs", json={"name": "db", "schedule": {"every": "1d"}})
+    sessions = app[sessionmaker_key]
+    async with sessions() as session:
+        job = await session.get(Job, (await get_job(sessions, "db")).id)
+        job.status = "critical"
+        await session.commit()
+    response = await client.patch("/api/v1/jobs/db", json={"notify": {"renotify_every": "2h"}})
+    assert response.status == 200
+    job = await get_job(sessions, "db")
+    assert job.renotify_at is not None
+    assert timedelta(hours=2) - (job.renotify_at - job.updated_at) < timedelta(seconds=1)
+    await client.patch("/api/v1/jobs/db", json={"notify": None})
+    assert (await get_job(sessions, "db")).renotify_at is None
+
+
+async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, database_url, tmp_path):
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        channels = parse_channels(
+            {"defaults": ["ops", "mail"],
+             "channels": {"ops": {"type": "webhook", "url": receiver.url},
+                          "mail": {"type": "webhook", "url": receiver.url}}}, "test",
+        )  # fmt: skip
+        app = create_app(load_settings(database_url=database_url), scheduler=False,
+                         channels=channels)  # fmt: skip
+        client = await aiohttp_client(app)
+        source = {"type": "local", "path": str(tmp_path), "pattern": "*.dump"}
+        created = await client.post(
+            "/api/v1/jobs", json={"name": "db", "schedule": {"every": "1h"}, "source": source}
+        )
+        assert created.status == 201
+        sessions = app[sessionmaker_key]
+        async with sessions() as session:  # a job created a day ago, still without its file
+            job = await session.get(Job, (await created.json())["id"])
+            job.created_at -= timedelta(days=1)
+            await session.commit()
+        async with sessions() as session:
+            await BackupScanner(session).scan_all_jobs()
+
+        unrouted = await (await client.get("/api/v1/jobs/db/notifications")).json()
+        (item,) = unrouted["items"]
+        assert (item["kind"], item["status"], item["previous_status"]) == (
+            "problem", "critical", "pending",
+        )  # fmt: skip
+        assert (item["routed"], item["deliveries"]) == (False, [])
+
+        receiver.answers = [500]  # the first try fails, the retry is not due yet
+        options = DispatchOptions(retry_seconds=600)
+        await Dispatcher(sessions, channels, options).run_once()
+        page = await (await client.get("/api/v1/jobs/db/notifications")).json()
+        (item,) = page["items"]
+        assert item["routed"] is True
+        states = {d["channel"]: (d["state"], d["attempts"]) for d in item["deliveries"]}
+        assert states in (
+            {"mail": ("pending", 1), "ops": ("delivered", 1)},
+            {"mail": ("delivered", 1), "ops": ("pending", 1)},
+        )
+        failed = next(d for d in item["deliveries"] if d["state"] == "pending")
+        assert "HTTP 500" in failed["last_error"]
+        assert item["event_id"] == receiver.delivered[0]["event_id"]
+
+        page = await client.get("/jobs/db")
+        html = await page.text()
+        assert page.status == 200
+        assert "This job tells ops, mail (the default channels)." in html
+        assert html.count("✔ delivered") == 1 and html.count("… pending") == 1
+
+        missing = await client.get("/api/v1/jobs/nope/notifications")
+        assert missing.status == 404
+    finally:
+        await receiver.stop()

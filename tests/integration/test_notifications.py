@@ -1,0 +1,496 @@
+"""Notifications end to end: the outbox written with the status change, the dispatcher routing
+and delivering to a real local HTTP receiver, retries, order, reminders, several dispatchers,
+and a dispatcher killed mid-delivery (a real `serve` process, SIGKILLed)."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, insert, select
+
+from service.db import create_engine, create_sessionmaker
+from service.models import (
+    Job,
+    JobCheck,
+    NotificationAttempt,
+    NotificationDelivery,
+    NotificationEvent,
+)
+from service.notify.channels import ChannelSet, parse_channels
+from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
+from service.notify.events import event_row
+from service.scanner import BackupScanner
+
+from support import Receiver, add_job, free_port, get_job, make_file, read
+
+FAST = DispatchOptions(poll_seconds=0.05, lease_seconds=30, retry_seconds=0.05, max_attempts=4)
+
+
+@pytest.fixture
+async def receiver():
+    receiver = Receiver()
+    await receiver.start()
+    yield receiver
+    await receiver.stop()
+
+
+def webhooks(*names: str, url: str, defaults: tuple[str, ...] | None = None) -> ChannelSet:
+    document = {
+        "defaults": list(names[:1] if defaults is None else defaults),
+        "channels": {name: {"type": "webhook", "url": f"{url}?channel={name}"} for name in names},
+    }
+    return parse_channels(document, "test")
+
+
+async def events_of(sessionmaker, job_name: str) -> list[NotificationEvent]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(NotificationEvent)
+            .where(NotificationEvent.job_name == job_name)
+            .order_by(NotificationEvent.id)
+        )
+        return list(rows)
+
+
+async def deliveries(sessionmaker) -> list[NotificationDelivery]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(select(NotificationDelivery).order_by(NotificationDelivery.id))
+        return list(rows)
+
+
+async def attempts_of(sessionmaker, delivery_id: int) -> list[NotificationAttempt]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(NotificationAttempt)
+            .where(NotificationAttempt.delivery_id == delivery_id)
+            .order_by(NotificationAttempt.id)
+        )
+        return list(rows)
+
+
+async def add_events(
+    sessionmaker, job_name: str, count: int, channels: list[str] | None = None
+) -> list[str]:
+    """Write `count` problem events for `job_name` straight into the outbox; their ids."""
+    async with sessionmaker() as session:
+        job_id = await session.scalar(select(Job.id).where(Job.name == job_name))
+        assert job_id is not None
+        rows = [
+            event_row(
+                job_id=job_id,
+                job_name=job_name,
+                kind="problem",
+                status="critical",
+                previous_status="ok",
+                reasons=[{"code": "stale", "severity": "critical", "message": f"event {n}"}],
+                latest_artifact=None,
+                channels=channels,
+                now=datetime.now(UTC),
+            )
+            for n in range(count)
+        ]
+        await session.execute(insert(NotificationEvent), rows)
+        await session.commit()
+    return [row["event_id"] for row in rows]
+
+
+async def dispatch_until_idle(dispatcher: Dispatcher, rounds: int = 50) -> None:
+    for _ in range(rounds):
+        if not await dispatcher.run_once():
+            return
+    pytest.fail("the dispatcher still had work after many rounds")
+
+
+# --- the outbox, written by the scanner -----------------------------------------------------
+
+
+async def test_status_changes_write_events_with_the_change(sessionmaker, clock, tmp_path):
+    backups = tmp_path / "backups"
+    backups.mkdir()
+    await add_job(
+        sessionmaker,
+        clock() - timedelta(days=3),
+        name="db",
+        source={"type": "local", "path": str(backups), "pattern": "*.dump"},
+        schedule={"every": "1d"},
+        grace="1h",
+        notify={"channels": ["ops"]},
+    )
+
+    async def scan() -> str:
+        async with sessionmaker() as session:
+            report = await BackupScanner(session, clock=clock).scan_all_jobs()
+        return report.jobs[0].status
+
+    assert await scan() == "critical"  # nothing ever arrived: a problem
+    make_file(backups / "a.dump", 5000, clock())
+    clock.advance(minutes=1)
+    assert await scan() == "ok"  # a recovery
+    clock.advance(minutes=1)
+    assert await scan() == "ok"  # no change, no notice
+
+    events = await events_of(sessionmaker, "db")
+    assert [(e.kind, e.payload["previous_status"], e.payload["status"]) for e in events] == [
+        ("problem", "pending", "critical"),
+        ("recovery", "critical", "ok"),
+    ]
+    assert all(e.channels == ["ops"] and e.routed_at is None for e in events)
+    assert events[1].payload["latest_artifact"]["path"] == str(backups / "a.dump")
+    assert events[0].payload["reasons"][0]["code"] == "missing"
+    assert len({e.event_id for e in events}) == 2
+    # One notice per recorded change, each at the change's moment.
+    async with sessionmaker() as session:
+        checks = (await session.scalars(select(JobCheck).order_by(JobCheck.id))).all()
+    assert [c.checked_at for c in checks] == [e.created_at for e in events]
+
+
+async def test_a_new_job_found_ok_or_paused_is_not_news(sessionmaker, clock, tmp_path):
+    make_file(tmp_path / "a.dump", 5000, clock())
+    await add_job(
+        sessionmaker, clock(), name="fine", source={"type": "local", "path": str(tmp_path)}
+    )
+    await add_job(sessionmaker, clock(), name="resting", paused=True)
+    async with sessionmaker() as session:
+        report = await BackupScanner(session, clock=clock).scan_all_jobs()
+    assert {job.name: job.status for job in report.jobs} == {"fine": "ok", "resting": "paused"}
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(NotificationEvent)) == 0
+
+
+# --- the dispatcher -------------------------------------------------------------------------
+
+
+async def test_events_are_delivered_once_to_each_routed_channel(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    await add_job(sessionmaker, clock(), name="web")
+    channels = webhooks("ops", "team", "quiet", url=receiver.url, defaults=("ops", "team"))
+    defaults = await add_events(sessionmaker, "db", 1)  # names no channel: the defaults
+    chosen = await add_events(sessionmaker, "web", 1, channels=["quiet"])
+    silent = await add_events(sessionmaker, "web", 1, channels=[])
+
+    dispatcher = Dispatcher(sessionmaker, channels, FAST)
+    await dispatch_until_idle(dispatcher)
+    await dispatch_until_idle(dispatcher)  # nothing is sent twice
+
+    got = sorted(
+        (body["event_id"], hdr["X-Event-Id"], body["job"])
+        for body, hdr in zip(receiver.delivered, receiver.headers, strict=True)
+    )
+    assert got == sorted([(defaults[0], defaults[0], "db")] * 2 + [(chosen[0], chosen[0], "web")])
+    rows = await deliveries(sessionmaker)
+    assert sorted((r.channel, r.state, r.attempts) for r in rows) == [
+        ("ops", "delivered", 1),
+        ("quiet", "delivered", 1),
+        ("team", "delivered", 1),
+    ]
+    assert silent[0] not in receiver.event_ids()
+    for row in rows:
+        (attempt,) = await attempts_of(sessionmaker, row.id)
+        assert attempt.ok is True and attempt.detail.startswith("HTTP 200")
+        assert attempt.finished_at is not None
+    async with sessionmaker() as session:
+        unrouted = await session.scalar(
+            select(func.count()).where(NotificationEvent.routed_at.is_(None))
+        )
+    assert unrouted == 0
+
+
+async def test_failures_are_retried_with_backoff_and_recorded(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    (event_id,) = await add_events(sessionmaker, "db", 1)
+    receiver.answers = [500, 503]
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+
+    async with asyncio.timeout(10):
+        while not receiver.delivered:
+            await dispatcher.run_once()
+            await asyncio.sleep(0.01)
+    (row,) = await deliveries(sessionmaker)
+    assert (row.state, row.attempts, row.last_error) == ("delivered", 3, None)
+    attempts = await attempts_of(sessionmaker, row.id)
+    assert [a.ok for a in attempts] == [False, False, True]
+    assert "HTTP 500" in attempts[0].detail and "HTTP 503" in attempts[1].detail
+    # Each retry waited at least its backoff after the failure before it.
+    for failed, retried, attempt_number in (
+        (attempts[0], attempts[1], 1),
+        (attempts[1], attempts[2], 2),
+    ):
+        waited = (retried.started_at - failed.finished_at).total_seconds()
+        assert waited >= backoff(attempt_number, FAST.retry_seconds) - 0.005
+    assert receiver.event_ids() == [event_id]
+
+
+def test_backoff_doubles_up_to_an_hour():
+    assert [backoff(n, 30) for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert backoff(8, 30) == 3600 and backoff(500, 30) == 3600
+
+
+async def test_a_permanent_refusal_or_too_many_failures_gives_up(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    await add_job(sessionmaker, clock(), name="web")
+    await add_events(sessionmaker, "db", 1)
+    receiver.answers = [400]
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    await dispatch_until_idle(dispatcher)
+    (refused,) = await deliveries(sessionmaker)
+    assert (refused.state, refused.attempts) == ("failed", 1)
+    assert "HTTP 400" in refused.last_error
+
+    await add_events(sessionmaker, "web", 1)
+    receiver.answers = [500] * FAST.max_attempts
+    assert await dispatcher.route() == 1
+    async with asyncio.timeout(10):
+        while (await deliveries(sessionmaker))[-1].state == "pending":
+            await dispatcher.run_once()
+            await asyncio.sleep(0.02)
+    exhausted = (await deliveries(sessionmaker))[-1]
+    assert (exhausted.state, exhausted.attempts) == ("failed", FAST.max_attempts)
+    assert len(await attempts_of(sessionmaker, exhausted.id)) == FAST.max_attempts
+    assert receiver.delivered == []
+
+
+async def test_a_channel_gone_from_the_file_fails_clearly(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    await add_events(sessionmaker, "db", 1, channels=["pager"])
+    await dispatch_until_idle(Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST))
+    (row,) = await deliveries(sessionmaker)
+    assert (row.channel, row.state) == ("pager", "failed")
+    assert "no channel 'pager' in CHANNELS_FILE" in row.last_error
+
+
+async def test_one_jobs_notices_arrive_in_order(sessionmaker, clock, receiver):
+    """The recovery waits behind the alert it ends, even while that alert is being retried;
+    another job's notices are not held up."""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_job(sessionmaker, clock(), name="web")
+    alert, recovery = await add_events(sessionmaker, "db", 2)
+    (other,) = await add_events(sessionmaker, "web", 1)
+    slow = DispatchOptions(poll_seconds=0.05, retry_seconds=0.3, max_attempts=5)
+    receiver.answers = [500]  # the first request (db's alert) fails
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), slow)
+    await dispatcher.run_once()
+    assert [body["event_id"] for body in receiver.arrived] == [alert, other]
+    await dispatcher.run_once()  # the alert's retry is not due: the recovery must wait
+    assert receiver.event_ids() == [other]
+    async with asyncio.timeout(10):
+        while len(receiver.delivered) < 3:
+            await dispatcher.run_once()
+            await asyncio.sleep(0.05)
+    assert receiver.event_ids() == [other, alert, recovery]
+
+
+async def test_concurrent_dispatchers_deliver_each_event_once(sessionmaker, clock, receiver):
+    names = [f"job{n}" for n in range(5)]
+    for name in names:
+        await add_job(sessionmaker, clock(), name=name)
+    expected = [event for name in names for event in await add_events(sessionmaker, name, 4)]
+    channels = webhooks("ops", url=receiver.url)
+    dispatchers = [Dispatcher(sessionmaker, channels, FAST) for _ in range(4)]
+
+    async def drain(dispatcher: Dispatcher) -> None:
+        for _ in range(200):
+            await dispatcher.run_once()
+            if len(receiver.delivered) >= len(expected):
+                return
+            await asyncio.sleep(0.005)
+
+    await asyncio.gather(*(drain(d) for d in dispatchers))
+    assert sorted(receiver.event_ids()) == sorted(expected)  # each once, none lost
+    for name in names:  # and each job's in order
+        mine = [body["event_id"] for body in receiver.delivered if body["job"] == name]
+        assert mine == [e for e in expected if e in mine]
+        assert len(mine) == 4
+
+
+async def test_a_critical_job_is_reminded_until_it_recovers(
+    sessionmaker, clock, receiver, tmp_path
+):
+    await add_job(
+        sessionmaker,
+        clock() - timedelta(days=3),
+        name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        notify={"renotify_every": "1h"},
+    )
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+
+    async def scan() -> None:
+        async with sessionmaker() as session:
+            await BackupScanner(session, clock=clock).scan_all_jobs()
+
+    await scan()
+    became_critical = clock()
+    job = await get_job(sessionmaker, "db")
+    assert job.status == "critical"
+    assert job.renotify_at == became_critical + timedelta(hours=1)
+    await dispatch_until_idle(dispatcher)
+    clock.advance(minutes=59)
+    await scan()
+    await dispatch_until_idle(dispatcher)
+    assert [body["kind"] for body in receiver.delivered] == ["problem"]
+    clock.advance(minutes=1)
+    await dispatch_until_idle(dispatcher)
+    clock.advance(minutes=30)
+    await dispatch_until_idle(dispatcher)  # not yet an hour since the reminder
+    clock.advance(minutes=30)
+    await dispatch_until_idle(dispatcher)
+    assert [body["kind"] for body in receiver.delivered] == ["problem", "reminder", "reminder"]
+    reminder = receiver.delivered[1]
+    assert reminder["status"] == "critical" and reminder["reasons"][0]["code"] == "missing"
+
+    make_file(tmp_path / "a.dump", 5000, clock())
+    clock.advance(minutes=1)
+    await scan()
+    assert (await get_job(sessionmaker, "db")).renotify_at is None
+    clock.advance(hours=5)
+    await dispatch_until_idle(dispatcher)
+    kinds = [body["kind"] for body in receiver.delivered]
+    assert kinds == ["problem", "reminder", "reminder", "recovery"]
+
+
+async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    (event_id,) = await add_events(sessionmaker, "db", 1)
+    receiver.hold.add(event_id)
+    channels = webhooks("ops", url=receiver.url)
+    dispatcher = Dispatcher(sessionmaker, channels, FAST)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    await receiver.wait_until(lambda: bool(receiver.arrived))
+    await dispatcher.stop_gracefully(task, stop)  # the receiver never answers: cut short
+    (row,) = await deliveries(sessionmaker)
+    assert (row.state, row.lease_until, row.attempts) == ("pending", None, 1)
+    (attempt,) = await attempts_of(sessionmaker, row.id)
+    assert (attempt.ok, attempt.detail) == (False, "interrupted: the service stopped")
+
+    receiver.hold.clear()
+    receiver.release()
+    await dispatch_until_idle(Dispatcher(sessionmaker, channels, FAST))  # the next start
+    assert receiver.event_ids() == [event_id]
+    assert (await deliveries(sessionmaker))[0].state == "delivered"
+
+
+# --- a real process, killed mid-delivery ------------------------------------------------------
+
+
+async def test_a_killed_dispatcher_restarted_delivers_exactly_the_rest(
+    database_url, base_env, tmp_path, receiver
+):
+    """`serve` is SIGKILLed while the receiver holds the third of five notices: after a restart
+    the receiver has each of the five exactly once, in order."""
+    engine = create_engine(database_url)
+    sessions = create_sessionmaker(engine)
+    try:
+        await add_job(sessions, datetime.now(UTC), name="db", paused=True)
+        expected = await add_events(sessions, "db", 5)
+        receiver.hold.add(expected[2])
+        channels_file = tmp_path / "channels.yaml"
+        channels_file.write_text(
+            f"defaults: [ops]\nchannels:\n  ops:\n    type: webhook\n    url: {receiver.url}\n"
+        )
+        env = dict(
+            base_env,
+            DATABASE_URL=database_url,
+            CHANNELS_FILE=str(channels_file),
+            NOTIFY_POLL_SECONDS="0.1",
+            NOTIFY_RETRY_SECONDS="0.1",
+            NOTIFY_LEASE_SECONDS="2",
+        )
+
+        async def serve(log: Path) -> asyncio.subprocess.Process:
+            with log.open("wb") as stderr:
+                return await asyncio.create_subprocess_exec(
+                    sys.executable,
+                    "-m",
+                    "service",
+                    "serve",
+                    "--port",
+                    str(free_port()),
+                    cwd=tmp_path,
+                    env=env,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=stderr,
+                )
+
+        first_log, second_log = tmp_path / "first.log", tmp_path / "second.log"
+        first = await serve(first_log)
+        try:
+            await receiver.wait_until(lambda: len(receiver.arrived) == 3, timeout=60)
+            assert receiver.event_ids() == expected[:2]
+            first.send_signal(signal.SIGKILL)
+            await first.wait()
+        finally:
+            if first.returncode is None:
+                first.kill()
+                await first.wait()
+        await asyncio.sleep(0.2)  # the receiver sees the connection drop
+        assert receiver.event_ids() == expected[:2], "a held notice was counted as delivered"
+        async with sessions() as session:
+            states = (
+                await session.execute(
+                    select(NotificationDelivery.state, NotificationDelivery.lease_until).order_by(
+                        NotificationDelivery.id
+                    )
+                )
+            ).all()
+        assert [s for s, _ in states] == ["delivered"] * 2 + ["pending"] * 3
+        assert states[2][1] is not None  # the dead process still holds the third: a lease
+
+        receiver.hold.clear()
+        second = await serve(second_log)
+        try:
+            await receiver.wait_until(lambda: len(receiver.delivered) == 5, timeout=60)
+            await asyncio.sleep(0.5)  # time enough for a duplicate to show up
+        finally:
+            second.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(second.wait(), 30)
+        assert receiver.event_ids() == expected, read(second_log)
+        async with sessions() as session:
+            rows = (
+                await session.execute(
+                    select(
+                        NotificationDelivery.id,
+                        NotificationDelivery.state,
+                        NotificationDelivery.attempts,
+                    ).order_by(NotificationDelivery.id)
+                )
+            ).all()
+            third_attempts = await attempts_of(sessions, rows[2].id)
+        assert [(state, attempts) for _, state, attempts in rows] == [
+            ("delivered", 1),
+            ("delivered", 1),
+            ("delivered", 2),
+            ("delivered", 1),
+            ("delivered", 1),
+        ]
+        assert third_attempts[0].detail.startswith("abandoned")
+        assert third_attempts[1].ok is True
+        assert "Traceback" not in read(second_log)
+    finally:
+        await engine.dispose()
+
+
+async def test_serve_refuses_a_bad_channels_file(sqlite_url, base_env, tmp_path):
+    channels_file = tmp_path / "channels.yaml"
+    channels_file.write_text("channels:\n  ops:\n    type: pigeon\n")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "service",
+        "serve",
+        "--port",
+        str(free_port()),
+        cwd=tmp_path,
+        env=dict(base_env, DATABASE_URL=sqlite_url, CHANNELS_FILE=str(channels_file)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode == 1
+    text = err.decode()
+    assert str(channels_file) in text and "ops" in text and "Traceback" not in text
