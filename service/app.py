@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 
 from aiohttp import web
@@ -28,6 +29,7 @@ from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
 from service.settings import Settings, get_settings
 from service.web import views
 
+logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 
 
@@ -70,8 +72,15 @@ async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
     if not app[scheduler_enabled_key]:
         yield
         return
+    channels = app[channels_key]
+    if not channels.channels:
+        # Notices stay in the outbox (until RETENTION_DAYS): a replica without the file must
+        # not route them to nothing while another one could send them.
+        logger.info("no CHANNELS_FILE: status changes are recorded, no notice is sent")
+        yield
+        return
     dispatcher = Dispatcher(
-        app[sessionmaker_key], app[channels_key], dispatch_options(app[settings_key])
+        app[sessionmaker_key], channels, dispatch_options(app[settings_key], channels)
     )
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop), name="notification-dispatcher")
@@ -79,10 +88,13 @@ async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
     await dispatcher.stop_gracefully(task, stop)
 
 
-def dispatch_options(settings: Settings) -> DispatchOptions:
+def dispatch_options(settings: Settings, channels: ChannelSet) -> DispatchOptions:
+    # A lease must outlast the slowest delivery (its timeout, plus an e-mail's QUIT), or
+    # another replica would send it again.
+    slowest = max((channel.timeout for channel in channels.channels.values()), default=0.0)
     return DispatchOptions(
         poll_seconds=settings.notify_poll_seconds,
-        lease_seconds=settings.notify_lease_seconds,
+        lease_seconds=max(settings.notify_lease_seconds, slowest + 10),
         retry_seconds=settings.notify_retry_seconds,
         max_attempts=settings.notify_max_attempts,
         public_url=settings.public_url,

@@ -55,6 +55,9 @@ class Job(Base):
     listing_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
     # While the job is critical with notify.renotify_every set: when to repeat the notice.
     renotify_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
+    # The status of the last notice about this job (None before any): what people were last
+    # told, so that a pause in between neither repeats an alert nor swallows a recovery.
+    notified_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
 
 
 class Artifact(Base):
@@ -185,7 +188,7 @@ class NotificationDelivery(Base):
             "ix_notification_deliveries_pending",
             "channel",
             "job_name",
-            "id",
+            "event_id",
             postgresql_where=PENDING,
             sqlite_where=PENDING,
         ),

@@ -31,9 +31,17 @@ def upgrade() -> None:
             sa.Column("notify", JSON, nullable=False, server_default=sa.text(f"'{DEFAULT_NOTIFY}'"))
         )
         batch.add_column(sa.Column("renotify_at", sa.DateTime(timezone=True), nullable=True))
+        batch.add_column(sa.Column("notified_status", sa.String(16), nullable=True))
     with op.batch_alter_table("jobs") as batch:
         batch.alter_column("notify", existing_type=JSON, server_default=None)
     op.create_index("ix_jobs_renotify_at", "jobs", ["renotify_at"])
+    # Jobs already in a status count as told of it: an upgrade sends no notice by itself.
+    jobs = sa.table("jobs", sa.column("status", sa.String()), sa.column("notified_status"))
+    op.execute(
+        jobs.update()
+        .where(jobs.c.status.in_(("ok", "warning", "critical", "unknown")))
+        .values(notified_status=jobs.c.status)
+    )
 
     op.create_table(
         "notification_events",
@@ -93,7 +101,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_notification_deliveries_pending",
         "notification_deliveries",
-        ["channel", "job_name", "id"],
+        ["channel", "job_name", "event_id"],
         postgresql_where=PENDING,
         sqlite_where=PENDING,
     )
@@ -125,5 +133,6 @@ def downgrade() -> None:
     op.drop_table("notification_events")
     op.drop_index("ix_jobs_renotify_at", table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
+        batch.drop_column("notified_status")
         batch.drop_column("renotify_at")
         batch.drop_column("notify")

@@ -43,7 +43,6 @@ logger = logging.getLogger(__name__)
 
 Clock = Callable[[], datetime]
 BATCH = 100  # events routed, reminders claimed, per round
-CLAIM_ROUNDS = 4  # deliveries claimed per round: this many times `concurrency`
 MAX_BACKOFF = 3600.0
 # How long a stopping dispatcher lets deliveries under way finish before it cancels them.
 STOP_GRACE = 5.0
@@ -203,7 +202,7 @@ class Dispatcher:
                         Job.notify,
                         Job.renotify_at,
                     )
-                    .where(Job.renotify_at <= now)
+                    .where(Job.renotify_at <= now, Job.paused.is_(False))
                     .order_by(Job.renotify_at)
                     .limit(BATCH)
                 )
@@ -250,7 +249,17 @@ class Dispatcher:
             earlier.channel == delivery.channel,
             earlier.job_name == delivery.job_name,
             earlier.state == "pending",
-            earlier.id < delivery.id,
+            # Event ids follow a job's changes (each is written under the job's row lock);
+            # delivery ids need not (another replica may route an earlier event later).
+            earlier.event_id < delivery.event_id,
+        )
+        # An earlier event of the job that another dispatcher is routing right now has no
+        # delivery yet to wait behind: wait for the event itself.
+        earlier_event = aliased(NotificationEvent)
+        unrouted_before = exists().where(
+            earlier_event.job_name == delivery.job_name,
+            earlier_event.routed_at.is_(None),
+            earlier_event.id < delivery.event_id,
         )
         free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
         claimed: list[Claimed] = []
@@ -266,13 +275,18 @@ class Dispatcher:
                     )
                     .join(event, event.id == delivery.event_id)
                     .where(delivery.state == "pending", delivery.next_attempt_at <= now, free)
-                    .where(~waiting_behind)
-                    .order_by(delivery.id)
-                    # Few enough that the last one starts well within its lease.
-                    .limit(self.options.concurrency * CLAIM_ROUNDS)
+                    .where(~waiting_behind, ~unrouted_before)
+                    .order_by(delivery.event_id, delivery.id)
+                    # No more than can be sent at once: each starts as soon as it is leased.
+                    .limit(self.options.concurrency)
                 )
             ).all()
             for row in rows:
+                try:
+                    notice = self._notice(row.payload)
+                except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
+                    await self._unreadable(session, row.id, now, describe_error(exc))
+                    continue
                 taken = await session.execute(
                     update(delivery)
                     .where(delivery.id == row.id, delivery.state == "pending", free)
@@ -296,10 +310,31 @@ class Dispatcher:
                     .returning(NotificationAttempt.id)
                 )
                 assert attempt_id is not None
-                notice = self._notice(row.payload)
-                claimed.append(Claimed(row.id, attempt_id, row.attempts + 1, row.channel, notice))
+                item = Claimed(row.id, attempt_id, row.attempts + 1, row.channel, notice)
+                claimed.append(item)
             await session.commit()
+        for item in claimed:  # from now on, a stop gives them back
+            self._in_flight[item.delivery_id] = item
         return claimed
+
+    @staticmethod
+    async def _unreadable(session: AsyncSession, delivery_id: int, now: datetime, why: str) -> None:
+        """A delivery whose notice cannot be read is given up at once (it would fail forever),
+        with the reason as its attempt."""
+        logger.error("notification unreadable, given up: %s", why,
+                     extra={"delivery_id": delivery_id})  # fmt: skip
+        given_up = await session.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id == delivery_id, NotificationDelivery.state == "pending")
+            .values(state="failed", last_error=f"unreadable notice: {why}")
+        )
+        if given_up.rowcount == 1:  # type: ignore[attr-defined]
+            await session.execute(
+                insert(NotificationAttempt).values(
+                    delivery_id=delivery_id, started_at=now, finished_at=now, ok=False,
+                    detail=f"unreadable notice: {why}",
+                )
+            )  # fmt: skip
 
     def _notice(self, payload: dict[str, Any]) -> Notice:
         notice = Notice.from_json(payload)
@@ -309,13 +344,12 @@ class Dispatcher:
         return notice
 
     async def _deliver_all(self, claimed: Sequence[Claimed]) -> None:
-        """Send the claimed deliveries, `concurrency` at a time (they are of different jobs or
-        channels: one job's deliveries to one channel are claimed one at a time)."""
+        """Send the claimed deliveries together (at most `concurrency` are claimed; they are of
+        different jobs or channels: one job's deliveries to one channel go one at a time)."""
         limit = asyncio.Semaphore(self.options.concurrency)
 
         async def one(item: Claimed) -> None:
             async with limit:
-                self._in_flight[item.delivery_id] = item
                 await self._deliver(item)  # never raises but when cancelled: then it stays
                 del self._in_flight[item.delivery_id]  # in flight, for stop_gracefully
 
@@ -368,9 +402,17 @@ class Dispatcher:
         while True:
             try:
                 async with self.sessions() as session:
+                    # Fenced by the attempt number: a late outcome, from a dispatcher whose
+                    # lease ran out and was taken over, does not undo the newer holder's. A
+                    # success is always recorded while the delivery is pending.
+                    mine = [NotificationDelivery.attempts == item.attempts] if not ok else []
                     await session.execute(
                         update(NotificationDelivery)
-                        .where(NotificationDelivery.id == item.delivery_id)
+                        .where(
+                            NotificationDelivery.id == item.delivery_id,
+                            NotificationDelivery.state == "pending",
+                            *mine,
+                        )
                         .values(lease_until=None, **values)
                     )
                     await session.execute(
@@ -393,12 +435,16 @@ class Dispatcher:
             return
         now = self.clock()
         async with self.sessions() as session:
-            ids = [item.delivery_id for item in items]
-            await session.execute(
-                update(NotificationDelivery)
-                .where(NotificationDelivery.id.in_(ids), NotificationDelivery.state == "pending")
-                .values(lease_until=None)
-            )
+            for item in items:  # unless another dispatcher has taken it over since
+                await session.execute(
+                    update(NotificationDelivery)
+                    .where(
+                        NotificationDelivery.id == item.delivery_id,
+                        NotificationDelivery.state == "pending",
+                        NotificationDelivery.attempts == item.attempts,
+                    )
+                    .values(lease_until=None)
+                )
             await session.execute(
                 update(NotificationAttempt)
                 .where(

@@ -14,14 +14,14 @@ from service.notify.notice import Notice
 PROBLEMS = ("warning", "critical", "unknown")
 
 
-def notice_kind(previous: str | None, status: str) -> str | None:
-    """ "problem" when a job enters a bad status (or moves between bad ones), "recovery" when
-    it comes back to ok from one; None otherwise (a new job found ok, a pause, no change)."""
-    if status == previous:
-        return None
-    if status in PROBLEMS:
+def notice_kind(notified: str | None, status: str) -> str | None:
+    """What a new `status` tells people who were last told `notified` (None: nothing yet):
+    "problem" when the job enters a bad status, or another bad one; "recovery" when it is ok
+    again after one; None otherwise (a new job found ok, a pause, a status already told, so
+    that critical → paused → critical repeats nothing and critical → paused → ok recovers)."""
+    if status in PROBLEMS and status != notified:
         return "problem"
-    if status == "ok" and previous in PROBLEMS:
+    if status == "ok" and notified in PROBLEMS:
         return "recovery"
     return None
 

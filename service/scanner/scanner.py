@@ -77,7 +77,7 @@ _UPDATE_JOB = (
     .values(
         {
             name: bindparam(f"new_{name}")
-            for name in (*_STATE_COLUMNS, "status_changed_at", "renotify_at")
+            for name in (*_STATE_COLUMNS, "status_changed_at", "renotify_at", "notified_status")
         }
     )
 )
@@ -549,7 +549,10 @@ class BackupScanner:
             ]  # fmt: skip
             await session.execute(_job_checks.insert(), checks)
             # The outbox: the notices commit with the change they tell of, or not at all.
-            events = [self._event(change, previous) for change, previous in transitions]
+            events = [
+                self._event(change, current[change.observation.job.id].notified_status)
+                for change, _previous in transitions
+            ]
             notices = [event for event in events if event is not None]
             if notices:
                 await session.execute(_events.insert(), notices)
@@ -567,16 +570,17 @@ class BackupScanner:
                 change.result.status, change.result.reasons = job.status, job.reasons
 
     @staticmethod
-    def _event(change: Change, previous: str) -> dict[str, Any] | None:
-        """The notice of a job's status change, or None when it is not worth one."""
+    def _event(change: Change, notified: str | None) -> dict[str, Any] | None:
+        """The notice of a job's status change, told against the last status people were told
+        (`notified`), or None when it is not worth one."""
         state = change.state
-        kind = notice_kind(previous, state["status"])
+        kind = notice_kind(notified, state["status"])
         if kind is None:
             return None
         job, spec = change.observation.job, change.observation.spec
         return event_row(
             job_id=job.id, job_name=job.name, kind=kind, status=state["status"],
-            previous_status=previous, reasons=state["reasons"],
+            previous_status=notified, reasons=state["reasons"],
             latest_artifact=located(state["latest_artifact"], job.declaration["source"]),
             channels=spec.notify.channels if spec is not None else None, now=change.checked_at,
         )  # fmt: skip
@@ -592,9 +596,13 @@ class BackupScanner:
         reminder = renotify_at(
             state["status"], stored.status, stored.renotify_at, every, change.checked_at
         )
+        told = stored.notified_status
+        if state["status"] != stored.status and notice_kind(told, state["status"]) is not None:
+            told = state["status"]
         values = {f"new_{name}": value for name, value in state.items()}
         values.update(job_id=change.observation.job.id, new_checked_at=change.checked_at,
-                      new_status_changed_at=changed_at, new_renotify_at=reminder)  # fmt: skip
+                      new_status_changed_at=changed_at, new_renotify_at=reminder,
+                      new_notified_status=told)  # fmt: skip
         return values
 
     async def _claim(self, changes: Sequence[Change]) -> dict[int, Any]:
@@ -609,7 +617,7 @@ class BackupScanner:
         observed = {change.observation.job.id: change.checked_at for change in changes}
         query = select(
             Job.id, Job.status, Job.status_changed_at, Job.checked_at, Job.updated_at,
-            Job.renotify_at,
+            Job.renotify_at, Job.notified_status,
         ).where(Job.id.in_(list(observed)))  # fmt: skip
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)

@@ -82,7 +82,7 @@ async def test_a_reminder_interval_set_while_critical_counts_from_then(client, a
     assert response.status == 200
     job = await get_job(sessions, "db")
     assert job.renotify_at is not None
-    assert timedelta(hours=2) - (job.renotify_at - job.updated_at) < timedelta(seconds=1)
+    assert abs(job.renotify_at - job.updated_at - timedelta(hours=2)) < timedelta(seconds=1)
     await client.patch("/api/v1/jobs/db", json={"notify": None})
     assert (await get_job(sessions, "db")).renotify_at is None
 
@@ -115,7 +115,7 @@ async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, database_url
         unrouted = await (await client.get("/api/v1/jobs/db/notifications")).json()
         (item,) = unrouted["items"]
         assert (item["kind"], item["status"], item["previous_status"]) == (
-            "problem", "critical", "pending",
+            "problem", "critical", None,
         )  # fmt: skip
         assert (item["routed"], item["deliveries"]) == (False, [])
 

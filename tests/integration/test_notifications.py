@@ -9,9 +9,10 @@ import signal
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import func, insert, select
+from sqlalchemy import func, insert, select, update
 
 from service.db import create_engine, create_sessionmaker
 from service.models import (
@@ -136,7 +137,7 @@ async def test_status_changes_write_events_with_the_change(sessionmaker, clock, 
 
     events = await events_of(sessionmaker, "db")
     assert [(e.kind, e.payload["previous_status"], e.payload["status"]) for e in events] == [
-        ("problem", "pending", "critical"),
+        ("problem", None, "critical"),  # nothing told before
         ("recovery", "critical", "ok"),
     ]
     assert all(e.channels == ["ops"] and e.routed_at is None for e in events)
@@ -300,7 +301,10 @@ async def test_concurrent_dispatchers_deliver_each_event_once(sessionmaker, cloc
             await asyncio.sleep(0.005)
 
     await asyncio.gather(*(drain(d) for d in dispatchers))
+    for dispatcher in dispatchers:  # time for a late duplicate to show up
+        await dispatcher.run_once()
     assert sorted(receiver.event_ids()) == sorted(expected)  # each once, none lost
+    assert len(receiver.arrived) == len(expected)
     for name in names:  # and each job's in order
         mine = [body["event_id"] for body in receiver.delivered if body["job"] == name]
         assert mine == [e for e in expected if e in mine]
@@ -343,6 +347,18 @@ async def test_a_critical_job_is_reminded_until_it_recovers(
     reminder = receiver.delivered[1]
     assert reminder["status"] == "critical" and reminder["reasons"][0]["code"] == "missing"
 
+    async with sessionmaker() as session:  # paused (by PATCH: not judged again yet)
+        job = await session.get(Job, (await get_job(sessionmaker, "db")).id)
+        job.paused = True
+        await session.commit()
+    clock.advance(hours=3)
+    await dispatch_until_idle(dispatcher)
+    assert len(receiver.delivered) == 3  # no reminder about a paused job
+    async with sessionmaker() as session:
+        job = await session.get(Job, job.id)
+        job.paused = False
+        await session.commit()
+
     make_file(tmp_path / "a.dump", 5000, clock())
     clock.advance(minutes=1)
     await scan()
@@ -375,6 +391,106 @@ async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, 
     assert (await deliveries(sessionmaker))[0].state == "delivered"
 
 
+async def test_a_pause_neither_repeats_an_alert_nor_swallows_a_recovery(
+    sessionmaker, clock, tmp_path
+):
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+    )  # fmt: skip
+
+    async def scan(**changes: Any) -> str:
+        async with sessionmaker() as session:
+            if changes:
+                job = await session.get(Job, (await get_job(sessionmaker, "db")).id)
+                for name, value in changes.items():
+                    setattr(job, name, value)
+                await session.commit()
+            report = await BackupScanner(session, clock=clock).scan_all_jobs()
+        clock.advance(minutes=1)
+        return report.jobs[0].status
+
+    assert await scan() == "critical"
+    assert await scan(paused=True) == "paused"
+    assert await scan(paused=False) == "critical"  # told already: no second alert
+    assert await scan(paused=True) == "paused"
+    make_file(tmp_path / "a.dump", 5000, clock())
+    assert await scan(paused=False) == "ok"  # fixed while paused: still a recovery
+    events = await events_of(sessionmaker, "db")
+    assert [(e.kind, e.payload["previous_status"], e.payload["status"]) for e in events] == [
+        ("problem", None, "critical"),
+        ("recovery", "critical", "ok"),
+    ]
+
+
+async def test_an_unreadable_notice_is_given_up_and_the_others_go(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    await add_job(sessionmaker, clock(), name="web")
+    await add_events(sessionmaker, "db", 1)
+    (good,) = await add_events(sessionmaker, "web", 1)
+    async with sessionmaker() as session:  # a payload broken by hand
+        await session.execute(
+            update(NotificationEvent)
+            .where(NotificationEvent.job_name == "db")
+            .values(payload={"event_id": "x", "occurred_at": "yesterday"})
+        )
+        await session.commit()
+    await dispatch_until_idle(Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST))
+    assert receiver.event_ids() == [good]
+    broken, fine = await deliveries(sessionmaker)
+    assert (broken.state, fine.state) == ("failed", "delivered")
+    assert broken.last_error.startswith("unreadable notice: ")
+    (attempt,) = await attempts_of(sessionmaker, broken.id)
+    assert attempt.ok is False and attempt.detail == broken.last_error
+
+
+async def test_a_late_outcome_does_not_undo_the_takeover(sessionmaker, clock, receiver):
+    """A dispatcher whose lease ran out reports after another one took the delivery over and
+    sent it: the delivery stays delivered, and is not handed out again."""
+    await add_job(sessionmaker, clock(), name="db")
+    (event_id,) = await add_events(sessionmaker, "db", 1)
+    channels = webhooks("ops", url=receiver.url)
+    slow, fast = (Dispatcher(sessionmaker, channels, FAST, clock=clock) for _ in range(2))
+    await slow.route()
+    (stale,) = await slow.claim()
+    clock.advance(seconds=FAST.lease_seconds + 1)  # its lease runs out mid-delivery
+    (taken,) = await fast.claim()
+    assert (taken.delivery_id, taken.attempts) == (stale.delivery_id, 2)
+    await fast._deliver(taken)
+    await slow._record(stale, ok=False, detail="HTTP 500 (late)", permanent=False)
+    (row,) = await deliveries(sessionmaker)
+    assert (row.state, row.attempts, row.lease_until) == ("delivered", 2, None)
+    assert await fast.claim() == [] and await slow.claim() == []
+    assert receiver.event_ids() == [event_id]
+
+
+async def test_a_notice_waits_for_an_earlier_one_still_being_routed(sessionmaker, clock, receiver):
+    """Another replica routes the alert while this one already routed the recovery: the
+    recovery is not sent before the alert."""
+    await add_job(sessionmaker, clock(), name="db")
+    alert, recovery = await add_events(sessionmaker, "db", 2)
+    async with sessionmaker() as session:  # the recovery routed first, the alert not yet
+        event = await session.scalar(
+            select(NotificationEvent).where(NotificationEvent.event_id == recovery)
+        )
+        event.routed_at = clock()
+        session.add(
+            NotificationDelivery(
+                event_id=event.id,
+                channel="ops",
+                job_name="db",
+                state="pending",
+                attempts=0,
+                next_attempt_at=clock(),
+            )
+        )
+        await session.commit()  # fmt: skip
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    assert await dispatcher.claim() == []
+    await dispatch_until_idle(dispatcher)
+    assert receiver.event_ids() == [alert, recovery]
+
+
 # --- a real process, killed mid-delivery ------------------------------------------------------
 
 
@@ -391,7 +507,8 @@ async def test_a_killed_dispatcher_restarted_delivers_exactly_the_rest(
         receiver.hold.add(expected[2])
         channels_file = tmp_path / "channels.yaml"
         channels_file.write_text(
-            f"defaults: [ops]\nchannels:\n  ops:\n    type: webhook\n    url: {receiver.url}\n"
+            "defaults: [ops]\nchannels:\n"
+            f"  ops: {{type: webhook, url: '{receiver.url}', timeout: 3}}\n"
         )
         env = dict(
             base_env,

@@ -12,10 +12,11 @@ NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(
-    ("previous", "status", "kind"),
+    ("notified", "status", "kind"),
     [
-        ("pending", "ok", None),  # a new job found fine
-        ("pending", "critical", "problem"),  # a new job found broken
+        (None, "ok", None),  # a new job found fine
+        (None, "critical", "problem"),  # a new job found broken
+        (None, "paused", None),
         ("ok", "warning", "problem"),
         ("ok", "critical", "problem"),
         ("ok", "unknown", "problem"),
@@ -24,16 +25,15 @@ NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
         ("critical", "ok", "recovery"),
         ("warning", "ok", "recovery"),
         ("unknown", "ok", "recovery"),
-        ("critical", "critical", None),
+        ("critical", "critical", None),  # told already (e.g. critical, paused, critical)
         ("ok", "ok", None),
         ("critical", "paused", None),  # someone paused it: they know
-        ("paused", "ok", None),
-        ("paused", "critical", "problem"),
-        (None, "critical", "problem"),
+        ("critical", "pending", None),
+        ("ok", "paused", None),
     ],
 )
-def test_notice_kind(previous, status, kind):
-    assert notice_kind(previous, status) == kind
+def test_notice_kind(notified, status, kind):
+    assert notice_kind(notified, status) == kind
 
 
 def test_renotify_at():
