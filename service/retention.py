@@ -59,15 +59,14 @@ async def prune(
                 ),
                 Ping,
             )
-        # An event goes once none of its deliveries is still pending (delivered, or given up).
+        # An event goes once none of its deliveries is still pending (delivered, or given up),
+        # or when it was never routed (no replica has CHANNELS_FILE: nothing will send it).
         pending = exists().where(
             NotificationDelivery.event_id == NotificationEvent.id,
             NotificationDelivery.state == "pending",
         )
         finished = select(NotificationEvent.id).where(
-            NotificationEvent.created_at < cutoff,
-            NotificationEvent.routed_at.is_not(None),
-            ~pending,
+            NotificationEvent.created_at < cutoff, ~pending
         )
         events = await _delete_in_pieces(session, finished, NotificationEvent)
         await session.commit()

@@ -44,6 +44,9 @@ logger = logging.getLogger(__name__)
 Clock = Callable[[], datetime]
 BATCH = 100  # events routed, reminders claimed, per round
 MAX_BACKOFF = 3600.0
+# A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
+# history, not news: it is kept, not sent.
+STALE_AFTER = timedelta(days=1)
 # How long a stopping dispatcher lets deliveries under way finish before it cancels them.
 STOP_GRACE = 5.0
 
@@ -151,7 +154,12 @@ class Dispatcher:
         async with self.sessions() as session:
             await lock_for_write(session)
             query = (
-                select(NotificationEvent.id, NotificationEvent.job_name, NotificationEvent.channels)
+                select(
+                    NotificationEvent.id,
+                    NotificationEvent.job_name,
+                    NotificationEvent.channels,
+                    NotificationEvent.created_at,
+                )
                 .where(NotificationEvent.routed_at.is_(None))
                 .order_by(NotificationEvent.id)
                 .limit(BATCH)
@@ -171,8 +179,15 @@ class Dispatcher:
                     "next_attempt_at": now,
                 }
                 for event in events
+                if event.created_at >= now - STALE_AFTER
                 for channel in self.channels.route(event.channels)
             ]
+            stale = sum(event.created_at < now - STALE_AFTER for event in events)
+            if stale:
+                logger.warning(
+                    "%d notices older than %s not sent (no channel was configured, or no "
+                    "dispatcher ran, when they happened)", stale, STALE_AFTER,
+                )  # fmt: skip
             if deliveries:
                 await session.execute(insert(NotificationDelivery), deliveries)
             await session.execute(

@@ -28,12 +28,13 @@ from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+# A module, not names: service.pings uses this package's rules (the import order is free).
+from service import pings
 from service.db import lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, NotificationEvent, ScanRun
 from service.notify.events import event_row, located, notice_kind, renotify_at
-from service.pings import jobs_with_pings, run_facts_of
 from service.scanner.rules import (
     SIZE_DROP_WINDOW,
     ArtifactFact,
@@ -286,7 +287,7 @@ class BackupScanner:
                 query = query.where(Job.name.in_(names))
             jobs = [_job_row(row) for row in (await session.execute(query)).all()]
             # Most jobs never ping: read runs only for those that did (one query per scan).
-            self._pinged = await jobs_with_pings(session, [job.id for job in jobs])
+            self._pinged = await pings.jobs_with_pings(session, [job.id for job in jobs])
             await session.commit()  # end the read transaction
             report.status = await self._pipeline(jobs, report.jobs)
             await self._flush_touched()
@@ -421,7 +422,7 @@ class BackupScanner:
         results: list[JobResult] = []
         changes: list[Change] = []
         pinged = [o.job.id for o in batch if o.job.id in self._pinged]
-        facts = await run_facts_of(self.session, pinged) if pinged else {}
+        facts = await pings.run_facts_of(self.session, pinged) if pinged else {}
         if pinged:
             await self.session.commit()  # end the read transaction before any write
         for observation in batch:

@@ -611,3 +611,20 @@ async def test_serve_refuses_a_bad_channels_file(sqlite_url, base_env, tmp_path)
     assert process.returncode == 1
     text = err.decode()
     assert str(channels_file) in text and "ops" in text and "Traceback" not in text
+
+
+async def test_notices_routed_a_day_late_are_history_not_news(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    old, fresh = await add_events(sessionmaker, "db", 2)
+    async with sessionmaker() as session:
+        await session.execute(
+            update(NotificationEvent)
+            .where(NotificationEvent.event_id == old)
+            .values(created_at=clock() - timedelta(days=1, seconds=1))
+        )
+        await session.commit()
+    await dispatch_until_idle(Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST))
+    assert receiver.event_ids() == [fresh]
+    (row,) = await deliveries(sessionmaker)  # the old one is routed to nothing, and kept
+    assert row.state == "delivered"
+    assert [e.routed_at is not None for e in await events_of(sessionmaker, "db")] == [True, True]
