@@ -5,13 +5,18 @@ and a dispatcher killed mid-delivery (a real `serve` process, SIGKILLed)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import email
+import email.policy
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select, update
 
 from service.db import create_engine, create_sessionmaker
@@ -628,3 +633,50 @@ async def test_notices_routed_a_day_late_are_history_not_news(sessionmaker, cloc
     (row,) = await deliveries(sessionmaker)  # the old one is routed to nothing, and kept
     assert row.state == "delivered"
     assert [e.routed_at is not None for e in await events_of(sessionmaker, "db")] == [True, True]
+
+
+class Inbox:
+    """An aiosmtpd handler keeping what it is given."""
+
+    def __init__(self) -> None:
+        self.messages: list[EmailMessage] = []
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
+        )
+        return "250 Message accepted"
+
+
+async def test_a_scan_alert_reaches_a_real_smtp_server(sessionmaker, clock, tmp_path):
+    """From the file that stopped coming to the mailbox: scan, outbox, dispatcher, SMTP."""
+    inbox, port = Inbox(), free_port()
+    server = Controller(inbox, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        channels = parse_channels(
+            {"channels": {"ops-mail": {
+                "type": "email", "host": "127.0.0.1", "port": port, "security": "none",
+                "from": "backup-monitor@example.com", "to": ["ops@example.com"]}}}, "test",
+        )  # fmt: skip
+        await add_job(
+            sessionmaker, clock() - timedelta(days=3), name="db",
+            source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+            notify={"channels": ["ops-mail"]},
+        )  # fmt: skip
+        async with sessionmaker() as session:
+            await BackupScanner(session, clock=clock).scan_all_jobs()
+        options = dataclasses.replace(FAST, public_url="https://backups.example.com")
+        await dispatch_until_idle(Dispatcher(sessionmaker, channels, options))
+        (message,) = inbox.messages
+        (event,) = await events_of(sessionmaker, "db")
+        assert message["Subject"] == "[backup-monitor] CRITICAL db"
+        assert message["To"] == "ops@example.com"
+        assert event.event_id in message["Message-ID"]
+        body = message.get_content()
+        assert "https://backups.example.com/jobs/db" in body
+        assert event.payload["reasons"][0]["message"] in body
+        (row,) = await deliveries(sessionmaker)
+        assert (row.state, row.attempts) == ("delivered", 1)
+    finally:
+        server.stop()
