@@ -1,0 +1,157 @@
+"""Notification delivery on PostgreSQL: how fast a backlog of notices drains to a webhook,
+next to plain aiohttp POSTs of the same bodies to the same receiver, in the same run.
+
+    .venv/bin/python bench/notify.py [--jobs 200] [--per-job 5] [--database-url URL]
+
+Two backlogs: notices spread over many jobs (they go out `concurrency` at a time), and as many
+notices of one job (strictly one after the other: a job's notices keep their order). Each
+notice must arrive exactly once. The issue sets no target; this measures the cost of the
+outbox's bookkeeping (route, lease, attempt, outcome) per notice.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from sqlalchemy import insert
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from scan import code_version, create_database, drop_database
+
+from service.db import create_engine, create_sessionmaker
+from service.jobs import new_job
+from service.jobspec import parse_job
+from service.models import NotificationEvent
+from service.notify.channels import parse_channels
+from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.notify.events import event_row
+
+URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_notify"
+
+
+class Receiver:
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+        self.runner: web.AppRunner | None = None
+        self.url = ""
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self.handle)
+        self.runner = web.AppRunner(app, access_log=None)
+        await self.runner.setup()
+        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
+
+    async def handle(self, request: web.Request) -> web.Response:
+        self.seen.append((await request.json())["event_id"])
+        return web.Response(status=204)
+
+
+async def backlog(sessions: Any, jobs: int, per_job: int, prefix: str) -> list[dict[str, Any]]:
+    now = datetime.now(UTC)
+    rows = []
+    async with sessions() as session:
+        for index in range(jobs):
+            job = new_job(parse_job({"name": f"{prefix}-{index:04d}", "schedule": {"every": "1d"}}),
+                          now)  # fmt: skip
+            session.add(job)
+            await session.flush()
+            rows += [
+                event_row(job_id=job.id, job_name=job.name, kind="problem", status="critical",
+                          previous_status="ok", reasons=[{"code": "late", "severity": "critical",
+                          "message": f"notice {n}"}], latest_artifact=None, channels=None, now=now)
+                for n in range(per_job)
+            ]  # fmt: skip
+        await session.execute(insert(NotificationEvent), rows)
+        await session.commit()
+    return rows
+
+
+async def drain(dispatcher: Dispatcher) -> float:
+    started = time.perf_counter()
+    while await dispatcher.run_once() or await dispatcher.route():
+        pass
+    return time.perf_counter() - started
+
+
+async def plain_posts(url: str, bodies: list[dict[str, Any]], concurrency: int) -> float:
+    queue = list(bodies)
+    started = time.perf_counter()
+    async with aiohttp.ClientSession() as client:
+
+        async def worker() -> None:
+            while queue:
+                body = queue.pop()
+                async with client.post(url, json=body) as response:
+                    assert response.status == 204
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return time.perf_counter() - started
+
+
+async def run(args: argparse.Namespace) -> int:
+    receiver = Receiver()
+    await receiver.start()
+    channels = parse_channels({"defaults": ["hook"], "channels": {"hook": {
+        "type": "webhook", "url": receiver.url}}}, "bench")  # fmt: skip
+    engine = create_engine(args.database_url)
+    sessions = create_sessionmaker(engine)
+    options = DispatchOptions(poll_seconds=0.05, concurrency=args.concurrency)
+    problems = 0
+    print(f"backup-monitor notification benchmark — {args.database_url} (code {code_version()})")
+    try:
+        for label, jobs, per_job in (
+            ("many jobs", args.jobs, args.per_job),
+            ("one job", 1, args.jobs * args.per_job),
+        ):
+            prefix = "many" if jobs > 1 else "one"
+            rows = await backlog(sessions, jobs, per_job, prefix)
+            receiver.seen.clear()
+            seconds = await drain(Dispatcher(sessions, channels, options))
+            expected = [row["event_id"] for row in rows]
+            exact = sorted(receiver.seen) == sorted(expected)
+            ordered = jobs > 1 or receiver.seen == expected
+            receiver.seen.clear()
+            reference = await plain_posts(
+                receiver.url, [row["payload"] for row in rows], args.concurrency
+            )
+            count = len(rows)
+            print(
+                f"{label:>9}: {count} notices in {seconds:.2f} s = {count / seconds:,.0f}/s; "
+                f"plain POSTs {count / reference:,.0f}/s; ratio {seconds / reference:.1f}x; "
+                f"each exactly once: {'yes' if exact else 'NO'}"
+                + ("" if jobs > 1 else f"; in order: {'yes' if ordered else 'NO'}")
+            )
+            problems += (not exact) + (not ordered)
+    finally:
+        await engine.dispose()
+        if receiver.runner is not None:
+            await receiver.runner.cleanup()
+    return 1 if problems else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--jobs", type=int, default=200)
+    parser.add_argument("--per-job", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--database-url", default=URL)
+    args = parser.parse_args()
+    create_database(args.database_url)  # dropped first, and migrated
+    try:
+        return asyncio.run(run(args))
+    finally:
+        drop_database(args.database_url)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
