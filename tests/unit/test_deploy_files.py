@@ -12,6 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
+from service.notify.channels import load_channels
+
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "backup-monitor.json"
@@ -177,3 +179,10 @@ def test_dashboard_uses_exported_metrics() -> None:
             used |= metric_names(t["expr"])
     assert used <= EXPORTED, f"unknown metrics: {sorted(used - EXPORTED)}"
     assert {"backup_job_status", "backup_scan_duration_seconds"} <= used
+
+
+def test_channels_example_is_a_valid_channels_file() -> None:
+    environ = {"SMTP_PASSWORD": "x", "HOOK_TOKEN": "y", "NTFY_TOPIC": "backups"}
+    channels = load_channels(ROOT / "deploy" / "channels.example.yml", environ)
+    assert sorted(channels.channels) == ["chat", "ops-hook", "ops-mail"]
+    assert channels.defaults == ("ops-mail",)
