@@ -20,7 +20,7 @@ from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker, ping
 from service.errors import describe_error
-from service.jobsfile import JobsFileError, apply_jobs, load_jobs_file
+from service.jobsfile import apply_jobs, load_jobs_file
 from service.logs import configure_logging
 from service.notify.channels import ChannelsFileError, DeliveryError, deliver, load_channels
 from service.notify.notice import test_notice
@@ -29,6 +29,7 @@ from service.scanner.rules import worst_status
 from service.settings import Settings, SettingsError, load_settings
 from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
 from service.units import format_size
+from service.yamlfile import FileProblems
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ def safe_url(url: str) -> str:
 def database_step(settings: Settings, what: str, step: Callable[[], T]) -> T:
     try:
         return step()
-    except (KeyboardInterrupt, CliError, JobsFileError, ChannelsFileError, TokenError):
+    except (KeyboardInterrupt, CliError, FileProblems, TokenError):
         raise
     except Exception as exc:
         where = safe_url(settings.database_url)
@@ -364,7 +365,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         code: int = args.handler(settings, args)
         return code
-    except (JobsFileError, ChannelsFileError) as exc:
+    except FileProblems as exc:
         print(f"backup-monitor: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
             print(f"  - {problem}", file=sys.stderr)

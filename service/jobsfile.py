@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,15 +14,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.jobs import apply_declaration, new_job
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
+from service.yamlfile import FileProblems, read_yaml
 
 
-class JobsFileError(Exception):
+class JobsFileError(FileProblems):
     """The file cannot be applied; `problems` lists every one, each naming job and field."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        super().__init__(f"{path}: " + "; ".join(problems))
-        self.path = path
-        self.problems = problems
 
 
 def parse_jobs_document(
@@ -63,22 +58,8 @@ def load_jobs_file(
     path: str | Path, scan_roots: Sequence[Path] = (), channels: Collection[str] | None = None
 ) -> list[JobSpec]:
     """Read and validate a jobs file; raise JobsFileError naming every problem."""
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise JobsFileError(name, [f"cannot read the file: {exc}"]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        problem = getattr(exc, "problem", None)
-        if mark is not None and problem:
-            message = f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-        else:
-            message = "not valid YAML: " + " ".join(str(exc).split())
-        raise JobsFileError(name, [message]) from None
-    return parse_jobs_document(document, name, scan_roots, channels)
+    document = read_yaml(path, JobsFileError)
+    return parse_jobs_document(document, str(path), scan_roots, channels)
 
 
 @dataclass(slots=True)

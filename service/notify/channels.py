@@ -35,7 +35,6 @@ from urllib.parse import unquote
 
 import aiohttp
 import aiosmtplib
-import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -54,6 +53,7 @@ from service.errors import describe_error
 from service.jobspec import JOB_NAME_PATTERN
 from service.notify.notice import Notice
 from service.units import parse_duration
+from service.yamlfile import FileProblems, read_yaml
 
 if TYPE_CHECKING:
     from apprise import Apprise, AppriseResult
@@ -248,13 +248,8 @@ class ChannelSet:
 EMPTY = ChannelSet()
 
 
-class ChannelsFileError(Exception):
+class ChannelsFileError(FileProblems):
     """The channels file cannot be used; `problems` lists every one, each naming its place."""
-
-    def __init__(self, path: str, problems: list[str]) -> None:
-        super().__init__(f"{path}: " + "; ".join(problems))
-        self.path = path
-        self.problems = problems
 
 
 def expand_env(
@@ -407,24 +402,7 @@ def load_channels(path: Path | str | None, environ: Mapping[str, str] | None = N
     every problem."""
     if path is None:
         return EMPTY
-    name = str(path)
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ChannelsFileError(name, [f"cannot read the file: {exc}"]) from None
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        raise ChannelsFileError(name, [yaml_problem(exc)]) from None
-    return parse_channels(document, name, environ)
-
-
-def yaml_problem(exc: yaml.YAMLError) -> str:
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None)
-    if mark is not None and problem:
-        return f"not valid YAML at line {mark.line + 1}, column {mark.column + 1}: {problem}"
-    return "not valid YAML: " + " ".join(str(exc).split())
+    return parse_channels(read_yaml(path, ChannelsFileError), str(path), environ)
 
 
 # --- delivery -----------------------------------------------------------------------------------
