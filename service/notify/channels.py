@@ -671,6 +671,9 @@ async def send_email(channel: EmailChannel, notice: Notice) -> str:
                 await client.quit()
     finally:
         client.close()
+        # A failed STARTTLS leaves the plain socket closing: let the loop finish closing it
+        # now (it is only freed at the loop's next pass), not in whatever runs after us.
+        await asyncio.sleep(0)
     accepted = len(recipients) - len(refused)
     text = f"accepted by {channel.host} for {plural(accepted, 'recipient')}"
     if refused:
