@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import functools
 import json
 import logging
 import os
@@ -438,6 +439,7 @@ async def deliver(channel: Channel, notice: Notice) -> str:
         raise DeliveryError(message) from None
 
 
+@functools.cache
 def user_agent() -> str:
     try:
         version = metadata.version("backup-monitor")
@@ -584,8 +586,11 @@ async def send_webhook(channel: WebhookChannel, notice: Notice) -> str:
 # --- email
 
 
+@functools.lru_cache(maxsize=16)
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
-    """Certificates verified against the system's trust store, plus `ca_file` when given."""
+    """Certificates verified against the system's trust store, plus `ca_file` when given.
+    Made once per `ca_file` (loading the store reads files: not on every send); a context is
+    shared safely between connections."""
     context = ssl.create_default_context()
     if ca_file is not None:
         context.load_verify_locations(cafile=str(ca_file))
