@@ -52,7 +52,7 @@ class Settings(BaseSettings):
     # Delivery: the first retry comes after NOTIFY_RETRY_SECONDS, each next one after twice as
     # long (at most an hour); after NOTIFY_MAX_ATTEMPTS tries the delivery is given up.
     notify_retry_seconds: float = Field(default=30.0, gt=0, le=3600)
-    notify_max_attempts: int = Field(default=12, ge=1, le=1000)
+    notify_max_attempts: int = Field(default=24, ge=1, le=1000)
     # How often the dispatcher looks for work, and how long it may hold one delivery before
     # another replica (or the next start) takes it over.
     notify_poll_seconds: float = Field(default=2.0, ge=0.05, le=600)

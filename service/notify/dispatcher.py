@@ -66,7 +66,7 @@ class DispatchOptions:
     poll_seconds: float = 2.0
     lease_seconds: float = 300.0
     retry_seconds: float = 30.0
-    max_attempts: int = 12
+    max_attempts: int = 24
     concurrency: int = 8
     public_url: str | None = None
 

@@ -53,7 +53,7 @@ def test_defaults() -> None:
         "channels_file": None,
         "public_url": None,
         "notify_retry_seconds": 30.0,
-        "notify_max_attempts": 12,
+        "notify_max_attempts": 24,
         "notify_poll_seconds": 2.0,
         "notify_lease_seconds": 300.0,
         "retention_days": 90.0,
