@@ -613,6 +613,25 @@ def email_message(channel: EmailChannel, notice: Notice) -> EmailMessage:
     return message
 
 
+class SMTPClient(aiosmtplib.SMTP):
+    """aiosmtplib's client, whose close() leaves no socket open, TLS or not.
+
+    aiosmtplib closes the connection with close(): after QUIT, and itself on any failure in
+    connect() (a refused login, a failed STARTTLS, a cancellation), so the caller never sees
+    that transport. Over TLS, the transport's close() only starts TLS's closing handshake: it
+    sends close_notify and leaves the socket open until the server answers it (asyncio waits up
+    to 30 s). If the event loop stops first, the socket is never closed, and Python reports an
+    unclosed transport whenever it is collected. Aborting the transport too closes the socket at
+    the loop's next pass without waiting for the server; the close_notify already went out.
+    """
+
+    def close(self) -> None:
+        transport = self.transport
+        super().close()
+        if isinstance(transport, asyncio.WriteTransport):
+            transport.abort()
+
+
 def smtp_error(exc: Exception, channel: EmailChannel) -> DeliveryError:
     """A DeliveryError for what aiosmtplib (or the network under it) raised."""
     where = channel.where
@@ -647,7 +666,7 @@ def smtp_error(exc: Exception, channel: EmailChannel) -> DeliveryError:
 async def send_email(channel: EmailChannel, notice: Notice) -> str:
     message = email_message(channel, notice)
     recipients = [email.utils.parseaddr(address)[1] for address in channel.to]
-    client = aiosmtplib.SMTP(
+    client = SMTPClient(
         hostname=channel.host,
         port=channel.port,
         username=channel.username,
@@ -675,9 +694,9 @@ async def send_email(channel: EmailChannel, notice: Notice) -> str:
             async with asyncio.timeout(QUIT_TIMEOUT):
                 await client.quit()
     finally:
-        client.close()
-        # A failed STARTTLS leaves the plain socket closing: let the loop finish closing it
-        # now (it is only freed at the loop's next pass), not in whatever runs after us.
+        client.close()  # if aiosmtplib has not: the socket is closed at the loop's next pass
+        # Let that pass come now (as for the socket a failed STARTTLS left closing): it is
+        # closed when this returns, not in whatever runs after us.
         await asyncio.sleep(0)
     accepted = len(recipients) - len(refused)
     text = f"accepted by {channel.host} for {plural(accepted, 'recipient')}"
