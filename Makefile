@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test demo lint format typecheck bench bench-api venv browser clean
+.PHONY: run test demo lint format typecheck bench bench-api venv tools clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -25,18 +25,26 @@ run: venv
 demo: venv
 	$(BIN)/backup-monitor demo
 
-# The dashboard's browser tests drive Debian's Chromium: install it when missing and possible
-# (root with apt-get); otherwise those tests skip, saying why (under CI=true they fail instead).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    echo "installing chromium for the browser tests (apt-get)"; \
-	    apt-get install -y -q chromium >/dev/null 2>&1 || \
-	      { apt-get update -q >/dev/null 2>&1 && apt-get install -y -q chromium >/dev/null 2>&1; } || \
-	      echo "could not install chromium: the browser tests will skip"; \
-	  else echo "chromium is missing and cannot be installed here: the browser tests will skip"; fi; }
+# Tools the tests drive: Debian's Chromium (the dashboard's browser tests) and promtool (from
+# Debian's prometheus package: `promtool check rules` on deploy/prometheus/alerts.yml). Each is
+# installed when missing and possible (root with apt-get); otherwise its tests skip, saying why
+# (under CI=true they fail instead).
+TOOLS := chromium:chromium,fonts-liberation promtool:prometheus
 
-test: venv browser
+tools:
+	@for pair in $(TOOLS); do \
+	  command=$${pair%%:*}; packages=$${pair#*:}; package=$${packages//,/ }; \
+	  command -v $$command >/dev/null 2>&1 && continue; \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing $$package for the tests (apt-get)"; \
+	    apt-get install -y -q --no-install-recommends $$package >/dev/null 2>&1 || \
+	      { apt-get update -q >/dev/null 2>&1 && \
+	        apt-get install -y -q --no-install-recommends $$package >/dev/null 2>&1; } || \
+	      echo "could not install $$package: the tests that need $$command will skip"; \
+	  else echo "$$command is missing and cannot be installed here: the tests that need it will skip"; fi; \
+	done
+
+test: venv tools
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
