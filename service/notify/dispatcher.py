@@ -19,7 +19,8 @@ other jobs on it, do not wait for it.
 Deliveries of one job to one channel go out in event order, so a recovery never arrives
 before the alert it ends. A delivery recorded as delivered is never sent again; the window
 between a receiver's "accepted" and that record is covered by the event id, which receivers
-can deduplicate on (webhook body and X-Event-Id, e-mail Message-ID).
+can deduplicate on (webhook body, X-Event-Id and Idempotency-Key, e-mail Message-ID). The same
+holds for a timeout: the receiver may have taken the notice, it is retried with the same id.
 """
 
 from __future__ import annotations

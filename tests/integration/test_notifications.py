@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select, update
 
@@ -768,3 +769,55 @@ async def test_a_hanging_delivery_does_not_delay_other_jobs_on_the_same_channel(
     finally:
         await dispatcher.stop_gracefully(task, stop)
     assert sorted(receiver.event_ids()) == sorted(others)
+
+
+# --- a receiver slower than the timeout -------------------------------------------------------
+
+
+async def test_a_receiver_slower_than_its_timeout_gets_each_retry_with_one_idempotency_key(
+    sessionmaker, clock
+):
+    """The receiver takes every copy but answers after the channel's timeout: each try is a
+    timeout, retried, until given up; every copy carries the same event id, in the body, in
+    X-Event-Id and in Idempotency-Key, so the receiver can keep only the first."""
+    copies: list[tuple[dict[str, Any], dict[str, str]]] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        copies.append((await request.json(), dict(request.headers)))
+        await asyncio.sleep(1)  # a slow receiver: longer than the channel's timeout
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        channels = parse_channels(
+            {"defaults": ["ops"], "channels": {"ops": {
+                "type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "timeout": 0.2}}},
+            "test",
+        )  # fmt: skip
+        await add_job(sessionmaker, clock(), name="db")
+        (event_id,) = await add_events(sessionmaker, "db", 1)
+        dispatcher = Dispatcher(sessionmaker, channels, FAST)
+
+        async def state() -> str | None:
+            rows = await deliveries(sessionmaker)
+            return rows[0].state if rows else None
+
+        async with asyncio.timeout(20):
+            while await state() in (None, "pending"):
+                await dispatcher.run_once()
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+    (row,) = await deliveries(sessionmaker)
+    assert (row.state, row.attempts) == ("failed", FAST.max_attempts)
+    assert "timed out after 0.2 s" in row.last_error
+    assert len(copies) == FAST.max_attempts  # the receiver got every one of them
+    for body, headers in copies:
+        assert body["event_id"] == headers["X-Event-Id"] == event_id
+        assert headers["Idempotency-Key"] == event_id
