@@ -68,7 +68,7 @@ QUIT_TIMEOUT = 5.0  # seconds given to an SMTP server to answer QUIT, the messag
 RETRYABLE_4XX = frozenset({408, 425, 429})
 # Headers the webhook sets itself; a channel may not replace them.
 RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "transfer-encoding",
-                              "x-event-id"})  # fmt: skip
+                              "x-event-id", "idempotency-key"})  # fmt: skip
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 _ENV_REFERENCE = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _NAME = re.compile(JOB_NAME_PATTERN)
@@ -518,7 +518,11 @@ def connection_problem(exc: BaseException, host: str, where: str) -> str | None:
 
 
 def webhook_headers(channel: WebhookChannel, notice: Notice) -> dict[str, str]:
-    """User-Agent (which the channel may replace), its headers, the JSON type and event id."""
+    """User-Agent (which the channel may replace), its headers, the JSON type and event id.
+
+    The event id is also the Idempotency-Key (the IETF draft's header, which many receivers
+    and gateways already honour): a retry after a timeout, which the receiver may have taken
+    and acted on, is the same request again, and can be dropped as one."""
     configured = {name: value.get_secret_value() for name, value in channel.headers.items()}
     default_agent = (
         {}
@@ -526,7 +530,7 @@ def webhook_headers(channel: WebhookChannel, notice: Notice) -> dict[str, str]:
         else {"User-Agent": user_agent()}
     )
     return {**default_agent, **configured, "Content-Type": "application/json",
-            "X-Event-Id": notice.event_id}  # fmt: skip
+            "X-Event-Id": notice.event_id, "Idempotency-Key": notice.event_id}  # fmt: skip
 
 
 def status_error(status: int, where: str, excerpt: str) -> DeliveryError:

@@ -10,10 +10,17 @@ the work, and a crash at any point loses nothing:
   transaction open; the outcome is recorded after. A dispatcher that dies mid-delivery leaves
   the lease to expire and the attempt unfinished: the delivery is tried again.
 
+Each claimed delivery is sent by a task of its own, and each channel has its own slots
+(`concurrency`): a delivery is claimed only when its channel has a free slot, and the
+dispatcher claims again as soon as a send ends. A channel that hangs (or one job's notice a
+receiver holds) occupies only that channel's slots, until its timeout: other channels, and the
+other jobs on it, do not wait for it.
+
 Deliveries of one job to one channel go out in event order, so a recovery never arrives
 before the alert it ends. A delivery recorded as delivered is never sent again; the window
 between a receiver's "accepted" and that record is covered by the event id, which receivers
-can deduplicate on (webhook body and X-Event-Id, e-mail Message-ID).
+can deduplicate on (webhook body, X-Event-Id and Idempotency-Key, e-mail Message-ID). The same
+holds for a timeout: the receiver may have taken the notice, it is retried with the same id.
 """
 
 from __future__ import annotations
@@ -21,14 +28,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import exists, insert, or_, select, update
+from sqlalchemy import exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -67,7 +75,7 @@ class DispatchOptions:
     lease_seconds: float = 300.0
     retry_seconds: float = 30.0
     max_attempts: int = 24
-    concurrency: int = 8
+    concurrency: int = 8  # sends at once to one channel (each channel has its own slots)
     public_url: str | None = None
 
 
@@ -95,34 +103,44 @@ class Dispatcher:
         self.channels = channels
         self.options = options
         self.clock = clock
+        # Claimed and not yet recorded (a stop gives back those cut short): the slots in use.
         self._in_flight: dict[int, Claimed] = {}
+        self._sends: set[asyncio.Task[None]] = set()
+        self._freed = asyncio.Event()  # a send ended: its slot is free
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Dispatch until `stop` is set; a failing round is logged and retried later."""
+        """Dispatch until `stop` is set; a failing round is logged and retried later. Sends run
+        on their own: a round never waits for them, and a send that ends starts a new round."""
         logger.info(
             "notification dispatcher started",
             extra={"channels": ",".join(self.channels.channels) or "-"},
         )
         failures = 0
-        while not stop.is_set():
-            try:
-                busy = await self.run_once()
-                failures = 0
-            except Exception as exc:
-                failures += 1
-                busy = 0
-                unavailable = database_unavailable(exc)
-                logger.log(
-                    logging.WARNING if unavailable else logging.ERROR,
-                    "notification round failed: %s",
-                    describe_error(exc),
-                    exc_info=not unavailable,
-                )
-            if busy:
-                continue  # there may be more
-            pause = self.options.poll_seconds * min(2**failures, 30)
-            with suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), pause)
+        try:
+            while not stop.is_set():
+                self._freed.clear()  # before the claim: a send ending during it wakes us after
+                try:
+                    started = await self._round()
+                    failures = 0
+                except Exception as exc:
+                    failures += 1
+                    started = 0
+                    unavailable = database_unavailable(exc)
+                    logger.log(
+                        logging.WARNING if unavailable else logging.ERROR,
+                        "notification round failed: %s",
+                        describe_error(exc),
+                        exc_info=not unavailable,
+                    )
+                if started:
+                    continue  # there may be more
+                pause = self.options.poll_seconds * min(2**failures, 30)
+                # A freed slot may let a waiting delivery go; not while the database fails.
+                wakes = [stop.wait(), *([self._freed.wait()] if not failures else [])]
+                await _first_of(wakes, within=pause)
+            await self._wait_for_sends()  # stop_gracefully bounds how long
+        finally:
+            await self._cancel_sends()  # cut short: they stay in flight, to be given back
 
     async def stop_gracefully(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
         """Stop `task` (running `run(stop)`): deliveries under way get STOP_GRACE seconds to
@@ -138,13 +156,41 @@ class Dispatcher:
             await self.release(list(self._in_flight.values()))
 
     async def run_once(self) -> int:
-        """One round: route, remind, deliver what is due. Returns the deliveries attempted."""
+        """One round, and wait for its sends (for tests and one-off use; `run` never waits for
+        a round's sends). Returns the deliveries attempted."""
+        started = await self._round()
+        await self._wait_for_sends()
+        return started
+
+    async def _round(self) -> int:
+        """Route, remind, claim what is due where a slot is free and start sending it.
+        Returns the deliveries started."""
         await self.route()
         await self.remind()
         claimed = await self.claim()
-        if claimed:
-            await self._deliver_all(claimed)
+        for item in claimed:
+            task = asyncio.create_task(self._send(item), name=f"notify-{item.delivery_id}")
+            self._sends.add(task)
+            task.add_done_callback(self._sent)
         return len(claimed)
+
+    async def _send(self, item: Claimed) -> None:
+        await self._deliver(item)  # never raises but when cancelled: then it stays in flight,
+        del self._in_flight[item.delivery_id]  # for stop_gracefully to give back
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        self._sends.discard(task)
+        self._freed.set()
+
+    async def _wait_for_sends(self) -> None:
+        while self._sends:
+            await asyncio.wait(set(self._sends))
+
+    async def _cancel_sends(self) -> None:
+        sends = list(self._sends)
+        for task in sends:
+            task.cancel()
+        await asyncio.gather(*sends, return_exceptions=True)
 
     # --- route ------------------------------------------------------------------------------
 
@@ -254,9 +300,12 @@ class Dispatcher:
     # --- claim and deliver ------------------------------------------------------------------
 
     async def claim(self) -> list[Claimed]:
-        """Lease the due deliveries (the oldest of each job and channel), recording an attempt
-        for each; a lease taken by another dispatcher meanwhile is skipped."""
+        """Lease the due deliveries (the oldest of each job and channel), as many per channel as
+        it has free slots, recording an attempt for each; a lease taken by another dispatcher
+        meanwhile is skipped."""
         now = self.clock()
+        in_use = Counter(item.channel for item in self._in_flight.values())
+        full = [name for name, used in in_use.items() if used >= self.options.concurrency]
         lease = now + timedelta(seconds=self.options.lease_seconds)
         delivery, event = NotificationDelivery, NotificationEvent
         earlier = aliased(NotificationDelivery)
@@ -277,26 +326,44 @@ class Dispatcher:
             earlier_event.id < delivery.event_id,
         )
         free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
+        # The oldest due deliveries of each channel, ranked, so that a channel with many (a
+        # dead one, retried) cannot crowd out the others.
+        rank = func.row_number().over(
+            partition_by=delivery.channel, order_by=(delivery.event_id, delivery.id)
+        )
+        due = (
+            select(
+                delivery.id,
+                delivery.event_id,
+                delivery.attempts,
+                delivery.channel,
+                delivery.lease_until,
+                rank.label("rank"),
+            )
+            .where(delivery.state == "pending", delivery.next_attempt_at <= now, free)
+            .where(~waiting_behind, ~unrouted_before, delivery.channel.not_in(full))
+            .subquery()
+        )
         claimed: list[Claimed] = []
         async with self.sessions() as session:
+            # On SQLite, the write lock first: this process's own sends record their outcomes
+            # meanwhile, and a read turned into a write after theirs would fail.
+            await lock_for_write(session)
             rows = (
                 await session.execute(
                     select(
-                        delivery.id,
-                        delivery.attempts,
-                        delivery.channel,
-                        delivery.lease_until,
-                        event.payload,
+                        due.c.id, due.c.attempts, due.c.channel, due.c.lease_until, event.payload
                     )
-                    .join(event, event.id == delivery.event_id)
-                    .where(delivery.state == "pending", delivery.next_attempt_at <= now, free)
-                    .where(~waiting_behind, ~unrouted_before)
-                    .order_by(delivery.event_id, delivery.id)
-                    # No more than can be sent at once: each starts as soon as it is leased.
-                    .limit(self.options.concurrency)
+                    .join(event, event.id == due.c.event_id)
+                    .where(due.c.rank <= self.options.concurrency)
+                    .order_by(due.c.event_id, due.c.id)
                 )
             ).all()
             for row in rows:
+                # No more than can be sent at once: each starts as soon as it is leased.
+                if in_use[row.channel] >= self.options.concurrency:
+                    continue
+                in_use[row.channel] += 1
                 try:
                     notice = self._notice(row.payload)
                 except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
@@ -357,20 +424,6 @@ class Dispatcher:
             url = f"{self.options.public_url}/jobs/{quote(notice.job, safe='')}"
             notice = dataclasses.replace(notice, url=url)
         return notice
-
-    async def _deliver_all(self, claimed: Sequence[Claimed]) -> None:
-        """Send the claimed deliveries together (at most `concurrency` are claimed; they are of
-        different jobs or channels: one job's deliveries to one channel go one at a time)."""
-        limit = asyncio.Semaphore(self.options.concurrency)
-
-        async def one(item: Claimed) -> None:
-            async with limit:
-                await self._deliver(item)  # never raises but when cancelled: then it stays
-                del self._in_flight[item.delivery_id]  # in flight, for stop_gracefully
-
-        async with asyncio.TaskGroup() as group:
-            for item in claimed:
-                group.create_task(one(item))
 
     async def _deliver(self, item: Claimed) -> None:
         channel = self.channels.channels.get(item.channel)
@@ -469,6 +522,16 @@ class Dispatcher:
                 .values(finished_at=now, ok=False, detail="interrupted: the service stopped")
             )
             await session.commit()
+
+
+async def _first_of(waits: Sequence[Awaitable[Any]], within: float) -> None:
+    """Until the first of `waits` is done, or `within` seconds; the others are cancelled."""
+    tasks = [asyncio.ensure_future(wait) for wait in waits]
+    try:
+        await asyncio.wait(tasks, timeout=within, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
 
 
 def _postgresql(session: AsyncSession) -> bool:

@@ -260,6 +260,7 @@ async def test_webhook_may_replace_the_user_agent_but_not_the_event_id(receiver)
     [request] = receiver.requests
     assert request.headers["User-Agent"] == "ops-proxy/1"
     assert request.headers["X-Event-Id"] == "0b6f4a1e-7d2c-4f0e-9a51-5c3d2e1f0a9b"
+    assert request.headers["Idempotency-Key"] == "0b6f4a1e-7d2c-4f0e-9a51-5c3d2e1f0a9b"
 
 
 def test_a_name_that_does_not_resolve_is_a_clear_error():

@@ -10,12 +10,14 @@ import email
 import email.policy
 import signal
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select, update
 
@@ -680,3 +682,142 @@ async def test_a_scan_alert_reaches_a_real_smtp_server(sessionmaker, clock, tmp_
         assert (row.state, row.attempts) == ("delivered", 1)
     finally:
         server.stop()
+
+
+# --- a hung channel holds up nobody else ------------------------------------------------------
+
+
+@pytest.fixture
+async def dead_receiver():
+    """A real HTTP server that never answers the events put in its `hold` (until the test ends)."""
+    dead = Receiver()
+    await dead.start()
+    yield dead
+    dead.hold.clear()
+    await dead.stop()
+
+
+async def run_dispatcher(dispatcher: Dispatcher):
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    return stop, task
+
+
+async def test_a_hanging_channel_does_not_delay_another_channels_notices(
+    sessionmaker, clock, receiver, dead_receiver
+):
+    """Channel `dead` never answers (its timeout is a minute) next to a healthy `ops`: every
+    notice reaches `ops` within a couple of seconds, the ones written while `dead` hangs too,
+    and `dead` holds no more connections than its own slots."""
+    names = [f"job{n}" for n in range(12)]
+    for name in names:
+        await add_job(sessionmaker, clock(), name=name)
+    channels = parse_channels(
+        {"defaults": ["dead", "ops"], "channels": {
+            "dead": {"type": "webhook", "url": dead_receiver.url, "timeout": 60},
+            "ops": {"type": "webhook", "url": receiver.url}}}, "test",
+    )  # fmt: skip
+    options = dataclasses.replace(FAST, lease_seconds=120, concurrency=4)
+    dispatcher = Dispatcher(sessionmaker, channels, options)
+    first = [event for name in names for event in await add_events(sessionmaker, name, 2)]
+    dead_receiver.hold.update(first)
+    started = time.monotonic()
+    stop, task = await run_dispatcher(dispatcher)
+    try:
+        await receiver.wait_until(lambda: len(receiver.delivered) == len(first), timeout=10)
+        took = time.monotonic() - started
+        assert took < 3, f"the healthy channel's notices took {took:.1f} s"
+        # Written while `dead` still hangs: they go out as soon as they are routed.
+        later = await add_events(sessionmaker, "job0", 1, channels=["ops"])
+        started = time.monotonic()
+        await receiver.wait_until(lambda: len(receiver.delivered) == len(first) + 1, timeout=10)
+        assert time.monotonic() - started < 3
+        assert len(dead_receiver.arrived) == options.concurrency  # its own slots, no more
+    finally:
+        await dispatcher.stop_gracefully(task, stop)
+    assert sorted(receiver.event_ids()) == sorted(first + later)  # each once
+    for name in names:  # each job's in order
+        mine = [body["event_id"] for body in receiver.delivered if body["job"] == name]
+        assert mine == [event for event in first + later if event in mine]
+    # The hung sends were cut short at the stop and given back, not counted as failed.
+    states = {(row.channel, row.state, row.lease_until) for row in await deliveries(sessionmaker)}
+    assert states == {("ops", "delivered", None), ("dead", "pending", None)}
+
+
+async def test_a_hanging_delivery_does_not_delay_other_jobs_on_the_same_channel(
+    sessionmaker, clock, receiver
+):
+    """One job's notice hangs at the receiver (the channel's timeout is a minute): the other
+    jobs' notices to that channel still arrive within a couple of seconds."""
+    names = [f"job{n}" for n in range(12)]
+    for name in names:
+        await add_job(sessionmaker, clock(), name=name)
+    channels = parse_channels(
+        {"defaults": ["ops"],
+         "channels": {"ops": {"type": "webhook", "url": receiver.url, "timeout": 60}}}, "test",
+    )  # fmt: skip
+    dispatcher = Dispatcher(sessionmaker, channels, dataclasses.replace(FAST, lease_seconds=120))
+    (stuck,) = await add_events(sessionmaker, names[0], 1)
+    receiver.hold.add(stuck)
+    others = [event for name in names[1:] for event in await add_events(sessionmaker, name, 2)]
+    started = time.monotonic()
+    stop, task = await run_dispatcher(dispatcher)
+    try:
+        await receiver.wait_until(lambda: len(receiver.delivered) == len(others), timeout=10)
+        took = time.monotonic() - started
+        assert took < 3, f"the other jobs' notices took {took:.1f} s"
+    finally:
+        await dispatcher.stop_gracefully(task, stop)
+    assert sorted(receiver.event_ids()) == sorted(others)
+
+
+# --- a receiver slower than the timeout -------------------------------------------------------
+
+
+async def test_a_receiver_slower_than_its_timeout_gets_each_retry_with_one_idempotency_key(
+    sessionmaker, clock
+):
+    """The receiver takes every copy but answers after the channel's timeout: each try is a
+    timeout, retried, until given up; every copy carries the same event id, in the body, in
+    X-Event-Id and in Idempotency-Key, so the receiver can keep only the first."""
+    copies: list[tuple[dict[str, Any], dict[str, str]]] = []
+
+    async def slow(request: web.Request) -> web.Response:
+        copies.append((await request.json(), dict(request.headers)))
+        await asyncio.sleep(1)  # a slow receiver: longer than the channel's timeout
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/hook", slow)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        channels = parse_channels(
+            {"defaults": ["ops"], "channels": {"ops": {
+                "type": "webhook", "url": f"http://127.0.0.1:{port}/hook", "timeout": 0.2}}},
+            "test",
+        )  # fmt: skip
+        await add_job(sessionmaker, clock(), name="db")
+        (event_id,) = await add_events(sessionmaker, "db", 1)
+        dispatcher = Dispatcher(sessionmaker, channels, FAST)
+
+        async def state() -> str | None:
+            rows = await deliveries(sessionmaker)
+            return rows[0].state if rows else None
+
+        async with asyncio.timeout(20):
+            while await state() in (None, "pending"):
+                await dispatcher.run_once()
+                await asyncio.sleep(0.02)
+    finally:
+        await runner.cleanup()
+    (row,) = await deliveries(sessionmaker)
+    assert (row.state, row.attempts) == ("failed", FAST.max_attempts)
+    assert "timed out after 0.2 s" in row.last_error
+    assert len(copies) == FAST.max_attempts  # the receiver got every one of them
+    for body, headers in copies:
+        assert body["event_id"] == headers["X-Event-Id"] == event_id
+        assert headers["Idempotency-Key"] == event_id

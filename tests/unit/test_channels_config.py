@@ -280,6 +280,9 @@ def test_every_problem_is_reported_together():
          "channels.a: headers.Bad Name.[key]: 'Bad Name' is not a valid header name"),
         ({"channels": {"a": hook(headers={"X-Event-Id": "x"})}},
          "channels.a: headers.X-Event-Id.[key]: X-Event-Id is set by backup-monitor itself"),
+        ({"channels": {"a": hook(headers={"idempotency-key": "x"})}},
+         "channels.a: headers.idempotency-key.[key]: idempotency-key is set by backup-monitor "
+         "itself"),
         ({"channels": {"a": hook(timeout="soon")}}, "channels.a: timeout: 'soon' is not a "
          "duration; use seconds or a string like '90s', '15m', '1h30m', '1d', '1w'"),
         ({"channels": {"a": hook(timeout=601)}},
