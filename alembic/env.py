@@ -7,7 +7,7 @@ from sqlalchemy.engine import Connection
 
 from alembic import context
 from service import models  # noqa: F401  (registers the tables on Base.metadata)
-from service.db import Base, create_engine
+from service.db import Base, create_engine, migrations_lock
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):
@@ -37,10 +37,14 @@ def run_migrations_offline() -> None:
 
 
 def do_run_migrations(connection: Connection) -> None:
-    # Batch mode lets ALTER-style migrations run on SQLite too.
-    context.configure(connection=connection, target_metadata=target_metadata, render_as_batch=True)
-    with context.begin_transaction():
-        context.run_migrations()
+    # Replicas started together all migrate: the lock makes them do it one after the other.
+    with migrations_lock(connection):
+        # Batch mode lets ALTER-style migrations run on SQLite too.
+        context.configure(
+            connection=connection, target_metadata=target_metadata, render_as_batch=True
+        )
+        with context.begin_transaction():
+            context.run_migrations()
 
 
 async def run_migrations_online() -> None:

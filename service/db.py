@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -84,6 +86,54 @@ async def lock_for_write(session: AsyncSession) -> None:
     true until it commits (PostgreSQL callers lock rows with FOR UPDATE instead)."""
     if session.get_bind().dialect.name == "sqlite":
         await session.execute(text("UPDATE jobs SET id = id WHERE 0"))
+
+
+# PostgreSQL advisory lock keys, one per piece of start-up work that replicas started together
+# must do one after the other (any fixed 64-bit numbers; "bm" and a counter).
+MIGRATIONS_LOCK = 0x626D_0001
+JOBS_FILE_LOCK = 0x626D_0002
+
+
+@contextmanager
+def migrations_lock(connection: Connection) -> Iterator[None]:
+    """Hold the database for the migrations run inside: a second process waits, then finds the
+    schema up to date (without it, two replicas create the same tables and one crashes).
+
+    PostgreSQL: a session-level advisory lock, so that the migrations may commit as they like.
+    SQLite: the database write lock taken now (BEGIN IMMEDIATE; others wait up to the busy
+    timeout) and held until the end, which runs every migration in one transaction.
+    """
+    if connection.dialect.name == "postgresql":
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK})
+        connection.commit()
+        try:
+            yield
+        finally:
+            if connection.in_transaction():  # a failed migration leaves its transaction open
+                connection.rollback()
+            connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATIONS_LOCK})
+            connection.commit()
+    elif connection.dialect.name == "sqlite":
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            connection.rollback()
+            raise
+        connection.commit()
+    else:
+        yield
+
+
+async def lock_jobs_file(session: AsyncSession) -> None:
+    """Until this transaction ends, be the only one applying a jobs file: replicas started
+    together apply the same file one after the other, the second finding nothing to do."""
+    if session.get_bind().dialect.name == "postgresql":
+        # Transaction-level: released by the commit or the rollback, never left on a pooled
+        # connection.
+        await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOBS_FILE_LOCK})
+    else:
+        await lock_for_write(session)
 
 
 async def ping(engine: AsyncEngine, within: float) -> None:

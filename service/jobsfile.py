@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from sqlalchemy import delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import lock_jobs_file
 from service.jobs import apply_declaration, new_job
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
@@ -89,6 +90,9 @@ async def apply_jobs(
     """
     now = clock()
     result = ApplyResult()
+    # Before reading what exists: a replica applying the same file at the same moment would
+    # otherwise insert the same names (a unique violation for one of the two).
+    await lock_jobs_file(session)
     existing = {job.name: job for job in (await session.scalars(select(Job))).all()}
     for spec in specs:
         job = existing.get(spec.name)

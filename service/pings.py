@@ -18,6 +18,7 @@ from typing import Literal
 from sqlalchemy import func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.errors import database_unavailable, describe_error
 from service.models import Job, Ping
 from service.scanner.rules import RunFacts
 
@@ -72,21 +73,51 @@ class PingWriter:
             while not self._queue.empty() and len(batch) < BATCH_LIMIT:
                 batch.append(self._queue.get_nowait())
             try:
-                known = await self._store([ping for ping, _ in batch])
-            except Exception as exc:  # the database is away: every waiting ping gets the error
-                logger.warning("pings not stored", extra={"count": len(batch), "error": str(exc)})
-                for _, future in batch:
-                    if not future.done():
-                        future.set_exception(exc)
-            else:
-                for ping, future in batch:
-                    if not future.done():
-                        future.set_result(ping.key in known)
+                outcomes = await self._store([ping for ping, _ in batch])
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
             finally:
                 for _ in batch:
                     self._queue.task_done()
 
-    async def _store(self, pings: Sequence[Received]) -> set[str]:
+    async def _store(
+        self, pings: Sequence[Received], *, again: bool = True
+    ) -> list[bool | Exception]:
+        """Each ping's outcome: stored (True), no such job (False), or the error it gets.
+
+        One bad ping must not fail the others: a batch that fails (say on the foreign key of a
+        job deleted since the lookup) is split in halves, each stored on its own with a fresh
+        lookup, down to the one ping at fault, which gets one more try (its job, if deleted,
+        is no longer found: a 404). A database that is away fails them all at once.
+        """
+        try:
+            known = await self._insert(pings)
+        except Exception as exc:
+            if database_unavailable(exc):
+                logger.warning(
+                    "pings not stored",
+                    extra={"count": len(pings), "error": describe_error(exc)},
+                )
+                return [exc] * len(pings)
+            if len(pings) == 1 and not again:
+                return [exc]
+            logger.info(
+                "ping batch failed, storing it in parts",
+                extra={"count": len(pings), "error": describe_error(exc)},
+            )
+            if len(pings) == 1:
+                return await self._store(pings, again=False)
+            middle = len(pings) // 2
+            return await self._store(pings[:middle]) + await self._store(pings[middle:])
+        return [ping.key in known for ping in pings]
+
+    async def _insert(self, pings: Sequence[Received]) -> set[str]:
+        """Store the pings whose key is a job's in one transaction; the keys found."""
         async with self._sessionmaker() as session:
             keys = {ping.key for ping in pings}
             rows = await session.execute(select(Job.ping_key, Job.id).where(Job.ping_key.in_(keys)))

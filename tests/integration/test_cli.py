@@ -12,6 +12,9 @@ import signal
 import sqlite3
 import sys
 import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -21,7 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 from alembic.script import ScriptDirectory
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service import migrate
@@ -30,6 +34,7 @@ from service.jobsfile import apply_jobs, parse_jobs_document
 from service.models import Artifact, Job, JobCheck
 from service.scanner import run_scanner
 
+from conftest import TEST_DATABASE_URL, pg_admin
 from support import add_job, free_port, make_file, read
 
 
@@ -355,6 +360,111 @@ async def test_db_upgrade_creates_a_fresh_sqlite_database(base_env, tmp_path):
         version = connection.execute("SELECT version_num FROM alembic_version").fetchall()
     assert {"jobs", "artifacts", "scan_runs", "job_checks"} <= tables
     assert version == [(head,)]
+
+
+@asynccontextmanager
+async def empty_database(kind: str, directory: Path) -> AsyncIterator[str]:
+    """The URL of a database with nothing in it: a new PostgreSQL database or SQLite file."""
+    if kind == "sqlite":
+        yield f"sqlite+aiosqlite:///{directory / 'fresh.db'}"
+        return
+    name = f"bm_fresh_{uuid.uuid4().hex[:12]}"
+    await pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+# Each replica imports everything, says so, then waits for one byte on stdin: the test releases
+# them all with one write each, so their work starts in the same instant (start-up takes seconds).
+_AT_THE_SAME_INSTANT = (
+    "import sys; from service import cli; print('ready', flush=True); sys.stdin.read(1); "
+    "sys.exit(cli.main(sys.argv[1:]))"
+)
+
+
+async def together(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[Result]:
+    """Run the commands as processes released at the same instant; their results in order."""
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-c",
+            _AT_THE_SAME_INSTANT,
+            *command,
+            cwd=cwd,
+            env=env,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        for command in commands
+    ]
+    try:
+        for process in processes:
+            assert process.stdout is not None
+            ready = await asyncio.wait_for(process.stdout.readline(), 60)
+            assert ready == b"ready\n", ready + await process.stderr.read()  # type: ignore[union-attr]
+        started = time.monotonic()
+        for process in processes:
+            assert process.stdin is not None
+            process.stdin.write(b"x")
+        outputs = await asyncio.wait_for(
+            asyncio.gather(*(process.communicate() for process in processes)), 120
+        )
+    finally:
+        for process in processes:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    seconds = time.monotonic() - started
+    return [
+        Result(process.returncode or 0, out.decode(), err.decode(), seconds)
+        for process, (out, err) in zip(processes, outputs, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_replicas_started_together_migrate_and_apply_once(
+    kind, pg_template, base_env, tmp_path
+):
+    """`docker compose --scale`: replicas migrate a fresh database and apply the same jobs file
+    at the same instant; every one succeeds and the result is as if one had done it."""
+    jobs_file = tmp_path / "jobs.yml"
+    names = [f"job-{index}" for index in range(20)]
+    jobs_file.write_text(
+        jobs_yaml(*(f"  - name: {name}\n    schedule: {{every: 1d}}\n" for name in names))
+    )
+    upgrade, apply = ["db", "upgrade"], ["jobs", "apply", str(jobs_file)]
+    head = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
+    for round_ in range(5):
+        directory = tmp_path / f"round-{round_}"
+        directory.mkdir()
+        async with empty_database(kind, directory) as url:
+            env = dict(base_env, DATABASE_URL=url)
+            results = await together([upgrade, apply, upgrade, apply], env, directory)
+            for result in results:
+                assert result.code == 0, f"round {round_}: {result}"
+            summaries = sorted(result.out.strip() for result in results[1::2])
+            assert summaries == [
+                "0 created, 0 updated, 20 unchanged, 0 deleted",
+                "20 created, 0 updated, 0 unchanged, 0 deleted",
+            ], summaries
+            engine = create_engine(url)
+            try:
+                async with engine.connect() as connection:
+                    versions = (
+                        await connection.execute(text("SELECT version_num FROM alembic_version"))
+                    ).all()
+                    stored = (
+                        (await connection.execute(text("SELECT name FROM jobs ORDER BY name")))
+                        .scalars()
+                        .all()
+                    )
+            finally:
+                await engine.dispose()
+            assert versions == [(head,)]
+            assert stored == sorted(names)
 
 
 async def test_unreachable_database_at_startup_is_one_line(base_env, tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -129,6 +130,47 @@ async def test_deleting_the_job_deletes_its_pings(client, app):
     assert (await client.delete("/api/v1/jobs/db-nightly")).status == 204
     assert await ping_count(app) == 0
     assert (await client.get(f"/ping/{job['ping_key']}")).status == 404
+
+
+async def pings_while_deleted(client, steady_key, doomed, count):
+    """`count` pings for each of two jobs at once, the second job deleted as soon as one of its
+    pings is answered; the delete's status and the answers of each job's pings."""
+    first_answer = asyncio.get_running_loop().create_future()
+
+    async def ping(key):
+        status = (await client.get(f"/ping/{key}")).status
+        if key == doomed["ping_key"] and not first_answer.done():
+            first_answer.set_result(None)
+        return status
+
+    async def delete_midway():
+        await first_answer
+        return (await client.delete(f"/api/v1/jobs/{doomed['name']}")).status
+
+    answers = await asyncio.gather(
+        delete_midway(),
+        *(ping(steady_key) for _ in range(count)),
+        *(ping(doomed["ping_key"]) for _ in range(count)),
+    )
+    return answers[0], answers[1 : count + 1], answers[count + 1 :]
+
+
+async def test_a_job_deleted_mid_batch_fails_only_its_own_pings(client, app):
+    """Pings of a job deleted while they wait in a batch with other jobs' pings: the others are
+    stored and answered OK, the deleted job's get 200 or 404 (never 500), whatever the timing."""
+    steady = await new_job(client, "steady")
+    ok = 0
+    for round_ in range(4):
+        doomed = await new_job(client, f"doomed-{round_}")
+        deleted, steady_answers, doomed_answers = await pings_while_deleted(
+            client, steady["ping_key"], doomed, 150
+        )
+        assert deleted == 204
+        assert steady_answers == [200] * 150, f"round {round_}: {Counter(steady_answers)}"
+        assert set(doomed_answers) <= {200, 404}, f"round {round_}: {Counter(doomed_answers)}"
+        ok += 150
+        assert await ping_count(app, steady["id"]) == ok
+        assert await ping_count(app, doomed["id"]) == 0  # deleted with its job
 
 
 async def scan(app, clock=None):
