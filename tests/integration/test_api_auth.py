@@ -205,3 +205,54 @@ async def test_login_form_with_odd_csrf_and_blank_token(aiohttp_client, settings
     assert response.status == 303 and "bm_token" not in response.cookies
     assert (await client.get("/", allow_redirects=False)).status == 200
     assert (await client.get("/?tag=%00&status=bogus", allow_redirects=False)).status == 200
+
+
+async def test_the_openapi_document_passes_an_openapi_validator(aiohttp_client, settings):
+    """A real OpenAPI 3.1 validator reads the served document (a `"default": null` beside
+    `"type": "string"` once made it invalid); every error it finds is listed."""
+    from openapi_spec_validator import OpenAPIV31SpecValidator
+
+    _, client = await serve(aiohttp_client, settings)
+    document = await (await client.get("/api/openapi.json")).json()
+    errors = [
+        f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
+        for error in OpenAPIV31SpecValidator(document).iter_errors()
+    ]
+    assert errors == []
+    # The validator checks a default against its own schema only: no request field of the
+    # document may show a default its schema refuses, JobPatch's included.
+    patch = document["components"]["schemas"]["JobPatch"]["properties"]
+    assert "default" not in patch["name"] and "default" not in patch["schedule"]
+
+
+async def test_the_openapi_document_tells_what_the_server_refuses(aiohttp_client, settings):
+    _, client = await serve(aiohttp_client, settings)
+    document = await (await client.get("/api/openapi.json")).json()
+    # `/metrics` answers 401 without METRICS_TOKEN, when it is set.
+    assert "401" in document["paths"]["/metrics"]["get"]["responses"]
+    # `cron: ""` (or 6 fields) is refused: the schema says so, not only the 422.
+    schedule = document["components"]["schemas"]["Schedule"]
+    cron = next(part for part in schedule["oneOf"] if part["required"] == ["cron"])
+    pattern = re.compile(cron["properties"]["cron"]["pattern"])
+    assert cron["properties"]["cron"]["minLength"] == 1
+    assert pattern.search("0 2 * * *") and pattern.search(" 30 1 * * 1-5 ")
+    for refused in ("", " ", "0 2 * * * *", "0 2 * *", "@daily"):
+        assert not pattern.search(refused), refused
+
+
+@pytest.mark.parametrize("cron", ["0 2 * * * *", "0 0 2 * * *", "", "0 2 * *"])
+async def test_a_cron_expression_has_five_fields(aiohttp_client, settings, cron):
+    """The README says 5 fields; cronsim would take a 6th (seconds) and read `0 2 * * * *` as
+    02 past every hour: refused with a 422 that says why, from the API and the YAML file."""
+    from service.jobspec import parse_job
+
+    _, client = await serve(aiohttp_client, settings)
+    job = {"name": "db", "schedule": {"cron": cron}}
+    error = await error_of(await client.post("/api/v1/jobs", json=job), 422)
+    [detail] = error["details"]
+    assert detail["field"] == "schedule"
+    assert "5 fields" in detail["message"] and detail["message"].startswith("bad cron expression")
+    with pytest.raises(ValueError, match="5 fields"):
+        parse_job(job)
+    job["schedule"]["cron"] = "0 2 * * 1-5"
+    assert (await client.post("/api/v1/jobs", json=job)).status == 201
