@@ -169,8 +169,14 @@ class JobOut(_Out):
     next_check_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    ping_key: str = Field(description="the secret of the job's ping URL")
-    ping_url: str = Field(description="where the backup script pings (Healthchecks protocol)")
+    # A ping is a write: a read-only token could send success pings and hide a failing job.
+    ping_key: str | None = Field(
+        description="the secret of the job's ping URL; null for a read-only token"
+    )
+    ping_url: str | None = Field(
+        description="where the backup script pings (Healthchecks protocol), on PUBLIC_URL when "
+        "set; null for a read-only token"
+    )
 
 
 class JobList(_Out):

@@ -22,7 +22,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
-from service.api.auth import access_for
+from service.api.auth import access_for, shows_ping_keys
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import JobsQuery
@@ -277,6 +277,8 @@ async def job_page(request: web.Request) -> web.Response:
         digest=digest,
         access=access,
         logged_in=TOKEN_COOKIE in request.cookies,
+        # The API's rule: only a read-write viewer may see where to ping.
+        ping_path=f"/ping/{job.ping_key}" if shows_ping_keys(access) else None,
     )
 
 

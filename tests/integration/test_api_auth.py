@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 from html.parser import HTMLParser
 
@@ -256,3 +257,79 @@ async def test_a_cron_expression_has_five_fields(aiohttp_client, settings, cron)
         parse_job(job)
     job["schedule"]["cron"] = "0 2 * * 1-5"
     assert (await client.post("/api/v1/jobs", json=job)).status == 201
+
+
+# --- ping keys are for read-write eyes only ---------------------------------------------------
+
+
+async def test_a_read_only_token_never_sees_a_ping_key(aiohttp_client, database_url):
+    """A ping is a write (a success ping hides a failing job): every answer a read-only token
+    gets (API, dashboard, metrics) is free of the key; a read-write token gets the ping URL."""
+    settings = load_settings(database_url=database_url, metrics_token=None)
+    app, client = await serve(aiohttp_client, settings)
+    async with app[sessionmaker_key]() as session:
+        writer = await create_token(session, "ci", read_only=False)
+        reader = await create_token(session, "grafana", read_only=True)
+    created = await client.post("/api/v1/jobs", json=JOB, headers=bearer(writer))
+    key = (await created.json())["ping_key"]
+    assert key and (await created.json())["ping_url"].endswith(f"/ping/{key}")
+    assert (await client.post(f"/ping/{key}/fail", data="exit 1")).status == 200
+
+    # The list, read by both at the same instant (identical reads share one database read).
+    as_reader, as_writer = await asyncio.gather(
+        client.get("/api/v1/jobs", headers=bearer(reader)),
+        client.get("/api/v1/jobs", headers=bearer(writer)),
+    )
+    [hidden] = (await as_reader.json())["items"]
+    [shown] = (await as_writer.json())["items"]
+    assert hidden["ping_key"] is None and hidden["ping_url"] is None
+    assert shown["ping_key"] == key
+    one = await (await client.get("/api/v1/jobs/db", headers=bearer(reader))).json()
+    assert one["ping_key"] is None and one["ping_url"] is None
+    assert (await (await client.get("/api/v1/jobs/db", headers=bearer(writer))).json())[
+        "ping_key"
+    ] == key
+
+    read_only_paths = [
+        "/api/v1/jobs", "/api/v1/jobs/db", "/api/v1/jobs/db/runs", "/api/v1/jobs/db/history",
+        "/api/v1/jobs/db/notifications", "/api/v1/jobs/db/artifacts?include_gone=true",
+        "/api/v1/status", "/api/v1/scans", "/metrics",
+    ]  # fmt: skip
+    for path in read_only_paths:
+        response = await client.get(path, headers=bearer(reader))
+        assert response.status == 200, path
+        assert key not in await response.text(), path
+
+    # The dashboard, logged in with each token (a job never pinged shows where to ping).
+    quiet = {**JOB, "name": "quiet"}
+    created = await client.post("/api/v1/jobs", json=quiet, headers=bearer(writer))
+    quiet_key = (await created.json())["ping_key"]
+    for page in ("/", "/jobs/db", "/jobs/quiet"):
+        response = await client.get(page, headers={"Cookie": f"bm_token={reader}"})
+        text = await response.text()
+        assert response.status == 200 and key not in text and quiet_key not in text, page
+    page = await client.get("/jobs/quiet", headers={"Cookie": f"bm_token={writer}"})
+    assert f"/ping/{quiet_key}</code>" in await page.text()
+
+    # The document says so.
+    document = await (await client.get("/api/openapi.json")).json()
+    job_schema = document["components"]["schemas"]["JobOut"]["properties"]
+    for field in ("ping_key", "ping_url"):
+        assert {"type": "null"} in job_schema[field]["anyOf"]
+        assert "read-only" in job_schema[field]["description"]
+
+
+async def test_the_ping_url_is_on_public_url_not_on_the_host_header(aiohttp_client, database_url):
+    settings = load_settings(
+        database_url=database_url, api_token=BOOTSTRAP, public_url="https://backups.example.com/"
+    )
+    _, client = await serve(aiohttp_client, settings)
+    forged = {**bearer(BOOTSTRAP), "Host": "evil.example"}
+    created = await (await client.post("/api/v1/jobs", json=JOB, headers=forged)).json()
+    assert created["ping_url"] == f"https://backups.example.com/ping/{created['ping_key']}"
+    listed = await (await client.get("/api/v1/jobs", headers=forged)).json()
+    assert listed["items"][0]["ping_url"] == created["ping_url"]
+    cookie = {"Host": "evil.example", "Cookie": f"bm_token={BOOTSTRAP}"}
+    page = await client.get("/jobs/db", headers=cookie)
+    assert f"/ping/{created['ping_key']}" in await page.text()
+    assert "evil.example" not in await page.text()
