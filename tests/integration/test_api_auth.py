@@ -7,6 +7,7 @@ import re
 from html.parser import HTMLParser
 
 import pytest
+from aiohttp import ClientSession, web
 from sqlalchemy import select
 
 from service.api.openapi import documented_routes, operation_of
@@ -181,6 +182,13 @@ async def test_docs_page_lists_every_path_and_loads_nothing_from_outside(aiohttp
 # --- the dashboard's login, found in review ----------------------------------------------------
 
 
+def csrf_in(page: str) -> str:
+    """The CSRF token of the page's forms."""
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
 @pytest.mark.parametrize(
     "target",
     ["//evil.example", "/\t/evil.example", "/\n/x", "https://evil.example/", "/\\evil.example",
@@ -196,7 +204,7 @@ def test_login_never_redirects_off_site(target):
 async def test_login_form_with_odd_csrf_and_blank_token(aiohttp_client, settings):
     _, client = await serve(aiohttp_client, settings)
     page = await client.get("/login")
-    csrf = page.cookies["bm_csrf"].value
+    csrf = csrf_in(await page.text())
     response = await client.post("/logout", data={"csrf": "é" * 32}, allow_redirects=False)
     assert response.status == 403
     # Open access: a blank token logs nobody in and must not lock the dashboard.
@@ -333,3 +341,103 @@ async def test_the_ping_url_is_on_public_url_not_on_the_host_header(aiohttp_clie
     page = await client.get("/jobs/db", headers=cookie)
     assert f"/ping/{created['ping_key']}" in await page.text()
     assert "evil.example" not in await page.text()
+
+
+# --- forms: bound to the session, from this site only -----------------------------------------
+
+
+async def log_in_as(client, token):
+    page = await client.get("/login")
+    response = await client.post(
+        "/login", data={"csrf": csrf_in(await page.text()), "token": token, "next": "/"},
+        allow_redirects=False,
+    )  # fmt: skip
+    assert response.status == 303 and "bm_token" in response.cookies
+
+
+async def paused(client, token):
+    return (await (await client.get("/api/v1/jobs/db", headers=bearer(token))).json())["paused"]
+
+
+async def test_a_sibling_site_cannot_post_the_dashboards_forms(
+    aiohttp_client, aiohttp_server, database_url
+):
+    """A site on another port of the same host shares the cookies: it plants its own `bm_csrf`
+    and posts a form with the same value (double submit would let it pause a job)."""
+    settings = load_settings(database_url=database_url, api_token=BOOTSTRAP)
+    _, client = await serve(aiohttp_client, settings)
+    assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(BOOTSTRAP))).status == 201
+    await log_in_as(client, BOOTSTRAP)
+    here = f"http://127.0.0.1:{client.port}"
+
+    planted = "a" * 32
+
+    async def plant(request):
+        response = web.Response(text="<form method=post action=...>")
+        response.set_cookie("bm_csrf", planted, path="/")
+        return response
+
+    sibling_app = web.Application()
+    sibling_app.router.add_get("/", plant)
+    sibling = await aiohttp_server(sibling_app)
+    assert sibling.port != client.port
+    await client.session.get(f"http://127.0.0.1:{sibling.port}/")  # the victim visits it
+    sent = client.session.cookie_jar.filter_cookies(client.make_url("/"))
+    assert sent["bm_csrf"].value == planted  # the browser now sends the planted cookie here
+    there = f"http://127.0.0.1:{sibling.port}"
+
+    # What the attacker can get: a token the service made for the planted id (no login).
+    async with ClientSession(cookies={"bm_csrf": planted}) as attacker:
+        page = await attacker.get(client.make_url("/login"))
+        for_planted = csrf_in(await page.text())
+
+    valid = csrf_in(await (await client.get("/jobs/db")).text())
+    attacks = [
+        ({"Origin": there}, planted),  # double submit from the sibling
+        ({}, planted),  # the same without Origin
+        ({}, for_planted),  # a token the service made, for another session
+        ({"Origin": there}, valid),  # the victim's own token (had it leaked), other origin
+        ({"Origin": "null"}, valid),
+        ({"Sec-Fetch-Site": "same-site"}, valid),
+        ({"Origin": here.replace("http:", "https:")}, valid),
+    ]
+    for headers, csrf in attacks:
+        response = await client.post(
+            "/jobs/db/pause", data={"csrf": csrf}, headers=headers, allow_redirects=False
+        )
+        error = await error_of(response, 403)
+        assert "another site" in error["message"] or "expired" in error["message"], headers
+        assert await paused(client, BOOTSTRAP) is False, (headers, csrf)
+
+    # The site's own form: same origin, or no Origin at all (an old browser), token decides.
+    for headers, action, now_paused in [
+        ({"Origin": here, "Sec-Fetch-Site": "same-origin"}, "pause", True),
+        ({}, "resume", False),
+    ]:
+        response = await client.post(
+            f"/jobs/db/{action}", data={"csrf": valid}, headers=headers, allow_redirects=False
+        )
+        assert response.status == 303, await response.text()
+        assert await paused(client, BOOTSTRAP) is now_paused
+    # Logging out ends the session its forms were bound to.
+    assert (await client.post("/logout", data={"csrf": valid}, allow_redirects=False)).status == 303
+    client.session.cookie_jar.update_cookies({"bm_token": BOOTSTRAP})  # a new login, same token
+    response = await client.post("/jobs/db/pause", data={"csrf": for_planted})
+    await error_of(response, 403)
+
+
+async def test_forms_from_public_url_are_this_sites(aiohttp_client, database_url):
+    public = "https://backups.example.com"
+    settings = load_settings(database_url=database_url, api_token=BOOTSTRAP, public_url=public)
+    _, client = await serve(aiohttp_client, settings)
+    assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(BOOTSTRAP))).status == 201
+    await log_in_as(client, BOOTSTRAP)
+    valid = csrf_in(await (await client.get("/jobs/db")).text())
+    for origin, status in [(public + ":8443", 403), ("https://evil.example.com", 403),
+                           (public, 303)]:  # fmt: skip
+        response = await client.post(
+            "/jobs/db/pause", data={"csrf": valid}, headers={"Origin": origin},
+            allow_redirects=False,
+        )  # fmt: skip
+        assert response.status == status, (origin, await response.text())
+    assert await paused(client, BOOTSTRAP) is True
