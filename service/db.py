@@ -60,6 +60,9 @@ class Base(DeclarativeBase):
 
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     """An AsyncEngine; SQLite gets WAL, foreign keys and a busy timeout."""
+    # An error's text must not carry its statement's parameters into the log: they include
+    # secrets (ping keys are looked up by value).
+    kwargs.setdefault("hide_parameters", True)
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kwargs)
 

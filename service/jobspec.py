@@ -38,6 +38,8 @@ from service.units import (
 )
 
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
+# Exactly the 5 fields the README promises (cronsim would also take a 6th, seconds, field).
+CRON_PATTERN = r"^[ \t]*[^ \t]+([ \t]+[^ \t]+){4}[ \t]*$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_GRACE = 3600
 MAX_COUNT = 10**9
@@ -165,7 +167,10 @@ class Schedule(_Strict):
                 },
                 {
                     "required": ["cron"],
-                    "properties": {"cron": {"type": "string"}, "every": {"type": "null"}},
+                    "properties": {
+                        "cron": {"type": "string", "minLength": 1, "pattern": CRON_PATTERN},
+                        "every": {"type": "null"},
+                    },
                 },
             ]
         }
@@ -286,7 +291,13 @@ def zone_info(name: str) -> ZoneInfo:
 
 
 def check_cron(expression: str, zone: ZoneInfo) -> None:
-    """Raise ValueError unless the expression parses and fires at least once."""
+    """Raise ValueError unless the expression has 5 fields, parses and fires at least once."""
+    if not re.fullmatch(CRON_PATTERN, expression):
+        fields = len(expression.split(None))
+        raise ValueError(
+            f"bad cron expression {expression!r}: it has 5 fields separated by spaces (minute "
+            f"hour day-of-month month day-of-week), not {fields}; seconds are not supported"
+        )
     try:
         next(CronSim(expression, datetime.now(UTC).astimezone(zone)))
     except CronSimError as exc:

@@ -8,6 +8,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from service.notify.channels import ChannelSet
 from service.pings import PingWriter
 from service.settings import Settings
+from service.tokens import Access
 
 settings_key = web.AppKey("settings", Settings)
 engine_key = web.AppKey("engine", AsyncEngine)
@@ -19,3 +20,5 @@ open_access_key = web.AppKey("open_access", bool)
 ping_writer_key = web.AppKey("ping_writer", PingWriter)
 # The notification channels of CHANNELS_FILE, loaded once at start.
 channels_key = web.AppKey("channels", ChannelSet)
+# The access the request's bearer token grants (set by the API's auth middleware).
+access_key: web.RequestKey[Access] = web.RequestKey("access")

@@ -1,13 +1,28 @@
-"""Logging set-up: events with context, as `key=value` text or as one JSON object a line."""
+"""Logging set-up: events with context, as `key=value` text or as one JSON object a line.
+
+Whatever a line says, ping keys in it are redacted (the formatters do it, as a last guard; the
+code that logs a request's path redacts it itself, see `redact`)."""
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
+
+# A ping key is a secret (whoever has it can ping: a success ping hides a failing job), and it
+# travels in URL paths: `/ping/KEY`, `/ping/KEY/fail`, a full URL, a request line.
+_PING_KEY = re.compile(r"(/ping/)[^/\s?#\"'&<>]+")
+REDACTED = "[key]"
+
+
+def redact(text: str) -> str:
+    """`text` with every ping key of a `/ping/KEY` path replaced (paths and whole lines)."""
+    return _PING_KEY.sub(r"\1" + REDACTED, text)
+
 
 # Attributes every LogRecord has; anything else came from `extra=` and is context.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
@@ -35,17 +50,22 @@ class TextFormatter(logging.Formatter):
         line = super().format(record)
         context = _context(record)
         if not context:
-            return line
+            return redact(line)
         head, sep, trace = line.partition("\n")
         pairs = " ".join(f"{key}={_quote(value)}" for key, value in context.items())
-        return f"{head} {pairs}{sep}{trace}"
+        return redact(f"{head} {pairs}{sep}{trace}")
+
+
+class _JsonFormatter(JsonFormatter):
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler = logging.StreamHandler(sys.stderr)
     if fmt == "json":
         handler.setFormatter(
-            JsonFormatter(
+            _JsonFormatter(
                 "%(asctime)s %(levelname)s %(name)s %(message)s",
                 rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
             )

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from service.api.errors import ApiError, Handler
 from service.api.openapi import operation_of
-from service.keys import open_access_key, sessionmaker_key, settings_key
+from service.keys import access_key, open_access_key, sessionmaker_key, settings_key
 from service.tokens import Access, access_of, any_token
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="backup-monitor"'}
@@ -109,4 +109,17 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
         raise ApiError(
             403, "forbidden", "this token may only read; use a read-write token to change things"
         )
+    request[access_key] = access  # what the answer may show (ping keys: read-write only)
     return await handler(request)
+
+
+def public_origin(request: web.Request) -> str:
+    """Where people and scripts reach this service: PUBLIC_URL when set (a request's Host
+    header is whatever its client sent), else this request's own origin."""
+    return request.app[settings_key].public_url or str(request.url.origin())
+
+
+def shows_ping_keys(access: Access | None) -> bool:
+    """Whether ping keys may be shown: a ping is a write (a success ping could hide a failing
+    job), so a read-only token (a Grafana's, a dashboard viewer's) never sees them."""
+    return access == "read-write"

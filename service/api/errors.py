@@ -9,6 +9,7 @@ from typing import Any
 from aiohttp import web
 
 from service.errors import database_unavailable
+from service.logs import redact
 
 logger = logging.getLogger(__name__)
 
@@ -66,12 +67,15 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     except Exception as exc:
         if database_unavailable(exc):
             logger.warning(
-                "database unavailable", extra={"path": request.path, "error": str(exc)[:200]}
+                "database unavailable",
+                extra={"path": redact(request.path), "error": redact(str(exc)[:200])},
             )
             return error_response(
                 503, "database_unavailable", "the database is unavailable; try again shortly"
             )
-        logger.exception("unhandled error", extra={"method": request.method, "path": request.path})
+        logger.exception(
+            "unhandled error", extra={"method": request.method, "path": redact(request.path)}
+        )
         return error_response(
             500, "internal_error", "internal server error; the details are in the service log"
         )

@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.api.auth import public_origin, shows_ping_keys
 from service.api.coalesce import coalescer_key
 from service.api.errors import ApiError
 from service.api.openapi import operation
@@ -46,7 +47,7 @@ from service.jobs import (
     update_job,
 )
 from service.jobspec import JobSpec, parse_job
-from service.keys import channels_key, sessionmaker_key, settings_key
+from service.keys import access_key, channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.pings import recent_runs
 
@@ -61,17 +62,23 @@ def known_channels(request: web.Request) -> frozenset[str]:
     return frozenset(request.app[channels_key].channels)
 
 
-_STORED = tuple(name for name in JobOut.model_fields if name != "ping_url")
+_STORED = tuple(name for name in JobOut.model_fields if name not in ("ping_key", "ping_url"))
 
 
-def job_out(job: Job, origin: str) -> JobOut:
-    """The job as the API answers it; `origin` (scheme://host) makes its full ping URL."""
+def job_out(job: Job, ping_base: str | None) -> JobOut:
+    """The job as the API answers it; `ping_base` (scheme://host) makes its full ping URL, and
+    None hides the ping key (see ping_base_of)."""
     fields = {name: getattr(job, name) for name in _STORED}
-    return JobOut.model_validate({**fields, "ping_url": f"{origin}/ping/{job.ping_key}"})
+    if ping_base is None:
+        return JobOut.model_validate({**fields, "ping_key": None, "ping_url": None})
+    url = f"{ping_base}/ping/{job.ping_key}"
+    return JobOut.model_validate({**fields, "ping_key": job.ping_key, "ping_url": url})
 
 
-def origin_of(request: web.Request) -> str:
-    return str(request.url.origin())
+def ping_base_of(request: web.Request) -> str | None:
+    """Where backup scripts reach this service (public_origin), or None when the caller may
+    not see ping keys (a read-only token)."""
+    return public_origin(request) if shows_ping_keys(request.get(access_key)) else None
 
 
 def not_found(ref: str) -> ApiError:
@@ -110,6 +117,7 @@ async def load_job(request: web.Request) -> Job:
 )  # fmt: skip
 async def list_jobs_handler(request: web.Request) -> web.Response:
     query = query_of(request, JobsQuery)
+    ping_base = ping_base_of(request)
 
     async def page() -> bytes:
         async with request.app[sessionmaker_key]() as session:
@@ -120,10 +128,10 @@ async def list_jobs_handler(request: web.Request) -> web.Response:
                 offset=query.offset,
             )
         return encode(
-            JobList(items=[job_out(job, origin_of(request)) for job in jobs], total=total)
+            JobList(items=[job_out(job, ping_base_of(request)) for job in jobs], total=total)
         )
 
-    key = ("jobs", query, origin_of(request))
+    key = ("jobs", query, ping_base)  # a read-only caller never shares a page with keys
     return respond(await request.app[coalescer_key].run(key, page))
 
 
@@ -146,7 +154,7 @@ async def create_job_handler(request: web.Request) -> web.Response:
             job = await create_job(session, spec, datetime.now(UTC))
         except JobNameTaken as exc:
             raise name_taken(exc) from None
-    response = respond(job_out(job, origin_of(request)), status=201)
+    response = respond(job_out(job, ping_base_of(request)), status=201)
     response.headers["Location"] = f"/api/v1/jobs/{job.name}"
     return response
 
@@ -154,7 +162,7 @@ async def create_job_handler(request: web.Request) -> web.Response:
 @routes.get(JOB)
 @operation(summary="One job, with its declaration and state", tag="jobs", response=JobOut)
 async def get_job_handler(request: web.Request) -> web.Response:
-    return respond(job_out(await load_job(request), origin_of(request)))
+    return respond(job_out(await load_job(request), ping_base_of(request)))
 
 
 @routes.patch(JOB)
@@ -184,7 +192,7 @@ async def patch_job_handler(request: web.Request) -> web.Response:
             raise name_taken(exc) from None
     if job is None:
         raise not_found(ref)
-    return respond(job_out(job, origin_of(request)))
+    return respond(job_out(job, ping_base_of(request)))
 
 
 @routes.delete(JOB)
@@ -208,7 +216,7 @@ async def act(request: web.Request, action: Action) -> web.Response:
     )
     if job is None:
         raise not_found(ref)
-    return respond(job_out(job, origin_of(request)))
+    return respond(job_out(job, ping_base_of(request)))
 
 
 @routes.post(JOB + "/pause")

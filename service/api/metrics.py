@@ -305,7 +305,7 @@ def _check_token(request: web.Request) -> None:
 @routes.get("/metrics")
 @operation(
     summary="Prometheus metrics (OpenMetrics or classic text)", tag="metrics", access="public",
-    media_type="text/plain",
+    media_type="text/plain", errors=(401,),
     description="Asks for `Authorization: Bearer <METRICS_TOKEN>` when that setting is set; "
     "API tokens do not apply here.",
 )  # fmt: skip

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
 from service.jobspec import (
@@ -61,6 +62,15 @@ class ScanStartQuery(_Query):
     wait: bool = Field(default=False, description="answer when the scan is done (200)")
 
 
+def _no_default(schema: JsonDict) -> None:
+    schema.pop("default", None)
+
+
+def _name_schema(schema: JsonDict) -> None:
+    _no_default(schema)
+    schema["pattern"] = JOB_NAME_PATTERN
+
+
 class JobPatch(BaseModel):
     """Fields to change; a field left out keeps its value, `null` resets it to its default.
 
@@ -68,15 +78,14 @@ class JobPatch(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    # Every job has a name and a schedule: they can be changed, not reset (null is refused).
+    # Every job has a name and a schedule: they can be changed, not reset (null is refused), so
+    # the document shows no default (`"default": null` beside `"type": "string"` is invalid).
     # The pattern is checked with the whole job (by JobSpec, with a message that explains it).
-    name: str | SkipJsonSchema[None] = Field(
-        default=None, json_schema_extra={"pattern": JOB_NAME_PATTERN}
-    )
+    name: str | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_name_schema)
     description: Text | None = None
     tags: list[Tag] | None = None
     source: LocalSource | None = None
-    schedule: Schedule | SkipJsonSchema[None] = None
+    schedule: Schedule | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
     grace: Duration | None = None
     rules: Rules | None = None
     notify: Notify | None = None
@@ -160,8 +169,14 @@ class JobOut(_Out):
     next_check_at: datetime | None
     created_at: datetime
     updated_at: datetime
-    ping_key: str = Field(description="the secret of the job's ping URL")
-    ping_url: str = Field(description="where the backup script pings (Healthchecks protocol)")
+    # A ping is a write: a read-only token could send success pings and hide a failing job.
+    ping_key: str | None = Field(
+        description="the secret of the job's ping URL; null for a read-only token"
+    )
+    ping_url: str | None = Field(
+        description="where the backup script pings (Healthchecks protocol), on PUBLIC_URL when "
+        "set; null for a read-only token"
+    )
 
 
 class JobList(_Out):

@@ -2,16 +2,24 @@
 
 Server-rendered HTML, with no asset from elsewhere. Access uses the API's tokens: when a token
 is needed, `/login` takes one and keeps it in an HttpOnly, SameSite=Strict cookie; read-only
-tokens may look, read-write tokens also get the pause / resume / scan buttons. Every form
-carries a CSRF token that must match a cookie of its own (double submit).
+tokens may look, read-write tokens also get the pause / resume / scan buttons.
+
+Forms (CSRF): a sibling site (another port of the same host, a sibling subdomain) can plant
+cookies, so a token that only had to match a cookie (double submit) could be forged. Every form
+carries a token bound to the browser's session instead: an HMAC, with a server secret, of the
+login cookie (or, before login, of a random id cookie). A sibling site can neither read the login
+cookie nor compute the HMAC for it. On top of that, a form post whose `Origin` is another
+origin than this site's (its Host, or PUBLIC_URL), or whose `Sec-Fetch-Site` says it came from
+another site, is refused (403). A post without `Origin` (old browsers) is judged by its token.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -22,7 +30,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
-from service.api.auth import access_for
+from service.api.auth import access_for, shows_ping_keys
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import JobsQuery
@@ -40,6 +48,7 @@ from service.jobs import (
 from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.pings import recent_runs
+from service.settings import Settings
 from service.tokens import Access
 from service.units import format_duration, format_size
 from service.web.charts import ChartPoint, size_chart, sparkline
@@ -56,7 +65,7 @@ from service.web.words import describe_declaration, describe_notify, relative_ti
 routes = web.RouteTableDef()
 
 TOKEN_COOKIE = "bm_token"  # noqa: S105 (a cookie name)
-CSRF_COOKIE = "bm_csrf"
+CSRF_COOKIE = "bm_csrf"  # a random id for the browser, the session before any login
 SESSION_DAYS = 30
 ARTIFACTS_PER_PAGE = 50
 RUNS_SHOWN = 20
@@ -112,26 +121,87 @@ async def require_viewer(request: web.Request) -> Access:
     return access
 
 
-def csrf_of(request: web.Request) -> tuple[str, bool]:
-    """The form token for this browser, and whether it is new (to be set as a cookie)."""
+def browser_id(request: web.Request) -> tuple[str, bool]:
+    """The browser's random id (CSRF_COOKIE), and whether it is new (to be set as a cookie)."""
     known = request.cookies.get(CSRF_COOKIE, "")
     if len(known) == 32 and known.isalnum():
         return known, False
     return secrets.token_hex(16), True
 
 
+def form_secret(settings: Settings) -> bytes:
+    """The server secret of the form tokens: made from settings every replica shares (so a form
+    rendered by one replica may be posted to another), secrets among them. What makes a form
+    token unforgeable is the session it is bound to, which another site cannot read."""
+    shared = [settings.database_url]
+    shared += [token.get_secret_value() for token in (settings.api_token, settings.metrics_token)
+               if token is not None]  # fmt: skip
+    return hashlib.sha256("\0".join(["backup-monitor forms", *shared]).encode()).digest()
+
+
+def form_token(secret: bytes, session: str) -> str:
+    """The CSRF token of a session (the login token, or the browser id before any login)."""
+    message = b"form\0" + session.encode("utf-8", "surrogateescape")
+    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+
+
+def session_of(request: web.Request, browser: str) -> str:
+    """What the forms of this browser are bound to: its login cookie, else its random id."""
+    login = request.cookies.get(TOKEN_COOKIE)
+    return f"token:{login}" if login else f"browser:{browser}"
+
+
+def origin_refusal(origin: str | None, fetch_site: str | None, own: Collection[str]) -> str | None:
+    """Why a form post from this `Origin` / `Sec-Fetch-Site` is refused (None: it is not).
+
+    No `Origin` (an old browser) is allowed: the session-bound token decides."""
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return f"came from another site's page (Sec-Fetch-Site: {fetch_site[:40]})"
+    if origin is None:
+        return None
+    try:
+        normalized = str(URL(origin).origin()) if origin != "null" else "null"
+    except ValueError:
+        normalized = "null"
+    if normalized not in own:
+        return f"came from another site's page (Origin: {origin[:100]})"
+    return None
+
+
+def own_origins(request: web.Request) -> set[str]:
+    """This site's origins: the one the request was sent to (http or https, as the proxy says)
+    and PUBLIC_URL's."""
+    origins = set()
+    public = request.app[settings_key].public_url
+    if public:
+        origins.add(str(URL(public).origin()))
+    try:
+        url = request.url
+        origins.add(str(url.with_scheme("https" if secure(request) else url.scheme).origin()))
+    except ValueError:  # a Host header that makes no URL: only PUBLIC_URL is this site
+        pass
+    return origins
+
+
 async def checked_form(request: web.Request) -> dict[str, str]:
-    """The posted form, once its CSRF token matches the cookie (403 otherwise)."""
+    """The posted form, once it came from this site's page: its Origin is this site's and its
+    CSRF token is the one of this browser's session (403 otherwise)."""
+    refusal = origin_refusal(
+        request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), own_origins(request)
+    )
+    if refusal is not None:
+        raise ApiError(403, "forbidden", f"this form {refusal}; forms are taken from this site")
     try:
         form = await request.post()
     except ValueError as exc:  # a malformed multipart or urlencoded body
         raise ApiError(400, "bad_request", f"the form could not be read: {exc}") from None
     sent = form.get("csrf")
-    cookie = request.cookies.get(CSRF_COOKIE, "")
+    browser = request.cookies.get(CSRF_COOKIE, "")
+    expected = form_token(form_secret(request.app[settings_key]), session_of(request, browser))
     if (
         not isinstance(sent, str)
-        or not cookie
-        or not hmac.compare_digest(sent.encode(), cookie.encode())
+        or not (browser or TOKEN_COOKIE in request.cookies)
+        or not hmac.compare_digest(sent.encode(), expected.encode())
     ):
         raise ApiError(
             403, "forbidden", "this form has expired or came from another site; reload the page"
@@ -143,15 +213,17 @@ async def render(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
     """The page, rendered off the event loop (2 000 rows take ~0.1 s of CPU)."""
-    csrf, fresh = csrf_of(request)
+    browser, fresh = browser_id(request)
+    csrf = form_token(form_secret(request.app[settings_key]), session_of(request, browser))
     page = _templates.get_template(template)
     html = await asyncio.to_thread(page.render, csrf=csrf, **context)
     response = web.Response(text=html, status=status, content_type="text/html")
     response.headers["Cache-Control"] = "no-store"
     if fresh:
         response.set_cookie(
-            CSRF_COOKIE, csrf, httponly=True, samesite="Strict", secure=secure(request), path="/"
-        )
+            CSRF_COOKIE, browser, httponly=True, samesite="Strict", secure=secure(request),
+            path="/",
+        )  # fmt: skip
     return response
 
 
@@ -277,6 +349,8 @@ async def job_page(request: web.Request) -> web.Response:
         digest=digest,
         access=access,
         logged_in=TOKEN_COOKIE in request.cookies,
+        # The API's rule: only a read-write viewer may see where to ping.
+        ping_path=f"/ping/{job.ping_key}" if shows_ping_keys(access) else None,
     )
 
 
