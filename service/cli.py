@@ -15,11 +15,12 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
 
 from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker, ping
-from service.errors import describe_error
+from service.errors import database_unavailable, describe_error
 from service.jobsfile import apply_jobs, load_jobs_file
 from service.logs import configure_logging
 from service.notify.channels import ChannelsFileError, DeliveryError, deliver, load_channels
@@ -180,7 +181,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
             raise CliError(f"no job named {args.job!r}", code=NAGIOS_CODES["unknown"])
         return report
 
-    report = database_step(settings, "scan", lambda: asyncio.run(with_session(settings, work)))
+    report = scan_step(settings, lambda: asyncio.run(with_session(settings, work)))
     worst = worst_status(job.status for job in report.jobs)
     if args.format == "json":
         document = {"status": worst, "jobs": [job.as_dict() for job in report.jobs]}
@@ -188,6 +189,24 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     else:
         print(render_table(report))
     return NAGIOS_CODES[worst]
+
+
+def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
+    """Run the scan; only a database error is blamed on the database (a bug in the scanner is
+    one too, and says so, with its traceback in the log)."""
+    try:
+        return step()
+    except (KeyboardInterrupt, CliError):
+        raise
+    except Exception as exc:
+        if isinstance(exc, SQLAlchemyError) or database_unavailable(exc):
+            where = safe_url(settings.database_url)
+            raise CliError(f"cannot scan on the database {where}: {describe_error(exc)}") from exc
+        logger.error("scan failed", exc_info=exc)
+        raise CliError(
+            f"the scan failed: internal error: {describe_error(exc)} (a bug: the traceback is "
+            "above; the scan is recorded as failed)"
+        ) from exc
 
 
 def render_table(report: ScanReport) -> str:

@@ -4,6 +4,7 @@ delete, and read a job's artifacts and history. No HTTP here."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -26,6 +27,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import lock_for_write
+from service.errors import database_unavailable
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
 from service.models import (
     MAX_INT_ID,
@@ -40,6 +42,8 @@ from service.models import (
 from service.notify.events import renotify_at
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
+
+logger = logging.getLogger(__name__)
 
 MAX_REF = 100  # a job's name is at most 100 characters, its id fewer digits
 
@@ -180,7 +184,15 @@ async def scan_job(
         if job is None:
             return None
         scanner = BackupScanner(session, trigger="api", **scan_options)
-        await scanner.scan_all_jobs([job.name])
+        try:
+            await scanner.scan_all_jobs([job.name])
+        except Exception as exc:
+            if database_unavailable(exc):
+                raise  # a 503: the client may retry
+            # A bug in the scanner, recorded on the scan run: the pause (or the request) still
+            # happened, and the job is answered as it stands.
+            logger.error("job scan failed", extra={"job": job.name}, exc_info=exc)
+            await session.rollback()
         session.expunge_all()
         return await session.get(Job, job_id)
 

@@ -88,6 +88,14 @@ class Artifact(Base):
 
 class ScanRun(Base):
     __tablename__ = "scan_runs"
+    __table_args__ = (
+        Index(
+            "ix_scan_runs_running",
+            "started_at",
+            postgresql_where=text("status = 'running'"),
+            sqlite_where=text("status = 'running'"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     trigger: Mapped[str] = mapped_column(String(16))
@@ -101,6 +109,11 @@ class ScanRun(Base):
     errors: Mapped[int] = mapped_column(Integer, default=0)
     # [{"job": name, "message": text}] for jobs whose scan failed or whose source errored.
     error_details: Mapped[list[dict[str, str]]] = mapped_column(JSONType, default=list)
+    # Why the scan as a whole failed or was abandoned (one line); None otherwise.
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # Moved on by the running scan every HEARTBEAT_SECONDS: a running scan whose heartbeat is
+    # older than its lease belongs to a process that died (see service/scanner/runs.py).
+    heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class JobCheck(Base):

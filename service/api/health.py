@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from aiohttp import web
@@ -17,6 +18,7 @@ from service.jobs import status_counts
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
 from service.models import ScanRun
 from service.scanner.rules import worst_status
+from service.scanner.runs import FAILING_AFTER, failures_in_a_row
 from service.scheduler import scheduler, scheduler_state
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,10 @@ async def live(_request: web.Request) -> web.Response:
 
 @routes.get("/health/ready")
 @operation(
-    summary="Readiness: database and scheduler", tag="health", response=ReadyOut,
-    access="public", description="503 (same body) when a check fails.",
+    summary="Readiness: database, scheduler and scanner", tag="health", response=ReadyOut,
+    access="public",
+    description="503 (same body) when a check fails; `scanner` fails once "
+    f"{FAILING_AFTER} scans in a row failed.",
 )  # fmt: skip
 async def ready(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -52,11 +56,26 @@ async def ready(request: web.Request) -> web.Response:
         checks["scheduler"] = "disabled"
     else:
         checks["scheduler"] = "ok" if scheduler.running else "not running"
+    checks["scanner"] = await scanner_check(request) if checks["database"] == "ok" else "unknown"
     healthy = all(value in ("ok", "disabled") for value in checks.values())
     return web.json_response(
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,
     )
+
+
+async def scanner_check(request: web.Request) -> str:
+    """ "ok", or that the last scans all failed: the statuses shown are then getting stale."""
+    try:
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            async with request.app[sessionmaker_key]() as session:
+                failures = await failures_in_a_row(session)
+    except Exception as exc:  # the database just answered: a bug, or it went away meanwhile
+        logger.warning("readiness: scan history unreadable", extra={"error": describe_error(exc)})
+        return "unknown"
+    if failures < FAILING_AFTER:
+        return "ok"
+    return f"failing: the last {failures} scans failed (see GET /api/v1/scans)"
 
 
 @routes.get("/api/v1/status")

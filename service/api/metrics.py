@@ -39,6 +39,7 @@ from service.api.openapi import operation
 from service.keys import sessionmaker_key, settings_key
 from service.models import Job, NotificationDelivery, ScanRun
 from service.scanner.rules import STATUSES
+from service.scanner.runs import FAILED, failures_in_a_row
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 JOB_LABELS = ("job", "tags")
@@ -163,7 +164,8 @@ def lean_format(encode: Encoder) -> bool | None:
 
 def service_families(
     bucket_counts: Sequence[int], scans: int, duration_sum: float, errors: int,
-    artifacts_seen: int, last_scan: datetime | None,
+    artifacts_seen: int, last_scan: datetime | None, *, failed: int = 0,
+    failures_in_a_row: int = 0,
 ) -> list[Metric]:  # fmt: skip
     """Service-wide metrics from the scan history's aggregates."""
     duration = HistogramMetricFamily(
@@ -179,6 +181,14 @@ def service_families(
         CounterMetricFamily("backup_scans", "Scans recorded", value=scans),
         CounterMetricFamily("backup_scan_errors", "Job errors across scans", value=errors),
         CounterMetricFamily(
+            "backup_scans_failed", "Scans that failed or were abandoned as a whole", value=failed
+        ),
+        GaugeMetricFamily(
+            "backup_scanner_consecutive_failures",
+            "Scans failed or abandoned since the last that did not (a database outage aside)",
+            value=failures_in_a_row,
+        ),
+        CounterMetricFamily(
             "backup_artifacts_seen",
             "Backup files ever recorded (first seen by a finished scan)",
             value=artifacts_seen,
@@ -188,7 +198,7 @@ def service_families(
         families.append(
             GaugeMetricFamily(
                 "backup_last_scan_timestamp_seconds",
-                "End of the last finished scan",
+                "End of the last scan that finished (a failed one does not count)",
                 value=last_scan.timestamp(),
             )
         )
@@ -259,15 +269,18 @@ async def read_service_families(session: AsyncSession) -> list[Metric]:
                 # Files ever recorded, from the scans' own counts: a counter that never goes
                 # down when a job is deleted, and no count(*) over every artifact per scrape.
                 func.coalesce(func.sum(ScanRun.artifacts_new), 0),
-                func.max(ScanRun.finished_at),
+                # A scanner that keeps failing must not look alive.
+                func.max(case((ScanRun.status == "finished", ScanRun.finished_at))),
+                func.coalesce(func.sum(case((ScanRun.status.in_(FAILED), 1), else_=0)), 0),
             ).where(ScanRun.finished_at.is_not(None))
         )
     ).one()
     buckets = [int(value) for value in row[: len(DURATION_BUCKETS)]]
-    scans, duration_sum, errors, seen, last_scan = row[len(DURATION_BUCKETS) :]
+    scans, duration_sum, errors, seen, last_scan, failed = row[len(DURATION_BUCKETS) :]
     scanner = service_families(
-        buckets, int(scans), float(duration_sum), int(errors), int(seen), last_scan
-    )
+        buckets, int(scans), float(duration_sum), int(errors), int(seen), last_scan,
+        failed=int(failed), failures_in_a_row=await failures_in_a_row(session),
+    )  # fmt: skip
     return scanner + await read_notification_families(session)
 
 

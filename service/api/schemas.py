@@ -239,7 +239,7 @@ class ScanError(_Out):
 class ScanOut(_Out):
     id: int
     trigger: str
-    status: Literal["running", "finished", "interrupted", "failed"]
+    status: Literal["running", "finished", "interrupted", "failed", "abandoned"]
     started_at: datetime
     finished_at: datetime | None
     jobs_scanned: int
@@ -248,6 +248,9 @@ class ScanOut(_Out):
     artifacts_gone: int
     errors: int
     error_details: list[ScanError]
+    error: str | None = Field(
+        description="why the scan failed or was abandoned as a whole; null otherwise"
+    )
 
 
 class ScanPage(_Out):

@@ -102,11 +102,13 @@ def evaluate(
     listing_warnings: Sequence[str] = (),
     count: int | None = None,
     runs: RunFacts | None = None,
+    undated: Sequence[tuple[str, int, int]] = (),
 ) -> Evaluation:
     """Judge a job from the artifacts present in its source at `now`.
 
     Only the newest SIZE_DROP_WINDOW + 1 artifacts matter: a caller holding many may pass just
-    those, with `count` the number present in all.
+    those, with `count` the number present in all. `undated` are the files left out because
+    no date can hold their modification time: (path, size, mtime in microseconds).
     """
     now = _as_utc(now, "now")
     created_at = _as_utc(created_at, "created_at")
@@ -127,6 +129,8 @@ def evaluate(
     reasons: list[Reason] = []
     if listing_warnings:
         reasons.append(_listing_reason(listing_warnings))
+    if undated:
+        reasons.append(_undated_reason(undated))
 
     zone = _display_zone(spec.schedule)
 
@@ -305,6 +309,24 @@ def _listing_reason(warnings: Sequence[str]) -> Reason:
     more = f" (and {hidden} more)" if hidden > 0 else ""
     # Said up front: the verdict below only covers what could be listed.
     return Reason("source_error", "unknown", f"the listing is incomplete: {shown}{more}")
+
+
+def _undated_reason(undated: Sequence[tuple[str, int, int]]) -> Reason:
+    # Ignored rather than clamped to year 1 or 9999: a made-up date would be judged as the
+    # newest (or oldest) backup, and the files that do have a date tell the truth.
+    shown = ", ".join(
+        f"{path} (@{mtime_us // 1_000_000})"
+        for path, _, mtime_us in undated[:LISTING_WARNINGS_SHOWN]
+    )
+    hidden = len(undated) - LISTING_WARNINGS_SHOWN
+    more = f" (and {hidden} more)" if hidden > 0 else ""
+    files = "file has" if len(undated) == 1 else "files have"
+    return Reason(
+        "bad_mtime",
+        "warning",
+        f"{len(undated)} {files} a modification time outside the years 1 to 9999, in seconds "
+        f"since 1970: {shown}{more}; ignored until their times are set right (touch -d)",
+    )
 
 
 def _run_reasons(spec: JobSpec, runs: RunFacts, now: datetime, zone: tzinfo) -> list[Reason]:

@@ -42,10 +42,12 @@ from service.scanner.rules import (
     RunFacts,
     evaluate,
 )
+from service.scanner.runs import run_error
 from service.scanner.sources import (
     CHUNK,
     FileEntry,
     Listing,
+    Source,
     SourceError,
     list_sources,
     open_source,
@@ -213,6 +215,7 @@ class ScanReport:
     scan_id: int
     status: str
     jobs: list[JobResult] = field(default_factory=list)
+    error: str | None = None  # why the scan failed as a whole
 
 
 @dataclass(slots=True)
@@ -291,10 +294,11 @@ class BackupScanner:
             await session.commit()  # end the read transaction
             report.status = await self._pipeline(jobs, report.jobs)
             await self._flush_touched()
-        except BaseException:
+        except BaseException as exc:
             # The database went away, a bug, or the task was cancelled: the run must not stay
-            # "running" forever. Best effort, the original error is what matters.
-            report.status = "failed"
+            # "running" forever, and must say why. Best effort, the original error is what
+            # matters.
+            report.status, report.error = "failed", run_error(exc)
             with suppress(Exception):
                 await self._finish_run(run_id, report)
             raise
@@ -315,14 +319,20 @@ class BackupScanner:
             "artifacts_gone": sum(job.gone for job in report.jobs),
             "errors": len(errors),
         }
-        finished = {"status": report.status, "finished_at": self.clock(), **totals}
+        finished = {
+            "status": report.status, "finished_at": self.clock(), "error": report.error, **totals
+        }  # fmt: skip
         await session.execute(
             update(ScanRun)
             .where(ScanRun.id == run_id)
             .values(error_details=errors[:100], **finished)
         )
         await session.commit()
-        logger.info("scan finished", extra={"scan_id": run_id, "status": report.status, **totals})
+        failure = {"error": report.error} if report.error else {}
+        logger.info(
+            "scan finished",
+            extra={"scan_id": run_id, "status": report.status, **totals, **failure},
+        )
 
     async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> str:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
@@ -369,21 +379,11 @@ class BackupScanner:
         """List the jobs' sources, in order; never raises for a source or declaration problem."""
         specs: list[JobSpec | None] = []
         errors: list[str | None] = []
+        sources: list[Source] = []
         for job in jobs:
-            try:
-                specs.append(job_spec(job))
-                errors.append(None)
-            except ValidationError as exc:
-                # A stored declaration that no longer validates (written by hand, or by an
-                # older version): report it on the job instead of scanning.
-                details = error_details(exc)
-                specs.append(None)
-                errors.append("; ".join(f"{d['field']}: {d['message']}" for d in details))
-        sources = [
-            open_source(spec.source, scan_roots=self.scan_roots)
-            for spec in specs
-            if spec is not None and spec.source is not None
-        ]
+            spec, error = self._prepare(job, sources)
+            specs.append(spec)
+            errors.append(error)
         broken: SourceError | None = None  # the walker itself failed: a bug, not a source problem
         async with aclosing(list_sources(sources, self.source_timeout)) as listings:
             for job, spec, error in zip(jobs, specs, errors, strict=True):
@@ -404,6 +404,23 @@ class BackupScanner:
                     yield Observation(job, spec, source_error=str(result))
                 else:
                     yield self._observed(job, spec, result)
+
+    def _prepare(self, job: JobRow, sources: list[Source]) -> tuple[JobSpec | None, str | None]:
+        """The job's declaration, its source appended to `sources` (if it has one); or None and
+        why not. Whatever fails here fails for this job only."""
+        try:
+            spec = job_spec(job)
+            if spec.source is not None:
+                sources.append(open_source(spec.source, scan_roots=self.scan_roots))
+        except ValidationError as exc:
+            # A stored declaration that no longer validates (written by hand, or by an older
+            # version): report it on the job instead of scanning.
+            details = error_details(exc)
+            return None, "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        except Exception as exc:  # a bug: this job's scan fails, not the whole scan
+            logger.error("job declaration failed", extra={"job": job.name}, exc_info=exc)
+            return None, f"internal error while reading the declaration: {describe_error(exc)}"
+        return spec, None
 
     @staticmethod
     def _observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
@@ -426,7 +443,10 @@ class BackupScanner:
         if pinged:
             await self.session.commit()  # end the read transaction before any write
         for observation in batch:
-            change = self._judge(observation, facts.get(observation.job.id))
+            try:
+                change = self._judge(observation, facts.get(observation.job.id))
+            except Exception as exc:  # a bug, or data no rule foresaw: this job only
+                change = self._unjudged(observation, exc)
             results.append(change.result)
             if change.sync or any(
                 getattr(observation.job, key) != value for key, value in change.state.items()
@@ -457,6 +477,7 @@ class BackupScanner:
                 source_error=observation.source_error,
                 listing_warnings=listing.warnings if listing else (),
                 count=len(observation.ordered), runs=runs,
+                undated=listing.undated if listing else (),
             )  # fmt: skip
             reasons = [reason.as_dict() for reason in evaluation.reasons]
         if listing is not None or (spec is not None and spec.source is None):
@@ -488,6 +509,23 @@ class BackupScanner:
             job.name, evaluation.status, reasons, latest, count, error=observation.source_error
         )
         return Change(observation, state, result, sync, now)
+
+    def _unjudged(self, observation: Observation, exc: Exception) -> Change:
+        """The job could not be judged: it is unknown, with the error as its reason, until a
+        scan judges it (its files and inventory are left as they were)."""
+        job = observation.job
+        logger.error("job judging failed", extra={"job": job.name}, exc_info=exc)
+        message = f"internal error while judging the job: {describe_error(exc)}"
+        reasons = [{"code": "scan_error", "severity": "unknown", "message": message}]
+        state = {
+            "status": "unknown", "reasons": reasons, "next_check_at": None,
+            "latest_artifact": job.latest_artifact, "artifact_count": job.artifact_count,
+            "listing_digest": None,  # the next scan syncs the files again
+        }  # fmt: skip
+        result = JobResult(
+            job.name, "unknown", reasons, job.latest_artifact, job.artifact_count, error=message
+        )
+        return Change(observation, state, result, sync=False, checked_at=self.clock())
 
     async def _write_isolated(self, changes: Sequence[Change]) -> None:
         """Write the changes in one transaction; if that fails, one transaction per job."""
@@ -675,6 +713,9 @@ class BackupScanner:
                     changed.append({"artifact_id": row.id, "size": size,
                                     "mtime": entry_time(entry), "last_seen": now})  # fmt: skip
                     counts[1] += 1
+            # Files that no date can hold are still there: not gone, left as they were.
+            for undated in observation.listing.undated if observation.listing else ():
+                present.pop(undated[0], None)
             # An incomplete listing may hide files that still exist: mark nothing gone from it.
             if observation.listing is not None and not observation.listing.warnings:
                 # Present artifacts are confirmed by every scan without a write; the last scan

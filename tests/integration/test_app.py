@@ -36,7 +36,7 @@ async def test_live_and_ready(client):
     assert response.status == 200
     assert await response.json() == {
         "status": "ok",
-        "checks": {"database": "ok", "scheduler": "disabled"},
+        "checks": {"database": "ok", "scheduler": "disabled", "scanner": "ok"},
     }
 
 
@@ -107,7 +107,9 @@ async def test_scheduler_runs_with_the_app_and_stops_before_the_engine(aiohttp_c
         await shutdown_scheduler()
         ready = await client.get("/health/ready")
         assert ready.status == 503
-        assert (await ready.json())["checks"] == {"database": "ok", "scheduler": "not running"}
+        assert (await ready.json())["checks"] == {
+            "database": "ok", "scheduler": "not running", "scanner": "ok",
+        }  # fmt: skip
     finally:
         await client.close()
     assert not scheduler.running

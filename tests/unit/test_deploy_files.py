@@ -29,6 +29,8 @@ EXPORTED = {
     "backup_scan_duration_seconds",
     "backup_scans_total",
     "backup_scan_errors_total",
+    "backup_scans_failed_total",
+    "backup_scanner_consecutive_failures",
     "backup_artifacts_seen_total",
     "backup_last_scan_timestamp_seconds",
     "backup_notification_deliveries",
@@ -45,6 +47,7 @@ REQUIRED_ALERTS = {
     "BackupScannerStalled",
     "BackupScannerNeverRan",
     "BackupScanErrors",
+    "BackupScannerFailing",
     "BackupNotificationsFailed",
     "BackupNotificationsStuck",
 }

@@ -1169,3 +1169,22 @@ def test_paused_ignores_runs():
 def test_min_duration_cannot_exceed_max_duration():
     with pytest.raises(ValueError, match="min_duration"):
         job(rules={"min_duration": "2h", "max_duration": "1h"})
+
+
+def test_undated_files_are_a_warning_naming_them_and_the_rest_is_judged() -> None:
+    undated = [(f"odd-{i}.tar", 10, 9_999_999_999_999_000_000 + i) for i in range(5)]
+    evaluation = run(job(), series([1000, 1000]), undated=undated[:1])
+    assert evaluation.status == "warning"
+    assert codes(evaluation) == ["bad_mtime"]
+    assert evaluation.reasons[0].message == (
+        "1 file has a modification time outside the years 1 to 9999, in seconds since 1970: "
+        "odd-0.tar (@9999999999999); ignored until their times are set right (touch -d)"
+    )
+    assert evaluation.newest is not None and evaluation.newest.mtime == T0
+    many = run(job(), series([1000]), now=T0 + 3 * DAY, undated=undated)
+    assert codes(many) == ["bad_mtime", "late"] and many.status == "critical"
+    assert many.reasons[0].message.startswith("5 files have")
+    assert "odd-2.tar (@9999999999999) (and 2 more)" in many.reasons[0].message
+    # A paused job says nothing; a source that cannot be read says only that.
+    assert codes(run(job(paused=True), [], undated=undated)) == []
+    assert codes(run(job(), [], source_error="gone", undated=undated)) == ["source_error"]

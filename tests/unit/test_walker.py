@@ -182,3 +182,19 @@ async def test_results_are_handed_on_before_the_chunk_is_done():
     assert isinstance(first, Listing)
     assert time.monotonic() - started < 0.6  # not the 1 s the whole chunk takes
     await listings.aclose()  # the consumer stops: the walk is told to stop too
+
+
+def test_finish_sets_aside_the_files_no_date_can_hold() -> None:
+    from service.scanner.sources.base import MTIME_MAX_US, MTIME_MIN_US
+    from service.scanner.sources.walker import finish
+
+    far = 9_999_999_999_999_000_000
+    entries = [("future", 1, far), ("max", 1, MTIME_MAX_US), ("epoch", 1, 0),
+               ("min", 1, MTIME_MIN_US), ("before", 1, MTIME_MIN_US - 1), ("past", 1, -far)]  # fmt: skip
+    listing = finish(Listing(entries=list(entries)))
+    assert [entry[0] for entry in listing.entries] == ["min", "epoch", "max"]
+    assert sorted(entry[0] for entry in listing.undated) == ["before", "future", "past"]
+    assert listing.fingerprint is not None
+    # The same dated files without the undated ones are another listing.
+    plain = finish(Listing(entries=[e for e in entries if e[0] in ("min", "epoch", "max")]))
+    assert plain.fingerprint != listing.fingerprint and not plain.undated

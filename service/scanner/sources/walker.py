@@ -16,6 +16,7 @@ neither starve other work of threads nor keep the process from exiting.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import itertools
 import logging
@@ -26,13 +27,21 @@ from contextlib import suppress
 from dataclasses import dataclass, field
 from operator import itemgetter
 
-from service.scanner.sources.base import Cancelled, Listing, Source, SourceError
+from service.scanner.sources.base import (
+    MTIME_MAX_US,
+    MTIME_MIN_US,
+    Cancelled,
+    Listing,
+    Source,
+    SourceError,
+)
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 32
 _POLL_SECONDS = 0.05  # how often finished results are handed on while a chunk is walked
 _oldest_first = itemgetter(2, 0)  # (mtime_us, path)
+_mtime = itemgetter(2)
 
 # Walks that timed out and have not returned: label -> {walk token: time.monotonic() of start}.
 # Several jobs may share a path; each walk removes only its own token.
@@ -53,12 +62,21 @@ class _Progress:
 
 
 def finish(listing: Listing) -> Listing:
-    """Order the entries oldest first by (mtime, path) and fingerprint them (in the thread:
-    on a job of 200 000 files this is half a second the event loop does not wait for)."""
-    listing.entries.sort(key=_oldest_first)
+    """Order the entries oldest first by (mtime, path), set aside those no date can hold, and
+    fingerprint them (in the thread: on a job of 200 000 files this is half a second the event
+    loop does not wait for)."""
+    entries = listing.entries
+    entries.sort(key=_oldest_first)
+    # Sorted by time, the undatable ones are at both ends: two bisections, no pass over all.
+    low = bisect.bisect_left(entries, MTIME_MIN_US, key=_mtime)
+    high = bisect.bisect_right(entries, MTIME_MAX_US, key=_mtime)
+    if low or high < len(entries):
+        listing.undated.extend(entries[:low] + entries[high:])
+        entries[:] = entries[low:high]
     if not listing.warnings:  # an incomplete listing is never remembered as the last good one
         digest = hashlib.blake2b(digest_size=20)
-        entries = listing.entries
+        if listing.undated:  # part of what was seen: a change among them is a new listing
+            digest.update(repr(sorted(listing.undated)).encode())
         # In slices: one repr() of 100 000 entries would hold the GIL, and so the event loop.
         for start in range(0, len(entries), 4096):
             digest.update(repr(entries[start : start + 4096]).encode())

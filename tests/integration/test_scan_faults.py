@@ -1,0 +1,320 @@
+"""Faults that once stopped every scan (issue 10): files whose modification time no date can
+hold, a job that breaks the judging, scans that fail or whose process is killed. Real files,
+real databases (PostgreSQL and SQLite), real processes."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from test_cli import cli
+
+from service.app import create_app
+from service.keys import sessionmaker_key
+from service.models import Artifact, JobCheck, ScanRun
+from service.scanner import BackupScanner
+from service.settings import load_settings
+
+from conftest import IN_CI
+from support import add_job, get_job, make_file
+
+# Seconds since 1970: year 318 857, and as far before year 1. tmpfs, btrfs and XFS with bigtime
+# keep such times (`touch -d @9999999999999 f`); ext4 clamps them to 2446 and 1901.
+FAR_FUTURE = 9_999_999_999_999
+FAR_PAST = -9_999_999_999_999
+HOUR = timedelta(hours=1)
+
+
+def set_mtime(path: Path, seconds: int) -> None:
+    os.utime(path, ns=(seconds * 10**9, seconds * 10**9))
+
+
+def keeps_extreme_mtimes(directory: Path) -> bool:
+    probe = directory / ".probe"
+    probe.touch()
+    try:
+        for seconds in (FAR_FUTURE, FAR_PAST):
+            set_mtime(probe, seconds)
+            if probe.stat().st_mtime_ns != seconds * 10**9:
+                return False
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.unlink()
+
+
+@pytest.fixture
+def odd_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a filesystem that keeps modification times beyond years 1-9999: the
+    test's own if it does, else one on /dev/shm (tmpfs)."""
+    for base in (tmp_path, Path("/dev/shm")):
+        if not base.is_dir():
+            continue
+        directory = Path(tempfile.mkdtemp(prefix="bm-mtime-", dir=base))
+        if keeps_extreme_mtimes(directory):
+            yield directory
+            shutil.rmtree(directory)
+            return
+        shutil.rmtree(directory)
+    message = "no filesystem here keeps modification times beyond year 9999 (try tmpfs)"
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def local(path: Path) -> dict[str, object]:
+    return {"type": "local", "path": str(path)}
+
+
+async def scan(sessionmaker, clock, **options):
+    async with sessionmaker() as session:
+        return await BackupScanner(session, clock=clock, trigger="test", **options).scan_all_jobs()
+
+
+async def present(sessionmaker, job_id: int) -> dict[str, Artifact]:
+    async with sessionmaker() as session:
+        rows = await session.scalars(
+            select(Artifact).where(Artifact.job_id == job_id, Artifact.gone_since.is_(None))
+        )
+        return {row.path: row for row in rows}
+
+
+# --- item 1: a file dated beyond what a date can hold ------------------------------------------
+
+
+async def test_out_of_range_mtimes_are_ignored_with_a_reason_on_their_job_only(
+    sessionmaker, clock, odd_dir
+):
+    for name in ("a", "b", "z"):
+        make_file(odd_dir / name / f"{name}-1.tar", 100, clock.now - HOUR)
+    make_file(odd_dir / "b" / "future.tar", 100, clock.now - 2 * HOUR)
+    make_file(odd_dir / "b" / "past.tar", 100, clock.now - 2 * HOUR)
+    ids = {
+        name: await add_job(sessionmaker, clock.now - 10 * HOUR, name=name,
+                            source=local(odd_dir / name))
+        for name in ("a", "b", "z")
+    }  # fmt: skip
+    first = await scan(sessionmaker, clock)
+    assert first.status == "finished"
+    assert sorted(await present(sessionmaker, ids["b"])) == ["b-1.tar", "future.tar", "past.tar"]
+
+    # The files are known; now their times leave the range of a date, both ways.
+    set_mtime(odd_dir / "b" / "future.tar", FAR_FUTURE)
+    set_mtime(odd_dir / "b" / "past.tar", FAR_PAST)
+    clock.advance(minutes=5)
+    report = await scan(sessionmaker, clock)
+
+    assert report.status == "finished"
+    assert {job.name: job.status for job in report.jobs} == {"a": "ok", "b": "warning", "z": "ok"}
+    b = await get_job(sessionmaker, "b")
+    assert [reason["code"] for reason in b.reasons] == ["bad_mtime"]
+    message = b.reasons[0]["message"]
+    assert "future.tar" in message and "past.tar" in message, message
+    assert f"@{FAR_FUTURE}" in message and f"@{FAR_PAST}" in message, message
+    # Judged on the files that have a date: the newest of those is the latest backup.
+    assert b.latest_artifact is not None and b.latest_artifact["path"] == "b-1.tar"
+    assert b.artifact_count == 1
+    # Not gone: the files are there, only their dates cannot be read as dates.
+    assert sorted(await present(sessionmaker, ids["b"])) == ["b-1.tar", "future.tar", "past.tar"]
+    for name in ("a", "z"):
+        assert (await get_job(sessionmaker, name)).checked_at == clock.now
+    async with sessionmaker() as session:
+        run = await session.get(ScanRun, report.scan_id)
+        assert run is not None
+        assert (run.status, run.jobs_scanned, run.errors) == ("finished", 3, 0)
+
+    # Scanned again, nothing changes: no new history row, the reason stays.
+    clock.advance(minutes=5)
+    again = await scan(sessionmaker, clock)
+    assert {job.name: job.status for job in again.jobs} == {"a": "ok", "b": "warning", "z": "ok"}
+    async with sessionmaker() as session:
+        checks = (await session.scalars(select(JobCheck).where(JobCheck.job_id == ids["b"]))).all()
+    assert [check.status for check in checks] == ["ok", "warning"]
+
+    # Dated right again: the job is ok and the files are listed with their new times.
+    set_mtime(odd_dir / "b" / "future.tar", int((clock.now - 3 * HOUR).timestamp()))
+    set_mtime(odd_dir / "b" / "past.tar", int((clock.now - 3 * HOUR).timestamp()))
+    clock.advance(minutes=5)
+    fixed = await scan(sessionmaker, clock)
+    assert {job.name: job.status for job in fixed.jobs} == {"a": "ok", "b": "ok", "z": "ok"}
+    assert (await get_job(sessionmaker, "b")).artifact_count == 3
+
+
+async def test_a_job_with_only_undatable_files_is_judged_as_empty(sessionmaker, clock, odd_dir):
+    make_file(odd_dir / "only" / "x.tar", 100, clock.now)
+    set_mtime(odd_dir / "only" / "x.tar", FAR_FUTURE)
+    await add_job(sessionmaker, clock.now - 10 * 24 * HOUR, name="only",
+                  source=local(odd_dir / "only"))  # fmt: skip
+    report = await scan(sessionmaker, clock)
+    assert report.status == "finished"
+    job = await get_job(sessionmaker, "only")
+    assert job.status == "critical"
+    assert [reason["code"] for reason in job.reasons] == ["bad_mtime", "missing"]
+    assert job.latest_artifact is None and job.artifact_count == 0
+
+
+async def test_api_scan_and_pause_of_such_a_job_answer_and_ready_stays_ok(
+    aiohttp_client, database_url, clock, odd_dir
+):
+    settings = load_settings(database_url=database_url, scan_roots=str(odd_dir))
+    app = create_app(settings, scheduler=False)
+    client = await aiohttp_client(app)
+    make_file(odd_dir / "b" / "b-1.tar", 100, clock.now - HOUR)
+    make_file(odd_dir / "b" / "odd.tar", 100, clock.now)
+    set_mtime(odd_dir / "b" / "odd.tar", FAR_FUTURE)
+    await add_job(app[sessionmaker_key], clock.now - HOUR, name="b", source=local(odd_dir / "b"))
+
+    response = await client.post("/api/v1/jobs/b/scan")
+    assert response.status == 200, await response.text()
+    body = await response.json()
+    assert body["status"] == "warning"
+    assert [reason["code"] for reason in body["reasons"]] == ["bad_mtime"]
+    response = await client.post("/api/v1/jobs/b/pause")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "paused"
+    response = await client.post("/api/v1/scans?wait=true")
+    assert response.status == 200, await response.text()
+    assert (await response.json())["status"] == "finished"
+    ready = await client.get("/health/ready")
+    assert ready.status == 200, await ready.text()
+
+
+async def test_cli_scan_reports_the_file_and_does_not_blame_the_database(
+    database_url, sessionmaker, base_env, odd_dir, tmp_path
+):
+    clock_now = datetime.now(UTC).replace(microsecond=0)
+    make_file(odd_dir / "b" / "b-1.tar", 100, clock_now - HOUR)
+    make_file(odd_dir / "b" / "odd.tar", 100, clock_now)
+    set_mtime(odd_dir / "b" / "odd.tar", FAR_FUTURE)
+    await add_job(sessionmaker, clock_now - HOUR, name="b", source=local(odd_dir / "b"))
+    result = await cli("scan", env=base_env, database_url=database_url, cwd=tmp_path)
+    assert result.code == 1, result  # warning, the Nagios way
+    assert "odd.tar" in result.out, result
+    assert "cannot scan on the database" not in result.err, result
+    assert "Traceback" not in result.err, result
+
+
+class StumblingClock:
+    """A clock that once answers a naive time (a bug's stand-in): call number `stumble`."""
+
+    def __init__(self, clock, stumble: int) -> None:
+        self.clock, self.stumble, self.calls = clock, stumble, 0
+
+    def __call__(self) -> datetime:
+        self.calls += 1
+        now = self.clock()
+        return now.replace(tzinfo=None) if self.calls == self.stumble else now
+
+
+async def test_a_job_that_cannot_be_judged_fails_alone(sessionmaker, clock, tmp_path):
+    for name in ("a", "b", "c"):
+        make_file(tmp_path / name / "x.tar", 100, clock.now - HOUR)
+        await add_job(sessionmaker, clock.now - HOUR, name=name, source=local(tmp_path / name))
+    # Calls: the run's start, then one per job judged (a, b, c): the third is b's.
+    report = await scan(sessionmaker, StumblingClock(clock, stumble=3))
+    assert report.status == "finished"
+    assert {job.name: job.status for job in report.jobs} == {"a": "ok", "b": "unknown", "c": "ok"}
+    b = await get_job(sessionmaker, "b")
+    assert b.status == "unknown"
+    assert [reason["code"] for reason in b.reasons] == ["scan_error"]
+    assert "internal error while judging" in b.reasons[0]["message"]
+    async with sessionmaker() as session:
+        run = await session.get(ScanRun, report.scan_id)
+        assert run is not None and (run.status, run.errors, run.error) == ("finished", 1, None)
+        assert [detail["job"] for detail in run.error_details] == ["b"]
+    # The next scan judges it again.
+    clock.advance(minutes=1)
+    again = await scan(sessionmaker, clock)
+    assert {job.name: job.status for job in again.jobs} == {"a": "ok", "b": "ok", "c": "ok"}
+
+
+async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
+    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+    task = asyncio.current_task()
+    assert task is not None
+    async with sessionmaker() as session:
+        scanner = BackupScanner(session, clock=clock, on_start=lambda _id: task.cancel())
+        with pytest.raises(asyncio.CancelledError):
+            await scanner.scan_all_jobs()
+        # Python 3.11: undo our own cancel() so that this test goes on.
+        task.uncancel()
+    async with sessionmaker() as session:
+        run = (await session.scalars(select(ScanRun))).one()
+    assert run.status == "failed" and run.finished_at is not None
+    assert run.error == "cancelled before the end (the service was stopping)"
+
+
+async def cancelled_scan(sessionmaker, clock) -> None:
+    """A real scan that fails: cancelled as soon as it is recorded."""
+    task = asyncio.current_task()
+    assert task is not None
+    async with sessionmaker() as session:
+        scanner = BackupScanner(session, clock=clock, on_start=lambda _id: task.cancel())
+        with pytest.raises(asyncio.CancelledError):
+            await scanner.scan_all_jobs()
+        task.uncancel()
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+async def test_a_scanner_that_keeps_failing_is_not_ready_and_shows_in_metrics(
+    aiohttp_client, database_url, clock, tmp_path
+):
+    app = create_app(load_settings(database_url=database_url), scheduler=False)
+    client = await aiohttp_client(app)
+    sessionmaker = app[sessionmaker_key]
+    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+
+    async def ready() -> tuple[int, dict]:
+        response = await client.get("/health/ready")
+        return response.status, (await response.json())["checks"]
+
+    async def metrics() -> str:
+        response = await client.get("/metrics")
+        assert response.status == 200
+        return await response.text()
+
+    assert await ready() == (200, {"database": "ok", "scheduler": "disabled", "scanner": "ok"})
+    await scan(sessionmaker, clock)
+    for _ in range(2):
+        await cancelled_scan(sessionmaker, clock)
+    assert (await ready())[0] == 200  # two failures may be bad luck
+    text = await metrics()
+    assert metric(text, "backup_scanner_consecutive_failures") == 2
+    assert metric(text, "backup_scans_failed_total") == 2
+    assert metric(text, "backup_last_scan_timestamp_seconds") == clock.now.timestamp()
+
+    clock.advance(minutes=1)
+    await cancelled_scan(sessionmaker, clock)
+    status, checks = await ready()
+    assert status == 503
+    assert checks == {
+        "database": "ok", "scheduler": "disabled",
+        "scanner": "failing: the last 3 scans failed (see GET /api/v1/scans)",
+    }  # fmt: skip
+    text = await metrics()
+    assert metric(text, "backup_scanner_consecutive_failures") == 3
+    # The last scan that worked is a minute old: failed ones do not make the scanner look alive.
+    assert (
+        metric(text, "backup_last_scan_timestamp_seconds")
+        == (clock.now - timedelta(minutes=1)).timestamp()
+    )
+
+    await scan(sessionmaker, clock)
+    assert await ready() == (200, {"database": "ok", "scheduler": "disabled", "scanner": "ok"})
+    assert metric(await metrics(), "backup_scanner_consecutive_failures") == 0
