@@ -27,4 +27,19 @@ def database_unavailable(exc: BaseException) -> bool:
         return True
     if isinstance(exc, DBAPIError) and exc.connection_invalidated:
         return True
-    return isinstance(exc, OSError | ConnectionError)
+    # A refused or timed-out connection reaches us as the driver's raw OSError; any other
+    # OSError (a file, a time zone) is no outage of the database.
+    return isinstance(exc, OSError) and _raised_by_driver(exc)
+
+
+_DRIVER_PACKAGES = frozenset({"asyncpg", "aiosqlite", "sqlalchemy"})
+
+
+def _raised_by_driver(exc: BaseException) -> bool:
+    trace = exc.__traceback__
+    while trace is not None:
+        module = trace.tb_frame.f_globals.get("__name__", "")
+        if isinstance(module, str) and module.partition(".")[0] in _DRIVER_PACKAGES:
+            return True
+        trace = trace.tb_next
+    return False

@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.quoting import quote
 from service.units import (
     DURATION_PATTERN,
     MAX_DURATION,
@@ -42,6 +43,9 @@ JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
 CRON_PATTERN = r"^[ \t]*[^ \t]+([ \t]+[^ \t]+){4}[ \t]*$"
 TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 DEFAULT_GRACE = 3600
+# IANA zone names: components of letters, digits, '_', '+', '-' (the longest has 32 characters).
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+MAX_ZONE_LENGTH = 64
 MAX_COUNT = 10**9
 
 
@@ -282,12 +286,19 @@ DECLARATION_FIELDS = tuple(name for name in JobSpec.model_fields if name != "nam
 
 
 def zone_info(name: str) -> ZoneInfo:
+    """The zone named `name`; ValueError for anything that is not a zone of the tz database.
+
+    ZoneInfo reads a file named after the zone: a directory of the database (`Europe`), a name
+    too long for the filesystem or a path raise OSError, which must not escape as a failure of
+    the service (the API took it for a database outage). So only names shaped like IANA names
+    reach ZoneInfo, and every error it may raise means "unknown"."""
+    unknown = ValueError(f"unknown time zone {quote(name)} (use an IANA name such as Europe/Paris)")
+    if len(name) > MAX_ZONE_LENGTH or not _ZONE_NAME.fullmatch(name):
+        raise unknown
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {name!r} (use an IANA name such as Europe/Paris)"
-        ) from None
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise unknown from None
 
 
 def check_cron(expression: str, zone: ZoneInfo) -> None:

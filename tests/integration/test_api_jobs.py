@@ -605,3 +605,23 @@ async def test_without_tokens_other_sites_cannot_change_anything(client):
     await expect_error(response, 403, "forbidden")
     same = {"Origin": str(client.make_url("/")).rstrip("/")}
     assert (await client.post("/api/v1/jobs/db-nightly/pause", headers=same)).status == 200
+
+
+# --- hostile input (issue 10) -----------------------------------------------------------------
+
+
+async def test_zone_names_that_are_no_zone_files_are_422_not_503(client):
+    """ZoneInfo opens a file named after the zone: a tzdata directory, an overlong name or a
+    path raised OSError, which the API answered as 503 database_unavailable."""
+    await create(client, declaration())
+    for zone in ["Europe", "America/Argentina", "x" * 300, "/etc/passwd", "Etc/../../UTC"]:
+        schedule = {"cron": "0 2 * * *", "timezone": zone}
+        for response in (
+            await client.post("/api/v1/jobs", json=declaration("other", schedule=schedule)),
+            await client.patch("/api/v1/jobs/db-nightly", json={"schedule": schedule}),
+        ):
+            error = await expect_error(response, 422, "validation_error", "schedule.timezone")
+            [detail] = error["details"]
+            assert detail["message"].startswith("unknown time zone "), error
+            assert len(detail["message"]) < 200, error
+    assert (await (await client.get("/api/v1/jobs")).json())["total"] == 1

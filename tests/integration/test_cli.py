@@ -283,6 +283,10 @@ BAD_FILES: dict[str, tuple[str | None, list[str]]] = {
         ),
         ["jobs[1] (fresh): schedule.timezone: ", "unknown time zone 'Mars/Olympus'"],
     ),
+    "zone-directory": (  # ZoneInfo raised IsADirectoryError: a traceback (issue 10 #13)
+        jobs_yaml(KEEP, "  - name: fresh\n    schedule: {cron: '0 2 * * *', timezone: Europe}\n"),
+        ["jobs[1] (fresh): schedule.timezone: ", "unknown time zone 'Europe'"],
+    ),
     "duplicate-name": (
         jobs_yaml(KEEP, FRESH, "  - name: keep\n    schedule: {every: 2d}\n"),
         ["jobs[2] (keep): duplicate name 'keep' (also jobs[0])"],

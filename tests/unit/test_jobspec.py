@@ -263,6 +263,24 @@ def test_unknown_field_anywhere(fields: dict[str, Any], field: str) -> None:
             "unknown time zone ''",
             id="timezone-empty",
         ),
+        # Names ZoneInfo turns into a file that is no zone: OSError, not "unknown" (issue 10 #13)
+        *(
+            pytest.param(
+                {"schedule": {"cron": "0 2 * * *", "timezone": zone}},
+                "schedule.timezone",
+                f"unknown time zone {shown}",
+                id=f"timezone-{label}",
+            )
+            for label, zone, shown in [
+                ("directory", "Europe", "'Europe'"),
+                ("subdirectory", "America/Argentina", "'America/Argentina'"),
+                ("too-long", "x" * 300, f"'{'x' * 60}…' (300 characters)"),
+                ("absolute", "/usr/share/zoneinfo/UTC", "'/usr/share/zoneinfo/UTC'"),
+                ("dot-dot", "Europe/../UTC", "'Europe/../UTC'"),
+                ("nul", "Europe/Paris\0", "'Europe/Paris\\x00'"),
+                ("not-a-zone-file", "zone.tab", "'zone.tab'"),
+            ]
+        ),
         pytest.param(
             {"schedule": {"cron": "61 * * * *"}},
             "schedule",
