@@ -8,8 +8,10 @@ only when the server was allowed to be (loopback, or `serve --insecure-no-auth`)
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Collection
 
 from aiohttp import web
+from yarl import URL
 
 from service.api.errors import ApiError, Handler
 from service.api.openapi import operation_of
@@ -36,6 +38,52 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def origin_refusal(origin: str | None, fetch_site: str | None, own: Collection[str]) -> str | None:
+    """Why a change sent with this `Origin` / `Sec-Fetch-Site` is refused (None: it is not):
+    it came from a page of another origin (another host, another port, another scheme).
+
+    Without either header (an old browser, or no browser) nothing is refused here: the
+    session-bound form token (dashboard) or the loopback check (open API) decides."""
+    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
+        return f"came from another site's page (Sec-Fetch-Site: {fetch_site[:40]})"
+    if origin is None:
+        return None
+    try:
+        normalized = str(URL(origin).origin()) if origin != "null" else "null"
+    except ValueError:
+        normalized = "null"
+    if normalized not in own:
+        return f"came from another site's page (Origin: {origin[:100]})"
+    return None
+
+
+def own_origins(request: web.Request) -> set[str]:
+    """This site's origins: the one the request was sent to (https when a proxy says so, see
+    secure()) and PUBLIC_URL's."""
+    origins = set()
+    public = request.app[settings_key].public_url
+    if public:
+        origins.add(str(URL(public).origin()))
+    try:
+        url = request.url
+        origins.add(str(url.with_scheme("https" if secure(request) else url.scheme).origin()))
+    except ValueError:  # a Host header that makes no URL: only PUBLIC_URL is this site
+        pass
+    return origins
+
+
+def secure(request: web.Request) -> bool:
+    """Whether the client reached us over HTTPS: here, or at a proxy that says so."""
+    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
+
+
+def check_origin(request: web.Request) -> str | None:
+    """Why this request comes from another site's page (None: it does not seem to)."""
+    return origin_refusal(
+        request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), own_origins(request)
+    )
+
+
 def check_open_request(request: web.Request) -> None:
     """Without tokens the API trusts whoever can reach it, so it must be sure who that is.
 
@@ -49,9 +97,7 @@ def check_open_request(request: web.Request) -> None:
         raise ApiError(403, "forbidden", "this server answers loopback names only without a token")
     if request.method in _SAFE_METHODS:
         return
-    origin = request.headers.get("Origin")
-    cross = request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site")
-    if cross or (origin is not None and origin != str(request.url.origin())):
+    if check_origin(request) is not None:
         raise ApiError(
             403, "forbidden", "changes from another site's page are refused (no token configured)"
         )

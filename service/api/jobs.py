@@ -127,9 +127,7 @@ async def list_jobs_handler(request: web.Request) -> web.Response:
                 limit=query.limit,
                 offset=query.offset,
             )
-        return encode(
-            JobList(items=[job_out(job, ping_base_of(request)) for job in jobs], total=total)
-        )
+        return encode(JobList(items=[job_out(job, ping_base) for job in jobs], total=total))
 
     key = ("jobs", query, ping_base)  # a read-only caller never shares a page with keys
     return respond(await request.app[coalescer_key].run(key, page))

@@ -19,7 +19,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -30,7 +30,7 @@ from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
 
-from service.api.auth import access_for, shows_ping_keys
+from service.api.auth import access_for, check_origin, secure, shows_ping_keys
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import JobsQuery
@@ -109,11 +109,6 @@ async def viewer(request: web.Request) -> Access | None:
         return None
 
 
-def secure(request: web.Request) -> bool:
-    """Whether cookies must be Secure: HTTPS here, or at a proxy that says so."""
-    return request.secure or request.headers.get("X-Forwarded-Proto", "").lower() == "https"
-
-
 async def require_viewer(request: web.Request) -> Access:
     access = await viewer(request)
     if access is None:
@@ -151,44 +146,10 @@ def session_of(request: web.Request, browser: str) -> str:
     return f"token:{login}" if login else f"browser:{browser}"
 
 
-def origin_refusal(origin: str | None, fetch_site: str | None, own: Collection[str]) -> str | None:
-    """Why a form post from this `Origin` / `Sec-Fetch-Site` is refused (None: it is not).
-
-    No `Origin` (an old browser) is allowed: the session-bound token decides."""
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return f"came from another site's page (Sec-Fetch-Site: {fetch_site[:40]})"
-    if origin is None:
-        return None
-    try:
-        normalized = str(URL(origin).origin()) if origin != "null" else "null"
-    except ValueError:
-        normalized = "null"
-    if normalized not in own:
-        return f"came from another site's page (Origin: {origin[:100]})"
-    return None
-
-
-def own_origins(request: web.Request) -> set[str]:
-    """This site's origins: the one the request was sent to (http or https, as the proxy says)
-    and PUBLIC_URL's."""
-    origins = set()
-    public = request.app[settings_key].public_url
-    if public:
-        origins.add(str(URL(public).origin()))
-    try:
-        url = request.url
-        origins.add(str(url.with_scheme("https" if secure(request) else url.scheme).origin()))
-    except ValueError:  # a Host header that makes no URL: only PUBLIC_URL is this site
-        pass
-    return origins
-
-
 async def checked_form(request: web.Request) -> dict[str, str]:
     """The posted form, once it came from this site's page: its Origin is this site's and its
     CSRF token is the one of this browser's session (403 otherwise)."""
-    refusal = origin_refusal(
-        request.headers.get("Origin"), request.headers.get("Sec-Fetch-Site"), own_origins(request)
-    )
+    refusal = check_origin(request)
     if refusal is not None:
         raise ApiError(403, "forbidden", f"this form {refusal}; forms are taken from this site")
     try:

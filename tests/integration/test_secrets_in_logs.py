@@ -73,3 +73,20 @@ async def test_an_error_on_a_ping_logs_no_ping_key(
     assert "unhandled error" in logged or response.status == 503
     assert "/ping/[key]/fail" in logged  # the path is there, its key is not
     assert key not in logged, logged
+
+
+@pytest.mark.parametrize(
+    ("line", "logged"),
+    [
+        ("/ping/Ab_-9x", "/ping/[key]"),
+        ('"POST /ping/Ab_-9x/fail?rid=1 HTTP/1.1"', '"POST /ping/[key]/fail?rid=1 HTTP/1.1"'),
+        ("https://backups.example.com/ping/Ab_-9x/3", "https://backups.example.com/ping/[key]/3"),
+        ('{"path": "/ping/Ab_-9x"}', '{"path": "/ping/[key]"}'),
+        ("/api/v1/jobs/ping-db/runs", "/api/v1/jobs/ping-db/runs"),
+        ("/ping/", "/ping/"),
+    ],
+)  # fmt: skip
+def test_redact_hides_the_key_of_every_ping_path(line, logged):
+    from service.logs import redact
+
+    assert redact(line) == logged
