@@ -9,6 +9,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from service.visible import visible
+
 # Attributes every LogRecord has; anything else came from `extra=` and is context.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
 
@@ -18,11 +20,12 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
-    """A bare word when it can be one; else a JSON string, so one record stays one line."""
+    """A bare word when it can be one; else a JSON string, so one record stays one line (and
+    what JSON leaves as it is, a bidi override or a C1 control, shown escaped too)."""
     text = str(value)
     if text and text.isprintable() and not any(c in text for c in ' "\\='):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return visible(json.dumps(text, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -30,6 +33,11 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message quotes file names, errors, answers: one record stays one line, and no
+        # escape reaches a terminal (a traceback, added after this, keeps its lines).
+        return visible(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
