@@ -732,6 +732,7 @@ async def test_a_hanging_channel_does_not_delay_another_channels_notices(
         started = time.monotonic()
         await receiver.wait_until(lambda: len(receiver.delivered) == len(first) + 1, timeout=10)
         assert time.monotonic() - started < 3
+        await dead_receiver.wait_until(lambda: len(dead_receiver.arrived) >= options.concurrency)
         assert len(dead_receiver.arrived) == options.concurrency  # its own slots, no more
     finally:
         await dispatcher.stop_gracefully(task, stop)
