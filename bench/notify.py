@@ -3,6 +3,9 @@ next to plain aiohttp POSTs of the same bodies to the same receiver, in the same
 
     .venv/bin/python bench/notify.py [--jobs 200] [--per-job 5] [--database-url URL]
 
+The dispatcher runs as in `serve` (`Dispatcher.run`, a send per delivery, `concurrency` per
+channel) until the receiver has every notice.
+
 Two backlogs: notices spread over many jobs (they go out `concurrency` at a time), and as many
 notices of one job (strictly one after the other: a job's notices keep their order). Each
 notice must arrive exactly once. The issue sets no target; this measures the cost of the
@@ -40,6 +43,7 @@ URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_notify"
 class Receiver:
     def __init__(self) -> None:
         self.seen: list[str] = []
+        self.changed = asyncio.Event()
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -53,7 +57,14 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         self.seen.append((await request.json())["event_id"])
+        self.changed.set()
         return web.Response(status=204)
+
+    async def until(self, count: int) -> None:
+        async with asyncio.timeout(600):
+            while len(self.seen) < count:
+                self.changed.clear()
+                await self.changed.wait()
 
 
 async def backlog(sessions: Any, jobs: int, per_job: int, prefix: str) -> list[dict[str, Any]]:
@@ -76,11 +87,14 @@ async def backlog(sessions: Any, jobs: int, per_job: int, prefix: str) -> list[d
     return rows
 
 
-async def drain(dispatcher: Dispatcher) -> float:
+async def drain(dispatcher: Dispatcher, receiver: Receiver, count: int) -> float:
     started = time.perf_counter()
-    while await dispatcher.run_once() or await dispatcher.route():
-        pass
-    return time.perf_counter() - started
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    await receiver.until(count)
+    seconds = time.perf_counter() - started
+    await dispatcher.stop_gracefully(task, stop)
+    return seconds
 
 
 async def plain_posts(url: str, bodies: list[dict[str, Any]], concurrency: int) -> float:
@@ -116,7 +130,7 @@ async def run(args: argparse.Namespace) -> int:
             prefix = "many" if jobs > 1 else "one"
             rows = await backlog(sessions, jobs, per_job, prefix)
             receiver.seen.clear()
-            seconds = await drain(Dispatcher(sessions, channels, options))
+            seconds = await drain(Dispatcher(sessions, channels, options), receiver, len(rows))
             expected = [row["event_id"] for row in rows]
             exact = sorted(receiver.seen) == sorted(expected)
             ordered = jobs > 1 or receiver.seen == expected

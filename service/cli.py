@@ -30,6 +30,7 @@ from service.scanner.rules import worst_status
 from service.settings import Settings, SettingsError, load_settings
 from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
 from service.units import format_size
+from service.visible import visible
 from service.yamlfile import FileProblems
 
 logger = logging.getLogger(__name__)
@@ -210,11 +211,13 @@ def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
 
 
 def render_table(report: ScanReport) -> str:
+    """The scan as a table for a terminal: file names (alone, or quoted by a reason) show their
+    control characters as escapes, so none can repaint the terminal or add a row."""
     rows = [("STATUS", "JOB", "NEWEST", "SIZE", "COUNT")]
     for job in report.jobs:
         latest = job.latest_artifact
         rows.append((
-            job.status.upper(), job.name, latest["path"] if latest else "-",
+            job.status.upper(), visible(job.name), visible(latest["path"]) if latest else "-",
             format_size(latest["size"]) if latest else "-", str(job.artifact_count),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
@@ -223,7 +226,7 @@ def render_table(report: ScanReport) -> str:
         lines.append("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
         if index:
             job = report.jobs[index - 1]
-            lines.extend(f"    - {reason['message']}" for reason in job.reasons)
+            lines.extend(f"    - {visible(reason['message'])}" for reason in job.reasons)
     if not report.jobs:
         lines.append("(no jobs declared: see `backup-monitor jobs apply`)")
     return "\n".join(line.rstrip() for line in lines)
@@ -257,11 +260,11 @@ def cmd_tokens_list(settings: Settings, _args: argparse.Namespace) -> int:
     tokens = run_tokens(settings, list_tokens)
     if not tokens:
         print("(no tokens: see `backup-monitor tokens create`)")
-    width = max((len(token.name) for token in tokens), default=0)
+    width = max((len(visible(token.name)) for token in tokens), default=0)
     for token in tokens:
         access = "read-only" if token.read_only else "read-write"
         created = f"{token.created_at:%Y-%m-%d %H:%M} UTC"
-        print(f"{token.name.ljust(width)}  {access.ljust(10)}  created {created}")
+        print(f"{visible(token.name).ljust(width)}  {access.ljust(10)}  created {created}")
     if settings.api_token is not None:
         print("(plus API_TOKEN from the environment, read-write)")
     return 0
@@ -290,8 +293,9 @@ def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
         outcome = asyncio.run(deliver(channel, test_notice(args.channel, datetime.now(UTC))))
     except DeliveryError as exc:
         retry = "" if exc.permanent else " (may succeed later)"
-        raise CliError(f"channel {args.channel!r}: {exc}{retry}") from None
-    print(f"test message sent through {args.channel!r}: {outcome}")
+        # What the receiver answered is quoted: shown escaped, as in every terminal output.
+        raise CliError(f"channel {args.channel!r}: {visible(str(exc))}{retry}") from None
+    print(f"test message sent through {args.channel!r}: {visible(outcome)}")
     return 0
 
 
@@ -387,7 +391,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except FileProblems as exc:
         print(f"backup-monitor: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
         for problem in exc.problems:
-            print(f"  - {problem}", file=sys.stderr)
+            print(f"  - {visible(problem)}", file=sys.stderr)
         print("nothing was written", file=sys.stderr)
         return 1
     except CliError as exc:

@@ -13,6 +13,8 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
+from service.visible import visible
+
 # A ping key is a secret (whoever has it can ping: a success ping hides a failing job), and it
 # travels in URL paths: `/ping/KEY`, `/ping/KEY/fail`, a full URL, a request line.
 _PING_KEY = re.compile(r"(/ping/)[^/\s?#\"'&<>]+")
@@ -33,11 +35,12 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
-    """A bare word when it can be one; else a JSON string, so one record stays one line."""
+    """A bare word when it can be one; else a JSON string, so one record stays one line (and
+    what JSON leaves as it is, a bidi override or a C1 control, shown escaped too)."""
     text = str(value)
     if text and text.isprintable() and not any(c in text for c in ' "\\='):
         return text
-    return json.dumps(text, ensure_ascii=False)
+    return visible(json.dumps(text, ensure_ascii=False))
 
 
 class TextFormatter(logging.Formatter):
@@ -45,6 +48,11 @@ class TextFormatter(logging.Formatter):
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s %(message)s", "%Y-%m-%dT%H:%M:%S%z")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        # The message quotes file names, errors, answers: one record stays one line, and no
+        # escape reaches a terminal (a traceback, added after this, keeps its lines).
+        return visible(super().formatMessage(record))
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)

@@ -175,8 +175,13 @@ class Dispatcher:
         return len(claimed)
 
     async def _send(self, item: Claimed) -> None:
-        await self._deliver(item)  # never raises but when cancelled: then it stays in flight,
-        del self._in_flight[item.delivery_id]  # for stop_gracefully to give back
+        try:
+            await self._deliver(item)
+        except Exception as exc:  # a bug: its lease runs out and the delivery is tried again
+            logger.error("notification send failed", extra={"channel": item.channel},
+                         exc_info=exc)  # fmt: skip
+        # Cancelled (a stop), it stays in flight, for stop_gracefully to give back.
+        del self._in_flight[item.delivery_id]
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)

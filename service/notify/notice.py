@@ -9,6 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.units import format_size
+from service.visible import visible
 
 SERVICE = "backup-monitor"
 KINDS = ("problem", "recovery", "reminder", "test")
@@ -78,7 +79,7 @@ class Notice:
             line = f"still {status} {self.job}"
         else:
             line = f"{status} {self.job}{was}"
-        return " ".join(f"[{SERVICE}] {line}".split())  # never a line break in a header
+        return " ".join(visible(f"[{SERVICE}] {line}").split())  # never a line break in a header
 
     def text(self) -> str:
         """The plain-text body: status, reasons, newest file, link and event id."""
@@ -92,7 +93,10 @@ class Notice:
             lines.append(f"Dashboard: {self.url}")
         lines.append(f"At: {self.occurred_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
         lines.append(f"Event: {self.event_id}")
-        return "\n".join(lines) + "\n"
+        # A file name (in the newest file, or quoted by a reason) may hold a line break, a
+        # terminal escape, a bidi override: each line shows them as escapes, so the body has
+        # only the lines written here.
+        return "\n".join(visible(line) for line in lines) + "\n"
 
     def _headline(self) -> str:
         status = self.status.upper()

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from markupsafe import Markup, escape
 
 from service.units import format_size
+from service.visible import visible
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +124,8 @@ def size_chart(points: Sequence[ChartPoint], width: int = 720, height: int = 240
     parts.append(Markup('<polyline class="line" points="{}"/>').format(line))
     for point in points:
         cx, cy = x(point.mtime), y(point.size)
-        title = escape(
-            f"{point.label}: {format_size(point.size)}, {point.mtime:%Y-%m-%d %H:%M} UTC"
+        title = escape(  # the label is a file name: its control and bidi characters escaped
+            visible(f"{point.label}: {format_size(point.size)}, {point.mtime:%Y-%m-%d %H:%M} UTC")
         )
         if point.flagged:
             parts.append(

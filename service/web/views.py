@@ -51,6 +51,7 @@ from service.pings import recent_runs
 from service.settings import Settings
 from service.tokens import Access
 from service.units import format_duration, format_size
+from service.visible import visible
 from service.web.charts import ChartPoint, size_chart, sparkline
 from service.web.queries import (
     all_tags,
@@ -86,6 +87,9 @@ _templates = jinja2.Environment(
     undefined=jinja2.StrictUndefined,
     trim_blocks=True,
     lstrip_blocks=True,
+    # Autoescape keeps markup out; this shows control and bidi characters (a file name's
+    # right-to-left override) as escapes. Markup, already made safe, is left as it is.
+    finalize=lambda value: visible(value) if type(value) is str else value,
 )
 _templates.filters["size"] = format_size
 _templates.globals["symbols"] = SYMBOLS

@@ -570,6 +570,21 @@ async def test_apprise_sends_the_subject_and_text(receiver):
     assert body["message"] == notice.text().strip()  # apprise trims the body
 
 
+async def test_apprise_text_shows_control_characters_as_escapes(receiver):
+    path = "/b/x.dump\nDashboard: https://evil.example\x1b[8m\u2028"
+    notice = make_notice(latest_artifact={"path": path, "size": 1, "mtime": "2024-05-01"})
+    channel = apprise_channel(f"json://127.0.0.1:{receiver.port}/apprise/ok")
+
+    await deliver(channel, notice)
+
+    [request] = receiver.requests
+    message = request.json()["message"]
+    assert "Newest file: /b/x.dump\\nDashboard: https://evil.example\\x1b[8m\\u2028" in message
+    assert [line for line in message.splitlines() if line.startswith("Dashboard:")] == [
+        "Dashboard: https://backups.example.com/jobs/nightly-db"
+    ]
+
+
 async def test_apprise_failing_service_is_an_error_naming_it(receiver):
     channel = apprise_channel(
         f"json://127.0.0.1:{receiver.port}/ok",

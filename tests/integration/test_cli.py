@@ -669,3 +669,30 @@ async def wait_for_200(
             last = repr(exc)
         await asyncio.sleep(0.1)
     pytest.fail(f"{url} not 200 within {timeout} s (last: {last}):\n{read(log)}")
+
+
+async def test_scan_table_shows_control_characters_in_file_names_as_escapes(
+    sqlite_url, base_env, tmp_path
+):
+    """A file name with a terminal escape or a line break is printed escaped: it can neither
+    repaint the operator's terminal nor add a row to the table."""
+    backups = tmp_path / "backups"
+    name = "\x1b[2J\x1b[32mOK\x1b[0m\nOK      fake  x.tar"
+    make_file(backups / name, 10, datetime.now(UTC) - timedelta(hours=1))
+    engine = create_engine(sqlite_url)
+    try:
+        await add_job(
+            create_sessionmaker(engine), datetime.now(UTC) - timedelta(days=3), name="db",
+            source={"type": "local", "path": str(backups)}, rules={"min_size": "1KiB"},
+        )  # fmt: skip
+    finally:
+        await engine.dispose()
+
+    result = await cli("scan", env=base_env, database_url=sqlite_url, cwd=tmp_path)
+
+    assert result.code == 2, result
+    assert "\x1b" not in result.out
+    _header, row, *reasons = result.out.splitlines()
+    assert row.split()[:2] == ["CRITICAL", "db"]
+    assert "\\x1b[2J\\x1b[32mOK\\x1b[0m\\nOK      fake  x.tar" in row
+    assert reasons and all(line.startswith("    - ") for line in reasons)

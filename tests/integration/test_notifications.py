@@ -732,6 +732,7 @@ async def test_a_hanging_channel_does_not_delay_another_channels_notices(
         started = time.monotonic()
         await receiver.wait_until(lambda: len(receiver.delivered) == len(first) + 1, timeout=10)
         assert time.monotonic() - started < 3
+        await dead_receiver.wait_until(lambda: len(dead_receiver.arrived) >= options.concurrency)
         assert len(dead_receiver.arrived) == options.concurrency  # its own slots, no more
     finally:
         await dispatcher.stop_gracefully(task, stop)
@@ -821,3 +822,37 @@ async def test_a_receiver_slower_than_its_timeout_gets_each_retry_with_one_idemp
     for body, headers in copies:
         assert body["event_id"] == headers["X-Event-Id"] == event_id
         assert headers["Idempotency-Key"] == event_id
+
+
+async def test_a_file_name_cannot_forge_lines_in_an_email(sessionmaker, clock, tmp_path):
+    """A file named with line breaks and a bidi override reaches the mailbox escaped: no fake
+    "Dashboard:" line, nothing that reorders the text."""
+    inbox, port = Inbox(), free_port()
+    server = Controller(inbox, hostname="127.0.0.1", port=port)
+    server.start()
+    try:
+        channels = parse_channels(
+            {"channels": {"ops-mail": {
+                "type": "email", "host": "127.0.0.1", "port": port, "security": "none",
+                "from": "backup-monitor@example.com", "to": ["ops@example.com"]}}}, "test",
+        )  # fmt: skip
+        await add_job(
+            sessionmaker, clock() - timedelta(days=3), name="db",
+            source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+            rules={"min_size": "1KiB"}, notify={"channels": ["ops-mail"]},
+        )  # fmt: skip
+        # A name cannot hold a slash: "https://" could not be forged, a host name can.
+        make_file(tmp_path / "x\nDashboard: evil.example\n\u202egpj.dump", 10, clock())
+        async with sessionmaker() as session:
+            await BackupScanner(session, clock=clock).scan_all_jobs()
+        options = dataclasses.replace(FAST, public_url="https://backups.example.com")
+        await dispatch_until_idle(Dispatcher(sessionmaker, channels, options))
+        (message,) = inbox.messages
+        body = message.get_content()
+        dashboard = [line for line in body.splitlines() if "Dashboard:" in line]
+        assert dashboard[-1] == "Dashboard: https://backups.example.com/jobs/db"
+        assert all(not line.startswith("Dashboard: evil") for line in dashboard)
+        assert "x\\nDashboard: evil.example\\n\\u202egpj.dump" in body
+        assert "\u202e" not in body
+    finally:
+        server.stop()

@@ -239,3 +239,15 @@ def test_json_level_filter(capture: Capture) -> None:
     log.info("hidden")
     log.warning("shown")
     assert [json.loads(line)["message"] for line in lines(buffer)] == ["shown"]
+
+
+def test_text_message_and_values_cannot_forge_lines_or_hide_text(capture: Capture) -> None:
+    buffer = capture()
+    name = "x.dump\n2026-01-01T00:00:00+0000 INFO service.scanner all fine\x1b[8m"
+    log.warning("cannot read %s", name, extra={"path": "evil\u202egpj.exe", "why": "a\u2028b"})
+    (line,) = lines(buffer)
+    assert (
+        "cannot read x.dump\\n2026-01-01T00:00:00+0000 INFO service.scanner all fine\\x1b[8m"
+        in line
+    )
+    assert line.endswith(' path="evil\\u202egpj.exe" why="a\\u2028b"')

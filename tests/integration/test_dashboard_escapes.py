@@ -1,0 +1,34 @@
+"""The dashboard shows a file name's control characters and bidi overrides as escapes: HTML
+escaping keeps markup out, not a right-to-left override that makes `evil‮gpj.exe` read as
+`evilexe.jpg`."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from service.app import create_app
+from service.scanner import BackupScanner
+from service.settings import load_settings
+
+from support import add_job, make_file
+
+
+async def test_a_file_name_is_shown_with_visible_escapes(
+    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+):
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        rules={"min_size": "1KiB"},
+    )  # fmt: skip
+    make_file(tmp_path / "evil\u202egpj.exe\x1b[8m\n.dump", 10, clock())
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
+                                             scheduler=False))  # fmt: skip
+    for page in ("/", "/jobs/db"):
+        response = await client.get(page)
+        assert response.status == 200
+        html = await response.text()
+        assert "evil\\u202egpj.exe\\x1b[8m\\n.dump" in html, page
+        assert not any(char in html for char in "\u202e\x1b"), page

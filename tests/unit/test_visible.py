@@ -1,0 +1,59 @@
+"""Text from outside made safe to show (service/visible.py), and the notice bodies built with it."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from service.notify.notice import Notice
+from service.visible import visible
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("plain name.tar.gz", "plain name.tar.gz"),
+        ("naïve ünïcode – 日本語 😀", "naïve ünïcode – 日本語 😀"),
+        ("a\nb\rc\td", "a\\nb\\rc\\td"),
+        ("\x00\x07\x1b[31mred\x1b[0m", "\\x00\\x07\\x1b[31mred\\x1b[0m"),
+        ("del\x7f c1\x85\x9b", "del\\x7f c1\\x85\\x9b"),
+        ("line\u2028para\u2029", "line\\u2028para\\u2029"),
+        ("evil\u202egpj.exe", "evil\\u202egpj.exe"),
+        ("\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069", "\\u202a\\u202b\\u202c\\u202d"
+         "\\u2066\\u2067\\u2068\\u2069"),
+        ("\u200e\u200f\u061c", "\\u200e\\u200f\\u061c"),
+    ],
+)  # fmt: skip
+def test_visible_escapes_what_would_move_or_hide_text(text: str, shown: str) -> None:
+    assert visible(text) == shown
+    assert visible(shown) == shown  # what it shows is shown as it is
+
+
+def notice(path: str, message: str) -> Notice:
+    return Notice(
+        event_id="0b6f4a1e-7d2c-4f0e-9a51-5c3d2e1f0a9b",
+        kind="problem",
+        job="db",
+        status="critical",
+        previous_status="ok",
+        reasons=[{"code": "late", "severity": "critical", "message": message}],
+        latest_artifact={"path": path, "size": 1, "mtime": "2026-01-01T00:00:00+00:00"},
+        occurred_at=datetime(2026, 1, 1, tzinfo=UTC),
+        url="https://backups.example.com/jobs/db",
+    )
+
+
+def test_a_file_name_cannot_forge_lines_or_escapes_in_a_notice_body() -> None:
+    forged = "/b/x.dump\nDashboard: https://evil.example\n\x1b[2J\u202egpj.dump"
+    text = notice(forged, f"newest file {forged} is old").text()
+    lines = text.splitlines()
+    assert [line for line in lines if line.startswith("Dashboard:")] == [
+        "Dashboard: https://backups.example.com/jobs/db"
+    ]
+    assert (
+        "Newest file: /b/x.dump\\nDashboard: https://evil.example\\n\\x1b[2J\\u202egpj.dump"
+        in lines
+    )
+    assert not any(char in text for char in "\x1b\u202e\r")
+    assert "\n" not in notice("a\nb", "m").subject()
