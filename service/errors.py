@@ -136,7 +136,7 @@ def full_disk(exc: BaseException, database_url: str | URL | None = None) -> str 
             except OSError:
                 continue
             if code == sqlite3.SQLITE_FULL or free < _NEARLY_FULL_BYTES:
-                return f"{directory} ({free // 1024} KiB free)"
+                return f"{directory}, {free // 1024} KiB free"
     return None
 
 
@@ -144,7 +144,7 @@ def describe_database_error(exc: BaseException, database_url: str | URL | None =
     """describe_error, led by "the disk is full" when that is the cause."""
     text = describe_error(exc)
     where = full_disk(exc, database_url)
-    return f"the disk is full: {where}; {text}" if where is not None else text
+    return f"the disk is full ({where}): {text}" if where is not None else text
 
 
 def log_failure(
