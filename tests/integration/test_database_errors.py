@@ -108,15 +108,17 @@ async def test_every_way_postgresql_says_not_now_is_a_503(running, admin, aiohtt
     ping_url = f"/ping/{(await created.json())['ping_key']}"
 
     async def answers(state: str) -> None:
-        # A fresh connection for each request: what a replica starting up would do.
+        # No pooled connection left: each request connects anew, as a replica starting up does.
         await app[engine_key].dispose()
-        for response in (await client.get("/api/v1/jobs"), await client.get(ping_url)):
+        for path in ("/api/v1/jobs", ping_url, "/"):  # the API, a ping, the dashboard
+            response = await client.get(path)
             body = await response.json()
             assert (response.status, body["error"]["code"]) == (503, "database_unavailable"), (
                 state,
+                path,
                 body,
             )
-            assert response.headers["Retry-After"] == "5", state
+            assert response.headers["Retry-After"] == "5", (state, path)
 
     # Every connection slot taken: "sorry, too many clients already" (TooManyConnectionsError).
     await app[engine_key].dispose()
