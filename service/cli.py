@@ -20,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker, ping
-from service.errors import database_unavailable, describe_error
+from service.errors import database_unavailable, describe_database_error, describe_error
 from service.jobsfile import apply_jobs, load_jobs_file
 from service.logs import configure_logging
 from service.notify.channels import ChannelsFileError, DeliveryError, deliver, load_channels
@@ -59,7 +59,8 @@ def database_step(settings: Settings, what: str, step: Callable[[], T]) -> T:
         raise
     except Exception as exc:
         where = safe_url(settings.database_url)
-        raise CliError(f"cannot {what} on the database {where}: {describe_error(exc)}") from exc
+        error = describe_database_error(exc, settings.database_url)
+        raise CliError(f"cannot {what} on the database {where}: {error}") from exc
 
 
 def upgrade_database(settings: Settings) -> None:

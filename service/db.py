@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.engine import URL, Connection, Dialect
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -82,6 +82,12 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
 
 def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def database_url_of(sessionmaker: async_sessionmaker[AsyncSession]) -> URL | None:
+    """The URL of the database the sessions are bound to (to describe its errors)."""
+    bind = getattr(sessionmaker, "kw", {}).get("bind")  # None for a stand-in without one
+    return bind.url if isinstance(bind, AsyncEngine) else None
 
 
 async def lock_for_write(session: AsyncSession) -> None:

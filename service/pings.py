@@ -18,7 +18,8 @@ from typing import Literal
 from sqlalchemy import func, insert, select, true
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.errors import database_unavailable, describe_error
+from service.db import database_url_of
+from service.errors import database_unavailable, describe_database_error, describe_error
 from service.models import Job, Ping
 from service.scanner.rules import RunFacts
 
@@ -99,10 +100,8 @@ class PingWriter:
             known = await self._insert(pings)
         except Exception as exc:
             if database_unavailable(exc):
-                logger.warning(
-                    "pings not stored",
-                    extra={"count": len(pings), "error": describe_error(exc)},
-                )
+                error = describe_database_error(exc, database_url_of(self._sessionmaker))
+                logger.warning("pings not stored", extra={"count": len(pings), "error": error})
                 return [exc] * len(pings)
             if len(pings) == 1 and not again:
                 return [exc]

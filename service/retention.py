@@ -15,6 +15,8 @@ from typing import Any
 from sqlalchemy import Select, delete, exists, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db import database_url_of
+from service.errors import log_failure
 from service.models import NotificationDelivery, NotificationEvent, Ping
 from service.pings import PINGS_JUDGED
 
@@ -94,4 +96,7 @@ async def run_retention(sessions: async_sessionmaker[AsyncSession], *, days: flo
     try:
         await prune(sessions, days)
     except Exception as exc:
-        logger.error("Error while pruning old pings and notifications: %s", exc, exc_info=True)
+        log_failure(
+            logger, "Error while pruning old pings and notifications", exc,
+            database_url_of(sessions),
+        )  # fmt: skip

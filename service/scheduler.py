@@ -18,6 +18,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.db import database_url_of
+from service.errors import log_failure
 from service.models import Job, Ping
 from service.retention import run_retention
 from service.scanner import run_scanner
@@ -78,7 +80,10 @@ async def run_scanner_job(
         logger.info("Scheduled run of the backup scanner finished successfully.")
     except Exception as exc:
         # Never let a scan failure escape into the scheduler: the next run must still happen.
-        logger.error("Error while running the backup scanner job: %s", exc, exc_info=True)
+        log_failure(
+            logger, "Error while running the backup scanner job", exc,
+            database_url_of(session_factory),
+        )  # fmt: skip
     finally:
         await session.close()
         logger.debug("Database session closed for the scanner job.")
@@ -147,7 +152,10 @@ async def run_deadline_tick(
                 )
             return sorted(claimed)
         except Exception as exc:  # like the full scan: log, never kill the scheduler
-            logger.error("Error while running the deadline tick: %s", exc, exc_info=True)
+            log_failure(
+                logger, "Error while running the deadline tick", exc,
+                database_url_of(session_factory),
+            )  # fmt: skip
             return []
 
 
@@ -276,7 +284,10 @@ async def start_full_scan(
             if not started.done():
                 started.set_exception(exc)
                 return
-            logger.error("Error while running the backup scanner: %s", exc, exc_info=True)
+            log_failure(
+                logger, "Error while running the backup scanner", exc,
+                database_url_of(session_factory),
+            )  # fmt: skip
         finally:
             if not started.done():
                 started.cancel()

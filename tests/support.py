@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import shutil
 import socket
+import subprocess
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -165,3 +168,59 @@ class Receiver:
             while not condition():
                 self._changed.clear()
                 await self._changed.wait()
+
+
+def _as_owner(command: list[str]) -> list[str]:
+    # PostgreSQL refuses to run as root: run its programs as the `postgres` user then.
+    return ["runuser", "-u", "postgres", "--", *command] if os.geteuid() == 0 else command
+
+
+class PrivatePostgres:
+    """initdb'd on creation; `start()`, `stop(mode)`; `url` for SQLAlchemy, `dsn` for asyncpg."""
+
+    def __init__(self, directory: Path, max_connections: int = 5) -> None:
+        if shutil.which("initdb") is None or shutil.which("pg_ctl") is None:
+            raise FileNotFoundError("initdb and pg_ctl are not on PATH")
+        self.directory = directory
+        self.data = directory / "data"
+        self.log = directory / "postgres.log"
+        self.port = free_port()
+        directory.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            shutil.chown(directory, "postgres")
+        self._run(
+            "initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync",
+            "--no-instructions",
+        )  # fmt: skip
+        settings = {
+            "port": str(self.port),
+            "listen_addresses": "'127.0.0.1'",
+            "unix_socket_directories": f"'{directory}'",
+            "max_connections": str(max_connections),
+            "superuser_reserved_connections": "0",  # the tests connect as the superuser
+            "fsync": "off",
+        }
+        with (self.data / "postgresql.conf").open("a") as conf:
+            conf.writelines(f"{key} = {value}\n" for key, value in settings.items())
+        self.url = f"postgresql+asyncpg://postgres@127.0.0.1:{self.port}/postgres"
+        self.dsn = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
+
+    def _run(self, *command: str) -> None:
+        done = subprocess.run(_as_owner(list(command)), capture_output=True, text=True, timeout=120)
+        if done.returncode != 0:
+            raise RuntimeError(f"{' '.join(command)} failed: {done.stdout}{done.stderr}")
+
+    def start(self) -> None:
+        """Start and wait until it accepts connections."""
+        self._run("pg_ctl", "-D", str(self.data), "-l", str(self.log), "-w", "start")
+
+    def stop(self, mode: str = "fast", *, wait: bool = True) -> None:
+        """`smart` waits for the sessions to end (new ones are refused meanwhile: pass
+        wait=False), `fast` ends them, `immediate` is a crash."""
+        self._run("pg_ctl", "-D", str(self.data), "-m", mode, "-W" if not wait else "-w", "stop")
+
+    def running(self) -> bool:
+        done = subprocess.run(
+            _as_owner(["pg_ctl", "-D", str(self.data), "status"]), capture_output=True, timeout=30
+        )
+        return done.returncode == 0

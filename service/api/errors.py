@@ -8,10 +8,13 @@ from typing import Any
 
 from aiohttp import web
 
-from service.errors import database_unavailable
+from service.errors import database_unavailable, describe_database_error
+from service.keys import engine_key
 from service.logs import redact
 
 logger = logging.getLogger(__name__)
+
+RETRY_AFTER_SECONDS = 5
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -66,13 +69,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except Exception as exc:
         if database_unavailable(exc):
+            error = describe_database_error(exc, request.app[engine_key].url)
             logger.warning(
-                "database unavailable",
-                extra={"path": redact(request.path), "error": redact(str(exc)[:200])},
+                "database unavailable", extra={"path": redact(request.path), "error": redact(error)}
             )
-            return error_response(
+            response = error_response(
                 503, "database_unavailable", "the database is unavailable; try again shortly"
             )
+            # Not the client's fault and likely brief (a restart): a ping script's retry
+            # (`curl --retry`) honours this.
+            response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+            return response
         logger.exception(
             "unhandled error", extra={"method": request.method, "path": redact(request.path)}
         )

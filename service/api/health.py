@@ -13,7 +13,7 @@ from service.api.openapi import operation
 from service.api.schemas import LiveOut, ReadyOut, StatusOut
 from service.api.validation import encode, respond
 from service.db import ping
-from service.errors import describe_error
+from service.errors import describe_database_error, describe_error
 from service.jobs import status_counts
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
 from service.models import ScanRun
@@ -50,7 +50,8 @@ async def ready(request: web.Request) -> web.Response:
         checks["database"] = f"no answer within {READY_TIMEOUT_SECONDS:g} s"
     except Exception as exc:
         # The details (host names, driver text) go to the log, not to unauthenticated callers.
-        logger.warning("readiness: database unavailable", extra={"error": describe_error(exc)})
+        error = describe_database_error(exc, request.app[engine_key].url)
+        logger.warning("readiness: database unavailable", extra={"error": error})
         checks["database"] = "unavailable"
     if not request.app[scheduler_enabled_key]:
         checks["scheduler"] = "disabled"

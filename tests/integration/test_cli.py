@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import signal
 import sqlite3
+import subprocess
 import sys
 import time
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -469,6 +471,113 @@ async def test_replicas_started_together_migrate_and_apply_once(
                 await engine.dispose()
             assert versions == [(head,)]
             assert stored == sorted(names)
+
+
+def on_tiny_disk(directory: Path, size: str, *command: str) -> list[str]:
+    """`command` in a mount namespace of its own where `directory` is a tmpfs of `size`: a
+    real full disk, without root (a user namespace) and invisible to everything else."""
+    mount = 'mount -t tmpfs -o "size=$1" tmpfs "$0" && shift && exec "$@"'
+    return ["unshare", "--mount", "--map-root-user", "sh", "-c", mount, str(directory), size,
+            *command]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_disks(tmp_path: Path) -> None:
+    probe = ["true"]
+    if (
+        shutil.which("unshare") is None
+        or subprocess.run(
+            on_tiny_disk(tmp_path, "64k", *probe), capture_output=True, timeout=30
+        ).returncode
+    ):
+        pytest.skip("cannot mount a tmpfs in a user namespace here")
+
+
+async def test_a_full_disk_is_named_as_such(tiny_disks, base_env, tmp_path):
+    """SQLite says "disk I/O error" (or "database or disk is full"): the message says the
+    disk is full, and where."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    url = f"sqlite+aiosqlite:///{disk / 'monitor.db'}"
+    process = await asyncio.create_subprocess_exec(
+        *on_tiny_disk(disk, "32k", sys.executable, "-m", "service", "db", "upgrade"),
+        cwd=tmp_path, env=dict(base_env, DATABASE_URL=url),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    result = Result(process.returncode or 0, out.decode(), err.decode(), 0)
+    assert result.code == 1, result
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result
+    assert lines[0].startswith(
+        f"backup-monitor: cannot run the migrations on the database {url}: "
+        f"the disk is full ({disk}, "
+    ), result
+
+
+def fill_up(path: Path) -> None:
+    """Write to `path` until its filesystem has no byte left."""
+    with path.open("wb") as fill, suppress(OSError):
+        while True:
+            fill.write(b"\0" * 65536)
+            fill.flush()
+
+
+async def test_pings_on_a_full_disk_are_503_and_logged_as_such(
+    tiny_disks, sqlite_template, base_env, tmp_path
+):
+    """The ping writer's commit fails on a full disk: 503 (the script retries), one log line
+    saying the disk is full; once space is freed, pings are stored again."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    database = disk / "monitor.db"
+    serve = [sys.executable, "-m", "service", "serve", "--port", str(port)]
+    setup = f'cp "{sqlite_template}" "{database}" && exec "$@"'
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            *on_tiny_disk(disk, "2m", "sh", "-c", setup, "sh", *serve),
+            cwd=tmp_path, env=dict(base_env, DATABASE_URL=f"sqlite+aiosqlite:///{database}"),
+            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    # The server's view of its files, tmpfs included (its mount namespace).
+    filler = Path(f"/proc/{process.pid}/root{disk}/filler")
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as client:
+            await wait_for_200(client, base + "/health/ready", process, log)
+            created = await client.post(
+                base + "/api/v1/jobs", json={"name": "a", "schedule": {"every": "1d"}}
+            )
+            assert created.status == 201, await created.text()
+            ping = base + f"/ping/{(await created.json())['ping_key']}"
+            async with client.post(ping, data=b"x") as response:
+                assert response.status == 200
+
+            await asyncio.to_thread(fill_up, filler)
+            statuses = []
+            for _ in range(200):  # the WAL has some room left in its last page: a few may pass
+                async with client.post(ping, data=b"y" * 10_000) as response:
+                    statuses.append(response.status)
+                    if response.status != 200:
+                        body = await response.json()
+                        assert response.headers["Retry-After"] == "5"
+                        break
+            assert statuses[-1] == 503, (statuses, read(log))
+            assert body["error"]["code"] == "database_unavailable"
+
+            await asyncio.to_thread(filler.unlink)
+            async with client.post(ping, data=b"z") as response:
+                assert response.status == 200, read(log)
+    finally:
+        if process.returncode is None:
+            process.terminate()
+            await asyncio.wait_for(process.wait(), 30)
+    text = read(log)
+    [line] = [line for line in text.splitlines() if "pings not stored" in line]
+    assert f"the disk is full ({disk}, " in line, line
+    assert "Traceback" not in text
 
 
 async def test_unreachable_database_at_startup_is_one_line(base_env, tmp_path):

@@ -1,0 +1,220 @@
+"""A database that is not available now (starting, stopping, stopped, full of clients, locked)
+is a 503 `database_unavailable`, never a 500 with a traceback: against a PostgreSQL server of
+the test's own, stopped and started, and a real SQLite file."""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sqlite3
+import tempfile
+import zoneinfo
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from service import migrate
+from service.app import create_app
+from service.db import create_engine
+from service.errors import database_unavailable
+from service.keys import engine_key
+from service.settings import load_settings
+
+from conftest import IN_CI, in_thread
+from support import PrivatePostgres
+
+MAX_CONNECTIONS = 5
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[PrivatePostgres]:
+    """A migrated PostgreSQL server of this module's own, running."""
+    # Not under pytest's temporary directory: run as root, the server runs as `postgres`,
+    # which may not enter it.
+    directory = Path(tempfile.mkdtemp(prefix="bm-postgres-"))
+    try:
+        try:
+            server = PrivatePostgres(directory, MAX_CONNECTIONS)
+        except (FileNotFoundError, RuntimeError) as exc:
+            if IN_CI:
+                pytest.fail(f"cannot make a private PostgreSQL server: {exc}")
+            pytest.skip(f"cannot make a private PostgreSQL server: {exc}")
+        server.start()
+        in_thread(lambda: migrate.upgrade(server.url))
+        yield server
+        if server.running():
+            server.stop("immediate")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture
+def running(postgres: PrivatePostgres) -> Iterator[PrivatePostgres]:
+    """The server, running at the start and at the end of the test, whatever it did to it."""
+    if not postgres.running():
+        postgres.start()
+    yield postgres
+    if not postgres.running():
+        postgres.start()
+
+
+async def wait_for(condition: Callable[[], Awaitable[bool]], timeout: float = 30) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        if await condition():
+            return
+        await asyncio.sleep(0.05)
+    pytest.fail(f"not true within {timeout} s")
+
+
+async def error_of(work: Awaitable[object]) -> BaseException:
+    try:
+        await work
+    except Exception as exc:
+        return exc
+    pytest.fail("no error")
+
+
+async def select_one(engine: AsyncEngine, sql: str = "SELECT 1") -> None:
+    async with engine.connect() as connection:
+        await connection.execute(text(sql))
+
+
+@pytest.fixture
+async def admin(running: PrivatePostgres) -> AsyncIterator[asyncpg.Connection]:
+    connection = await asyncpg.connect(running.dsn)
+    yield connection
+    if not connection.is_closed():
+        await connection.close()
+
+
+async def backends(admin: asyncpg.Connection, query: str) -> int:
+    count: int = await admin.fetchval(
+        "SELECT count(*) FROM pg_stat_activity WHERE query = $1 AND pid <> pg_backend_pid()", query
+    )
+    return count
+
+
+async def test_every_way_postgresql_says_not_now_is_a_503(running, admin, aiohttp_client, caplog):
+    app = create_app(load_settings(database_url=running.url), scheduler=False)
+    client = await aiohttp_client(app)
+    created = await client.post("/api/v1/jobs", json={"name": "a", "schedule": {"every": "1d"}})
+    assert created.status == 201, await created.text()
+    ping_url = f"/ping/{(await created.json())['ping_key']}"
+
+    async def answers(state: str) -> None:
+        # No pooled connection left: each request connects anew, as a replica starting up does.
+        await app[engine_key].dispose()
+        for path in ("/api/v1/jobs", ping_url, "/"):  # the API, a ping, the dashboard
+            response = await client.get(path)
+            body = await response.json()
+            assert (response.status, body["error"]["code"]) == (503, "database_unavailable"), (
+                state,
+                path,
+                body,
+            )
+            assert response.headers["Retry-After"] == "5", (state, path)
+
+    # Every connection slot taken: "sorry, too many clients already" (TooManyConnectionsError).
+    await app[engine_key].dispose()
+    holders = [admin] + [await asyncpg.connect(running.dsn) for _ in range(MAX_CONNECTIONS - 1)]
+    await answers("too many clients")
+    for holder in holders[1:]:
+        await holder.close()
+
+    # Shutting down (smart: waits for the sessions open, refuses new ones): CannotConnectNowError.
+    running.stop("smart", wait=False)
+
+    async def refusing() -> bool:
+        return "shutting down" in str(await error_of(asyncpg.connect(running.dsn)))
+
+    await wait_for(refusing)
+    await answers("shutting down")
+    await admin.close()
+
+    # Stopped: the connection is refused.
+    await wait_for(lambda: asyncio.to_thread(lambda: not running.running()))
+    await answers("stopped")
+
+    running.start()
+    assert (await client.get(ping_url)).status == 200
+    assert (await client.get("/api/v1/jobs")).status == 200
+    unhandled = [r for r in caplog.records if r.getMessage() == "unhandled error"]
+    assert unhandled == []
+
+
+async def test_the_classifier_over_real_postgresql_errors(running, admin):
+    engine = create_engine(running.url)
+    try:
+        # Terminated by the administrator in the middle of a statement (AdminShutdownError,
+        # then ConnectionDoesNotExistError), through SQLAlchemy as the app sees it.
+        sleeping = asyncio.create_task(error_of(select_one(engine, "SELECT pg_sleep(60)")))
+        await wait_for(lambda: backends(admin, "SELECT pg_sleep(60)"))
+        await admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = $1",
+            "SELECT pg_sleep(60)",
+        )
+        terminated = await sleeping
+        assert database_unavailable(terminated), terminated
+
+        # A raw asyncpg connection the server closed, used again: InterfaceError.
+        raw = await asyncpg.connect(running.dsn)
+        pid = await raw.fetchval("SELECT pg_backend_pid()")
+        await admin.execute("SELECT pg_terminate_backend($1)", pid)
+
+        async def noticed() -> bool:
+            return bool(raw.is_closed())
+
+        await wait_for(noticed)
+        closed = await error_of(raw.fetchval("SELECT 1"))
+        assert isinstance(closed, asyncpg.InterfaceError), closed
+        assert database_unavailable(closed), closed
+
+        # Statements that fail are not outages (a cancelled one neither: statement_timeout).
+        for sql in ("SELECT * FROM no_such_table", "SELECT 1/0", "SELECT pg_sleep(1)"):
+            async with engine.connect() as connection:
+                await connection.execute(text("SET statement_timeout = '10ms'"))
+                failed = await error_of(connection.execute(text(sql)))
+            assert not database_unavailable(failed), failed
+        insert = text(
+            "INSERT INTO api_tokens (name, token_hash, read_only, created_at)"
+            " VALUES ('t', 'h', false, now())"
+        )
+        async with engine.begin() as connection:
+            await connection.execute(insert)
+        async with engine.begin() as connection:
+            duplicate = await error_of(connection.execute(insert))
+        assert not database_unavailable(duplicate), duplicate
+    finally:
+        await engine.dispose()
+
+
+def test_the_classifier_over_real_sqlite_and_other_errors(tmp_path: Path):
+    path = tmp_path / "locked.db"
+    holder = sqlite3.connect(path)
+    holder.execute("CREATE TABLE t (x)")
+    holder.commit()
+    holder.execute("BEGIN IMMEDIATE")
+    waiter = sqlite3.connect(path, timeout=0)
+    try:
+        with pytest.raises(sqlite3.OperationalError) as locked:
+            waiter.execute("BEGIN IMMEDIATE")
+        assert database_unavailable(locked.value)
+        with pytest.raises(sqlite3.OperationalError) as no_table:
+            waiter.execute("SELECT * FROM no_such_table")
+        assert not database_unavailable(no_table.value)
+    finally:
+        waiter.close()
+        holder.close()
+    with pytest.raises(sqlite3.OperationalError) as cannot_open:
+        sqlite3.connect(tmp_path / "no" / "such" / "dir.db")
+    assert database_unavailable(cannot_open.value)
+    # A time zone that is a tzdata directory: an OSError, but no database outage.
+    with pytest.raises(IsADirectoryError) as not_a_zone:
+        zoneinfo.ZoneInfo("America/Argentina")
+    assert not database_unavailable(not_a_zone.value)
