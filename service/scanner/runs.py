@@ -1,15 +1,32 @@
-"""The record of scans (scan_runs) as a whole: why a scan failed, and whether the scanner keeps
-failing. What each job's scan found is the scanner's business, not this module's."""
+"""The record of scans (scan_runs) as a whole: why a scan failed, whether the scanner keeps
+failing, and the heartbeat that lets a dead scan be closed. What each job's scan found is the
+scanner's business, not this module's.
+
+A scan whose process is killed (SIGKILL, OOM, power loss) cannot close its own row. Every
+running scan moves its `heartbeat_at` every HEARTBEAT_SECONDS; each new scan closes, as
+`abandoned`, the running scans with no sign of life (heartbeat, or start) for LEASE. Several
+replicas share the table: a live scan on another replica keeps beating, so it is never closed,
+however long it runs; the lease is ten beats, which covers clock skew between replicas, a
+database hiccup and a busy event loop.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import logging
+from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.errors import database_unavailable, describe_error
 from service.models import ScanRun
+
+logger = logging.getLogger(__name__)
+
+HEARTBEAT_SECONDS = 30.0
+LEASE = timedelta(seconds=10 * HEARTBEAT_SECONDS)
 
 # Failed scans whose error starts with this are the database's fault, not the scanner's: the
 # readiness check reports the database while it is away and does not hold them against the
@@ -48,3 +65,54 @@ async def failures_in_a_row(session: AsyncSession) -> int:
         )
     )
     return int(count or 0)
+
+
+def abandoned_error(lease: timedelta = LEASE) -> str:
+    minutes = lease.total_seconds() / 60
+    return (
+        f"abandoned: no sign of life from the process running it for {minutes:g} min (killed, "
+        "crashed, or cut off from the database); closed by a later scan"
+    )
+
+
+async def close_abandoned(
+    session: AsyncSession, now: datetime, lease: timedelta = LEASE
+) -> list[int]:
+    """Mark as `abandoned` the running scans with no sign of life since `now - lease`; their
+    finished_at is that last sign. In the caller's transaction; returns their ids."""
+    last_sign = func.coalesce(ScanRun.heartbeat_at, ScanRun.started_at)
+    stale = (ScanRun.status == "running", last_sign < now - lease)
+    rows = (await session.execute(select(ScanRun.id).where(*stale))).scalars().all()
+    closed = []
+    for run_id in rows:
+        # Checked again by the UPDATE itself: a heartbeat that landed meanwhile keeps the scan
+        # open, and of two scans closing the same row only one counts it.
+        result = await session.execute(
+            update(ScanRun)
+            .where(ScanRun.id == run_id, *stale)
+            .values(status="abandoned", finished_at=last_sign, error=abandoned_error(lease))
+        )
+        if result.rowcount:  # type: ignore[attr-defined]
+            closed.append(run_id)
+    return closed
+
+
+async def keep_alive(
+    engine: AsyncEngine, run_id: int, clock: Callable[[], datetime],
+    every: float = HEARTBEAT_SECONDS,
+) -> None:  # fmt: skip
+    """Move the run's heartbeat every `every` seconds, until cancelled. Its own connection: the
+    scan's session may be in the middle of a transaction, or waiting on a hung source."""
+    while True:
+        await asyncio.sleep(every)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(
+                    update(ScanRun)
+                    .where(ScanRun.id == run_id, ScanRun.status == "running")
+                    .values(heartbeat_at=clock())
+                )
+        except Exception as exc:  # the scan meets the same trouble and says so
+            logger.warning(
+                "scan heartbeat failed", extra={"scan_id": run_id, "error": describe_error(exc)}
+            )

@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 # A module, not names: service.pings uses this package's rules (the import order is free).
 from service import pings
@@ -42,7 +42,7 @@ from service.scanner.rules import (
     RunFacts,
     evaluate,
 )
-from service.scanner.runs import run_error
+from service.scanner.runs import HEARTBEAT_SECONDS, close_abandoned, keep_alive, run_error
 from service.scanner.sources import (
     CHUNK,
     FileEntry,
@@ -258,6 +258,7 @@ class BackupScanner:
         trigger: str = "schedule",
         stop: asyncio.Event | None = None,
         on_start: Callable[[int], None] | None = None,
+        heartbeat_seconds: float = HEARTBEAT_SECONDS,
     ) -> None:
         self.session = session
         self.clock = clock
@@ -266,24 +267,47 @@ class BackupScanner:
         self.trigger = trigger
         self.stop = stop or asyncio.Event()
         self.on_start = on_start  # told the scan id once the run is recorded
+        self.heartbeat_seconds = heartbeat_seconds
         self._touched: list[dict[str, Any]] = []
         self._pinged: set[int] = set()
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
         """Scan every job (or those named) and record the run."""
         session = self.session
+        started = self.clock()
+        # A scan whose process died cannot close its own row: each new scan closes those.
+        abandoned = await close_abandoned(session, started)
         run = ScanRun(
-            trigger=self.trigger, status="running", started_at=self.clock(), jobs_scanned=0,
+            trigger=self.trigger, status="running", started_at=started, jobs_scanned=0,
             artifacts_new=0, artifacts_changed=0, artifacts_gone=0, errors=0, error_details=[],
         )  # fmt: skip
         session.add(run)
         await session.commit()
         run_id = run.id  # a rollback below would expire `run`: never touch it again
         report = ScanReport(scan_id=run_id, status="finished")
+        for scan_id in abandoned:
+            logger.warning("abandoned scan closed", extra={"scan_id": scan_id, "by": run_id})
         logger.info("scan started", extra={"scan_id": run_id, "trigger": self.trigger})
-        if self.on_start is not None:
-            self.on_start(run_id)
+        heartbeat = self._keep_alive(run_id)
+        try:
+            if self.on_start is not None:
+                self.on_start(run_id)
+            return await self._run(run_id, report, names)
+        finally:
+            if heartbeat is not None:
+                heartbeat.cancel()
+                await asyncio.gather(heartbeat, return_exceptions=True)
 
+    def _keep_alive(self, run_id: int) -> asyncio.Task[None] | None:
+        engine = self.session.bind
+        if not isinstance(engine, AsyncEngine):  # a session bound to one connection: no beat
+            return None
+        return asyncio.create_task(keep_alive(engine, run_id, self.clock, self.heartbeat_seconds))
+
+    async def _run(
+        self, run_id: int, report: ScanReport, names: Sequence[str] | None
+    ) -> ScanReport:
+        session = self.session
         try:
             query = select(*_JOB_COLUMNS).order_by(Job.name)
             if names is not None:

@@ -5,13 +5,18 @@ real databases (PostgreSQL and SQLite), real processes."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 import shutil
+import signal
+import sqlite3
+import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import asyncpg
 import pytest
 from sqlalchemy import select
 from test_cli import cli
@@ -20,9 +25,10 @@ from service.app import create_app
 from service.keys import sessionmaker_key
 from service.models import Artifact, JobCheck, ScanRun
 from service.scanner import BackupScanner
+from service.scanner.runs import LEASE, abandoned_error, close_abandoned, keep_alive
 from service.settings import load_settings
 
-from conftest import IN_CI
+from conftest import IN_CI, asyncpg_dsn
 from support import add_job, get_job, make_file
 
 # Seconds since 1970: year 318 857, and as far before year 1. tmpfs, btrfs and XFS with bigtime
@@ -318,3 +324,150 @@ async def test_a_scanner_that_keeps_failing_is_not_ready_and_shows_in_metrics(
     await scan(sessionmaker, clock)
     assert await ready() == (200, {"database": "ok", "scheduler": "disabled", "scanner": "ok"})
     assert metric(await metrics(), "backup_scanner_consecutive_failures") == 0
+
+
+# --- item 5: a scan whose process died -----------------------------------------------------------
+
+
+async def add_run(sessionmaker, started, heartbeat=None, status="running") -> int:
+    async with sessionmaker() as session:
+        run = ScanRun(
+            trigger="test", status=status, started_at=started, heartbeat_at=heartbeat,
+            finished_at=None if status == "running" else started, error_details=[],
+        )  # fmt: skip
+        session.add(run)
+        await session.commit()
+        return run.id
+
+
+async def test_running_scans_without_a_sign_of_life_for_the_lease_are_closed(sessionmaker, clock):
+    now = clock.now
+    live = await add_run(sessionmaker, now - 2 * HOUR, heartbeat=now - timedelta(minutes=1))
+    just_live = await add_run(sessionmaker, now - 2 * HOUR, heartbeat=now - LEASE)
+    dead = await add_run(sessionmaker, now - 2 * HOUR, heartbeat=now - LEASE - timedelta(seconds=1))
+    young = await add_run(sessionmaker, now - timedelta(minutes=1))  # no beat yet
+    old = await add_run(sessionmaker, now - HOUR)  # never beat: written before 0005, or killed
+    done = await add_run(sessionmaker, now - 3 * HOUR, status="finished")
+    async with sessionmaker() as session:
+        closed = await close_abandoned(session, now)
+        await session.commit()
+    assert sorted(closed) == sorted([dead, old])
+    async with sessionmaker() as session:
+        runs = {run.id: run for run in await session.scalars(select(ScanRun))}
+    assert {run_id: runs[run_id].status for run_id in runs} == {
+        live: "running", just_live: "running", dead: "abandoned", young: "running",
+        old: "abandoned", done: "finished",
+    }  # fmt: skip
+    # Closed at its last sign of life, saying why.
+    assert runs[dead].finished_at == now - LEASE - timedelta(seconds=1)
+    assert runs[old].finished_at == now - HOUR
+    assert runs[dead].error == abandoned_error()
+    assert "no sign of life" in runs[dead].error and "5 min" in runs[dead].error
+    # Nothing left to close.
+    async with sessionmaker() as session:
+        assert await close_abandoned(session, now) == []
+
+
+async def test_a_running_scan_keeps_its_heartbeat_moving(engine, sessionmaker, clock):
+    run_id = await add_run(sessionmaker, clock.now)
+    beating = asyncio.create_task(keep_alive(engine, run_id, clock, every=0.01))
+
+    async def heartbeat() -> datetime | None:
+        async with sessionmaker() as session:
+            return await session.scalar(select(ScanRun.heartbeat_at).where(ScanRun.id == run_id))
+
+    try:
+        for _ in range(2):
+            clock.advance(minutes=10)
+            async with asyncio.timeout(10):
+                for _attempt in itertools.count():  # polled: the beat is another connection's
+                    if await heartbeat() == clock.now:
+                        break
+                    await asyncio.sleep(0.01)
+            # However long the scan has run, it is alive: no later scan closes it.
+            async with sessionmaker() as session:
+                assert await close_abandoned(session, clock.now) == []
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def hold_the_scan(database_url: str):
+    """A lock that lets a scan record its run but not get further; returns the release."""
+    if database_url.startswith("postgresql"):
+        connection = await asyncpg.connect(asyncpg_dsn(database_url))
+        transaction = connection.transaction()
+        await transaction.start()
+        # The scan reads the jobs right after recording its run: it waits here.
+        await connection.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+
+        async def release() -> None:
+            await transaction.rollback()
+            await connection.close()
+
+        return None, release
+    path = database_url.split(":///", 1)[1]
+    holder = sqlite3.connect(path, timeout=30, isolation_level=None)
+
+    def lock() -> None:
+        # The scan's first write after its run (its jobs' state): it waits here.
+        holder.execute("BEGIN IMMEDIATE")
+
+    async def release() -> None:
+        holder.execute("ROLLBACK")
+        holder.close()
+
+    return lock, release
+
+
+async def test_a_scan_killed_with_sigkill_is_closed_by_a_later_scan_only_after_its_lease(
+    database_url, sessionmaker, base_env, clock, tmp_path
+):
+    # On SQLite the scan is held once its run shows: enough files that the listing takes a
+    # while leave time for that before its first write. PostgreSQL holds it before it starts.
+    backups = tmp_path / "many"
+    backups.mkdir()
+    for index in range(20_000 if database_url.startswith("sqlite") else 10):
+        (backups / f"f{index:05}").touch()
+    await add_job(sessionmaker, clock.now - HOUR, name="many", source=local(backups))
+    lock, release = await hold_the_scan(database_url)
+    env = dict(base_env, DATABASE_URL=database_url, AUTO_MIGRATE="false")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", "scan", cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        async with asyncio.timeout(30):
+            while True:
+                async with sessionmaker() as session:
+                    run = await session.scalar(select(ScanRun))
+                if run is not None:
+                    break
+                await asyncio.sleep(0.002)
+        if lock is not None:
+            lock()
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        await release()
+    assert process.returncode == -signal.SIGKILL
+    async with sessionmaker() as session:
+        killed = (await session.scalars(select(ScanRun))).one()
+    assert killed.status == "running"  # it had not got past the lock: it died mid-scan
+
+    # A scan right now leaves it alone: it could be another replica's, alive.
+    first = await scan(sessionmaker, clock)
+    async with sessionmaker() as session:
+        assert (await session.get(ScanRun, killed.id)).status == "running"
+    # Once its lease has run out without a heartbeat, the next scan closes it.
+    clock.advance(seconds=LEASE.total_seconds() + 60)
+    second = await scan(sessionmaker, clock)
+    async with sessionmaker() as session:
+        runs = {run.id: run for run in await session.scalars(select(ScanRun))}
+    assert runs[killed.id].status == "abandoned"
+    assert runs[killed.id].error == abandoned_error()
+    assert runs[killed.id].finished_at == runs[killed.id].started_at  # it never beat
+    assert (runs[first.scan_id].status, runs[second.scan_id].status) == ("finished", "finished")

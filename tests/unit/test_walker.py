@@ -189,8 +189,10 @@ def test_finish_sets_aside_the_files_no_date_can_hold() -> None:
     from service.scanner.sources.walker import finish
 
     far = 9_999_999_999_999_000_000
-    entries = [("future", 1, far), ("max", 1, MTIME_MAX_US), ("epoch", 1, 0),
-               ("min", 1, MTIME_MIN_US), ("before", 1, MTIME_MIN_US - 1), ("past", 1, -far)]  # fmt: skip
+    entries = [
+        ("future", 1, far), ("max", 1, MTIME_MAX_US), ("epoch", 1, 0), ("min", 1, MTIME_MIN_US),
+        ("before", 1, MTIME_MIN_US - 1), ("past", 1, -far),
+    ]  # fmt: skip
     listing = finish(Listing(entries=list(entries)))
     assert [entry[0] for entry in listing.entries] == ["min", "epoch", "max"]
     assert sorted(entry[0] for entry in listing.undated) == ["before", "future", "past"]
