@@ -11,13 +11,14 @@ from pydantic.json_schema import SkipJsonSchema
 
 from service.jobspec import (
     JOB_NAME_PATTERN,
+    Description,
     Duration,
     LocalSource,
     Notify,
     Rules,
     Schedule,
     Tag,
-    Text,
+    Tags,
 )
 from service.scanner.rules import Severity, Status
 
@@ -71,10 +72,11 @@ class JobPatch(BaseModel):
     # Every job has a name and a schedule: they can be changed, not reset (null is refused).
     # The pattern is checked with the whole job (by JobSpec, with a message that explains it).
     name: str | SkipJsonSchema[None] = Field(
-        default=None, json_schema_extra={"pattern": JOB_NAME_PATTERN}
+        default=None, json_schema_extra={"pattern": JOB_NAME_PATTERN, "maxLength": 100}
     )
-    description: Text | None = None
-    tags: list[Tag] | None = None
+    # The same bounds as JobSpec's, so that the document states them for PATCH too.
+    description: Description | None = None
+    tags: Tags | None = None
     source: LocalSource | None = None
     schedule: Schedule | SkipJsonSchema[None] = None
     grace: Duration | None = None
