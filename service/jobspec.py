@@ -31,6 +31,7 @@ from service.units import (
     DURATION_PATTERN,
     MAX_DURATION,
     MAX_SIZE,
+    MAX_UNIT_TEXT,
     PERCENT_PATTERN,
     SIZE_PATTERN,
     parse_duration,
@@ -46,6 +47,14 @@ DEFAULT_GRACE = 3600
 # IANA zone names: components of letters, digits, '_', '+', '-' (the longest has 32 characters).
 _ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
 MAX_ZONE_LENGTH = 64
+# Every text of a declaration is bounded: a 300 KB glob froze the service while it compiled,
+# and a value of any size is stored, answered and compared on every scan.
+MAX_DESCRIPTION = 2000
+MAX_TAGS = 50
+MAX_PATH = 4096  # PATH_MAX on Linux
+MAX_PATTERN = 1024  # a file name has at most 255 bytes; a glob may spell classes out
+MAX_CRON = 500  # every field written out as a list takes about 370
+MAX_CHANNELS = 50
 MAX_COUNT = 10**9
 
 
@@ -71,7 +80,7 @@ def _count(value: int) -> int:
 
 def _number_or_text(number: dict[str, Any], pattern: str, text: str) -> WithJsonSchema:
     """What the API documents for a field that also takes a unit string ("1h", "1MiB")."""
-    words = {"type": "string", "pattern": pattern, "examples": [text]}
+    words = {"type": "string", "pattern": pattern, "maxLength": MAX_UNIT_TEXT, "examples": [text]}
     return WithJsonSchema({"anyOf": [number, words]}, "validation")
 
 
@@ -82,7 +91,7 @@ def _no_nul(value: str) -> str:
 
 
 # The pattern tells API clients (and the OpenAPI document) what _no_nul refuses.
-Text = Annotated[str, AfterValidator(_no_nul), Field(json_schema_extra={"pattern": "^[^\\x00]*$"})]
+_NO_NUL = Field(json_schema_extra={"pattern": "^[^\\x00]*$"})
 
 
 def _seconds(minimum: int, example: str) -> WithJsonSchema:
@@ -113,6 +122,9 @@ Percent = Annotated[
     _number_or_text({"type": "number", "minimum": 0, "maximum": 100}, PERCENT_PATTERN, "50%"),
 ]
 Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+Tags = Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS)]
+# The bound before the validator, so that it applies to the text (not "items after validation").
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_no_nul), _NO_NUL]
 # Notification channels are named like jobs (the names come from CHANNELS_FILE).
 CHANNEL_NAME_PATTERN = JOB_NAME_PATTERN
 ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN)]
@@ -124,8 +136,10 @@ class _Strict(BaseModel):
 
 class LocalSource(_Strict):
     type: Literal["local"] = "local"
-    path: str = Field(json_schema_extra={"pattern": "^/[^\\x00]*$"})
-    pattern: str = Field(default="*", json_schema_extra={"pattern": "^[^/\\x00]+$"})
+    path: str = Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"})
+    pattern: str = Field(
+        default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
+    )
     recursive: bool = False
 
     @field_validator("path")
@@ -134,7 +148,7 @@ class LocalSource(_Strict):
         if "\0" in value:
             raise ValueError("path contains a NUL character")
         if not os.path.isabs(value):
-            raise ValueError(f"path must be absolute (got {value!r})")
+            raise ValueError(f"path must be absolute (got {quote(value)})")
         roots: Sequence[Path] = (info.context or {}).get("scan_roots") or ()
         if roots and not path_within_roots(value, roots):
             allowed = ", ".join(str(r) for r in roots)
@@ -181,8 +195,9 @@ class Schedule(_Strict):
     )
 
     every: PositiveDuration | None = None
-    cron: str | None = None
-    timezone: str | None = None
+    cron: str | None = Field(default=None, max_length=MAX_CRON)
+    # Not max_length: a long name is an unknown time zone like any other (zone_info says so).
+    timezone: str | None = Field(default=None, json_schema_extra={"maxLength": MAX_ZONE_LENGTH})
 
     @field_validator("timezone")
     @classmethod
@@ -231,7 +246,7 @@ class Rules(_Strict):
 
 class Notify(_Strict):
     # None: the default channels of CHANNELS_FILE; an empty list: no notifications at all.
-    channels: tuple[ChannelName, ...] | None = None
+    channels: tuple[ChannelName, ...] | None = Field(default=None, max_length=MAX_CHANNELS)
     # While the job stays critical, repeat the notice this often (None: once).
     renotify_every: PositiveDuration | None = None
 
@@ -251,9 +266,9 @@ class Notify(_Strict):
 
 
 class JobSpec(_Strict):
-    name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN})
-    description: Text = Field(default="", max_length=2000)
-    tags: tuple[Tag, ...] = ()
+    name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN, "maxLength": 100})
+    description: Description = ""
+    tags: Tags = ()
     source: Source | None = None
     schedule: Schedule
     grace: Duration = DEFAULT_GRACE
@@ -266,8 +281,9 @@ class JobSpec(_Strict):
     def _slug(cls, value: str) -> str:
         if not re.fullmatch(JOB_NAME_PATTERN, value):
             raise ValueError(
-                f"{value!r} is not a valid job name: use lowercase letters, digits, '.', '_' "
-                "or '-', starting with a letter, at most 100 characters"
+                # A name just over the limit is shown whole: its length is the mistake.
+                f"{quote(value, limit=120)} is not a valid job name: use lowercase letters, "
+                "digits, '.', '_' or '-', starting with a letter, at most 100 characters"
             )
         return value
 
@@ -313,9 +329,9 @@ def check_cron(expression: str, zone: ZoneInfo) -> None:
     try:
         next(CronSim(expression, datetime.now(UTC).astimezone(zone)))
     except CronSimError as exc:
-        raise ValueError(f"bad cron expression {expression!r}: {exc}") from None
+        raise ValueError(f"bad cron expression {quote(expression)}: {exc}") from None
     except StopIteration:
-        raise ValueError(f"cron expression {expression!r} never fires") from None
+        raise ValueError(f"cron expression {quote(expression)} never fires") from None
 
 
 def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
@@ -347,6 +363,6 @@ def error_details(exc: ValidationError) -> list[dict[str, str]]:
         if error["type"] == "extra_forbidden":
             message = "unknown field"
         elif error["type"] == "literal_error":
-            message = f"{message} (got {error['input']!r})"
+            message = f"{message} (got {quote(error['input'])})"
         details.append({"field": ".".join(loc) or "(job)", "message": message})
     return details

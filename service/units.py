@@ -11,6 +11,8 @@ import re
 from datetime import timedelta
 from fractions import Fraction
 
+from service.quoting import quote
+
 # Bounds that keep every value within the database columns and datetime arithmetic.
 MAX_DURATION = 10 * 365 * 86400  # ten years, in seconds
 MAX_SIZE = 2**63 - 1  # bytes
@@ -18,6 +20,7 @@ MAX_SIZE = 2**63 - 1  # bytes
 DURATION_PATTERN = r"^\s*(\d+|(\d+\s*[wdhmsWDHMS]\s*)+)$"
 SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*([kKmMgGtTpP][iI]?)?[bB]?\s*$"
 PERCENT_PATTERN = r"^\s*\d+(\.\d+)?\s*%?\s*$"
+MAX_UNIT_TEXT = 100  # "1h30m", "500KB", "50%": a longer text is no value of ours
 
 _DURATION_UNITS = {"w": 604800, "d": 86400, "h": 3600, "m": 60, "s": 1}
 _DURATION_RE = re.compile(r"(\d+)\s*(w|d|h|m|s)")
@@ -35,6 +38,8 @@ def _reject_bool(value: object, what: str) -> None:
     # bool is an int in Python; `grace: true` is a mistake, not one second.
     if isinstance(value, bool):
         raise ValueError(f"expected {what}, got a boolean")
+    if isinstance(value, str) and len(value) > MAX_UNIT_TEXT:
+        raise ValueError(f"{what} is written in at most {MAX_UNIT_TEXT} characters")
 
 
 def parse_duration(value: object) -> int:
@@ -53,16 +58,18 @@ def parse_duration(value: object) -> int:
             joined = "".join(m.group(0) for m in matches).replace(" ", "")
             if not matches or joined != text.replace(" ", ""):
                 raise ValueError(
-                    f"{value!r} is not a duration; use seconds or a string like "
+                    f"{quote(value)} is not a duration; use seconds or a string like "
                     "'90s', '15m', '1h30m', '1d', '1w'"
                 )
             seconds = sum(int(m.group(1)) * _DURATION_UNITS[m.group(2)] for m in matches)
     else:
-        raise ValueError(f"expected a duration (seconds or '1h30m'), got {value!r}")
+        raise ValueError(f"expected a duration (seconds or '1h30m'), got {quote(value)}")
     if seconds < 0:
-        raise ValueError(f"a duration cannot be negative (got {value!r})")
+        raise ValueError(f"a duration cannot be negative (got {quote(value)})")
     if seconds > MAX_DURATION:
-        raise ValueError(f"a duration cannot exceed ten years ({MAX_DURATION} s; got {value!r})")
+        raise ValueError(
+            f"a duration cannot exceed ten years ({MAX_DURATION} s; got {quote(value)})"
+        )
     return seconds
 
 
@@ -78,15 +85,15 @@ def parse_size(value: object) -> int:
         unit = match.group(2).lower() if match else ""
         if not match or unit not in _SIZE_UNITS:
             raise ValueError(
-                f"{value!r} is not a size; use bytes or a string like '500KB', '1MiB', '2GB'"
+                f"{quote(value)} is not a size; use bytes or a string like '500KB', '1MiB', '2GB'"
             )
         size = int(Fraction(match.group(1)) * _SIZE_UNITS[unit])  # exact: 2.01 GB is 2010000000
     else:
-        raise ValueError(f"expected a size (bytes or '1MiB'), got {value!r}")
+        raise ValueError(f"expected a size (bytes or '1MiB'), got {quote(value)}")
     if size < 0:
-        raise ValueError(f"a size cannot be negative (got {value!r})")
+        raise ValueError(f"a size cannot be negative (got {quote(value)})")
     if size > MAX_SIZE:
-        raise ValueError(f"a size cannot exceed {MAX_SIZE} bytes (got {value!r})")
+        raise ValueError(f"a size cannot exceed {MAX_SIZE} bytes (got {quote(value)})")
     return size
 
 
@@ -100,11 +107,11 @@ def parse_percent(value: object) -> float:
         try:
             number = float(value.strip().removesuffix("%").strip())
         except ValueError:
-            raise ValueError(f"{value!r} is not a percentage; use a number or '50%'") from None
+            raise ValueError(f"{quote(value)} is not a percentage; use a number or '50%'") from None
     else:
-        raise ValueError(f"expected a percentage, got {value!r}")
+        raise ValueError(f"expected a percentage, got {quote(value)}")
     if not 0 <= number <= 100:
-        raise ValueError(f"a percentage must be between 0 and 100 (got {value!r})")
+        raise ValueError(f"a percentage must be between 0 and 100 (got {quote(value)})")
     return number
 
 

@@ -12,13 +12,14 @@ from pydantic.json_schema import SkipJsonSchema
 
 from service.jobspec import (
     JOB_NAME_PATTERN,
+    Description,
     Duration,
     LocalSource,
     Notify,
     Rules,
     Schedule,
     Tag,
-    Text,
+    Tags,
 )
 from service.scanner.rules import Severity, Status
 
@@ -69,6 +70,7 @@ def _no_default(schema: JsonDict) -> None:
 def _name_schema(schema: JsonDict) -> None:
     _no_default(schema)
     schema["pattern"] = JOB_NAME_PATTERN
+    schema["maxLength"] = 100
 
 
 class JobPatch(BaseModel):
@@ -82,8 +84,9 @@ class JobPatch(BaseModel):
     # the document shows no default (`"default": null` beside `"type": "string"` is invalid).
     # The pattern is checked with the whole job (by JobSpec, with a message that explains it).
     name: str | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_name_schema)
-    description: Text | None = None
-    tags: list[Tag] | None = None
+    # The same bounds as JobSpec's, so that the document states them for PATCH too.
+    description: Description | None = None
+    tags: Tags | None = None
     source: LocalSource | None = None
     schedule: Schedule | SkipJsonSchema[None] = Field(default=None, json_schema_extra=_no_default)
     grace: Duration | None = None

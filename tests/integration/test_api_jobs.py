@@ -625,3 +625,46 @@ async def test_zone_names_that_are_no_zone_files_are_422_not_503(client):
             assert detail["message"].startswith("unknown time zone "), error
             assert len(detail["message"]) < 200, error
     assert (await (await client.get("/api/v1/jobs")).json())["total"] == 1
+
+
+async def test_texts_over_their_limit_are_422_naming_field_and_limit(client, backups):
+    """A 300 KB glob was stored and compiled on the event loop at every scan (issue 10 #10)."""
+    source = {"type": "local", "path": str(backups / "db")}
+    await create(client, declaration(source=source))
+    cases = [
+        ({"source": {**source, "pattern": "*a" * 150_000}}, "source.pattern", "1024 characters"),
+        ({"source": {**source, "path": "/" + "p" * 5000}}, "source.path", "4096 characters"),
+        ({"description": "d" * 2001}, "description", "2000 characters"),
+        ({"tags": [f"t{i}" for i in range(51)]}, "tags", "50 items"),
+        ({"schedule": {"cron": "0 2 * * *" + " " * 500}}, "schedule.cron", "500 characters"),
+        ({"notify": {"channels": [f"c{i}" for i in range(51)]}}, "notify.channels", "50 items"),
+        ({"grace": "1h" * 100}, "grace", "100 characters"),
+    ]
+    for fields, field, limit in cases:
+        for response in (
+            await client.post("/api/v1/jobs", json=declaration("other", **fields)),
+            await client.patch("/api/v1/jobs/db-nightly", json=fields),
+        ):
+            error = await expect_error(response, 422, "validation_error", field)
+            [detail] = [d for d in error["details"] if d["field"] == field]
+            assert limit in detail["message"], error
+            assert len(json.dumps(error)) < 500, error
+    assert (await (await client.get("/api/v1/jobs")).json())["total"] == 1
+
+    document = await (await client.get("/api/openapi.json")).json()
+    schemas = document["components"]["schemas"]
+    bounds = {
+        ("JobSpec", "name", "maxLength"): 100,
+        ("JobSpec", "description", "maxLength"): 2000,
+        ("JobSpec", "tags", "maxItems"): 50,
+        ("JobPatch", "description", "maxLength"): 2000,
+        ("JobPatch", "tags", "maxItems"): 50,
+        ("LocalSource", "path", "maxLength"): 4096,
+        ("LocalSource", "pattern", "maxLength"): 1024,
+        ("Schedule", "cron", "maxLength"): 500,
+        ("Schedule", "timezone", "maxLength"): 64,
+        ("Notify", "channels", "maxItems"): 50,
+    }
+    for (model, field, keyword), bound in bounds.items():
+        found = json.dumps(schemas[model]["properties"][field])
+        assert f'"{keyword}": {bound}' in found, (model, field, found)

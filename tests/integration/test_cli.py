@@ -289,6 +289,10 @@ BAD_FILES: dict[str, tuple[str | None, list[str]]] = {
         jobs_yaml(KEEP, "  - name: fresh\n    schedule: {cron: '0 2 * * *', timezone: Europe}\n"),
         ["jobs[1] (fresh): schedule.timezone: ", "unknown time zone 'Europe'"],
     ),
+    "pattern-too-long": (  # a 300 KB glob stalled the service at every scan (issue 10 #10)
+        jobs_yaml(KEEP, FRESH, "    source: {path: /b, pattern: '" + "*a" * 150_000 + "'}\n"),
+        ["jobs[1] (fresh): source.pattern: ", "at most 1024 characters"],
+    ),
     "duplicate-name": (
         jobs_yaml(KEEP, FRESH, "  - name: keep\n    schedule: {every: 2d}\n"),
         ["jobs[2] (keep): duplicate name 'keep' (also jobs[0])"],

@@ -560,3 +560,104 @@ def test_notify_channels_must_be_configured_when_the_caller_knows_them() -> None
 )
 def test_bad_notify(notify: dict[str, Any], field: str) -> None:
     assert only_detail(with_(MINIMAL, notify=notify))["field"] == field
+
+
+# Every text of a declaration is bounded (issue 10 #10): the error names the field and the limit.
+CRON_AT_THE_LIMIT = "0 " + ",".join(["1-2"] * 123) + "  * * *"
+OVER_THE_LIMIT: list[Any] = [
+    pytest.param({"name": "a" * 101}, "name", "at most 100 characters", id="name"),
+    pytest.param(
+        {"description": "x" * 2001}, "description", "at most 2000 characters", id="description"
+    ),
+    pytest.param(
+        {"tags": [f"t{i}" for i in range(51)]}, "tags", "at most 50 items", id="tag-count"
+    ),
+    pytest.param({"tags": ["t" * 65]}, "tags.0", "pattern", id="tag-length"),
+    pytest.param(
+        {"source": {**SOURCE, "path": "/" + "p" * 4096}},
+        "source.path",
+        "at most 4096 characters",
+        id="path",
+    ),
+    pytest.param(
+        {"source": {**SOURCE, "pattern": "*a" * 512 + "*"}},
+        "source.pattern",
+        "at most 1024 characters",
+        id="pattern",
+    ),
+    pytest.param(
+        {"schedule": {"cron": CRON_AT_THE_LIMIT + " "}},
+        "schedule.cron",
+        "at most 500 characters",
+        id="cron",
+    ),
+    pytest.param(
+        {"schedule": {"cron": "0 2 * * *", "timezone": "Europe/" + "P" * 58}},
+        "schedule.timezone",
+        "unknown time zone 'Europe/PPP",
+        id="timezone",
+    ),
+    pytest.param(
+        {"notify": {"channels": [f"c{i}" for i in range(51)]}},
+        "notify.channels",
+        "at most 50 items",
+        id="channel-count",
+    ),
+    pytest.param(
+        {"notify": {"channels": ["c" * 101]}}, "notify.channels.0", "pattern", id="channel-name"
+    ),
+    pytest.param({"grace": "1h" * 51}, "grace", "at most 100 characters", id="duration-text"),
+    pytest.param(
+        {"rules": {"min_size": "1" * 101}},
+        "rules.min_size",
+        "at most 100 characters",
+        id="size-text",
+    ),
+    pytest.param(
+        {"rules": {"max_size_drop": " " * 100 + "1%"}},
+        "rules.max_size_drop",
+        "at most 100 characters",
+        id="percent-text",
+    ),
+]
+
+
+@pytest.mark.parametrize(("fields", "field", "fragment"), OVER_THE_LIMIT)
+def test_every_text_is_bounded(fields: dict[str, Any], field: str, fragment: str) -> None:
+    detail = only_detail(with_(MINIMAL, **fields))
+    assert detail["field"] == field
+    assert fragment in detail["message"]
+    assert len(detail["message"]) < 300, detail
+
+
+def test_texts_at_their_limits_are_accepted() -> None:
+    assert len(CRON_AT_THE_LIMIT) == 500
+    spec = parse_job(
+        with_(
+            MINIMAL,
+            description="x" * 2000,
+            tags=[f"t{i}" for i in range(50)],
+            source={**SOURCE, "path": "/" + "p" * 4095, "pattern": "*a" * 511 + "**"},
+            grace=" " * 98 + "1h",
+        )
+    )
+    assert len(spec.tags) == 50 and spec.source is not None
+    assert len(spec.source.pattern) == 1024 and spec.grace == 3600
+    cron = parse_job(with_(MINIMAL, schedule={"cron": CRON_AT_THE_LIMIT}))
+    assert cron.schedule.cron == CRON_AT_THE_LIMIT
+
+
+def test_an_echoed_value_is_shortened() -> None:
+    """A bad value is quoted in the message, but never 300 KB of it."""
+    cases = [
+        ({"name": "N" * 300_000}, "name"),
+        ({"source": {**SOURCE, "path": "r" * 4000}}, "source.path"),
+        ({"source": {"type": "t" * 300_000, "path": "/x"}}, "source.type"),
+        ({"schedule": {"cron": "6" * 400 + " * * * *"}}, "schedule"),
+        ({"grace": "x" * 90}, "grace"),
+    ]
+    for fields, field in cases:
+        detail = only_detail(with_(MINIMAL, **fields))
+        assert detail["field"] == field
+        assert len(detail["message"]) < 300, detail
+        assert "…" in detail["message"] and "characters)" in detail["message"], detail
