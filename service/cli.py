@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 NAGIOS_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
 EXIT_USAGE = 2
+MAX_PROBLEMS_SHOWN = 50
 
 
 class CliError(Exception):
@@ -391,8 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except FileProblems as exc:
         print(f"backup-monitor: {exc.path}: {len(exc.problems)} problem(s)", file=sys.stderr)
-        for problem in exc.problems:
+        # A file of 10 000 broken jobs is told in a screenful, not in 10 000 lines.
+        for problem in exc.problems[:MAX_PROBLEMS_SHOWN]:
             print(f"  - {visible(problem)}", file=sys.stderr)
+        if len(exc.problems) > MAX_PROBLEMS_SHOWN:
+            print(f"  - ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
         print("nothing was written", file=sys.stderr)
         return 1
     except CliError as exc:

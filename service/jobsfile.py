@@ -15,6 +15,7 @@ from service.db import lock_jobs_file
 from service.jobs import apply_declaration, new_job
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
+from service.quoting import quote, shorten
 from service.yamlfile import FileProblems, read_yaml
 
 
@@ -31,13 +32,13 @@ def parse_jobs_document(
     """Validate a loaded `{"jobs": [...]}` document; all problems are reported at once."""
     if not isinstance(document, dict) or not isinstance(document.get("jobs"), list):
         raise JobsFileError(source, ["the file must be a mapping with a 'jobs' list"])
-    problems = [f"unknown top-level field {key!r}" for key in document if key != "jobs"]
+    problems = [f"unknown top-level field {quote(key)}" for key in document if key != "jobs"]
     specs: list[JobSpec] = []
     first_index: dict[str, int] = {}
     for index, item in enumerate(document["jobs"]):
         label = f"jobs[{index}]"
         if isinstance(item, dict) and isinstance(item.get("name"), str):
-            label += f" ({item['name']})"
+            label += f" ({shorten(item['name'])})"
         try:
             spec = parse_job(item, scan_roots, channels)
         except ValidationError as exc:

@@ -20,6 +20,11 @@ def _short_repr(limit: int) -> reprlib.Repr:
     return shortener
 
 
+def shorten(text: str, limit: int = QUOTE_LIMIT) -> str:
+    """`text` cut to `limit` characters, with "…" when something was cut."""
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
 def quote(value: object, limit: int = QUOTE_LIMIT) -> str:
     """`value` as repr() shows it, at most about `limit` characters of it: a longer text is cut
     ("'xxxx…' (300000 characters)"), a container shows its first few items."""

@@ -50,6 +50,7 @@ from service.jobspec import JobSpec, parse_job
 from service.keys import access_key, channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.pings import recent_runs
+from service.quoting import quote
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -82,7 +83,7 @@ def ping_base_of(request: web.Request) -> str | None:
 
 
 def not_found(ref: str) -> ApiError:
-    return ApiError(404, "not_found", f"no job {ref!r} (give its id or its name)")
+    return ApiError(404, "not_found", f"no job {quote(ref)} (give its id or its name)")
 
 
 def name_taken(exc: JobNameTaken) -> ApiError:

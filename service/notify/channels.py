@@ -53,6 +53,7 @@ from yarl import URL
 from service.errors import describe_error
 from service.jobspec import JOB_NAME_PATTERN
 from service.notify.notice import Notice
+from service.quoting import quote
 from service.units import parse_duration
 from service.yamlfile import FileProblems, read_yaml
 
@@ -93,7 +94,7 @@ def _one_or_more(value: object) -> object:
 
 def _header_name(value: str) -> str:
     if not _HEADER_NAME.match(value):
-        raise ValueError(f"{value!r} is not a valid header name")
+        raise ValueError(f"{quote(value)} is not a valid header name")
     if value.lower() in RESERVED_HEADERS:
         raise ValueError(f"{value} is set by backup-monitor itself")
     return value
@@ -107,7 +108,7 @@ def _one_line_secret(value: SecretStr) -> SecretStr:
 
 def _host(value: str) -> str:
     if not value or any(char.isspace() or char in "/@\0" for char in value):
-        raise ValueError(f"{value!r} is not a host name or address")
+        raise ValueError(f"{quote(value)} is not a host name or address")
     return value
 
 
@@ -116,7 +117,7 @@ def _address(value: str) -> str:
     _name, address = email.utils.parseaddr(value)
     local, _at, domain = address.rpartition("@")
     if any(char in value for char in "\r\n\0") or not local or not domain or " " in address:
-        raise ValueError(f"{value!r} is not an email address")
+        raise ValueError(f"{quote(value)} is not an email address")
     return value
 
 
@@ -310,11 +311,11 @@ def validation_problems(exc: ValidationError) -> list[tuple[tuple[str, ...], str
         elif error["type"] == "union_tag_invalid":
             got = error["input"].get("type") if isinstance(error["input"], dict) else None
             loc = ("type",)
-            message = f"unknown channel type {got!r} (expected {', '.join(CHANNEL_TYPES)})"
+            message = f"unknown channel type {quote(got)} (expected {', '.join(CHANNEL_TYPES)})"
         elif error["type"] == "model_attributes_type":
             message = "a channel is a mapping with a 'type' and its fields"
         elif error["type"] == "literal_error" and isinstance(error["input"], str):
-            message = f"{message} (got {error['input']!r})"
+            message = f"{message} (got {quote(error['input'])})"
         problems.append((loc, message))
     return problems
 
@@ -327,7 +328,7 @@ def parse_channel(
     problems = []
     if not isinstance(name, str) or not _NAME.match(name):
         problems.append(
-            f"channels: bad name {name!r}: use lowercase letters, digits, '.', '_' and '-', "
+            f"channels: bad name {quote(name)}: use lowercase letters, digits, '.', '_' and '-', "
             "starting with a letter (at most 100)"
         )
     document, missing = expand_env(document, environ)
@@ -358,7 +359,7 @@ def parse_channels(
             source, ["the file must be a mapping with a 'channels' mapping (name: channel)"]
         )
     problems = [
-        f"unknown top-level field {key!r} (expected 'channels' and 'defaults')"
+        f"unknown top-level field {quote(key)} (expected 'channels' and 'defaults')"
         for key in document
         if key not in ("channels", "defaults")
     ]
@@ -391,7 +392,7 @@ def parse_defaults(
     if not isinstance(value, list) or not all(isinstance(name, str) for name in value):
         return (), [*problems, "defaults: must be a list of channel names"]
     problems += [
-        f"defaults: unknown channel {name!r}"
+        f"defaults: unknown channel {quote(name)}"
         for name in dict.fromkeys(value)
         if name not in declared and name  # an unset variable is already reported
     ]

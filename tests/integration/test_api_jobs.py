@@ -668,3 +668,9 @@ async def test_texts_over_their_limit_are_422_naming_field_and_limit(client, bac
     for (model, field, keyword), bound in bounds.items():
         found = json.dumps(schemas[model]["properties"][field])
         assert f'"{keyword}": {bound}' in found, (model, field, found)
+
+
+async def test_a_huge_reference_is_not_echoed_whole(client):
+    response = await client.get("/api/v1/jobs/" + "x" * 5000)
+    error = await expect_error(response, 404, "not_found")
+    assert error["message"] == f"no job '{'x' * 60}…' (5000 characters) (give its id or its name)"

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import signal
 import sqlite3
@@ -263,6 +264,17 @@ async def test_jobs_apply_is_idempotent_and_prune_deletes(
     assert await owned_by_doomed() == (0, 0)
 
 
+# "Billion laughs": nine levels of nine aliases, 1 KB of YAML that expands to 387 million values.
+LAUGHS = "x-lol0: &l0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n" + "".join(
+    f"x-lol{i}: &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]\n" for i in range(1, 10)
+)
+# The same through merge keys, which PyYAML copies into each mapping.
+MERGES = (
+    "x-m0: &m0 {"
+    + ", ".join(f"k{i}: 1" for i in range(10))
+    + "}\n"
+    + "".join(f"x-m{i}: &m{i} {{<<: [{', '.join([f'*m{i - 1}'] * 10)}]}}\n" for i in range(1, 10))
+)
 # Each bad file also changes a job that exists and adds a valid one: nothing of it may land.
 KEEP = "  - name: keep\n    description: changed\n    schedule: {every: 1d}\n"
 FRESH = "  - name: fresh\n    schedule: {every: 1d}\n"
@@ -313,6 +325,29 @@ BAD_FILES: dict[str, tuple[str | None, list[str]]] = {
         ["not valid YAML at line 7, column 1: ", "expected ',' or '}'"],
     ),
     "missing-file": (None, ["cannot read the file: ", "No such file or directory"]),
+    # Hostile files (issue 10 #12): each one line, quickly, never a traceback or a MemoryError.
+    "alias-bomb": (LAUGHS + jobs_yaml(KEEP, FRESH), ["refused at line ", "alias bomb"]),
+    "merge-key-bomb": (MERGES + jobs_yaml(KEEP, FRESH), ["refused at line ", "alias bomb"]),
+    "alias-cycle": (
+        jobs_yaml(KEEP, "  - &fresh {name: fresh, schedule: {every: 1d}, tags: [*fresh]}\n"),
+        ["refused at line 5, column ", "an alias inside the node it names (a cycle)"],
+    ),
+    "deep-nesting": (
+        jobs_yaml(KEEP, FRESH, "    description: " + "[" * 5000 + "]" * 5000 + "\n"),
+        ["refused at line 7, column 115: ", "nested more than 100 levels deep"],
+    ),
+    "huge-integer": (
+        jobs_yaml(KEEP, FRESH, "    grace: " + "9" * 5000 + "\n"),
+        ["not valid YAML at line 7, column 12: ", "an integer of more than 4300 digits"],
+    ),
+    "over-a-mebibyte": (
+        jobs_yaml(KEEP, FRESH) + "# " + "x" * 1024 * 1024 + "\n",
+        ["the file is larger than 1 MiB (1048576 bytes): refused"],
+    ),
+    "long-value-quoted-short": (
+        jobs_yaml(KEEP, FRESH, "    source: {type: " + "s" * 300_000 + ", path: /b}\n"),
+        ["jobs[1] (fresh): source.type: ", f"(got '{'s' * 60}…' (300000 characters))"],
+    ),
 }
 
 
@@ -346,6 +381,7 @@ async def test_bad_jobs_files_are_explained_and_write_nothing(sqlite_url, base_e
             assert lines[0] == f"backup-monitor: {path}: 1 problem(s)", f"{case}: {result}"
             assert lines[-1] == "nothing was written", f"{case}: {result}"
             assert len(lines) == 3, f"{case}: {result}"
+            assert len(result.err) < 1000, f"{case}: {result}"
             for expected in BAD_FILES[case][1]:
                 assert expected in lines[1], f"{case}: {expected!r} not in\n{result}"
 
@@ -809,3 +845,34 @@ async def test_scan_table_shows_control_characters_in_file_names_as_escapes(
     assert row.split()[:2] == ["CRITICAL", "db"]
     assert "\\x1b[2J\\x1b[32mOK\\x1b[0m\\nOK      fake  x.tar" in row
     assert reasons and all(line.startswith("    - ") for line in reasons)
+
+
+async def test_files_that_are_not_regular_files_or_bombs_are_refused_at_once(
+    sqlite_url, base_env, tmp_path
+):
+    """A FIFO waited for a writer for ever, /dev/zero was read until memory ran out, and an
+    alias bomb in CHANNELS_FILE kept `serve` from starting (issue 10 #12)."""
+    fifo = tmp_path / "jobs.fifo"
+    os.mkfifo(fifo)
+    (tmp_path / "a-directory").mkdir()
+    bomb = tmp_path / "channels.yml"
+    bomb.write_text(LAUGHS + "channels: {}\n")
+    run = partial(cli, env=base_env, database_url=sqlite_url, cwd=tmp_path, timeout=60)
+    port = str(free_port())
+    cases = {
+        "fifo": run("jobs", "apply", str(fifo)),
+        "dev-zero": run("jobs", "apply", "/dev/zero"),
+        "directory": run("jobs", "apply", str(tmp_path / "a-directory")),
+        "serve-jobs-fifo": run("serve", "--port", port, JOBS_FILE=str(fifo)),
+        "serve-channels-bomb": run("serve", "--port", port, CHANNELS_FILE=str(bomb)),
+        "apply-channels-bomb": run("jobs", "apply", "/dev/null", CHANNELS_FILE=str(bomb)),
+    }
+    results = dict(zip(cases, await asyncio.gather(*cases.values()), strict=True))
+    for case, result in results.items():
+        lines = result.err.strip().splitlines()
+        assert result.code == 1, f"{case}: {result}"
+        assert len(lines) == 3 and lines[1].startswith("  - "), f"{case}: {result}"
+        expected = "alias bomb" if "bomb" in case else "not a regular file"
+        assert expected in lines[1], f"{case}: {result}"
+        assert lines[2] == "nothing was written", f"{case}: {result}"
+        assert result.seconds < 30, f"{case}: {result}"
