@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
 from typing import Any
 
@@ -113,15 +113,24 @@ def migrations_lock(connection: Connection) -> Iterator[None]:
     timeout) and held until the end, which runs every migration in one transaction.
     """
     if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK})
-        connection.commit()
-        try:
-            yield
-        finally:
+
+        def release() -> None:
             if connection.in_transaction():  # a failed migration leaves its transaction open
                 connection.rollback()
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATIONS_LOCK})
             connection.commit()
+
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK})
+        connection.commit()
+        try:
+            yield
+        except BaseException:
+            # The migration's error is the one to report; a connection dead with it took the
+            # lock along.
+            with suppress(Exception):
+                release()
+            raise
+        release()
     elif connection.dialect.name == "sqlite":
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:

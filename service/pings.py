@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Literal
 
 from sqlalchemy import func, insert, select, true
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import database_url_of
@@ -91,10 +92,11 @@ class PingWriter:
     ) -> list[bool | Exception]:
         """Each ping's outcome: stored (True), no such job (False), or the error it gets.
 
-        One bad ping must not fail the others: a batch that fails (say on the foreign key of a
-        job deleted since the lookup) is split in halves, each stored on its own with a fresh
-        lookup, down to the one ping at fault, which gets one more try (its job, if deleted,
-        is no longer found: a 404). A database that is away fails them all at once.
+        One bad ping must not fail the others: a batch that fails on a row (a foreign key of a
+        job deleted since the lookup, a value refused) is split in halves, each stored on its
+        own with a fresh lookup, down to the one ping at fault, which gets one more try (its
+        job, if deleted, is no longer found: a 404). An error no row causes (a database that is
+        away, a bug) fails them all at once, without splitting.
         """
         try:
             known = await self._insert(pings)
@@ -103,10 +105,10 @@ class PingWriter:
                 error = describe_database_error(exc, database_url_of(self._sessionmaker))
                 logger.warning("pings not stored", extra={"count": len(pings), "error": error})
                 return [exc] * len(pings)
-            if len(pings) == 1 and not again:
-                return [exc]
+            if not isinstance(exc, IntegrityError | DataError) or (len(pings) == 1 and not again):
+                return [exc] * len(pings)
             logger.info(
-                "ping batch failed, storing it in parts",
+                "ping batch failed on a row, storing it in parts",
                 extra={"count": len(pings), "error": describe_error(exc)},
             )
             if len(pings) == 1:

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: declaring jobs, building backup trees."""
+"""Helpers shared by the tests: declaring jobs, building backup trees, servers of their own."""
 
 from __future__ import annotations
 

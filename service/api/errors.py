@@ -69,7 +69,8 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return response
     except Exception as exc:
         if database_unavailable(exc):
-            error = describe_database_error(exc, request.app[engine_key].url)
+            engine = request.app.get(engine_key)
+            error = describe_database_error(exc, engine.url if engine is not None else None)
             logger.warning(
                 "database unavailable", extra={"path": redact(request.path), "error": redact(error)}
             )

@@ -37,7 +37,7 @@ from service.jobsfile import apply_jobs, parse_jobs_document
 from service.models import Artifact, Job, JobCheck
 from service.scanner import run_scanner
 
-from conftest import TEST_DATABASE_URL, pg_admin
+from conftest import TEST_DATABASE_URL, missing, pg_admin
 from support import add_job, free_port, make_file, read
 
 
@@ -430,44 +430,67 @@ _AT_THE_SAME_INSTANT = (
 )
 
 
-async def together(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[Result]:
-    """Run the commands as processes released at the same instant; their results in order."""
-    processes = [
-        await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-c",
-            _AT_THE_SAME_INSTANT,
-            *command,
-            cwd=cwd,
-            env=env,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        for command in commands
-    ]
+async def release_together(
+    commands: list[list[str]], env: dict[str, str], cwd: Path
+) -> list[asyncio.subprocess.Process]:
+    """Start the commands, wait until every one is ready, then release them all at once. The
+    stderr of the i-th is in cwd/replica-i.err."""
+    processes = []
     try:
-        for process in processes:
+        for index, command in enumerate(commands):
+            with (cwd / f"replica-{index}.err").open("wb") as stderr:
+                process = await asyncio.create_subprocess_exec(
+                    sys.executable, "-c", _AT_THE_SAME_INSTANT, *command, cwd=cwd, env=env,
+                    stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=stderr,
+                )  # fmt: skip
+            processes.append(process)
+        for index, process in enumerate(processes):
             assert process.stdout is not None
             ready = await asyncio.wait_for(process.stdout.readline(), 60)
-            assert ready == b"ready\n", ready + await process.stderr.read()  # type: ignore[union-attr]
-        started = time.monotonic()
+            assert ready == b"ready\n", read(cwd / f"replica-{index}.err")
         for process in processes:
             assert process.stdin is not None
             process.stdin.write(b"x")
+    except BaseException:
+        await stop_all(processes)
+        raise
+    return processes
+
+
+async def stop_all(processes: list[asyncio.subprocess.Process]) -> None:
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def together(commands: list[list[str]], env: dict[str, str], cwd: Path) -> list[Result]:
+    """Run the commands as processes released at the same instant; their results in order."""
+    processes = await release_together(commands, env, cwd)
+    started = time.monotonic()
+    try:
         outputs = await asyncio.wait_for(
             asyncio.gather(*(process.communicate() for process in processes)), 120
         )
     finally:
-        for process in processes:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
+        await stop_all(processes)
     seconds = time.monotonic() - started
     return [
-        Result(process.returncode or 0, out.decode(), err.decode(), seconds)
-        for process, (out, err) in zip(processes, outputs, strict=True)
+        Result(process.returncode or 0, out.decode(), read(cwd / f"replica-{index}.err"), seconds)
+        for index, (process, (out, _)) in enumerate(zip(processes, outputs, strict=True))
     ]
+
+
+async def migrated_jobs(url: str) -> tuple[list[Any], list[str]]:
+    """The alembic versions and the names of the jobs in the database."""
+    engine = create_engine(url)
+    try:
+        async with engine.connect() as connection:
+            versions = await connection.execute(text("SELECT version_num FROM alembic_version"))
+            names = await connection.execute(text("SELECT name FROM jobs ORDER BY name"))
+            return list(versions.all()), list(names.scalars().all())
+    finally:
+        await engine.dispose()
 
 
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
@@ -496,21 +519,7 @@ async def test_replicas_started_together_migrate_and_apply_once(
                 "0 created, 0 updated, 20 unchanged, 0 deleted",
                 "20 created, 0 updated, 0 unchanged, 0 deleted",
             ], summaries
-            engine = create_engine(url)
-            try:
-                async with engine.connect() as connection:
-                    versions = (
-                        await connection.execute(text("SELECT version_num FROM alembic_version"))
-                    ).all()
-                    stored = (
-                        (await connection.execute(text("SELECT name FROM jobs ORDER BY name")))
-                        .scalars()
-                        .all()
-                    )
-            finally:
-                await engine.dispose()
-            assert versions == [(head,)]
-            assert stored == sorted(names)
+            assert await migrated_jobs(url) == ([(head,)], sorted(names))
 
 
 def on_tiny_disk(directory: Path, size: str, *command: str) -> list[str]:
@@ -530,7 +539,7 @@ def tiny_disks(tmp_path: Path) -> None:
             on_tiny_disk(tmp_path, "64k", *probe), capture_output=True, timeout=30
         ).returncode
     ):
-        pytest.skip("cannot mount a tmpfs in a user namespace here")
+        missing("cannot mount a tmpfs in a user namespace here (unshare, util-linux)")
 
 
 async def test_a_full_disk_is_named_as_such(tiny_disks, base_env, tmp_path):
@@ -618,6 +627,39 @@ async def test_pings_on_a_full_disk_are_503_and_logged_as_such(
     [line] = [line for line in text.splitlines() if "pings not stored" in line]
     assert f"the disk is full ({disk}, " in line, line
     assert "Traceback" not in text
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_replicas_serving_together_start(kind, pg_template, base_env, tmp_path):
+    """Three `serve` replicas with JOBS_FILE, released at the same instant on a fresh database:
+    all get ready, all stop cleanly, the schema and the jobs are there once."""
+    jobs_file = tmp_path / "jobs.yml"
+    names = [f"job-{index}" for index in range(10)]
+    jobs_file.write_text(
+        jobs_yaml(*(f"  - name: {name}\n    schedule: {{every: 1d}}\n" for name in names))
+    )
+    head = ScriptDirectory.from_config(migrate.alembic_config("sqlite://")).get_current_head()
+    ports = [free_port() for _ in range(3)]
+    async with empty_database(kind, tmp_path) as url:
+        env = dict(base_env, DATABASE_URL=url, JOBS_FILE=str(jobs_file))
+        commands = [["serve", "--port", str(port)] for port in ports]
+        processes = await release_together(commands, env, tmp_path)
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+                for index, (process, port) in enumerate(zip(processes, ports, strict=True)):
+                    log = tmp_path / f"replica-{index}.err"
+                    ready = f"http://127.0.0.1:{port}/health/ready"
+                    await wait_for_200(client, ready, process, log)
+            for process in processes:
+                process.send_signal(signal.SIGTERM)
+            codes = [await asyncio.wait_for(process.wait(), 30) for process in processes]
+        finally:
+            await stop_all(processes)
+        logs = [read(tmp_path / f"replica-{index}.err") for index in range(3)]
+        assert codes == [0, 0, 0], logs
+        for log in logs:
+            assert "jobs file applied" in log and "Traceback" not in log, log
+        assert await migrated_jobs(url) == ([(head,)], sorted(names))
 
 
 async def test_unreachable_database_at_startup_is_one_line(base_env, tmp_path):

@@ -5,6 +5,7 @@ the test's own, stopped and started, and a real SQLite file."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import shutil
 import sqlite3
 import tempfile
@@ -19,12 +20,13 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from service import migrate
 from service.app import create_app
-from service.db import create_engine
+from service.db import create_engine, create_sessionmaker
 from service.errors import database_unavailable
 from service.keys import engine_key
+from service.scheduler import run_deadline_tick, run_scanner_job
 from service.settings import load_settings
 
-from conftest import IN_CI, in_thread
+from conftest import in_thread, missing
 from support import PrivatePostgres
 
 MAX_CONNECTIONS = 5
@@ -40,9 +42,7 @@ def postgres() -> Iterator[PrivatePostgres]:
         try:
             server = PrivatePostgres(directory, MAX_CONNECTIONS)
         except (FileNotFoundError, RuntimeError) as exc:
-            if IN_CI:
-                pytest.fail(f"cannot make a private PostgreSQL server: {exc}")
-            pytest.skip(f"cannot make a private PostgreSQL server: {exc}")
+            missing(f"cannot make a private PostgreSQL server: {exc}")
         server.start()
         in_thread(lambda: migrate.upgrade(server.url))
         yield server
@@ -218,3 +218,21 @@ def test_the_classifier_over_real_sqlite_and_other_errors(tmp_path: Path):
     with pytest.raises(IsADirectoryError) as not_a_zone:
         zoneinfo.ZoneInfo("America/Argentina")
     assert not database_unavailable(not_a_zone.value)
+
+
+async def test_background_work_logs_an_outage_as_one_line(running, caplog):
+    """A scheduled scan or deadline tick while the database is stopped: one warning saying
+    the database is unavailable (the next run tries again), not an error with a traceback."""
+    engine = create_engine(running.url)
+    sessions = create_sessionmaker(engine)
+    try:
+        running.stop("fast")
+        with caplog.at_level(logging.INFO, logger="service.scheduler"):
+            await run_scanner_job(sessions)
+            await run_deadline_tick(sessions)
+    finally:
+        await engine.dispose()
+    records = [r for r in caplog.records if r.getMessage().startswith("Error while")]
+    assert [r.levelno for r in records] == [logging.WARNING] * 2, caplog.text
+    assert all(r.exc_info is None for r in records)
+    assert all("database unavailable: ConnectionRefusedError" in r.getMessage() for r in records)
