@@ -288,26 +288,10 @@ class BackupScanner:
         for scan_id in abandoned:
             logger.warning("abandoned scan closed", extra={"scan_id": scan_id, "by": run_id})
         logger.info("scan started", extra={"scan_id": run_id, "trigger": self.trigger})
+        if self.on_start is not None:
+            self.on_start(run_id)
+
         heartbeat = self._keep_alive(run_id)
-        try:
-            if self.on_start is not None:
-                self.on_start(run_id)
-            return await self._run(run_id, report, names)
-        finally:
-            if heartbeat is not None:
-                heartbeat.cancel()
-                await asyncio.gather(heartbeat, return_exceptions=True)
-
-    def _keep_alive(self, run_id: int) -> asyncio.Task[None] | None:
-        engine = self.session.bind
-        if not isinstance(engine, AsyncEngine):  # a session bound to one connection: no beat
-            return None
-        return asyncio.create_task(keep_alive(engine, run_id, self.clock, self.heartbeat_seconds))
-
-    async def _run(
-        self, run_id: int, report: ScanReport, names: Sequence[str] | None
-    ) -> ScanReport:
-        session = self.session
         try:
             query = select(*_JOB_COLUMNS).order_by(Job.name)
             if names is not None:
@@ -323,13 +307,22 @@ class BackupScanner:
             # "running" forever, and must say why. Best effort, the original error is what
             # matters.
             report.status, report.error = "failed", run_error(exc)
+            await _stop(heartbeat)
             with suppress(Exception):
                 await self._finish_run(run_id, report)
             raise
         if report.status == "interrupted":
             logger.warning("scan interrupted", extra={"scan_id": run_id})
+        # Before the finish: once the run reads finished, its task ends with no more waiting.
+        await _stop(heartbeat)
         await self._finish_run(run_id, report)
         return report
+
+    def _keep_alive(self, run_id: int) -> asyncio.Task[None] | None:
+        engine = self.session.bind
+        if not isinstance(engine, AsyncEngine):  # a session bound to one connection: no beat
+            return None
+        return asyncio.create_task(keep_alive(engine, run_id, self.clock, self.heartbeat_seconds))
 
     async def _finish_run(self, run_id: int, report: ScanReport) -> None:
         session = self.session
@@ -778,6 +771,12 @@ class BackupScanner:
         await session.execute(
             statement, [dict(zip(_COPY_COLUMNS, row, strict=True)) for row in rows]
         )
+
+
+async def _stop(task: asyncio.Task[None] | None) -> None:
+    if task is not None:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
 
 async def run_scanner(session: AsyncSession, **options: Any) -> ScanReport:
