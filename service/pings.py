@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Literal
 
@@ -139,11 +139,14 @@ class PingWriter:
             return set(jobs)
 
 
+Outcome = Literal["running", "abandoned", "success", "fail", "log"]
+
+
 @dataclass(frozen=True, slots=True)
 class Run:
     """A start and its finish (either may be missing), or a log ping alone."""
 
-    outcome: Literal["running", "success", "fail", "log"]
+    outcome: Outcome
     started_at: datetime | None
     finished_at: datetime | None
     exit_status: int | None
@@ -158,16 +161,23 @@ class Run:
 
 
 def runs_of(pings: Sequence[Ping]) -> list[Run]:
-    """The runs that pings (oldest first) make, oldest first.
+    """The runs that pings (oldest first) make, each listed at its last ping, oldest first.
 
-    A finish closes the open run with the same run id (`?rid=`); without one, the most recent
-    open run without one. A finish with nothing open is a run of unknown length; a start that
-    nothing finished yet is `running`. Log pings are listed as they came.
+    A finish closes the open run with the same run id (`?rid=`, or none on both). A start
+    supersedes the open run with its run id (or none on both): that run's script died without
+    a finish, so it is `abandoned` (its start kept, no finish, no duration) instead of
+    `running` until it leaves the pings read. Runs with different run ids overlap (Healthchecks'
+    rule): a start with one leaves an open run with another alone. A finish with nothing open
+    is a run of unknown length; a start that nothing finished or superseded yet is `running`.
+    Log pings are listed as they came.
     """
     runs: list[Run | None] = []
     open_runs: dict[str | None, int] = {}  # rid -> index in runs of the open run
     for ping in pings:
         if ping.kind == "start":
+            superseded = open_runs.get(ping.rid)
+            if superseded is not None and (opened := runs[superseded]) is not None:
+                runs[superseded] = replace(opened, outcome="abandoned")
             open_runs[ping.rid] = len(runs)
             runs.append(Run("running", ping.received_at, None, None, ping.rid, ping.body))
         elif ping.kind == "log":
@@ -197,10 +207,18 @@ PINGS_JUDGED = 50  # a job's newest pings the evaluation reads
 
 
 def run_facts(runs: Sequence[Run]) -> RunFacts:
-    """What the evaluation needs from a job's runs (oldest first)."""
+    """What the evaluation needs from a job's runs (oldest first).
+
+    Only the newest start is watched for `max_duration`, as Healthchecks does: once a later run
+    has started, an older one still open (its script died, or it overlaps under another run
+    id) is never judged overdue, so one crash cannot pin the job critical while later runs
+    succeed.
+    """
     finished = [run for run in runs if run.outcome in ("success", "fail")]
     successes = [run for run in finished if run.outcome == "success"]
-    running = [run for run in runs if run.outcome == "running"]
+    # The newest start; at the same instant, the run listed later (the one that superseded).
+    starts = [(run.started_at, index) for index, run in enumerate(runs) if run.started_at]
+    newest = runs[max(starts)[1]] if starts else None
     last = finished[-1] if finished else None
     return RunFacts(
         last_success_at=successes[-1].finished_at if successes else None,
@@ -208,7 +226,7 @@ def run_facts(runs: Sequence[Run]) -> RunFacts:
         last_finished_at=last.finished_at if last else None,
         last_duration=last.duration if last else None,
         last_exit_status=last.exit_status if last else None,
-        running_since=running[-1].started_at if running else None,
+        running_since=newest.started_at if newest and newest.outcome == "running" else None,
     )
 
 

@@ -217,7 +217,9 @@ class HistoryPage(_Out):
 
 
 class RunOut(_Out):
-    outcome: Literal["running", "success", "fail", "log"]
+    outcome: Literal["running", "abandoned", "success", "fail", "log"] = Field(
+        description="`abandoned`: a later start with the same run id came before its finish"
+    )
     started_at: datetime | None
     finished_at: datetime | None
     duration: float | None = Field(description="seconds, when both ends are known")

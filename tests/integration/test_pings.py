@@ -214,3 +214,49 @@ async def test_pings_judge_the_job(client, app):
     assert status == "critical" and "late" in reasons
     listing = await (await client.get("/api/v1/jobs/hb")).json()
     assert listing["status"] == "critical"
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "first_outcome"),
+    [
+        ("", "", "abandoned"),  # no run id: the later start supersedes the dead run
+        ("?rid=r1", "?rid=r1", "abandoned"),  # the same run id: likewise
+        ("?rid=r1", "?rid=r2", "running"),  # a fresh run id each run: overlapping runs
+    ],
+    ids=["no-rid", "same-rid", "new-rid"],
+)
+async def test_a_crashed_run_does_not_pin_the_job_critical(client, app, first, second,
+                                                           first_outcome):  # fmt: skip
+    """Issue 11 item 1: `max_duration: 20s`, a start whose script dies, later a start and a
+    success. The job was critical `run_overdue` for as long as the dead start stayed among
+    the judged pings, while its runs showed the newer success. Only the newest start is
+    watched; a start with the dead run's run id (or none on both) shows it as abandoned."""
+    response = await client.post(
+        "/api/v1/jobs",
+        json={"name": "hb", "schedule": {"every": "1d"}, "rules": {"max_duration": "20s"}},
+    )
+    job = await response.json()
+    url = f"/ping/{job['ping_key']}"
+    assert (await client.get(f"{url}/start{first}")).status == 200  # the script dies
+
+    async def judged(seconds_later):
+        report = await scan(app, lambda: datetime.now(UTC) + timedelta(seconds=seconds_later))
+        (result,) = [result for result in report.jobs if result.name == "hb"]
+        listing = await (await client.get("/api/v1/jobs/hb")).json()
+        assert listing["status"] == result.status
+        return result.status, [reason["code"] for reason in result.reasons]
+
+    assert await judged(30) == ("critical", ["run_overdue"])
+    assert (await client.get(f"{url}/start{second}")).status == 200
+    assert (await client.get(f"{url}/0{second}")).status == 200
+    assert await judged(31) == ("ok", [])
+    assert await judged(86_000) == ("ok", [])  # never judged again, however old it gets
+    runs = (await (await client.get("/api/v1/jobs/hb/runs")).json())["items"]
+    summary = [(r["outcome"], r["started_at"] is not None, r["duration"] is not None)
+               for r in runs]  # fmt: skip
+    assert summary == [("success", True, True), (first_outcome, True, False)]
+    page = await (await client.get("/jobs/hb")).text()
+    rows = page[page.index('id="runs"') :]
+    assert f'data-outcome="{first_outcome}"' in rows and 'data-outcome="success"' in rows
+    if first_outcome == "abandoned":
+        assert "⊘ abandoned" in rows
