@@ -12,7 +12,6 @@ of format stay with prometheus-client.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
@@ -39,6 +38,7 @@ from service.api.openapi import operation
 from service.keys import sessionmaker_key, settings_key
 from service.models import Job, NotificationDelivery, ScanRun
 from service.scanner.rules import STATUSES
+from service.tokens import same_secret
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 JOB_LABELS = ("job", "tags")
@@ -298,7 +298,7 @@ def _check_token(request: web.Request) -> None:
     if token is None:
         return
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if not same_secret(given, token.get_secret_value()):
         raise ApiError(401, "unauthorized", "send METRICS_TOKEN as 'Authorization: Bearer ...'")
 
 

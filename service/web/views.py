@@ -9,7 +9,6 @@ carries a CSRF token that must match a cookie of its own (double submit).
 from __future__ import annotations
 
 import asyncio
-import hmac
 import secrets
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -26,6 +25,7 @@ from service.api.auth import access_for
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import JobsQuery
+from service.api.wellformed import read_form
 from service.jobs import (
     MAX_REF,
     Action,
@@ -40,7 +40,7 @@ from service.jobs import (
 from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.pings import recent_runs
-from service.tokens import Access
+from service.tokens import Access, same_secret
 from service.units import format_duration, format_size
 from service.web.charts import ChartPoint, size_chart, sparkline
 from service.web.queries import (
@@ -122,17 +122,10 @@ def csrf_of(request: web.Request) -> tuple[str, bool]:
 
 async def checked_form(request: web.Request) -> dict[str, str]:
     """The posted form, once its CSRF token matches the cookie (403 otherwise)."""
-    try:
-        form = await request.post()
-    except ValueError as exc:  # a malformed multipart or urlencoded body
-        raise ApiError(400, "bad_request", f"the form could not be read: {exc}") from None
+    form = await read_form(request)
     sent = form.get("csrf")
     cookie = request.cookies.get(CSRF_COOKIE, "")
-    if (
-        not isinstance(sent, str)
-        or not cookie
-        or not hmac.compare_digest(sent.encode(), cookie.encode())
-    ):
+    if not isinstance(sent, str) or not cookie or not same_secret(sent, cookie):
         raise ApiError(
             403, "forbidden", "this form has expired or came from another site; reload the page"
         )
