@@ -1,4 +1,5 @@
-"""The HTTP edge against a real `serve` process, over raw sockets: malformed requests, and the
+"""The HTTP edge against a real `serve` process, over raw sockets: malformed requests, requests
+that never finish their head, more connections than the process has descriptors for, and the
 headers every answer carries."""
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import resource
 import signal
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,20 @@ MALFORMED = [
         "POST /login", b"csrf=abc",
         extra=b"Content-Type: application/x-www-form-urlencoded\r\nCookie: bm_csrf=\xff\xfe\r\n",
     ), 403),
+    ("body not gzip", request(
+        "POST /api/v1/jobs", b"garbage",
+        extra=b"Content-Type: application/json\r\nContent-Encoding: gzip\r\n",
+    ), 400),
+    ("ping body not gzip", request(
+        "POST /ping/abcdefghijklmnopqrstuv", b"garbage", extra=b"Content-Encoding: gzip\r\n"
+    ), 400),
+    ("bad chunk", b"POST /api/v1/jobs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: "
+     b"application/json\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nabc\r\n0\r\n\r\n", 400),
+    ("header without a colon", b"GET / HTTP/1.1\r\nHost localhost\r\n\r\n", 400),
+    ("two Host headers", b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+    ("path not UTF-8", b"GET /jobs/\xff HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400),
+    ("absolute URI with a bad port", b"GET http://a:b/ HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n", 400),
+    ("not HTTP", b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + b"\x00" * 40 + b"\r\n\r\n", 400),
 ]  # fmt: skip
 
 
@@ -213,6 +228,74 @@ async def test_malformed_requests_are_4xx_with_one_log_line_and_no_traceback(
             await exchange(served.port, request("GET /api/v1/jobs", host=b"a:b"))
         assert await answers_live(served.port)
         assert len(served.log_lines()[before:]) <= 20
+    text = read(served.log)
+    assert "Traceback" not in text and "ERROR" not in text, text
+
+
+# --- items that never finish their head, and more connections than descriptors ----------------
+
+
+async def hold(
+    port: int, count: int, data: bytes
+) -> list[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    held = []
+    for _ in range(count):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        if data:
+            writer.write(data)
+            await writer.drain()
+        held.append((reader, writer))
+    return held
+
+
+async def closed_by_server(reader: asyncio.StreamReader) -> float:
+    """When the server closed the connection (EOF or reset), in loop time."""
+    with suppress(ConnectionResetError):
+        await reader.read()
+    return asyncio.get_running_loop().time()
+
+
+HALF = b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: "
+
+
+async def test_requests_that_never_finish_their_head_are_closed(sqlite_url, base_env, tmp_path):
+    settings = {"HTTP_HEADER_TIMEOUT_SECONDS": "1", "HTTP_MAX_CONNECTIONS": "30"}
+    async with serving(sqlite_url, base_env, tmp_path, **settings) as served:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        half_sent = await hold(served.port, 25, HALF)
+        silent = await hold(served.port, 5, b"")
+        # A kept-alive connection that answered once, then starts a next request and stalls.
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"GET /health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await reader.readuntil(b'{"status": "ok"}')).startswith(b"HTTP/1.1 200")
+        writer.write(HALF)
+        kept_alive = [(reader, writer)]
+        # While they are held, more than the limit in all: /health/live answers at once.
+        assert await answers_live(served.port)
+        closed = await asyncio.wait_for(
+            asyncio.gather(*(closed_by_server(r) for r, _ in half_sent + silent + kept_alive)), 10
+        )
+        assert max(closed) - started < 6
+        for _, held_writer in half_sent + silent + kept_alive:
+            held_writer.close()
+        assert await answers_live(served.port)
+
+
+async def test_more_connections_than_descriptors_leave_health_reachable(
+    sqlite_url, base_env, tmp_path
+):
+    """With RLIMIT_NOFILE at 256, 400 half-sent requests once made /health/live unreachable."""
+    async with serving(sqlite_url, base_env, tmp_path, open_files=256) as served:
+        held = await hold(served.port, 400, HALF)
+        try:
+            for _ in range(5):
+                assert await answers_live(served.port)
+            assert "connection limit lowered to fit the open-file limit" in read(served.log)
+        finally:
+            for _, writer in held:
+                writer.close()
+    assert "Traceback" not in read(served.log)
 
 
 # --- headers ------------------------------------------------------------------------------------

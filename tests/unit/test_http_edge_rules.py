@@ -1,7 +1,10 @@
-"""The pure rules of the HTTP edge: which Host headers are well formed, how many log lines
-malformed requests may cost, which errors are the client's."""
+"""The pure rules of the HTTP edge: which Host headers are well formed, how many connections fit
+the open-file limit, how many log lines malformed requests may cost, which errors are the
+client's."""
 
 from __future__ import annotations
+
+import resource
 
 import pytest
 from aiohttp import web
@@ -10,6 +13,7 @@ from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
 from service.api.errors import client_fault
 from service.api.wellformed import host_problem
 from service.logs import LogThrottle
+from service.server import RESERVED_DESCRIPTORS, connection_limit
 
 
 @pytest.mark.parametrize(
@@ -32,6 +36,14 @@ def test_well_formed_hosts(host):
 def test_malformed_hosts(host, says):
     problem = host_problem(host)
     assert problem is not None and says in problem
+
+
+def test_connection_limit_fits_the_open_file_limit():
+    assert connection_limit(1000, 1024) == 1024 - RESERVED_DESCRIPTORS
+    assert connection_limit(1000, 1_048_576) == 1000
+    assert connection_limit(1000, resource.RLIM_INFINITY) == 1000
+    assert connection_limit(50, 1024) == 50
+    assert connection_limit(1000, 100) == 4  # never none at all
 
 
 def test_log_throttle_keeps_a_burst_a_window_and_counts_the_rest():
