@@ -4,6 +4,8 @@
   of the connection opening, or of the first byte of a next request on a kept-alive one; else
   the connection is closed. aiohttp has no such limit: a half-sent request held its connection
   for the keep-alive timeout, and enough of them used up the open-file limit.
+- The body of a request must then arrive within BODY_TIMEOUT_FACTOR times that (a minute by
+  default): a body sent a byte at a time held its connection, busy, for ever.
 - At most HTTP_MAX_CONNECTIONS connections are open at once, lowered to fit RLIMIT_NOFILE with
   room for the database, the scans and the notices. At the limit a new connection takes the
   place of the one idle the longest (waiting for a request head), so a client that sends its
@@ -26,6 +28,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.streams import StreamReader
 
 from service.api.errors import bad_requests_key, client_fault, error_response, log_bad_request
 from service.api.headers import SECURITY_HEADERS, SERVER, add_security_headers
@@ -41,6 +44,8 @@ RESERVED_DESCRIPTORS = 128
 # usually shorter), and how long requests in flight may take to finish at a stop.
 KEEPALIVE_SECONDS = 75.0
 SHUTDOWN_SECONDS = 30.0
+# A request's body gets this many header timeouts to arrive (1 MiB at most: 60 s is ~17 KiB/s).
+BODY_TIMEOUT_FACTOR = 4
 
 
 def connection_limit(wanted: int, open_files: int) -> int:
@@ -142,6 +147,7 @@ class GuardedHandler(web.RequestHandler):
         self.heads = 0  # request heads parsed on this connection
         self.answered = 0  # responses finished
         self.head_timer: asyncio.TimerHandle | None = None
+        self.body_timer: asyncio.TimerHandle | None = None
 
     @property
     def idle(self) -> bool:
@@ -165,6 +171,10 @@ class GuardedHandler(web.RequestHandler):
             self.heads += parsed
             self._disarm()
             self.connections.touch(self)
+            # The newest request is at the end of aiohttp's queue (its handler not started yet).
+            payload = self._messages[-1][1] if self._messages else None
+            if payload is not None and not payload.is_eof():
+                self._expect_body(payload)
         elif data and self.head_timer is None and self.idle:
             self._arm()  # the first bytes of a next request on a kept-alive connection
 
@@ -178,6 +188,8 @@ class GuardedHandler(web.RequestHandler):
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._disarm()
+        if self.body_timer is not None:
+            self.body_timer.cancel()
         self.connections.forget(self)
         super().connection_lost(exc)
 
@@ -191,6 +203,20 @@ class GuardedHandler(web.RequestHandler):
         if self.head_timer is not None:
             self.head_timer.cancel()
             self.head_timer = None
+
+    def _expect_body(self, payload: StreamReader) -> None:
+        if self.body_timer is not None:
+            self.body_timer.cancel()
+        self.body_timer = asyncio.get_running_loop().call_later(
+            self.header_timeout * BODY_TIMEOUT_FACTOR, self._body_overdue, payload
+        )
+
+    def _body_overdue(self, payload: StreamReader) -> None:
+        self.body_timer = None
+        if not payload.is_eof() and self.transport is not None:
+            # Its handler, waiting for the rest, sees the connection lost (logged at debug).
+            logger.debug("request body not complete in time: connection closed")
+            self.force_close()
 
     def _head_overdue(self) -> None:
         self.head_timer = None

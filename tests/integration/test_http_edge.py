@@ -282,6 +282,35 @@ async def test_requests_that_never_finish_their_head_are_closed(sqlite_url, base
         assert await answers_live(served.port)
 
 
+async def test_a_body_that_never_arrives_is_closed(sqlite_url, base_env, tmp_path):
+    """A body sent a byte now and then held its connection, busy, for ever; now it has four
+    header timeouts. A slow body that does arrive in time is served."""
+    settings = {"HTTP_HEADER_TIMEOUT_SECONDS": "1"}
+    async with serving(sqlite_url, base_env, tmp_path, **settings) as served:
+        loop = asyncio.get_running_loop()
+        head = (
+            b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n\r\n"
+        )
+        started = loop.time()
+        stalled = await hold(served.port, 5, head + b"csrf=")
+        reader, writer = await asyncio.open_connection("127.0.0.1", served.port)
+        writer.write(b"POST /ping/no-such-key HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                     b"Content-Length: 4\r\nConnection: close\r\n\r\nok")  # fmt: skip
+        await asyncio.sleep(1.5)  # a slow client, past the header timeout, within the body's
+        writer.write(b"!!")
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 404")
+        writer.close()
+        closed = await asyncio.wait_for(
+            asyncio.gather(*(closed_by_server(r) for r, _ in stalled)), 15
+        )
+        assert min(closed) - started > 3.5 and max(closed) - started < 9
+        for _, held_writer in stalled:
+            held_writer.close()
+        assert await answers_live(served.port)
+    assert "Traceback" not in read(served.log)
+
+
 async def test_more_connections_than_descriptors_leave_health_reachable(
     sqlite_url, base_env, tmp_path
 ):
