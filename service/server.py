@@ -10,7 +10,8 @@
   room for the database, the scans and the notices. At the limit a new connection takes the
   place of the one idle the longest (waiting for a request head), so a client that sends its
   request at once (`/health/live`, a ping) still gets in; only when every connection is busy
-  with a request is the new one answered 503 and closed.
+  with a request is the new one answered 503 and closed. The last places are kept for
+  `/health/` probes: once the others are all busy, any other request is answered 503.
 - A request aiohttp cannot parse is answered with the JSON error envelope and logged as one
   line (within the budget of `LogThrottle`), not as a traceback.
 
@@ -55,28 +56,23 @@ def connection_limit(wanted: int, open_files: int) -> int:
     return max(4, min(wanted, open_files - RESERVED_DESCRIPTORS))
 
 
+BUSY_BODY = json.dumps(
+    {"error": {"code": "unavailable", "message": "too many connections; try again shortly",
+               "details": []}}
+).encode()  # fmt: skip
+BUSY_HEADERS = {"Content-Type": "application/json; charset=utf-8", "Retry-After": "1"}
+
+
 def _busy_answer() -> bytes:
-    body = json.dumps(
-        {
-            "error": {
-                "code": "unavailable",
-                "message": "too many connections; try again shortly",
-                "details": [],
-            }
-        }
-    ).encode()
     headers = {
-        "Content-Type": "application/json; charset=utf-8",
-        "Content-Length": str(len(body)),
-        "Retry-After": "1",
-        "Connection": "close",
-        "Server": SERVER,
-        **SECURITY_HEADERS,
-    }
+        **BUSY_HEADERS, "Content-Length": str(len(BUSY_BODY)), "Connection": "close",
+        "Server": SERVER, **SECURITY_HEADERS,
+    }  # fmt: skip
     head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
-    return f"HTTP/1.1 503 Service Unavailable\r\n{head}\r\n".encode() + body
+    return f"HTTP/1.1 503 Service Unavailable\r\n{head}\r\n".encode() + BUSY_BODY
 
 
+# For a connection refused before it sent anything: written straight to the socket.
 BUSY_ANSWER = _busy_answer()
 
 
@@ -85,6 +81,9 @@ class Connections:
 
     def __init__(self, limit: int) -> None:
         self.limit = limit
+        # The last places are for health checks: when the others are all busy with requests (a
+        # flood of slow ones), a probe of /health/ still gets in and is answered.
+        self.reserve = max(1, min(8, limit // 8))
         self._open: dict[GuardedHandler, None] = {}  # a dict keeps insertion order
         self._pressure = LogThrottle(burst=1, window=60.0)
         self._evicted = 0
@@ -99,8 +98,7 @@ class Connections:
         if len(self._open) >= self.limit:
             idle = next((other for other in self._open if other.idle), None)
             if idle is None:
-                self._refused += 1
-                self._report()
+                self.refused()
                 return False
             self.forget(idle)
             idle.force_close()
@@ -108,6 +106,19 @@ class Connections:
             self._report()
         self._open[handler] = None
         return True
+
+    def only_health(self, handler: GuardedHandler) -> bool:
+        """Whether the request `handler` just received must be a health check: the places
+        before the reserve are all taken by connections busy with a request."""
+        normal = self.limit - self.reserve
+        if len(self._open) <= normal:
+            return False
+        busy = sum(1 for other in self._open if other is not handler and not other.idle)
+        return busy >= normal
+
+    def refused(self) -> None:
+        self._refused += 1
+        self._report()
 
     def touch(self, handler: GuardedHandler) -> None:
         """`handler` sent a request: it becomes the most recently active."""
@@ -148,6 +159,19 @@ class GuardedHandler(web.RequestHandler):
         self.answered = 0  # responses finished
         self.head_timer: asyncio.TimerHandle | None = None
         self.body_timer: asyncio.TimerHandle | None = None
+        self.app_handler = self._request_handler
+        self._request_handler = self._handle_unless_crowded
+
+    async def _handle_unless_crowded(self, request: web.BaseRequest) -> web.StreamResponse:
+        """The app's answer; but only a health check's while the other places are all busy."""
+        crowded = not request.path.startswith("/health/") and self.connections.only_health(self)
+        if crowded or self.app_handler is None:
+            self.connections.refused()
+            response = web.Response(status=503, body=BUSY_BODY, headers=BUSY_HEADERS)
+            add_security_headers(response)
+            response.force_close()
+            return response
+        return await self.app_handler(request)
 
     @property
     def idle(self) -> bool:
@@ -157,11 +181,16 @@ class GuardedHandler(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if not self.connections.admit(self):
-            if isinstance(transport, asyncio.WriteTransport):
-                transport.write(BUSY_ANSWER)
-            self.force_close()
+            self.refuse()
             return
         self._arm()
+
+    def refuse(self) -> None:
+        """503 and close, without reading what the client sends."""
+        self.connections.forget(self)  # its place is free now, not once the close is done
+        if isinstance(self.transport, asyncio.WriteTransport):
+            self.transport.write(BUSY_ANSWER)
+        self.force_close()
 
     def data_received(self, data: bytes) -> None:
         before = self._request_count  # aiohttp's count of request heads parsed

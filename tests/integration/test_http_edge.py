@@ -311,6 +311,48 @@ async def test_a_body_that_never_arrives_is_closed(sqlite_url, base_env, tmp_pat
     assert "Traceback" not in read(served.log)
 
 
+async def rest(reader: asyncio.StreamReader) -> bytes:
+    """All the server sends until it closes; `<reset>` when it closed with a reset."""
+    try:
+        return await reader.read()
+    except ConnectionResetError:
+        return b"<reset>"
+
+
+SLOW_FORM = (
+    b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1000\r\n"
+    b"Content-Type: application/x-www-form-urlencoded\r\n\r\ncsrf="
+)
+
+
+async def test_health_gets_in_when_every_connection_is_busy(sqlite_url, base_env, tmp_path):
+    """Slow requests (bodies that never end), one after the other, against 16 places: at most
+    14 are let in, the others are answered 503; a health probe is answered all along (it was
+    refused once all 16 were busy), any other request gets a 503 meanwhile."""
+    settings = {"HTTP_HEADER_TIMEOUT_SECONDS": "2", "HTTP_MAX_CONNECTIONS": "16"}
+    async with serving(sqlite_url, base_env, tmp_path, **settings) as served:
+        slow = []
+        try:
+            for _ in range(20):
+                slow += await hold(served.port, 1, SLOW_FORM)
+                # The probe's answer also says the server has read the slow request before it.
+                assert await answers_live(served.port), len(slow)
+            answer = await exchange(served.port, request("GET /api/v1/status"), 5)
+            assert answer.status == 503 and answer.json()["error"]["code"] == "unavailable"
+            assert answer.headers["retry-after"] == "1"
+            assert answer.headers["x-content-type-options"] == "nosniff"
+            # At most 14 slow ones were let in (and closed at their body's deadline); the others
+            # were answered 503 (or closed to make room).
+            ends = await asyncio.wait_for(asyncio.gather(*(rest(r) for r, _ in slow)), 20)
+            assert sum(end.startswith(b"HTTP/1.1 503 ") for end in ends) >= 6, ends
+            assert all(end.startswith((b"HTTP/1.1 503 ", b"<reset>")) or not end for end in ends)
+        finally:
+            for _, writer in slow:
+                writer.close()
+    assert "connection limit reached" in read(served.log)
+    assert "Traceback" not in read(served.log)
+
+
 async def test_more_connections_than_descriptors_leave_health_reachable(
     sqlite_url, base_env, tmp_path
 ):
