@@ -293,6 +293,15 @@ async def read_notification_families(session: AsyncSession) -> list[Metric]:
     return notification_families({state: int(count) for state, count in rows.all()})
 
 
+def encoder_for(accept: str) -> tuple[Encoder, str]:
+    """prometheus-client's format for this Accept header; the classic text one when the header
+    is malformed (its parser raises on some, e.g. `openmetrics-text; version=x`: a 500)."""
+    try:
+        return choose_encoder(accept)
+    except (TypeError, ValueError, IndexError):
+        return choose_encoder("")
+
+
 def _check_token(request: web.Request) -> None:
     token = request.app[settings_key].metrics_token
     if token is None:
@@ -315,7 +324,7 @@ async def metrics(request: web.Request) -> web.Response:
         jobs = await read_jobs(session)
         service = await read_service_families(session)
     # OpenMetrics for scrapers that ask for it (Prometheus does), the classic text otherwise.
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encode, content_type = encoder_for(request.headers.get("Accept", ""))
     # ~15 ms of pure Python for 2 000 jobs: not on the event loop.
     body = await asyncio.to_thread(render_metrics, jobs, service, encode)
     return web.Response(body=body, headers={"Content-Type": content_type})

@@ -154,6 +154,10 @@ def part(headers: bytes, value: bytes = b"abc") -> bytes:
 NAME = b'Content-Disposition: form-data; name="csrf"'
 HTML = b"Accept: text/html\r\n"
 URLENCODED = b"application/x-www-form-urlencoded"
+ODD_ACCEPT = (
+    b"Accept: application/openmetrics-text; version=x\r\n"
+    b"Authorization: Bearer " + METRICS_TOKEN.encode() + b"\r\n"
+)
 TOKEN_AUTH = b"Authorization: Bearer \xff\r\n"
 METRICS_AUTH = b"Authorization: Bearer \xff\xfe" + METRICS_TOKEN.encode() + b"\r\n"
 
@@ -169,6 +173,7 @@ MALFORMED = [
     ("Host, health", request("GET /health/live", host=b"a:b"), 400),
     ("Host, metrics", request("GET /metrics", host=b"a:b"), 400),
     ("metrics token not UTF-8", request("GET /metrics", extra=METRICS_AUTH), 401),
+    ("metrics Accept malformed", request("GET /metrics", extra=ODD_ACCEPT), 200),
     ("API token not UTF-8", request("GET /api/v1/jobs", extra=TOKEN_AUTH), 401),
     ("form boundary missing", form(b"garbage!!!", b"multipart/form-data"), 400),
     ("form without a boundary line", form(b"garbage!!!"), 400),
@@ -205,7 +210,9 @@ async def test_malformed_requests_are_4xx_with_one_log_line_and_no_traceback(
             before = len(served.log_lines())
             answer = await exchange(served.port, raw)
             assert answer.status == status, (what, answer)
-            if what.endswith("dashboard"):  # a person's browser gets a page
+            if status == 200:  # a format the client did not quite ask for, but an answer
+                assert answer.headers["content-type"].startswith("text/plain"), what
+            elif what.endswith("dashboard"):  # a person's browser gets a page
                 assert answer.headers["content-type"].startswith("text/html"), what
                 assert b"400 Bad Request" in answer.body and b"Host header" in answer.body
             else:
