@@ -11,7 +11,9 @@ from aiohttp import web
 from service.api import docs, health, jobs, metrics, pings, scans
 from service.api.auth import auth_middleware
 from service.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
-from service.api.errors import error_middleware
+from service.api.errors import bad_requests_key, error_middleware
+from service.api.headers import on_response_prepare
+from service.api.wellformed import well_formed_middleware
 from service.db import create_engine, create_sessionmaker
 from service.keys import (
     channels_key,
@@ -22,6 +24,7 @@ from service.keys import (
     sessionmaker_key,
     settings_key,
 )
+from service.logs import LogThrottle
 from service.notify.channels import ChannelSet, load_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.pings import PingWriter
@@ -116,10 +119,17 @@ def create_app(
     (`serve` allows it on loopback only, unless told `--insecure-no-auth`).
     """
     app = web.Application(
-        middlewares=[error_middleware, auth_middleware, invalidate_on_write],
+        middlewares=[
+            error_middleware,
+            well_formed_middleware,
+            auth_middleware,
+            invalidate_on_write,
+        ],
         client_max_size=MAX_BODY_BYTES,
     )
     app[coalescer_key] = Coalescer()
+    app[bad_requests_key] = LogThrottle()
+    app.on_response_prepare.append(on_response_prepare)
     app[settings_key] = settings = settings or get_settings()
     app[channels_key] = channels if channels is not None else load_channels(settings.channels_file)
     app[scheduler_enabled_key] = scheduler

@@ -13,7 +13,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 
@@ -27,6 +26,7 @@ from service.notify.channels import ChannelsFileError, DeliveryError, deliver, l
 from service.notify.notice import test_notice
 from service.scanner import ScanReport, run_scanner
 from service.scanner.rules import worst_status
+from service.server import run_server
 from service.settings import Settings, SettingsError, load_settings
 from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
 from service.units import format_size
@@ -147,9 +147,9 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     gc.freeze()
     logger.info("serving", extra={"host": args.host, "port": args.port})
     try:
-        # run_app turns SIGTERM and SIGINT into a graceful stop: no new requests, the running
-        # scan finishes its current job, then the scheduler and the engine are closed.
-        web.run_app(app, host=args.host, port=args.port, print=None, shutdown_timeout=30)
+        # SIGTERM and SIGINT make a graceful stop: no new requests, the running scan finishes
+        # its current job, then the scheduler and the engine are closed.
+        run_server(app, args.host, args.port, settings)
     except OSError as exc:
         raise CliError(f"cannot serve on {args.host}:{args.port}: {describe_error(exc)}") from exc
     return 0

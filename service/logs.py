@@ -9,6 +9,8 @@ import json
 import logging
 import re
 import sys
+import time
+from collections.abc import Callable
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -87,3 +89,31 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
     logging.getLogger("apscheduler").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("aiohttp.access").setLevel(max(logging.WARNING, root.level))
     logging.getLogger("alembic").setLevel(max(logging.WARNING, root.level))
+
+
+class LogThrottle:
+    """At most `burst` lines every `window` seconds for one kind of event a stranger can cause
+    at will (a malformed request): the log stays readable and cannot be flooded. `allow()`
+    says whether to write this line, and how many were left out since the last one written."""
+
+    def __init__(
+        self, burst: int = 20, window: float = 60.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        self.burst = burst
+        self.window = window
+        self.clock = clock
+        self._started = clock()
+        self._written = 0
+        self._left_out = 0
+
+    def allow(self) -> int | None:
+        """None: leave this line out. Else the number of lines left out before it."""
+        now = self.clock()
+        if now - self._started >= self.window:
+            self._started, self._written = now, 0
+        if self._written >= self.burst:
+            self._left_out += 1
+            return None
+        self._written += 1
+        left_out, self._left_out = self._left_out, 0
+        return left_out

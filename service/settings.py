@@ -60,6 +60,12 @@ class Settings(BaseSettings):
     # Pings and finished notifications older than this are deleted, hourly (each job keeps its
     # newest pings, those its status is judged from, however old).
     retention_days: float = Field(default=90.0, gt=0, le=36500)
+    # A client has this long to send a request's head (line and headers) once it connected or
+    # began a next request; then its connection is closed.
+    http_header_timeout_seconds: float = Field(default=15.0, ge=0.5, le=300)
+    # Connections open at once; lowered to fit the process's open-file limit. At the limit, a new
+    # connection replaces the one idle the longest (a half-sent request, a quiet keep-alive).
+    http_max_connections: int = Field(default=1000, ge=4, le=1_000_000)
 
     @field_validator("api_token")
     @classmethod

@@ -39,8 +39,19 @@ class TokenInfo:
     created_at: datetime
 
 
+def secret_bytes(text: str) -> bytes:
+    """A secret as it came in a header or cookie: aiohttp keeps bytes that are not UTF-8 as
+    surrogates, which a plain `.encode()` refuses (a 500 for any stranger who sends one)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a presented secret with the expected one."""
+    return hmac.compare_digest(secret_bytes(given), secret_bytes(expected))
+
+
 def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8", "surrogateescape")).hexdigest()
+    return hashlib.sha256(secret_bytes(token)).hexdigest()
 
 
 def new_token() -> str:

@@ -12,7 +12,6 @@ of format stay with prometheus-client.
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 from functools import partial
@@ -40,6 +39,7 @@ from service.keys import sessionmaker_key, settings_key
 from service.models import Job, NotificationDelivery, ScanRun
 from service.scanner.rules import STATUSES
 from service.scanner.runs import FAILED, failures_in_a_row
+from service.tokens import same_secret
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
 JOB_LABELS = ("job", "tags")
@@ -306,12 +306,21 @@ async def read_notification_families(session: AsyncSession) -> list[Metric]:
     return notification_families({state: int(count) for state, count in rows.all()})
 
 
+def encoder_for(accept: str) -> tuple[Encoder, str]:
+    """prometheus-client's format for this Accept header; the classic text one when the header
+    is malformed (its parser raises on some, e.g. `openmetrics-text; version=x`: a 500)."""
+    try:
+        return choose_encoder(accept)
+    except (TypeError, ValueError, IndexError):
+        return choose_encoder("")
+
+
 def _check_token(request: web.Request) -> None:
     token = request.app[settings_key].metrics_token
     if token is None:
         return
     given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
-    if not hmac.compare_digest(given.encode(), token.get_secret_value().encode()):
+    if not same_secret(given, token.get_secret_value()):
         raise ApiError(401, "unauthorized", "send METRICS_TOKEN as 'Authorization: Bearer ...'")
 
 
@@ -328,7 +337,7 @@ async def metrics(request: web.Request) -> web.Response:
         jobs = await read_jobs(session)
         service = await read_service_families(session)
     # OpenMetrics for scrapers that ask for it (Prometheus does), the classic text otherwise.
-    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    encode, content_type = encoder_for(request.headers.get("Accept", ""))
     # ~15 ms of pure Python for 2 000 jobs: not on the event loop.
     body = await asyncio.to_thread(render_metrics, jobs, service, encode)
     return web.Response(body=body, headers={"Content-Type": content_type})

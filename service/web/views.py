@@ -34,6 +34,7 @@ from service.api.auth import access_for, check_origin, secure, shows_ping_keys
 from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import JobsQuery
+from service.api.wellformed import read_form
 from service.jobs import (
     MAX_REF,
     Action,
@@ -49,7 +50,7 @@ from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.pings import recent_runs
 from service.settings import Settings
-from service.tokens import Access
+from service.tokens import Access, same_secret
 from service.units import format_duration, format_size
 from service.visible import visible
 from service.web.charts import ChartPoint, size_chart, sparkline
@@ -156,17 +157,14 @@ async def checked_form(request: web.Request) -> dict[str, str]:
     refusal = check_origin(request)
     if refusal is not None:
         raise ApiError(403, "forbidden", f"this form {refusal}; forms are taken from this site")
-    try:
-        form = await request.post()
-    except ValueError as exc:  # a malformed multipart or urlencoded body
-        raise ApiError(400, "bad_request", f"the form could not be read: {exc}") from None
+    form = await read_form(request)
     sent = form.get("csrf")
     browser = request.cookies.get(CSRF_COOKIE, "")
     expected = form_token(form_secret(request.app[settings_key]), session_of(request, browser))
     if (
         not isinstance(sent, str)
         or not (browser or TOKEN_COOKIE in request.cookies)
-        or not hmac.compare_digest(sent.encode(), expected.encode())
+        or not same_secret(sent, expected)
     ):
         raise ApiError(
             403, "forbidden", "this form has expired or came from another site; reload the page"

@@ -57,6 +57,8 @@ def test_defaults() -> None:
         "notify_poll_seconds": 2.0,
         "notify_lease_seconds": 300.0,
         "retention_days": 90.0,
+        "http_header_timeout_seconds": 15.0,
+        "http_max_connections": 1000,
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 
