@@ -40,6 +40,7 @@ from service.models import (
     new_ping_key,
 )
 from service.notify.events import renotify_at
+from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 
@@ -265,10 +266,30 @@ async def update_job(
 
 
 async def delete_job(session: AsyncSession, ref: str) -> bool:
-    """Delete the job with its artifacts and history (foreign keys cascade)."""
-    result = await session.execute(delete(Job).where(job_ref(ref)))
+    """Delete the job with its artifacts and history (foreign keys cascade); its notices not
+    delivered yet are cancelled in the same transaction."""
+    job = await find_job(session, ref, for_update=True)
+    if job is None:
+        await session.rollback()
+        return False
+    await delete_jobs(session, {job.id: job.name})
     await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return True
+
+
+async def delete_jobs(session: AsyncSession, jobs: Mapping[int, str]) -> None:
+    """Delete these jobs (id: name), in the caller's transaction, and cancel their notices not
+    delivered yet: they are kept as `cancelled`, not sent (their page is gone)."""
+    if not jobs:
+        return
+    cancelled = await cancel_notices_of(session, list(jobs))
+    await session.execute(delete(Job).where(Job.id.in_(list(jobs))))
+    if cancelled:
+        names = sorted(jobs.values())
+        logger.info(
+            "%d notices cancelled: %s", cancelled, JOB_DELETED,
+            extra={"job": ",".join(names[:10]) + (",…" if len(names) > 10 else "")},
+        )  # fmt: skip
 
 
 async def set_paused(session: AsyncSession, ref: str, paused: bool, now: datetime) -> Job | None:

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, update
 
 from service.db import create_engine, create_sessionmaker
 from service.models import (
@@ -856,3 +856,25 @@ async def test_a_file_name_cannot_forge_lines_in_an_email(sessionmaker, clock, t
         assert "\u202e" not in body
     finally:
         server.stop()
+
+
+async def test_a_job_gone_without_cancelling_is_never_sent_to(sessionmaker, clock, receiver):
+    """The claim itself checks that the job still exists: a job deleted by a path that did not
+    cancel its notices (between a route and its claim, or by an older version) is never sent
+    to; its deliveries, routed before or after the deletion, are recorded as cancelled."""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_events(sessionmaker, "db", 1)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    assert await dispatcher.route() == 1  # routed, not claimed yet
+    await add_events(sessionmaker, "db", 1)  # not routed yet
+    async with sessionmaker() as session:
+        await session.execute(delete(Job).where(Job.name == "db"))
+        await session.commit()
+
+    await dispatch_until_idle(dispatcher)
+    assert receiver.arrived == []
+    rows = await deliveries(sessionmaker)
+    assert [(row.state, row.attempts, row.last_error) for row in rows] == [
+        ("cancelled", 0, "the job was deleted"),
+        ("cancelled", 0, "the job was deleted"),
+    ]
