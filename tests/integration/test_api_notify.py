@@ -78,10 +78,13 @@ async def test_a_channel_not_configured_is_refused(client, method):
 async def test_a_reminder_interval_set_while_critical_counts_from_then(client, app):
     await client.post("/api/v1/jobs", json={"name": "db", "schedule": {"every": "1d"}})
     sessions = app[sessionmaker_key]
-    async with sessions() as session:
+    async with sessions() as session:  # really critical: a PATCH judges the job again
         job = await session.get(Job, (await get_job(sessions, "db")).id)
-        job.status = "critical"
+        job.created_at -= timedelta(days=3)
         await session.commit()
+    async with sessions() as session:
+        await BackupScanner(session).scan_all_jobs()
+    assert (await get_job(sessions, "db")).status == "critical"
     response = await client.patch("/api/v1/jobs/db", json={"notify": {"renotify_every": "2h"}})
     assert response.status == 200
     job = await get_job(sessions, "db")
