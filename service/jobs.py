@@ -40,6 +40,7 @@ from service.models import (
     new_ping_key,
 )
 from service.notify.events import renotify_at
+from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
 
@@ -245,10 +246,11 @@ async def update_job(
     scan_roots: Sequence[Path],
     channels: Collection[str] | None = None,
     now: datetime,
-) -> Job | None:
+) -> tuple[Job, bool] | None:
     """Apply a PATCH in one transaction, the row locked so that concurrent PATCHes queue up
-    instead of overwriting each other. Raises pydantic.ValidationError (nothing written) or
-    JobNameTaken; None when there is no such job."""
+    instead of overwriting each other: the job, and whether anything changed. Raises
+    pydantic.ValidationError (nothing written) or JobNameTaken; None when there is no such
+    job."""
     job = await find_job(session, ref, for_update=True)
     if job is None:
         await session.rollback()
@@ -259,16 +261,65 @@ async def update_job(
     except Exception:
         await session.rollback()
         raise
-    apply_declaration(job, spec, now)
+    changed = apply_declaration(job, spec, now)
     await _commit_name(session, spec.name)
-    return job
+    return job, changed
+
+
+async def patch_job(
+    session_factory: async_sessionmaker[AsyncSession],
+    ref: str,
+    changes: Mapping[str, Any],
+    *,
+    scan_roots: Sequence[Path],
+    channels: Collection[str] | None = None,
+    now: datetime,
+    **scan_options: Any,
+) -> Job | None:
+    """Apply a PATCH (see update_job), then judge the job at once under its new declaration,
+    as resume does: the answer, and the dashboard, never show the status the old declaration
+    earned (a bigger min_size is critical too_small in the answer itself). A PATCH that
+    changes nothing scans nothing."""
+    async with session_factory() as session:
+        updated = await update_job(
+            session, ref, changes, scan_roots=scan_roots, channels=channels, now=now
+        )
+    if updated is None:
+        return None
+    job, changed = updated
+    if not changed:
+        return job
+    # One listing of this job's source, like POST .../scan (bounded by SOURCE_TIMEOUT_SECONDS):
+    # the artifacts a new pattern or path selects are not stored yet, so judging from the
+    # stored ones would be wrong for exactly the changes people check at once.
+    return await scan_job(session_factory, job.id, scan_roots=scan_roots, **scan_options)
 
 
 async def delete_job(session: AsyncSession, ref: str) -> bool:
-    """Delete the job with its artifacts and history (foreign keys cascade)."""
-    result = await session.execute(delete(Job).where(job_ref(ref)))
+    """Delete the job with its artifacts and history (foreign keys cascade); its notices not
+    delivered yet are cancelled in the same transaction."""
+    job = await find_job(session, ref, for_update=True)
+    if job is None:
+        await session.rollback()
+        return False
+    await delete_jobs(session, {job.id: job.name})
     await session.commit()
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    return True
+
+
+async def delete_jobs(session: AsyncSession, jobs: Mapping[int, str]) -> None:
+    """Delete these jobs (id: name), in the caller's transaction, and cancel their notices not
+    delivered yet: they are kept as `cancelled`, not sent (their page is gone)."""
+    if not jobs:
+        return
+    cancelled = await cancel_notices_of(session, list(jobs))
+    await session.execute(delete(Job).where(Job.id.in_(list(jobs))))
+    if cancelled:
+        names = sorted(jobs.values())
+        logger.info(
+            "%d notices cancelled: %s", cancelled, JOB_DELETED,
+            extra={"job": ",".join(names[:10]) + (",…" if len(names) > 10 else "")},
+        )  # fmt: skip
 
 
 async def set_paused(session: AsyncSession, ref: str, paused: bool, now: datetime) -> Job | None:

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db import lock_jobs_file
-from service.jobs import apply_declaration, new_job
+from service.jobs import apply_declaration, delete_jobs, new_job
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
 from service.quoting import quote, shorten
@@ -107,7 +107,7 @@ async def apply_jobs(
     if prune:
         declared_names = {spec.name for spec in specs}
         result.deleted = sorted(set(existing) - declared_names)
-        if result.deleted:
-            await session.execute(delete(Job).where(Job.name.in_(result.deleted)))
+        # Their notices not delivered yet are cancelled with them (see delete_jobs).
+        await delete_jobs(session, {existing[name].id: name for name in result.deleted})
     await session.commit()
     return result

@@ -190,7 +190,8 @@ class NotificationEvent(Base):
 
 
 class NotificationDelivery(Base):
-    """One event to one channel: pending until delivered, or failed once retries run out."""
+    """One event to one channel: pending until delivered, or failed once retries run out, or
+    cancelled when its job is deleted first (it survives the job: events keep job_name)."""
 
     __tablename__ = "notification_deliveries"
     __table_args__ = (
@@ -212,7 +213,8 @@ class NotificationDelivery(Base):
     channel: Mapped[str] = mapped_column(String(100))
     # Deliveries of one job to one channel go out in event order.
     job_name: Mapped[str] = mapped_column(String(100))
-    state: Mapped[str] = mapped_column(String(16), default="pending")  # delivered, failed
+    # delivered, failed, or cancelled (its job was deleted before it was sent)
+    state: Mapped[str] = mapped_column(String(16), default="pending")
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime)
     # A dispatcher holds the delivery until then; after a crash another one takes it over.

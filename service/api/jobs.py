@@ -44,7 +44,7 @@ from service.jobs import (
     job_ref,
     list_jobs,
     notifications_page,
-    update_job,
+    patch_job,
 )
 from service.jobspec import JobSpec, parse_job
 from service.keys import access_key, channels_key, sessionmaker_key, settings_key
@@ -169,26 +169,26 @@ async def get_job_handler(request: web.Request) -> web.Response:
     summary="Change a job", tag="jobs", body=JobPatch, response=JobOut, errors=(409,),
     access="write",
     description="Each field given replaces the stored one; `null` restores its default. "
-    "The result is validated as a whole: nothing is written unless the job stays valid.",
+    "The result is validated as a whole: nothing is written unless the job stays valid. "
+    "A change is judged at once: the answer has the job's status under its new declaration.",
 )  # fmt: skip
 async def patch_job_handler(request: web.Request) -> web.Response:
     ref = request.match_info["job"]
     data = await json_object(request)
-    roots = request.app[settings_key].scan_roots
     try:
         JobPatch.model_validate(data)  # the fields' types; the whole job is checked below
     except ValidationError as exc:
         raise invalid(exc, "change") from None
-    async with request.app[sessionmaker_key]() as session:
-        try:
-            job = await update_job(
-                session, ref, data, scan_roots=roots, channels=known_channels(request),
-                now=datetime.now(UTC),
-            )  # fmt: skip
-        except ValidationError as exc:
-            raise invalid(exc, "job after this change") from None
-        except JobNameTaken as exc:
-            raise name_taken(exc) from None
+    try:
+        # Judged at once under the new declaration: the answer shows its new status.
+        job = await patch_job(
+            request.app[sessionmaker_key], ref, data, channels=known_channels(request),
+            now=datetime.now(UTC), **request.app[settings_key].scan_options,
+        )  # fmt: skip
+    except ValidationError as exc:
+        raise invalid(exc, "job after this change") from None
+    except JobNameTaken as exc:
+        raise name_taken(exc) from None
     if job is None:
         raise not_found(ref)
     return respond(job_out(job, ping_base_of(request)))

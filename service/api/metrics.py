@@ -284,14 +284,15 @@ async def read_service_families(session: AsyncSession) -> list[Metric]:
     return scanner + await read_notification_families(session)
 
 
-DELIVERY_STATES = ("pending", "delivered", "failed")
+DELIVERY_STATES = ("pending", "delivered", "failed", "cancelled")
 
 
 def notification_families(counts: Mapping[str, int]) -> list[Metric]:
     """Deliveries of notices by state (those kept: see RETENTION_DAYS)."""
     family = GaugeMetricFamily(
         "backup_notification_deliveries",
-        "Notification deliveries kept, by state (failed: refused for good or out of retries)",
+        "Notification deliveries kept, by state (failed: refused for good or out of retries; "
+        "cancelled: its job was deleted before it was sent)",
         labels=["state"],
     )
     for state in DELIVERY_STATES:

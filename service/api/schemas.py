@@ -297,8 +297,9 @@ class ErrorOut(_Out):
 
 class DeliveryOut(_Out):
     channel: str
-    state: Literal["pending", "delivered", "failed"] = Field(
-        description="failed: refused for good, or out of retries"
+    state: Literal["pending", "delivered", "failed", "cancelled"] = Field(
+        description="failed: refused for good, or out of retries; cancelled: its job was "
+        "deleted before it was sent"
     )
     attempts: int
     next_attempt_at: datetime = Field(description="when a pending delivery is tried next")

@@ -46,6 +46,7 @@ from service.models import Job, NotificationAttempt, NotificationDelivery, Notif
 from service.notify.channels import ChannelSet, DeliveryError, deliver
 from service.notify.events import event_row, located
 from service.notify.notice import Notice
+from service.notify.outbox import CANCELLED, JOB_DELETED
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ class Dispatcher:
                     NotificationEvent.job_name,
                     NotificationEvent.channels,
                     NotificationEvent.created_at,
+                    NotificationEvent.job_id,
                 )
                 .where(NotificationEvent.routed_at.is_(None))
                 .order_by(NotificationEvent.id)
@@ -225,7 +227,9 @@ class Dispatcher:
                     "event_id": event.id,
                     "channel": channel,
                     "job_name": event.job_name,
-                    "state": "pending",
+                    # A deleted job's notice is recorded as cancelled, never sent.
+                    "state": "pending" if event.job_id is not None else CANCELLED,
+                    "last_error": None if event.job_id is not None else JOB_DELETED,
                     "attempts": 0,
                     "next_attempt_at": now,
                 }
@@ -349,6 +353,8 @@ class Dispatcher:
             .where(~waiting_behind, ~unrouted_before, delivery.channel.not_in(full))
             .subquery()
         )
+        # Checked again in the claim itself: a job deleted since the read is never sent to.
+        job_still_there = exists().where(event.id == delivery.event_id, event.job_id.is_not(None))
         claimed: list[Claimed] = []
         async with self.sessions() as session:
             # On SQLite, the write lock first: this process's own sends record their outcomes
@@ -357,7 +363,12 @@ class Dispatcher:
             rows = (
                 await session.execute(
                     select(
-                        due.c.id, due.c.attempts, due.c.channel, due.c.lease_until, event.payload
+                        due.c.id,
+                        due.c.attempts,
+                        due.c.channel,
+                        due.c.lease_until,
+                        event.payload,
+                        event.job_id,
                     )
                     .join(event, event.id == due.c.event_id)
                     .where(due.c.rank <= self.options.concurrency)
@@ -365,6 +376,9 @@ class Dispatcher:
                 )
             ).all()
             for row in rows:
+                if row.job_id is None:  # its job was deleted (SET NULL) since it was routed
+                    await self._cancel(session, row.id)
+                    continue
                 # No more than can be sent at once: each starts as soon as it is leased.
                 if in_use[row.channel] >= self.options.concurrency:
                     continue
@@ -377,7 +391,7 @@ class Dispatcher:
                 taken = await session.execute(
                     update(delivery)
                     .where(delivery.id == row.id, delivery.state == "pending", free)
-                    .where(delivery.attempts == row.attempts)
+                    .where(delivery.attempts == row.attempts, job_still_there)
                     .values(lease_until=lease, attempts=row.attempts + 1)
                 )
                 if taken.rowcount != 1:  # type: ignore[attr-defined]
@@ -403,6 +417,17 @@ class Dispatcher:
         for item in claimed:  # from now on, a stop gives them back
             self._in_flight[item.delivery_id] = item
         return claimed
+
+    @staticmethod
+    async def _cancel(session: AsyncSession, delivery_id: int) -> None:
+        cancelled = await session.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id == delivery_id, NotificationDelivery.state == "pending")
+            .values(state=CANCELLED, last_error=JOB_DELETED, lease_until=None)
+        )
+        if cancelled.rowcount == 1:  # type: ignore[attr-defined]
+            logger.info("notification cancelled: %s", JOB_DELETED,
+                        extra={"delivery_id": delivery_id})  # fmt: skip
 
     @staticmethod
     async def _unreadable(session: AsyncSession, delivery_id: int, now: datetime, why: str) -> None:

@@ -315,6 +315,34 @@ async def test_patch_that_would_make_the_job_invalid_writes_nothing(client, back
     assert await (await client.get("/api/v1/jobs/db-nightly")).json() == before
 
 
+async def test_a_patch_answers_the_job_judged_under_its_new_declaration(client, backups):
+    """The answer to a PATCH (and the dashboard after it) shows the status the new declaration
+    earns, not the old one's: no waiting for the next scan."""
+    make_file(backups / "db" / "db-1.dump", 10_000, datetime.now(UTC) - timedelta(hours=1))
+    source = {"type": "local", "path": str(backups / "db"), "pattern": "*.dump"}
+    await create(client, declaration(source=source))
+    assert (await (await client.post("/api/v1/jobs/db-nightly/scan")).json())["status"] == "ok"
+
+    async def patch(change):
+        response = await client.patch("/api/v1/jobs/db-nightly", json=change)
+        assert response.status == 200, await response.text()
+        job = await response.json()
+        return job["status"], sorted(reason["code"] for reason in job["reasons"])
+
+    assert await patch({"rules": {"min_size": "1MiB"}}) == ("critical", ["too_small"])
+    page = await (await client.get("/jobs/db-nightly")).text()
+    assert "<title>db-nightly: critical" in page
+    assert await patch({"rules": None}) == ("ok", [])
+    assert await patch({"paused": True}) == ("paused", [])
+    assert await patch({"paused": False}) == ("ok", [])
+    # A new pattern is listed at once: its file is judged (and a new job's grace applies).
+    make_file(backups / "db" / "db-1.sql", 10, datetime.now(UTC) - timedelta(hours=1))
+    changed = {"source": {**source, "pattern": "*.sql"}, "rules": {"min_size": 100}}
+    assert await patch(changed) == ("critical", ["too_small"])
+    job = await (await client.get("/api/v1/jobs/db-nightly")).json()
+    assert job["latest_artifact"]["path"] == "db-1.sql" and job["artifact_count"] == 1
+
+
 async def test_concurrent_patches_lose_no_update(client):
     """Every PATCH of a different field lands: the row lock queues them; none overwrites
     another with a stale copy of the declaration."""

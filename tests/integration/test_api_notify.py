@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
+from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import insert, select
 
 from service.app import create_app
+from service.jobsfile import apply_jobs
 from service.keys import sessionmaker_key
-from service.models import Job
+from service.models import Job, NotificationDelivery, NotificationEvent
 from service.notify.channels import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.notify.events import event_row
 from service.scanner import BackupScanner
 from service.settings import load_settings
 
@@ -74,10 +78,13 @@ async def test_a_channel_not_configured_is_refused(client, method):
 async def test_a_reminder_interval_set_while_critical_counts_from_then(client, app):
     await client.post("/api/v1/jobs", json={"name": "db", "schedule": {"every": "1d"}})
     sessions = app[sessionmaker_key]
-    async with sessions() as session:
+    async with sessions() as session:  # really critical: a PATCH judges the job again
         job = await session.get(Job, (await get_job(sessions, "db")).id)
-        job.status = "critical"
+        job.created_at -= timedelta(days=3)
         await session.commit()
+    async with sessions() as session:
+        await BackupScanner(session).scan_all_jobs()
+    assert (await get_job(sessions, "db")).status == "critical"
     response = await client.patch("/api/v1/jobs/db", json={"notify": {"renotify_every": "2h"}})
     assert response.status == 200
     job = await get_job(sessions, "db")
@@ -142,5 +149,71 @@ async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, database_url
 
         missing = await client.get("/api/v1/jobs/nope/notifications")
         assert missing.status == 404
+    finally:
+        await receiver.stop()
+
+
+@pytest.mark.parametrize("how", ["api", "prune"])
+async def test_deleting_a_job_cancels_its_undelivered_notices(
+    aiohttp_client, database_url, tmp_path, caplog, how
+):
+    """A deleted job's notices are never sent (their page is a 404): the one being retried and
+    the one not routed yet are both kept as cancelled, in the log and the metrics."""
+    caplog.set_level(logging.INFO)
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        channels = parse_channels(
+            {"defaults": ["ops"], "channels": {"ops": {"type": "webhook", "url": receiver.url}}},
+            "test",
+        )
+        app = create_app(load_settings(database_url=database_url), scheduler=False,
+                         channels=channels)  # fmt: skip
+        client = await aiohttp_client(app)
+        source = {"type": "local", "path": str(tmp_path), "pattern": "*.dump"}
+        created = await client.post(
+            "/api/v1/jobs", json={"name": "db", "schedule": {"every": "1h"}, "source": source}
+        )
+        assert created.status == 201
+        sessions = app[sessionmaker_key]
+        async with sessions() as session:  # a job created a day ago, still without its file
+            job = await session.get(Job, (await created.json())["id"])
+            job.created_at -= timedelta(days=1)
+            await session.commit()
+        async with sessions() as session:
+            await BackupScanner(session).scan_all_jobs()
+        receiver.answers = [500]  # the alert fails once: it waits for its retry (due at once)
+        dispatcher = Dispatcher(sessions, channels, DispatchOptions(retry_seconds=0))
+        assert await dispatcher.run_once() == 1
+        async with sessions() as session:  # and a reminder written just before the deletion
+            job = await session.get(Job, (await created.json())["id"])
+            reminder = event_row(
+                job_id=job.id, job_name="db", kind="reminder", status="critical",
+                previous_status="critical", reasons=job.reasons, latest_artifact=None,
+                channels=None, now=datetime.now(UTC),
+            )  # fmt: skip
+            await session.execute(insert(NotificationEvent), [reminder])
+            await session.commit()
+
+        if how == "api":
+            assert (await client.delete("/api/v1/jobs/db")).status == 204
+        else:
+            async with sessions() as session:
+                result = await apply_jobs(session, [], prune=True)
+            assert result.deleted == ["db"]
+        for _ in range(5):  # the retry, and the reminder, would be due now
+            await dispatcher.run_once()
+
+        assert len(receiver.arrived) == 1 and receiver.delivered == []
+        async with sessions() as session:
+            rows = (await session.execute(select(NotificationDelivery))).scalars().all()
+        assert sorted((row.state, row.last_error) for row in rows) == [
+            ("cancelled", "the job was deleted"),
+            ("cancelled", "the job was deleted"),
+        ]
+        assert "1 notices cancelled: the job was deleted" in caplog.text
+        metrics = await (await client.get("/metrics")).text()
+        assert 'backup_notification_deliveries{state="cancelled"} 2.0' in metrics
+        assert 'backup_notification_deliveries{state="pending"} 0.0' in metrics
     finally:
         await receiver.stop()

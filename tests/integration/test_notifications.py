@@ -19,9 +19,10 @@ from typing import Any
 import pytest
 from aiohttp import web
 from aiosmtpd.controller import Controller
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import delete, func, insert, select, text, update
 
 from service.db import create_engine, create_sessionmaker
+from service.jobs import delete_jobs
 from service.models import (
     Job,
     JobCheck,
@@ -856,3 +857,61 @@ async def test_a_file_name_cannot_forge_lines_in_an_email(sessionmaker, clock, t
         assert "\u202e" not in body
     finally:
         server.stop()
+
+
+async def test_a_job_gone_without_cancelling_is_never_sent_to(sessionmaker, clock, receiver):
+    """The claim itself checks that the job still exists: a job deleted by a path that did not
+    cancel its notices (between a route and its claim, or by an older version) is never sent
+    to; its deliveries, routed before or after the deletion, are recorded as cancelled."""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_events(sessionmaker, "db", 1)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    assert await dispatcher.route() == 1  # routed, not claimed yet
+    await add_events(sessionmaker, "db", 1)  # not routed yet
+    async with sessionmaker() as session:
+        await session.execute(delete(Job).where(Job.name == "db"))
+        await session.commit()
+
+    await dispatch_until_idle(dispatcher)
+    assert receiver.arrived == []
+    rows = await deliveries(sessionmaker)
+    assert [(row.state, row.attempts, row.last_error) for row in rows] == [
+        ("cancelled", 0, "the job was deleted"),
+        ("cancelled", 0, "the job was deleted"),
+    ]
+
+
+async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
+    pg_url, clock, receiver
+):
+    """The race on PostgreSQL (SQLite takes its write lock first: a claim and a deletion never
+    overlap there): a claim read the delivery as due, and the deletion commits before the claim
+    takes it. The claim's conditional UPDATE waits on the deletion's row lock, sees the
+    delivery cancelled and skips it: nothing is sent."""
+    engine = create_engine(pg_url)
+    sessions = create_sessionmaker(engine)
+    try:
+        job_id = await add_job(sessions, clock(), name="db")
+        await add_events(sessions, "db", 1)
+        dispatcher = Dispatcher(sessions, webhooks("ops", url=receiver.url), FAST)
+        assert await dispatcher.route() == 1
+        async with sessions() as deleting:
+            await delete_jobs(deleting, {job_id: "db"})  # not committed yet: rows locked
+            claim = asyncio.create_task(dispatcher.claim())
+            async with asyncio.timeout(10):  # until the claim waits on the deletion's lock
+                while not await deleting.scalar(
+                    text(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> "
+                        "pg_backend_pid()"
+                    )
+                ):
+                    assert not claim.done(), claim.result()
+                    await asyncio.sleep(0.01)
+            await deleting.commit()
+        assert await asyncio.wait_for(claim, 10) == []
+        await dispatch_until_idle(dispatcher)
+        assert receiver.arrived == []
+        (row,) = await deliveries(sessions)
+        assert (row.state, row.attempts, row.last_error) == ("cancelled", 0, "the job was deleted")
+    finally:
+        await engine.dispose()
