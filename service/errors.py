@@ -116,7 +116,10 @@ def _sqlite_directory(database_url: str | URL | None) -> Path | None:
     url = make_url(database_url)
     if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
         return None
-    return Path(url.database).resolve().parent
+    try:
+        return Path(url.database).resolve().parent
+    except (OSError, RuntimeError):  # a symlink loop: describing an error must not raise
+        return Path(url.database).absolute().parent
 
 
 def full_disk(exc: BaseException, database_url: str | URL | None = None) -> str | None:

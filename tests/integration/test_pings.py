@@ -6,14 +6,20 @@ import asyncio
 import io
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, make_url, select
+from sqlalchemy.exc import DBAPIError
 
 from service.app import create_app
+from service.db import create_engine, create_sessionmaker
 from service.keys import sessionmaker_key
 from service.models import Ping
+from service.pings import PingWriter, Received
 from service.settings import load_settings
+
+from support import add_job, get_job
 
 
 @pytest.fixture
@@ -214,3 +220,43 @@ async def test_pings_judge_the_job(client, app):
     assert status == "critical" and "late" in reasons
     listing = await (await client.get("/api/v1/jobs/hb")).json()
     assert listing["status"] == "critical"
+
+
+async def test_the_writer_outlives_an_error_in_its_own_error_handling(sqlite_url, tmp_path):
+    """A database file that is a symlink loop cannot be opened (an outage), and describing that
+    outage raised RuntimeError (Path.resolve: "Symlink loop"). That escaped the writer, which
+    ended: its ping was never answered and every later one failed. Now the ping gets the
+    error, and once the file is back, the next ping is stored."""
+    real = Path(make_url(sqlite_url).database or "")
+    seeding = create_engine(sqlite_url)
+    try:
+        await add_job(create_sessionmaker(seeding), datetime.now(UTC), name="looped")
+        key = (await get_job(create_sessionmaker(seeding), "looped")).ping_key
+    finally:
+        await seeding.dispose()
+    looped, other = tmp_path / "looped.db", tmp_path / "other.db"
+    looped.symlink_to(other)
+    other.symlink_to(looped)
+    engine = create_engine(f"sqlite+aiosqlite:///{looped}")
+    writer = PingWriter(create_sessionmaker(engine))
+    writer.start()
+    try:
+        with pytest.raises(DBAPIError):
+            await asyncio.wait_for(writer.submit(Received(key, "success", 0, None, "", now())), 10)
+        await asyncio.to_thread(put_back, real, looped, other)
+        assert await asyncio.wait_for(
+            writer.submit(Received(key, "success", 0, None, "", now())), 10
+        )
+    finally:
+        await asyncio.wait_for(writer.stop(), 10)
+        await engine.dispose()
+
+
+def put_back(real: Path, looped: Path, other: Path) -> None:
+    looped.unlink()
+    other.unlink()
+    real.rename(looped)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
