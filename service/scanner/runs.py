@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from sqlalchemy import func, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.errors import database_unavailable, describe_error
+from service.errors import database_unavailable, describe_error, log_failure
 from service.models import ScanRun
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,4 @@ async def keep_alive(
                     .values(heartbeat_at=clock())
                 )
         except Exception as exc:  # the scan meets the same trouble and says so
-            logger.warning(
-                "scan heartbeat failed", extra={"scan_id": run_id, "error": describe_error(exc)}
-            )
+            log_failure(logger, "scan heartbeat failed", exc, engine.url, scan_id=run_id)
