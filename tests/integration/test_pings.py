@@ -9,13 +9,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, make_url, select
+from sqlalchemy import delete, event, func, make_url, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.util import await_only
 
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.keys import sessionmaker_key
-from service.models import Ping
+from service.models import Job, Ping
 from service.pings import PingWriter, Received
 from service.settings import load_settings
 
@@ -260,3 +261,47 @@ def put_back(real: Path, looped: Path, other: Path) -> None:
 
 def now() -> datetime:
     return datetime.now(UTC)
+
+
+async def test_a_job_deleted_between_lookup_and_insert_fails_only_its_own_pings(
+    engine, sessionmaker
+):
+    """The race of the test above, made certain: the job is deleted (on another connection)
+    just before the batch's INSERT, after the lookup found it. The other job's pings of the same
+    batch are all stored; the deleted job's are answered "no such job" (a 404)."""
+    now_ = datetime.now(UTC)
+    await add_job(sessionmaker, now_, name="steady")
+    doomed_id = await add_job(sessionmaker, now_, name="doomed")
+    steady_key = (await get_job(sessionmaker, "steady")).ping_key
+    doomed_key = (await get_job(sessionmaker, "doomed")).ping_key
+    deleted: list[str] = []
+
+    async def delete_doomed() -> None:
+        async with engine.begin() as connection:
+            await connection.execute(delete(Job).where(Job.id == doomed_id))
+
+    def before_insert(_connection, _cursor, statement, *_args) -> None:
+        if not deleted and statement.lstrip().upper().startswith("INSERT INTO PINGS"):
+            deleted.append(statement)
+            await_only(delete_doomed())  # runs in SQLAlchemy's greenlet: this waits for it
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before_insert)
+    writer = PingWriter(sessionmaker)
+    writer.start()
+    try:
+        # Queued in one go: the writer wakes only once all are waiting, and takes one batch.
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(
+                writer.submit(Received(key, "success", 0, None, "", now()))
+                for key in [steady_key, doomed_key] * 20
+            )),
+            30,
+        )  # fmt: skip
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before_insert)
+        await asyncio.wait_for(writer.stop(), 10)
+    assert deleted, "the INSERT never ran"
+    assert answers == [True, False] * 20
+    async with sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).select_from(Ping))
+    assert stored == 20
