@@ -7,10 +7,12 @@ import io
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import pytest
 from sqlalchemy import delete, event, func, make_url, select
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.util import await_only
 
 from service.app import create_app
@@ -305,3 +307,38 @@ async def test_a_job_deleted_between_lookup_and_insert_fails_only_its_own_pings(
     async with sessionmaker() as session:
         stored = await session.scalar(select(func.count()).select_from(Ping))
     assert stored == 20
+
+
+class Unprintable(OSError):
+    """An error that cannot be described (a bug's stand-in): classifying it raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("cannot describe this error")
+
+
+async def test_the_writer_outlives_any_error_of_a_batch(sessionmaker):
+    """Whatever escapes the storing of a batch (here classifying its error raises) fails that
+    batch's pings, logged, and the writer goes on: the next ping is stored."""
+    await add_job(sessionmaker, datetime.now(UTC), name="a")
+    key = (await get_job(sessionmaker, "a")).ping_key
+    calls = 0
+
+    def failing_once() -> AsyncSession:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unprintable("the first session")
+        return sessionmaker()
+
+    writer = PingWriter(cast(async_sessionmaker[AsyncSession], failing_once))
+    writer.start()
+    try:
+        with pytest.raises(RuntimeError, match="cannot describe"):
+            await asyncio.wait_for(writer.submit(Received(key, "success", 0, None, "", now())), 10)
+        assert await asyncio.wait_for(
+            writer.submit(Received(key, "success", 0, None, "", now())), 10
+        )
+    finally:
+        await asyncio.wait_for(writer.stop(), 10)
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Ping)) == 1
