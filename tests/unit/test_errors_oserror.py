@@ -5,12 +5,14 @@ from __future__ import annotations
 import asyncio
 import errno
 import socket
+import sqlite3
 
 import pytest
 from sqlalchemy import text
 
 from service.db import create_engine
 from service.errors import database_unavailable
+from service.scanner.runs import DATABASE_UNAVAILABLE, run_error
 
 
 def test_an_os_error_outside_the_driver_is_no_database_outage(tmp_path):
@@ -76,3 +78,19 @@ async def test_a_connect_timeout_of_the_driver_is_a_database_outage():
         finally:
             await engine.dispose()
     assert database_unavailable(caught.value), repr(caught.value)
+
+
+def test_a_scan_stopped_by_a_full_database_says_the_disk_is_full(tmp_path):
+    """SQLite out of room (here its page limit: SQLITE_FULL): the scan run's error names it."""
+    path = tmp_path / "full.db"
+    connection = sqlite3.connect(path)
+    try:
+        connection.execute("CREATE TABLE t (x)")
+        connection.execute("PRAGMA max_page_count = 3")
+        with pytest.raises(sqlite3.OperationalError) as full:
+            connection.execute("INSERT INTO t VALUES (zeroblob(100000))")
+    finally:
+        connection.close()
+    error = run_error(full.value, f"sqlite+aiosqlite:///{path}")
+    assert error.startswith(DATABASE_UNAVAILABLE), error
+    assert f"the disk is full ({tmp_path}, " in error, error
