@@ -14,7 +14,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
 
 from service import migrate
 from service.app import create_app
@@ -195,16 +194,18 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
-    """Run the scan; only a database error is blamed on the database (a bug in the scanner is
-    one too, and says so, with its traceback in the log)."""
+    """Run the scan; only a database that is unavailable (the one classifier's word: down,
+    unreachable, locked, full) is blamed on the database. Anything else, a statement the
+    database refused included, is a bug and says so, with its traceback in the log."""
     try:
         return step()
     except (KeyboardInterrupt, CliError):
         raise
     except Exception as exc:
-        if isinstance(exc, SQLAlchemyError) or database_unavailable(exc):
+        if database_unavailable(exc):
             where = safe_url(settings.database_url)
-            raise CliError(f"cannot scan on the database {where}: {describe_error(exc)}") from exc
+            error = describe_database_error(exc, settings.database_url)
+            raise CliError(f"cannot scan on the database {where}: {error}") from exc
         logger.error("scan failed", exc_info=exc)
         raise CliError(
             f"the scan failed: internal error: {describe_error(exc)} (a bug: the traceback is "

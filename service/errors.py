@@ -36,6 +36,9 @@ _NETWORK_ERRNOS = frozenset({
     errno.ECONNREFUSED, errno.ECONNRESET, errno.ECONNABORTED, errno.EHOSTUNREACH,
     errno.ENETUNREACH, errno.ENETDOWN, errno.ETIMEDOUT, errno.EADDRNOTAVAIL, errno.EPIPE,
 })  # fmt: skip
+# Where the database's own errors come from: a socket error raised in these is the database's.
+_DRIVER_MODULES = frozenset({"asyncpg", "aiosqlite", "sqlalchemy"})
+_DRIVER_ERRORS = (DBAPIError, asyncpg.PostgresError, asyncpg.InterfaceError, sqlite3.Error)
 # SQLite reports some writes to a full disk as a mere "disk I/O error": below this much free
 # space in the database's directory, that is taken to be the cause.
 _NEARLY_FULL_BYTES = 1024 * 1024
@@ -81,7 +84,34 @@ def _sqlstate(error: BaseException) -> str | None:
     return state if isinstance(state, str) else None
 
 
-def _unavailable_here(error: BaseException) -> bool:
+def _raised_by_driver(error: BaseException) -> bool:
+    """Whether the error was raised inside the database driver or SQLAlchemy (a connect, the
+    pool's checkout, a statement), as its traceback shows."""
+    frame = error.__traceback__
+    while frame is not None:
+        module = frame.tb_frame.f_globals.get("__name__")
+        if isinstance(module, str) and module.partition(".")[0] in _DRIVER_MODULES:
+            return True
+        frame = frame.tb_next
+    return False
+
+
+def _socket_trouble(error: BaseException) -> bool:
+    if isinstance(error, ConnectionError | TimeoutError | socket.gaierror):
+        return True
+    # Not any OSError (a file or a time zone that cannot be read is no database outage): a
+    # socket's, or asyncio's "Multiple exceptions: ... Connect call failed" with no errno.
+    return isinstance(error, OSError) and (
+        error.errno in _NETWORK_ERRNOS or "Connect call failed" in str(error)
+    )
+
+
+def _unavailable_here(error: BaseException, wrapped: bool) -> bool:
+    """`wrapped`: an error of SQLAlchemy or the driver wraps this one."""
+    if _socket_trouble(error):
+        # Only the database's connection: a client gone while its answer is written, or an
+        # asyncio.timeout around other work, is no database outage.
+        return wrapped or _raised_by_driver(error)
     if isinstance(error, PoolTimeoutError):  # every pooled connection busy past the timeout
         return True
     if isinstance(error, DBAPIError) and error.connection_invalidated:
@@ -92,22 +122,19 @@ def _unavailable_here(error: BaseException) -> bool:
     if isinstance(error, asyncpg.InterfaceError):
         # A connection the server closed, used again; not the driver refusing a misuse.
         return "closed" in str(error)
-    if _sqlite_code(error) in _SQLITE_UNAVAILABLE:
-        return True
-    if isinstance(error, ConnectionError | TimeoutError | socket.gaierror):
-        return True
-    if isinstance(error, OSError):
-        # Not any OSError (a file or a time zone that cannot be read is no database outage):
-        # a socket's, or asyncio's "Multiple exceptions: ... Connect call failed" with no errno.
-        return error.errno in _NETWORK_ERRNOS or "Connect call failed" in str(error)
-    return False
+    return _sqlite_code(error) in _SQLITE_UNAVAILABLE
 
 
 def database_unavailable(exc: BaseException) -> bool:
     """True when the error says the database cannot serve now (down, starting up, shutting down,
     unreachable, full, locked), so that trying again later may work; False for a statement
     that failed (a constraint, a bug). The one classifier: API, pings, dashboard, CLI, scans."""
-    return any(_unavailable_here(error) for error in causes(exc))
+    wrapped = False
+    for error in causes(exc):
+        if _unavailable_here(error, wrapped):
+            return True
+        wrapped = wrapped or isinstance(error, _DRIVER_ERRORS)
+    return False
 
 
 def _sqlite_directory(database_url: str | URL | None) -> Path | None:
@@ -116,7 +143,10 @@ def _sqlite_directory(database_url: str | URL | None) -> Path | None:
     url = make_url(database_url)
     if not url.drivername.startswith("sqlite") or url.database in (None, "", ":memory:"):
         return None
-    return Path(url.database).resolve().parent
+    try:
+        return Path(url.database).resolve().parent
+    except (OSError, RuntimeError):  # a symlink loop: describing an error must not raise
+        return Path(url.database).absolute().parent
 
 
 def full_disk(exc: BaseException, database_url: str | URL | None = None) -> str | None:

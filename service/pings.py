@@ -20,7 +20,12 @@ from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import database_url_of
-from service.errors import database_unavailable, describe_database_error, describe_error
+from service.errors import (
+    database_unavailable,
+    describe_database_error,
+    describe_error,
+    log_failure,
+)
 from service.models import Job, Ping
 from service.scanner.rules import RunFacts
 
@@ -57,7 +62,10 @@ class PingWriter:
         """Store what is queued, then stop."""
         if self._task is None:
             return
-        await self._queue.join()
+        # Not waiting on the queue alone: a writer that has ended would never empty it.
+        joined = asyncio.create_task(self._queue.join())
+        await asyncio.wait({joined, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        joined.cancel()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
@@ -75,17 +83,31 @@ class PingWriter:
             while not self._queue.empty() and len(batch) < BATCH_LIMIT:
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes = await self._store([ping for ping, _ in batch])
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
-                        continue
-                    if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
-                    else:
-                        future.set_result(outcome)
+                await self._write(batch)
             finally:
                 for _ in batch:
                     self._queue.task_done()
+
+    async def _write(self, batch: Sequence[tuple[Received, asyncio.Future[bool]]]) -> None:
+        """Store a batch and answer each of its pings; never raises, so the writer lives on."""
+        try:
+            outcomes = await self._store([ping for ping, _ in batch])
+        except Exception as exc:
+            # A failure outside what _store handles (its own error handling failing, a bug):
+            # this batch gets the error, and the writer goes on with the next one. Ending here
+            # would leave these pings unanswered and fail every later one.
+            log_failure(
+                logger, "ping batch not stored", exc, database_url_of(self._sessionmaker),
+                count=len(batch),
+            )  # fmt: skip
+            outcomes = [exc] * len(batch)
+        for (_, future), outcome in zip(batch, outcomes, strict=True):
+            if future.done():  # its client went away
+                continue
+            if isinstance(outcome, BaseException):
+                future.set_exception(outcome)
+            else:
+                future.set_result(outcome)
 
     async def _store(
         self, pings: Sequence[Received], *, again: bool = True

@@ -13,7 +13,7 @@ from service.api.openapi import operation
 from service.api.schemas import LiveOut, ReadyOut, StatusOut
 from service.api.validation import encode, respond
 from service.db import ping
-from service.errors import describe_database_error, describe_error
+from service.errors import describe_database_error, log_failure
 from service.jobs import status_counts
 from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
 from service.models import ScanRun
@@ -71,8 +71,11 @@ async def scanner_check(request: web.Request) -> str:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
             async with request.app[sessionmaker_key]() as session:
                 failures = await failures_in_a_row(session)
-    except Exception as exc:  # the database just answered: a bug, or it went away meanwhile
-        logger.warning("readiness: scan history unreadable", extra={"error": describe_error(exc)})
+    except TimeoutError:  # the database just answered: slow now, not broken
+        logger.warning("readiness: scan history not read within %g s", READY_TIMEOUT_SECONDS)
+        return "unknown"
+    except Exception as exc:  # the database went away meanwhile, or a bug
+        log_failure(logger, "readiness: scan history unreadable", exc, request.app[engine_key].url)
         return "unknown"
     if failures < FAILING_AFTER:
         return "ok"

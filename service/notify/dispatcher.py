@@ -40,8 +40,8 @@ from sqlalchemy import exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from service.db import lock_for_write
-from service.errors import database_unavailable, describe_error
+from service.db import database_url_of, lock_for_write
+from service.errors import describe_error, log_failure
 from service.models import Job, NotificationAttempt, NotificationDelivery, NotificationEvent
 from service.notify.channels import ChannelSet, DeliveryError, deliver
 from service.notify.events import event_row, located
@@ -126,12 +126,8 @@ class Dispatcher:
                 except Exception as exc:
                     failures += 1
                     started = 0
-                    unavailable = database_unavailable(exc)
-                    logger.log(
-                        logging.WARNING if unavailable else logging.ERROR,
-                        "notification round failed: %s",
-                        describe_error(exc),
-                        exc_info=not unavailable,
+                    log_failure(
+                        logger, "notification round failed", exc, database_url_of(self.sessions)
                     )
                 if started:
                     continue  # there may be more
@@ -521,9 +517,10 @@ class Dispatcher:
                     await session.commit()
                 return
             except Exception as exc:
-                logger.warning(
-                    "cannot record a notification outcome yet: %s", describe_error(exc), extra=extra
-                )
+                log_failure(
+                    logger, "cannot record a notification outcome yet", exc,
+                    database_url_of(self.sessions), **extra,
+                )  # fmt: skip
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
 

@@ -18,9 +18,15 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
+from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from service.errors import database_unavailable, describe_error
+from service.errors import (
+    database_unavailable,
+    describe_database_error,
+    describe_error,
+    log_failure,
+)
 from service.models import ScanRun
 
 logger = logging.getLogger(__name__)
@@ -38,12 +44,12 @@ SUCCEEDED = ("finished", "interrupted")
 FAILING_AFTER = 3
 
 
-def run_error(exc: BaseException) -> str:
-    """The one line stored on a scan run that `exc` stopped."""
+def run_error(exc: BaseException, database_url: str | URL | None = None) -> str:
+    """The one line stored on a scan run that `exc` stopped (a full disk named as such)."""
     if isinstance(exc, asyncio.CancelledError):
         return "cancelled before the end (the service was stopping)"
     if database_unavailable(exc):
-        return DATABASE_UNAVAILABLE + describe_error(exc)
+        return DATABASE_UNAVAILABLE + describe_database_error(exc, database_url)
     return f"internal error: {describe_error(exc)} (a bug: the traceback is in the service log)"
 
 
@@ -113,6 +119,4 @@ async def keep_alive(
                     .values(heartbeat_at=clock())
                 )
         except Exception as exc:  # the scan meets the same trouble and says so
-            logger.warning(
-                "scan heartbeat failed", extra={"scan_id": run_id, "error": describe_error(exc)}
-            )
+            log_failure(logger, "scan heartbeat failed", exc, engine.url, scan_id=run_id)

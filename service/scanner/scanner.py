@@ -306,7 +306,9 @@ class BackupScanner:
             # The database went away, a bug, or the task was cancelled: the run must not stay
             # "running" forever, and must say why. Best effort, the original error is what
             # matters.
-            report.status, report.error = "failed", run_error(exc)
+            bind = self.session.bind
+            url = bind.url if isinstance(bind, AsyncEngine) else None
+            report.status, report.error = "failed", run_error(exc, url)
             await _stop(heartbeat)
             with suppress(Exception):
                 await self._finish_run(run_id, report)

@@ -918,3 +918,29 @@ async def test_files_that_are_not_regular_files_or_bombs_are_refused_at_once(
         assert expected in lines[1], f"{case}: {result}"
         assert lines[2] == "nothing was written", f"{case}: {result}"
         assert result.seconds < 30, f"{case}: {result}"
+
+
+async def test_scan_blames_the_database_only_when_it_is_unavailable(
+    database_url, sessionmaker, base_env, tmp_path
+):
+    """A statement the database refuses (here a table missing: a bug, a schema changed by hand)
+    is an internal error with its traceback, not "cannot scan on the database"; a database that
+    cannot be reached is."""
+    await add_job(sessionmaker, datetime.now(UTC), name="a", source={"type": "local", "path": "/"})
+    async with sessionmaker() as session:
+        await session.execute(text("ALTER TABLE scan_runs RENAME TO scan_runs_gone"))
+        await session.commit()
+    result = await cli("scan", env=base_env, database_url=database_url, cwd=tmp_path)
+    assert result.code == 3, result
+    assert "the scan failed: internal error" in result.err, result
+    assert "cannot scan on the database" not in result.err, result
+    assert "Traceback" in result.err, result
+
+    unreachable = "postgresql+asyncpg://postgres@127.0.0.1:1/x"
+    result = await cli(
+        "scan", env=base_env, database_url=unreachable, cwd=tmp_path, AUTO_MIGRATE="false"
+    )
+    assert result.code == 3, result
+    assert "cannot scan on the database" in result.err, result
+    assert "ConnectionRefusedError" in result.err, result
+    assert "Traceback" not in result.err, result

@@ -23,6 +23,9 @@ from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.errors import database_unavailable
 from service.keys import engine_key
+from service.notify.channels import ChannelSet
+from service.notify.dispatcher import Dispatcher, DispatchOptions, utcnow
+from service.scanner.runs import keep_alive
 from service.scheduler import run_deadline_tick, run_scanner_job
 from service.settings import load_settings
 
@@ -236,3 +239,65 @@ async def test_background_work_logs_an_outage_as_one_line(running, caplog):
     assert [r.levelno for r in records] == [logging.WARNING] * 2, caplog.text
     assert all(r.exc_info is None for r in records)
     assert all("database unavailable: ConnectionRefusedError" in r.getMessage() for r in records)
+
+
+async def test_background_work_follows_one_logging_policy(tmp_path: Path, caplog, aiohttp_client):
+    """The notification dispatcher, the scan heartbeat and the readiness check of the scanner
+    log a database that is away as one warning saying so, and anything else (here a table
+    missing, as a bug would) as an error with its traceback (log_failure)."""
+    away = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
+    tableless = create_engine(f"sqlite+aiosqlite:///{tmp_path / 'empty.db'}")
+
+    def logged(event: str) -> list[logging.LogRecord]:
+        return [r for r in caplog.records if r.getMessage().startswith(event)]
+
+    async def until_logged(event: str) -> logging.LogRecord:
+        async def seen() -> bool:
+            return bool(logged(event))
+
+        await wait_for(seen)
+        record = logged(event)[0]
+        caplog.clear()
+        return record
+
+    def outage(record: logging.LogRecord) -> bool:
+        return (
+            record.levelno == logging.WARNING
+            and record.exc_info is None
+            and (
+                "database unavailable: OperationalError: unable to open database file"
+                in record.getMessage()
+            )
+        )
+
+    def bug(record: logging.LogRecord) -> bool:
+        return record.levelno == logging.ERROR and record.exc_info is not None
+
+    caplog.set_level(logging.INFO)
+    try:
+        for engine, expected in ((away, outage), (tableless, bug)):
+            stop = asyncio.Event()
+            options = DispatchOptions(poll_seconds=0.05)
+            dispatcher = Dispatcher(create_sessionmaker(engine), ChannelSet(), options)
+            task = asyncio.create_task(dispatcher.run(stop))
+            record = await until_logged("notification round failed")
+            stop.set()
+            await asyncio.wait_for(task, 10)
+            assert expected(record), (record.levelname, record.getMessage())
+
+            heartbeat = asyncio.create_task(keep_alive(engine, 1, utcnow, every=0.01))
+            record = await until_logged("scan heartbeat failed")
+            heartbeat.cancel()
+            await asyncio.gather(heartbeat, return_exceptions=True)
+            assert expected(record), (record.levelname, record.getMessage())
+
+        # Readiness: the database answers SELECT 1, but it has no scan history.
+        settings = load_settings(database_url=str(tableless.url), auto_migrate=False)
+        client = await aiohttp_client(create_app(settings, scheduler=False))
+        response = await client.get("/health/ready")
+        assert (await response.json())["checks"]["scanner"] == "unknown"
+        record = await until_logged("readiness: scan history unreadable")
+        assert bug(record), (record.levelname, record.getMessage())
+    finally:
+        await away.dispose()
+        await tableless.dispose()

@@ -6,14 +6,23 @@ import asyncio
 import io
 from collections import Counter
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import cast
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, event, func, make_url, select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.util import await_only
 
 from service.app import create_app
+from service.db import create_engine, create_sessionmaker
 from service.keys import sessionmaker_key
-from service.models import Ping
+from service.models import Job, Ping
+from service.pings import PingWriter, Received
 from service.settings import load_settings
+
+from support import add_job, get_job
 
 
 @pytest.fixture
@@ -260,3 +269,122 @@ async def test_a_crashed_run_does_not_pin_the_job_critical(client, app, first, s
     assert f'data-outcome="{first_outcome}"' in rows and 'data-outcome="success"' in rows
     if first_outcome == "abandoned":
         assert "⊘ abandoned" in rows
+
+
+async def test_the_writer_outlives_an_error_in_its_own_error_handling(sqlite_url, tmp_path):
+    """A database file that is a symlink loop cannot be opened (an outage), and describing that
+    outage raised RuntimeError (Path.resolve: "Symlink loop"). That escaped the writer, which
+    ended: its ping was never answered and every later one failed. Now the ping gets the
+    error, and once the file is back, the next ping is stored."""
+    real = Path(make_url(sqlite_url).database or "")
+    seeding = create_engine(sqlite_url)
+    try:
+        await add_job(create_sessionmaker(seeding), datetime.now(UTC), name="looped")
+        key = (await get_job(create_sessionmaker(seeding), "looped")).ping_key
+    finally:
+        await seeding.dispose()
+    looped, other = tmp_path / "looped.db", tmp_path / "other.db"
+    looped.symlink_to(other)
+    other.symlink_to(looped)
+    engine = create_engine(f"sqlite+aiosqlite:///{looped}")
+    writer = PingWriter(create_sessionmaker(engine))
+    writer.start()
+    try:
+        with pytest.raises(DBAPIError):
+            await asyncio.wait_for(writer.submit(Received(key, "success", 0, None, "", now())), 10)
+        await asyncio.to_thread(put_back, real, looped, other)
+        assert await asyncio.wait_for(
+            writer.submit(Received(key, "success", 0, None, "", now())), 10
+        )
+    finally:
+        await asyncio.wait_for(writer.stop(), 10)
+        await engine.dispose()
+
+
+def put_back(real: Path, looped: Path, other: Path) -> None:
+    looped.unlink()
+    other.unlink()
+    real.rename(looped)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+async def test_a_job_deleted_between_lookup_and_insert_fails_only_its_own_pings(
+    engine, sessionmaker
+):
+    """The race of the test above, made certain: the job is deleted (on another connection)
+    just before the batch's INSERT, after the lookup found it. The other job's pings of the same
+    batch are all stored; the deleted job's are answered "no such job" (a 404)."""
+    now_ = datetime.now(UTC)
+    await add_job(sessionmaker, now_, name="steady")
+    doomed_id = await add_job(sessionmaker, now_, name="doomed")
+    steady_key = (await get_job(sessionmaker, "steady")).ping_key
+    doomed_key = (await get_job(sessionmaker, "doomed")).ping_key
+    deleted: list[str] = []
+
+    async def delete_doomed() -> None:
+        async with engine.begin() as connection:
+            await connection.execute(delete(Job).where(Job.id == doomed_id))
+
+    def before_insert(_connection, _cursor, statement, *_args) -> None:
+        if not deleted and statement.lstrip().upper().startswith("INSERT INTO PINGS"):
+            deleted.append(statement)
+            await_only(delete_doomed())  # runs in SQLAlchemy's greenlet: this waits for it
+
+    event.listen(engine.sync_engine, "before_cursor_execute", before_insert)
+    writer = PingWriter(sessionmaker)
+    writer.start()
+    try:
+        # Queued in one go: the writer wakes only once all are waiting, and takes one batch.
+        answers = await asyncio.wait_for(
+            asyncio.gather(*(
+                writer.submit(Received(key, "success", 0, None, "", now()))
+                for key in [steady_key, doomed_key] * 20
+            )),
+            30,
+        )  # fmt: skip
+    finally:
+        event.remove(engine.sync_engine, "before_cursor_execute", before_insert)
+        await asyncio.wait_for(writer.stop(), 10)
+    assert deleted, "the INSERT never ran"
+    assert answers == [True, False] * 20
+    async with sessionmaker() as session:
+        stored = await session.scalar(select(func.count()).select_from(Ping))
+    assert stored == 20
+
+
+class Unprintable(OSError):
+    """An error that cannot be described (a bug's stand-in): classifying it raises."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("cannot describe this error")
+
+
+async def test_the_writer_outlives_any_error_of_a_batch(sessionmaker):
+    """Whatever escapes the storing of a batch (here classifying its error raises) fails that
+    batch's pings, logged, and the writer goes on: the next ping is stored."""
+    await add_job(sessionmaker, datetime.now(UTC), name="a")
+    key = (await get_job(sessionmaker, "a")).ping_key
+    calls = 0
+
+    def failing_once() -> AsyncSession:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise Unprintable("the first session")
+        return sessionmaker()
+
+    writer = PingWriter(cast(async_sessionmaker[AsyncSession], failing_once))
+    writer.start()
+    try:
+        with pytest.raises(RuntimeError, match="cannot describe"):
+            await asyncio.wait_for(writer.submit(Received(key, "success", 0, None, "", now())), 10)
+        assert await asyncio.wait_for(
+            writer.submit(Received(key, "success", 0, None, "", now())), 10
+        )
+    finally:
+        await asyncio.wait_for(writer.stop(), 10)
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(Ping)) == 1
