@@ -9,14 +9,12 @@ import itertools
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
 from sqlalchemy import select
 from test_cli import cli
@@ -28,7 +26,7 @@ from service.scanner import BackupScanner
 from service.scanner.runs import LEASE, abandoned_error, close_abandoned, keep_alive
 from service.settings import load_settings
 
-from conftest import asyncpg_dsn, missing
+from conftest import missing
 from support import add_job, get_job, make_file
 
 # Seconds since 1970: year 318 857, and as far before year 1. tmpfs, btrfs and XFS with bigtime
@@ -389,67 +387,51 @@ async def test_a_running_scan_keeps_its_heartbeat_moving(engine, sessionmaker, c
         await asyncio.gather(beating, return_exceptions=True)
 
 
-async def hold_the_scan(database_url: str):
-    """A lock that lets a scan record its run but not get further; returns the release."""
-    if database_url.startswith("postgresql"):
-        connection = await asyncpg.connect(asyncpg_dsn(database_url))
-        transaction = connection.transaction()
-        await transaction.start()
-        # The scan reads the jobs right after recording its run: it waits here.
-        await connection.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+# A `scan` that stops itself (SIGSTOP) once its run is committed, as the CLI's scan would run:
+# killed there, it is deterministically a scan that died mid-way, whatever the machine's load.
+STOPPED_SCAN = """
+import asyncio, os, signal
+from service.db import create_engine, create_sessionmaker
+from service.scanner import run_scanner
 
-        async def release() -> None:
-            await transaction.rollback()
-            await connection.close()
+def stop_here(run_id: int) -> None:
+    print(run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
-        return None, release
-    path = database_url.split(":///", 1)[1]
-    holder = sqlite3.connect(path, timeout=30, isolation_level=None)
+async def main() -> None:
+    engine = create_engine(os.environ["DATABASE_URL"])
+    async with create_sessionmaker(engine)() as session:
+        await run_scanner(session, trigger="cli", on_start=stop_here)
 
-    def lock() -> None:
-        # The scan's first write after its run (its jobs' state): it waits here.
-        holder.execute("BEGIN IMMEDIATE")
-
-    async def release() -> None:
-        holder.execute("ROLLBACK")
-        holder.close()
-
-    return lock, release
+asyncio.run(main())
+"""
 
 
 async def test_a_scan_killed_with_sigkill_is_closed_by_a_later_scan_only_after_its_lease(
     database_url, sessionmaker, base_env, clock, tmp_path
 ):
-    # On SQLite the scan is held once its run shows: enough files that the listing takes a
-    # while leave time for that before its first write. PostgreSQL holds it before it starts.
     backups = tmp_path / "many"
     backups.mkdir()
-    for index in range(20_000 if database_url.startswith("sqlite") else 10):
+    for index in range(10):
         (backups / f"f{index:05}").touch()
     await add_job(sessionmaker, clock.now - HOUR, name="many", source=local(backups))
-    lock, release = await hold_the_scan(database_url)
     env = dict(base_env, DATABASE_URL=database_url, AUTO_MIGRATE="false")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "scan", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable, "-c", STOPPED_SCAN, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(30):
-            while True:
-                async with sessionmaker() as session:
-                    run = await session.scalar(select(ScanRun))
-                if run is not None:
-                    break
-                await asyncio.sleep(0.002)
-        if lock is not None:
-            lock()
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            line = await process.stdout.readline()
+        # Printed right before it stops itself: it gets no further than its committed run.
+        assert line.strip().isdigit(), line
         process.send_signal(signal.SIGKILL)
         await process.wait()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await release()
     assert process.returncode == -signal.SIGKILL
     async with sessionmaker() as session:
         killed = (await session.scalars(select(ScanRun))).one()
