@@ -38,6 +38,13 @@ SUCCEEDED = ("finished", "interrupted")
 FAILING_AFTER = 3
 
 
+def run_status(exc: BaseException) -> str:
+    """The status of a scan run that `exc` stopped. Cancelled (the service stopping after its
+    grace) is `interrupted`, as a stop within the grace is: it says nothing of the scanner, so
+    it must not count toward FAILING_AFTER and make /health/ready fail."""
+    return "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+
+
 def run_error(exc: BaseException) -> str:
     """The one line stored on a scan run that `exc` stopped."""
     if isinstance(exc, asyncio.CancelledError):

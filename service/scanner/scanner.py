@@ -42,7 +42,13 @@ from service.scanner.rules import (
     RunFacts,
     evaluate,
 )
-from service.scanner.runs import HEARTBEAT_SECONDS, close_abandoned, keep_alive, run_error
+from service.scanner.runs import (
+    HEARTBEAT_SECONDS,
+    close_abandoned,
+    keep_alive,
+    run_error,
+    run_status,
+)
 from service.scanner.sources import (
     CHUNK,
     FileEntry,
@@ -306,7 +312,7 @@ class BackupScanner:
             # The database went away, a bug, or the task was cancelled: the run must not stay
             # "running" forever, and must say why. Best effort, the original error is what
             # matters.
-            report.status, report.error = "failed", run_error(exc)
+            report.status, report.error = run_status(exc), run_error(exc)
             await _stop(heartbeat)
             with suppress(Exception):
                 await self._finish_run(run_id, report)

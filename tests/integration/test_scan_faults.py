@@ -16,14 +16,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from test_cli import cli
 
 from service.app import create_app
 from service.keys import sessionmaker_key
 from service.models import Artifact, JobCheck, ScanRun
 from service.scanner import BackupScanner
-from service.scanner.runs import LEASE, abandoned_error, close_abandoned, keep_alive
+from service.scanner.runs import (
+    FAILING_AFTER,
+    LEASE,
+    abandoned_error,
+    close_abandoned,
+    keep_alive,
+)
 from service.settings import load_settings
 
 from conftest import missing
@@ -237,9 +243,8 @@ async def test_a_job_that_cannot_be_judged_fails_alone(sessionmaker, clock, tmp_
     assert {job.name: job.status for job in again.jobs} == {"a": "ok", "b": "ok", "c": "ok"}
 
 
-async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
-    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
-    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+async def cancelled_scan(sessionmaker, clock) -> None:
+    """A real scan cancelled as soon as it is recorded (as a stop past its grace does)."""
     task = asyncio.current_task()
     assert task is not None
     async with sessionmaker() as session:
@@ -248,21 +253,57 @@ async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
             await scanner.scan_all_jobs()
         # Python 3.11: undo our own cancel() so that this test goes on.
         task.uncancel()
+
+
+async def failed_scan(sessionmaker, clock) -> None:
+    """A real scan that fails as a whole, for a reason of its own (not the database's
+    absence): a table it reads is missing, as after a botched migration."""
+    async with sessionmaker() as session:
+        await session.execute(text("ALTER TABLE pings RENAME TO pings_away"))
+        await session.commit()
+    try:
+        with pytest.raises(Exception, match="pings"):
+            await scan(sessionmaker, clock)
+    finally:
+        async with sessionmaker() as session:
+            await session.execute(text("ALTER TABLE pings_away RENAME TO pings"))
+            await session.commit()
+
+
+async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
+    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+    await failed_scan(sessionmaker, clock)
     async with sessionmaker() as session:
         run = (await session.scalars(select(ScanRun))).one()
     assert run.status == "failed" and run.finished_at is not None
-    assert run.error == "cancelled before the end (the service was stopping)"
+    assert run.error.startswith("internal error: ") and "pings" in run.error
 
 
-async def cancelled_scan(sessionmaker, clock) -> None:
-    """A real scan that fails: cancelled as soon as it is recorded."""
-    task = asyncio.current_task()
-    assert task is not None
+async def test_a_cancelled_scan_is_interrupted_not_failed(
+    aiohttp_client, database_url, clock, tmp_path
+):
+    """A scan cancelled at shutdown (past the stop's grace) is `interrupted` with the reason:
+    stopping the service is no failure of the scanner, however often it happens."""
+    app = create_app(load_settings(database_url=database_url), scheduler=False)
+    client = await aiohttp_client(app)
+    sessionmaker = app[sessionmaker_key]
+    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+    for _ in range(FAILING_AFTER):
+        await cancelled_scan(sessionmaker, clock)
     async with sessionmaker() as session:
-        scanner = BackupScanner(session, clock=clock, on_start=lambda _id: task.cancel())
-        with pytest.raises(asyncio.CancelledError):
-            await scanner.scan_all_jobs()
-        task.uncancel()
+        runs = list(await session.scalars(select(ScanRun)))
+    assert [(run.status, run.error) for run in runs] == FAILING_AFTER * [
+        ("interrupted", "cancelled before the end (the service was stopping)")
+    ]
+    assert all(run.finished_at is not None for run in runs)
+    response = await client.get("/health/ready")
+    assert response.status == 200
+    assert (await response.json())["checks"]["scanner"] == "ok"
+    text_ = await (await client.get("/metrics")).text()
+    assert metric(text_, "backup_scanner_consecutive_failures") == 0
+    assert metric(text_, "backup_scans_failed_total") == 0
 
 
 def metric(text: str, name: str) -> float | None:
@@ -293,7 +334,7 @@ async def test_a_scanner_that_keeps_failing_is_not_ready_and_shows_in_metrics(
     assert await ready() == (200, {"database": "ok", "scheduler": "disabled", "scanner": "ok"})
     await scan(sessionmaker, clock)
     for _ in range(2):
-        await cancelled_scan(sessionmaker, clock)
+        await failed_scan(sessionmaker, clock)
     assert (await ready())[0] == 200  # two failures may be bad luck
     text = await metrics()
     assert metric(text, "backup_scanner_consecutive_failures") == 2
@@ -301,7 +342,7 @@ async def test_a_scanner_that_keeps_failing_is_not_ready_and_shows_in_metrics(
     assert metric(text, "backup_last_scan_timestamp_seconds") == clock.now.timestamp()
 
     clock.advance(minutes=1)
-    await cancelled_scan(sessionmaker, clock)
+    await failed_scan(sessionmaker, clock)
     status, checks = await ready()
     assert status == 503
     assert checks == {
