@@ -100,6 +100,11 @@ async def revoke_token(session: AsyncSession, name: str) -> None:
         raise TokenError(f"no token named {name!r} (see `backup-monitor tokens list`)")
 
 
+async def token_hashes(session: AsyncSession) -> list[str]:
+    """The stored tokens' hashes, in a stable order (a secret every replica can read)."""
+    return list(await session.scalars(select(ApiToken.token_hash).order_by(ApiToken.token_hash)))
+
+
 async def any_token(session: AsyncSession) -> bool:
     return bool(await session.scalar(select(exists().where(ApiToken.id.is_not(None)))))
 

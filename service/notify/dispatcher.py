@@ -12,9 +12,10 @@ the work, and a crash at any point loses nothing:
 
 Each claimed delivery is sent by a task of its own, and each channel has its own slots
 (`concurrency`): a delivery is claimed only when its channel has a free slot, and the
-dispatcher claims again as soon as a send ends. A channel that hangs (or one job's notice a
-receiver holds) occupies only that channel's slots, until its timeout: other channels, and the
-other jobs on it, do not wait for it.
+dispatcher claims again as soon as a send ends. A channel that hangs holds at most its own
+`concurrency` slots, each until its timeout; other channels are never delayed by it. Other jobs
+on the hung channel are: when hung sends fill all its slots, their notices wait for a free slot,
+at most that channel's timeout per wave. One job's notice held by a receiver holds one slot.
 
 Deliveries of one job to one channel go out in event order, so a recovery never arrives
 before the alert it ends. A delivery recorded as delivered is never sent again; the window

@@ -44,6 +44,13 @@ SUCCEEDED = ("finished", "interrupted")
 FAILING_AFTER = 3
 
 
+def run_status(exc: BaseException) -> str:
+    """The status of a scan run that `exc` stopped. Cancelled (the service stopping after its
+    grace) is `interrupted`, as a stop within the grace is: it says nothing of the scanner, so
+    it must not count toward FAILING_AFTER and make /health/ready fail."""
+    return "interrupted" if isinstance(exc, asyncio.CancelledError) else "failed"
+
+
 def run_error(exc: BaseException, database_url: str | URL | None = None) -> str:
     """The one line stored on a scan run that `exc` stopped (a full disk named as such)."""
     if isinstance(exc, asyncio.CancelledError):

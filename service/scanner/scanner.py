@@ -42,7 +42,13 @@ from service.scanner.rules import (
     RunFacts,
     evaluate,
 )
-from service.scanner.runs import HEARTBEAT_SECONDS, close_abandoned, keep_alive, run_error
+from service.scanner.runs import (
+    HEARTBEAT_SECONDS,
+    close_abandoned,
+    keep_alive,
+    run_error,
+    run_status,
+)
 from service.scanner.sources import (
     CHUNK,
     FileEntry,
@@ -308,7 +314,7 @@ class BackupScanner:
             # matters.
             bind = self.session.bind
             url = bind.url if isinstance(bind, AsyncEngine) else None
-            report.status, report.error = "failed", run_error(exc, url)
+            report.status, report.error = run_status(exc), run_error(exc, url)
             await _stop(heartbeat)
             with suppress(Exception):
                 await self._finish_run(run_id, report)

@@ -6,11 +6,14 @@ tokens may look, read-write tokens also get the pause / resume / scan buttons.
 
 Forms (CSRF): a sibling site (another port of the same host, a sibling subdomain) can plant
 cookies, so a token that only had to match a cookie (double submit) could be forged. Every form
-carries a token bound to the browser's session instead: an HMAC, with a server secret, of the
-login cookie (or, before login, of a random id cookie). A sibling site can neither read the login
-cookie nor compute the HMAC for it. On top of that, a form post whose `Origin` is another
-origin than this site's (its Host, or PUBLIC_URL), or whose `Sec-Fetch-Site` says it came from
-another site, is refused (403). A post without `Origin` (old browsers) is judged by its token.
+carries a token bound to the browser's session instead: an HMAC, with a server secret (see
+form_secret), of the login cookie and a random id cookie that each login and logout replace
+(before login, of that id alone). A sibling site can neither read the login cookie nor compute
+the HMAC; a form from before a logout is void after the next login. On top of that, a form post
+whose `Origin` is another origin than this site's (its Host, or PUBLIC_URL), or whose
+`Sec-Fetch-Site` says it came from another site, is refused (403). A post without `Origin` (old
+browsers) is judged by its token alone: before login that is no protection against a planted id
+(the server hands out the token of any id it is shown), after login it is.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import asyncio
 import hashlib
 import hmac
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
@@ -50,7 +53,7 @@ from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.pings import recent_runs
 from service.settings import Settings
-from service.tokens import Access, same_secret
+from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
 from service.visible import visible
 from service.web.charts import ChartPoint, size_chart, sparkline
@@ -121,34 +124,51 @@ async def require_viewer(request: web.Request) -> Access:
     return access
 
 
-def browser_id(request: web.Request) -> tuple[str, bool]:
-    """The browser's random id (CSRF_COOKIE), and whether it is new (to be set as a cookie)."""
+def known_browser_id(request: web.Request) -> str:
+    """The browser's random id (CSRF_COOKIE), or "" when it has none (or not one of ours)."""
     known = request.cookies.get(CSRF_COOKIE, "")
-    if len(known) == 32 and known.isalnum():
-        return known, False
-    return secrets.token_hex(16), True
+    return known if len(known) == 32 and known.isalnum() else ""
 
 
-def form_secret(settings: Settings) -> bytes:
-    """The server secret of the form tokens: made from settings every replica shares (so a form
-    rendered by one replica may be posted to another), secrets among them. What makes a form
-    token unforgeable is the session it is bound to, which another site cannot read."""
-    shared = [settings.database_url]
+def set_browser_id(request: web.Request, response: web.StreamResponse) -> str:
+    """Give the browser a new random id: on its first page, and at each login and logout (so
+    the forms of one login die with it)."""
+    browser = secrets.token_hex(16)
+    response.set_cookie(
+        CSRF_COOKIE, browser, httponly=True, samesite="Strict", secure=secure(request), path="/"
+    )
+    return browser
+
+
+def form_secret(settings: Settings, stored_token_hashes: Sequence[str]) -> bytes:
+    """The server secret of the form tokens: what only the servers know and every replica shares
+    (a form rendered by one replica may be posted to another): the hashes of the tokens in the
+    database and the tokens from the environment. Creating or revoking a token changes it (open
+    forms then ask for a reload). With no token at all (open access) nothing is secret: anyone
+    may use the API then anyway."""
+    shared = [settings.database_url, *stored_token_hashes]
     shared += [token.get_secret_value() for token in (settings.api_token, settings.metrics_token)
                if token is not None]  # fmt: skip
     return hashlib.sha256("\0".join(["backup-monitor forms", *shared]).encode()).digest()
 
 
+async def request_form_secret(request: web.Request) -> bytes:
+    async with request.app[sessionmaker_key]() as session:
+        stored = await token_hashes(session)
+    return form_secret(request.app[settings_key], stored)
+
+
 def form_token(secret: bytes, session: str) -> str:
-    """The CSRF token of a session (the login token, or the browser id before any login)."""
+    """The CSRF token of a session (see session_of)."""
     message = b"form\0" + session.encode("utf-8", "surrogateescape")
     return hmac.new(secret, message, hashlib.sha256).hexdigest()
 
 
 def session_of(request: web.Request, browser: str) -> str:
-    """What the forms of this browser are bound to: its login cookie, else its random id."""
+    """What the forms of this browser are bound to: its login cookie (which another site cannot
+    read) with the random id that login set, else that id alone."""
     login = request.cookies.get(TOKEN_COOKIE)
-    return f"token:{login}" if login else f"browser:{browser}"
+    return f"token:{login}\0browser:{browser}" if login else f"browser:{browser}"
 
 
 async def checked_form(request: web.Request) -> dict[str, str]:
@@ -159,13 +179,9 @@ async def checked_form(request: web.Request) -> dict[str, str]:
         raise ApiError(403, "forbidden", f"this form {refusal}; forms are taken from this site")
     form = await read_form(request)
     sent = form.get("csrf")
-    browser = request.cookies.get(CSRF_COOKIE, "")
-    expected = form_token(form_secret(request.app[settings_key]), session_of(request, browser))
-    if (
-        not isinstance(sent, str)
-        or not (browser or TOKEN_COOKIE in request.cookies)
-        or not same_secret(sent, expected)
-    ):
+    browser = known_browser_id(request)
+    expected = form_token(await request_form_secret(request), session_of(request, browser))
+    if not isinstance(sent, str) or not browser or not same_secret(sent, expected):
         raise ApiError(
             403, "forbidden", "this form has expired or came from another site; reload the page"
         )
@@ -176,17 +192,12 @@ async def render(
     request: web.Request, template: str, status: int = 200, **context: Any
 ) -> web.Response:
     """The page, rendered off the event loop (2 000 rows take ~0.1 s of CPU)."""
-    browser, fresh = browser_id(request)
-    csrf = form_token(form_secret(request.app[settings_key]), session_of(request, browser))
+    response = web.Response(status=status, content_type="text/html")
+    browser = known_browser_id(request) or set_browser_id(request, response)
+    csrf = form_token(await request_form_secret(request), session_of(request, browser))
     page = _templates.get_template(template)
-    html = await asyncio.to_thread(page.render, csrf=csrf, **context)
-    response = web.Response(text=html, status=status, content_type="text/html")
+    response.text = await asyncio.to_thread(page.render, csrf=csrf, **context)
     response.headers["Cache-Control"] = "no-store"
-    if fresh:
-        response.set_cookie(
-            CSRF_COOKIE, browser, httponly=True, samesite="Strict", secure=secure(request),
-            path="/",
-        )  # fmt: skip
     return response
 
 
@@ -385,6 +396,7 @@ async def login(request: web.Request) -> web.Response:
         TOKEN_COOKIE, token, httponly=True, samesite="Strict", secure=secure(request), path="/",
         max_age=SESSION_DAYS * 86400,
     )  # fmt: skip
+    set_browser_id(request, response)  # this login's forms: none from before it
     raise response
 
 
@@ -394,4 +406,5 @@ async def logout(request: web.Request) -> web.Response:
     await checked_form(request)
     response = web.HTTPSeeOther("/login")
     response.del_cookie(TOKEN_COOKIE, path="/")
+    set_browser_id(request, response)  # the forms of the login that ends die with it
     raise response

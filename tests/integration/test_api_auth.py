@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import re
 from html.parser import HTMLParser
 
@@ -419,11 +421,38 @@ async def test_a_sibling_site_cannot_post_the_dashboards_forms(
         )
         assert response.status == 303, await response.text()
         assert await paused(client, BOOTSTRAP) is now_paused
-    # Logging out ends the session its forms were bound to.
+    # Logging out ends the session its forms were bound to: after a new login with the same
+    # token, a form of the old login is refused; the new login's forms work.
     assert (await client.post("/logout", data={"csrf": valid}, allow_redirects=False)).status == 303
-    client.session.cookie_jar.update_cookies({"bm_token": BOOTSTRAP})  # a new login, same token
-    response = await client.post("/jobs/db/pause", data={"csrf": for_planted})
+    await log_in_as(client, BOOTSTRAP)
+    response = await client.post("/jobs/db/pause", data={"csrf": valid}, allow_redirects=False)
     await error_of(response, 403)
+    assert await paused(client, BOOTSTRAP) is False
+    fresh = csrf_in(await (await client.get("/jobs/db")).text())
+    response = await client.post("/jobs/db/pause", data={"csrf": fresh}, allow_redirects=False)
+    assert response.status == 303, await response.text()
+    assert await paused(client, BOOTSTRAP) is True
+
+
+async def test_a_planted_id_gets_no_form_token_computed_from_public_settings(
+    aiohttp_client, database_url
+):
+    """Tokens from `tokens create` only (no API_TOKEN, no METRICS_TOKEN): the form secret was
+    made of DATABASE_URL alone (public: the default, or Compose's), so whoever planted a
+    `bm_csrf` id could compute its form token offline and post the login form (login CSRF)
+    from a browser that sends no Origin. The secret now includes what only the servers know."""
+    app, client = await serve(aiohttp_client, load_settings(database_url=database_url))
+    async with app[sessionmaker_key]() as session:
+        attackers = await create_token(session, "attacker", read_only=False)
+    planted = "b" * 32
+    client.session.cookie_jar.update_cookies({"bm_csrf": planted})
+    public = hashlib.sha256(f"backup-monitor forms\0{database_url}".encode()).digest()
+    computed = hmac.new(public, f"form\0browser:{planted}".encode(), hashlib.sha256).hexdigest()
+    response = await client.post(
+        "/login", data={"csrf": computed, "token": attackers, "next": "/"}, allow_redirects=False
+    )
+    await error_of(response, 403)
+    assert "bm_token" not in response.cookies
 
 
 async def test_forms_from_public_url_are_this_sites(aiohttp_client, database_url):

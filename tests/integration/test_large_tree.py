@@ -79,7 +79,10 @@ async def test_hundred_thousand_files_while_serving(aiohttp_client, database_url
 
 
 JOBS_WITH_LONG_PATTERNS = 8
-MAX_STALL_SECONDS = 0.2
+# Compiled on the loop, the 8 patterns stalled it 3-7 s in one piece. The bounds leave room for a
+# loaded 2-core machine (the compiling thread competes for the GIL) and still tell the two apart.
+MAX_STALL_SECONDS = 1.0
+MAX_P99_SECONDS = 0.5
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
@@ -138,5 +141,5 @@ async def test_long_patterns_are_compiled_off_the_loop(
     print(f"\n{JOBS_WITH_LONG_PATTERNS} long patterns: {len(latencies)} /health/live requests, "
           f"p99 {p99 * 1000:.1f} ms, worst {latencies[-1] * 1000:.1f} ms; "
           f"worst loop stall {max(lags) * 1000:.1f} ms")  # fmt: skip
-    assert p99 < MAX_STALL_SECONDS
+    assert p99 < MAX_P99_SECONDS
     assert max(lags) < MAX_STALL_SECONDS

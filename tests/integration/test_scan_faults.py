@@ -9,26 +9,30 @@ import itertools
 import os
 import shutil
 import signal
-import sqlite3
 import sys
 import tempfile
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import asyncpg
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 from test_cli import cli
 
 from service.app import create_app
 from service.keys import sessionmaker_key
 from service.models import Artifact, JobCheck, ScanRun
 from service.scanner import BackupScanner
-from service.scanner.runs import LEASE, abandoned_error, close_abandoned, keep_alive
+from service.scanner.runs import (
+    FAILING_AFTER,
+    LEASE,
+    abandoned_error,
+    close_abandoned,
+    keep_alive,
+)
 from service.settings import load_settings
 
-from conftest import asyncpg_dsn, missing
+from conftest import missing
 from support import add_job, get_job, make_file
 
 # Seconds since 1970: year 318 857, and as far before year 1. tmpfs, btrfs and XFS with bigtime
@@ -239,9 +243,8 @@ async def test_a_job_that_cannot_be_judged_fails_alone(sessionmaker, clock, tmp_
     assert {job.name: job.status for job in again.jobs} == {"a": "ok", "b": "ok", "c": "ok"}
 
 
-async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
-    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
-    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+async def cancelled_scan(sessionmaker, clock) -> None:
+    """A real scan cancelled as soon as it is recorded (as a stop past its grace does)."""
     task = asyncio.current_task()
     assert task is not None
     async with sessionmaker() as session:
@@ -250,21 +253,57 @@ async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
             await scanner.scan_all_jobs()
         # Python 3.11: undo our own cancel() so that this test goes on.
         task.uncancel()
+
+
+async def failed_scan(sessionmaker, clock) -> None:
+    """A real scan that fails as a whole, for a reason of its own (not the database's
+    absence): a table it reads is missing, as after a botched migration."""
+    async with sessionmaker() as session:
+        await session.execute(text("ALTER TABLE pings RENAME TO pings_away"))
+        await session.commit()
+    try:
+        with pytest.raises(Exception, match="pings"):
+            await scan(sessionmaker, clock)
+    finally:
+        async with sessionmaker() as session:
+            await session.execute(text("ALTER TABLE pings_away RENAME TO pings"))
+            await session.commit()
+
+
+async def test_a_failed_scan_stores_why(sessionmaker, clock, tmp_path):
+    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+    await failed_scan(sessionmaker, clock)
     async with sessionmaker() as session:
         run = (await session.scalars(select(ScanRun))).one()
     assert run.status == "failed" and run.finished_at is not None
-    assert run.error == "cancelled before the end (the service was stopping)"
+    assert run.error.startswith("internal error: ") and "pings" in run.error
 
 
-async def cancelled_scan(sessionmaker, clock) -> None:
-    """A real scan that fails: cancelled as soon as it is recorded."""
-    task = asyncio.current_task()
-    assert task is not None
+async def test_a_cancelled_scan_is_interrupted_not_failed(
+    aiohttp_client, database_url, clock, tmp_path
+):
+    """A scan cancelled at shutdown (past the stop's grace) is `interrupted` with the reason:
+    stopping the service is no failure of the scanner, however often it happens."""
+    app = create_app(load_settings(database_url=database_url), scheduler=False)
+    client = await aiohttp_client(app)
+    sessionmaker = app[sessionmaker_key]
+    make_file(tmp_path / "a" / "x.tar", 100, clock.now)
+    await add_job(sessionmaker, clock.now, name="a", source=local(tmp_path / "a"))
+    for _ in range(FAILING_AFTER):
+        await cancelled_scan(sessionmaker, clock)
     async with sessionmaker() as session:
-        scanner = BackupScanner(session, clock=clock, on_start=lambda _id: task.cancel())
-        with pytest.raises(asyncio.CancelledError):
-            await scanner.scan_all_jobs()
-        task.uncancel()
+        runs = list(await session.scalars(select(ScanRun)))
+    assert [(run.status, run.error) for run in runs] == FAILING_AFTER * [
+        ("interrupted", "cancelled before the end (the service was stopping)")
+    ]
+    assert all(run.finished_at is not None for run in runs)
+    response = await client.get("/health/ready")
+    assert response.status == 200
+    assert (await response.json())["checks"]["scanner"] == "ok"
+    text_ = await (await client.get("/metrics")).text()
+    assert metric(text_, "backup_scanner_consecutive_failures") == 0
+    assert metric(text_, "backup_scans_failed_total") == 0
 
 
 def metric(text: str, name: str) -> float | None:
@@ -295,7 +334,7 @@ async def test_a_scanner_that_keeps_failing_is_not_ready_and_shows_in_metrics(
     assert await ready() == (200, {"database": "ok", "scheduler": "disabled", "scanner": "ok"})
     await scan(sessionmaker, clock)
     for _ in range(2):
-        await cancelled_scan(sessionmaker, clock)
+        await failed_scan(sessionmaker, clock)
     assert (await ready())[0] == 200  # two failures may be bad luck
     text = await metrics()
     assert metric(text, "backup_scanner_consecutive_failures") == 2
@@ -303,7 +342,7 @@ async def test_a_scanner_that_keeps_failing_is_not_ready_and_shows_in_metrics(
     assert metric(text, "backup_last_scan_timestamp_seconds") == clock.now.timestamp()
 
     clock.advance(minutes=1)
-    await cancelled_scan(sessionmaker, clock)
+    await failed_scan(sessionmaker, clock)
     status, checks = await ready()
     assert status == 503
     assert checks == {
@@ -389,67 +428,51 @@ async def test_a_running_scan_keeps_its_heartbeat_moving(engine, sessionmaker, c
         await asyncio.gather(beating, return_exceptions=True)
 
 
-async def hold_the_scan(database_url: str):
-    """A lock that lets a scan record its run but not get further; returns the release."""
-    if database_url.startswith("postgresql"):
-        connection = await asyncpg.connect(asyncpg_dsn(database_url))
-        transaction = connection.transaction()
-        await transaction.start()
-        # The scan reads the jobs right after recording its run: it waits here.
-        await connection.execute("LOCK TABLE jobs IN ACCESS EXCLUSIVE MODE")
+# A `scan` that stops itself (SIGSTOP) once its run is committed, as the CLI's scan would run:
+# killed there, it is deterministically a scan that died mid-way, whatever the machine's load.
+STOPPED_SCAN = """
+import asyncio, os, signal
+from service.db import create_engine, create_sessionmaker
+from service.scanner import run_scanner
 
-        async def release() -> None:
-            await transaction.rollback()
-            await connection.close()
+def stop_here(run_id: int) -> None:
+    print(run_id, flush=True)
+    os.kill(os.getpid(), signal.SIGSTOP)
 
-        return None, release
-    path = database_url.split(":///", 1)[1]
-    holder = sqlite3.connect(path, timeout=30, isolation_level=None)
+async def main() -> None:
+    engine = create_engine(os.environ["DATABASE_URL"])
+    async with create_sessionmaker(engine)() as session:
+        await run_scanner(session, trigger="cli", on_start=stop_here)
 
-    def lock() -> None:
-        # The scan's first write after its run (its jobs' state): it waits here.
-        holder.execute("BEGIN IMMEDIATE")
-
-    async def release() -> None:
-        holder.execute("ROLLBACK")
-        holder.close()
-
-    return lock, release
+asyncio.run(main())
+"""
 
 
 async def test_a_scan_killed_with_sigkill_is_closed_by_a_later_scan_only_after_its_lease(
     database_url, sessionmaker, base_env, clock, tmp_path
 ):
-    # On SQLite the scan is held once its run shows: enough files that the listing takes a
-    # while leave time for that before its first write. PostgreSQL holds it before it starts.
     backups = tmp_path / "many"
     backups.mkdir()
-    for index in range(20_000 if database_url.startswith("sqlite") else 10):
+    for index in range(10):
         (backups / f"f{index:05}").touch()
     await add_job(sessionmaker, clock.now - HOUR, name="many", source=local(backups))
-    lock, release = await hold_the_scan(database_url)
     env = dict(base_env, DATABASE_URL=database_url, AUTO_MIGRATE="false")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", "scan", cwd=tmp_path, env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+        sys.executable, "-c", STOPPED_SCAN, cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        async with asyncio.timeout(30):
-            while True:
-                async with sessionmaker() as session:
-                    run = await session.scalar(select(ScanRun))
-                if run is not None:
-                    break
-                await asyncio.sleep(0.002)
-        if lock is not None:
-            lock()
+        assert process.stdout is not None
+        async with asyncio.timeout(60):
+            line = await process.stdout.readline()
+        # Printed right before it stops itself: it gets no further than its committed run.
+        assert line.strip().isdigit(), line
         process.send_signal(signal.SIGKILL)
         await process.wait()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-        await release()
     assert process.returncode == -signal.SIGKILL
     async with sessionmaker() as session:
         killed = (await session.scalars(select(ScanRun))).one()
