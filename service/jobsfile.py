@@ -15,7 +15,7 @@ from service.db import lock_jobs_file
 from service.jobs import apply_declaration, new_job
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
-from service.quoting import quote, shorten
+from service.visible import quote, shorten
 from service.yamlfile import FileProblems, read_yaml
 
 

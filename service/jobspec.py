@@ -26,7 +26,6 @@ from pydantic import (
     model_validator,
 )
 
-from service.quoting import quote
 from service.units import (
     DURATION_PATTERN,
     MAX_DURATION,
@@ -38,6 +37,7 @@ from service.units import (
     parse_percent,
     parse_size,
 )
+from service.visible import quote
 
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
 # Exactly the 5 fields the README promises (cronsim would also take a 6th, seconds, field).

@@ -19,7 +19,7 @@ from yaml.constructor import ConstructorError
 from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import Node
 
-from service.quoting import quote, shorten
+from service.visible import quote, shorten
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 100

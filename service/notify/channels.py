@@ -53,8 +53,8 @@ from yarl import URL
 from service.errors import describe_error
 from service.jobspec import JOB_NAME_PATTERN
 from service.notify.notice import Notice
-from service.quoting import quote
 from service.units import parse_duration
+from service.visible import quote
 from service.yamlfile import FileProblems, read_yaml
 
 if TYPE_CHECKING:
