@@ -42,6 +42,7 @@ from service.models import (
 from service.notify.events import renotify_at
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
+from service.visible import quote
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ MAX_REF = 100  # a job's name is at most 100 characters, its id fewer digits
 
 class JobNameTaken(Exception):
     def __init__(self, name: str) -> None:
-        super().__init__(f"a job named {name!r} already exists")
+        super().__init__(f"a job named {quote(name)} already exists")
         self.name = name
 
 

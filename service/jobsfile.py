@@ -46,7 +46,7 @@ def parse_jobs_document(
             continue
         if spec.name in first_index:
             problems.append(
-                f"{label}: duplicate name {spec.name!r} (also jobs[{first_index[spec.name]}])"
+                f"{label}: duplicate name {quote(spec.name)} (also jobs[{first_index[spec.name]}])"
             )
             continue
         first_index[spec.name] = index

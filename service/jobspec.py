@@ -322,7 +322,7 @@ def check_cron(expression: str, zone: ZoneInfo) -> None:
     if not re.fullmatch(CRON_PATTERN, expression):
         fields = len(expression.split(None))
         raise ValueError(
-            f"bad cron expression {expression!r}: a cron expression has 5 fields separated by "
+            f"bad cron expression {quote(expression)}: a cron expression has 5 fields separated by "
             f"spaces (minute hour day-of-month month day-of-week), this one {fields}; seconds "
             "are not supported"
         )

@@ -195,7 +195,7 @@ class EmailChannel(_Strict):
     def _loadable(cls, value: Path | None) -> Path | None:
         if value is not None:
             if not value.is_absolute():
-                raise ValueError(f"must be an absolute path (got {str(value)!r})")
+                raise ValueError(f"must be an absolute path (got {quote(str(value))})")
             try:
                 tls_context(value)
             except (OSError, ssl.SSLError) as exc:
@@ -648,7 +648,7 @@ def smtp_error(exc: Exception, channel: EmailChannel) -> DeliveryError:
         )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return DeliveryError(
-            f"{where} refused the login of {channel.username!r}: {exc.code} {exc.message}",
+            f"{where} refused the login of {quote(channel.username)}: {exc.code} {exc.message}",
             permanent=exc.code >= 500,
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:

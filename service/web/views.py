@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote as quote_url
 
 import jinja2
 from aiohttp import web
@@ -35,7 +35,6 @@ from service.api.errors import ApiError
 from service.api.openapi import operation
 from service.api.schemas import JobsQuery
 from service.jobs import (
-    MAX_REF,
     Action,
     JobFilter,
     act_on_job,
@@ -51,7 +50,7 @@ from service.pings import recent_runs
 from service.settings import Settings
 from service.tokens import Access
 from service.units import format_duration, format_size
-from service.visible import visible
+from service.visible import quote, visible
 from service.web.charts import ChartPoint, size_chart, sparkline
 from service.web.queries import (
     all_tags,
@@ -116,7 +115,7 @@ async def viewer(request: web.Request) -> Access | None:
 async def require_viewer(request: web.Request) -> Access:
     access = await viewer(request)
     if access is None:
-        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+        raise web.HTTPSeeOther(f"/login?next={quote_url(request.path_qs, safe='')}")
     return access
 
 
@@ -210,7 +209,7 @@ def known_ref(request: web.Request) -> str:
     """The `{job}` of the path; 404 at once for what cannot be a job's id or name."""
     ref = request.match_info["job"]
     if not possible_ref(ref):
-        raise web.HTTPNotFound(text=f"no job {ref[:MAX_REF]!r}")
+        raise web.HTTPNotFound(text=f"no job {quote(ref)}")
     return ref
 
 
@@ -280,7 +279,7 @@ async def job_page(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         job = await find_job(session, ref)
         if job is None:
-            raise web.HTTPNotFound(text=f"no job {ref!r}")
+            raise web.HTTPNotFound(text=f"no job {quote(ref)}")
         history, _ = await history_page(session, job.id, limit=50, before=None)
         files, next_before = await artifacts_page(
             session, job.id, limit=ARTIFACTS_PER_PAGE, before=before, include_gone=True
@@ -336,8 +335,8 @@ async def job_action(request: web.Request) -> web.Response:
         **request.app[settings_key].scan_options,
     )  # fmt: skip
     if job is None:
-        raise web.HTTPNotFound(text=f"no job {ref!r}")
-    raise web.HTTPSeeOther(f"/jobs/{quote(job.name)}")
+        raise web.HTTPNotFound(text=f"no job {quote(ref)}")
+    raise web.HTTPSeeOther(f"/jobs/{quote_url(job.name)}")
 
 
 @routes.get("/ui/digest")

@@ -319,6 +319,12 @@ def test_a_ca_file_that_cannot_be_loaded_is_a_problem(tmp_path):
     assert len(problems) == 3
 
 
+def test_a_bad_ca_file_is_quoted_shortened_and_escaped():
+    (problem,) = problems_of({"channels": {"m": mail(ca_file="ca\x1b[2J" + "d/" * 2000)}})
+    assert problem.startswith("channels.m: ca_file: must be an absolute path (got 'ca\\x1b[2J")
+    assert problem.endswith("…' (4005 characters))") and len(problem) < 200, problem
+
+
 def test_an_unreadable_file_is_one_problem(tmp_path):
     path = tmp_path / "nope.yml"
 
