@@ -26,6 +26,7 @@ from typing import Any, cast
 from urllib.parse import quote as quote_url
 
 import jinja2
+import markupsafe
 from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
@@ -50,7 +51,7 @@ from service.pings import recent_runs
 from service.settings import Settings
 from service.tokens import Access
 from service.units import format_duration, format_size
-from service.visible import quote, visible
+from service.visible import quote, visible, visible_lines
 from service.web.charts import ChartPoint, size_chart, sparkline
 from service.web.queries import (
     all_tags,
@@ -90,7 +91,17 @@ _templates = jinja2.Environment(
     # right-to-left override) as escapes. Markup, already made safe, is left as it is.
     finalize=lambda value: visible(value) if type(value) is str else value,
 )
+
+
+def _lines(text: str) -> markupsafe.Markup:
+    """A text meant to have lines (an operator's `description: |`, a script's output sent with
+    a ping): its line breaks and tabs stay (shown by `white-space: pre-wrap`), everything else
+    is escaped as `finalize` does; the result is Markup, so `finalize` leaves it as it is."""
+    return markupsafe.escape(visible_lines(text.strip("\r\n")))
+
+
 _templates.filters["size"] = format_size
+_templates.filters["lines"] = _lines
 _templates.globals["symbols"] = SYMBOLS
 
 
