@@ -53,6 +53,7 @@ from yarl import URL
 from service.errors import describe_error
 from service.jobspec import JOB_NAME_PATTERN
 from service.notify.notice import Notice
+from service.settingfile import read_setting_file
 from service.units import parse_duration
 from service.visible import quote
 from service.yamlfile import FileProblems, read_yaml
@@ -591,6 +592,13 @@ async def send_webhook(channel: WebhookChannel, notice: Notice) -> str:
 # --- email
 
 
+MAX_CA_BYTES = 4 * 1024 * 1024  # a whole system bundle is about 220 KB
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN (?:TRUSTED )?CERTIFICATE-----[A-Za-z0-9+/=\s]*"
+    r"-----END (?:TRUSTED )?CERTIFICATE-----"
+)
+
+
 @functools.lru_cache(maxsize=16)
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """Certificates verified against the system's trust store, plus `ca_file` when given.
@@ -598,7 +606,12 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     shared safely between connections."""
     context = ssl.create_default_context()
     if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
+        # Read by the guarded reader (a FIFO named here hung the start), not by OpenSSL.
+        text = read_setting_file(ca_file, MAX_CA_BYTES).decode("latin-1")
+        certificates = _PEM_CERTIFICATE.findall(text)  # as OpenSSL, ignore text around them
+        if not certificates:
+            raise ssl.SSLError("no PEM certificate (-----BEGIN CERTIFICATE-----) in the file")
+        context.load_verify_locations(cadata="\n".join(certificates))
     return context
 
 
