@@ -29,7 +29,7 @@ from service.server import run_server
 from service.settings import Settings, SettingsError, load_settings
 from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
 from service.units import format_size
-from service.visible import visible
+from service.visible import quote, visible
 from service.yamlfile import FileProblems
 
 logger = logging.getLogger(__name__)
@@ -180,7 +180,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
             **settings.scan_options,
         )
         if args.job and not report.jobs:
-            raise CliError(f"no job named {args.job!r}", code=NAGIOS_CODES["unknown"])
+            raise CliError(f"no job named {quote(args.job)}", code=NAGIOS_CODES["unknown"])
         return report
 
     report = scan_step(settings, lambda: asyncio.run(with_session(settings, work)))
@@ -253,7 +253,7 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
     access = "read-only" if args.read_only else "read-write"
     print(token)
     print(
-        f"token {args.name!r} ({access}) created; it is shown only this once: store it now",
+        f"token {quote(args.name)} ({access}) created; it is shown only this once: store it now",
         file=sys.stderr,
     )
     return 0
@@ -275,7 +275,7 @@ def cmd_tokens_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
     run_tokens(settings, lambda session: revoke_token(session, args.name))
-    print(f"token {args.name!r} revoked")
+    print(f"token {quote(args.name)} revoked")
     return 0
 
 
@@ -290,15 +290,16 @@ def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
     if channel is None:
         known = ", ".join(sorted(channels.channels)) or "none"
         raise CliError(
-            f"no channel named {args.channel!r} in {settings.channels_file} (channels: {known})"
+            f"no channel named {quote(args.channel)} in {settings.channels_file} "
+            f"(channels: {known})"
         )
     try:
         outcome = asyncio.run(deliver(channel, test_notice(args.channel, datetime.now(UTC))))
     except DeliveryError as exc:
         retry = "" if exc.permanent else " (may succeed later)"
         # What the receiver answered is quoted: shown escaped, as in every terminal output.
-        raise CliError(f"channel {args.channel!r}: {visible(str(exc))}{retry}") from None
-    print(f"test message sent through {args.channel!r}: {visible(outcome)}")
+        raise CliError(f"channel {quote(args.channel)}: {visible(str(exc))}{retry}") from None
+    print(f"test message sent through {quote(args.channel)}: {visible(outcome)}")
     return 0
 
 

@@ -43,6 +43,7 @@ from service.notify.events import renotify_at
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
+from service.visible import quote
 
 logger = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ MAX_REF = 100  # a job's name is at most 100 characters, its id fewer digits
 
 class JobNameTaken(Exception):
     def __init__(self, name: str) -> None:
-        super().__init__(f"a job named {name!r} already exists")
+        super().__init__(f"a job named {quote(name)} already exists")
         self.name = name
 
 

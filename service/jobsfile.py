@@ -15,7 +15,7 @@ from service.db import lock_jobs_file
 from service.jobs import apply_declaration, delete_jobs, new_job
 from service.jobspec import JobSpec, error_details, parse_job
 from service.models import Job
-from service.quoting import quote, shorten
+from service.visible import quote, shorten
 from service.yamlfile import FileProblems, read_yaml
 
 
@@ -46,7 +46,7 @@ def parse_jobs_document(
             continue
         if spec.name in first_index:
             problems.append(
-                f"{label}: duplicate name {spec.name!r} (also jobs[{first_index[spec.name]}])"
+                f"{label}: duplicate name {quote(spec.name)} (also jobs[{first_index[spec.name]}])"
             )
             continue
         first_index[spec.name] = index

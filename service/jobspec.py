@@ -26,7 +26,6 @@ from pydantic import (
     model_validator,
 )
 
-from service.quoting import quote
 from service.units import (
     DURATION_PATTERN,
     MAX_DURATION,
@@ -38,6 +37,7 @@ from service.units import (
     parse_percent,
     parse_size,
 )
+from service.visible import quote
 
 JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
 # Exactly the 5 fields the README promises (cronsim would also take a 6th, seconds, field).
@@ -322,7 +322,7 @@ def check_cron(expression: str, zone: ZoneInfo) -> None:
     if not re.fullmatch(CRON_PATTERN, expression):
         fields = len(expression.split(None))
         raise ValueError(
-            f"bad cron expression {expression!r}: a cron expression has 5 fields separated by "
+            f"bad cron expression {quote(expression)}: a cron expression has 5 fields separated by "
             f"spaces (minute hour day-of-month month day-of-week), this one {fields}; seconds "
             "are not supported"
         )

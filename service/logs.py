@@ -5,7 +5,6 @@ code that logs a request's path redacts it itself, see `redact`)."""
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -37,12 +36,12 @@ def _context(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _quote(value: Any) -> str:
-    """A bare word when it can be one; else a JSON string, so one record stays one line (and
-    what JSON leaves as it is, a bidi override or a C1 control, shown escaped too)."""
+    """A bare word when it can be one; else a double-quoted string escaped as `visible` does
+    (backslash and quote included), so one record stays one line and reads back (shlex)."""
     text = str(value)
     if text and text.isprintable() and not any(c in text for c in ' "\\='):
         return text
-    return visible(json.dumps(text, ensure_ascii=False))
+    return '"' + visible(text).replace('"', '\\"') + '"'
 
 
 class TextFormatter(logging.Formatter):

@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.visible import quote
+
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
 
 
@@ -90,7 +92,7 @@ class Settings(BaseSettings):
         if not value.startswith(("postgresql+asyncpg://", "sqlite+aiosqlite://")):
             raise ValueError(
                 "must start with postgresql+asyncpg:// or sqlite+aiosqlite:// "
-                f"(got {value.split('://', 1)[0]!r})"
+                f"(got {quote(value.split('://', 1)[0])})"
             )
         return value
 
@@ -107,7 +109,7 @@ class Settings(BaseSettings):
     def _absolute_roots(cls, value: tuple[Path, ...]) -> tuple[Path, ...]:
         for root in value:
             if not root.is_absolute():
-                raise ValueError(f"{str(root)!r} is not an absolute path")
+                raise ValueError(f"{quote(str(root))} is not an absolute path")
         return tuple(Path(os.path.realpath(root)) for root in value)
 
     @field_validator("log_level", mode="before")

@@ -21,6 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.models import ApiToken
+from service.visible import quote
 
 TOKEN_PREFIX = "bm_"  # noqa: S105 (a prefix, not a secret)
 TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"  # noqa: S105
@@ -64,7 +65,7 @@ async def create_token(
     """Store a new token under `name` and return it (the only time it is ever visible)."""
     if not re.fullmatch(TOKEN_NAME_PATTERN, name):
         raise TokenError(
-            f"{name!r} is not a valid token name: letters, digits, '_', '.', '@' or '-', "
+            f"{quote(name)} is not a valid token name: letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit, at most 100 characters"
         )
     token = new_token()
@@ -81,7 +82,7 @@ async def create_token(
     except IntegrityError:
         await session.rollback()
         raise TokenError(
-            f"a token named {name!r} already exists; revoke it first or choose another name"
+            f"a token named {quote(name)} already exists; revoke it first or choose another name"
         ) from None
     return token
 
@@ -97,7 +98,7 @@ async def revoke_token(session: AsyncSession, name: str) -> None:
     result = await session.execute(delete(ApiToken).where(ApiToken.name == name))
     await session.commit()
     if not result.rowcount:  # type: ignore[attr-defined]
-        raise TokenError(f"no token named {name!r} (see `backup-monitor tokens list`)")
+        raise TokenError(f"no token named {quote(name)} (see `backup-monitor tokens list`)")
 
 
 async def token_hashes(session: AsyncSession) -> list[str]:

@@ -11,7 +11,7 @@ import re
 from datetime import timedelta
 from fractions import Fraction
 
-from service.quoting import quote
+from service.visible import quote
 
 # Bounds that keep every value within the database columns and datetime arithmetic.
 MAX_DURATION = 10 * 365 * 86400  # ten years, in seconds

@@ -8,8 +8,6 @@ of text and ran `jobs apply` into a MemoryError after 40 s).
 
 from __future__ import annotations
 
-import os
-import stat
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,8 @@ from yaml.constructor import ConstructorError
 from yaml.error import Mark, MarkedYAMLError
 from yaml.nodes import Node
 
-from service.quoting import quote, shorten
+from service.settingfile import UnreadableFile, read_setting_file
+from service.visible import quote, shorten
 
 MAX_BYTES = 1024 * 1024
 MAX_DEPTH = 100
@@ -109,8 +108,8 @@ def read_yaml(path: str | Path, error: type[FileProblems]) -> object:
     exceeds the bounds, with the line and column of the problem."""
     name = str(path)
     try:
-        text = _read_text(path)
-    except _Unreadable as exc:
+        text = read_setting_file(path, MAX_BYTES).decode("utf-8")
+    except UnreadableFile as exc:
         raise error(name, [str(exc)]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise error(name, [f"cannot read the file: {exc}"]) from None
@@ -120,32 +119,6 @@ def read_yaml(path: str | Path, error: type[FileProblems]) -> object:
         raise error(name, [yaml_problem(exc)]) from None
     except RecursionError:  # MAX_DEPTH is meant to come first; this is the backstop
         raise error(name, ["not valid YAML: nested too deeply"]) from None
-
-
-class _Unreadable(Exception):
-    pass
-
-
-def _read_text(path: str | Path) -> str:
-    # O_NONBLOCK: opening a FIFO would otherwise wait for a writer, for ever.
-    descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    too_big = _Unreadable(f"the file is larger than 1 MiB ({MAX_BYTES} bytes): refused")
-    try:
-        info = os.fstat(descriptor)
-        if not stat.S_ISREG(info.st_mode):
-            raise _Unreadable(
-                "not a regular file (a directory, a FIFO or a device): give the path of a YAML file"
-            )
-        if info.st_size > MAX_BYTES:
-            raise too_big
-    except BaseException:
-        os.close(descriptor)
-        raise
-    with open(descriptor, "rb") as handle:
-        data = handle.read(MAX_BYTES + 1)  # a file may grow after the fstat
-    if len(data) > MAX_BYTES:
-        raise too_big
-    return data.decode("utf-8")
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -17,6 +17,7 @@ from service.api.errors import ApiError, Handler
 from service.api.openapi import operation_of
 from service.keys import access_key, open_access_key, sessionmaker_key, settings_key
 from service.tokens import Access, access_of, any_token
+from service.visible import quote
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="backup-monitor"'}
 
@@ -45,7 +46,7 @@ def origin_refusal(origin: str | None, fetch_site: str | None, own: Collection[s
     Without either header (an old browser, or no browser) nothing is refused here: the
     session-bound form token (dashboard) or the loopback check (open API) decides."""
     if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return f"came from another site's page (Sec-Fetch-Site: {fetch_site[:40]})"
+        return f"came from another site's page (Sec-Fetch-Site: {quote(fetch_site, 40)})"
     if origin is None:
         return None
     try:
@@ -53,7 +54,7 @@ def origin_refusal(origin: str | None, fetch_site: str | None, own: Collection[s
     except ValueError:
         normalized = "null"
     if normalized not in own:
-        return f"came from another site's page (Origin: {origin[:100]})"
+        return f"came from another site's page (Origin: {quote(origin, 100)})"
     return None
 
 

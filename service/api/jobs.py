@@ -50,7 +50,7 @@ from service.jobspec import JobSpec, parse_job
 from service.keys import access_key, channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.pings import recent_runs
-from service.quoting import quote
+from service.visible import quote
 
 routes = web.RouteTableDef()
 T = TypeVar("T")

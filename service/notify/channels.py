@@ -53,8 +53,9 @@ from yarl import URL
 from service.errors import describe_error
 from service.jobspec import JOB_NAME_PATTERN
 from service.notify.notice import Notice
-from service.quoting import quote
+from service.settingfile import read_setting_file
 from service.units import parse_duration
+from service.visible import quote
 from service.yamlfile import FileProblems, read_yaml
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ class EmailChannel(_Strict):
     def _loadable(cls, value: Path | None) -> Path | None:
         if value is not None:
             if not value.is_absolute():
-                raise ValueError(f"must be an absolute path (got {str(value)!r})")
+                raise ValueError(f"must be an absolute path (got {quote(str(value))})")
             try:
                 tls_context(value)
             except (OSError, ssl.SSLError) as exc:
@@ -591,6 +592,13 @@ async def send_webhook(channel: WebhookChannel, notice: Notice) -> str:
 # --- email
 
 
+MAX_CA_BYTES = 4 * 1024 * 1024  # a whole system bundle is about 220 KB
+_PEM_CERTIFICATE = re.compile(
+    r"-----BEGIN (?:TRUSTED )?CERTIFICATE-----[A-Za-z0-9+/=\s]*"
+    r"-----END (?:TRUSTED )?CERTIFICATE-----"
+)
+
+
 @functools.lru_cache(maxsize=16)
 def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     """Certificates verified against the system's trust store, plus `ca_file` when given.
@@ -598,7 +606,12 @@ def tls_context(ca_file: Path | None) -> ssl.SSLContext:
     shared safely between connections."""
     context = ssl.create_default_context()
     if ca_file is not None:
-        context.load_verify_locations(cafile=str(ca_file))
+        # Read by the guarded reader (a FIFO named here hung the start), not by OpenSSL.
+        text = read_setting_file(ca_file, MAX_CA_BYTES).decode("latin-1")
+        certificates = _PEM_CERTIFICATE.findall(text)  # as OpenSSL, ignore text around them
+        if not certificates:
+            raise ssl.SSLError("no PEM certificate (-----BEGIN CERTIFICATE-----) in the file")
+        context.load_verify_locations(cadata="\n".join(certificates))
     return context
 
 
@@ -648,7 +661,7 @@ def smtp_error(exc: Exception, channel: EmailChannel) -> DeliveryError:
         )
     if isinstance(exc, aiosmtplib.SMTPAuthenticationError):
         return DeliveryError(
-            f"{where} refused the login of {channel.username!r}: {exc.code} {exc.message}",
+            f"{where} refused the login of {quote(channel.username)}: {exc.code} {exc.message}",
             permanent=exc.code >= 500,
         )
     if isinstance(exc, aiosmtplib.SMTPResponseException) and exc.code > 0:

@@ -48,6 +48,7 @@ from service.notify.channels import ChannelSet, DeliveryError, deliver
 from service.notify.events import event_row, located
 from service.notify.notice import Notice
 from service.notify.outbox import CANCELLED, JOB_DELETED
+from service.visible import quote as visible_quote
 
 logger = logging.getLogger(__name__)
 
@@ -456,7 +457,9 @@ class Dispatcher:
         channel = self.channels.channels.get(item.channel)
         try:
             if channel is None:
-                raise DeliveryError(f"no channel {item.channel!r} in CHANNELS_FILE", permanent=True)
+                raise DeliveryError(
+                    f"no channel {visible_quote(item.channel)} in CHANNELS_FILE", permanent=True
+                )
             outcome = await deliver(channel, item.notice)
         except DeliveryError as exc:
             await self._record(item, ok=False, detail=str(exc), permanent=exc.permanent)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from service.units import format_size
-from service.visible import visible
+from service.visible import quote, visible
 
 SERVICE = "backup-monitor"
 KINDS = ("problem", "recovery", "reminder", "test")
@@ -128,7 +128,7 @@ def describe_artifact(artifact: Mapping[str, Any] | None) -> list[str]:
 
 def test_notice(channel: str, now: datetime) -> Notice:
     """The notice `backup-monitor notify test CHANNEL` sends."""
-    message = f"Sent by `backup-monitor notify test {channel}`: the channel {channel!r} works."
+    message = f"Sent by `backup-monitor notify test {channel}`: the channel {quote(channel)} works."
     return Notice(
         event_id=str(uuid.uuid4()),
         kind="test",

@@ -19,6 +19,7 @@ from cronsim import CronSim
 
 from service.jobspec import JobSpec, Schedule
 from service.units import format_duration, format_size
+from service.visible import quote
 
 Severity = Literal["critical", "warning", "unknown"]
 Status = Literal["ok", "warning", "critical", "unknown", "pending", "paused"]
@@ -236,7 +237,7 @@ def _next_fire(expression: str, zone: ZoneInfo, after: datetime) -> datetime:
         fire_utc = fire.astimezone(UTC)
         if fire_utc > after:
             return fire_utc
-    raise ValueError(f"cron expression {expression!r} never fires after {after.isoformat()}")
+    raise ValueError(f"cron expression {quote(expression)} never fires after {after.isoformat()}")
 
 
 def _newest_and_previous(

@@ -26,9 +26,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, cast
-from urllib.parse import quote
+from urllib.parse import quote as quote_url
 
 import jinja2
+import markupsafe
 from aiohttp import web
 from pydantic import ValidationError
 from yarl import URL
@@ -39,7 +40,6 @@ from service.api.openapi import operation
 from service.api.schemas import JobsQuery
 from service.api.wellformed import read_form
 from service.jobs import (
-    MAX_REF,
     Action,
     JobFilter,
     act_on_job,
@@ -55,7 +55,7 @@ from service.pings import recent_runs
 from service.settings import Settings
 from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
-from service.visible import visible
+from service.visible import quote, visible, visible_lines
 from service.web.charts import ChartPoint, size_chart, sparkline
 from service.web.queries import (
     all_tags,
@@ -95,7 +95,17 @@ _templates = jinja2.Environment(
     # right-to-left override) as escapes. Markup, already made safe, is left as it is.
     finalize=lambda value: visible(value) if type(value) is str else value,
 )
+
+
+def _lines(text: str) -> markupsafe.Markup:
+    """A text meant to have lines (an operator's `description: |`, a script's output sent with
+    a ping): its line breaks and tabs stay (shown by `white-space: pre-wrap`), everything else
+    is escaped as `finalize` does; the result is Markup, so `finalize` leaves it as it is."""
+    return markupsafe.escape(visible_lines(text.strip("\r\n")))
+
+
 _templates.filters["size"] = format_size
+_templates.filters["lines"] = _lines
 _templates.globals["symbols"] = SYMBOLS
 
 
@@ -120,7 +130,7 @@ async def viewer(request: web.Request) -> Access | None:
 async def require_viewer(request: web.Request) -> Access:
     access = await viewer(request)
     if access is None:
-        raise web.HTTPSeeOther(f"/login?next={quote(request.path_qs, safe='')}")
+        raise web.HTTPSeeOther(f"/login?next={quote_url(request.path_qs, safe='')}")
     return access
 
 
@@ -219,7 +229,7 @@ def known_ref(request: web.Request) -> str:
     """The `{job}` of the path; 404 at once for what cannot be a job's id or name."""
     ref = request.match_info["job"]
     if not possible_ref(ref):
-        raise web.HTTPNotFound(text=f"no job {ref[:MAX_REF]!r}")
+        raise web.HTTPNotFound(text=f"no job {quote(ref)}")
     return ref
 
 
@@ -289,7 +299,7 @@ async def job_page(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         job = await find_job(session, ref)
         if job is None:
-            raise web.HTTPNotFound(text=f"no job {ref!r}")
+            raise web.HTTPNotFound(text=f"no job {quote(ref)}")
         history, _ = await history_page(session, job.id, limit=50, before=None)
         files, next_before = await artifacts_page(
             session, job.id, limit=ARTIFACTS_PER_PAGE, before=before, include_gone=True
@@ -345,8 +355,8 @@ async def job_action(request: web.Request) -> web.Response:
         **request.app[settings_key].scan_options,
     )  # fmt: skip
     if job is None:
-        raise web.HTTPNotFound(text=f"no job {ref!r}")
-    raise web.HTTPSeeOther(f"/jobs/{quote(job.name)}")
+        raise web.HTTPNotFound(text=f"no job {quote(ref)}")
+    raise web.HTTPSeeOther(f"/jobs/{quote_url(job.name)}")
 
 
 @routes.get("/ui/digest")

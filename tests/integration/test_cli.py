@@ -892,13 +892,23 @@ async def test_scan_table_shows_control_characters_in_file_names_as_escapes(
 async def test_files_that_are_not_regular_files_or_bombs_are_refused_at_once(
     sqlite_url, base_env, tmp_path
 ):
-    """A FIFO waited for a writer for ever, /dev/zero was read until memory ran out, and an
-    alias bomb in CHANNELS_FILE kept `serve` from starting (issue 10 #12)."""
+    """A FIFO waited for a writer for ever (as JOBS_FILE, or as a channel's ca_file), /dev/zero
+    was read until memory ran out, and an alias bomb in CHANNELS_FILE kept `serve` from
+    starting (issue 10 #12)."""
     fifo = tmp_path / "jobs.fifo"
     os.mkfifo(fifo)
     (tmp_path / "a-directory").mkdir()
     bomb = tmp_path / "channels.yml"
     bomb.write_text(LAUGHS + "channels: {}\n")
+    # Not only the YAML files: every file a setting names (here a channel's ca_file, which
+    # OpenSSL used to open and wait on) goes through the same guarded reader.
+    ca_fifo = tmp_path / "ca.fifo"
+    os.mkfifo(ca_fifo)
+    ca_channels = tmp_path / "ca-channels.yml"
+    ca_channels.write_text(
+        "channels:\n  mail:\n    type: email\n    host: smtp.example.com\n"
+        f"    from: a@example.com\n    to: [b@example.com]\n    ca_file: {ca_fifo}\n"
+    )
     run = partial(cli, env=base_env, database_url=sqlite_url, cwd=tmp_path, timeout=60)
     port = str(free_port())
     cases = {
@@ -908,6 +918,7 @@ async def test_files_that_are_not_regular_files_or_bombs_are_refused_at_once(
         "serve-jobs-fifo": run("serve", "--port", port, JOBS_FILE=str(fifo)),
         "serve-channels-bomb": run("serve", "--port", port, CHANNELS_FILE=str(bomb)),
         "apply-channels-bomb": run("jobs", "apply", "/dev/null", CHANNELS_FILE=str(bomb)),
+        "serve-ca-fifo": run("serve", "--port", port, CHANNELS_FILE=str(ca_channels)),
     }
     results = dict(zip(cases, await asyncio.gather(*cases.values()), strict=True))
     for case, result in results.items():

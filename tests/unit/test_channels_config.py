@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 import trustme
 import yaml
+from cryptography import x509
 
 from service.notify.channels import (
     EMPTY,
@@ -22,6 +23,7 @@ from service.notify.channels import (
     WebhookChannel,
     load_channels,
     parse_channels,
+    tls_context,
 )
 from service.notify.notice import Notice
 from service.notify.notice import test_notice as make_test_notice
@@ -317,6 +319,30 @@ def test_a_ca_file_that_cannot_be_loaded_is_a_problem(tmp_path):
     assert problems[1].startswith(f"channels.garbage: ca_file: cannot load {not_pem}: SSLError: ")
     assert problems[2] == "channels.relative: ca_file: must be an absolute path (got 'ca.pem')"
     assert len(problems) == 3
+
+
+def test_a_ca_bundle_with_text_around_its_certificates_loads(tmp_path):
+    """ca_file is read by the guarded reader and handed to OpenSSL as data: like a bundle read
+    by OpenSSL itself, comments (a system bundle's, not ASCII) around the certificates are
+    ignored and every certificate is trusted."""
+    first, second = trustme.CA(), trustme.CA()
+    bundle = tmp_path / "bundle.pem"
+    bundle.write_bytes(
+        "# Issuer: NetLock Arany (Class Gold) Főtanúsítvány\n".encode()
+        + first.cert_pem.bytes()
+        + b"\n# the next one\n"
+        + second.cert_pem.bytes()
+    )
+    parse_channels({"channels": {"m": mail(ca_file=str(bundle))}}, "channels.yml", {})
+    trusted = {int(str(cert["serialNumber"]), 16) for cert in tls_context(bundle).get_ca_certs()}
+    for ca in (first, second):
+        assert x509.load_pem_x509_certificate(ca.cert_pem.bytes()).serial_number in trusted
+
+
+def test_a_bad_ca_file_is_quoted_shortened_and_escaped():
+    (problem,) = problems_of({"channels": {"m": mail(ca_file="ca\x1b[2J" + "d/" * 2000)}})
+    assert problem.startswith("channels.m: ca_file: must be an absolute path (got 'ca\\x1b[2J")
+    assert problem.endswith("…' (4005 characters))") and len(problem) < 200, problem
 
 
 def test_an_unreadable_file_is_one_problem(tmp_path):

@@ -654,6 +654,7 @@ def test_an_echoed_value_is_shortened() -> None:
         ({"source": {**SOURCE, "path": "r" * 4000}}, "source.path"),
         ({"source": {"type": "t" * 300_000, "path": "/x"}}, "source.type"),
         ({"schedule": {"cron": "6" * 400 + " * * * *"}}, "schedule"),
+        ({"schedule": {"cron": "* " * 240}}, "schedule"),  # 240 fields, not 5
         ({"grace": "x" * 90}, "grace"),
     ]
     for fields, field in cases:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 from datetime import UTC, datetime
 
 import pytest
 
 from service.notify.notice import Notice
-from service.visible import visible
+from service.visible import quote, visible, visible_lines
 
 
 @pytest.mark.parametrize(
@@ -23,11 +24,54 @@ from service.visible import visible
         ("\u202a\u202b\u202c\u202d\u2066\u2067\u2068\u2069", "\\u202a\\u202b\\u202c\\u202d"
          "\\u2066\\u2067\\u2068\\u2069"),
         ("\u200e\u200f\u061c", "\\u200e\\u200f\\u061c"),
+        ("evil\u200b.example", "evil\\u200b.example"),
+        ("\u200c\u200d\u2060\u2064\ufeff", "\\u200c\\u200d\\u2060\\u2064\\ufeff"),
+        ("soft\xadhyphen no\xa0break", "soft\\xadhyphen no\\xa0break"),
+        ("tag\U000e0041\U000e007f", "tag\\U000e0041\\U000e007f"),
+        ("undecodable\udcff.tar", "undecodable\\udcff.tar"),
+        ("a\\nb", "a\\\\nb"),
+        ("C:\\dir\\x1b", "C:\\\\dir\\\\x1b"),
     ],
 )  # fmt: skip
 def test_visible_escapes_what_would_move_or_hide_text(text: str, shown: str) -> None:
     assert visible(text) == shown
-    assert visible(shown) == shown  # what it shows is shown as it is
+    # What it shows is unambiguous: printable, and it reads back as the text and nothing else
+    # (a backslash and an "n" are not a line break).
+    assert shown.isprintable()
+    assert ast.literal_eval(quote(text)) == text
+
+
+def test_only_names_differing_in_hidden_characters_or_backslashes_are_told_apart() -> None:
+    names = ["a\nb", "a\\nb", "evil.example", "evil\u200b.example", "x\\x1b", "x\x1b"]
+    assert len({visible(name) for name in names}) == len(names)
+
+
+@pytest.mark.parametrize(
+    ("text", "shown"),
+    [
+        ("line one\nline two\n", "line one\nline two\n"),
+        ("col\tcol\r\nnext", "col\tcol\nnext"),
+        ("red\x1b[31m\rback\u2028sep\u202e\u200b\\n",
+         "red\\x1b[31m\\rback\\u2028sep\\u202e\\u200b\\\\n"),
+        ("日本 é 😀", "日本 é 😀"),
+    ],
+)  # fmt: skip
+def test_visible_lines_keeps_line_breaks_and_tabs_only(text: str, shown: str) -> None:
+    assert visible_lines(text) == shown
+
+
+@pytest.mark.parametrize(
+    ("value", "quoted"),
+    [
+        ("it's", '"it\'s"'),
+        ("a\nb\u200b", "'a\\nb\\u200b'"),
+        ("x" * 61, "'" + "x" * 60 + "…' (61 characters)"),
+        ("\x1b" * 100, "'" + "\\x1b" * 60 + "…' (100 characters)"),
+        (["a\n", 1, 2, 3, 4], "['a\\n', 1, 2, 3, ...]"),
+    ],
+)  # fmt: skip
+def test_quote_escapes_as_visible_and_shortens(value: object, quoted: str) -> None:
+    assert quote(value) == quoted
 
 
 def notice(path: str, message: str) -> Notice:
