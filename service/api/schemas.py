@@ -307,7 +307,7 @@ class DeliveryOut(_Out):
 class NotificationOut(_Out):
     id: int
     event_id: str = Field(description="what receivers see (X-Event-Id, Message-ID)")
-    kind: Literal["problem", "recovery", "reminder"]
+    kind: Literal["problem", "changed", "recovery", "reminder"]
     created_at: datetime
     status: Status
     previous_status: Status | None
