@@ -21,6 +21,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from sqlalchemy import func, insert, select, update
 
+from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.models import (
     Job,
@@ -34,6 +35,7 @@ from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.scanner import BackupScanner
 from service.scheduler import run_deadline_tick
+from service.settings import load_settings
 from service.units import format_duration
 
 from support import Receiver, add_job, free_port, get_job, make_file, read
@@ -432,6 +434,35 @@ async def test_a_new_problem_at_the_same_severity_is_recorded_and_told_once(
     assert [body["kind"] for body in receiver.delivered] == ["problem", "changed", "changed"]
     assert receiver.delivered[2]["changes"] == {"new": [], "gone": ["size_drop", "too_small"]}
     assert len(await checks()) == 3
+
+
+async def test_a_failed_ping_adding_a_reason_is_told_by_the_same_rule(
+    aiohttp_client, database_url, sessionmaker, clock, receiver, tmp_path
+):
+    """The ping path (a ping, then the deadline tick's judgement) goes through the same rule:
+    a job critical for `late` whose script then reports a failure is "changed", once."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1h"}, grace=0,
+    )  # fmt: skip
+    make_file(tmp_path / "a.dump", 5000, clock() - timedelta(hours=2))
+    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
+                                             scheduler=False))  # fmt: skip
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    async with sessionmaker() as session:
+        await BackupScanner(session).scan_all_jobs()
+    assert await run_deadline_tick(sessionmaker) == []  # the tick has seen every ping so far
+    key = (await get_job(sessionmaker, "db")).ping_key
+    assert (await client.get(f"/ping/{key}/fail")).status == 200
+    assert await run_deadline_tick(sessionmaker) == ["db"]
+    assert await run_deadline_tick(sessionmaker) == []  # judged once
+    await dispatch_until_idle(dispatcher)
+
+    assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
+    assert receiver.delivered[1]["changes"] == {"new": ["run_failed"], "gone": []}
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(JobCheck)) == 2
 
 
 async def test_a_reminder_tells_the_job_as_it_is_at_its_due_time(
