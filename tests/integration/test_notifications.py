@@ -461,6 +461,11 @@ async def test_a_failed_ping_adding_a_reason_is_told_by_the_same_rule(
 
     assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
     assert receiver.delivered[1]["changes"] == {"new": ["run_failed"], "gone": []}
+    listed = await (await client.get("/api/v1/jobs/db/notifications")).json()
+    assert [(item["kind"], item["changes"]) for item in listed["items"]] == [
+        ("changed", {"new": ["run_failed"], "gone": []}),
+        ("problem", None),
+    ]
     async with sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(JobCheck)) == 2
 
