@@ -412,7 +412,8 @@ async def notifications_page(
             "id": row.id, "event_id": row.event_id, "kind": row.kind,
             "created_at": row.created_at, "status": row.payload["status"],
             "previous_status": row.payload.get("previous_status"),
-            "reasons": row.payload.get("reasons") or [], "routed": row.routed_at is not None,
+            "reasons": row.payload.get("reasons") or [], "changes": row.payload.get("changes"),
+            "routed": row.routed_at is not None,
             "deliveries": deliveries[row.id],
         }
         for row in events

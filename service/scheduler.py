@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import database_url_of
@@ -106,20 +106,28 @@ async def _claim(session: AsyncSession, job_id: int, condition: Any, now: dateti
 async def run_deadline_tick(
     session_factory: async_sessionmaker[AsyncSession], **scan_options: Any
 ) -> list[str]:
-    """Judge now the jobs whose deadline passed, or that pinged, since they were last judged.
+    """Judge now the jobs whose deadline passed, whose reminder is due, or that pinged, since
+    they were last judged.
 
     Each job is claimed by a conditional UPDATE checked by its rowcount, so that several
-    replicas ticking together never scan a job twice. Returns the names scanned.
+    replicas ticking together never scan a job twice. Returns the names scanned. A `clock` in
+    `scan_options` (tests) is the tick's time and the scan's.
     """
     if _stop.is_set():
         return []
-    now = datetime.now(UTC)
-    not_seen_since = or_(Job.checked_at.is_(None), Job.checked_at < Job.next_check_at)
+    clock: Callable[[], datetime] = scan_options.get("clock") or (lambda: datetime.now(UTC))
+    now = clock()
+    never = Job.checked_at.is_(None)
+    not_seen_since = or_(
+        and_(Job.next_check_at <= now, or_(never, Job.checked_at < Job.next_check_at)),
+        # A reminder is written by the judgement at its due time, with the reasons then.
+        and_(Job.renotify_at <= now, or_(never, Job.checked_at < Job.renotify_at)),
+    )
     async with session_factory() as session:
         try:
             due = await session.execute(
                 select(Job.id, Job.name)
-                .where(Job.next_check_at <= now, Job.paused.is_(False), not_seen_since)
+                .where(Job.paused.is_(False), not_seen_since)
                 .order_by(Job.next_check_at)
                 .limit(TICK_BATCH)
             )

@@ -307,14 +307,22 @@ class DeliveryOut(_Out):
     last_error: str | None
 
 
+class ReasonChangesOut(_Out):
+    new: list[str] = Field(description="reason codes the job has now and had not when last told")
+    gone: list[str] = Field(description="reason codes told before that the job no longer has")
+
+
 class NotificationOut(_Out):
     id: int
     event_id: str = Field(description="what receivers see (X-Event-Id, Message-ID)")
-    kind: Literal["problem", "recovery", "reminder"]
+    kind: Literal["problem", "changed", "recovery", "reminder"]
     created_at: datetime
     status: Status
     previous_status: Status | None
     reasons: list[ReasonOut]
+    changes: ReasonChangesOut | None = Field(
+        default=None, description='a "changed" notice (same status, other reasons): what changed'
+    )
     routed: bool = Field(description="whether its deliveries exist yet (within seconds)")
     deliveries: list[DeliveryOut]
 

@@ -4,8 +4,6 @@ Every step is a short transaction, so any number of dispatchers (one per replica
 the work, and a crash at any point loses nothing:
 
 - route: an event not yet routed gets one delivery per channel (the job's, or the defaults);
-- remind: a job still critical at its `renotify_at` gets a reminder event (a conditional
-  UPDATE claims it, so one replica sends it);
 - claim: a due delivery is leased (`lease_until`) and its attempt recorded, then sent with no
   transaction open; the outcome is recorded after. A dispatcher that dies mid-delivery leaves
   the lease to expire and the attempt unfinished: the delivery is tried again.
@@ -43,9 +41,8 @@ from sqlalchemy.orm import aliased
 
 from service.db import database_url_of, lock_for_write
 from service.errors import describe_error, log_failure
-from service.models import Job, NotificationAttempt, NotificationDelivery, NotificationEvent
+from service.models import NotificationAttempt, NotificationDelivery, NotificationEvent
 from service.notify.channels import ChannelSet, DeliveryError, deliver
-from service.notify.events import event_row, located
 from service.notify.notice import Notice
 from service.notify.outbox import CANCELLED, JOB_DELETED
 from service.visible import quote as visible_quote
@@ -162,10 +159,10 @@ class Dispatcher:
         return started
 
     async def _round(self) -> int:
-        """Route, remind, claim what is due where a slot is free and start sending it.
-        Returns the deliveries started."""
+        """Route, claim what is due where a slot is free and start sending it. Returns the
+        deliveries started. (Reminders are not made here: the judgement at a reminder's due
+        time writes it, with the job's reasons as they are then; see service.notify.events.)"""
         await self.route()
-        await self.remind()
         claimed = await self.claim()
         for item in claimed:
             task = asyncio.create_task(self._send(item), name=f"notify-{item.delivery_id}")
@@ -250,59 +247,6 @@ class Dispatcher:
             )
             await session.commit()
         return len(events)
-
-    # --- remind -----------------------------------------------------------------------------
-
-    async def remind(self) -> int:
-        """Write a reminder event for each job still critical at its renotify_at."""
-        now = self.clock()
-        sent = 0
-        async with self.sessions() as session:
-            due = (
-                await session.execute(
-                    select(
-                        Job.id,
-                        Job.name,
-                        Job.status,
-                        Job.reasons,
-                        Job.latest_artifact,
-                        Job.source,
-                        Job.notify,
-                        Job.renotify_at,
-                    )
-                    .where(Job.renotify_at <= now, Job.paused.is_(False))
-                    .order_by(Job.renotify_at)
-                    .limit(BATCH)
-                )
-            ).all()
-            await session.commit()
-            for job in due:
-                notify = job.notify or {}
-                every: int = notify.get("renotify_every") or 0
-                keep_going = job.status == "critical" and every > 0
-                claim = await session.execute(
-                    update(Job)
-                    .where(Job.id == job.id, Job.renotify_at == job.renotify_at)
-                    .values(renotify_at=now + timedelta(seconds=every) if keep_going else None)
-                )
-                if claim.rowcount == 1 and keep_going:  # type: ignore[attr-defined]
-                    event = event_row(
-                        job_id=job.id,
-                        job_name=job.name,
-                        kind="reminder",
-                        status=job.status,
-                        previous_status=job.status,
-                        reasons=job.reasons,
-                        latest_artifact=located(job.latest_artifact, job.source),
-                        channels=notify.get("channels"),
-                        now=now,
-                    )
-                    await session.execute(insert(NotificationEvent), [event])
-                    sent += 1
-                await session.commit()
-        if sent:
-            await self.route()
-        return sent
 
     # --- claim and deliver ------------------------------------------------------------------
 

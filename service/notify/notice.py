@@ -12,7 +12,7 @@ from service.units import format_size
 from service.visible import quote, visible
 
 SERVICE = "backup-monitor"
-KINDS = ("problem", "recovery", "reminder", "test")
+KINDS = ("problem", "changed", "recovery", "reminder", "test")
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,7 +20,7 @@ class Notice:
     """A status change (or reminder, or test) of one job, as sent to the channels."""
 
     event_id: str  # uuid4 text, stable across retries: receivers dedupe on it
-    kind: str  # "problem" | "recovery" | "reminder" | "test"
+    kind: str  # "problem" | "changed" | "recovery" | "reminder" | "test"
     job: str
     status: str  # the new status: ok | warning | critical | unknown
     previous_status: str | None
@@ -28,6 +28,8 @@ class Notice:
     latest_artifact: dict[str, Any] | None  # {"path", "size" (bytes), "mtime" (ISO text)}
     occurred_at: datetime  # aware, UTC
     url: str | None = None  # the job's dashboard page, when PUBLIC_URL is set
+    # A "changed" notice: the reason codes that are new, and those gone, since the last notice.
+    changes: dict[str, list[str]] | None = None
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -46,7 +48,12 @@ class Notice:
             "latest_artifact": None if self.latest_artifact is None else dict(self.latest_artifact),
             "occurred_at": self.occurred_at.isoformat(),
             "url": self.url,
+            **({} if self.changes is None else {"changes": self._changes()}),
         }
+
+    def _changes(self) -> dict[str, list[str]]:
+        changes = self.changes or {}
+        return {"new": list(changes.get("new", ())), "gone": list(changes.get("gone", ()))}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Notice:
@@ -55,6 +62,7 @@ class Notice:
         if occurred_at.tzinfo is None:
             raise ValueError("occurred_at has no time zone")
         artifact = data.get("latest_artifact")
+        changes = data.get("changes")
         return cls(
             event_id=str(data["event_id"]),
             kind=str(data["kind"]),
@@ -65,6 +73,9 @@ class Notice:
             latest_artifact=None if artifact is None else dict(artifact),
             occurred_at=occurred_at.astimezone(UTC),
             url=data.get("url"),
+            changes=None
+            if changes is None
+            else {key: [str(code) for code in changes.get(key) or []] for key in ("new", "gone")},
         )
 
     def subject(self) -> str:
@@ -77,13 +88,15 @@ class Notice:
             line = f"RECOVERED {self.job}: {self.status}{was}"
         elif self.kind == "reminder":
             line = f"still {status} {self.job}"
+        elif self.kind == "changed":
+            line = f"{status} {self.job}: problem changed"
         else:
             line = f"{status} {self.job}{was}"
         return " ".join(visible(f"[{SERVICE}] {line}").split())  # never a line break in a header
 
     def text(self) -> str:
         """The plain-text body: status, reasons, newest file, link and event id."""
-        lines = [self._headline(), ""]
+        lines = [self._headline(), *self._what_changed(), ""]
         lines += [f"- {reason.get('message', '')}" for reason in self.reasons]
         if self.reasons:
             lines.append("")
@@ -107,7 +120,18 @@ class Notice:
             return f"{self.job} has recovered: {status}{was}."
         if self.kind == "reminder":
             return f"{self.job} is still {status}."
+        if self.kind == "changed":
+            return f"{self.job} is still {status}, and its problem changed."
         return f"{self.job} is {status}{was}."
+
+    def _what_changed(self) -> list[str]:
+        if self.kind != "changed" or self.changes is None:
+            return []
+        changes = self._changes()
+        return [
+            f"New: {', '.join(changes['new']) or 'nothing'}",
+            f"Gone: {', '.join(changes['gone']) or 'nothing'}",
+        ]
 
 
 def describe_artifact(artifact: Mapping[str, Any] | None) -> list[str]:

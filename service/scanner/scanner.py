@@ -34,7 +34,15 @@ from service.db import lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_job
 from service.models import Artifact, Job, JobCheck, NotificationEvent, ScanRun
-from service.notify.events import event_row, located, notice_kind, renotify_at
+from service.notify.events import (
+    News,
+    event_row,
+    located,
+    news,
+    reason_changes,
+    reason_codes,
+    renotify_at,
+)
 from service.scanner.rules import (
     SIZE_DROP_WINDOW,
     ArtifactFact,
@@ -161,12 +169,13 @@ class JobRow:
     latest_artifact: dict[str, Any] | None
     artifact_count: int
     listing_digest: str | None
+    renotify_at: datetime | None = None
 
 
 _JOB_COLUMNS = (
     Job.id, Job.name, *(getattr(Job, name) for name in DECLARATION_FIELDS), Job.created_at,
     Job.status, Job.reasons, Job.next_check_at, Job.checked_at, Job.status_changed_at,
-    Job.latest_artifact, Job.artifact_count, Job.listing_digest,
+    Job.latest_artifact, Job.artifact_count, Job.listing_digest, Job.renotify_at,
 )  # fmt: skip
 
 
@@ -184,6 +193,7 @@ def _job_row(row: Any) -> JobRow:
         latest_artifact=row.latest_artifact,
         artifact_count=row.artifact_count,
         listing_digest=row.listing_digest,
+        renotify_at=row.renotify_at,
     )
 
 
@@ -473,8 +483,13 @@ class BackupScanner:
             except Exception as exc:  # a bug, or data no rule foresaw: this job only
                 change = self._unjudged(observation, exc)
             results.append(change.result)
-            if change.sync or any(
-                getattr(observation.job, key) != value for key, value in change.state.items()
+            job, reminder = observation.job, observation.job.renotify_at
+            if (
+                change.sync
+                or any(getattr(job, key) != value for key, value in change.state.items())
+                # A reminder is due: it is written with this judgement, so it tells the job as
+                # it is now, not as it was at the first alert.
+                or (reminder is not None and reminder <= change.checked_at)
             ):
                 changes.append(change)
             else:
@@ -594,36 +609,35 @@ class BackupScanner:
         current = await self._claim(changes)
         mine = [change for change in changes if change.observation.job.id in current]
         await self._sync_artifacts([change for change in mine if change.sync])
-        # The transition is from the state stored now (another scan may have written since
-        # this one read the job), so a change is recorded, and notified, once.
-        transitions = [
-            (change, current[change.observation.job.id].status)
+        # The change is from the state stored now (another scan may have written since this
+        # one read the job), so a change is recorded, and notified, once.
+        decided = [
+            (change, stored, self._news(change, stored))
             for change in mine
-            if change.state["status"] != current[change.observation.job.id].status
+            for stored in [current[change.observation.job.id]]
         ]
-        if transitions:
-            checks = [
-                {
-                    "job_id": change.observation.job.id, "checked_at": change.checked_at,
-                    "status": change.state["status"], "previous_status": previous,
-                    "reasons": change.state["reasons"],
-                    "latest_artifact": change.state["latest_artifact"],
-                }
-                for change, previous in transitions
-            ]  # fmt: skip
+        checks = [
+            {
+                "job_id": change.observation.job.id, "checked_at": change.checked_at,
+                "status": change.state["status"], "previous_status": stored.status,
+                "reasons": change.state["reasons"],
+                "latest_artifact": change.state["latest_artifact"],
+            }
+            for change, stored, told in decided
+            if told.recorded
+        ]  # fmt: skip
+        if checks:
             await session.execute(_job_checks.insert(), checks)
-            # The outbox: the notices commit with the change they tell of, or not at all.
-            events = [
-                self._event(change, current[change.observation.job.id].notified_status)
-                for change, _previous in transitions
-            ]
-            notices = [event for event in events if event is not None]
-            if notices:
-                await session.execute(_events.insert(), notices)
+        # The outbox: the notices commit with the change they tell of, or not at all.
+        notices = [
+            self._event(change, stored, told.kind)
+            for change, stored, told in decided
+            if told.kind is not None
+        ]
+        if notices:
+            await session.execute(_events.insert(), notices)
         if mine:
-            values = [
-                self._job_values(change, current[change.observation.job.id]) for change in mine
-            ]
+            values = [self._job_values(change, stored, told) for change, stored, told in decided]
             await session.execute(_UPDATE_JOB, values)
         await session.commit()
         for change in changes:
@@ -634,23 +648,35 @@ class BackupScanner:
                 change.result.status, change.result.reasons = job.status, job.reasons
 
     @staticmethod
-    def _event(change: Change, notified: str | None) -> dict[str, Any] | None:
-        """The notice of a job's status change, told against the last status people were told
-        (`notified`), or None when it is not worth one."""
-        state = change.state
-        kind = notice_kind(notified, state["status"])
-        if kind is None:
-            return None
-        job, spec = change.observation.job, change.observation.spec
-        return event_row(
-            job_id=job.id, job_name=job.name, kind=kind, status=state["status"],
-            previous_status=notified, reasons=state["reasons"],
-            latest_artifact=located(state["latest_artifact"], job.declaration["source"]),
-            channels=spec.notify.channels if spec is not None else None, now=change.checked_at,
+    def _news(change: Change, stored: Any) -> News:
+        """What this judgement means against the state stored now (the rule is pure: see
+        service.notify.events.news)."""
+        due = stored.renotify_at is not None and stored.renotify_at <= change.checked_at
+        return news(
+            stored=stored.status, stored_codes=reason_codes(stored.reasons or []),
+            notified=stored.notified_status, reminder_due=due, status=change.state["status"],
+            codes=reason_codes(change.state["reasons"]),
         )  # fmt: skip
 
     @staticmethod
-    def _job_values(change: Change, stored: Any) -> dict[str, Any]:
+    def _event(change: Change, stored: Any, kind: str) -> dict[str, Any]:
+        """The notice of a judgement, told against what people were last told."""
+        state = change.state
+        job, spec = change.observation.job, change.observation.spec
+        changes = None
+        if kind == "changed":
+            told = reason_codes(stored.reasons or [])
+            changes = reason_changes(told, reason_codes(state["reasons"]))
+        return event_row(
+            job_id=job.id, job_name=job.name, kind=kind, status=state["status"],
+            previous_status=stored.notified_status, reasons=state["reasons"],
+            latest_artifact=located(state["latest_artifact"], job.declaration["source"]),
+            channels=spec.notify.channels if spec is not None else None, now=change.checked_at,
+            changes=changes,
+        )  # fmt: skip
+
+    @staticmethod
+    def _job_values(change: Change, stored: Any, told_now: News) -> dict[str, Any]:
         state = change.state
         changed_at = (
             change.checked_at if state["status"] != stored.status else stored.status_changed_at
@@ -658,11 +684,10 @@ class BackupScanner:
         spec = change.observation.spec
         every = spec.notify.renotify_every if spec is not None else None
         reminder = renotify_at(
-            state["status"], stored.status, stored.renotify_at, every, change.checked_at
-        )
-        told = stored.notified_status
-        if state["status"] != stored.status and notice_kind(told, state["status"]) is not None:
-            told = state["status"]
+            state["status"], stored.status, stored.renotify_at, every, change.checked_at,
+            told_now=told_now.kind is not None,
+        )  # fmt: skip
+        told = stored.notified_status if told_now.kind is None else state["status"]
         values = {f"new_{name}": value for name, value in state.items()}
         values.update(job_id=change.observation.job.id, new_checked_at=change.checked_at,
                       new_status_changed_at=changed_at, new_renotify_at=reminder,
@@ -680,8 +705,8 @@ class BackupScanner:
         await lock_for_write(session)
         observed = {change.observation.job.id: change.checked_at for change in changes}
         query = select(
-            Job.id, Job.status, Job.status_changed_at, Job.checked_at, Job.updated_at,
-            Job.renotify_at, Job.notified_status,
+            Job.id, Job.status, Job.reasons, Job.status_changed_at, Job.checked_at,
+            Job.updated_at, Job.renotify_at, Job.notified_status,
         ).where(Job.id.in_(list(observed)))  # fmt: skip
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)

@@ -65,7 +65,7 @@ from service.web.queries import (
     recent_sizes,
     status_digest,
 )
-from service.web.words import describe_declaration, describe_notify, relative_time
+from service.web.words import as_of, describe_declaration, describe_notify, relative_time
 
 routes = web.RouteTableDef()
 
@@ -255,6 +255,9 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
         "latest": latest,
         "age": relative_time(mtime, now),
         "deadline": relative_time(job.next_check_at, now) if job.next_check_at else "—",
+        # The stored reasons are facts at the judgement's time: say which (an age in them is
+        # that time's, never now's).
+        "as_of": as_of(job.checked_at, now),
         "spark": sparkline(sizes),
     }
 

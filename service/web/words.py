@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from cron_descriptor import ExpressionDescriptor, Options
@@ -92,3 +92,14 @@ def relative_time(moment: datetime | None, now: datetime) -> str:
         return "just now"
     text = format_duration(abs(seconds))
     return f"{text} ago" if seconds > 0 else f"in {text}"
+
+
+def as_of(moment: datetime | None, now: datetime) -> str:
+    """When a stored judgement was made: `12:03 UTC` today, `2026-11-20 12:03 UTC` before.
+    A reason's message ("is 83 s old") is true at that time, not at `now`."""
+    if moment is None:
+        return "—"
+    moment = moment.astimezone(UTC)
+    if moment.date() == now.astimezone(UTC).date():
+        return f"{moment:%H:%M} UTC"
+    return f"{moment:%Y-%m-%d %H:%M} UTC"

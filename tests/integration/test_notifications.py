@@ -21,6 +21,7 @@ from aiohttp import web
 from aiosmtpd.controller import Controller
 from sqlalchemy import delete, func, insert, select, text, update
 
+from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.jobs import delete_jobs
 from service.models import (
@@ -34,6 +35,9 @@ from service.notify.channels import ChannelSet, parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.scanner import BackupScanner
+from service.scheduler import run_deadline_tick
+from service.settings import load_settings
+from service.units import format_duration
 
 from support import Receiver, add_job, free_port, get_job, make_file, read
 
@@ -345,11 +349,15 @@ async def test_a_critical_job_is_reminded_until_it_recovers(
     await scan()
     await dispatch_until_idle(dispatcher)
     assert [body["kind"] for body in receiver.delivered] == ["problem"]
+    # The judgement at a reminder's due time writes it (the deadline tick judges the job then).
     clock.advance(minutes=1)
+    await scan()
     await dispatch_until_idle(dispatcher)
     clock.advance(minutes=30)
+    await scan()
     await dispatch_until_idle(dispatcher)  # not yet an hour since the reminder
     clock.advance(minutes=30)
+    await scan()
     await dispatch_until_idle(dispatcher)
     assert [body["kind"] for body in receiver.delivered] == ["problem", "reminder", "reminder"]
     reminder = receiver.delivered[1]
@@ -360,6 +368,7 @@ async def test_a_critical_job_is_reminded_until_it_recovers(
         job.paused = True
         await session.commit()
     clock.advance(hours=3)
+    await scan()
     await dispatch_until_idle(dispatcher)
     assert len(receiver.delivered) == 3  # no reminder about a paused job
     async with sessionmaker() as session:
@@ -375,6 +384,124 @@ async def test_a_critical_job_is_reminded_until_it_recovers(
     await dispatch_until_idle(dispatcher)
     kinds = [body["kind"] for body in receiver.delivered]
     assert kinds == ["problem", "reminder", "reminder", "recovery"]
+
+
+async def test_a_new_problem_at_the_same_severity_is_recorded_and_told_once(
+    sessionmaker, clock, receiver, tmp_path
+):
+    """Critical for `late`, then a truncated dump (`too_small`, `size_drop`) at the same
+    severity: one history row and one "changed" notice; the same judgement again: nothing."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=30), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1d"}, grace="1h", rules={"min_size": "1KiB", "max_size_drop": "50%"},
+    )  # fmt: skip
+    for day in range(5):  # good nightly dumps, the newest 26 h old: late
+        make_file(tmp_path / f"db-{day}.dump", 100_000, clock() - timedelta(days=5 - day, hours=2))
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+
+    async def scan() -> list[str]:
+        async with sessionmaker() as session:
+            report = await BackupScanner(session, clock=clock).scan_all_jobs()
+        await dispatch_until_idle(dispatcher)
+        clock.advance(minutes=5)
+        return [reason["code"] for reason in report.jobs[0].reasons]
+
+    async def checks() -> list[tuple[str | None, str, list[str]]]:
+        async with sessionmaker() as session:
+            rows = await session.scalars(select(JobCheck).order_by(JobCheck.id))
+            return [(c.previous_status, c.status, [r["code"] for r in c.reasons]) for c in rows]
+
+    assert await scan() == ["late"]
+    # A dump copied in with its old time (still late), truncated.
+    make_file(tmp_path / "db-5.dump", 10, clock() - timedelta(days=1, hours=1, minutes=30))
+    assert await scan() == ["late", "too_small", "size_drop"]
+    assert await scan() == ["late", "too_small", "size_drop"]  # the same, an age grown
+
+    assert await checks() == [
+        ("pending", "critical", ["late"]),
+        ("critical", "critical", ["late", "too_small", "size_drop"]),
+    ]
+    assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
+    changed = receiver.delivered[1]
+    assert (changed["status"], changed["previous_status"]) == ("critical", "critical")
+    assert changed["changes"] == {"new": ["size_drop", "too_small"], "gone": []}
+    assert [reason["code"] for reason in changed["reasons"]] == ["late", "too_small", "size_drop"]
+    assert [e.kind for e in await events_of(sessionmaker, "db")] == ["problem", "changed"]
+
+    # One of the problems gone is a change too; the job stays critical.
+    (tmp_path / "db-5.dump").unlink()
+    assert await scan() == ["late"]
+    assert [body["kind"] for body in receiver.delivered] == ["problem", "changed", "changed"]
+    assert receiver.delivered[2]["changes"] == {"new": [], "gone": ["size_drop", "too_small"]}
+    assert len(await checks()) == 3
+
+
+async def test_a_failed_ping_adding_a_reason_is_told_by_the_same_rule(
+    aiohttp_client, database_url, sessionmaker, clock, receiver, tmp_path
+):
+    """The ping path (a ping, then the deadline tick's judgement) goes through the same rule:
+    a job critical for `late` whose script then reports a failure is "changed", once."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1h"}, grace=0,
+    )  # fmt: skip
+    make_file(tmp_path / "a.dump", 5000, clock() - timedelta(hours=2))
+    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
+                                             scheduler=False))  # fmt: skip
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    async with sessionmaker() as session:
+        await BackupScanner(session).scan_all_jobs()
+    assert await run_deadline_tick(sessionmaker) == []  # the tick has seen every ping so far
+    key = (await get_job(sessionmaker, "db")).ping_key
+    assert (await client.get(f"/ping/{key}/fail")).status == 200
+    assert await run_deadline_tick(sessionmaker) == ["db"]
+    assert await run_deadline_tick(sessionmaker) == []  # judged once
+    await dispatch_until_idle(dispatcher)
+
+    assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
+    assert receiver.delivered[1]["changes"] == {"new": ["run_failed"], "gone": []}
+    listed = await (await client.get("/api/v1/jobs/db/notifications")).json()
+    assert [(item["kind"], item["changes"]) for item in listed["items"]] == [
+        ("changed", {"new": ["run_failed"], "gone": []}),
+        ("problem", None),
+    ]
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(JobCheck)) == 2
+
+
+async def test_a_reminder_tells_the_job_as_it_is_at_its_due_time(
+    sessionmaker, clock, receiver, tmp_path
+):
+    """Reminders every 10 min of a late job, with no full scan in between: each one says how
+    old the newest file is at its time, not the age the first alert said."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1h"}, grace=0, notify={"renotify_every": "10m"},
+    )  # fmt: skip
+    written = clock() - timedelta(hours=1, seconds=83)
+    make_file(tmp_path / "a.dump", 5000, written)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    await dispatch_until_idle(dispatcher)
+    told_at = [clock()]
+    for _ in range(3):
+        clock.advance(minutes=10)
+        await run_deadline_tick(sessionmaker, clock=clock)  # what serve runs every TICK_SECONDS
+        await dispatch_until_idle(dispatcher)
+        told_at.append(clock())
+
+    assert [body["kind"] for body in receiver.delivered] == ["problem"] + ["reminder"] * 3
+    for body, moment in zip(receiver.delivered, told_at, strict=True):
+        (reason,) = body["reasons"]
+        age = format_duration((moment - written).total_seconds())
+        assert f"newest backup a.dump is {age} old" in reason["message"], body["kind"]
+    # Reminders are not changes: the history has the one status change.
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(JobCheck)) == 1
 
 
 async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, receiver):

@@ -6,7 +6,17 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.notify.events import event_row, notice_kind, renotify_at
+from service.notify.events import (
+    News,
+    event_row,
+    judgement_changed,
+    news,
+    notice_kind,
+    reason_changes,
+    reason_codes,
+    renotify_at,
+)
+from service.notify.notice import Notice
 
 NOW = datetime(2026, 11, 21, 3, 0, tzinfo=UTC)
 
@@ -36,6 +46,114 @@ def test_notice_kind(notified, status, kind):
     assert notice_kind(notified, status) == kind
 
 
+LATE, SMALL, DROP = "late", "too_small", "size_drop"
+
+
+@pytest.mark.parametrize(
+    ("notified", "status", "told", "codes", "due", "kind"),
+    [
+        # The status rules hold whatever the reasons.
+        ("ok", "critical", None, {LATE}, False, "problem"),
+        ("critical", "ok", {LATE}, set(), False, "recovery"),
+        ("critical", "warning", {LATE}, {DROP}, False, "problem"),
+        # The same bad status for another set of reasons is news, both ways.
+        ("critical", "critical", {LATE}, {LATE, SMALL, DROP}, False, "changed"),
+        ("critical", "critical", {LATE, SMALL}, {SMALL}, False, "changed"),
+        ("warning", "warning", {DROP}, {"too_few"}, False, "changed"),
+        ("unknown", "unknown", {"source_error"}, {"scan_error"}, False, "changed"),
+        # The same set (messages may differ: an age that grew) is not.
+        ("critical", "critical", {LATE}, {LATE}, False, None),
+        ("critical", "critical", {LATE, SMALL}, {SMALL, LATE}, False, None),
+        # What was told is not known (a pause in between): the same status tells nothing.
+        ("critical", "critical", None, {SMALL}, False, None),
+        # A due reminder, only while critical as told; a change is told instead of one.
+        ("critical", "critical", {LATE}, {LATE}, True, "reminder"),
+        ("critical", "critical", None, {LATE}, True, "reminder"),
+        ("critical", "critical", {LATE}, {SMALL}, True, "changed"),
+        ("warning", "warning", {DROP}, {DROP}, True, None),
+        ("critical", "paused", {LATE}, set(), True, None),
+    ],
+)
+def test_notice_kind_with_reasons(notified, status, told, codes, due, kind):
+    assert notice_kind(notified, status, told, codes, reminder_due=due) == kind
+
+
+@pytest.mark.parametrize(
+    ("stored", "stored_codes", "notified", "due", "status", "codes", "expected"),
+    [
+        # late, then late and a truncated dump: a history row and a "changed" notice.
+        ("critical", {LATE}, "critical", False, "critical", {LATE, SMALL, DROP},
+         News(True, "changed")),
+        # The same judgement again (the age grew): nothing.
+        ("critical", {LATE, SMALL, DROP}, "critical", False, "critical", {LATE, SMALL, DROP},
+         News(False, None)),
+        # One problem of two gone: recorded and told.
+        ("critical", {LATE, SMALL}, "critical", False, "critical", {LATE}, News(True, "changed")),
+        # Status changes as before.
+        ("ok", set(), "ok", False, "critical", {LATE}, News(True, "problem")),
+        ("critical", {LATE}, "critical", False, "ok", set(), News(True, "recovery")),
+        ("pending", set(), None, False, "ok", set(), News(True, None)),
+        # Paused in between: resuming at the status told is recorded, not told again, even
+        # for other reasons (what was told before the pause is not known).
+        ("critical", {LATE}, "critical", False, "paused", set(), News(True, None)),
+        ("paused", set(), "critical", False, "critical", {LATE}, News(True, None)),
+        ("paused", set(), "critical", False, "critical", {SMALL}, News(True, None)),
+        # A reminder due: the judgement at its due time writes it, not a history row.
+        ("critical", {LATE}, "critical", True, "critical", {LATE}, News(False, "reminder")),
+        ("critical", {LATE}, "critical", True, "critical", {SMALL}, News(True, "changed")),
+        ("critical", {LATE}, "critical", True, "ok", set(), News(True, "recovery")),
+        # A warning gaining a second reason is told the same way.
+        ("warning", {DROP}, "warning", False, "warning", {DROP, "too_few"},
+         News(True, "changed")),
+    ],
+)  # fmt: skip
+def test_news_of_a_judgement(stored, stored_codes, notified, due, status, codes, expected):
+    got = news(
+        stored=stored, stored_codes=stored_codes, notified=notified, reminder_due=due,
+        status=status, codes=codes,
+    )  # fmt: skip
+    assert got == expected
+
+
+def test_reason_codes_changes_and_judgement_changed():
+    reasons = [
+        {"code": LATE, "severity": "critical", "message": "newest backup a is 83 s old"},
+        {"code": SMALL, "severity": "critical", "message": "newest backup a is empty"},
+    ]
+    assert reason_codes(reasons) == {LATE, SMALL}
+    assert reason_changes({LATE}, {LATE, SMALL, DROP}) == {"new": [DROP, SMALL], "gone": []}
+    assert reason_changes({LATE, SMALL}, {DROP}) == {"new": [DROP], "gone": [LATE, SMALL]}
+    assert not judgement_changed("critical", [LATE], "critical", {LATE})
+    assert judgement_changed("critical", [LATE], "critical", {LATE, SMALL})
+    assert judgement_changed("warning", [LATE], "critical", {LATE})
+
+
+def test_a_changed_notice_says_what_is_new_and_what_is_gone():
+    row = event_row(
+        job_id=1, job_name="db", kind="changed", status="critical", previous_status="critical",
+        reasons=[{"code": SMALL, "severity": "critical", "message": "newest backup a is empty"}],
+        latest_artifact=None, channels=None, now=NOW,
+        changes=reason_changes({LATE}, {SMALL}),
+    )  # fmt: skip
+    notice = Notice.from_json(row["payload"])
+    assert row["payload"]["changes"] == {"new": [SMALL], "gone": [LATE]}
+    assert Notice.from_json(notice.as_json()) == notice
+    assert notice.subject() == "[backup-monitor] CRITICAL db: problem changed"
+    lines = notice.text().splitlines()
+    assert lines[:4] == [
+        "db is still CRITICAL, and its problem changed.",
+        "New: too_small",
+        "Gone: late",
+        "",
+    ]
+    assert "- newest backup a is empty" in lines
+    # Other notices carry no "changes" (their JSON is as it was).
+    assert "changes" not in event_row(
+        job_id=1, job_name="db", kind="problem", status="critical", previous_status="ok",
+        reasons=[], latest_artifact=None, channels=None, now=NOW,
+    )["payload"]  # fmt: skip
+
+
 def test_renotify_at():
     hour = 3600
     # Becoming critical starts the clock; staying critical keeps the scheduled reminder.
@@ -48,6 +166,10 @@ def test_renotify_at():
     assert renotify_at("warning", "critical", scheduled, hour, NOW) is None
     assert renotify_at("ok", "critical", scheduled, hour, NOW) is None
     assert renotify_at("critical", "ok", None, None, NOW) is None
+    # A notice written with this judgement (a reminder, a change) starts the clock again.
+    assert renotify_at("critical", "critical", scheduled, hour, NOW, told_now=True) == (
+        NOW + timedelta(hours=1)
+    )
 
 
 def test_event_row_carries_the_notice():

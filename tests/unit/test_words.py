@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from service.web.words import (
+    as_of,
     describe_cron,
     describe_declaration,
     describe_notify,
@@ -84,3 +85,9 @@ def test_describe_notify() -> None:
         describe_notify({"channels": ["mail", "chat"], "renotify_every": 14400}, ("ops",))
         == "tells mail, chat, again every 4 h while critical"
     )
+
+
+def test_as_of_says_when_a_judgement_was_made():
+    assert as_of(None, NOW) == "—"
+    assert as_of(NOW - timedelta(minutes=14), NOW) == "11:46 UTC"
+    assert as_of(NOW - timedelta(days=1), NOW) == "2026-11-20 12:00 UTC"

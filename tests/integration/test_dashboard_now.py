@@ -1,0 +1,39 @@
+"""The dashboard never shows a frozen age as the present: a job's stored reasons ("newest
+backup … is 61 min old") are shown with the time they were judged."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from service.app import create_app
+from service.scanner import BackupScanner
+from service.settings import load_settings
+
+from support import add_job, make_file
+
+
+async def test_the_reasons_say_when_they_were_judged(
+    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+):
+    clock.advance(minutes=-14)  # judged 14 minutes ago; no scan since
+    judged = clock()
+    await add_job(
+        sessionmaker, judged - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1h"}, grace=0,
+    )  # fmt: skip
+    make_file(tmp_path / "a.dump", 5000, judged - timedelta(hours=1, seconds=83))
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
+                                             scheduler=False))  # fmt: skip
+
+    page = await (await client.get("/jobs/db")).text()
+    now_card = page[page.index('id="reasons"') : page.index('id="chart"')]
+    assert f"As judged at {judged:%H:%M} UTC" in now_card  # (or with its date, after midnight)
+    assert "(14 min ago):" in now_card
+    assert "newest backup a.dump is 61 min old" in now_card
+
+    index = await (await client.get("/")).text()
+    assert "newest backup a.dump is 61 min old" in index
+    assert f"{judged:%H:%M} UTC)" in index
