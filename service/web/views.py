@@ -154,9 +154,10 @@ def form_secret(settings: Settings, stored_token_hashes: Sequence[str]) -> bytes
     """The server secret of the form tokens: what only the servers know and every replica shares
     (a form rendered by one replica may be posted to another): the hashes of the tokens in the
     database and the tokens from the environment. Creating or revoking a token changes it (open
-    forms then ask for a reload). With no token at all (open access) nothing is secret: anyone
-    may use the API then anyway."""
-    shared = [settings.database_url, *stored_token_hashes]
+    forms then ask for a reload). Not DATABASE_URL: replicas may spell it differently (a pooler,
+    another host name) and it is no secret. With no token at all (open access) nothing is
+    secret: anyone may use the API then anyway, and only the Origin check protects the forms."""
+    shared = list(stored_token_hashes)
     shared += [token.get_secret_value() for token in (settings.api_token, settings.metrics_token)
                if token is not None]  # fmt: skip
     return hashlib.sha256("\0".join(["backup-monitor forms", *shared]).encode()).digest()
