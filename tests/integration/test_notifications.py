@@ -1106,6 +1106,17 @@ async def test_a_job_gone_without_cancelling_is_never_sent_to(sessionmaker, cloc
     ]
 
 
+async def waiting_on_a_lock(sessions) -> int:
+    """How many sessions of this database wait on a lock now."""
+    async with sessions() as probe:
+        return await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+        )
+
+
 async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
     pg_url, clock, receiver
 ):
@@ -1124,12 +1135,10 @@ async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
             await delete_jobs(deleting, {job_id: "db"})  # not committed yet: rows locked
             claim = asyncio.create_task(dispatcher.claim())
             async with asyncio.timeout(10):  # until the claim waits on the deletion's lock
-                while not await deleting.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> "
-                        "pg_backend_pid()"
-                    )
-                ):
+                # Sessions of this test's own database only: another test's waiting session,
+                # elsewhere on the server, must not end the wait early. (A new transaction each
+                # time: pg_stat_activity is a snapshot taken once per transaction.)
+                while not await waiting_on_a_lock(sessions):
                     assert not claim.done(), claim.result()
                     await asyncio.sleep(0.01)
             await deleting.commit()
@@ -1140,3 +1149,40 @@ async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
         assert (row.state, row.attempts, row.last_error) == ("cancelled", 0, "the job was deleted")
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("answer", [200, 500])
+async def test_a_delivery_on_the_wire_when_its_job_is_deleted_is_recorded_as_it_ended(
+    sessionmaker, clock, receiver, answer
+):
+    """Deleting a job cancels a delivery already sent and waiting for its answer: if the
+    receiver then takes it, the truth is "delivered" (with its time); if it fails, it stays
+    cancelled and is never retried."""
+    job_id = await add_job(sessionmaker, clock(), name="db")
+    (event_id,) = await add_events(sessionmaker, "db", 1)
+    receiver.hold.add(event_id)
+    receiver.answers = [answer]
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+    sending = asyncio.create_task(dispatcher.run_once())
+    await receiver.wait_until(lambda: bool(receiver.arrived))  # on the wire, unanswered
+    async with sessionmaker() as session:
+        await delete_jobs(session, {job_id: "db"})
+        await session.commit()
+    (row,) = await deliveries(sessionmaker)
+    assert row.state == "cancelled"
+
+    receiver.hold.clear()
+    receiver.release()
+    await asyncio.wait_for(sending, 10)
+    (row,) = await deliveries(sessionmaker)
+    if answer == 200:
+        assert (row.state, row.delivered_at, row.last_error) == ("delivered", clock(), None)
+    else:
+        assert (row.state, row.delivered_at) == ("cancelled", None)
+        assert row.last_error == "the job was deleted"
+        clock.advance(hours=1)  # long past any retry
+        await dispatch_until_idle(dispatcher)
+        assert len(receiver.arrived) == 1
+        assert (await deliveries(sessionmaker))[0].state == "cancelled"
+    (attempt,) = await attempts_of(sessionmaker, row.id)
+    assert attempt.ok is (answer == 200)
