@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import database_url_of
@@ -103,8 +103,22 @@ async def _claim(session: AsyncSession, job_id: int, condition: Any, now: dateti
     return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
+def _due_since() -> Any:
+    """When a job became due for the tick: the earlier of its deadline and its reminder
+    (a CASE, as SQLite has no LEAST and PostgreSQL no two-argument MIN)."""
+    return case(
+        (Job.renotify_at.is_(None), Job.next_check_at),
+        (Job.next_check_at.is_(None), Job.renotify_at),
+        (Job.renotify_at < Job.next_check_at, Job.renotify_at),
+        else_=Job.next_check_at,
+    )
+
+
 async def run_deadline_tick(
-    session_factory: async_sessionmaker[AsyncSession], **scan_options: Any
+    session_factory: async_sessionmaker[AsyncSession],
+    *,
+    batch: int = TICK_BATCH,
+    **scan_options: Any,
 ) -> list[str]:
     """Judge now the jobs whose deadline passed, whose reminder is due, or that pinged, since
     they were last judged.
@@ -120,16 +134,22 @@ async def run_deadline_tick(
     never = Job.checked_at.is_(None)
     not_seen_since = or_(
         and_(Job.next_check_at <= now, or_(never, Job.checked_at < Job.next_check_at)),
-        # A reminder is written by the judgement at its due time, with the reasons then.
-        and_(Job.renotify_at <= now, or_(never, Job.checked_at < Job.renotify_at)),
+        # A reminder is written by the judgement at its due time, with the reasons then. Due
+        # whenever this job was last looked at: a tick whose scan skipped the job (another
+        # writer held its row) or failed has set checked_at, and the reminder must not wait
+        # for the next full scan. It clears itself: the judgement that writes the reminder
+        # moves renotify_at on, one that ends the problem clears it (paused jobs: not taken).
+        # (checked_at < now: replicas ticking at the same moment claim it once.)
+        and_(Job.renotify_at <= now, or_(never, Job.checked_at < now)),
     )
     async with session_factory() as session:
         try:
             due = await session.execute(
                 select(Job.id, Job.name)
                 .where(Job.paused.is_(False), not_seen_since)
-                .order_by(Job.next_check_at)
-                .limit(TICK_BATCH)
+                # The longest due first, for a deadline or a reminder: none starves.
+                .order_by(_due_since(), Job.id)
+                .limit(batch)
             )
             claimed = {
                 name

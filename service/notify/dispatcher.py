@@ -35,7 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
-from sqlalchemy import exists, func, insert, or_, select, update
+from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
@@ -444,16 +444,10 @@ class Dispatcher:
         while True:
             try:
                 async with self.sessions() as session:
-                    # Fenced by the attempt number: a late outcome, from a dispatcher whose
-                    # lease ran out and was taken over, does not undo the newer holder's. A
-                    # success is always recorded while the delivery is pending.
-                    mine = [NotificationDelivery.attempts == item.attempts] if not ok else []
                     await session.execute(
                         update(NotificationDelivery)
                         .where(
-                            NotificationDelivery.id == item.delivery_id,
-                            NotificationDelivery.state == "pending",
-                            *mine,
+                            NotificationDelivery.id == item.delivery_id, _outcome_applies(item, ok)
                         )
                         .values(lease_until=None, **values)
                     )
@@ -497,6 +491,21 @@ class Dispatcher:
                 .values(finished_at=now, ok=False, detail="interrupted: the service stopped")
             )
             await session.commit()
+
+
+def _outcome_applies(item: Claimed, ok: bool) -> Any:
+    """Which state of a delivery an outcome may overwrite.
+
+    A failure is fenced by the attempt number: a late outcome, from a dispatcher whose lease
+    ran out and was taken over, does not undo the newer holder's; a failure of a delivery
+    cancelled meanwhile (its job deleted while it was on the wire) leaves it cancelled, never
+    retried. A success is the truth whoever holds the lease: recorded while the delivery is
+    pending, and over a cancellation made while this very attempt was on the wire."""
+    pending = NotificationDelivery.state == "pending"
+    this_attempt = NotificationDelivery.attempts == item.attempts
+    if not ok:
+        return and_(pending, this_attempt)
+    return or_(pending, and_(NotificationDelivery.state == CANCELLED, this_attempt))
 
 
 async def _first_of(waits: Sequence[Awaitable[Any]], within: float) -> None:

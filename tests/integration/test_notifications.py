@@ -504,6 +504,92 @@ async def test_a_reminder_tells_the_job_as_it_is_at_its_due_time(
         assert await session.scalar(select(func.count()).select_from(JobCheck)) == 1
 
 
+async def test_a_reminder_skipped_by_its_tick_is_written_at_the_next_tick(
+    sessionmaker, clock, tmp_path
+):
+    """The tick claims a job whose reminder is due, then its scan leaves the job out (here: a
+    PATCH changed the declaration after the scan looked, as when another writer holds the
+    row): the next tick writes the reminder, not the next full scan 15 minutes later."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1h"}, grace=0, notify={"renotify_every": "10m"},
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    clock.advance(minutes=10)
+    async with sessionmaker() as session:
+        await session.execute(
+            update(Job).where(Job.name == "db").values(updated_at=clock() + timedelta(seconds=1))
+        )
+        await session.commit()
+    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
+
+    clock.advance(seconds=5)  # the next tick
+    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    assert [event.kind for event in await events_of(sessionmaker, "db")] == [
+        "problem",
+        "reminder",
+    ]
+    assert await run_deadline_tick(sessionmaker, clock=clock) == []  # told: not again
+
+
+async def test_a_paused_job_with_a_reminder_due_is_left_alone_by_the_tick(
+    sessionmaker, clock, tmp_path
+):
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1h"}, grace=0, notify={"renotify_every": "10m"},
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+        await session.execute(update(Job).where(Job.name == "db").values(paused=True))
+        await session.commit()
+    clock.advance(minutes=10)
+    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
+
+
+async def test_jobs_due_only_for_a_reminder_are_not_starved_by_other_due_jobs(
+    sessionmaker, clock, tmp_path
+):
+    """A tick takes a batch of due jobs, the longest due first, whether for a deadline or
+    for a reminder: a reminder due 10 minutes ago goes before deadlines passed a second ago."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path / "db"), "pattern": "*.dump"},
+        schedule={"every": "1d"}, grace=0, notify={"renotify_every": "10m"},
+    )  # fmt: skip
+    (tmp_path / "db").mkdir()
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    assert (await get_job(sessionmaker, "db")).status == "critical"
+    for number in range(3):
+        await add_job(
+            sessionmaker, clock() - timedelta(days=3), name=f"other{number}",
+            source={"type": "local", "path": str(tmp_path / "other"), "pattern": "*.dump"},
+        )  # fmt: skip
+    clock.advance(minutes=20)
+    async with sessionmaker() as session:  # the others' deadlines passed a second ago
+        await session.execute(
+            update(Job)
+            .where(Job.name.like("other%"))
+            .values(next_check_at=clock() - timedelta(seconds=1), checked_at=None)
+        )
+        # db's next deadline is tomorrow (as for a file judged too small): due for its reminder.
+        await session.execute(
+            update(Job).where(Job.name == "db").values(next_check_at=clock() + timedelta(days=1))
+        )
+        await session.commit()
+    assert await run_deadline_tick(sessionmaker, clock=clock, batch=2) == ["db", "other0"]
+    assert [event.kind for event in await events_of(sessionmaker, "db")] == [
+        "problem",
+        "reminder",
+    ]
+
+
 async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, receiver):
     await add_job(sessionmaker, clock(), name="db")
     (event_id,) = await add_events(sessionmaker, "db", 1)
@@ -1020,6 +1106,17 @@ async def test_a_job_gone_without_cancelling_is_never_sent_to(sessionmaker, cloc
     ]
 
 
+async def waiting_on_a_lock(sessions) -> int:
+    """How many sessions of this database wait on a lock now."""
+    async with sessions() as probe:
+        return await probe.scalar(
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                "AND datname = current_database()"
+            )
+        )
+
+
 async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
     pg_url, clock, receiver
 ):
@@ -1038,12 +1135,10 @@ async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
             await delete_jobs(deleting, {job_id: "db"})  # not committed yet: rows locked
             claim = asyncio.create_task(dispatcher.claim())
             async with asyncio.timeout(10):  # until the claim waits on the deletion's lock
-                while not await deleting.scalar(
-                    text(
-                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND pid <> "
-                        "pg_backend_pid()"
-                    )
-                ):
+                # Sessions of this test's own database only: another test's waiting session,
+                # elsewhere on the server, must not end the wait early. (A new transaction each
+                # time: pg_stat_activity is a snapshot taken once per transaction.)
+                while not await waiting_on_a_lock(sessions):
                     assert not claim.done(), claim.result()
                     await asyncio.sleep(0.01)
             await deleting.commit()
@@ -1054,3 +1149,40 @@ async def test_a_job_deleted_while_its_delivery_is_being_claimed_is_not_sent(
         assert (row.state, row.attempts, row.last_error) == ("cancelled", 0, "the job was deleted")
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("answer", [200, 500])
+async def test_a_delivery_on_the_wire_when_its_job_is_deleted_is_recorded_as_it_ended(
+    sessionmaker, clock, receiver, answer
+):
+    """Deleting a job cancels a delivery already sent and waiting for its answer: if the
+    receiver then takes it, the truth is "delivered" (with its time); if it fails, it stays
+    cancelled and is never retried."""
+    job_id = await add_job(sessionmaker, clock(), name="db")
+    (event_id,) = await add_events(sessionmaker, "db", 1)
+    receiver.hold.add(event_id)
+    receiver.answers = [answer]
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+    sending = asyncio.create_task(dispatcher.run_once())
+    await receiver.wait_until(lambda: bool(receiver.arrived))  # on the wire, unanswered
+    async with sessionmaker() as session:
+        await delete_jobs(session, {job_id: "db"})
+        await session.commit()
+    (row,) = await deliveries(sessionmaker)
+    assert row.state == "cancelled"
+
+    receiver.hold.clear()
+    receiver.release()
+    await asyncio.wait_for(sending, 10)
+    (row,) = await deliveries(sessionmaker)
+    if answer == 200:
+        assert (row.state, row.delivered_at, row.last_error) == ("delivered", clock(), None)
+    else:
+        assert (row.state, row.delivered_at) == ("cancelled", None)
+        assert row.last_error == "the job was deleted"
+        clock.advance(hours=1)  # long past any retry
+        await dispatch_until_idle(dispatcher)
+        assert len(receiver.arrived) == 1
+        assert (await deliveries(sessionmaker))[0].state == "cancelled"
+    (attempt,) = await attempts_of(sessionmaker, row.id)
+    assert attempt.ok is (answer == 200)
