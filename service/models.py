@@ -58,6 +58,9 @@ class Job(Base):
     # The status of the last notice about this job (None before any): what people were last
     # told, so that a pause in between neither repeats an alert nor swallows a recovery.
     notified_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The reasons of that last notice (None: not known, a job told before 0006): a problem
+    # that appears across a pause is told, the same problems are not told again.
+    notified_reasons: Mapped[list[dict[str, str]] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Artifact(Base):
@@ -117,7 +120,8 @@ class ScanRun(Base):
 
 
 class JobCheck(Base):
-    """A status change of a job, with the reasons and the newest artifact at that moment."""
+    """A status change of a job (or a change of its problems at the same status), with the
+    reasons and the newest artifact at that moment."""
 
     __tablename__ = "job_checks"
     __table_args__ = (Index("ix_job_checks_job_id_checked_at", "job_id", "checked_at"),)

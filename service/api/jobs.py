@@ -261,8 +261,8 @@ async def artifacts_handler(request: web.Request) -> web.Response:
 
 @routes.get(JOB + "/history")
 @operation(
-    summary="The job's status changes, newest first", tag="jobs", query=PageQuery,
-    response=HistoryPage,
+    summary="The job's status changes and changes of its problems, newest first", tag="jobs",
+    query=PageQuery, response=HistoryPage,
 )  # fmt: skip
 async def history_handler(request: web.Request) -> web.Response:
     query = query_of(request, PageQuery)

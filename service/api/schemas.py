@@ -308,8 +308,13 @@ class DeliveryOut(_Out):
 
 
 class ReasonChangesOut(_Out):
-    new: list[str] = Field(description="reason codes the job has now and had not when last told")
-    gone: list[str] = Field(description="reason codes told before that the job no longer has")
+    new: list[str] = Field(
+        description="codes of the job's problems at its status (its worst severity) that it "
+        "has now and had not when last told"
+    )
+    gone: list[str] = Field(
+        description="codes of the problems told before that the job no longer has"
+    )
 
 
 class NotificationOut(_Out):
@@ -321,7 +326,9 @@ class NotificationOut(_Out):
     previous_status: Status | None
     reasons: list[ReasonOut]
     changes: ReasonChangesOut | None = Field(
-        default=None, description='a "changed" notice (same status, other reasons): what changed'
+        default=None,
+        description='a "changed" notice (the status told, another set of problems at it): '
+        "what changed",
     )
     routed: bool = Field(description="whether its deliveries exist yet (within seconds)")
     deliveries: list[DeliveryOut]

@@ -28,7 +28,7 @@ def judgement_changed(
     codes: Collection[str],
 ) -> bool:
     """Whether a new judgement is a change worth a history row: another status, or the same
-    status for another set of reasons (late, then late and too_small)."""
+    status for another set of problems (late, then late and too_small; see problem_codes)."""
     return status != before or frozenset(codes) != frozenset(before_codes)
 
 
@@ -45,11 +45,13 @@ def notice_kind(
 
     - "problem" when the job enters a bad status, or another bad one;
     - "recovery" when it is ok again after one;
-    - "changed" when it stays in the bad status told, for another set of reasons (a new
-      problem, or one of several gone), never for the same set with other messages;
+    - "changed" when it is in the bad status told, for another set of problems `codes` than
+      `told` (a new problem, or one of several gone), never for the same set with other
+      messages;
     - "reminder" when it stays critical, as told, and a reminder is due;
-    - None otherwise (a new job found ok, a pause, a status already told, so that
-      critical → paused → critical repeats nothing and critical → paused → ok recovers)."""
+    - None otherwise (a new job found ok, a pause, a status and problems already told, so
+      that critical → paused → critical repeats nothing and critical → paused → ok
+      recovers)."""
     if status in PROBLEMS and status != notified:
         return "problem"
     if status == "ok" and notified in PROBLEMS:
@@ -69,26 +71,39 @@ class News:
     kind: str | None  # the notice to write: problem, changed, recovery, reminder or None
 
 
+def problem_codes(status: str | None, reasons: Iterable[Mapping[str, Any]]) -> frozenset[str]:
+    """The codes of a judgement's problems at its own status (its worst severity): what a
+    "changed" notice and a history row compare. Lower-severity notes riding along (a
+    subdirectory that vanished mid-listing, unknown, beside a critical `late`) come and go
+    without the job's problem changing."""
+    return frozenset(str(reason["code"]) for reason in reasons if reason.get("severity") == status)
+
+
 def news(
     *,
     stored: str | None,
-    stored_codes: Collection[str],
+    stored_reasons: Iterable[Mapping[str, Any]],
     notified: str | None,
+    notified_reasons: Iterable[Mapping[str, Any]] | None,
     reminder_due: bool,
     status: str,
-    codes: Collection[str],
+    reasons: Iterable[Mapping[str, Any]],
 ) -> News:
     """The one rule for every judgement (full scan, deadline tick, ping), from the state
-    stored before it (`stored`, `stored_codes`), the status people were last told
-    (`notified`), whether a reminder is due, and the new `status` and `codes`.
+    stored before it (`stored`, `stored_reasons`), what people were last told (`notified`,
+    `notified_reasons`; None: not known, as for a job paused before these were kept),
+    whether a reminder is due, and the new `status` and `reasons`.
 
-    While the job stands at the status people were told, its stored codes are what they were
-    told (each change of them is told); after a pause in between, what they were told is not
-    known, and the same status again tells nothing (as before reasons were compared)."""
-    recorded = judgement_changed(stored, stored_codes, status, codes)
+    Compared are the problems at the job's status (problem_codes): a history row for a
+    change of status or of them; a "changed" notice when they differ from those told at the
+    same status, whatever happened in between (a pause, pending), so a problem that appeared
+    meanwhile is told once and the same problems are never told again."""
+    reasons = list(reasons)
+    codes = problem_codes(status, reasons)
+    recorded = judgement_changed(stored, problem_codes(stored, stored_reasons), status, codes)
     if not recorded and not reminder_due:
         return News(False, None)
-    told = stored_codes if stored == notified else None
+    told = None if notified_reasons is None else problem_codes(notified, notified_reasons)
     return News(recorded, notice_kind(notified, status, told, codes, reminder_due=reminder_due))
 
 

@@ -39,8 +39,8 @@ from service.notify.events import (
     event_row,
     located,
     news,
+    problem_codes,
     reason_changes,
-    reason_codes,
     renotify_at,
 )
 from service.scanner.rules import (
@@ -94,7 +94,13 @@ _UPDATE_JOB = (
     .values(
         {
             name: bindparam(f"new_{name}")
-            for name in (*_STATE_COLUMNS, "status_changed_at", "renotify_at", "notified_status")
+            for name in (
+                *_STATE_COLUMNS,
+                "status_changed_at",
+                "renotify_at",
+                "notified_status",
+                "notified_reasons",
+            )
         }
     )
 )
@@ -653,9 +659,9 @@ class BackupScanner:
         service.notify.events.news)."""
         due = stored.renotify_at is not None and stored.renotify_at <= change.checked_at
         return news(
-            stored=stored.status, stored_codes=reason_codes(stored.reasons or []),
-            notified=stored.notified_status, reminder_due=due, status=change.state["status"],
-            codes=reason_codes(change.state["reasons"]),
+            stored=stored.status, stored_reasons=stored.reasons or [],
+            notified=stored.notified_status, notified_reasons=stored.notified_reasons,
+            reminder_due=due, status=change.state["status"], reasons=change.state["reasons"],
         )  # fmt: skip
 
     @staticmethod
@@ -665,8 +671,9 @@ class BackupScanner:
         job, spec = change.observation.job, change.observation.spec
         changes = None
         if kind == "changed":
-            told = reason_codes(stored.reasons or [])
-            changes = reason_changes(told, reason_codes(state["reasons"]))
+            # The problems told last (the rule is news's: problem_codes at each status).
+            told = problem_codes(stored.notified_status, stored.notified_reasons or [])
+            changes = reason_changes(told, problem_codes(state["status"], state["reasons"]))
         return event_row(
             job_id=job.id, job_name=job.name, kind=kind, status=state["status"],
             previous_status=stored.notified_status, reasons=state["reasons"],
@@ -687,11 +694,15 @@ class BackupScanner:
             state["status"], stored.status, stored.renotify_at, every, change.checked_at,
             told_now=told_now.kind is not None,
         )  # fmt: skip
-        told = stored.notified_status if told_now.kind is None else state["status"]
+        # What people were last told: changed only by a notice, written with it.
+        if told_now.kind is None:
+            told, told_reasons = stored.notified_status, stored.notified_reasons
+        else:
+            told, told_reasons = state["status"], state["reasons"]
         values = {f"new_{name}": value for name, value in state.items()}
         values.update(job_id=change.observation.job.id, new_checked_at=change.checked_at,
                       new_status_changed_at=changed_at, new_renotify_at=reminder,
-                      new_notified_status=told)  # fmt: skip
+                      new_notified_status=told, new_notified_reasons=told_reasons)  # fmt: skip
         return values
 
     async def _claim(self, changes: Sequence[Change]) -> dict[int, Any]:
@@ -706,7 +717,7 @@ class BackupScanner:
         observed = {change.observation.job.id: change.checked_at for change in changes}
         query = select(
             Job.id, Job.status, Job.reasons, Job.status_changed_at, Job.checked_at,
-            Job.updated_at, Job.renotify_at, Job.notified_status,
+            Job.updated_at, Job.renotify_at, Job.notified_status, Job.notified_reasons,
         ).where(Job.id.in_(list(observed)))  # fmt: skip
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import Boolean, Integer, String, column, insert, inspect, select, table
 
 from service import migrate
-from service.db import Base, create_engine
+from service.db import Base, JSONType, UTCDateTime, create_engine
 
 from conftest import in_thread
 
@@ -57,3 +59,49 @@ async def test_models_match_migrations(database_url):
         assert {"jobs", "artifacts", "scan_runs", "job_checks"} <= tables
     finally:
         await engine.dispose()
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql", "sqlite"], indirect=True)
+async def test_0006_counts_jobs_at_their_told_status_as_told_of_their_reasons(
+    empty_database_url,
+):
+    """The upgrade sends nothing by itself: a job standing at the status it was told of is
+    told of its reasons; one told, then paused, keeps "not known" (NULL)."""
+    in_thread(lambda: migrate.upgrade(empty_database_url, "0005"))
+    late = [{"code": "late", "severity": "critical", "message": "newest backup is 2 d old"}]
+    now = datetime(2026, 11, 29, tzinfo=UTC)
+    jobs = table(
+        "jobs", column("name", String()), column("ping_key", String()),
+        column("description", String()), column("tags", JSONType), column("schedule", JSONType),
+        column("grace", Integer()), column("rules", JSONType), column("notify", JSONType),
+        column("paused", Boolean()), column("created_at", UTCDateTime()),
+        column("updated_at", UTCDateTime()), column("status", String()),
+        column("reasons", JSONType), column("artifact_count", Integer()),
+        column("notified_status", String()), column("notified_reasons", JSONType),
+    )  # fmt: skip
+    base = {
+        "description": "", "tags": [], "schedule": {"every": 86400}, "grace": 0, "rules": {},
+        "notify": {}, "created_at": now, "updated_at": now, "artifact_count": 0,
+    }  # fmt: skip
+    rows = [
+        {"name": "told", "ping_key": "k1", "paused": False, "status": "critical",
+         "reasons": late, "notified_status": "critical"},
+        {"name": "paused", "ping_key": "k2", "paused": True, "status": "paused",
+         "reasons": [], "notified_status": "critical"},
+        {"name": "new", "ping_key": "k3", "paused": False, "status": "pending",
+         "reasons": [], "notified_status": None},
+    ]  # fmt: skip
+    engine = create_engine(empty_database_url)
+    try:
+        async with engine.begin() as connection:
+            # Only the columns named in the rows are written (0005 has no notified_reasons).
+            await connection.execute(insert(jobs), [{**base, **row} for row in rows])
+        await engine.dispose()
+        in_thread(lambda: migrate.upgrade(empty_database_url, "0006"))
+        async with engine.connect() as connection:
+            found = dict(
+                (await connection.execute(select(jobs.c.name, jobs.c.notified_reasons))).all()
+            )
+    finally:
+        await engine.dispose()
+    assert found == {"told": late, "paused": None, "new": None}

@@ -8,6 +8,8 @@ import asyncio
 import dataclasses
 import email
 import email.policy
+import os
+import shutil
 import signal
 import sys
 import time
@@ -425,7 +427,8 @@ async def test_a_new_problem_at_the_same_severity_is_recorded_and_told_once(
     assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
     changed = receiver.delivered[1]
     assert (changed["status"], changed["previous_status"]) == ("critical", "critical")
-    assert changed["changes"] == {"new": ["size_drop", "too_small"], "gone": []}
+    # What changed is the critical problems (size_drop, a warning, rides along as a reason).
+    assert changed["changes"] == {"new": ["too_small"], "gone": []}
     assert [reason["code"] for reason in changed["reasons"]] == ["late", "too_small", "size_drop"]
     assert [e.kind for e in await events_of(sessionmaker, "db")] == ["problem", "changed"]
 
@@ -433,7 +436,7 @@ async def test_a_new_problem_at_the_same_severity_is_recorded_and_told_once(
     (tmp_path / "db-5.dump").unlink()
     assert await scan() == ["late"]
     assert [body["kind"] for body in receiver.delivered] == ["problem", "changed", "changed"]
-    assert receiver.delivered[2]["changes"] == {"new": [], "gone": ["size_drop", "too_small"]}
+    assert receiver.delivered[2]["changes"] == {"new": [], "gone": ["too_small"]}
     assert len(await checks()) == 3
 
 
@@ -642,6 +645,101 @@ async def test_a_pause_neither_repeats_an_alert_nor_swallows_a_recovery(
         ("problem", None, "critical"),
         ("recovery", "critical", "ok"),
     ]
+
+
+async def test_a_new_problem_that_appears_across_a_pause_is_told_once(
+    sessionmaker, clock, receiver, tmp_path
+):
+    """Critical for `late`, told; paused; resumed critical for `late` and `too_small` (a
+    truncated dump landed meanwhile): one "changed" notice, which was never sent before
+    (the new problem was stored as if told); then nothing more, also across pending."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=30), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        schedule={"every": "1d"}, grace="1h", rules={"min_size": "1KiB"},
+    )  # fmt: skip
+    make_file(tmp_path / "db-0.dump", 100_000, clock() - timedelta(days=1, hours=2))
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+
+    async def scan(**changes: Any) -> tuple[str, list[str]]:
+        async with sessionmaker() as session:
+            if changes:
+                job = await session.get(Job, (await get_job(sessionmaker, "db")).id)
+                for name, value in changes.items():
+                    setattr(job, name, value)
+                await session.commit()
+            report = await BackupScanner(session, clock=clock).scan_all_jobs()
+        await dispatch_until_idle(dispatcher)
+        clock.advance(minutes=5)
+        return report.jobs[0].status, [reason["code"] for reason in report.jobs[0].reasons]
+
+    assert await scan() == ("critical", ["late"])
+    assert await scan(paused=True) == ("paused", [])
+    make_file(tmp_path / "db-1.dump", 10, clock() - timedelta(days=1, hours=1, minutes=30))
+    assert await scan(paused=False) == ("critical", ["late", "too_small"])
+    assert await scan() == ("critical", ["late", "too_small"])  # told: not again
+    assert await scan(paused=True) == ("paused", [])
+    assert await scan(paused=False) == ("critical", ["late", "too_small"])  # the same: nothing
+
+    assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
+    changed = receiver.delivered[1]
+    assert (changed["status"], changed["previous_status"]) == ("critical", "critical")
+    assert changed["changes"] == {"new": ["too_small"], "gone": []}
+    assert [e.kind for e in await events_of(sessionmaker, "db")] == ["problem", "changed"]
+    job = await get_job(sessionmaker, "db")
+    assert (job.notified_status, [r["code"] for r in job.notified_reasons or []]) == (
+        "critical", ["late", "too_small"],
+    )  # fmt: skip
+
+
+def make_unreadable_tree(parent: Path) -> Path:
+    """A subdirectory nested deeper than PATH_MAX: its listing fails (ENAMETOOLONG) even for
+    root, as a directory removed mid-walk or unreadable would. Made through directory fds."""
+    top = parent / "rotated"
+    top.mkdir()
+    fd = os.open(top, os.O_RDONLY)
+    try:
+        for _ in range(20):  # 20 x 250 characters > 4096
+            os.mkdir("d" * 250, dir_fd=fd)
+            inner = os.open("d" * 250, os.O_RDONLY, dir_fd=fd)
+            os.close(fd)
+            fd = inner
+    finally:
+        os.close(fd)
+    return top
+
+
+async def test_a_note_riding_along_a_critical_job_makes_no_notice(
+    sessionmaker, clock, receiver, tmp_path
+):
+    """Critical for `late`, told; then a subdirectory cannot be listed for one scan
+    (`source_error`, unknown, beside `late`), then can again: the job's critical problems did
+    not change, so no "changed" notice either way, and no history row (it was a New/Gone
+    pair before)."""
+    await add_job(
+        sessionmaker, clock() - timedelta(days=30), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump", "recursive": True},
+        schedule={"every": "1d"}, grace="1h",
+    )  # fmt: skip
+    make_file(tmp_path / "db-0.dump", 100_000, clock() - timedelta(days=1, hours=2))
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST, clock=clock)
+
+    async def scan() -> tuple[str, list[str]]:
+        async with sessionmaker() as session:
+            report = await BackupScanner(session, clock=clock).scan_all_jobs()
+        await dispatch_until_idle(dispatcher)
+        clock.advance(minutes=5)
+        return report.jobs[0].status, sorted(r["code"] for r in report.jobs[0].reasons)
+
+    assert await scan() == ("critical", ["late"])
+    tree = make_unreadable_tree(tmp_path)
+    assert await scan() == ("critical", ["late", "source_error"])
+    shutil.rmtree(tree)
+    assert await scan() == ("critical", ["late"])
+
+    assert [body["kind"] for body in receiver.delivered] == ["problem"]
+    async with sessionmaker() as session:
+        assert await session.scalar(select(func.count()).select_from(JobCheck)) == 1
 
 
 async def test_an_unreadable_notice_is_given_up_and_the_others_go(sessionmaker, clock, receiver):

@@ -12,6 +12,7 @@ from service.notify.events import (
     judgement_changed,
     news,
     notice_kind,
+    problem_codes,
     reason_changes,
     reason_codes,
     renotify_at,
@@ -78,41 +79,99 @@ def test_notice_kind_with_reasons(notified, status, told, codes, due, kind):
     assert notice_kind(notified, status, told, codes, reminder_due=due) == kind
 
 
+# The severity of each code in these tables, as the evaluation gives it.
+SEVERITY = {
+    LATE: "critical", SMALL: "critical", "missing": "critical", DROP: "warning",
+    "too_few": "warning", "bad_mtime": "warning", "source_error": "unknown",
+    "scan_error": "unknown",
+}  # fmt: skip
+
+
+def reasons_of(codes):
+    """Reasons with these codes, each at its severity (None stays None: not known)."""
+    if codes is None:
+        return None
+    return [{"code": code, "severity": SEVERITY[code], "message": code} for code in sorted(codes)]
+
+
+ERR = "source_error"
+
+
 @pytest.mark.parametrize(
-    ("stored", "stored_codes", "notified", "due", "status", "codes", "expected"),
+    ("stored", "stored_codes", "notified", "told", "due", "status", "codes", "expected"),
     [
-        # late, then late and a truncated dump: a history row and a "changed" notice.
-        ("critical", {LATE}, "critical", False, "critical", {LATE, SMALL, DROP},
+        # late, then late and a truncated dump: a history row and a "changed" notice
+        # (too_small is critical; size_drop, a warning, rides along).
+        ("critical", {LATE}, "critical", {LATE}, False, "critical", {LATE, SMALL, DROP},
          News(True, "changed")),
         # The same judgement again (the age grew): nothing.
-        ("critical", {LATE, SMALL, DROP}, "critical", False, "critical", {LATE, SMALL, DROP},
-         News(False, None)),
+        ("critical", {LATE, SMALL, DROP}, "critical", {LATE, SMALL, DROP}, False, "critical",
+         {LATE, SMALL, DROP}, News(False, None)),
         # One problem of two gone: recorded and told.
-        ("critical", {LATE, SMALL}, "critical", False, "critical", {LATE}, News(True, "changed")),
-        # Status changes as before.
-        ("ok", set(), "ok", False, "critical", {LATE}, News(True, "problem")),
-        ("critical", {LATE}, "critical", False, "ok", set(), News(True, "recovery")),
-        ("pending", set(), None, False, "ok", set(), News(True, None)),
-        # Paused in between: resuming at the status told is recorded, not told again, even
-        # for other reasons (what was told before the pause is not known).
-        ("critical", {LATE}, "critical", False, "paused", set(), News(True, None)),
-        ("paused", set(), "critical", False, "critical", {LATE}, News(True, None)),
-        ("paused", set(), "critical", False, "critical", {SMALL}, News(True, None)),
-        # A reminder due: the judgement at its due time writes it, not a history row.
-        ("critical", {LATE}, "critical", True, "critical", {LATE}, News(False, "reminder")),
-        ("critical", {LATE}, "critical", True, "critical", {SMALL}, News(True, "changed")),
-        ("critical", {LATE}, "critical", True, "ok", set(), News(True, "recovery")),
-        # A warning gaining a second reason is told the same way.
-        ("warning", {DROP}, "warning", False, "warning", {DROP, "too_few"},
+        ("critical", {LATE, SMALL}, "critical", {LATE, SMALL}, False, "critical", {LATE},
          News(True, "changed")),
+        # Status changes as before.
+        ("ok", set(), "ok", set(), False, "critical", {LATE}, News(True, "problem")),
+        ("critical", {LATE}, "critical", {LATE}, False, "ok", set(), News(True, "recovery")),
+        ("pending", set(), None, None, False, "ok", set(), News(True, None)),
+        # Paused in between: resuming with the problems told is recorded, not told again...
+        ("critical", {LATE}, "critical", {LATE}, False, "paused", set(), News(True, None)),
+        ("paused", set(), "critical", {LATE}, False, "critical", {LATE}, News(True, None)),
+        # ...resuming with another set of problems is told (it was silent before: a problem
+        # that appeared across a pause was never announced), and so across pending.
+        ("paused", set(), "critical", {LATE}, False, "critical", {LATE, SMALL},
+         News(True, "changed")),
+        ("paused", set(), "critical", {LATE}, False, "critical", {SMALL},
+         News(True, "changed")),
+        ("pending", set(), "critical", {LATE}, False, "critical", {LATE, SMALL},
+         News(True, "changed")),
+        # Told before the reasons were kept (not known): the same status tells nothing.
+        ("paused", set(), "critical", None, False, "critical", {SMALL}, News(True, None)),
+        # A reminder due: the judgement at its due time writes it, not a history row.
+        ("critical", {LATE}, "critical", {LATE}, True, "critical", {LATE},
+         News(False, "reminder")),
+        ("critical", {LATE}, "critical", {LATE}, True, "critical", {SMALL},
+         News(True, "changed")),
+        ("critical", {LATE}, "critical", {LATE}, True, "ok", set(), News(True, "recovery")),
+        # A warning gaining a second reason is told the same way.
+        ("warning", {DROP}, "warning", {DROP}, False, "warning", {DROP, "too_few"},
+         News(True, "changed")),
+        # Lower-severity notes beside the job's problems come and go unrecorded, untold: a
+        # subdirectory that vanished mid-listing (unknown) beside a critical late, both ways.
+        ("critical", {LATE}, "critical", {LATE}, False, "critical", {LATE, ERR},
+         News(False, None)),
+        ("critical", {LATE, ERR}, "critical", {LATE, ERR}, False, "critical", {LATE},
+         News(False, None)),
+        ("critical", {LATE}, "critical", {LATE}, False, "critical", {LATE, "bad_mtime", DROP},
+         News(False, None)),
+        ("warning", {DROP}, "warning", {DROP}, False, "warning", {DROP, ERR},
+         News(False, None)),
+        # ...and a reminder then carries them, as reasons, without calling them a change.
+        ("critical", {LATE}, "critical", {LATE}, True, "critical", {LATE, ERR},
+         News(False, "reminder")),
+        # A job that is unknown compares its unknown problems.
+        ("unknown", {ERR}, "unknown", {ERR}, False, "unknown", {"scan_error"},
+         News(True, "changed")),
+        # The same code at another status is a status change, as before.
+        ("unknown", {ERR}, "unknown", {ERR}, False, "critical", {LATE, ERR},
+         News(True, "problem")),
     ],
 )  # fmt: skip
-def test_news_of_a_judgement(stored, stored_codes, notified, due, status, codes, expected):
+def test_news_of_a_judgement(stored, stored_codes, notified, told, due, status, codes, expected):
     got = news(
-        stored=stored, stored_codes=stored_codes, notified=notified, reminder_due=due,
-        status=status, codes=codes,
+        stored=stored, stored_reasons=reasons_of(stored_codes), notified=notified,
+        notified_reasons=reasons_of(told), reminder_due=due, status=status,
+        reasons=reasons_of(codes),
     )  # fmt: skip
     assert got == expected
+
+
+def test_problem_codes_are_those_at_the_status():
+    reasons = reasons_of({LATE, SMALL, DROP, ERR})
+    assert problem_codes("critical", reasons) == {LATE, SMALL}
+    assert problem_codes("warning", reasons) == {DROP}
+    assert problem_codes("unknown", reasons) == {ERR}
+    assert problem_codes(None, reasons) == frozenset()
 
 
 def test_reason_codes_changes_and_judgement_changed():
