@@ -224,7 +224,8 @@ def next_check(
 ) -> datetime | None:
     """When the deadline tick must judge the job again: the first moment after `now` at which
     its verdict can change without anything new arriving (the deadline tick takes jobs whose
-    `next_check_at` has passed). Else, when no such moment is ahead, the deadline as it was.
+    `next_check_at` has passed). Else, when no such moment is ahead or the job is late, the
+    deadline as it was.
 
     Candidates: the deadline; the first instant an open run is past `max_duration` (the newest
     start only, as run_facts says; a finished or superseded run has none); the instant a
@@ -233,6 +234,12 @@ def next_check(
     now = _as_utc(now, "now")
     if evaluation.deadline is None:  # paused, or nothing could be listed: nothing to wait for
         return None
+    if evaluation.deadline <= now:
+        # Late already: the job keeps its passed deadline, as next_check_at is also the deadline
+        # shown on the dashboard and in backup_job_deadline_timestamp_seconds (BackupJobLate
+        # fires on it): a moment ahead would show a late job as on time. An open run's limit
+        # is then seen at the next full scan; the job is critical already.
+        return evaluation.deadline
     candidates = [evaluation.deadline]
     max_duration = spec.rules.max_duration
     if max_duration is not None and runs is not None and runs.running_since is not None:
