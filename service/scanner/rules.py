@@ -26,6 +26,9 @@ Status = Literal["ok", "warning", "critical", "unknown", "pending", "paused"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)
+# The smallest step both databases store: a strict rule ("longer than") first holds this much
+# after its boundary.
+_INSTANT = timedelta(microseconds=1)
 SIZE_DROP_WINDOW = 10  # previous artifacts in the median
 SIZE_DROP_MIN_HISTORY = 3
 LISTING_WARNINGS_SHOWN = 3
@@ -214,6 +217,39 @@ def next_deadline(schedule: Schedule, grace: int, after: datetime) -> datetime:
     if schedule.cron is None:  # pragma: no cover - Schedule validation guarantees one of both
         raise ValueError("schedule has neither 'every' nor 'cron'")
     return _next_fire(schedule.cron, schedule.zone, after) + timedelta(seconds=grace)
+
+
+def next_check(
+    spec: JobSpec, evaluation: Evaluation, runs: RunFacts | None, now: datetime
+) -> datetime | None:
+    """When the deadline tick must judge the job again: the first moment after `now` at which
+    its verdict can change without anything new arriving (the deadline tick takes jobs whose
+    `next_check_at` has passed). Else, when no such moment is ahead or the job is late, the
+    deadline as it was.
+
+    Candidates: the deadline; the first instant an open run is past `max_duration` (the newest
+    start only, as run_facts says; a finished or superseded run has none); the instant a
+    newest file dated in the future stops being so (its deadline then counts from its date).
+    """
+    now = _as_utc(now, "now")
+    if evaluation.deadline is None:  # paused, or nothing could be listed: nothing to wait for
+        return None
+    if evaluation.deadline <= now:
+        # Late already: the job keeps its passed deadline, as next_check_at is also the deadline
+        # shown on the dashboard and in backup_job_deadline_timestamp_seconds (BackupJobLate
+        # fires on it): a moment ahead would show a late job as on time. An open run's limit
+        # is then seen at the next full scan; the job is critical already.
+        return evaluation.deadline
+    candidates = [evaluation.deadline]
+    max_duration = spec.rules.max_duration
+    if max_duration is not None and runs is not None and runs.running_since is not None:
+        # run_overdue holds once the run is strictly longer than max_duration.
+        candidates.append(runs.running_since + timedelta(seconds=max_duration) + _INSTANT)
+    newest = evaluation.newest
+    if newest is not None and newest.mtime > now + FUTURE_TOLERANCE:
+        candidates.append(newest.mtime - FUTURE_TOLERANCE)
+    ahead = [moment for moment in candidates if moment > now]
+    return min(ahead) if ahead else evaluation.deadline
 
 
 def worst_status(statuses: Iterable[str]) -> Status:

@@ -49,6 +49,7 @@ from service.scanner.rules import (
     Evaluation,
     RunFacts,
     evaluate,
+    next_check,
 )
 from service.scanner.runs import (
     HEARTBEAT_SECONDS,
@@ -534,7 +535,8 @@ class BackupScanner:
         state = {
             "status": evaluation.status,
             "reasons": reasons,
-            "next_check_at": evaluation.deadline,
+            # The next moment the verdict can change (a deadline, an open run's max_duration).
+            "next_check_at": next_check(spec, evaluation, runs, now) if spec else None,
             "latest_artifact": latest,
             "artifact_count": count,
             "listing_digest": observation.digest,
