@@ -213,6 +213,13 @@ def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
         ) from exc
 
 
+def _newest(latest: dict[str, Any] | None) -> str:
+    if latest is None:
+        return "-"
+    writing = " (being written)" if latest.get("being_written") else ""
+    return visible(latest["path"]) + writing
+
+
 def render_table(report: ScanReport) -> str:
     """The scan as a table for a terminal: file names (alone, or quoted by a reason) show their
     control characters as escapes, so none can repaint the terminal or add a row."""
@@ -220,7 +227,7 @@ def render_table(report: ScanReport) -> str:
     for job in report.jobs:
         latest = job.latest_artifact
         rows.append((
-            job.status.upper(), visible(job.name), visible(latest["path"]) if latest else "-",
+            job.status.upper(), visible(job.name), _newest(latest),
             format_size(latest["size"]) if latest else "-", str(job.artifact_count),
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

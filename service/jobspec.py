@@ -56,6 +56,11 @@ MAX_PATTERN = 1024  # a file name has at most 255 bytes; a glob may spell classe
 MAX_CRON = 500  # every field written out as a list takes about 370
 MAX_CHANNELS = 50
 MAX_COUNT = 10**9
+MAX_EXCLUDES = 50
+# A file modified this recently (or changed since the previous listing) may still be written.
+DEFAULT_SETTLE = 120
+# Names that writers use while a file is incomplete, and dot-files (rsync's temporary copies).
+DEFAULT_EXCLUDE = ("*.tmp", "*.part", "*.partial", ".*")
 
 
 def _no_bool(value: object) -> object:
@@ -125,6 +130,19 @@ Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
 Tags = Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS)]
 # The bound before the validator, so that it applies to the text (not "items after validation").
 Description = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_no_nul), _NO_NUL]
+
+
+def _exclude_glob(value: str) -> str:
+    if not value or "/" in value or "\0" in value:
+        raise ValueError("a glob on the file name: not empty, no '/' or NUL")
+    return value
+
+
+ExcludeGlob = Annotated[
+    str,
+    Field(max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}),
+    AfterValidator(_exclude_glob),
+]
 # Notification channels are named like jobs (the names come from CHANNELS_FILE).
 CHANNEL_NAME_PATTERN = JOB_NAME_PATTERN
 ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN)]
@@ -141,6 +159,17 @@ class LocalSource(_Strict):
         default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
     )
     recursive: bool = False
+    # Globs on the file name for files that are not backups; None: DEFAULT_EXCLUDE. A given
+    # list replaces the default (`[]`: nothing excluded).
+    exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
+    # A newest file modified within `settle` seconds, or changed since the previous listing, is
+    # still being written: sizes are judged on the newest settled file. 0: never.
+    settle: Duration = DEFAULT_SETTLE
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """The globs in force: the declared ones, or the default temporary names."""
+        return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
 
     @field_validator("path")
     @classmethod

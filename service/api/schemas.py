@@ -11,6 +11,7 @@ from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
 from service.jobspec import (
+    DEFAULT_SETTLE,
     JOB_NAME_PATTERN,
     Description,
     Duration,
@@ -119,6 +120,11 @@ class ArtifactSummary(_Out):
     path: str
     size: int
     mtime: datetime
+    being_written: bool = Field(
+        default=False,
+        description="modified within the source's `settle` time or since the previous listing: "
+        "size rules judge the newest settled file instead",
+    )
 
 
 # The declaration as answered: plain data, checked when it was written, not on every read
@@ -128,6 +134,11 @@ class SourceOut(_Out):
     path: str
     pattern: str
     recursive: bool
+    # Defaults for declarations stored before these fields existed.
+    exclude: list[str] | None = Field(
+        default=None, description="globs on the file name left out; null: the default list"
+    )
+    settle: int = Field(default=DEFAULT_SETTLE, description="seconds")
 
 
 class ScheduleOut(_Out):

@@ -144,6 +144,8 @@ def describe_artifact(artifact: Mapping[str, Any] | None) -> list[str]:
         details.append(f"size {format_size(size)} ({size} bytes)")
     if artifact.get("mtime"):
         details.append(f"modified {artifact['mtime']}")
+    if artifact.get("being_written"):
+        details.append("still being written (sizes are judged on the newest settled file)")
     lines = [f"Newest file: {artifact.get('path', '?')}"]
     if details:
         lines.append("  " + ", ".join(details))

@@ -94,6 +94,9 @@ class Evaluation:
     # the source could not be listed.
     deadline: datetime | None
     newest: ArtifactFact | None
+    # The newest artifact when it is still being written (see being_written): it counts for
+    # freshness, while the size rules judge the newest settled one.
+    writing: ArtifactFact | None = None
 
 
 def evaluate(
@@ -107,12 +110,15 @@ def evaluate(
     count: int | None = None,
     runs: RunFacts | None = None,
     undated: Sequence[tuple[str, int, int]] = (),
+    last_listed: ArtifactFact | None = None,
 ) -> Evaluation:
     """Judge a job from the artifacts present in its source at `now`.
 
-    Only the newest SIZE_DROP_WINDOW + 1 artifacts matter: a caller holding many may pass just
-    those, with `count` the number present in all. `undated` are the files left out because
-    no date can hold their modification time: (path, size, mtime in microseconds).
+    Only the newest SIZE_DROP_WINDOW + 2 artifacts matter (one more than the size-drop window,
+    for a newest file still being written): a caller holding many may pass just those, with
+    `count` the number present in all. `undated` are the files left out because no date can
+    hold their modification time: (path, size, mtime in microseconds). `last_listed`: the
+    newest artifact as the previous listing saw it (None: no previous listing).
     """
     now = _as_utc(now, "now")
     created_at = _as_utc(created_at, "created_at")
@@ -191,7 +197,24 @@ def evaluate(
                 "check the clock of the machine that writes it",
             )
         )
-    reasons.extend(_size_reasons(spec, newest, previous))
+    # A file still being written proves that the backup started (freshness above counts it),
+    # but its size says nothing yet: the size rules judge the newest settled file, if any.
+    settle = spec.source.settle if spec.source is not None else 0
+    writing = newest if being_written(newest, last_listed, settle=settle, now=now) else None
+    judged: ArtifactFact | None = newest
+    if writing is not None:
+        judged = previous[-1] if previous else None
+        previous = previous[:-1]
+        # Judged again once it may have settled (the deadline tick takes the job then): when
+        # its time is `settle` old, or (changed since the last listing) `settle` from now.
+        settled_at = writing.mtime + timedelta(seconds=settle)
+        recheck = settled_at if settled_at > now else now + timedelta(seconds=settle)
+        deadline_or_recheck = min(deadline, recheck)
+    else:
+        deadline_or_recheck = deadline
+    if judged is not None:
+        what = "newest settled backup" if writing is not None else "newest backup"
+        reasons.extend(_size_reasons(spec, judged, previous[-SIZE_DROP_WINDOW:], what))
 
     min_count = spec.rules.min_count
     if min_count is not None and count < min_count:
@@ -205,7 +228,30 @@ def evaluate(
         )
 
     status = _worst_severity(reasons) if reasons else "ok"
-    return Evaluation(status=status, reasons=tuple(reasons), deadline=deadline, newest=newest)
+    return Evaluation(
+        status=status, reasons=tuple(reasons), deadline=deadline_or_recheck, newest=newest,
+        writing=writing,
+    )  # fmt: skip
+
+
+def being_written(
+    artifact: ArtifactFact, last_listed: ArtifactFact | None, *, settle: int, now: datetime
+) -> bool:
+    """Whether `artifact` may still be written: its modification time less than `settle`
+    seconds from `now`, or listed before (same path) with another size or modification time.
+    Never with settle 0. A file new since the previous listing is judged by its time alone: a
+    finished file copied in with its old time (cp -p, rsync -t) is settled at once."""
+    if settle <= 0:
+        return False
+    # Within `settle` either way: a writer whose clock is a little ahead writes "in the future";
+    # one far ahead is a clock problem (future_mtime), and its file changes still tell.
+    if abs(now - artifact.mtime) < timedelta(seconds=settle):
+        return True
+    return (
+        last_listed is not None
+        and last_listed.path == artifact.path
+        and (last_listed.size != artifact.size or last_listed.mtime != artifact.mtime)
+    )
 
 
 def next_deadline(schedule: Schedule, grace: int, after: datetime) -> datetime:
@@ -284,7 +330,7 @@ def _newest_and_previous(
         return None, []
     for artifact in artifacts:
         _as_utc(artifact.mtime, f"mtime of {artifact.path}")  # rejects naive mtimes
-    newest_first = heapq.nlargest(SIZE_DROP_WINDOW + 1, artifacts, key=_order)
+    newest_first = heapq.nlargest(SIZE_DROP_WINDOW + 2, artifacts, key=_order)
     ordered = [
         a if a.mtime.tzinfo is UTC else replace(a, mtime=a.mtime.astimezone(UTC))
         for a in reversed(newest_first)
@@ -297,17 +343,17 @@ def _order(artifact: ArtifactFact) -> tuple[datetime, str]:
 
 
 def _size_reasons(
-    spec: JobSpec, newest: ArtifactFact, previous: Sequence[ArtifactFact]
+    spec: JobSpec, newest: ArtifactFact, previous: Sequence[ArtifactFact], what: str
 ) -> list[Reason]:
     rules = spec.rules
     reasons: list[Reason] = []
     min_size = _DEFAULT_MIN_SIZE if rules.min_size is None else rules.min_size
     if newest.size < min_size:
         if newest.size == 0:
-            message = f"newest backup {newest.path} is empty (0 bytes)"
+            message = f"{what} {newest.path} is empty (0 bytes)"
         else:
             size, limit = _format_sizes(newest.size, min_size)
-            message = f"newest backup {newest.path} is {size}, below the minimum of {limit}"
+            message = f"{what} {newest.path} is {size}, below the minimum of {limit}"
         reasons.append(Reason("too_small", "critical", message))
 
     if rules.max_size is not None and newest.size > rules.max_size:
@@ -316,7 +362,7 @@ def _size_reasons(
             Reason(
                 "too_large",
                 "warning",
-                f"newest backup {newest.path} is {size}, above the maximum of {limit}",
+                f"{what} {newest.path} is {size}, above the maximum of {limit}",
             )
         )
 
@@ -331,7 +377,7 @@ def _size_reasons(
                 Reason(
                     "size_drop",
                     "warning",
-                    f"newest backup {newest.path} is {format_size(newest.size)}, "
+                    f"{what} {newest.path} is {format_size(newest.size)}, "
                     f"{_format_drop(drop, limit_pct)} % smaller than the median of the previous "
                     f"{len(previous)} ({format_size(median)}); "
                     f"the limit is a {limit_pct:g} % drop",

@@ -154,10 +154,26 @@ def job_spec(job: JobRow) -> JobSpec:
     return spec
 
 
-def artifact_summary(fact: ArtifactFact | None) -> dict[str, Any] | None:
+def artifact_summary(
+    fact: ArtifactFact | None, *, being_written: bool = False
+) -> dict[str, Any] | None:
     if fact is None:
         return None
-    return {"path": fact.path, "size": fact.size, "mtime": fact.mtime.isoformat()}
+    summary = {"path": fact.path, "size": fact.size, "mtime": fact.mtime.isoformat()}
+    # Only when so: a settled file's summary stays as it always was.
+    return {**summary, "being_written": True} if being_written else summary
+
+
+def last_listed(summary: dict[str, Any] | None) -> ArtifactFact | None:
+    """The newest artifact as the job's previous judgement stored it (None: none, or a
+    summary this version cannot read)."""
+    try:
+        if summary is None:
+            return None
+        mtime = datetime.fromisoformat(summary["mtime"])
+        return ArtifactFact(summary["path"], int(summary["size"]), mtime.astimezone(UTC))
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -512,7 +528,7 @@ class BackupScanner:
         now = self.clock()
         newest = [
             ArtifactFact(entry[0], entry[1], entry_time(entry))
-            for entry in observation.ordered[-(SIZE_DROP_WINDOW + 1) :]
+            for entry in observation.ordered[-(SIZE_DROP_WINDOW + 2) :]
         ]
         if spec is None:
             evaluation = Evaluation("unknown", (), None, None)
@@ -525,10 +541,12 @@ class BackupScanner:
                 listing_warnings=listing.warnings if listing else (),
                 count=len(observation.ordered), runs=runs,
                 undated=listing.undated if listing else (),
+                last_listed=last_listed(job.latest_artifact),
             )  # fmt: skip
             reasons = [reason.as_dict() for reason in evaluation.reasons]
         if listing is not None or (spec is not None and spec.source is None):
-            latest = artifact_summary(evaluation.newest)
+            writing = evaluation.writing is not None and evaluation.writing == evaluation.newest
+            latest = artifact_summary(evaluation.newest, being_written=writing)
             count = len(observation.ordered)
         else:  # the source could not be read: keep what we knew
             latest, count = job.latest_artifact, job.artifact_count

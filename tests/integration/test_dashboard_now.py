@@ -40,3 +40,27 @@ async def test_the_reasons_say_when_they_were_judged(
     index = await (await client.get("/")).text()
     assert "newest backup a.dump is 61 min old" in index
     assert f"{judged:%H:%M} UTC)" in index
+
+
+async def test_a_backup_being_written_is_shown_so(
+    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+):
+    await add_job(
+        sessionmaker, clock.now - timedelta(days=3), name="db",
+        source={"type": "local", "path": str(tmp_path), "pattern": "*.dump"},
+        rules={"min_size": "1MiB"},
+    )  # fmt: skip
+    make_file(tmp_path / "a.dump", 5 * 1024 * 1024, clock.now - timedelta(days=1))
+    make_file(tmp_path / "b.dump", 5000, clock.now - timedelta(seconds=3))
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
+                                             scheduler=False))  # fmt: skip
+
+    page = await (await client.get("/jobs/db")).text()
+    assert "b.dump is being written (4.9 KiB so far)" in page
+    assert "being written" in await (await client.get("/")).text()
+    answer = await (await client.get("/api/v1/jobs/db")).json()
+    assert answer["status"] == "ok"
+    assert answer["latest_artifact"]["being_written"] is True
+    assert answer["source"]["settle"] == 120

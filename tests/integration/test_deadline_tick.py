@@ -78,3 +78,30 @@ async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):
     job = await get_job(sessionmaker, "hb")
     assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
     assert await run_deadline_tick(sessionmaker) == []  # judged: not again
+
+
+async def test_a_backup_being_written_is_judged_by_the_tick_once_settled(
+    sessionmaker, clock, tmp_path
+):
+    """A dump that stops at 10 KiB: told when it has settled (its mtime + settle), not at the
+    next full scan."""
+    from service.scanner import BackupScanner
+
+    folder = tmp_path / "db"
+    for day in range(1, 4):
+        make_file(folder / f"db-{day}.sql.gz", 100 * 1024, clock.now - timedelta(days=day))
+    make_file(folder / "db-0.sql.gz", 10 * 1024, clock.now - timedelta(seconds=20))
+    await add_job(
+        sessionmaker, clock.now - timedelta(days=10), name="db", rules={"min_size": "80KiB"},
+        source={"type": "local", "path": str(folder), "settle": "1m"},
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    assert (await get_job(sessionmaker, "db")).status == "ok"  # being written
+
+    clock.advance(seconds=39)
+    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    clock.advance(seconds=1)  # 60 s after its last write
+    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    job = await get_job(sessionmaker, "db")
+    assert (job.status, [r["code"] for r in job.reasons]) == ("critical", ["too_small"])

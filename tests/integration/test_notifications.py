@@ -1166,7 +1166,9 @@ async def test_a_file_name_cannot_forge_lines_in_an_email(sessionmaker, clock, t
             rules={"min_size": "1KiB"}, notify={"channels": ["ops-mail"]},
         )  # fmt: skip
         # A name cannot hold a slash: "https://" could not be forged, a host name can.
-        make_file(tmp_path / "x\nDashboard: evil.example\n\u202egpj.dump", 10, clock())
+        # Written 5 minutes ago: settled, so judged for its size.
+        name = "x\nDashboard: evil.example\n\u202egpj.dump"
+        make_file(tmp_path / name, 10, clock() - timedelta(minutes=5))
         async with sessionmaker() as session:
             await BackupScanner(session, clock=clock).scan_all_jobs()
         options = dataclasses.replace(FAST, public_url="https://backups.example.com")

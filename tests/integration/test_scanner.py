@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
 
-from service.models import Artifact, JobCheck, ScanRun
+from service.models import Artifact, JobCheck, NotificationEvent, ScanRun
 from service.scanner import BackupScanner
 
 from support import add_job, get_job, make_file
@@ -498,3 +498,96 @@ async def test_names_that_escape_alike_do_not_break_the_job(sessionmaker, clock,
         assert report.jobs[0].status == "ok", report.jobs[0].reasons
         assert report.jobs[0].error is None
     assert [a.path for a in await artifacts(sessionmaker)] == ["a\\xff.bak"]
+
+
+def _write_in_place(path: Path, data: bytes, mtime: datetime) -> None:
+    """Append to the file as a dump does (same inode, growing), then set its time."""
+    with open(path, "ab") as handle:
+        handle.write(data)
+    os.utime(path, (mtime.timestamp(), mtime.timestamp()))
+
+
+async def test_a_backup_being_written_is_judged_once_it_settles(sessionmaker, clock, tmp_path):
+    """pg_dump | gzip > db.sql.gz: a scan in the middle of the dump must tell nothing."""
+    backups = tmp_path / "db"
+    for day in range(1, 4):
+        make_file(backups / f"db-{day}.sql.gz", 100 * 1024, clock.now - day * DAY)
+    await add_job(
+        sessionmaker, clock.now - 10 * DAY, name="db", source=local(backups),
+        rules={"min_size": "80KiB", "max_size_drop": 40},
+    )  # fmt: skip
+    assert [j.status for j in (await scan(sessionmaker, clock)).jobs] == ["ok"]
+
+    tonight = backups / "db-0.sql.gz"
+    _write_in_place(tonight, b"x" * 50 * 1024, clock.now - timedelta(seconds=5))
+    first = (await scan(sessionmaker, clock)).jobs[0]
+    assert (first.status, first.reasons) == ("ok", [])  # no too_small, no size_drop
+    job = await get_job(sessionmaker, "db")
+    assert job.latest_artifact == {
+        "path": "db-0.sql.gz", "size": 50 * 1024,
+        "mtime": (clock.now - timedelta(seconds=5)).isoformat(), "being_written": True,
+    }  # fmt: skip
+    # Judged again once it may have settled, by the deadline tick.
+    assert job.next_check_at == clock.now - timedelta(seconds=5) + timedelta(minutes=2)
+
+    # Done, but with a time an hour old (the writer's clock is behind): it changed since the
+    # previous listing, so it may still be written.
+    finished = clock.advance(minutes=1) - HOUR
+    _write_in_place(tonight, b"x" * 50 * 1024, finished)
+    second = (await scan(sessionmaker, clock)).jobs[0]
+    assert (second.status, second.reasons) == ("ok", [])
+    assert (await get_job(sessionmaker, "db")).latest_artifact["being_written"] is True
+
+    clock.advance(minutes=3)  # settled: unchanged since the previous listing, and old enough
+    third = (await scan(sessionmaker, clock)).jobs[0]
+    assert (third.status, third.reasons) == ("ok", [])
+    assert (await get_job(sessionmaker, "db")).latest_artifact == {
+        "path": "db-0.sql.gz", "size": 100 * 1024, "mtime": finished.isoformat(),
+    }  # fmt: skip
+    async with sessionmaker() as session:
+        checks = (await session.scalars(select(JobCheck.status))).all()
+        notices = (await session.scalars(select(NotificationEvent.kind))).all()
+    assert "critical" not in checks and "warning" not in checks
+    assert notices == []  # no false alarm, and so no recovery either
+
+
+async def test_a_backup_still_small_when_settled_is_told(sessionmaker, clock, tmp_path):
+    """Settling delays the verdict on a truncated dump; it does not hide it."""
+    backups = tmp_path / "db"
+    for day in range(1, 4):
+        make_file(backups / f"db-{day}.sql.gz", 100 * 1024, clock.now - day * DAY)
+    make_file(backups / "db-0.sql.gz", 10 * 1024, clock.now - timedelta(seconds=30))
+    await add_job(
+        sessionmaker, clock.now - 10 * DAY, name="db", source=local(backups),
+        rules={"min_size": "80KiB"},
+    )  # fmt: skip
+    assert [j.status for j in (await scan(sessionmaker, clock)).jobs] == ["ok"]
+    clock.advance(minutes=2)
+    result = (await scan(sessionmaker, clock)).jobs[0]
+    assert (result.status, [r["code"] for r in result.reasons]) == ("critical", ["too_small"])
+
+
+@pytest.mark.parametrize(
+    ("exclude", "listed"),
+    [
+        pytest.param(None, ["db-1.sql.gz"], id="default-skips-temporary-names"),
+        pytest.param(
+            [], [".db-2.sql.gz.Xa1b2", "db-1.sql.gz", "db-2.sql.gz.part", "notes.partial",
+                 "x.tmp"], id="empty-list-excludes-nothing",
+        ),
+        pytest.param(["*.part"], [".db-2.sql.gz.Xa1b2", "db-1.sql.gz", "notes.partial", "x.tmp"],
+                     id="given-list-replaces-default"),
+    ],
+)  # fmt: skip
+async def test_temporary_and_dot_files_are_not_artifacts(
+    sessionmaker, clock, tmp_path, exclude, listed
+):
+    backups = tmp_path / "db"
+    old = clock.now - HOUR
+    for name in ("db-1.sql.gz", "db-2.sql.gz.part", ".db-2.sql.gz.Xa1b2", "x.tmp", "notes.partial"):
+        make_file(backups / name, 1000, old)
+    source = local(backups) if exclude is None else local(backups, exclude=exclude)
+    await add_job(sessionmaker, clock.now - 10 * DAY, name="db", source=source)
+    result = (await scan(sessionmaker, clock)).jobs[0]
+    assert sorted(a.path for a in await artifacts(sessionmaker)) == listed
+    assert result.artifact_count == len(listed)

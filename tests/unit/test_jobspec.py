@@ -16,7 +16,14 @@ FULL: dict[str, Any] = {
     "name": "db-nightly",
     "description": "PostgreSQL dump of the main database",
     "tags": ["db", "prod"],
-    "source": {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz", "recursive": True},
+    "source": {
+        "type": "local",
+        "path": "/backups/db",
+        "pattern": "*.sql.gz",
+        "recursive": True,
+        "exclude": ["*.tmp", "*.sql.gz.new"],
+        "settle": "5m",
+    },
     "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris"},
     "grace": "1h30m",
     "rules": {"min_size": "1MiB", "max_size": "2GB", "min_count": 7, "max_size_drop": "50%"},
@@ -26,7 +33,14 @@ FULL: dict[str, Any] = {
 FULL_DECLARATION: dict[str, Any] = {
     "description": "PostgreSQL dump of the main database",
     "tags": ["db", "prod"],
-    "source": {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz", "recursive": True},
+    "source": {
+        "type": "local",
+        "path": "/backups/db",
+        "pattern": "*.sql.gz",
+        "recursive": True,
+        "exclude": ["*.tmp", "*.sql.gz.new"],
+        "settle": 300,
+    },
     "schedule": {"every": None, "cron": "0 2 * * *", "timezone": "Europe/Paris"},
     "grace": 5400,
     "rules": {
@@ -108,6 +122,24 @@ def test_source_defaults() -> None:
     source = parse_job(with_(MINIMAL, source={"type": "local", "path": "/b"})).source
     assert source is not None
     assert (source.pattern, source.recursive) == ("*", False)
+    # Two minutes to settle; the usual temporary names and dot-files are not backups.
+    assert (source.settle, source.exclude) == (120, None)
+    assert source.excluded == ("*.tmp", "*.part", "*.partial", ".*")
+
+
+@pytest.mark.parametrize(
+    ("given", "settle", "excluded"),
+    [
+        pytest.param({"exclude": []}, 120, (), id="empty-exclude-excludes-nothing"),
+        pytest.param({"exclude": ["*.new"]}, 120, ("*.new",), id="given-list-replaces-default"),
+        pytest.param({"settle": 0}, 0, ("*.tmp", "*.part", "*.partial", ".*"), id="settle-off"),
+        pytest.param({"settle": "30m"}, 1800, ("*.tmp", "*.part", "*.partial", ".*"), id="text"),
+    ],
+)
+def test_source_settle_and_exclude(given: dict[str, Any], settle: int, excluded: Any) -> None:
+    source = parse_job(with_(MINIMAL, source={"type": "local", "path": "/b", **given})).source
+    assert source is not None
+    assert (source.settle, source.excluded) == (settle, excluded)
 
 
 @pytest.mark.parametrize(
@@ -393,6 +425,30 @@ def test_unknown_field_anywhere(fields: dict[str, Any], field: str) -> None:
             id="pattern-empty",
         ),
         pytest.param(
+            {"source": {**SOURCE, "exclude": ["tmp/*.part"]}},
+            "source.exclude.0",
+            "a glob on the file name",
+            id="exclude-with-slash",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "exclude": [""]}},
+            "source.exclude.0",
+            "not empty",
+            id="exclude-empty",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "exclude": "*.tmp"}},
+            "source.exclude",
+            "tuple",
+            id="exclude-not-a-list",
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "settle": -1}}, "source.settle", "", id="settle-negative"
+        ),
+        pytest.param(
+            {"source": {**SOURCE, "settle": "soon"}}, "source.settle", "", id="settle-words"
+        ),
+        pytest.param(
             {"source": {"type": "s3", "path": "/bucket"}},
             "source.type",
             "(got 's3')",
@@ -584,6 +640,18 @@ OVER_THE_LIMIT: list[Any] = [
         "source.pattern",
         "at most 1024 characters",
         id="pattern",
+    ),
+    pytest.param(
+        {"source": {**SOURCE, "exclude": ["*a" * 512 + "*"]}},
+        "source.exclude.0",
+        "at most 1024 characters",
+        id="exclude-glob",
+    ),
+    pytest.param(
+        {"source": {**SOURCE, "exclude": [f"*.{i}" for i in range(51)]}},
+        "source.exclude",
+        "at most 50 items",
+        id="exclude-count",
     ),
     pytest.param(
         {"schedule": {"cron": CRON_AT_THE_LIMIT + " "}},

@@ -6,6 +6,7 @@ import functools
 import itertools
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, available_timezones
@@ -19,6 +20,7 @@ from service.scanner.rules import (
     Evaluation,
     Reason,
     RunFacts,
+    being_written,
     evaluate,
     next_deadline,
     worst_status,
@@ -484,7 +486,7 @@ def test_size_drop_previous_in_mtime_then_path_order() -> None:
     ]
     spec = job(rules={"max_size_drop": 50})
     for order in (artifacts, artifacts[::-1]):
-        evaluation = evaluate(spec, order, now=T0, created_at=CREATED)
+        evaluation = evaluate(spec, order, now=T0 + HOUR, created_at=CREATED)
         assert evaluation.newest == artifacts[-1]
         assert codes(evaluation) == ["size_drop"]  # median of 100, 1000, 1000, 1000 is 1000
 
@@ -1188,3 +1190,101 @@ def test_undated_files_are_a_warning_naming_them_and_the_rest_is_judged() -> Non
     # A paused job says nothing; a source that cannot be read says only that.
     assert codes(run(job(paused=True), [], undated=undated)) == []
     assert codes(run(job(), [], source_error="gone", undated=undated)) == ["source_error"]
+
+
+# --- settle: a newest file still being written -----------------------------------------------
+
+WRITTEN = art(T0, 5 * MIB, "db-2026-11-20.sql.gz")
+
+
+@pytest.mark.parametrize(
+    ("age", "last_listed", "settle", "expected"),
+    [
+        pytest.param(0 * SECOND, None, 120, True, id="modified-now"),
+        pytest.param(119 * SECOND, None, 120, True, id="119s-old-writing"),
+        pytest.param(120 * SECOND, None, 120, False, id="120s-old-settled"),
+        pytest.param(-119 * SECOND, None, 120, True, id="119s-ahead-writing"),
+        pytest.param(-120 * SECOND, None, 120, False, id="120s-ahead-settled"),
+        pytest.param(0 * SECOND, None, 0, False, id="settle-0-never"),
+        pytest.param(HOUR, replace(WRITTEN, size=4 * MIB), 120, True, id="grew-since-listed"),
+        pytest.param(HOUR, replace(WRITTEN, mtime=T0 - DAY), 120, True, id="mtime-changed"),
+        pytest.param(HOUR, WRITTEN, 120, False, id="same-as-listed"),
+        pytest.param(HOUR, replace(WRITTEN, path="other", size=1), 120, False, id="new-file"),
+        pytest.param(HOUR, replace(WRITTEN, size=4 * MIB), 0, False, id="settle-0-changed"),
+    ],
+)
+def test_being_written(
+    age: timedelta, last_listed: ArtifactFact | None, settle: int, expected: bool
+) -> None:
+    assert being_written(WRITTEN, last_listed, settle=settle, now=T0 + age) is expected
+
+
+def _settling(*, settle: int = 120) -> JobSpec:
+    rules = {"min_size": "8MiB", "max_size_drop": 40}
+    return job(source={**SOURCE, "settle": settle}, rules=rules)
+
+
+@pytest.mark.parametrize(
+    ("artifacts", "age", "settle", "last_listed", "expected", "judged_is_writing"),
+    [
+        # Three good nightly dumps, tonight's is 5 MiB so far and modified 30 s ago.
+        pytest.param(
+            [*series([10 * MIB] * 3, newest=T0 - DAY), WRITTEN], 30 * SECOND, 120, None, [],
+            True, id="being-written-not-judged",
+        ),
+        pytest.param(
+            [*series([10 * MIB] * 3, newest=T0 - DAY), WRITTEN], 120 * SECOND, 120, None,
+            ["too_small", "size_drop"], False, id="settled-at-exactly-settle",
+        ),
+        pytest.param(
+            [*series([10 * MIB] * 3, newest=T0 - DAY), WRITTEN], 0 * SECOND, 0, None,
+            ["too_small", "size_drop"], False, id="settle-0-judges-at-once",
+        ),
+        # Its time is an hour old (a writer's clock behind) but it grew since the last listing.
+        pytest.param(
+            [*series([10 * MIB] * 3, newest=T0 - DAY), WRITTEN], HOUR, 120,
+            replace(WRITTEN, size=4 * MIB), [], True, id="changed-since-previous-listing",
+        ),
+        pytest.param(
+            [*series([10 * MIB] * 3, newest=T0 - DAY), WRITTEN], HOUR, 120, WRITTEN,
+            ["too_small", "size_drop"], False, id="unchanged-since-previous-listing",
+        ),
+        # The first backup ever is being written: no size is judged, and it is not missing.
+        pytest.param([WRITTEN], 10 * SECOND, 120, None, [], True, id="no-settled-file"),
+        # The newest settled one (yesterday's) was truncated: that is what is told.
+        pytest.param(
+            [*series([10 * MIB, 10 * MIB, 10 * MIB, 2 * MIB], newest=T0 - DAY), WRITTEN],
+            10 * SECOND, 120, None, ["too_small", "size_drop"], True,
+            id="newest-settled-is-older",
+        ),
+    ],
+)  # fmt: skip
+def test_settle_judges_the_newest_settled_file(
+    artifacts: list[ArtifactFact],
+    age: timedelta,
+    settle: int,
+    last_listed: ArtifactFact | None,
+    expected: list[str],
+    judged_is_writing: bool,
+) -> None:
+    now = T0 + age
+    evaluation = run(_settling(settle=settle), artifacts, now=now, last_listed=last_listed)
+    assert codes(evaluation) == expected
+    assert evaluation.newest == WRITTEN  # freshness and the dashboard: the file being written
+    assert evaluation.writing == (WRITTEN if judged_is_writing else None)
+    if judged_is_writing:
+        # Judged again once it may have settled, not at the next full scan.
+        settled_at = WRITTEN.mtime + settle * SECOND
+        assert evaluation.deadline == (settled_at if settled_at > now else now + settle * SECOND)
+        assert all(WRITTEN.path not in reason.message for reason in evaluation.reasons)
+    if expected and judged_is_writing:
+        assert evaluation.reasons[0].message.startswith("newest settled backup db-2026-11-19")
+
+
+def test_a_backup_being_written_is_not_late() -> None:
+    # Yesterday's is 26 h old (late by itself); tonight's, being written, proves the job ran.
+    artifacts = [*series([10 * MIB] * 3, newest=T0 - 26 * HOUR + 10 * SECOND), WRITTEN]
+    now = T0 + 10 * SECOND
+    assert run(_settling(), artifacts[:-1], now=now).status == "critical"  # late without it
+    evaluation = run(_settling(), artifacts, now=now)
+    assert (evaluation.status, evaluation.writing) == ("ok", WRITTEN)

@@ -18,4 +18,7 @@ __all__ = [
 
 def open_source(spec: LocalSourceSpec, *, scan_roots: Sequence[Path] = ()) -> Source:
     """The source implementation for a job's declared source."""
-    return LocalSource(spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots)
+    return LocalSource(
+        spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,
+        exclude=spec.excluded,
+    )  # fmt: skip

@@ -32,10 +32,11 @@ def _describe(exc: OSError) -> str:
 class LocalSource:
     def __init__(
         self, path: str, pattern: str = "*", *, recursive: bool = False,
-        scan_roots: Sequence[Path] = (),
+        scan_roots: Sequence[Path] = (), exclude: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.path = self.label = path
         self.pattern = pattern
+        self.exclude = tuple(exclude)
         self.recursive = recursive
         self.scan_roots = tuple(scan_roots)
 
@@ -55,7 +56,7 @@ class LocalSource:
         # Compiled here, in the walking thread: sources are made on the event loop, and a long
         # glob takes milliseconds to compile (a 300 KB one took seconds). fnmatch.fnmatchcase
         # would compile the same regex; this is once per walk, not per file.
-        matches = re.compile(fnmatch.translate(self.pattern)).match
+        matches = _matcher(self.pattern, self.exclude)
         listing = Listing()
         visited = {(root_stat.st_dev, root_stat.st_ino)}
         pending: list[tuple[str, str]] = [("", root)]
@@ -156,6 +157,15 @@ class LocalSource:
             pending.append((rel, entry.path))
         elif stat.S_ISREG(info.st_mode) and matches(entry.name):
             listing.entries.append((display_path(rel), info.st_size, info.st_mtime_ns // 1000))
+
+
+def _matcher(pattern: str, exclude: Sequence[str]) -> Matcher:
+    """A file name test: it matches `pattern` and none of `exclude` (one regex for all)."""
+    wanted = fnmatch.translate(pattern)
+    if not exclude:
+        return re.compile(wanted).match
+    unwanted = "|".join(fnmatch.translate(glob) for glob in exclude)
+    return re.compile(f"(?!(?:{unwanted}))(?:{wanted})").match
 
 
 def _drop_escape_collisions(listing: Listing) -> None:
