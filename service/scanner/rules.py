@@ -97,6 +97,8 @@ class Evaluation:
     # The newest artifact when it is still being written (see being_written): it counts for
     # freshness, while the size rules judge the newest settled one.
     writing: ArtifactFact | None = None
+    # When `writing` may have settled: the job is judged again then (see next_check).
+    settles_at: datetime | None = None
 
 
 def evaluate(
@@ -205,13 +207,12 @@ def evaluate(
     if writing is not None:
         judged = previous[-1] if previous else None
         previous = previous[:-1]
-        # Judged again once it may have settled (the deadline tick takes the job then): when
-        # its time is `settle` old, or (changed since the last listing) `settle` from now.
+        # It may have settled when its time is `settle` old, or (changed since the last
+        # listing) `settle` from now.
         settled_at = writing.mtime + timedelta(seconds=settle)
-        recheck = settled_at if settled_at > now else now + timedelta(seconds=settle)
-        deadline_or_recheck = min(deadline, recheck)
+        settles_at = settled_at if settled_at > now else now + timedelta(seconds=settle)
     else:
-        deadline_or_recheck = deadline
+        settles_at = None
     if judged is not None:
         what = "newest settled backup" if writing is not None else "newest backup"
         reasons.extend(_size_reasons(spec, judged, previous[-SIZE_DROP_WINDOW:], what))
@@ -229,8 +230,8 @@ def evaluate(
 
     status = _worst_severity(reasons) if reasons else "ok"
     return Evaluation(
-        status=status, reasons=tuple(reasons), deadline=deadline_or_recheck, newest=newest,
-        writing=writing,
+        status=status, reasons=tuple(reasons), deadline=deadline, newest=newest,
+        writing=writing, settles_at=settles_at,
     )  # fmt: skip
 
 
@@ -275,7 +276,8 @@ def next_check(
 
     Candidates: the deadline; the first instant an open run is past `max_duration` (the newest
     start only, as run_facts says; a finished or superseded run has none); the instant a
-    newest file dated in the future stops being so (its deadline then counts from its date).
+    newest file dated in the future stops being so (its deadline then counts from its date);
+    the instant a newest file being written may have settled (its size is judged then).
     """
     now = _as_utc(now, "now")
     if evaluation.deadline is None:  # paused, or nothing could be listed: nothing to wait for
@@ -287,6 +289,8 @@ def next_check(
         # is then seen at the next full scan; the job is critical already.
         return evaluation.deadline
     candidates = [evaluation.deadline]
+    if evaluation.settles_at is not None:
+        candidates.append(evaluation.settles_at)
     max_duration = spec.rules.max_duration
     if max_duration is not None and runs is not None and runs.running_since is not None:
         # run_overdue holds once the run is strictly longer than max_duration.

@@ -22,6 +22,7 @@ from service.scanner.rules import (
     RunFacts,
     being_written,
     evaluate,
+    next_check,
     next_deadline,
     worst_status,
 )
@@ -1275,7 +1276,10 @@ def test_settle_judges_the_newest_settled_file(
     if judged_is_writing:
         # Judged again once it may have settled, not at the next full scan.
         settled_at = WRITTEN.mtime + settle * SECOND
-        assert evaluation.deadline == (settled_at if settled_at > now else now + settle * SECOND)
+        settles_at = settled_at if settled_at > now else now + settle * SECOND
+        assert evaluation.settles_at == settles_at
+        assert next_check(_settling(settle=settle), evaluation, None, now) == settles_at
+        assert evaluation.deadline is not None and evaluation.deadline > settles_at
         assert all(WRITTEN.path not in reason.message for reason in evaluation.reasons)
     if expected and judged_is_writing:
         assert evaluation.reasons[0].message.startswith("newest settled backup db-2026-11-19")
