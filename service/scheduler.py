@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlalchemy import and_, case, func, or_, select, update
+from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import database_url_of
@@ -167,10 +167,12 @@ async def run_deadline_tick(
                 .where(Ping.id > last_seen)
                 .group_by(Ping.job_id, Job.name)
             )
-            for job_id, name, received, newest in pinged.all():
+            for job_id, name, _received, newest in pinged.all():
                 last_seen = max(last_seen, newest)
-                later = or_(Job.checked_at.is_(None), Job.checked_at < received)
-                if name not in claimed and await _claim(session, job_id, later, now):
+                # Not "checked before the ping was received": a ping is received before the
+                # writer commits it, so a look in between (a scan) would have hidden it. Each
+                # new ping is seen by one tick of this process, which judges its job once.
+                if name not in claimed and await _claim(session, job_id, true(), now):
                     claimed.add(name)
             await session.commit()
             _last_ping_ids[session_factory] = last_seen
@@ -185,6 +187,20 @@ async def run_deadline_tick(
                 database_url_of(session_factory),
             )  # fmt: skip
             return []
+
+
+async def _start_pings_of_the_tick(session_factory: async_sessionmaker[AsyncSession]) -> None:
+    """The tick judges the jobs of the pings from now on; those before are the first full
+    scan's (it starts after this). Taken at the start, not at the first tick: a ping stored in
+    between, whose job the first full scan had already judged, would have been nobody's until
+    the next full scan. If the database cannot say now, the first tick takes it then."""
+    try:
+        async with session_factory() as session:
+            newest = await session.scalar(select(func.max(Ping.id)))
+    except Exception as exc:
+        log_failure(logger, "cannot read the newest ping", exc, database_url_of(session_factory))
+        return
+    _last_ping_ids[session_factory] = newest or 0
 
 
 def _add_interval_job(
@@ -239,6 +255,7 @@ async def start_scheduler(
     )
     logger.info("Job '%s' added to the scheduler. Interval: %g minutes.", JOB_ID, minutes)
     if tick_seconds is not None:
+        await _start_pings_of_the_tick(session_factory)
         # Between full scans, a job is judged within seconds of its deadline.
         _add_interval_job(
             TICK_JOB_ID, run_deadline_tick, session_factory, scan_options, seconds=tick_seconds

@@ -281,7 +281,11 @@ class Change:
     state: dict[str, Any]
     result: JobResult
     sync: bool
-    checked_at: datetime
+    checked_at: datetime  # when it was judged (history, notices)
+    # When the facts it was judged on were read (<= checked_at): what jobs.checked_at records, so
+    # that a ping stored after that read is still newer than the job's last look (the deadline
+    # tick judges the jobs whose pings are newer than their checked_at).
+    seen_at: datetime
 
 
 class BackupScanner:
@@ -309,6 +313,7 @@ class BackupScanner:
         self.heartbeat_seconds = heartbeat_seconds
         self._touched: list[dict[str, Any]] = []
         self._pinged: set[int] = set()
+        self._pinged_at: datetime | None = None  # when _pinged was read
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
         """Scan every job (or those named) and record the run."""
@@ -337,6 +342,7 @@ class BackupScanner:
                 query = query.where(Job.name.in_(names))
             jobs = [_job_row(row) for row in (await session.execute(query)).all()]
             # Most jobs never ping: read runs only for those that did (one query per scan).
+            self._pinged_at = self.clock()
             self._pinged = await pings.jobs_with_pings(session, [job.id for job in jobs])
             await session.commit()  # end the read transaction
             report.status = await self._pipeline(jobs, report.jobs)
@@ -497,12 +503,15 @@ class BackupScanner:
         results: list[JobResult] = []
         changes: list[Change] = []
         pinged = [o.job.id for o in batch if o.job.id in self._pinged]
+        facts_read_at = self.clock()
         facts = await pings.run_facts_of(self.session, pinged) if pinged else {}
         if pinged:
             await self.session.commit()  # end the read transaction before any write
         for observation in batch:
             try:
-                change = self._judge(observation, facts.get(observation.job.id))
+                # A job with no ping when the scan began was seen pingless then.
+                seen_at = facts_read_at if observation.job.id in self._pinged else self._pinged_at
+                change = self._judge(observation, facts.get(observation.job.id), seen_at)
             except Exception as exc:  # a bug, or data no rule foresaw: this job only
                 change = self._unjudged(observation, exc)
             results.append(change.result)
@@ -516,14 +525,19 @@ class BackupScanner:
             ):
                 changes.append(change)
             else:
-                self._touched.append({"job_id": observation.job.id, "checked": change.checked_at})
+                self._touched.append({"job_id": observation.job.id, "checked": change.seen_at})
         if len(self._touched) >= TOUCH_BATCH:
             await self._flush_touched()
         if changes:
             await self._write_isolated(changes)
         return results
 
-    def _judge(self, observation: Observation, runs: RunFacts | None = None) -> Change:
+    def _judge(
+        self,
+        observation: Observation,
+        runs: RunFacts | None = None,
+        seen_at: datetime | None = None,
+    ) -> Change:
         job, spec, listing = observation.job, observation.spec, observation.listing
         now = self.clock()
         newest = [
@@ -574,7 +588,7 @@ class BackupScanner:
         result = JobResult(
             job.name, evaluation.status, reasons, latest, count, error=observation.source_error
         )
-        return Change(observation, state, result, sync, now)
+        return Change(observation, state, result, sync, now, min(now, seen_at or now))
 
     def _unjudged(self, observation: Observation, exc: Exception) -> Change:
         """The job could not be judged: it is unknown, with the error as its reason, until a
@@ -591,7 +605,8 @@ class BackupScanner:
         result = JobResult(
             job.name, "unknown", reasons, job.latest_artifact, job.artifact_count, error=message
         )
-        return Change(observation, state, result, sync=False, checked_at=self.clock())
+        now = self.clock()
+        return Change(observation, state, result, sync=False, checked_at=now, seen_at=now)
 
     async def _write_isolated(self, changes: Sequence[Change]) -> None:
         """Write the changes in one transaction; if that fails, one transaction per job."""
@@ -720,7 +735,7 @@ class BackupScanner:
         else:
             told, told_reasons = state["status"], state["reasons"]
         values = {f"new_{name}": value for name, value in state.items()}
-        values.update(job_id=change.observation.job.id, new_checked_at=change.checked_at,
+        values.update(job_id=change.observation.job.id, new_checked_at=change.seen_at,
                       new_status_changed_at=changed_at, new_renotify_at=reminder,
                       new_notified_status=told, new_notified_reasons=told_reasons)  # fmt: skip
         return values
@@ -734,7 +749,7 @@ class BackupScanner:
         """
         session = self.session
         await lock_for_write(session)
-        observed = {change.observation.job.id: change.checked_at for change in changes}
+        observed = {change.observation.job.id: change.seen_at for change in changes}
         query = select(
             Job.id, Job.status, Job.reasons, Job.status_changed_at, Job.checked_at,
             Job.updated_at, Job.renotify_at, Job.notified_status, Job.notified_reasons,

@@ -80,6 +80,30 @@ async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):
     assert await run_deadline_tick(sessionmaker) == []  # judged: not again
 
 
+async def test_a_ping_between_the_start_and_the_first_tick_is_judged_by_it(sessionmaker):
+    """The tick used to take the pings already stored at its first run as the first full
+    scan's: a /start sent just after the service started (its job judged by that scan before
+    the ping came) was judged only at the next full scan, 15 minutes later."""
+    from service.pings import PingWriter, Received
+
+    await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
+    key = (await get_job(sessionmaker, "hb")).ping_key
+    # Started as serve starts it; the tick is left to this test (its interval is an hour).
+    await start_scheduler(sessionmaker, interval_minutes=60, run_now=False, tick_seconds=3600)
+    try:
+        writer = PingWriter(sessionmaker)
+        writer.start()
+        try:
+            assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
+        finally:
+            await writer.stop()
+        assert await run_deadline_tick(sessionmaker) == ["hb"]  # the first tick
+    finally:
+        await shutdown_scheduler()
+    job = await get_job(sessionmaker, "hb")
+    assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
+
+
 async def test_a_backup_being_written_is_judged_by_the_tick_once_settled(
     sessionmaker, clock, tmp_path
 ):
