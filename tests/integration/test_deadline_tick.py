@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from service.models import Job
+from service.pings import PingWriter, Received
 from service.scheduler import run_deadline_tick, shutdown_scheduler, start_scheduler
 
 from support import add_job, get_job, make_file
@@ -62,18 +63,21 @@ async def test_a_due_job_is_claimed_by_one_tick_only(sessionmaker, tmp_path):
     assert await run_deadline_tick(sessionmaker) == []
 
 
-async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):
-    from service.pings import PingWriter, Received
-
-    await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
-    key = (await get_job(sessionmaker, "hb")).ping_key
-    await run_deadline_tick(sessionmaker)  # the tick starts from the pings already there
+async def store_failure_ping(sessionmaker, key: str) -> None:
+    """A /fail ping stored as the service stores it (through the ping writer)."""
     writer = PingWriter(sessionmaker)
     writer.start()
     try:
         assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
     finally:
         await writer.stop()
+
+
+async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):
+    await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
+    key = (await get_job(sessionmaker, "hb")).ping_key
+    await run_deadline_tick(sessionmaker)  # the tick starts from the pings already there
+    await store_failure_ping(sessionmaker, key)
     assert await run_deadline_tick(sessionmaker) == ["hb"]
     job = await get_job(sessionmaker, "hb")
     assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
@@ -84,19 +88,12 @@ async def test_a_ping_between_the_start_and_the_first_tick_is_judged_by_it(sessi
     """The tick used to take the pings already stored at its first run as the first full
     scan's: a /start sent just after the service started (its job judged by that scan before
     the ping came) was judged only at the next full scan, 15 minutes later."""
-    from service.pings import PingWriter, Received
-
     await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
     key = (await get_job(sessionmaker, "hb")).ping_key
     # Started as serve starts it; the tick is left to this test (its interval is an hour).
     await start_scheduler(sessionmaker, interval_minutes=60, run_now=False, tick_seconds=3600)
     try:
-        writer = PingWriter(sessionmaker)
-        writer.start()
-        try:
-            assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
-        finally:
-            await writer.stop()
+        await store_failure_ping(sessionmaker, key)
         assert await run_deadline_tick(sessionmaker) == ["hb"]  # the first tick
     finally:
         await shutdown_scheduler()
