@@ -17,6 +17,8 @@ import asyncio
 import os
 import shlex
 import shutil
+import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +73,16 @@ class DemoJob:
     files: list[DemoFile] = field(default_factory=list)
     # False for the job whose source directory must not exist (status unknown).
     create_source: bool = True
+    # A file still being written when the demo starts (its first size is in `files`): the demo
+    # grows it to this size, a step every few seconds, as a dump in progress does.
+    growing: DemoGrowth | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DemoGrowth:
+    path: str  # relative to the job's source directory, one of the job's files
+    final_size: int
+    seconds: float  # how long the writing lasts
 
 
 def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
@@ -103,6 +115,9 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
     # The newest is 2 MiB; the previous ones have a median of exactly 10 MiB: an 80 % drop.
     crm_steps = (-4, 2, -1, 4, 0, -3, 1, 3, -2)
     crm_sizes = [2 * MiB] + [10 * MiB + step * 100 * KiB for step in crm_steps]
+    # Tonight's ERP dump started a moment ago: 256 KiB so far, the usual ones are 3 MiB.
+    erp_dumps = daily("erp-", ".sql.gz", now - DAY, [3 * MiB + index * KiB for index in range(6)])
+    erp_writing = DemoFile(f"erp-{now.astimezone(UTC):%Y-%m-%d}.sql.gz", 256 * KiB, now)
     return [
         DemoJob(
             "db-nightly",
@@ -176,6 +191,21 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
                 "rules": {"min_size": "1MiB"},
             },
             daily("uploads-", ".tar", now - 2 * HOUR, [120] + [3 * MiB // 2] * 6),
+        ),
+        DemoJob(
+            "erp-dump-writing",
+            "ok (being written): tonight's dump is still being written; its size is judged "
+            "once it settles (source.settle, 2 min by default), not while it grows",
+            {
+                "description": "ERP database dump, written in place by pg_dump | gzip",
+                "tags": ["db"],
+                "source": source("erp-dump-writing", "*.sql.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "rules": {"min_size": "2MiB", "max_size_drop": "50%"},
+            },
+            [erp_writing, *erp_dumps],
+            growing=DemoGrowth(erp_writing.path, final_size=3 * MiB, seconds=600),
         ),
         DemoJob(
             "files-missing",
@@ -276,6 +306,37 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
             daily("ftp-", ".tar.gz", now - 90 * DAY, [MiB] * 3),
         ),
     ]
+
+
+def grow(path: Path, growth: DemoGrowth, *, step_seconds: float = 5.0) -> None:
+    """Write `path` as a dump in progress does: a larger size and a new modification time every
+    `step_seconds`, until it reaches its final size after `growth.seconds`. Blocks: run it in a
+    thread. Stops quietly when the file is gone (the sandbox was rebuilt)."""
+    start = os.stat(path).st_size
+    steps = max(1, round(growth.seconds / step_seconds))
+    for step in range(1, steps + 1):
+        time.sleep(step_seconds)
+        size = start + (growth.final_size - start) * step // steps
+        try:
+            with open(path, "r+b") as handle:
+                handle.truncate(size)
+        except FileNotFoundError:
+            return
+
+
+def start_writers(backups: Path, jobs: Sequence[DemoJob]) -> list[threading.Thread]:
+    """A daemon thread per demo file still being written (they end with the process)."""
+    threads = []
+    for job in jobs:
+        if job.growing is None:
+            continue
+        path = backups / job.name / job.growing.path
+        thread = threading.Thread(
+            target=grow, args=(path, job.growing), name=f"demo-writer-{job.name}", daemon=True
+        )
+        thread.start()
+        threads.append(thread)
+    return threads
 
 
 def cron_fires(
@@ -458,5 +519,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         demo_settings, "prepare the demo", lambda: asyncio.run(prepare(settings, root, now))
     )
     own = "database_url" not in settings.model_fields_set
+    start_writers(root / BACKUPS_DIR, demo_jobs(root / BACKUPS_DIR, now))
     print(banner(root, url, args.host, args.port, own_database=own), flush=True)
     return cmd_serve(demo_settings, args)

@@ -28,6 +28,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "vm-images": ("ok", set()),
     "app-late": ("critical", {"late"}),
     "uploads-truncated": ("critical", {"too_small"}),
+    "erp-dump-writing": ("ok", set()),
     "files-missing": ("critical", {"missing"}),
     "crm-shrinking": ("warning", {"size_drop"}),
     "mail-archive": ("warning", {"too_few"}),
@@ -77,6 +78,12 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert latest["size"] > 1024 * 1024
     assert datetime.fromisoformat(latest["mtime"]) == now - timedelta(hours=5)
 
+    # Tonight's dump is being written: it counts as fresh, its 256 KiB are not judged small.
+    writing = results["erp-dump-writing"].latest_artifact
+    assert writing is not None
+    assert writing["being_written"] is True
+    assert writing["size"] == 256 * 1024
+
     # The recursive job found the images in each host's subdirectory, and only them.
     async with sessionmaker() as session:
         paths = set(
@@ -85,6 +92,20 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert len(paths) == 6
     assert {path.split("/")[0] for path in paths} == {"web01", "db01"}
     assert all(path.endswith(".qcow2") for path in paths)
+
+
+def test_the_demo_grows_its_dump_in_progress_to_its_final_size(tmp_path):
+    now = datetime.now(UTC)
+    root = tmp_path / "demo"
+    demo.build_sandbox(root, now)
+    job = next(job for job in demo.demo_jobs(root / "backups", now) if job.growing)
+    path = root / "backups" / job.name / job.growing.path
+    before = path.stat()
+    growth = demo.DemoGrowth(job.growing.path, final_size=job.growing.final_size, seconds=0.2)
+    demo.grow(path, growth, step_seconds=0.05)
+    after = path.stat()
+    assert before.st_size < after.st_size == job.growing.final_size
+    assert after.st_mtime_ns > before.st_mtime_ns
 
 
 def test_sandbox_is_rebuilt_but_a_foreign_directory_is_never_wiped(tmp_path):
@@ -149,7 +170,7 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
     assert code == 0, err.read_text()
 
     assert status["counts"] == {
-        "ok": 3, "warning": 4, "critical": 3, "unknown": 1, "pending": 1, "paused": 1,
+        "ok": 4, "warning": 4, "critical": 3, "unknown": 1, "pending": 1, "paused": 1,
     }  # fmt: skip
     assert status["status"] == "critical"
     banner = out.read_text()
