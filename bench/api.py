@@ -60,6 +60,8 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 from scan import code_version, verdict  # bench/scan.py, beside this file
+from sqlalchemy import Column, Table, inspect
+from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 
 from service import migrate
@@ -233,22 +235,34 @@ def build_fleet(count: int, per_job: int, now: datetime, seed: int = 1) -> Fleet
     return fleet
 
 
-JOB_COLUMNS = (
-    "name", "description", "tags", "source", "schedule", "grace", "rules", "paused",
-    "created_at", "updated_at", "status", "reasons", "latest_artifact", "artifact_count",
-    "checked_at", "status_changed_at", "next_check_at", "listing_digest", "ping_key",
-)  # fmt: skip
-JSON_COLUMNS = {"tags", "source", "schedule", "rules", "reasons", "latest_artifact"}
 ARTIFACT_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen")
+DIALECT = asyncpg_dialect()
 
 
-def job_record(job: Job) -> tuple[Any, ...]:
+def copy_columns(table: Table) -> tuple[Column[Any], ...]:
+    """Every column of `table` but its generated primary key: the model decides what a row
+    holds, so a column added to the model is copied too (or its default is)."""
+    return tuple(column for column in table.columns if column is not table.autoincrement_column)
+
+
+def orm_record(row: Any, columns: tuple[Column[Any], ...]) -> tuple[Any, ...]:
+    """The values an ORM INSERT of `row` would send, for COPY: an attribute never set takes
+    its column's Python default (as the ORM does at flush), and each value goes through its
+    column type's bind processing for asyncpg (JSON as text, aware UTC datetimes)."""
+    given = inspect(row).dict
     values = []
-    for column in JOB_COLUMNS:
-        value = getattr(job, column)
-        if column in JSON_COLUMNS and value is not None:
-            value = json.dumps(value)  # asyncpg takes json/jsonb as text
-        values.append(value)
+    for column in columns:
+        if column.key in given:
+            value = given[column.key]
+        elif column.default is not None:
+            default = column.default
+            value = default.arg(None) if default.is_callable else default.arg  # type: ignore[attr-defined]
+        elif column.server_default is not None:
+            raise BenchError(f"COPY cannot leave {column} to its server default: set it")
+        else:
+            value = None
+        processor = column.type.dialect_impl(DIALECT).bind_processor(DIALECT)
+        values.append(processor(value) if processor is not None and value is not None else value)
     return tuple(values)
 
 
@@ -284,8 +298,11 @@ async def load_data(url: str, fleet: Fleet, per_job: int, now: datetime,
     connection = await asyncpg.connect(_dsn(url), timeout=10)
     try:
         started = time.perf_counter()
+        columns = copy_columns(Job.__table__)
         await connection.copy_records_to_table(
-            "jobs", records=(job_record(job) for job in fleet.jobs), columns=JOB_COLUMNS
+            "jobs",
+            records=(orm_record(job, columns) for job in fleet.jobs),
+            columns=[column.name for column in columns],
         )
         ids = {
             row["name"]: row["id"] for row in await connection.fetch("SELECT id, name FROM jobs")

@@ -1,7 +1,7 @@
 """/metrics, /api/v1/status and the dashboard pages with N jobs (30 files each) on PostgreSQL,
 against a bare aiohttp handler that returns a constant, measured in the same run.
 
-    .venv/bin/python bench/metrics.py [--jobs 2000] [--requests 200]
+    .venv/bin/python bench/metrics.py [--jobs 2000] [--requests 200] [--database-url URL]
 
 Targets (issue 5): /metrics under 200 ms and the dashboard (`/`, every job with its sparkline)
 under 300 ms, server side, with 2 000 jobs.
@@ -25,6 +25,7 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 from aiohttp import web
+from sqlalchemy.engine import make_url
 
 from service import migrate
 from service.app import create_app
@@ -33,18 +34,35 @@ from service.jobs import new_job
 from service.jobspec import parse_job
 from service.settings import load_settings
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
 FILES_PER_JOB = 30
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_metrics"
 
 
-async def prepare(jobs: int) -> None:
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute("DROP DATABASE IF EXISTS bm_bench_metrics WITH (FORCE)")
-    await admin.execute("CREATE DATABASE bm_bench_metrics")
-    await admin.close()
-    await asyncio.to_thread(migrate.upgrade, URL)
-    engine = create_engine(URL)
+def dsn(url: str, database: str | None = None) -> str:
+    """asyncpg's form of a SQLAlchemy URL, to `database` when given."""
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def drop_database(url: str) -> None:
+    admin = await asyncpg.connect(dsn(url, "postgres"))
+    try:
+        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
+    finally:
+        await admin.close()
+
+
+async def prepare(url: str, jobs: int) -> None:
+    await drop_database(url)
+    admin = await asyncpg.connect(dsn(url, "postgres"))
+    try:
+        await admin.execute(f'CREATE DATABASE "{make_url(url).database}"')
+    finally:
+        await admin.close()
+    await asyncio.to_thread(migrate.upgrade, url)
+    engine = create_engine(url)
     now = datetime.now(UTC)
     statuses = ("ok", "warning", "critical", "unknown", "pending", "paused")
     async with create_sessionmaker(engine)() as session:
@@ -61,7 +79,7 @@ async def prepare(jobs: int) -> None:
         await session.commit()
     await engine.dispose()
     # 30 files a job, for the dashboard's sparklines and the job page's chart.
-    connection = await asyncpg.connect(URL.replace("+asyncpg", ""))
+    connection = await asyncpg.connect(dsn(url))
     ids = [row[0] for row in await connection.fetch("SELECT id FROM jobs ORDER BY id")]
     records = [
         (job_id, f"x-{day:02d}.tar", 10_000 + (job_id * 7 + day * 13) % 997,
@@ -104,10 +122,16 @@ async def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--jobs", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--database-url", default=URL,
+                        help="PostgreSQL; dropped and recreated, its name must contain 'bench'"
+                        )  # fmt: skip
     args = parser.parse_args()
-    await prepare(args.jobs)
+    url = args.database_url
+    if "bench" not in (make_url(url).database or ""):
+        parser.error("--database-url: its name must contain 'bench' (it is dropped and recreated)")
+    await prepare(url, args.jobs)
 
-    app = create_app(load_settings(database_url=URL), scheduler=False)
+    app = create_app(load_settings(database_url=url), scheduler=False)
     gc.collect()  # as `serve` does: what lives as long as the process stays out of full passes
     gc.freeze()
 
@@ -149,9 +173,7 @@ async def main() -> None:
             job_page = await timed(session, f"{base}/jobs/job-00001", pages)
     finally:
         await runner.cleanup()
-        admin = await asyncpg.connect(ADMIN)
-        await admin.execute("DROP DATABASE IF EXISTS bm_bench_metrics WITH (FORCE)")
-        await admin.close()
+        await drop_database(url)
     reference = statistics.median(bare)
     print(f"{args.jobs} jobs on PostgreSQL, {args.requests} sequential requests each")
     print(f"bare handler    {summary(bare)}")
