@@ -33,7 +33,7 @@ from service.db import create_engine, create_sessionmaker
 from service.jobs import new_job
 from service.jobspec import parse_job
 from service.models import NotificationEvent
-from service.notify.channels import parse_channels
+from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.notify.events import event_row
 

@@ -29,16 +29,10 @@ from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from pydantic import SecretStr
 
 from service.cli import CliError, build_parser, cmd_notify_test
-from service.notify.channels import (
-    AppriseChannel,
-    DeliveryError,
-    EmailChannel,
-    WebhookChannel,
-    connection_problem,
-    deliver,
-    parse_channels,
-)
+from service.notify.config import AppriseChannel, EmailChannel, WebhookChannel, parse_channels
 from service.notify.notice import Notice
+from service.notify.transports import DeliveryError, deliver
+from service.notify.transports.base import connection_problem
 from service.settings import load_settings
 
 from support import free_port

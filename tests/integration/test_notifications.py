@@ -33,7 +33,7 @@ from service.models import (
     NotificationDelivery,
     NotificationEvent,
 )
-from service.notify.channels import ChannelSet, parse_channels
+from service.notify.config import ChannelSet, parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.scanner import BackupScanner
@@ -613,6 +613,23 @@ async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, 
     await dispatch_until_idle(Dispatcher(sessionmaker, channels, FAST))  # the next start
     assert receiver.event_ids() == [event_id]
     assert (await deliveries(sessionmaker))[0].state == "delivered"
+
+
+async def test_a_running_dispatcher_keeps_one_client_session(sessionmaker, clock, receiver):
+    """One HTTP client session for the dispatcher's lifetime, as aiohttp asks: a job's notices,
+    sent one after the other, go over one kept-alive connection instead of one each; the session
+    is closed when the dispatcher stops."""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_events(sessionmaker, "db", 3)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    await receiver.wait_until(lambda: len(receiver.delivered) == 3)
+    http = dispatcher._http
+    await dispatcher.stop_gracefully(task, stop)
+    assert len(receiver.peers) == 3
+    assert len(set(receiver.peers)) == 1, receiver.peers
+    assert http is not None and http.closed and dispatcher._http is None
 
 
 async def test_a_pause_neither_repeats_an_alert_nor_swallows_a_recovery(
