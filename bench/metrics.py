@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -25,43 +26,21 @@ from datetime import UTC, datetime, timedelta
 import aiohttp
 import asyncpg
 from aiohttp import web
-from sqlalchemy.engine import make_url
 
-from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.jobs import new_job
 from service.jobspec import parse_job
 from service.settings import load_settings
 
+import harness
+
 FILES_PER_JOB = 30
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_metrics"
 
 
-def dsn(url: str, database: str | None = None) -> str:
-    """asyncpg's form of a SQLAlchemy URL, to `database` when given."""
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-async def drop_database(url: str) -> None:
-    admin = await asyncpg.connect(dsn(url, "postgres"))
-    try:
-        await admin.execute(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def prepare(url: str, jobs: int) -> None:
-    await drop_database(url)
-    admin = await asyncpg.connect(dsn(url, "postgres"))
-    try:
-        await admin.execute(f'CREATE DATABASE "{make_url(url).database}"')
-    finally:
-        await admin.close()
-    await asyncio.to_thread(migrate.upgrade, url)
+    """N jobs (every status) through the ORM, and 30 files each (COPY) for their charts."""
     engine = create_engine(url)
     now = datetime.now(UTC)
     statuses = ("ok", "warning", "critical", "unknown", "pending", "paused")
@@ -79,7 +58,7 @@ async def prepare(url: str, jobs: int) -> None:
         await session.commit()
     await engine.dispose()
     # 30 files a job, for the dashboard's sparklines and the job page's chart.
-    connection = await asyncpg.connect(dsn(url))
+    connection = await asyncpg.connect(harness.dsn(url))
     ids = [row[0] for row in await connection.fetch("SELECT id FROM jobs ORDER BY id")]
     records = [
         (job_id, f"x-{day:02d}.tar", 10_000 + (job_id * 7 + day * 13) % 997,
@@ -118,17 +97,8 @@ def summary(times: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms"
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--requests", type=int, default=200)
-    parser.add_argument("--database-url", default=URL,
-                        help="PostgreSQL; dropped and recreated, its name must contain 'bench'"
-                        )  # fmt: skip
-    args = parser.parse_args()
+async def run(args: argparse.Namespace) -> None:
     url = args.database_url
-    if "bench" not in (make_url(url).database or ""):
-        parser.error("--database-url: its name must contain 'bench' (it is dropped and recreated)")
     await prepare(url, args.jobs)
 
     app = create_app(load_settings(database_url=url), scheduler=False)
@@ -173,7 +143,6 @@ async def main() -> None:
             job_page = await timed(session, f"{base}/jobs/job-00001", pages)
     finally:
         await runner.cleanup()
-        await drop_database(url)
     reference = statistics.median(bare)
     print(f"{args.jobs} jobs on PostgreSQL, {args.requests} sequential requests each")
     print(f"bare handler    {summary(bare)}")
@@ -211,5 +180,25 @@ async def main() -> None:
           f"{max(server_dashboard) * 1000:.1f} ms (target < 300 ms)  {verdict}")  # fmt: skip
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--database-url", default=URL,
+                        help="PostgreSQL; dropped and recreated, its name must contain 'bench'"
+                        )  # fmt: skip
+    args = parser.parse_args()
+    try:
+        harness.check_disposable(args.database_url, postgresql_only="it loads files with COPY")
+    except harness.BenchError as exc:
+        parser.error(str(exc))
+    harness.create_database(args.database_url)
+    try:
+        asyncio.run(run(args))
+    finally:
+        harness.drop_database(args.database_url)
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

@@ -4,7 +4,7 @@ aiohttp handler measured in the same run; every ping answered OK must be stored.
     .venv/bin/python bench/pings.py [--seconds 10] [--warmup 2] [--concurrency 64] [--jobs 100]
                                     [--database-url URL]
 
-The service and the bare handler each run in their own process (bench/api.py's helpers); the
+The service and the bare handler each run in their own process (bench/harness.py); the
 load comes from this process. Target (issue 4): at least 3 000 pings/s on this 2-core machine.
 """
 
@@ -22,13 +22,11 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import api as harness
-from sqlalchemy.engine import make_url
-
 from service.db import create_engine, create_sessionmaker
 from service.jobs import new_job
 from service.jobspec import parse_job
+
+import harness
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_pings"
 TOKEN = "bench-token-for-the-ping-benchmark"
@@ -53,7 +51,7 @@ async def declare(url: str, jobs: int) -> list[str]:
 
 
 async def stored_pings(url: str) -> int:
-    connection = await asyncpg.connect(harness._dsn(url))
+    connection = await asyncpg.connect(harness.dsn(url))
     try:
         count: int = await connection.fetchval("SELECT count(*) FROM pings")
         return count
@@ -98,7 +96,7 @@ async def load(
 def line(name: str, latencies: list[float], seconds: float, reference: float | None) -> str:
     ordered = sorted(latencies)
     rate = len(ordered) / seconds
-    p99 = ordered[int(len(ordered) * 0.99)] if ordered else float("nan")
+    p99 = harness.percentile(ordered, 0.99)
     ratio = f"{rate / reference:5.3f}" if reference else "1.000"
     return (
         f"{name:28} {rate:8.0f}/s  vs bare {ratio}  p50 {statistics.median(ordered) * 1000:6.2f} ms"
@@ -107,7 +105,7 @@ def line(name: str, latencies: list[float], seconds: float, reference: float | N
 
 
 async def measure(args: argparse.Namespace, keys: list[str], log_dir: Path) -> int:
-    service = harness.start_service(args.database_url, TOKEN, log_dir, None)
+    service = harness.start_service(args.database_url, TOKEN, log_dir)
     bare = harness.start_bare(log_dir)
     try:
         async with aiohttp.ClientSession() as session:
@@ -146,8 +144,12 @@ def main() -> int:
     parser.add_argument("--database-url", default=URL,
                         help="dropped and recreated; its name must contain 'bench'")  # fmt: skip
     args = parser.parse_args()
-    if "bench" not in (make_url(args.database_url).database or ""):
-        parser.error("--database-url: its name must contain 'bench' (it is dropped and recreated)")
+    try:
+        harness.check_disposable(
+            args.database_url, postgresql_only="it counts the stored pings through asyncpg"
+        )
+    except harness.BenchError as exc:
+        parser.error(str(exc))
     harness.create_database(args.database_url)
     try:
         keys = asyncio.run(declare(args.database_url, args.jobs))
