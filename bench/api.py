@@ -38,14 +38,9 @@ import asyncio
 import contextlib
 import hashlib
 import json
-import logging
-import math
 import os
 import random
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -58,21 +53,32 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from aiohttp import web
-from scan import code_version, verdict  # bench/scan.py, beside this file
 from sqlalchemy.engine import make_url
 
-from service import migrate
 from service.jobs import new_job
 from service.jobspec import parse_job
 from service.models import Job
 from service.tokens import hash_token, new_token
 
+from harness import (
+    BenchError,
+    Server,
+    check_disposable,
+    code_version,
+    copy_columns,
+    create_database,
+    drop_database,
+    dsn,
+    orm_record,
+    percentile,
+    start_bare,
+    start_service,
+    verdict,
+    wait_until,
+)
+
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_api"
 TARGET_P99_MS = 50.0
-SCANNER_INTERVAL_MINUTES = 10_000  # no scheduled scan during the run (the startup one aside)
-STARTUP_TIMEOUT = 60.0
-REPO = Path(__file__).resolve().parent.parent
 
 KINDS = ("pg", "mysql", "files", "mail", "vm", "ldap", "git", "s3sync")
 # How a fleet of backups looks on a normal day: mostly ok, a few in every other state.
@@ -83,52 +89,6 @@ RULES: tuple[dict[str, Any], ...] = (
     {"min_count": 7},
     {},
 )
-
-
-class BenchError(Exception):
-    """Something went wrong (not a missed target): reported, exit status 1."""
-
-
-# --------------------------------------------------------------------------------------------
-# The database (the same disposable-database rules as bench/scan.py)
-
-
-def _check_disposable(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() != "postgresql" or parsed.get_driver_name() != "asyncpg":
-        raise BenchError("this benchmark needs PostgreSQL (postgresql+asyncpg://...): it uses COPY")
-    name = parsed.database or ""
-    if "bench" not in name:
-        raise BenchError(
-            f"refusing to drop and recreate database {name!r}: its name must contain 'bench'"
-        )
-
-
-def _dsn(url: str, database: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-async def _pg_admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(_dsn(url, "postgres"), timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def drop_database(url: str) -> None:
-    name = make_url(url).database
-    asyncio.run(_pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def create_database(url: str) -> None:
-    """Drop and recreate the database, then migrate it (blocking: no loop may be running)."""
-    drop_database(url)
-    asyncio.run(_pg_admin(url, f'CREATE DATABASE "{make_url(url).database}"'))
-    migrate.upgrade(url)
 
 
 # --------------------------------------------------------------------------------------------
@@ -233,23 +193,7 @@ def build_fleet(count: int, per_job: int, now: datetime, seed: int = 1) -> Fleet
     return fleet
 
 
-JOB_COLUMNS = (
-    "name", "description", "tags", "source", "schedule", "grace", "rules", "paused",
-    "created_at", "updated_at", "status", "reasons", "latest_artifact", "artifact_count",
-    "checked_at", "status_changed_at", "next_check_at", "listing_digest", "ping_key",
-)  # fmt: skip
-JSON_COLUMNS = {"tags", "source", "schedule", "rules", "reasons", "latest_artifact"}
 ARTIFACT_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen")
-
-
-def job_record(job: Job) -> tuple[Any, ...]:
-    values = []
-    for column in JOB_COLUMNS:
-        value = getattr(job, column)
-        if column in JSON_COLUMNS and value is not None:
-            value = json.dumps(value)  # asyncpg takes json/jsonb as text
-        values.append(value)
-    return tuple(values)
 
 
 def artifact_records(fleet: Fleet, ids: dict[str, int], per_job: int, now: datetime,
@@ -281,11 +225,14 @@ class LoadReport:
 
 async def load_data(url: str, fleet: Fleet, per_job: int, now: datetime,
                     report: LoadReport) -> None:  # fmt: skip
-    connection = await asyncpg.connect(_dsn(url), timeout=10)
+    connection = await asyncpg.connect(dsn(url), timeout=10)
     try:
         started = time.perf_counter()
+        columns = copy_columns(Job.__table__)
         await connection.copy_records_to_table(
-            "jobs", records=(job_record(job) for job in fleet.jobs), columns=JOB_COLUMNS
+            "jobs",
+            records=(orm_record(job, columns) for job in fleet.jobs),
+            columns=[column.name for column in columns],
         )
         ids = {
             row["name"]: row["id"] for row in await connection.fetch("SELECT id, name FROM jobs")
@@ -316,7 +263,7 @@ async def load_data(url: str, fleet: Fleet, per_job: int, now: datetime,
 async def create_db_token(url: str) -> str:
     """A read-only token stored in the database (checked by one query a request)."""
     token = new_token()
-    connection = await asyncpg.connect(_dsn(url), timeout=10)
+    connection = await asyncpg.connect(dsn(url), timeout=10)
     try:
         await connection.execute(
             "INSERT INTO api_tokens (name, token_hash, read_only, created_at)"
@@ -329,121 +276,11 @@ async def create_db_token(url: str) -> str:
 
 
 async def count_scans(url: str) -> int:
-    connection = await asyncpg.connect(_dsn(url), timeout=10)
+    connection = await asyncpg.connect(dsn(url), timeout=10)
     try:
         return int(await connection.fetchval("SELECT count(*) FROM scan_runs"))
     finally:
         await connection.close()
-
-
-# --------------------------------------------------------------------------------------------
-# The servers
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-BARE_BODY = json.dumps({"status": "ok", "bench": "a constant answer"}).encode()
-
-
-def serve_bare(port: int) -> None:
-    """The reference: aiohttp with one handler returning a constant (run in its own process)."""
-
-    async def constant(_request: web.Request) -> web.Response:
-        return web.Response(body=BARE_BODY, content_type="application/json")
-
-    logging.basicConfig(level=logging.WARNING)
-    app = web.Application()
-    app.router.add_get("/constant", constant)
-    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
-
-
-@dataclass
-class Server:
-    name: str
-    process: subprocess.Popen[bytes]
-    base: str
-    log: Path
-
-    def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
-
-    def stop(self) -> int | None:
-        """SIGTERM (aiohttp stops gracefully, and cProfile writes its file), then SIGKILL."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
-
-
-def start_server(name: str, command: list[str], env: dict[str, str], port: int,
-                 log_dir: Path) -> Server:  # fmt: skip
-    log = log_dir / f"{name}.log"
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=env, cwd=REPO, stdin=subprocess.DEVNULL, stdout=output, stderr=output
-        )
-    return Server(name, process, f"http://127.0.0.1:{port}", log)
-
-
-def start_service(url: str, token: str, log_dir: Path, profile: Path | None) -> Server:
-    port = free_port()
-    env = {
-        key: value for key, value in os.environ.items() if key not in ("JOBS_FILE", "SCAN_ROOTS")
-    }
-    env.update(
-        DATABASE_URL=url,
-        API_TOKEN=token,
-        SCANNER_INTERVAL_MINUTES=str(SCANNER_INTERVAL_MINUTES),
-        HOST="127.0.0.1",
-        PORT=str(port),
-        LOG_LEVEL="WARNING",
-        LOG_FORMAT="text",
-        AUTO_MIGRATE="true",
-    )
-    profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
-    command = [sys.executable, *profiler, "-m", "service", "serve"]
-    command += ["--host", "127.0.0.1", "--port", str(port)]
-    return start_server("service", command, env, port, log_dir)
-
-
-def start_bare(log_dir: Path) -> Server:
-    port = free_port()
-    command = [sys.executable, str(Path(__file__).resolve()), "--serve-bare", str(port)]
-    return start_server("bare", command, dict(os.environ), port, log_dir)
-
-
-async def wait_until(server: Server, session: aiohttp.ClientSession, path: str,
-                     ready: Callable[[Any], bool], what: str) -> Any:  # fmt: skip
-    """Poll `path` until it answers 200 with a JSON body that `ready` accepts."""
-    deadline = time.monotonic() + STARTUP_TIMEOUT
-    while True:
-        if server.process.poll() is not None:
-            raise BenchError(
-                f"the {server.name} server exited ({server.process.returncode}):\n{server.tail()}"
-            )
-        try:
-            async with session.get(server.base + path) as response:
-                if response.status == 200:
-                    body = await response.json()
-                    if ready(body):
-                        return body
-        except aiohttp.ClientError:
-            pass
-        if time.monotonic() > deadline:
-            raise BenchError(f"{server.name}: {what} not seen within {STARTUP_TIMEOUT:g} s")
-        await asyncio.sleep(0.1)
 
 
 # --------------------------------------------------------------------------------------------
@@ -652,13 +489,6 @@ async def drive(session: aiohttp.ClientSession, url: str, concurrency: int, warm
         # busy jiffies over all jiffies, of all CPUs together: as seconds of one CPU
         machine_cpu=busy / total * (os.cpu_count() or 1) * elapsed if total else 0.0,
     )
-
-
-def percentile(ordered: list[float], q: float) -> float:
-    """Nearest rank: the smallest value with at least q of the values at or below it."""
-    if not ordered:
-        return float("nan")
-    return ordered[max(1, math.ceil(q * len(ordered))) - 1]
 
 
 def summarize(target: Target, measure: Measure, body_bytes: int) -> dict[str, Any]:
@@ -914,7 +744,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     parser.add_argument("--profile", type=Path, metavar="DIR",
                         help="run the service under cProfile: DIR/service.prof")  # fmt: skip
-    parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.targets = [key.strip() for key in args.targets.split(",") if key.strip()]
     unknown = [key for key in args.targets if key not in TARGET_KEYS]
@@ -929,9 +758,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    if args.serve_bare is not None:
-        serve_bare(args.serve_bare)
-        return 0
 
     def say(message: str) -> None:
         if not args.json:
@@ -940,7 +766,7 @@ def main(argv: list[str] | None = None) -> int:
     database_created = False
     log_dir: Path | None = None  # the servers' output, kept when something went wrong
     try:
-        _check_disposable(args.database_url)
+        check_disposable(args.database_url, postgresql_only="it loads its data with COPY")
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         load = " ".join(f"{v:.2f}" for v in os.getloadavg())

@@ -1,7 +1,7 @@
 """/metrics, /api/v1/status and the dashboard pages with N jobs (30 files each) on PostgreSQL,
 against a bare aiohttp handler that returns a constant, measured in the same run.
 
-    .venv/bin/python bench/metrics.py [--jobs 2000] [--requests 200]
+    .venv/bin/python bench/metrics.py [--jobs 2000] [--requests 200] [--database-url URL]
 
 Targets (issue 5): /metrics under 200 ms and the dashboard (`/`, every job with its sparkline)
 under 300 ms, server side, with 2 000 jobs.
@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import gc
 import statistics
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -26,25 +27,21 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.jobs import new_job
 from service.jobspec import parse_job
 from service.settings import load_settings
 
-ADMIN = "postgresql://postgres@127.0.0.1:5432/postgres"
+import harness
+
 FILES_PER_JOB = 30
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_metrics"
 
 
-async def prepare(jobs: int) -> None:
-    admin = await asyncpg.connect(ADMIN)
-    await admin.execute("DROP DATABASE IF EXISTS bm_bench_metrics WITH (FORCE)")
-    await admin.execute("CREATE DATABASE bm_bench_metrics")
-    await admin.close()
-    await asyncio.to_thread(migrate.upgrade, URL)
-    engine = create_engine(URL)
+async def prepare(url: str, jobs: int) -> None:
+    """N jobs (every status) through the ORM, and 30 files each (COPY) for their charts."""
+    engine = create_engine(url)
     now = datetime.now(UTC)
     statuses = ("ok", "warning", "critical", "unknown", "pending", "paused")
     async with create_sessionmaker(engine)() as session:
@@ -61,7 +58,7 @@ async def prepare(jobs: int) -> None:
         await session.commit()
     await engine.dispose()
     # 30 files a job, for the dashboard's sparklines and the job page's chart.
-    connection = await asyncpg.connect(URL.replace("+asyncpg", ""))
+    connection = await asyncpg.connect(harness.dsn(url))
     ids = [row[0] for row in await connection.fetch("SELECT id FROM jobs ORDER BY id")]
     records = [
         (job_id, f"x-{day:02d}.tar", 10_000 + (job_id * 7 + day * 13) % 997,
@@ -100,14 +97,11 @@ def summary(times: list[float]) -> str:
     return f"p50 {statistics.median(ordered) * 1000:7.2f} ms  p99 {p99 * 1000:7.2f} ms"
 
 
-async def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--jobs", type=int, default=2000)
-    parser.add_argument("--requests", type=int, default=200)
-    args = parser.parse_args()
-    await prepare(args.jobs)
+async def run(args: argparse.Namespace) -> None:
+    url = args.database_url
+    await prepare(url, args.jobs)
 
-    app = create_app(load_settings(database_url=URL), scheduler=False)
+    app = create_app(load_settings(database_url=url), scheduler=False)
     gc.collect()  # as `serve` does: what lives as long as the process stays out of full passes
     gc.freeze()
 
@@ -149,9 +143,6 @@ async def main() -> None:
             job_page = await timed(session, f"{base}/jobs/job-00001", pages)
     finally:
         await runner.cleanup()
-        admin = await asyncpg.connect(ADMIN)
-        await admin.execute("DROP DATABASE IF EXISTS bm_bench_metrics WITH (FORCE)")
-        await admin.close()
     reference = statistics.median(bare)
     print(f"{args.jobs} jobs on PostgreSQL, {args.requests} sequential requests each")
     print(f"bare handler    {summary(bare)}")
@@ -189,5 +180,25 @@ async def main() -> None:
           f"{max(server_dashboard) * 1000:.1f} ms (target < 300 ms)  {verdict}")  # fmt: skip
 
 
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=2000)
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--database-url", default=URL,
+                        help="PostgreSQL; dropped and recreated, its name must contain 'bench'"
+                        )  # fmt: skip
+    args = parser.parse_args()
+    try:
+        harness.check_disposable(args.database_url, postgresql_only="it loads files with COPY")
+    except harness.BenchError as exc:
+        parser.error(str(exc))
+    harness.create_database(args.database_url)
+    try:
+        asyncio.run(run(args))
+    finally:
+        harness.drop_database(args.database_url)
+    return 0
+
+
 if __name__ == "__main__":
-    asyncio.run(main())
+    sys.exit(main())

@@ -19,52 +19,22 @@ import asyncio
 import sys
 import time
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from sqlalchemy import insert
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from scan import code_version, create_database, drop_database
 
 from service.db import create_engine, create_sessionmaker
 from service.jobs import new_job
 from service.jobspec import parse_job
 from service.models import NotificationEvent
-from service.notify.channels import parse_channels
+from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.notify.events import event_row
 
+from harness import Receiver, code_version, create_database, drop_database
+
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_notify"
-
-
-class Receiver:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-        self.changed = asyncio.Event()
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        self.seen.append((await request.json())["event_id"])
-        self.changed.set()
-        return web.Response(status=204)
-
-    async def until(self, count: int) -> None:
-        async with asyncio.timeout(600):
-            while len(self.seen) < count:
-                self.changed.clear()
-                await self.changed.wait()
 
 
 async def backlog(sessions: Any, jobs: int, per_job: int, prefix: str) -> list[dict[str, Any]]:
@@ -87,11 +57,16 @@ async def backlog(sessions: Any, jobs: int, per_job: int, prefix: str) -> list[d
     return rows
 
 
+def event_ids(receiver: Receiver) -> list[str]:
+    return [body["event_id"] for _arrived, body in receiver.bodies]
+
+
 async def drain(dispatcher: Dispatcher, receiver: Receiver, count: int) -> float:
     started = time.perf_counter()
     stop = asyncio.Event()
     task = asyncio.create_task(dispatcher.run(stop))
-    await receiver.until(count)
+    async with asyncio.timeout(600):
+        await receiver.until(count)
     seconds = time.perf_counter() - started
     await dispatcher.stop_gracefully(task, stop)
     return seconds
@@ -129,12 +104,13 @@ async def run(args: argparse.Namespace) -> int:
         ):
             prefix = "many" if jobs > 1 else "one"
             rows = await backlog(sessions, jobs, per_job, prefix)
-            receiver.seen.clear()
+            receiver.bodies.clear()
             seconds = await drain(Dispatcher(sessions, channels, options), receiver, len(rows))
             expected = [row["event_id"] for row in rows]
-            exact = sorted(receiver.seen) == sorted(expected)
-            ordered = jobs > 1 or receiver.seen == expected
-            receiver.seen.clear()
+            seen = event_ids(receiver)
+            exact = sorted(seen) == sorted(expected)
+            ordered = jobs > 1 or seen == expected
+            receiver.bodies.clear()
             reference = await plain_posts(
                 receiver.url, [row["payload"] for row in rows], args.concurrency
             )
@@ -148,8 +124,7 @@ async def run(args: argparse.Namespace) -> int:
             problems += (not exact) + (not ordered)
     finally:
         await engine.dispose()
-        if receiver.runner is not None:
-            await receiver.runner.cleanup()
+        await receiver.stop()
     return 1 if problems else 0
 
 

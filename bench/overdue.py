@@ -4,7 +4,7 @@ the webhook notice arrives (issue 11 item 3).
 
     .venv/bin/python bench/overdue.py [--events 50] [--tick 1] [--max-duration 3]
 
-`python -m service serve` runs in its own process (bench/api.py's helpers) with TICK_SECONDS
+`python -m service serve` runs in its own process (bench/harness.py) with TICK_SECONDS
 = --tick, a full scan only at start (SCANNER_INTERVAL_MINUTES=10000: any other full scan is an
 error), and a CHANNELS_FILE whose webhook is a receiver in this process. One job per event
 (`every: 1d`, `max_duration`), their starts spread over --spread seconds so that the deadlines
@@ -20,104 +20,47 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import statistics
 import sys
 import tempfile
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
-from sqlalchemy import func, make_url, select
+from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import api as harness
-
-from service import migrate
 from service.db import create_engine, create_sessionmaker
 from service.models import Job, Ping, ScanRun
+
+import harness
+from harness import BenchError, Receiver
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_overdue"
 TOKEN = "bench-token-for-the-overdue-benchmark"
 
 
-class BenchError(Exception):
-    pass
-
-
-class Receiver:
-    """The webhook: when each job's first `problem` notice arrived (wall clock)."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, datetime] = {}
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("kind") == "problem":
-            self.arrived.setdefault(body["job"], datetime.now(UTC))
-        return web.Response(status=204)
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
-
-
-def fresh_database(url: str) -> None:
-    """Drop and recreate (PostgreSQL) or delete (SQLite) the database, then migrate it."""
-    parsed = make_url(url)
-    if "bench" not in (parsed.database or ""):
-        raise BenchError(f"refusing to recreate database {parsed.database!r}: no 'bench' in it")
-    if parsed.get_backend_name() == "sqlite":
-        Path(parsed.database or "").unlink(missing_ok=True)
-        migrate.upgrade(url)
-    else:
-        harness.create_database(url)
-
-
-def drop(url: str) -> None:
-    parsed = make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        Path(parsed.database or "").unlink(missing_ok=True)
-    else:
-        harness.drop_database(url)
-
-
 def start_service(url: str, tick: float, channels: Path, log_dir: Path) -> harness.Server:
-    port = harness.free_port()
-    env = {
-        key: value for key, value in os.environ.items() if key not in ("JOBS_FILE", "SCAN_ROOTS")
-    }
-    env.update(
-        DATABASE_URL=url, API_TOKEN=TOKEN, TICK_SECONDS=str(tick),
-        SCANNER_INTERVAL_MINUTES="10000", CHANNELS_FILE=str(channels),
-        NOTIFY_POLL_SECONDS="0.2", HOST="127.0.0.1", PORT=str(port),
-        LOG_LEVEL="WARNING", LOG_FORMAT="text", AUTO_MIGRATE="true",
+    return harness.start_service(
+        url, TOKEN, log_dir, TICK_SECONDS=str(tick), CHANNELS_FILE=str(channels),
+        NOTIFY_POLL_SECONDS="0.2",
     )  # fmt: skip
-    command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return harness.start_server("service", command, env, port, log_dir)
 
 
-def percentile(ordered: list[float], q: float) -> float:
-    return ordered[min(len(ordered) - 1, max(0, round(q * len(ordered)) - 1))]
+def first_problems(receiver: Receiver) -> dict[str, datetime]:
+    """When each job's first `problem` notice arrived (wall clock)."""
+    arrived: dict[str, datetime] = {}
+    for when, body in receiver.bodies:
+        if body.get("kind") == "problem":
+            arrived.setdefault(body["job"], when)
+    return arrived
 
 
 def summary(delays: list[float]) -> dict[str, float]:
     ordered = sorted(delays)
     return {
         "p50": statistics.median(ordered),
-        "p99": percentile(ordered, 0.99),
+        "p99": harness.percentile(ordered, 0.99),
         "max": ordered[-1],
         "min": ordered[0],
     }
@@ -187,7 +130,7 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         rows = await wait_for("every job overdue", overdue, args.max_duration + args.spread + 60)
 
         async def notified() -> bool:
-            return len(receiver.arrived) == args.events
+            return len(first_problems(receiver)) == args.events
 
         await wait_for("every problem notice", notified, 60)
         async with sessions() as session:
@@ -202,7 +145,7 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 raise BenchError(f"{name}: {reasons}")
             deadline = started_at + timedelta(seconds=args.max_duration)
             status_delays.append((changed_at - deadline).total_seconds())
-            hook_delays.append((receiver.arrived[name] - deadline).total_seconds())
+            hook_delays.append((first_problems(receiver)[name] - deadline).total_seconds())
     finally:
         await engine.dispose()
         code = server.stop()
@@ -231,12 +174,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
-        fresh_database(args.database_url)
+        harness.create_database(args.database_url)
         try:
             with tempfile.TemporaryDirectory(prefix="bm_bench_overdue_") as log_dir:
                 result = asyncio.run(measure(args, Path(log_dir)))
         finally:
-            drop(args.database_url)
+            harness.drop_database(args.database_url)
     except BenchError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

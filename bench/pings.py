@@ -1,9 +1,10 @@
 """Ping ingestion on PostgreSQL: pings/s and latency at 64 concurrent clients, next to a bare
 aiohttp handler measured in the same run; every ping answered OK must be stored.
 
-    .venv/bin/python bench/pings.py [--seconds 10] [--concurrency 64] [--jobs 100]
+    .venv/bin/python bench/pings.py [--seconds 10] [--warmup 2] [--concurrency 64] [--jobs 100]
+                                    [--database-url URL]
 
-The service and the bare handler each run in their own process (bench/api.py's helpers); the
+The service and the bare handler each run in their own process (bench/harness.py); the
 load comes from this process. Target (issue 4): at least 3 000 pings/s on this 2-core machine.
 """
 
@@ -21,38 +22,36 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import api as harness
-
+from service.db import create_engine, create_sessionmaker
 from service.jobs import new_job
 from service.jobspec import parse_job
+
+import harness
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_pings"
 TOKEN = "bench-token-for-the-ping-benchmark"
 
 
-async def declare(jobs: int) -> list[str]:
-    connection = await asyncpg.connect(harness._dsn(URL))
+async def declare(url: str, jobs: int) -> list[str]:
+    """Heartbeat jobs declared through the service's own code (parse_job, new_job, the ORM),
+    so every column the model has gets its value or default."""
+    engine = create_engine(url)
     now = datetime.now(UTC)
-    keys = []
     try:
-        for index in range(jobs):
-            job = new_job(parse_job({"name": f"hb-{index:04d}", "schedule": {"every": "1h"}}), now)
-            await connection.execute(
-                "INSERT INTO jobs (name, ping_key, description, tags, source, schedule, grace,"
-                " rules, paused, created_at, updated_at, status, reasons, artifact_count)"
-                " VALUES ($1, $2, '', '[]', NULL, '{\"every\": 3600}', 3600, '{}', false,"
-                " $3, $3, 'pending', '[]', 0)",
-                job.name, job.ping_key, now,
-            )  # fmt: skip
-            keys.append(job.ping_key)
+        async with create_sessionmaker(engine)() as session:
+            declared = [
+                new_job(parse_job({"name": f"hb-{index:04d}", "schedule": {"every": "1h"}}), now)
+                for index in range(jobs)
+            ]
+            session.add_all(declared)
+            await session.commit()
+            return [job.ping_key for job in declared]
     finally:
-        await connection.close()
-    return keys
+        await engine.dispose()
 
 
-async def stored_pings() -> int:
-    connection = await asyncpg.connect(harness._dsn(URL))
+async def stored_pings(url: str) -> int:
+    connection = await asyncpg.connect(harness.dsn(url))
     try:
         count: int = await connection.fetchval("SELECT count(*) FROM pings")
         return count
@@ -97,7 +96,7 @@ async def load(
 def line(name: str, latencies: list[float], seconds: float, reference: float | None) -> str:
     ordered = sorted(latencies)
     rate = len(ordered) / seconds
-    p99 = ordered[int(len(ordered) * 0.99)] if ordered else float("nan")
+    p99 = harness.percentile(ordered, 0.99)
     ratio = f"{rate / reference:5.3f}" if reference else "1.000"
     return (
         f"{name:28} {rate:8.0f}/s  vs bare {ratio}  p50 {statistics.median(ordered) * 1000:6.2f} ms"
@@ -106,7 +105,7 @@ def line(name: str, latencies: list[float], seconds: float, reference: float | N
 
 
 async def measure(args: argparse.Namespace, keys: list[str], log_dir: Path) -> int:
-    service = harness.start_service(URL, TOKEN, log_dir, None)
+    service = harness.start_service(args.database_url, TOKEN, log_dir)
     bare = harness.start_bare(log_dir)
     try:
         async with aiohttp.ClientSession() as session:
@@ -116,9 +115,9 @@ async def measure(args: argparse.Namespace, keys: list[str], log_dir: Path) -> i
             [bare.base + "/constant"], "GET", args.concurrency, args.warmup, args.seconds
         )
         urls = [f"{service.base}/ping/{key}" for key in keys]
-        before = await stored_pings()
+        before = await stored_pings(args.database_url)
         pings, oks, failures = await load(urls, "POST", args.concurrency, args.warmup, args.seconds)
-        stored = await stored_pings() - before
+        stored = await stored_pings(args.database_url) - before
     finally:
         service.stop()
         bare.stop()
@@ -142,14 +141,22 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--database-url", default=URL,
+                        help="dropped and recreated; its name must contain 'bench'")  # fmt: skip
     args = parser.parse_args()
-    harness.create_database(URL)
     try:
-        keys = asyncio.run(declare(args.jobs))
+        harness.check_disposable(
+            args.database_url, postgresql_only="it counts the stored pings through asyncpg"
+        )
+    except harness.BenchError as exc:
+        parser.error(str(exc))
+    harness.create_database(args.database_url)
+    try:
+        keys = asyncio.run(declare(args.database_url, args.jobs))
         with tempfile.TemporaryDirectory(prefix="bm-bench-pings-") as logs:
             return asyncio.run(measure(args, keys, Path(logs)))
     finally:
-        harness.drop_database(URL)
+        harness.drop_database(args.database_url)
 
 
 if __name__ == "__main__":

@@ -39,17 +39,24 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from service import migrate
 from service.db import create_engine, create_sessionmaker
 from service.jobsfile import apply_jobs
 from service.jobspec import parse_job
 from service.models import Artifact, ScanRun
 from service.scanner.scanner import BackupScanner, ScanReport
 from service.scanner.sources import SourceError, list_sources, open_source
+
+from harness import (
+    BenchError,
+    check_disposable,
+    code_version,
+    create_database,
+    drop_database,
+    verdict,
+)
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench"
 FIND_ARGS = ("-type", "f", "-printf", r"%p %s %T@\n")
@@ -58,10 +65,6 @@ TARGET_RESCAN_RATIO = 2.0
 TARGET_PEAK_RSS_MB = 250.0
 LAG_INTERVAL = 0.010
 DAY_NS = 86_400 * 10**9
-
-
-class BenchError(Exception):
-    """Something went wrong (not a missed target): reported, exit status 1."""
 
 
 # --------------------------------------------------------------------------------------------
@@ -117,62 +120,6 @@ def run_find(root: Path) -> float:
         ["find", str(root), *FIND_ARGS], stdout=subprocess.DEVNULL, check=True
     )  # fmt: skip
     return time.perf_counter() - started
-
-
-# --------------------------------------------------------------------------------------------
-# The database
-
-
-def _is_sqlite(url: str) -> bool:
-    return make_url(url).get_backend_name() == "sqlite"
-
-
-def _sqlite_path(url: str) -> Path:
-    database = make_url(url).database
-    if not database or database == ":memory:":
-        raise BenchError("a SQLite database must be a file (sqlite+aiosqlite:////path/to.db)")
-    return Path(database)
-
-
-def _check_disposable(url: str) -> None:
-    """This script drops the database: refuse one whose name does not say it is a bench."""
-    parsed = make_url(url)
-    name = _sqlite_path(url).name if _is_sqlite(url) else (parsed.database or "")
-    if "bench" not in name:
-        raise BenchError(
-            f"refusing to drop and recreate database {name!r}: its name must contain 'bench'"
-        )
-
-
-def _admin_dsn(url: str) -> str:
-    parsed = make_url(url).set(drivername="postgresql", database="postgres")
-    return parsed.render_as_string(hide_password=False)
-
-
-async def _pg_admin(url: str, statement: str) -> None:
-    connection = await asyncpg.connect(_admin_dsn(url), timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
-
-
-def drop_database(url: str) -> None:
-    if _is_sqlite(url):
-        path = _sqlite_path(url)
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        return
-    name = make_url(url).database
-    asyncio.run(_pg_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-
-
-def create_database(url: str) -> None:
-    """Drop and recreate the database, then migrate it (blocking: no loop may be running)."""
-    drop_database(url)
-    if not _is_sqlite(url):
-        asyncio.run(_pg_admin(url, f'CREATE DATABASE "{make_url(url).database}"'))
-    migrate.upgrade(url)
 
 
 # --------------------------------------------------------------------------------------------
@@ -401,27 +348,6 @@ def _delta(peak: float | None, before: float | None) -> float | None:
     return round(peak - before, 1) if peak is not None and before is not None else None
 
 
-def code_version() -> str:
-    """The commit measured (with '+changes' when the work tree differs), or 'unknown'."""
-    repo = Path(__file__).resolve().parent.parent
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(repo), "rev-parse", "--short", "HEAD"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-        dirty = subprocess.run(
-            ["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no", "service"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-    return commit + ("+changes" if dirty else "")
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
-
-
 def build_result(args: argparse.Namespace, tree: dict[str, Any], find_runs: list[float],
                  scans: dict[str, Any]) -> dict[str, Any]:  # fmt: skip
     find_best = min(find_runs)
@@ -579,7 +505,7 @@ def main(argv: list[str] | None = None) -> int:
     created_root = False
     database_created = False
     try:
-        _check_disposable(args.database_url)
+        check_disposable(args.database_url)
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         root, created_root = prepare_tree(args)

@@ -25,7 +25,7 @@ from service.keys import (
     settings_key,
 )
 from service.logs import LogThrottle
-from service.notify.channels import ChannelSet, load_channels
+from service.notify.config import ChannelSet, load_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.pings import PingWriter
 from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler

@@ -21,8 +21,9 @@ from service.db import create_engine, create_sessionmaker, ping
 from service.errors import database_unavailable, describe_database_error, describe_error
 from service.jobsfile import apply_jobs, load_jobs_file
 from service.logs import configure_logging
-from service.notify.channels import ChannelsFileError, DeliveryError, deliver, load_channels
+from service.notify.config import ChannelsFileError, load_channels
 from service.notify.notice import test_notice
+from service.notify.transports import DeliveryError, deliver
 from service.scanner import ScanReport, run_scanner
 from service.scanner.rules import worst_status
 from service.server import run_server

@@ -5,7 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.notify.channels import ChannelSet
+from service.notify.config import ChannelSet
 from service.pings import PingWriter
 from service.settings import Settings
 from service.tokens import Access

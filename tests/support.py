@@ -121,6 +121,7 @@ class Receiver:
         self.arrived: list[dict[str, Any]] = []  # every request body, answered or not
         self.delivered: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
+        self.peers: list[Any] = []  # the client's address of every request: its connection
         self._released = asyncio.Event()
         self._changed = asyncio.Event()
         self._runner: web.AppRunner | None = None
@@ -151,6 +152,8 @@ class Receiver:
     async def _handle(self, request: web.Request) -> web.Response:
         body = await request.json()
         self.arrived.append(body)
+        assert request.transport is not None
+        self.peers.append(request.transport.get_extra_info("peername"))
         self._changed.set()
         while body["event_id"] in self.hold:
             self._released.clear()

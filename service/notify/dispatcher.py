@@ -35,6 +35,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
+import aiohttp
 from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
@@ -42,9 +43,10 @@ from sqlalchemy.orm import aliased
 from service.db import database_url_of, lock_for_write
 from service.errors import describe_error, log_failure
 from service.models import NotificationAttempt, NotificationDelivery, NotificationEvent
-from service.notify.channels import ChannelSet, DeliveryError, deliver
+from service.notify.config import ChannelSet
 from service.notify.notice import Notice
 from service.notify.outbox import CANCELLED, JOB_DELETED
+from service.notify.transports import DeliveryError, client_session, deliver
 from service.visible import quote as visible_quote
 
 logger = logging.getLogger(__name__)
@@ -107,6 +109,9 @@ class Dispatcher:
         self._in_flight: dict[int, Claimed] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # a send ended: its slot is free
+        # One HTTP client session for the dispatcher's lifetime (aiohttp pools its connections):
+        # opened when it starts, closed when it stops. Outside run(), each send opens its own.
+        self._http: aiohttp.ClientSession | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set; a failing round is logged and retried later. Sends run
@@ -116,6 +121,7 @@ class Dispatcher:
             extra={"channels": ",".join(self.channels.channels) or "-"},
         )
         failures = 0
+        self._open_http()
         try:
             while not stop.is_set():
                 self._freed.clear()  # before the claim: a send ending during it wakes us after
@@ -137,6 +143,17 @@ class Dispatcher:
             await self._wait_for_sends()  # stop_gracefully bounds how long
         finally:
             await self._cancel_sends()  # cut short: they stay in flight, to be given back
+            await self._close_http()
+
+    def _open_http(self) -> None:
+        if self._http is None:
+            self._http = client_session()
+
+    async def _close_http(self) -> None:
+        """After the sends have ended (a send under way would lose its connection)."""
+        http, self._http = self._http, None
+        if http is not None:
+            await http.close()
 
     async def stop_gracefully(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
         """Stop `task` (running `run(stop)`): deliveries under way get STOP_GRACE seconds to
@@ -404,7 +421,7 @@ class Dispatcher:
                 raise DeliveryError(
                     f"no channel {visible_quote(item.channel)} in CHANNELS_FILE", permanent=True
                 )
-            outcome = await deliver(channel, item.notice)
+            outcome = await deliver(channel, item.notice, self._http)
         except DeliveryError as exc:
             await self._record(item, ok=False, detail=str(exc), permanent=exc.permanent)
         except Exception as exc:  # a bug in a channel must not stop the others

@@ -12,7 +12,7 @@ from service.app import create_app
 from service.jobsfile import apply_jobs
 from service.keys import sessionmaker_key
 from service.models import Job, NotificationDelivery, NotificationEvent
-from service.notify.channels import parse_channels
+from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.notify.events import event_row
 from service.scanner import BackupScanner

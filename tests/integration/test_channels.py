@@ -5,8 +5,6 @@ and the `backup-monitor notify test` command."""
 from __future__ import annotations
 
 import asyncio
-import email
-import email.policy
 import json
 import socket
 import ssl
@@ -15,32 +13,23 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from email.message import EmailMessage
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import pytest
-import trustme
 from aiohttp import ClientConnectorDNSError, web
 from aiohttp.client_reqrep import ConnectionKey
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 from pydantic import SecretStr
 
 from service.cli import CliError, build_parser, cmd_notify_test
-from service.notify.channels import (
-    AppriseChannel,
-    DeliveryError,
-    EmailChannel,
-    WebhookChannel,
-    connection_problem,
-    deliver,
-    parse_channels,
-)
+from service.notify.config import AppriseChannel, EmailChannel, WebhookChannel, parse_channels
 from service.notify.notice import Notice
+from service.notify.transports import DeliveryError, deliver
+from service.notify.transports.base import connection_problem
 from service.settings import load_settings
 
+from mailserver import PASSWORD, Mailbox, SmtpServer, Tls, authenticate, make_tls, smtp_servers
 from support import free_port
 
 pytestmark = [
@@ -52,7 +41,6 @@ pytestmark = [
     pytest.mark.filterwarnings("ignore:Session.login_data is deprecated:DeprecationWarning"),
 ]
 
-PASSWORD = "s3cret-pass-word"
 VERSION = metadata.version("backup-monitor")
 
 
@@ -295,107 +283,15 @@ async def test_webhook_delivery_can_be_cancelled_mid_request(receiver):
 # --- email --------------------------------------------------------------------------------------
 
 
-@dataclass
-class Tls:
-    ca_file: Path
-    server_context: ssl.SSLContext
-
-
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> Tls:
-    """A private CA (trustme) and a server certificate for 127.0.0.1 signed by it."""
-    ca = trustme.CA()
-    ca_file = tmp_path_factory.mktemp("tls") / "ca.pem"
-    ca.cert_pem.write_to_path(str(ca_file))
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    return Tls(ca_file, context)
-
-
-@dataclass
-class Mailbox:
-    """What an SMTP server received: one entry per message."""
-
-    envelopes: list[Envelope] = field(default_factory=list)
-    refuse: set[str] = field(default_factory=set)
-    data_started: int = 0
-    data_delay: float = 0.0
-
-    async def handle_RCPT(  # aiosmtpd's hook name
-        self, server: Any, session: Session, envelope: Envelope, address: str, options: Any
-    ) -> str:
-        if address in self.refuse:
-            return "550 5.1.1 no such mailbox"
-        envelope.rcpt_tos.append(address)
-        return "250 OK"
-
-    async def handle_DATA(  # aiosmtpd's hook name
-        self, server: Any, session: Session, envelope: Envelope
-    ) -> str:
-        self.data_started += 1
-        await asyncio.sleep(self.data_delay)
-        self.envelopes.append(envelope)
-        return "250 Message accepted"
-
-    def message(self, index: int = 0) -> EmailMessage:
-        content = self.envelopes[index].content
-        assert isinstance(content, bytes)
-        parsed = email.message_from_bytes(content, policy=email.policy.default)
-        assert isinstance(parsed, EmailMessage)
-        return parsed
-
-
-def authenticate(
-    server: Any, session: Session, envelope: Envelope, mechanism: str, auth_data: Any
-) -> AuthResult:
-    ok = (
-        isinstance(auth_data, LoginPassword)
-        and auth_data.login == b"monitor"
-        and auth_data.password == PASSWORD.encode()
-    )
-    return AuthResult(success=ok, handled=False)
-
-
-@dataclass
-class SmtpServer:
-    port: int
-    mailbox: Mailbox
-
-    @property
-    def where(self) -> str:
-        return f"127.0.0.1:{self.port}"
+    return make_tls(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture
 def smtp() -> Iterator[Callable[..., SmtpServer]]:
-    """Start aiosmtpd servers (in their own threads) with the given options; stop them after."""
-    controllers: list[Controller] = []
-
-    def start(**options: Any) -> SmtpServer:
-        mailbox, port = Mailbox(), free_port()
-        controller = Controller(mailbox, hostname="127.0.0.1", port=port, **options)
-        controller.start()
-        controllers.append(controller)
-        return SmtpServer(port, mailbox)
-
-    yield start
-    for controller in controllers:
-        wait_for_no_session(controller)
-        controller.stop()
-
-
-async def _sessions() -> int:
-    return len(asyncio.all_tasks()) - 1  # each session is a task; the other one is this
-
-
-def wait_for_no_session(controller: Controller) -> None:
-    """Let the server see its clients leave: aiosmtpd's stop() cancels the sessions still open
-    and may leave their sockets closing, which Python then reports as unclosed."""
-    deadline = time.monotonic() + 2
-    while time.monotonic() < deadline:
-        if not asyncio.run_coroutine_threadsafe(_sessions(), controller.loop).result(1):
-            return
-        time.sleep(0.01)
+    with smtp_servers() as start:
+        yield start
 
 
 def starttls_server(smtp: Callable[..., SmtpServer], tls: Tls) -> SmtpServer:

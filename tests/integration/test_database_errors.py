@@ -23,7 +23,7 @@ from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.errors import database_unavailable
 from service.keys import engine_key
-from service.notify.channels import ChannelSet
+from service.notify.config import ChannelSet
 from service.notify.dispatcher import Dispatcher, DispatchOptions, utcnow
 from service.scanner.runs import keep_alive
 from service.scheduler import run_deadline_tick, run_scanner_job

@@ -14,7 +14,7 @@ from prometheus_client.parser import (
 from service.api.metrics import _registry, job_families, read_jobs, read_service_families
 from service.app import create_app
 from service.models import Job
-from service.notify.channels import parse_channels
+from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES

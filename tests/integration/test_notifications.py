@@ -6,21 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import email
-import email.policy
 import os
 import shutil
 import signal
 import sys
 import time
 from datetime import UTC, datetime, timedelta
-from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
-from aiosmtpd.controller import Controller
 from sqlalchemy import delete, func, insert, select, text, update
 
 from service.app import create_app
@@ -33,7 +29,7 @@ from service.models import (
     NotificationDelivery,
     NotificationEvent,
 )
-from service.notify.channels import ChannelSet, parse_channels
+from service.notify.config import ChannelSet, parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.scanner import BackupScanner
@@ -41,6 +37,7 @@ from service.scheduler import run_deadline_tick
 from service.settings import load_settings
 from service.units import format_duration
 
+from mailserver import smtp_servers
 from support import Receiver, add_job, free_port, get_job, make_file, read
 
 FAST = DispatchOptions(poll_seconds=0.05, lease_seconds=30, retry_seconds=0.05, max_attempts=4)
@@ -615,6 +612,23 @@ async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, 
     assert (await deliveries(sessionmaker))[0].state == "delivered"
 
 
+async def test_a_running_dispatcher_keeps_one_client_session(sessionmaker, clock, receiver):
+    """One HTTP client session for the dispatcher's lifetime, as aiohttp asks: a job's notices,
+    sent one after the other, go over one kept-alive connection instead of one each; the session
+    is closed when the dispatcher stops."""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_events(sessionmaker, "db", 3)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    stop = asyncio.Event()
+    task = asyncio.create_task(dispatcher.run(stop))
+    await receiver.wait_until(lambda: len(receiver.delivered) == 3)
+    http = dispatcher._http
+    await dispatcher.stop_gracefully(task, stop)
+    assert len(receiver.peers) == 3
+    assert len(set(receiver.peers)) == 1, receiver.peers
+    assert http is not None and http.closed and dispatcher._http is None
+
+
 async def test_a_pause_neither_repeats_an_alert_nor_swallows_a_recovery(
     sessionmaker, clock, tmp_path
 ):
@@ -949,25 +963,11 @@ async def test_notices_routed_a_day_late_are_history_not_news(sessionmaker, cloc
     assert [e.routed_at is not None for e in await events_of(sessionmaker, "db")] == [True, True]
 
 
-class Inbox:
-    """An aiosmtpd handler keeping what it is given."""
-
-    def __init__(self) -> None:
-        self.messages: list[EmailMessage] = []
-
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
-        self.messages.append(
-            email.message_from_bytes(envelope.content, policy=email.policy.default)  # type: ignore[arg-type]
-        )
-        return "250 Message accepted"
-
-
 async def test_a_scan_alert_reaches_a_real_smtp_server(sessionmaker, clock, tmp_path):
     """From the file that stopped coming to the mailbox: scan, outbox, dispatcher, SMTP."""
-    inbox, port = Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
+    with smtp_servers() as smtp:
+        server = smtp()
+        port = server.port
         channels = parse_channels(
             {"channels": {"ops-mail": {
                 "type": "email", "host": "127.0.0.1", "port": port, "security": "none",
@@ -982,7 +982,8 @@ async def test_a_scan_alert_reaches_a_real_smtp_server(sessionmaker, clock, tmp_
             await BackupScanner(session, clock=clock).scan_all_jobs()
         options = dataclasses.replace(FAST, public_url="https://backups.example.com")
         await dispatch_until_idle(Dispatcher(sessionmaker, channels, options))
-        (message,) = inbox.messages
+        (_one,) = server.mailbox.envelopes
+        message = server.mailbox.message()
         (event,) = await events_of(sessionmaker, "db")
         assert message["Subject"] == "[backup-monitor] CRITICAL db"
         assert message["To"] == "ops@example.com"
@@ -992,8 +993,6 @@ async def test_a_scan_alert_reaches_a_real_smtp_server(sessionmaker, clock, tmp_
         assert event.payload["reasons"][0]["message"] in body
         (row,) = await deliveries(sessionmaker)
         assert (row.state, row.attempts) == ("delivered", 1)
-    finally:
-        server.stop()
 
 
 # --- a hung channel holds up nobody else ------------------------------------------------------
@@ -1151,10 +1150,9 @@ async def test_a_receiver_slower_than_its_timeout_gets_each_retry_with_one_idemp
 async def test_a_file_name_cannot_forge_lines_in_an_email(sessionmaker, clock, tmp_path):
     """A file named with line breaks and a bidi override reaches the mailbox escaped: no fake
     "Dashboard:" line, nothing that reorders the text."""
-    inbox, port = Inbox(), free_port()
-    server = Controller(inbox, hostname="127.0.0.1", port=port)
-    server.start()
-    try:
+    with smtp_servers() as smtp:
+        server = smtp()
+        port = server.port
         channels = parse_channels(
             {"channels": {"ops-mail": {
                 "type": "email", "host": "127.0.0.1", "port": port, "security": "none",
@@ -1173,15 +1171,14 @@ async def test_a_file_name_cannot_forge_lines_in_an_email(sessionmaker, clock, t
             await BackupScanner(session, clock=clock).scan_all_jobs()
         options = dataclasses.replace(FAST, public_url="https://backups.example.com")
         await dispatch_until_idle(Dispatcher(sessionmaker, channels, options))
-        (message,) = inbox.messages
+        (_one,) = server.mailbox.envelopes
+        message = server.mailbox.message()
         body = message.get_content()
         dashboard = [line for line in body.splitlines() if "Dashboard:" in line]
         assert dashboard[-1] == "Dashboard: https://backups.example.com/jobs/db"
         assert all(not line.startswith("Dashboard: evil") for line in dashboard)
         assert "x\\nDashboard: evil.example\\n\\u202egpj.dump" in body
         assert "\u202e" not in body
-    finally:
-        server.stop()
 
 
 async def test_a_job_gone_without_cancelling_is_never_sent_to(sessionmaker, clock, receiver):

@@ -1,4 +1,4 @@
-"""The channels file (service.notify.channels) and the notice (service.notify.notice)."""
+"""The channels file (service.notify.config) and the notice (service.notify.notice)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import trustme
 import yaml
 from cryptography import x509
 
-from service.notify.channels import (
+from service.notify.config import (
     EMPTY,
     AppriseChannel,
     ChannelSet,

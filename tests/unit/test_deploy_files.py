@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from service.notify.channels import load_channels
+from service.notify.config import load_channels
 
 from conftest import missing
 

@@ -1,0 +1,123 @@
+"""Every benchmark in bench/ runs at a tiny size (seconds each), so that a change of the schema
+or of an interface a benchmark uses fails `make test` instead of rotting the benchmark unseen.
+
+The numbers are not looked at (bench/README.md's targets are for full-size runs on an idle
+machine): only that each script runs to its end, exit status 0, with its own correctness
+checks passed (counts, every ping stored, every notice delivered once). bench/overdue.py has
+its own test (test_bench_overdue.py). PostgreSQL benchmarks get a database of their own on the
+test server (a `bench` name: the scripts drop and recreate it); an unreachable server skips,
+and fails under CI=true.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import shutil
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from conftest import TEST_DATABASE_URL, in_thread, missing, pg_admin
+
+REPO = Path(__file__).resolve().parents[2]
+TIMEOUT = 120
+
+
+@pytest.fixture
+def bench_pg_url() -> Iterator[str]:
+    """A database name on the test PostgreSQL server for one benchmark run: the benchmark
+    creates (and drops) it itself; dropped here too if the run died half-way."""
+    try:
+        in_thread(lambda: asyncio.run(pg_admin("SELECT 1")))
+    except Exception as exc:
+        missing(f"PostgreSQL at {make_url(TEST_DATABASE_URL)!r} is unreachable: {exc}")
+    name = f"bm_bench_smoke_{uuid.uuid4().hex[:12]}"
+    yield make_url(TEST_DATABASE_URL).set(database=name).render_as_string(hide_password=False)
+    in_thread(lambda: asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')))
+
+
+def run_bench(script: str, env: dict[str, str], *arguments: str) -> str:
+    """Run bench/`script` with `arguments`; its standard output, or a failure with its output."""
+    command = [sys.executable, str(REPO / "bench" / script), *arguments]
+    done = subprocess.run(
+        command, cwd=REPO, env=env, capture_output=True, text=True, timeout=TIMEOUT
+    )
+    assert done.returncode == 0, f"{script} exited {done.returncode}:\n{done.stdout}{done.stderr}"
+    return done.stdout
+
+
+@pytest.fixture
+def bench_url(request, tmp_path):
+    """A function: the database URL for a benchmark on `kind` (postgresql or sqlite)."""
+
+    def url(kind: str) -> str:
+        if kind == "sqlite":
+            return f"sqlite+aiosqlite:///{tmp_path / 'bm_bench_scan.db'}"
+        bench_url: str = request.getfixturevalue("bench_pg_url")
+        return bench_url
+
+    return url
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+def test_the_scan_benchmark_runs_at_a_tiny_size(kind, bench_url, base_env):
+    if shutil.which("find") is None:
+        missing("find is missing (findutils): bench/scan.py measures the scanner against it")
+    url = bench_url(kind)
+    out = run_bench(
+        "scan.py", base_env, "--jobs", "3", "--files", "4", "--rescans", "1",
+        "--database-url", url, "--json",
+    )  # fmt: skip
+    result = json.loads(out)
+    assert result["count_problems"] == []
+    assert result["artifact_rows"] == 12
+    assert result["first_scan"]["scan_run"]["artifacts_new"] == 12
+    assert result["rescan"]["scan_run"]["artifacts_new"] == 0
+
+
+def test_the_ping_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
+    out = run_bench(
+        "pings.py", base_env, "--jobs", "3", "--concurrency", "4", "--warmup", "0.1",
+        "--seconds", "0.5", "--database-url", bench_pg_url,
+    )  # fmt: skip
+    found = re.search(r"pings answered OK: (\d+), stored: (\d+), failed requests: 0", out)
+    assert found, out
+    assert int(found[1]) == int(found[2]) > 0
+
+
+def test_the_api_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
+    out = run_bench(
+        "api.py", base_env, "--jobs", "30", "--artifacts-per-job", "2", "--concurrency", "2",
+        "--warmup", "0", "--seconds", "0.3", "--database-url", bench_pg_url, "--json",
+    )  # fmt: skip
+    result = json.loads(out)
+    assert result["jobs"] == 30
+    assert result["artifacts"] == 60
+    assert result["scans_during_run"] == 0
+    measured = {r["target"]: r for r in result["results"]}
+    assert set(measured) == {"bare", "live", "jobs", "status", "critical", "q"}
+    assert all(r["requests"] > 0 and not r["errors"] for r in measured.values()), measured
+
+
+def test_the_metrics_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
+    out = run_bench(
+        "metrics.py", base_env, "--jobs", "6", "--requests", "3", "--database-url", bench_pg_url
+    )
+    assert "6 jobs on PostgreSQL" in out
+    assert re.search(r"/ \(dashboard, 6 jobs\) server side p50 [\d.]+ ms", out), out
+
+
+def test_the_notify_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
+    out = run_bench(
+        "notify.py", base_env, "--jobs", "3", "--per-job", "2", "--concurrency", "2",
+        "--database-url", bench_pg_url,
+    )  # fmt: skip
+    assert re.search(r"many jobs: 6 notices .* each exactly once: yes", out), out
+    assert re.search(r"one job: 6 notices .* each exactly once: yes; in order: yes", out), out
