@@ -50,12 +50,12 @@ async def test_notify_settings_are_declared_and_answered(client):
     assert (await response.json())["notify"] == {"channels": ["mail"], "renotify_every": 14400}
 
     plain = await client.post("/api/v1/jobs", json={"name": "web", "schedule": {"every": "1d"}})
-    assert (await plain.json())["notify"] == {"channels": None, "renotify_every": None}
+    assert (await plain.json())["notify"] == {"channels": None, "renotify_every": None, "after": 1, "for": 0}
 
     silenced = await client.patch("/api/v1/jobs/web", json={"notify": {"channels": []}})
-    assert (await silenced.json())["notify"] == {"channels": [], "renotify_every": None}
+    assert (await silenced.json())["notify"] == {"channels": [], "renotify_every": None, "after": 1, "for": 0}
     reset = await client.patch("/api/v1/jobs/web", json={"notify": None})
-    assert (await reset.json())["notify"] == {"channels": None, "renotify_every": None}
+    assert (await reset.json())["notify"] == {"channels": None, "renotify_every": None, "after": 1, "for": 0}
 
 
 @pytest.mark.parametrize("method", ["post", "patch"])

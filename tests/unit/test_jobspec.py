@@ -27,7 +27,8 @@ FULL: dict[str, Any] = {
     "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris"},
     "grace": "1h30m",
     "rules": {"min_size": "1MiB", "max_size": "2GB", "min_count": 7, "max_size_drop": "50%"},
-    "notify": {"channels": ["ops", "mail", "ops"], "renotify_every": "4h"},
+    "notify": {"channels": ["ops", "mail", "ops"], "renotify_every": "4h", "after": 3,
+               "for": "30m"},
     "paused": True,
 }
 FULL_DECLARATION: dict[str, Any] = {
@@ -51,7 +52,7 @@ FULL_DECLARATION: dict[str, Any] = {
         "max_duration": None,
         "min_duration": None,
     },
-    "notify": {"channels": ["ops", "mail"], "renotify_every": 14400},
+    "notify": {"channels": ["ops", "mail"], "renotify_every": 14400, "after": 3, "for": 1800},
     "paused": True,
 }
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
@@ -113,7 +114,7 @@ def test_minimal_job_defaults() -> None:
             "max_duration": None,
             "min_duration": None,
         },
-        "notify": {"channels": None, "renotify_every": None},
+        "notify": {"channels": None, "renotify_every": None, "after": 1, "for": 0},
         "paused": False,
     }
 
@@ -585,7 +586,7 @@ def test_scan_roots_do_not_apply_to_a_job_without_source(tree: dict[str, Path]) 
 
 
 def test_notify_defaults_to_the_default_channels() -> None:
-    assert parse_job(MINIMAL).declaration()["notify"] == {"channels": None, "renotify_every": None}
+    assert parse_job(MINIMAL).declaration()["notify"] == {"channels": None, "renotify_every": None, "after": 1, "for": 0}
     silent = parse_job(with_(MINIMAL, notify={"channels": []}))
     assert silent.notify.channels == ()
 
