@@ -44,7 +44,7 @@ class Job:
     reasons: list[dict[str, str]] = field(default_factory=list)
     notified: str | None = None
     notified_reasons: list[dict[str, str]] | None = None
-    streak: Streak = Streak()
+    streak: Streak = field(default_factory=Streak)
     renotify: datetime | None = None
     told: list[tuple[float, str, str, frozenset[str]]] = field(default_factory=list)
 
@@ -79,7 +79,8 @@ class Job:
 Step = tuple[float, str, set[str], float | None]
 OK: set[str] = set()
 
-CASES: list[tuple[str, NoticeRule, int | None, list[Step], list[tuple[float, str, str, set[str]]]]] = [
+Told = tuple[float, str, str, set[str]]  # minutes, kind, status, codes
+CASES: list[tuple[str, NoticeRule, int | None, list[Step], list[Told]]] = [
     # after: 2, exactly two bad judgements in a row: told at the second, once.
     ("after-exactly-n", NoticeRule(after=2), None,
      [(0, "unknown", {ERR}, None), (5, "unknown", {ERR}, None), (10, "unknown", {ERR}, None)],
