@@ -731,11 +731,10 @@ class BackupScanner:
         read: a notice, a counted bad judgement, another moment for the next notice. (Else
         its checked_at is only touched, in a batch: nothing here is lost by that.)"""
         told = cls._news(change, job)
-        if told.kind is not None or cls._streak(change, job) != Streak(
-            job.bad_since, job.bad_count
-        ):
-            return True
-        return cls._notice_at(change, job, told) != job.renotify_at
+        counted = cls._streak(change, job) != Streak(job.bad_since, job.bad_count)
+        return (
+            told.kind is not None or counted or cls._notice_at(change, job, told) != job.renotify_at
+        )
 
     @staticmethod
     def _event(change: Change, stored: Any, kind: str) -> dict[str, Any]:
