@@ -73,7 +73,8 @@ def describe_declaration(
 
 
 def describe_notify(notify: dict[str, Any] | None, defaults: Sequence[str]) -> str:
-    """ "tells ops, mail (the default channels), again every 4 h while critical"."""
+    """ "tells ops, mail (the default channels), again every 4 h while critical, of a problem
+    once it has lasted for 30 min and for 2 checks in a row"."""
     notify = notify or {}
     channels = notify.get("channels")
     if channels is None:
@@ -81,7 +82,14 @@ def describe_notify(notify: dict[str, Any] | None, defaults: Sequence[str]) -> s
     else:
         who = f"tells {', '.join(channels)}" if channels else "tells no one (silenced)"
     every = notify.get("renotify_every")
-    return f"{who}, again every {exact_duration(every)} while critical" if every else who
+    if every:
+        who += f", again every {exact_duration(every)} while critical"
+    lasted = []
+    if notify.get("for"):
+        lasted.append(f"for {exact_duration(notify['for'])}")
+    if (notify.get("after") or 1) > 1:
+        lasted.append(f"for {notify['after']} checks in a row")
+    return f"{who}, of a problem once it has lasted {' and '.join(lasted)}" if lasted else who
 
 
 def relative_time(moment: datetime | None, now: datetime) -> str:
