@@ -39,7 +39,7 @@ from service.models import (
     ScanRun,
     new_ping_key,
 )
-from service.notify.events import renotify_at
+from service.notify.events import Hold, NoticeRule, Streak, owed_notice, renotify_at
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
@@ -96,6 +96,25 @@ def apply_declaration(job: Job, spec: JobSpec, now: datetime) -> bool:
     job.updated_at = now
     job.next_check_at = now  # judge it again soon under the new declaration
     return True
+
+
+def notice_rule(notify: Mapping[str, Any] | None) -> NoticeRule:
+    """A stored declaration's notify.after and notify.for (validated when written; the
+    defaults for one stored before they existed)."""
+    notify = notify or {}
+    return NoticeRule(int(notify.get("after") or 1), int(notify.get("for") or 0))
+
+
+def held_notice(job: Job) -> Hold | None:
+    """The notice the job owes and holds back, as its last judgement left it (pure rule:
+    service.notify.events.owed_notice); None when nothing is held."""
+    if job.checked_at is None:
+        return None
+    return owed_notice(
+        status=job.status, reasons=job.reasons or [], notified=job.notified_status,
+        notified_reasons=job.notified_reasons, streak=Streak(job.bad_since, job.bad_count or 0),
+        rule=notice_rule(job.notify), judged_at=job.checked_at,
+    )  # fmt: skip
 
 
 def merge_patch(job: Job, changes: Mapping[str, Any]) -> dict[str, Any]:

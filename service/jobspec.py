@@ -57,6 +57,8 @@ MAX_CRON = 500  # every field written out as a list takes about 370
 MAX_CHANNELS = 50
 MAX_COUNT = 10**9
 MAX_EXCLUDES = 50
+# notify.after: consecutive bad judgements before a problem is told (1: at once).
+MAX_AFTER = 100
 # A file modified this recently (or changed since the previous listing) may still be written.
 DEFAULT_SETTLE = 120
 # Names that writers use while a file is incomplete, and dot-files (rsync's temporary copies).
@@ -111,6 +113,12 @@ Count = Annotated[
     BeforeValidator(_no_bool),
     AfterValidator(_count),
     WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_COUNT}),
+]
+AfterCount = Annotated[
+    int,
+    BeforeValidator(_no_bool),
+    Field(ge=1, le=MAX_AFTER),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_AFTER}),
 ]
 Size = Annotated[
     int,
@@ -274,10 +282,18 @@ class Rules(_Strict):
 
 
 class Notify(_Strict):
+    # `for` is a Python keyword: the field is `for_`, named `for` in YAML, the API and storage.
+    model_config = ConfigDict(serialize_by_alias=True)
+
     # None: the default channels of CHANNELS_FILE; an empty list: no notifications at all.
     channels: tuple[ChannelName, ...] | None = Field(default=None, max_length=MAX_CHANNELS)
     # While the job stays critical, repeat the notice this often (None: once).
     renotify_every: PositiveDuration | None = None
+    # A problem is told once the job has been bad (warning, critical, unknown) for `after`
+    # consecutive judgements and for `for` seconds without a break; both must hold (the rule
+    # is service.notify.events.hold_of). Recoveries are told only for problems told.
+    after: AfterCount = 1
+    for_: Duration = Field(default=0, alias="for")
 
     @field_validator("channels")
     @classmethod

@@ -53,7 +53,9 @@ class Job(Base):
     # included, so a changed source changes it): an unchanged listing needs no artifact reads
     # or writes.
     listing_digest: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    # While the job is critical with notify.renotify_every set: when to repeat the notice.
+    # When the next notice is due, and the deadline tick judges the job: a reminder while the
+    # job is critical with notify.renotify_every set, or a notice held until a moment (the end
+    # of notify.for; see service.notify.events.notice_due).
     renotify_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     # The status of the last notice about this job (None before any): what people were last
     # told, so that a pause in between neither repeats an alert nor swallows a recovery.
@@ -61,6 +63,10 @@ class Job(Base):
     # The reasons of that last notice (None: not known, a job told before 0006): a problem
     # that appears across a pause is told, the same problems are not told again.
     notified_reasons: Mapped[list[dict[str, str]] | None] = mapped_column(JSONType, nullable=True)
+    # The current run of bad judgements (warning, critical, unknown): when it began (None: the
+    # last judgement was not bad) and how many, counted up to notify.after (see bad_streak).
+    bad_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    bad_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
 
 
 class Artifact(Base):

@@ -120,8 +120,8 @@ async def run_deadline_tick(
     batch: int = TICK_BATCH,
     **scan_options: Any,
 ) -> list[str]:
-    """Judge now the jobs whose deadline passed, whose reminder is due, or that pinged, since
-    they were last judged.
+    """Judge now the jobs whose deadline passed, whose next notice is due (a reminder, or a
+    notice held by notify.for until now), or that pinged, since they were last judged.
 
     Each job is claimed by a conditional UPDATE checked by its rowcount, so that several
     replicas ticking together never scan a job twice. Returns the names scanned. A `clock` in
@@ -134,7 +134,8 @@ async def run_deadline_tick(
     never = Job.checked_at.is_(None)
     not_seen_since = or_(
         and_(Job.next_check_at <= now, or_(never, Job.checked_at < Job.next_check_at)),
-        # A reminder is written by the judgement at its due time, with the reasons then. Due
+        # A reminder (or a notice held until now: renotify_at is when the next notice is due)
+        # is written by the judgement at its due time, with the reasons then. Due
         # whenever this job was last looked at: a tick whose scan skipped the job (another
         # writer held its row) or failed has set checked_at, and the reminder must not wait
         # for the next full scan. It clears itself: the judgement that writes the reminder

@@ -40,6 +40,7 @@ from service.jobs import (
     create_job,
     delete_job,
     find_job,
+    held_notice,
     history_page,
     job_ref,
     list_jobs,
@@ -63,13 +64,21 @@ def known_channels(request: web.Request) -> frozenset[str]:
     return frozenset(request.app[channels_key].channels)
 
 
-_STORED = tuple(name for name in JobOut.model_fields if name not in ("ping_key", "ping_url"))
+_STORED = tuple(
+    name for name in JobOut.model_fields if name not in ("ping_key", "ping_url", "notice")
+)
 
 
 def job_out(job: Job, ping_base: str | None) -> JobOut:
     """The job as the API answers it; `ping_base` (scheme://host) makes its full ping URL, and
     None hides the ping key (see ping_base_of)."""
     fields = {name: getattr(job, name) for name in _STORED}
+    held = held_notice(job)
+    if held is not None:
+        fields["notice"] = {
+            "held": held.reason, "kind": held.kind, "bad_since": job.bad_since,
+            "until": held.until, "judgements": held.judgements,
+        }  # fmt: skip
     if ping_base is None:
         return JobOut.model_validate({**fields, "ping_key": None, "ping_url": None})
     url = f"{ping_base}/ping/{job.ping_key}"

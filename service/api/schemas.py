@@ -157,10 +157,38 @@ class RulesOut(_Out):
 
 
 class NotifyOut(_Out):
+    model_config = ConfigDict(frozen=True, serialize_by_alias=True)
+
     channels: list[str] | None = Field(
         default=None, description="channel names; null means the default channels"
     )
     renotify_every: int | None = Field(default=None, description="seconds")
+    # Defaults for declarations stored before these fields existed.
+    after: int = Field(default=1, description="consecutive bad judgements before a problem is told")
+    for_: int = Field(
+        default=0,
+        alias="for",
+        description="seconds a job must stay bad, without a break, before a problem is told",
+    )
+
+
+class HeldNoticeOut(_Out):
+    held: Literal["silence", "for", "after"] = Field(
+        description="the first condition not met yet: a silence in force, notify.for (the job "
+        "has not been bad long enough), notify.after (not enough bad judgements in a row)"
+    )
+    kind: Literal["problem", "changed", "recovery", "reminder"] = Field(
+        description="the notice held"
+    )
+    bad_since: datetime | None = Field(
+        description="when the job's current run of bad judgements began"
+    )
+    until: datetime | None = Field(
+        description="when the conditions on time are met (end of notify.for or of the silence): "
+        "the notice goes out then if the job is still bad and `judgements` is 0; null: only "
+        "more bad judgements are awaited"
+    )
+    judgements: int = Field(description="bad judgements in a row still needed by notify.after")
 
 
 class JobOut(_Out):
@@ -181,6 +209,11 @@ class JobOut(_Out):
     checked_at: datetime | None
     status_changed_at: datetime | None
     next_check_at: datetime | None
+    notice: HeldNoticeOut | None = Field(
+        default=None,
+        description="a notice owed but held back, as the last judgement left it (notify.after, "
+        "notify.for, a silence); null when nothing is held",
+    )
     created_at: datetime
     updated_at: datetime
     # A ping is a write: a read-only token could send success pings and hide a failing job.

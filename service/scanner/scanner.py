@@ -36,9 +36,13 @@ from service.jobspec import DECLARATION_FIELDS, JobSpec, error_details, parse_jo
 from service.models import Artifact, Job, JobCheck, NotificationEvent, ScanRun
 from service.notify.events import (
     News,
+    NoticeRule,
+    Streak,
+    bad_streak,
     event_row,
     located,
     news,
+    notice_due,
     problem_codes,
     reason_changes,
     renotify_at,
@@ -101,6 +105,8 @@ _UPDATE_JOB = (
                 "renotify_at",
                 "notified_status",
                 "notified_reasons",
+                "bad_since",
+                "bad_count",
             )
         }
     )
@@ -193,12 +199,19 @@ class JobRow:
     artifact_count: int
     listing_digest: str | None
     renotify_at: datetime | None = None
+    # What people were last told, and the run of bad judgements: with renotify_at, what a
+    # judgement's notice depends on (the writer weighs it again on the row it claims).
+    notified_status: str | None = None
+    notified_reasons: list[dict[str, str]] | None = None
+    bad_since: datetime | None = None
+    bad_count: int = 0
 
 
 _JOB_COLUMNS = (
     Job.id, Job.name, *(getattr(Job, name) for name in DECLARATION_FIELDS), Job.created_at,
     Job.status, Job.reasons, Job.next_check_at, Job.checked_at, Job.status_changed_at,
     Job.latest_artifact, Job.artifact_count, Job.listing_digest, Job.renotify_at,
+    Job.notified_status, Job.notified_reasons, Job.bad_since, Job.bad_count,
 )  # fmt: skip
 
 
@@ -217,6 +230,10 @@ def _job_row(row: Any) -> JobRow:
         artifact_count=row.artifact_count,
         listing_digest=row.listing_digest,
         renotify_at=row.renotify_at,
+        notified_status=row.notified_status,
+        notified_reasons=row.notified_reasons,
+        bad_since=row.bad_since,
+        bad_count=row.bad_count,
     )
 
 
@@ -522,6 +539,8 @@ class BackupScanner:
                 # A reminder is due: it is written with this judgement, so it tells the job as
                 # it is now, not as it was at the first alert.
                 or (reminder is not None and reminder <= change.checked_at)
+                # A notice owed (one held until now), or the run of bad judgements counted on.
+                or self._aftermath_changes(change, job)
             ):
                 changes.append(change)
             else:
@@ -689,7 +708,13 @@ class BackupScanner:
                 change.result.status, change.result.reasons = job.status, job.reasons
 
     @staticmethod
-    def _news(change: Change, stored: Any) -> News:
+    def _streak(change: Change, stored: Any) -> Streak:
+        """The job's run of bad judgements with this one (pure rule: bad_streak)."""
+        before = Streak(stored.bad_since, stored.bad_count or 0)
+        return bad_streak(before, change.state["status"], change.checked_at, _rule(change).after)
+
+    @classmethod
+    def _news(cls, change: Change, stored: Any) -> News:
         """What this judgement means against the state stored now (the rule is pure: see
         service.notify.events.news)."""
         due = stored.renotify_at is not None and stored.renotify_at <= change.checked_at
@@ -697,7 +722,19 @@ class BackupScanner:
             stored=stored.status, stored_reasons=stored.reasons or [],
             notified=stored.notified_status, notified_reasons=stored.notified_reasons,
             reminder_due=due, status=change.state["status"], reasons=change.state["reasons"],
+            streak=cls._streak(change, stored), rule=_rule(change), now=change.checked_at,
         )  # fmt: skip
+
+    @classmethod
+    def _aftermath_changes(cls, change: Change, job: JobRow) -> bool:
+        """Whether the judgement writes something beyond its state, judged from the job as
+        read: a notice, a counted bad judgement, another moment for the next notice. (Else
+        its checked_at is only touched, in a batch: nothing here is lost by that.)"""
+        told = cls._news(change, job)
+        counted = cls._streak(change, job) != Streak(job.bad_since, job.bad_count)
+        return (
+            told.kind is not None or counted or cls._notice_at(change, job, told) != job.renotify_at
+        )
 
     @staticmethod
     def _event(change: Change, stored: Any, kind: str) -> dict[str, Any]:
@@ -718,17 +755,25 @@ class BackupScanner:
         )  # fmt: skip
 
     @staticmethod
-    def _job_values(change: Change, stored: Any, told_now: News) -> dict[str, Any]:
-        state = change.state
-        changed_at = (
-            change.checked_at if state["status"] != stored.status else stored.status_changed_at
-        )
-        spec = change.observation.spec
+    def _notice_at(change: Change, stored: Any, told_now: News) -> datetime | None:
+        """When the next notice is due (jobs.renotify_at): a reminder, or a held notice's
+        moment (pure rules: renotify_at, notice_due)."""
+        state, spec = change.state, change.observation.spec
         every = spec.notify.renotify_every if spec is not None else None
         reminder = renotify_at(
             state["status"], stored.status, stored.renotify_at, every, change.checked_at,
             told_now=told_now.kind is not None,
         )  # fmt: skip
+        return notice_due(reminder, told_now.held, stored.notified_status, state["status"])
+
+    @classmethod
+    def _job_values(cls, change: Change, stored: Any, told_now: News) -> dict[str, Any]:
+        state = change.state
+        changed_at = (
+            change.checked_at if state["status"] != stored.status else stored.status_changed_at
+        )
+        reminder = cls._notice_at(change, stored, told_now)
+        streak = cls._streak(change, stored)
         # What people were last told: changed only by a notice, written with it.
         if told_now.kind is None:
             told, told_reasons = stored.notified_status, stored.notified_reasons
@@ -737,7 +782,8 @@ class BackupScanner:
         values = {f"new_{name}": value for name, value in state.items()}
         values.update(job_id=change.observation.job.id, new_checked_at=change.seen_at,
                       new_status_changed_at=changed_at, new_renotify_at=reminder,
-                      new_notified_status=told, new_notified_reasons=told_reasons)  # fmt: skip
+                      new_notified_status=told, new_notified_reasons=told_reasons,
+                      new_bad_since=streak.since, new_bad_count=streak.count)  # fmt: skip
         return values
 
     async def _claim(self, changes: Sequence[Change]) -> dict[int, Any]:
@@ -753,6 +799,7 @@ class BackupScanner:
         query = select(
             Job.id, Job.status, Job.reasons, Job.status_changed_at, Job.checked_at,
             Job.updated_at, Job.renotify_at, Job.notified_status, Job.notified_reasons,
+            Job.bad_since, Job.bad_count,
         ).where(Job.id.in_(list(observed)))  # fmt: skip
         if session.get_bind().dialect.name == "postgresql":
             query = query.with_for_update(skip_locked=True)
@@ -850,6 +897,15 @@ class BackupScanner:
         await session.execute(
             statement, [dict(zip(_COPY_COLUMNS, row, strict=True)) for row in rows]
         )
+
+
+def _rule(change: Change) -> NoticeRule:
+    """The job's notify.after and notify.for (the defaults for a declaration that does not
+    validate: its `unknown` is told at once)."""
+    spec = change.observation.spec
+    if spec is None:
+        return NoticeRule()
+    return NoticeRule(spec.notify.after, spec.notify.for_)
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:

@@ -45,12 +45,15 @@ from service.jobs import (
     act_on_job,
     artifacts_page,
     find_job,
+    held_notice,
     history_page,
+    notice_rule,
     notifications_page,
     possible_ref,
 )
 from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
+from service.models import Job
 from service.pings import recent_runs
 from service.settings import Settings
 from service.tokens import Access, same_secret, token_hashes
@@ -65,7 +68,13 @@ from service.web.queries import (
     recent_sizes,
     status_digest,
 )
-from service.web.words import as_of, describe_declaration, describe_notify, relative_time
+from service.web.words import (
+    as_of,
+    describe_declaration,
+    describe_held,
+    describe_notify,
+    relative_time,
+)
 
 routes = web.RouteTableDef()
 
@@ -263,6 +272,15 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
     }
 
 
+def held_words(job: Job, now: datetime) -> str | None:
+    """The job page's line on a notice held back (None: nothing held)."""
+    hold = held_notice(job)
+    if hold is None:
+        return None
+    rule = notice_rule(job.notify)
+    return describe_held(hold, job.status, job.bad_since, job.status_changed_at, rule, now)
+
+
 @routes.get("/")
 @_page(
     "Dashboard: every job, worst first", description="Filters: `status`, `tag`, `q`.",
@@ -329,6 +347,7 @@ async def job_page(request: web.Request) -> web.Response:
         runs=runs,
         notices=notices,
         notify_words=describe_notify(job.notify, request.app[channels_key].defaults),
+        held=held_words(job, now),
         duration=format_duration,
         files=files,
         next_before=next_before,

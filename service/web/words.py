@@ -8,6 +8,7 @@ from typing import Any
 
 from cron_descriptor import ExpressionDescriptor, Options
 
+from service.notify.events import Hold, NoticeRule
 from service.units import format_duration, format_size
 
 _CRON_WORDS = Options()
@@ -72,7 +73,8 @@ def describe_declaration(
 
 
 def describe_notify(notify: dict[str, Any] | None, defaults: Sequence[str]) -> str:
-    """ "tells ops, mail (the default channels), again every 4 h while critical"."""
+    """ "tells ops, mail (the default channels), again every 4 h while critical, of a problem
+    once it has lasted for 30 min and for 2 checks in a row"."""
     notify = notify or {}
     channels = notify.get("channels")
     if channels is None:
@@ -80,7 +82,14 @@ def describe_notify(notify: dict[str, Any] | None, defaults: Sequence[str]) -> s
     else:
         who = f"tells {', '.join(channels)}" if channels else "tells no one (silenced)"
     every = notify.get("renotify_every")
-    return f"{who}, again every {exact_duration(every)} while critical" if every else who
+    if every:
+        who += f", again every {exact_duration(every)} while critical"
+    lasted = []
+    if notify.get("for"):
+        lasted.append(f"for {exact_duration(notify['for'])}")
+    if (notify.get("after") or 1) > 1:
+        lasted.append(f"for {notify['after']} checks in a row")
+    return f"{who}, of a problem once it has lasted {' and '.join(lasted)}" if lasted else who
 
 
 def relative_time(moment: datetime | None, now: datetime) -> str:
@@ -103,3 +112,42 @@ def as_of(moment: datetime | None, now: datetime) -> str:
     if moment.date() == now.astimezone(UTC).date():
         return f"{moment:%H:%M} UTC"
     return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _checks(count: int) -> str:
+    return "the next check" if count == 1 else f"{count} more checks"
+
+
+def describe_held(
+    hold: Hold,
+    status: str,
+    bad_since: datetime | None,
+    status_changed_at: datetime | None,
+    rule: NoticeRule,
+    now: datetime,
+) -> str:
+    """One line on a notice held back: "critical since 03:10 UTC; you will be told at 03:40
+    UTC if it lasts (notify.for 30 min)"."""
+    since = as_of(status_changed_at or bad_since, now)
+    if bad_since is not None and status_changed_at is not None and bad_since < status_changed_at:
+        since += f" (bad since {as_of(bad_since, now)})"
+    where = f"{status} since {since}"
+    if hold.reason == "silence":
+        what = (
+            "you will be told then if it is still so"
+            if hold.kind in ("problem", "changed")
+            else f"the {hold.kind} notice goes out then"
+        )
+        return f"{where}; silenced until {as_of(hold.until, now)}: {what}"
+    parts = []
+    if hold.reason == "for":
+        parts.append(f"you will be told at {as_of(hold.until, now)} if it lasts")
+    if hold.judgements:
+        more = f"if {_checks(hold.judgements)} find{'s' if hold.judgements == 1 else ''} it bad"
+        parts.append(f"and {more}" if parts else f"you will be told {more} too")
+    settings = []
+    if rule.for_seconds:
+        settings.append(f"notify.for {exact_duration(rule.for_seconds)}")
+    if rule.after > 1:
+        settings.append(f"notify.after {rule.after}")
+    return f"{where}; {' '.join(parts)} ({', '.join(settings)})"

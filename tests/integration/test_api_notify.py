@@ -28,6 +28,8 @@ CHANNELS = {
     },
 }
 
+NOTIFY_DEFAULTS = {"channels": None, "renotify_every": None, "after": 1, "for": 0}
+
 
 @pytest.fixture
 async def app(database_url):
@@ -44,18 +46,27 @@ async def test_notify_settings_are_declared_and_answered(client):
     response = await client.post(
         "/api/v1/jobs",
         json={"name": "db", "schedule": {"every": "1d"},
-              "notify": {"channels": ["mail"], "renotify_every": "4h"}},
+              "notify": {"channels": ["mail"], "renotify_every": "4h", "after": 2,
+                         "for": "30m"}},
     )  # fmt: skip
     assert response.status == 201, await response.text()
-    assert (await response.json())["notify"] == {"channels": ["mail"], "renotify_every": 14400}
+    assert (await response.json())["notify"] == {
+        "channels": ["mail"], "renotify_every": 14400, "after": 2, "for": 1800
+    }  # fmt: skip
+    # Seconds or a duration, like every duration; `after` is 1 to 100.
+    patched = await client.patch("/api/v1/jobs/db", json={"notify": {"for": 90, "after": 100}})
+    assert (await patched.json())["notify"] == {**NOTIFY_DEFAULTS, "after": 100, "for": 90}
+    for wrong in ({"after": 0}, {"after": 101}, {"for": "soon"}, {"for_": 5}):
+        refused = await client.patch("/api/v1/jobs/db", json={"notify": wrong})
+        assert refused.status == 422, wrong
 
     plain = await client.post("/api/v1/jobs", json={"name": "web", "schedule": {"every": "1d"}})
-    assert (await plain.json())["notify"] == {"channels": None, "renotify_every": None}
+    assert (await plain.json())["notify"] == NOTIFY_DEFAULTS
 
     silenced = await client.patch("/api/v1/jobs/web", json={"notify": {"channels": []}})
-    assert (await silenced.json())["notify"] == {"channels": [], "renotify_every": None}
+    assert (await silenced.json())["notify"] == {**NOTIFY_DEFAULTS, "channels": []}
     reset = await client.patch("/api/v1/jobs/web", json={"notify": None})
-    assert (await reset.json())["notify"] == {"channels": None, "renotify_every": None}
+    assert (await reset.json())["notify"] == NOTIFY_DEFAULTS
 
 
 @pytest.mark.parametrize("method", ["post", "patch"])

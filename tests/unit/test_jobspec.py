@@ -27,7 +27,12 @@ FULL: dict[str, Any] = {
     "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris"},
     "grace": "1h30m",
     "rules": {"min_size": "1MiB", "max_size": "2GB", "min_count": 7, "max_size_drop": "50%"},
-    "notify": {"channels": ["ops", "mail", "ops"], "renotify_every": "4h"},
+    "notify": {
+        "channels": ["ops", "mail", "ops"],
+        "renotify_every": "4h",
+        "after": 3,
+        "for": "30m",
+    },
     "paused": True,
 }
 FULL_DECLARATION: dict[str, Any] = {
@@ -51,9 +56,10 @@ FULL_DECLARATION: dict[str, Any] = {
         "max_duration": None,
         "min_duration": None,
     },
-    "notify": {"channels": ["ops", "mail"], "renotify_every": 14400},
+    "notify": {"channels": ["ops", "mail"], "renotify_every": 14400, "after": 3, "for": 1800},
     "paused": True,
 }
+NOTIFY_DEFAULTS = {"channels": None, "renotify_every": None, "after": 1, "for": 0}
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
 SOURCE: dict[str, Any] = {"type": "local", "path": "/backups/db"}
 
@@ -113,7 +119,7 @@ def test_minimal_job_defaults() -> None:
             "max_duration": None,
             "min_duration": None,
         },
-        "notify": {"channels": None, "renotify_every": None},
+        "notify": NOTIFY_DEFAULTS,
         "paused": False,
     }
 
@@ -585,7 +591,7 @@ def test_scan_roots_do_not_apply_to_a_job_without_source(tree: dict[str, Path]) 
 
 
 def test_notify_defaults_to_the_default_channels() -> None:
-    assert parse_job(MINIMAL).declaration()["notify"] == {"channels": None, "renotify_every": None}
+    assert parse_job(MINIMAL).declaration()["notify"] == NOTIFY_DEFAULTS
     silent = parse_job(with_(MINIMAL, notify={"channels": []}))
     assert silent.notify.channels == ()
 
@@ -730,3 +736,39 @@ def test_an_echoed_value_is_shortened() -> None:
         assert detail["field"] == field
         assert len(detail["message"]) < 300, detail
         assert "…" in detail["message"] and "characters)" in detail["message"], detail
+
+
+@pytest.mark.parametrize(
+    ("notify", "after", "for_"),
+    [
+        ({}, 1, 0),
+        ({"after": 2}, 2, 0),
+        ({"after": 100, "for": "30m"}, 100, 1800),
+        ({"for": 45}, 1, 45),
+        ({"for": "1h30m", "after": 1}, 1, 5400),
+    ],
+)
+def test_notify_after_and_for(notify: dict[str, Any], after: int, for_: int) -> None:
+    spec = parse_job(with_(MINIMAL, notify=notify))
+    assert (spec.notify.after, spec.notify.for_) == (after, for_)
+    # Named `for` in the declaration as stored and answered, as in YAML.
+    declared = spec.declaration()["notify"]
+    assert (declared["after"], declared["for"]) == (after, for_)
+    assert parse_job({"name": spec.name, **spec.declaration()}) == spec
+
+
+@pytest.mark.parametrize(
+    ("notify", "field", "message"),
+    [
+        ({"after": 0}, "notify.after", "greater than or equal to 1"),
+        ({"after": 101}, "notify.after", "less than or equal to 100"),
+        ({"after": True}, "notify.after", "got a boolean"),
+        ({"for": "soon"}, "notify.for", "is not a duration"),
+        ({"for": -1}, "notify.for", ""),
+        ({"for_": 60}, "notify.for_", "unknown field"),
+    ],
+)
+def test_notify_after_and_for_refused(notify: dict[str, Any], field: str, message: str) -> None:
+    detail = only_detail(with_(MINIMAL, notify=notify))
+    assert detail["field"] == field
+    assert message in detail["message"]

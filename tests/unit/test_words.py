@@ -85,9 +85,47 @@ def test_describe_notify() -> None:
         describe_notify({"channels": ["mail", "chat"], "renotify_every": 14400}, ("ops",))
         == "tells mail, chat, again every 4 h while critical"
     )
+    assert (
+        describe_notify({"channels": None, "after": 2, "for": 1800}, ("ops",))
+        == "tells ops (the default channels), of a problem once it has lasted for 30 min and "
+        "for 2 checks in a row"
+    )
+    assert describe_notify({"channels": ["ops"], "after": 1, "for": 0}, ()) == "tells ops"
+    assert describe_notify({"channels": ["ops"], "after": 3}, ()) == (
+        "tells ops, of a problem once it has lasted for 3 checks in a row"
+    )
 
 
 def test_as_of_says_when_a_judgement_was_made():
     assert as_of(None, NOW) == "—"
     assert as_of(NOW - timedelta(minutes=14), NOW) == "11:46 UTC"
     assert as_of(NOW - timedelta(days=1), NOW) == "2026-11-20 12:00 UTC"
+
+
+def test_describe_held_says_why_and_when() -> None:
+    from service.notify.events import Hold, NoticeRule
+    from service.web.words import describe_held
+
+    since = NOW - timedelta(minutes=5)
+    until = since + timedelta(minutes=30)
+    assert (
+        describe_held(
+            Hold("for", "problem", until), "critical", since, since, NoticeRule(1, 1800), NOW
+        )
+        == "critical since 11:55 UTC; you will be told at 12:25 UTC if it lasts (notify.for 30 min)"
+    )
+    # Warning first, critical since: both times; both conditions.
+    assert describe_held(
+        Hold("for", "problem", until, 2), "critical", since, NOW, NoticeRule(3, 1800), NOW
+    ) == (
+        "critical since 12:00 UTC (bad since 11:55 UTC); you will be told at 12:25 UTC if it "
+        "lasts and if 2 more checks find it bad (notify.for 30 min, notify.after 3)"
+    )
+    assert describe_held(
+        Hold("after", "problem", None, 1), "unknown", since, since, NoticeRule(2, 0), NOW
+    ) == "unknown since 11:55 UTC; you will be told if the next check finds it bad too " \
+        "(notify.after 2)"  # fmt: skip
+    assert (
+        describe_held(Hold("silence", "recovery", until), "ok", None, since, NoticeRule(), NOW)
+        == "ok since 11:55 UTC; silenced until 12:25 UTC: the recovery notice goes out then"
+    )
