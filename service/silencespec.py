@@ -9,7 +9,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field, model_validator
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
 from pydantic.config import JsonDict
 
 from service.jobspec import (
@@ -22,7 +31,7 @@ from service.jobspec import (
     check_cron,
     zone_info,
 )
-from service.units import format_duration
+from service.units import DURATION_PATTERN, MAX_UNIT_TEXT, format_duration, parse_duration
 
 # A one-off window lasts at most this long (a job to be ignored for longer should be paused),
 # and starts at most this far ahead.
@@ -32,6 +41,33 @@ MAX_AHEAD = timedelta(days=365)
 MAX_RECURRING = 7 * 86400
 MAX_COMMENT = 1000
 ORIGINS = ("api", "file")
+
+MAX_ONE_OFF_SECONDS = int(MAX_ONE_OFF.total_seconds())
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("Input should be greater than 0")
+    return value
+
+
+# Bounded in the document too (as a number; a text such as "100d" is checked by one_off_window).
+OneOffDuration = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "integer", "minimum": 1, "maximum": MAX_ONE_OFF_SECONDS,
+                 "description": "seconds"},
+                {"type": "string", "pattern": DURATION_PATTERN, "maxLength": MAX_UNIT_TEXT,
+                 "examples": ["2h"]},
+            ]
+        },
+        "validation",
+    ),
+]  # fmt: skip
 
 JobName = Annotated[str, Field(pattern=JOB_NAME_PATTERN, max_length=100)]
 JobNames = Annotated[tuple[JobName, ...], Field(max_length=MAX_TAGS)]
@@ -117,7 +153,7 @@ class SilenceCreate(BaseModel):
     tags: Tags = Field(default=(), description="every job with one of these tags")
     starts_at: AwareDatetime | None = Field(default=None, description="default: now")
     ends_at: AwareDatetime | None = Field(default=None, description="or give `duration`")
-    duration: PositiveDuration | None = Field(default=None, description="or give `ends_at`")
+    duration: OneOffDuration | None = Field(default=None, description="or give `ends_at`")
     comment: Comment
 
     @model_validator(mode="after")

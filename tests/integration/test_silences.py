@@ -17,6 +17,8 @@ from service.settings import load_settings
 from service.silences import create_silence, end_silence, load_current
 from service.tokens import create_token
 
+from support import add_job
+
 
 def bearer(token):
     return {"Authorization": f"Bearer {token}"}
@@ -318,3 +320,59 @@ def test_duplicate_silence_names_and_a_bad_list_are_refused():
     with pytest.raises(JobsFileError) as caught:
         parse_declarations({"jobs": [], "silences": {"w": entry}}, "jobs.yml")
     assert caught.value.problems == ["silences: must be a list of silences"]
+
+
+async def test_the_dashboard_shows_silences_and_the_silenced_job(
+    aiohttp_client, database_url, sessionmaker, clock
+):
+    now = datetime.now(UTC)
+    await add_job(sessionmaker, now - timedelta(days=1), name="db", tags=["pg"])
+    await add_job(sessionmaker, now - timedelta(days=1), name="web")
+    async with sessionmaker() as session:
+        active = await create_silence(
+            session, jobs=[], tags=["pg"], starts_at=now - timedelta(minutes=10),
+            ends_at=now + timedelta(hours=2), comment="moving the NAS <to rack 4>",
+            created_by="alice", now=now,
+        )  # fmt: skip
+        upcoming = await create_silence(
+            session, jobs=["web"], tags=[], starts_at=now + timedelta(days=2),
+            ends_at=now + timedelta(days=2, hours=1), comment="kernel update",
+            created_by="bob", now=now,
+        )  # fmt: skip
+        expired = await create_silence(
+            session, jobs=["web"], tags=[], starts_at=now - timedelta(days=2),
+            ends_at=now - timedelta(days=1), comment="last week's move", created_by="carol",
+            now=now - timedelta(days=2),
+        )  # fmt: skip
+    await apply_recurring(sessionmaker, now, tags=["never-matches"])
+    client = await aiohttp_client(
+        create_app(load_settings(database_url=database_url), scheduler=False)
+    )
+
+    page = await (await client.get("/silences")).text()
+    sections = {
+        state: page[page.index(f'id="{state}"') :] for state in ("active", "upcoming", "expired")
+    }
+    assert f'data-silence="{active.id}" data-state="active"' in sections["active"]
+    assert "moving the NAS &lt;to rack 4&gt;" in page  # escaped
+    until = (now + timedelta(hours=2)).strftime("%Y-%m-%d %H:%M")
+    assert f"until {until} UTC" in page
+    assert f'data-silence="{upcoming.id}" data-state="upcoming"' in sections["upcoming"]
+    assert f'data-silence="{expired.id}" data-state="expired"' in sections["expired"]
+    assert "nightly-maintenance (jobs file)" in page
+    assert "at 02:00, only on sunday (Europe/Paris), for 2 h" in page.replace("Sunday", "sunday")
+
+    job_page = await (await client.get("/jobs/db")).text()
+    now_card = job_page[job_page.index('id="reasons"') : job_page.index('id="chart"')]
+    hhmm = (now + timedelta(hours=2)).strftime("%H:%M")
+    assert f"silenced until {hhmm} UTC" in now_card
+    assert "by alice: moving the NAS &lt;to rack 4&gt;" in now_card
+    other = await (await client.get("/jobs/web")).text()
+    assert "silenced until" not in other
+
+    index = await (await client.get("/")).text()
+    assert "1 silence active now" in index
+    row = index[index.index('data-job="db"') :]
+    assert f"silenced until {hhmm} UTC" in row[: row.index("</tr>")]
+    row = index[index.index('data-job="web"') :]
+    assert "silenced" not in row[: row.index("</tr>")]
