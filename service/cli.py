@@ -352,7 +352,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     apply = jobs_commands.add_parser("apply", help="create or update the jobs of a YAML file")
     apply.add_argument("file")
-    apply.add_argument("--prune", action="store_true", help="delete jobs not in the file")
+    apply.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete jobs not in the file (and end its silences it no longer declares)",
+    )
     apply.set_defaults(handler=cmd_jobs_apply)
 
     tokens = commands.add_parser("tokens", help="API tokens")
