@@ -112,7 +112,7 @@ def silenced_until(
     """When the job's notices stop being held: the end of the window covering `now` (the latest
     end when several do, followed through windows that overlap or touch it), or None when no
     window of a silence matching the job covers `now`."""
-    return _chain_end(_matching(job_name, job_tags, silences), _utc(now))
+    return SilenceLookup(silences, now).silenced_until(job_name, job_tags)
 
 
 def covering(
@@ -120,14 +120,7 @@ def covering(
 ) -> list[tuple[Silence, datetime]]:
     """The matching silences with a window covering `now`, each with that window's end,
     latest end first: what the dashboard shows (who silenced the job, why, until when)."""
-    now = _utc(now)
-    found = []
-    for silence in _matching(job_name, job_tags, silences):
-        end = _covering_end(silence, now)
-        if end is not None:
-            found.append((silence, end))
-    found.sort(key=lambda pair: pair[1], reverse=True)
-    return found
+    return SilenceLookup(silences, now).covering(job_name, job_tags)
 
 
 def next_boundary(
@@ -137,78 +130,124 @@ def next_boundary(
     `silenced_until`; otherwise the start of the next window of a matching silence (None: no
     window ahead). The deadline tick judges the job again then, so a job still bad when its
     window ends is announced at that moment."""
-    now = _utc(now)
-    matching = _matching(job_name, job_tags, silences)
-    until = _chain_end(matching, now)
-    if until is not None:
-        return until
-    starts = [start for start in (_next_start(s, now) for s in matching) if start is not None]
-    return min(starts, default=None)
+    return SilenceLookup(silences, now).next_boundary(job_name, job_tags)
 
 
 def window_now(silence: Silence, now: datetime) -> tuple[datetime, datetime] | None:
     """The window of this silence covering `now` (the one ending last), or None."""
-    now = _utc(now)
-    best: tuple[datetime, datetime] | None = None
-    for count, (start, end) in enumerate(silence.windows(now)):
-        if start > now or count >= MAX_CHAIN:
-            break
-        if best is None or end > best[1]:
-            best = (start, end)
-    return best
+    return _Windows(silence, _utc(now)).covering()
 
 
 def next_window(silence: Silence, now: datetime) -> tuple[datetime, datetime] | None:
     """The first window of this silence that starts after `now`, or None."""
-    now = _utc(now)
-    for count, (start, end) in enumerate(silence.windows(now)):
-        if start > now:
-            return start, end
-        if count >= MAX_CHAIN:
-            break
-    return None
+    return _Windows(silence, _utc(now)).next()
 
 
-def _matching(job_name: str, job_tags: Iterable[str], silences: Sequence[Silence]) -> list[Silence]:
-    tags = frozenset(job_tags)
-    return [silence for silence in silences if silence.matches(job_name, tags)]
+class SilenceLookup:
+    """The silences as they stand at one instant, for many jobs: each silence's windows are
+    computed once, when a matching job first needs them (a scan asks about thousands of jobs;
+    cron steps are what costs). The functions above answer for one job with a lookup of
+    their own; the answers are the same."""
+
+    def __init__(self, silences: Sequence[Silence], now: datetime) -> None:
+        self.now = _utc(now)
+        self.silences = tuple(silences)
+        self._windows: dict[int, _Windows] = {}
+
+    def silenced_until(self, job_name: str, job_tags: Iterable[str]) -> datetime | None:
+        """See the module function silenced_until."""
+        return self._chain_end(self._matching(job_name, job_tags))
+
+    def covering(self, job_name: str, job_tags: Iterable[str]) -> list[tuple[Silence, datetime]]:
+        """See the module function covering."""
+        found = []
+        for index in self._matching(job_name, job_tags):
+            window = self._of(index).covering()
+            if window is not None:
+                found.append((self.silences[index], window[1]))
+        found.sort(key=lambda pair: pair[1], reverse=True)
+        return found
+
+    def next_boundary(self, job_name: str, job_tags: Iterable[str]) -> datetime | None:
+        """See the module function next_boundary."""
+        matching = self._matching(job_name, job_tags)
+        until = self._chain_end(matching)
+        if until is not None:
+            return until
+        starts = [window[0] for i in matching if (window := self._of(i).next()) is not None]
+        return min(starts, default=None)
+
+    def _matching(self, job_name: str, job_tags: Iterable[str]) -> list[int]:
+        tags = frozenset(job_tags)
+        return [i for i, silence in enumerate(self.silences) if silence.matches(job_name, tags)]
+
+    def _of(self, index: int) -> _Windows:
+        windows = self._windows.get(index)
+        if windows is None:
+            windows = self._windows[index] = _Windows(self.silences[index], self.now)
+        return windows
+
+    def _chain_end(self, matching: Sequence[int]) -> datetime | None:
+        """The end of the chain of windows that starts with those covering now."""
+        ends = [window[1] for i in matching if (window := self._of(i).covering()) is not None]
+        if not ends:
+            return None
+        until = max(ends)
+        # Follow windows starting at or before the current end (start inclusive: a window
+        # opening exactly when another closes leaves no gap) until none extends it.
+        positions = dict.fromkeys(matching, 0)
+        extended = True
+        while extended:
+            extended = False
+            for i in matching:
+                windows = self._of(i)
+                while (window := windows.at(positions[i])) is not None and window[0] <= until:
+                    positions[i] += 1
+                    if window[1] > until:
+                        until = window[1]
+                        extended = True
+        return until
 
 
-def _covering_end(silence: Silence, now: datetime) -> datetime | None:
-    window = window_now(silence, now)
-    return window[1] if window is not None else None
+class _Windows:
+    """One silence's windows that end after `now`, in order of start: computed as far as asked,
+    and at most MAX_CHAIN of them."""
 
+    __slots__ = ("_done", "_now", "_seen", "_source")
 
-def _next_start(silence: Silence, now: datetime) -> datetime | None:
-    window = next_window(silence, now)
-    return window[0] if window is not None else None
+    def __init__(self, silence: Silence, now: datetime) -> None:
+        self._now = now
+        self._source = silence.windows(now)
+        self._seen: list[tuple[datetime, datetime]] = []
+        self._done = False
 
+    def at(self, index: int) -> tuple[datetime, datetime] | None:
+        while len(self._seen) <= index and not self._done:
+            window = next(self._source, None) if len(self._seen) < MAX_CHAIN else None
+            if window is None:
+                self._done = True
+            else:
+                self._seen.append(window)
+        return self._seen[index] if index < len(self._seen) else None
 
-def _chain_end(silences: Sequence[Silence], now: datetime) -> datetime | None:
-    """The end of the chain of windows that starts with those covering `now`."""
-    until: datetime | None = None
-    for silence in silences:
-        end = _covering_end(silence, now)
-        if end is not None and (until is None or end > until):
-            until = end
-    if until is None:
+    def covering(self) -> tuple[datetime, datetime] | None:
+        """The window covering now that ends last (they all end after now)."""
+        best: tuple[datetime, datetime] | None = None
+        index = 0
+        while (window := self.at(index)) is not None and window[0] <= self._now:
+            if best is None or window[1] > best[1]:
+                best = window
+            index += 1
+        return best
+
+    def next(self) -> tuple[datetime, datetime] | None:
+        """The first window that starts after now."""
+        index = 0
+        while (window := self.at(index)) is not None:
+            if window[0] > self._now:
+                return window
+            index += 1
         return None
-    # Follow windows starting at or before the current end (start inclusive: a window opening
-    # exactly when another closes leaves no gap) until none extends it.
-    pending = [iter(silence.windows(now)) for silence in silences]
-    heads: list[tuple[datetime, datetime] | None] = [next(it, None) for it in pending]
-    steps = 0
-    extended = True
-    while extended and steps < MAX_CHAIN:
-        extended = False
-        for index, iterator in enumerate(pending):
-            while (head := heads[index]) is not None and head[0] <= until and steps < MAX_CHAIN:
-                steps += 1
-                if head[1] > until:
-                    until = head[1]
-                    extended = True
-                heads[index] = next(iterator, None)
-    return until
 
 
 def _utc(moment: datetime) -> datetime:

@@ -290,9 +290,9 @@ async def index(request: web.Request) -> web.Response:
         digest = await status_digest(session)
         silences = await load_current(session, now)
     rows = [job_row(job, sizes.get(job.id, []), now) for job in jobs]
+    lookup = silence_rules.SilenceLookup(silences, now)
     for row in rows:
-        until = silence_rules.silenced_until(row["job"].name, row["job"].tags, silences, now)
-        row["silenced_until"] = until
+        row["silenced_until"] = lookup.silenced_until(row["job"].name, row["job"].tags)
     return await render(
         request,
         "index.html",

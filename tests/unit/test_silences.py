@@ -12,6 +12,7 @@ from service.notify.silences import (
     MAX_CHAIN,
     Recurrence,
     Silence,
+    SilenceLookup,
     covering,
     next_boundary,
     silenced_until,
@@ -236,6 +237,23 @@ CASES = [
 def test_silenced_until(silences, now, expected):
     expected_at = at(expected) if expected is not None else None
     assert silenced_until("db", (), silences, at(now)) == expected_at
+
+
+def test_one_lookup_for_many_jobs_answers_as_the_functions_do():
+    silences = [
+        one_off("2026-06-01 10:00", "2026-06-01 12:00", jobs=("a",), id=1),
+        one_off("2026-06-01 11:30", "2026-06-01 14:00", tags=("db",), jobs=(), id=2),
+        recurring("0 2 * * *", 2 * H, id=3),
+    ]
+    jobs = [("a", ()), ("a", ("db",)), ("db", ()), ("b", ("db",)), ("c", ())]
+    for now in ("2026-06-01 02:30", "2026-06-01 10:30", "2026-06-01 12:00", "2026-06-01 13:00"):
+        lookup = SilenceLookup(silences, at(now))
+        for name, tags in jobs * 2:  # asked twice: the windows cached answer the same
+            assert lookup.silenced_until(name, tags) == silenced_until(
+                name, tags, silences, at(now)
+            )
+            assert lookup.next_boundary(name, tags) == next_boundary(name, tags, silences, at(now))
+            assert lookup.covering(name, tags) == covering(name, tags, silences, at(now))
 
 
 @pytest.mark.parametrize("cron", ["0 */6 * * *", "0 * * * *", "* * * * *"])
