@@ -17,6 +17,7 @@ from pydantic import (
     ConfigDict,
     Field,
     WithJsonSchema,
+    field_validator,
     model_validator,
 )
 from pydantic.config import JsonDict
@@ -231,8 +232,20 @@ class RecurringSilenceSpec(BaseModel):
     duration: Annotated[PositiveDuration, AfterValidator(_recurring_duration)]
     comment: Comment
 
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        zone_info(value)
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        # Whether an expression parses and ever fires does not depend on the zone.
+        check_cron(value, zone_info("UTC"))
+        return value
+
     @model_validator(mode="after")
     def _valid(self) -> RecurringSilenceSpec:
         _need_matcher(self.jobs, self.tags)
-        check_cron(self.cron, zone_info(self.timezone))
         return self

@@ -295,8 +295,9 @@ async def test_prune_ends_the_files_silences_it_no_longer_declares_never_the_api
     ("entry", "problem"),
     [
         ({"tags": []}, "silences[0] (nightly-maintenance): (silence): give the jobs"),
-        ({"cron": "0 2 * *"}, "silences[0] (nightly-maintenance): (silence): bad cron expression"),
-        ({"timezone": "Mars/Olympus"}, "(silence): unknown time zone 'Mars/Olympus'"),
+        ({"cron": "0 2 * *"}, "silences[0] (nightly-maintenance): cron: bad cron expression"),
+        ({"cron": "0 2 30 2 *"}, "cron: bad cron expression '0 2 30 2 *': Bad day-of-month"),
+        ({"timezone": "Mars/Olympus"}, "timezone: unknown time zone 'Mars/Olympus'"),
         ({"duration": "8d"}, "duration: a recurring window lasts at most 7 d (got 8 d)"),
         ({"duration": 0}, "silences[0] (nightly-maintenance): duration: "),
         ({"comment": ""}, "comment: "),
