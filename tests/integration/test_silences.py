@@ -4,12 +4,13 @@ tokens, the jobs file's recurring silences, the store's lookup at an injected ti
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
 
 from service.app import create_app
-from service.jobsfile import JobsFileError, apply_jobs, parse_declarations
+from service.jobsfile import JobsFileError, apply_jobs, load_declarations, parse_declarations
 from service.keys import sessionmaker_key
 from service.models import Silence
 from service.notify.silences import next_boundary, silenced_until
@@ -377,3 +378,10 @@ async def test_the_dashboard_shows_silences_and_the_silenced_job(
     assert f"silenced until {hhmm} UTC" in row[: row.index("</tr>")]
     row = index[index.index('data-job="web"') :]
     assert "silenced" not in row[: row.index("</tr>")]
+
+
+def test_the_example_jobs_file_declares_a_valid_silence():
+    example = Path(__file__).resolve().parents[2] / "deploy" / "jobs.example.yml"
+    declared = load_declarations(example)
+    assert declared.silences is not None
+    assert [silence.name for silence in declared.silences] == ["sunday-patching"]
