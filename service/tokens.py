@@ -145,11 +145,3 @@ async def grant_of(
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
     return Grant("read-only" if row.read_only else "read-write", row.name)
-
-
-async def access_of(
-    session: AsyncSession, presented: str, bootstrap: str | None = None
-) -> Access | None:
-    """The access a presented token grants, or None when it is not a valid token."""
-    grant = await grant_of(session, presented, bootstrap)
-    return grant.access if grant is not None else None
