@@ -385,3 +385,21 @@ def test_the_example_jobs_file_declares_a_valid_silence():
     declared = load_declarations(example)
     assert declared.silences is not None
     assert [silence.name for silence in declared.silences] == ["sunday-patching"]
+
+
+@pytest.mark.parametrize(
+    ("api_token", "headers", "who"),
+    [
+        (None, {}, "anonymous"),  # no token at all: the open API on loopback
+        ("from-the-environment", bearer("from-the-environment"), "API_TOKEN"),
+    ],
+)
+async def test_created_by_names_the_caller_without_a_stored_token(
+    aiohttp_client, database_url, api_token, headers, who
+):
+    settings = load_settings(database_url=database_url, api_token=api_token)
+    client = await aiohttp_client(create_app(settings, scheduler=False))
+    body = {"jobs": ["db"], "duration": "1h", "comment": "why"}
+    response = await client.post("/api/v1/silences", json=body, headers=headers)
+    assert response.status == 201, await response.text()
+    assert (await response.json())["created_by"] == who
