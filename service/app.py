@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.api import docs, health, jobs, metrics, pings, scans
+from service.api import docs, health, jobs, metrics, pings, scans, silences
 from service.api.auth import auth_middleware
 from service.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
 from service.api.errors import bad_requests_key, error_middleware
@@ -138,6 +138,6 @@ def create_app(
     app.cleanup_ctx.append(pings_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
     app.cleanup_ctx.append(notify_ctx)
-    for module in (health, metrics, jobs, scans, pings, docs, views):
+    for module in (health, metrics, jobs, silences, scans, pings, docs, views):
         app.add_routes(module.routes)
     return app

@@ -19,7 +19,7 @@ from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker, ping
 from service.errors import database_unavailable, describe_database_error, describe_error
-from service.jobsfile import apply_jobs, load_jobs_file
+from service.jobsfile import apply_jobs, load_declarations
 from service.logs import configure_logging
 from service.notify.config import ChannelsFileError, load_channels
 from service.notify.notice import test_notice
@@ -80,10 +80,11 @@ async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) 
 def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
     # Everything is validated before any write, the channels the jobs name included.
     channels = load_channels(settings.channels_file).channels
-    specs = load_jobs_file(path, settings.scan_roots, channels)
+    declared = load_declarations(path, settings.scan_roots, channels)
 
     async def work(session: Any) -> str:
-        return (await apply_jobs(session, specs, prune=prune)).summary()
+        result = await apply_jobs(session, declared.jobs, silences=declared.silences, prune=prune)
+        return result.summary()
 
     return database_step(
         settings, "apply the jobs", lambda: asyncio.run(with_session(settings, work))
@@ -352,7 +353,11 @@ def build_parser() -> argparse.ArgumentParser:
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="COMMAND")
     apply = jobs_commands.add_parser("apply", help="create or update the jobs of a YAML file")
     apply.add_argument("file")
-    apply.add_argument("--prune", action="store_true", help="delete jobs not in the file")
+    apply.add_argument(
+        "--prune",
+        action="store_true",
+        help="delete jobs not in the file (and end its silences it no longer declares)",
+    )
     apply.set_defaults(handler=cmd_jobs_apply)
 
     tokens = commands.add_parser("tokens", help="API tokens")

@@ -22,3 +22,5 @@ ping_writer_key = web.AppKey("ping_writer", PingWriter)
 channels_key = web.AppKey("channels", ChannelSet)
 # The access the request's bearer token grants (set by the API's auth middleware).
 access_key: web.RequestKey[Access] = web.RequestKey("access")
+# The name of the request's token (`created_by` of a silence it makes).
+caller_key: web.RequestKey[str] = web.RequestKey("caller", str)

@@ -1,4 +1,5 @@
-"""ORM models: jobs (declaration + current state), artifacts, scan runs, status history."""
+"""ORM models: jobs (declaration + current state), artifacts, scan runs, status history,
+notifications, silences."""
 
 from __future__ import annotations
 
@@ -6,7 +7,17 @@ import secrets
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    text,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service.db import Base, BigId, JSONType, UTCDateTime
@@ -248,3 +259,49 @@ class NotificationAttempt(Base):
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
+
+
+LIVE_NAMED = text("ended_at IS NULL AND name IS NOT NULL")
+
+
+class Silence(Base):
+    """A maintenance window (see service.notify.silences): one-off (`starts_at`, `ends_at`) or
+    recurring (`cron` in `timezone`, each fire opening `duration` seconds). Never deleted: one
+    ended early (DELETE, or pruned from the jobs file) keeps its row with `ended_at`."""
+
+    __tablename__ = "silences"
+    __table_args__ = (
+        # Silences declared in the jobs file are applied by name; an ended one frees its name.
+        Index(
+            "uq_silences_name_live",
+            "name",
+            unique=True,
+            postgresql_where=LIVE_NAMED,
+            sqlite_where=LIVE_NAMED,
+        ),
+        Index("ix_silences_ends_at", "ends_at"),
+        CheckConstraint(
+            "(cron IS NULL AND timezone IS NULL AND duration IS NULL"
+            " AND starts_at IS NOT NULL AND ends_at IS NOT NULL)"
+            " OR (cron IS NOT NULL AND timezone IS NOT NULL AND duration IS NOT NULL"
+            " AND starts_at IS NULL AND ends_at IS NULL)",
+            name="one_off_or_recurring",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    # None for silences made through the API; the declared name for the jobs file's.
+    name: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    origin: Mapped[str] = mapped_column(String(8))  # api, file
+    comment: Mapped[str] = mapped_column(Text)
+    created_by: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    jobs: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    tags: Mapped[list[str]] = mapped_column(JSONType, default=list)
+    starts_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    cron: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    duration: Mapped[int | None] = mapped_column(Integer, nullable=True)  # seconds
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)

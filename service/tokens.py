@@ -110,22 +110,38 @@ async def any_token(session: AsyncSession) -> bool:
     return bool(await session.scalar(select(exists().where(ApiToken.id.is_not(None)))))
 
 
-async def access_of(
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a presented token grants, and whose it is (shown as `created_by` on what it makes)."""
+
+    access: Access
+    name: str
+
+
+# The name that stands for API_TOKEN, the token that lives outside the database.
+BOOTSTRAP_NAME = "API_TOKEN"
+# Who acts when no token exists at all and the API is open (loopback, --insecure-no-auth).
+OPEN_ACCESS_NAME = "anonymous"
+
+
+async def grant_of(
     session: AsyncSession, presented: str, bootstrap: str | None = None
-) -> Access | None:
-    """The access a presented token grants, or None when it is not a valid token.
+) -> Grant | None:
+    """The access a presented token grants and its name, or None when it is not a valid token.
 
     `bootstrap` is API_TOKEN from the environment: a read-write token that lives outside the
     database.
     """
     digest = hash_token(presented)
     if bootstrap is not None and hmac.compare_digest(digest, hash_token(bootstrap)):
-        return "read-write"
+        return Grant("read-write", BOOTSTRAP_NAME)
     row = (
         await session.execute(
-            select(ApiToken.token_hash, ApiToken.read_only).where(ApiToken.token_hash == digest)
+            select(ApiToken.token_hash, ApiToken.read_only, ApiToken.name).where(
+                ApiToken.token_hash == digest
+            )
         )
     ).first()
     if row is None or not hmac.compare_digest(row.token_hash, digest):
         return None
-    return "read-only" if row.read_only else "read-write"
+    return Grant("read-only" if row.read_only else "read-write", row.name)

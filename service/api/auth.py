@@ -15,8 +15,8 @@ from yarl import URL
 
 from service.api.errors import ApiError, Handler
 from service.api.openapi import operation_of
-from service.keys import access_key, open_access_key, sessionmaker_key, settings_key
-from service.tokens import Access, access_of, any_token
+from service.keys import access_key, caller_key, open_access_key, sessionmaker_key, settings_key
+from service.tokens import OPEN_ACCESS_NAME, Access, Grant, any_token, grant_of
 from service.visible import quote
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="backup-monitor"'}
@@ -107,9 +107,17 @@ def check_open_request(request: web.Request) -> None:
 async def access_for(
     app: web.Application, presented: str | None, request: web.Request | None = None
 ) -> Access:
-    """The access a token grants (None: no token was given); raises a 401 ApiError when it
-    grants none. Shared by the API (bearer header) and the dashboard (login cookie); `request`,
-    when given, is checked as an open-access request must be (check_open_request)."""
+    """The access a token grants (see grant_for)."""
+    return (await grant_for(app, presented, request)).access
+
+
+async def grant_for(
+    app: web.Application, presented: str | None, request: web.Request | None = None
+) -> Grant:
+    """The access a token grants and its name (None: no token was given); raises a 401
+    ApiError when it grants none. Shared by the API (bearer header) and the dashboard (login
+    cookie); `request`, when given, is checked as an open-access request must be
+    (check_open_request)."""
     configured = app[settings_key].api_token
     bootstrap = configured.get_secret_value() if configured is not None else None
     async with app[sessionmaker_key]() as session:
@@ -118,28 +126,28 @@ async def access_for(
                 if app[open_access_key]:
                     if request is not None:
                         check_open_request(request)
-                    return "read-write"
+                    return Grant("read-write", OPEN_ACCESS_NAME)
                 raise _unauthorized(
                     "no API token exists yet and this server listens beyond loopback: create "
                     "one with `backup-monitor tokens create NAME` (or set API_TOKEN)"
                 )
             raise _unauthorized("send the header `Authorization: Bearer <token>`")
-        access = await access_of(session, presented, bootstrap)
-    if access is None:
+        grant = await grant_of(session, presented, bootstrap)
+    if grant is None:
         raise _unauthorized("the token is not valid (unknown or revoked)")
-    return access
+    return grant
 
 
-async def authenticate(request: web.Request) -> Access:
-    """The access the request's bearer token grants; raises a 401 ApiError when it grants none."""
+async def authenticate(request: web.Request) -> Grant:
+    """What the request's bearer token grants; raises a 401 ApiError when it grants none."""
     header = request.headers.get("Authorization")
     if header is None:
-        return await access_for(request.app, None, request)
+        return await grant_for(request.app, None, request)
     scheme, _, presented = header.partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         raise _unauthorized("the Authorization header must be `Bearer <token>`")
-    return await access_for(request.app, presented)
+    return await grant_for(request.app, presented)
 
 
 @web.middleware
@@ -151,12 +159,13 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     needed = described.access if described is not None else "write"  # undescribed: fail closed
     if needed in ("public", "page"):  # pages check their login cookie themselves
         return await handler(request)
-    access = await authenticate(request)
-    if needed == "write" and access != "read-write":
+    grant = await authenticate(request)
+    if needed == "write" and grant.access != "read-write":
         raise ApiError(
             403, "forbidden", "this token may only read; use a read-write token to change things"
         )
-    request[access_key] = access  # what the answer may show (ping keys: read-write only)
+    request[access_key] = grant.access  # what the answer may show (ping keys: read-write only)
+    request[caller_key] = grant.name  # who made what this request creates
     return await handler(request)
 
 

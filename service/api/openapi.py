@@ -46,6 +46,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "`start`, `fail`, `log`, or an exit status (0 success, 1-255 failure)",
         "schema": {"type": "string", "pattern": "^(start|fail|log|[0-9]{1,3})$"},
     },
+    "silence_id": {
+        "description": "the silence's id",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+    },
     "scan_id": {
         "description": "the scan's id",
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},

@@ -381,3 +381,43 @@ class NotificationOut(_Out):
 class NotificationPage(_Out):
     items: list[NotificationOut]
     next_before: int | None
+
+
+# --- silences -------------------------------------------------------------------------------
+
+
+class SilencesQuery(_Query):
+    limit: Limit = 100
+    offset: int = Field(default=0, ge=0, le=10**9)
+
+
+class RecurrenceOut(_Out):
+    cron: str
+    timezone: str
+    duration: int = Field(description="seconds each window lasts")
+
+
+class SilenceOut(_Out):
+    id: int
+    name: str | None = Field(description="the name a jobs file declared it under; null if made "
+                             "through the API")  # fmt: skip
+    origin: Literal["api", "file"]
+    comment: str
+    created_by: str = Field(description="the name of the token that made it, or `jobs file`")
+    created_at: datetime
+    jobs: list[str]
+    tags: list[str]
+    starts_at: datetime | None = Field(description="one-off silences")
+    ends_at: datetime | None = Field(description="one-off silences")
+    recurring: RecurrenceOut | None = Field(description="recurring silences (jobs file)")
+    ended_at: datetime | None = Field(description="when it was ended early (kept as history)")
+    state: Literal["active", "upcoming", "expired"]
+    active_until: datetime | None = Field(description="the end of the window covering now")
+    next_start: datetime | None = Field(description="the start of the next window")
+
+
+class SilenceList(_Out):
+    items: list[SilenceOut] = Field(
+        description="not over yet first (active and upcoming, soonest first), then history"
+    )
+    total: int

@@ -54,8 +54,10 @@ from service.jobs import (
 from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.models import Job
+from service.notify import silences as silence_rules
 from service.pings import recent_runs
 from service.settings import Settings
+from service.silences import load_current, silences_page, view_of
 from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
 from service.visible import quote, visible, visible_lines
@@ -70,9 +72,11 @@ from service.web.queries import (
 )
 from service.web.words import (
     as_of,
+    describe_cron,
     describe_declaration,
     describe_held,
     describe_notify,
+    exact_duration,
     relative_time,
 )
 
@@ -85,6 +89,7 @@ ARTIFACTS_PER_PAGE = 50
 RUNS_SHOWN = 20
 NOTICES_SHOWN = 10
 # A symbol beside every status word: the status is never told by colour alone.
+SILENCES_SHOWN = 100
 SYMBOLS = {
     "ok": "✔",
     "warning": "▲",
@@ -296,10 +301,18 @@ async def index(request: web.Request) -> web.Response:
         counts = await count_statuses(session)
         tags = await all_tags(session)
         digest = await status_digest(session)
+        silences = await load_current(session, now)
+    rows = [job_row(job, sizes.get(job.id, []), now) for job in jobs]
+    lookup = silence_rules.SilenceLookup(silences, now)
+    for row in rows:
+        row["silenced_until"] = lookup.silenced_until(row["job"].name, row["job"].tags)
     return await render(
         request,
         "index.html",
-        rows=[job_row(job, sizes.get(job.id, []), now) for job in jobs],
+        rows=rows,
+        active_silences=sum(
+            1 for silence in silences if silence_rules.window_now(silence, now) is not None
+        ),
         counts=counts,
         total=sum(counts.values()),
         where=where,
@@ -336,9 +349,11 @@ async def job_page(request: web.Request) -> web.Response:
             for a in await chart_artifacts(session, job.id)
         ]
         digest = await status_digest(session)
+        silenced = silence_rules.covering(job.name, job.tags, await load_current(session, now), now)
     return await render(
         request,
         "job.html",
+        silenced=silenced,
         job=job,
         row=job_row(job, [], now),
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
@@ -358,6 +373,41 @@ async def job_page(request: web.Request) -> web.Response:
         logged_in=TOKEN_COOKIE in request.cookies,
         # The API's rule: only a read-write viewer may see where to ping.
         ping_path=f"/ping/{job.ping_key}" if shows_ping_keys(access) else None,
+    )
+
+
+@routes.get("/silences")
+@_page(
+    "Dashboard: silences, active and upcoming first, then the recent expired ones",
+    errors=(303,),
+)  # fmt: skip
+async def silences_view(request: web.Request) -> web.Response:
+    access = await require_viewer(request)
+    now = datetime.now(UTC)
+    async with request.app[sessionmaker_key]() as session:
+        rows, total = await silences_page(session, now, limit=SILENCES_SHOWN, offset=0)
+        digest = await status_digest(session)
+    views = [view_of(row, now) for row in rows]
+    return await render(
+        request,
+        "silences.html",
+        groups=[
+            (state, title, [view for view in views if view.state == state])
+            for state, title in (
+                ("active", "Active now"),
+                ("upcoming", "Upcoming"),
+                ("expired", "Recently expired"),
+            )
+        ],
+        total=total,
+        shown=len(views),
+        now=now,
+        relative=relative_time,
+        describe_cron=describe_cron,
+        duration=exact_duration,
+        digest=digest,
+        access=access,
+        logged_in=TOKEN_COOKIE in request.cookies,
     )
 
 

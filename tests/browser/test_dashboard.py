@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select, update
@@ -20,6 +21,7 @@ from sqlalchemy import select, update
 from service.app import create_app
 from service.demo import build_sandbox, prepare
 from service.jobs import status_counts
+from service.jobsfile import apply_jobs, parse_declarations
 from service.keys import sessionmaker_key
 from service.models import Job
 from service.scanner import BackupScanner
@@ -197,3 +199,51 @@ async def test_forms_need_the_csrf_token(site, page):
     assert answer.status == 403
     async with site["sessionmaker"]() as session:
         assert await session.scalar(select(Job.paused).where(Job.name == "db-nightly")) is False
+
+
+async def test_silences_page_and_a_silenced_job(site, page):
+    """Silences made through the API show on their page and on the silenced job's page."""
+    base = site["base"]
+    later = datetime.now(UTC).hour + 6  # a nightly window that is not open now
+    recurring = {
+        "name": "nightly-patching", "tags": ["db"], "cron": f"0 {later % 24} * * *",
+        "duration": "1h", "comment": "nightly OS patching (ops)",
+    }  # fmt: skip
+    declared = parse_declarations({"jobs": [], "silences": [recurring]}, "test")
+    async with site["sessionmaker"]() as session:
+        await apply_jobs(session, [], silences=declared.silences)
+
+    headers = {"Authorization": f"Bearer {site['writer']}"}
+    async with aiohttp.ClientSession(headers=headers) as http:
+        for body in (
+            {"jobs": ["app-late"], "duration": "3h", "comment": "app server moved to rack 4"},
+            {"tags": ["media"], "jobs": ["vm-images"], "duration": "1h",
+             "comment": "NAS firmware update"},
+        ):  # fmt: skip
+            async with http.post(base + "/api/v1/silences", json=body) as answer:
+                assert answer.status == 201, await answer.text()
+        ended = {"jobs": ["crm-shrinking"], "duration": "1h", "comment": "tried, not needed"}
+        async with http.post(base + "/api/v1/silences", json=ended) as answer:
+            made = await answer.json()
+        async with http.delete(f"{base}/api/v1/silences/{made['id']}") as answer:
+            assert answer.status == 200
+
+    await log_in(page, base, site["reader"])
+    await expect(page.locator("#silences-now")).to_contain_text("2 silences active now")
+    await expect(page.locator('tr[data-job="app-late"] .silenced')).to_contain_text(
+        "silenced until"
+    )
+    await page.click("header a.nav")
+    await expect(page).to_have_url(base + "/silences")
+    await expect(page.locator("#active tbody tr")).to_have_count(2)
+    await expect(page.locator("#upcoming tbody tr")).to_have_count(1)
+    await expect(page.locator("#expired tbody tr")).to_have_count(1)
+    await expect(page.locator("#upcoming")).to_contain_text("nightly-patching (jobs file)")
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/silences")
+        await shot(page, f"silences-{suffix}")
+        await page.goto(base + "/jobs/app-late")
+        line = page.locator(".silenced-line")
+        await expect(line).to_contain_text("by browser-rw: app server moved to rack 4")
+        await shot(page, f"job-silenced-{suffix}")

@@ -193,6 +193,50 @@ async def job_rows(sessionmaker: async_sessionmaker[AsyncSession]) -> dict[str, 
         }
 
 
+async def test_jobs_apply_declares_silences_idempotently_and_prune_ends_them(
+    database_url, sessionmaker, base_env, tmp_path
+):
+    web = "  - name: web\n    schedule: {every: 1d}\n"
+    nightly = (
+        "  - {name: nightly-maintenance, tags: [db], cron: '0 2 * * 0',"
+        " timezone: Europe/Paris, duration: 2h, comment: Sunday patching}\n"
+    )
+    full, smaller, bad = tmp_path / "full.yml", tmp_path / "smaller.yml", tmp_path / "bad.yml"
+    full.write_text(jobs_yaml(web) + "silences:\n" + nightly)
+    smaller.write_text(jobs_yaml(web))
+    bad.write_text(jobs_yaml(web) + "silences:\n" + nightly.replace("2h", "8d"))
+
+    async def apply(*args: str, code: int = 0) -> str:
+        result = await cli(
+            "jobs", "apply", *args, env=base_env, database_url=database_url, cwd=tmp_path
+        )
+        assert result.code == code, result
+        return (result.out + result.err).strip()
+
+    assert await apply(str(full)) == (
+        "1 created, 0 updated, 0 unchanged, 0 deleted; "
+        "silences: 1 created, 0 updated, 0 unchanged, 0 removed"
+    )
+    assert await apply(str(full)) == (
+        "0 created, 0 updated, 1 unchanged, 0 deleted; "
+        "silences: 0 created, 0 updated, 1 unchanged, 0 removed"
+    )
+    problem = await apply(str(bad), code=1)
+    assert (
+        "silences[0] (nightly-maintenance): duration: a recurring window lasts at most 7 d "
+        "(got 8 d)" in problem
+    )
+    # Without --prune a silence left out of the file stays; with it, it is ended.
+    assert await apply(str(smaller)) == "0 created, 0 updated, 1 unchanged, 0 deleted"
+    assert await apply(str(smaller), "--prune") == (
+        "0 created, 0 updated, 1 unchanged, 0 deleted; "
+        "silences: 0 created, 0 updated, 0 unchanged, 1 removed"
+    )
+    async with sessionmaker() as session:
+        rows = (await session.execute(text("SELECT name, ended_at FROM silences"))).all()
+    assert [(name, ended is not None) for name, ended in rows] == [("nightly-maintenance", True)]
+
+
 async def test_jobs_apply_is_idempotent_and_prune_deletes(
     database_url, sessionmaker, base_env, tmp_path
 ):

@@ -63,6 +63,8 @@ MAX_EXAMPLES = 20
 SEED = 20240611
 MUTATING = {"PATCH", "DELETE", "POST"}
 JOB_PATH = "/api/v1/jobs/{job}"
+SILENCE = {"jobs": ["db-nightly"], "duration": "1h", "comment": "seeded by the test"}
+SEEDED_SILENCE_ID = 1  # the first silence of a fresh database
 
 
 def seeded_declarations(backups: Path) -> dict[str, dict[str, Any]]:
@@ -168,6 +170,9 @@ def live_api(database_url: str, tmp_path: Path) -> Iterator[Api]:
             for name, declaration in api.jobs.items():
                 created = api.request("POST", "/api/v1/jobs", json={"name": name, **declaration})
                 assert created.status_code == 201, created.text
+            silence = api.request("POST", "/api/v1/silences", json=SILENCE)
+            assert silence.status_code == 201, silence.text
+            assert silence.json()["id"] == SEEDED_SILENCE_ID  # map_case names it
             scan = api.request("POST", "/api/v1/scans", params={"wait": "true"})
             assert scan.status_code == 200, scan.text
             assert scan.json()["status"] == "finished", scan.text
@@ -215,9 +220,10 @@ def filter_case(context: schemathesis.HookContext, case: schemathesis.Case) -> b
 
 @schema.hook
 def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> schemathesis.Case:
-    """In valid cases, two thirds of the `{job}` values name a seeded job, and
-    half of the bodies of POST /api/v1/jobs get a valid name and schedule and no source: no
-    random body passes the name pattern, the one-of `every`/`cron` rule and SCAN_ROOTS.
+    """In valid cases, two thirds of the `{job}` values name a seeded job (and of the
+    `{silence_id}` values the seeded silence), half of the bodies of POST /api/v1/jobs get a
+    valid name and schedule and no source: no random body passes the name pattern, the one-of
+    `every`/`cron` rule and SCAN_ROOTS; half of those of POST /api/v1/silences a window from now.
 
     Invalid cases are left alone: what makes them invalid may be the very value replaced."""
     if case.meta is None or not case.meta.generation.mode.is_positive:
@@ -226,6 +232,14 @@ def map_case(context: schemathesis.HookContext, case: schemathesis.Case) -> sche
         choice = pick(case.path_parameters["job"], 3)
         if choice < len(SEEDED_NAMES):
             case.path_parameters = {**case.path_parameters, "job": SEEDED_NAMES[choice]}
+    elif case.path_parameters and "silence_id" in case.path_parameters:
+        if pick(case.path_parameters["silence_id"], 3) < 2:
+            case.path_parameters = {**case.path_parameters, "silence_id": SEEDED_SILENCE_ID}
+    elif case.operation.label == "POST /api/v1/silences" and isinstance(case.body, dict):
+        # Random times are mostly over already or years ahead: half the bodies get a window
+        # from now on.
+        if pick(case.body, 2) == 0:
+            case.body = {**case.body, "starts_at": None, "ends_at": None, "duration": 3600}
     elif case.operation.label == "POST /api/v1/jobs" and isinstance(case.body, dict):
         choice = pick(case.body, 2 * len(SCHEDULES))
         if choice < len(SCHEDULES):
@@ -251,6 +265,12 @@ SEMANTIC_REJECTIONS = {
     "channels": re.compile(r"^no channel .* \(configured channels: "),
     # Two fields compared with each other.
     "sizes": re.compile(r"^min_size \(\d+ bytes\) is larger than max_size \(\d+ bytes\)$"),
+    # A silence's window, against the server's clock (over already, too long, too far ahead).
+    "silence window": re.compile(
+        r"^this silence would already be over: |^ends_at \(.*\) is not after starts_at "
+        r"|^a silence lasts at most 90 days |^starts_at is more than 365 days ahead "
+        r"|^a date out of range "
+    ),
     # The quantity a unit string stands for ("0s" as `every`, "150%"): bounds apply to numbers.
     "unit strings": re.compile(
         r"^Input should be greater than 0$|^a percentage must be between 0 and 100 \(got '"
