@@ -41,8 +41,10 @@ from service.models import (
 )
 from service.notify.events import Hold, NoticeRule, Streak, owed_notice, renotify_at
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
+from service.notify.silences import SilenceLookup
 from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
+from service.silences import load_current
 from service.visible import quote
 
 logger = logging.getLogger(__name__)
@@ -105,16 +107,22 @@ def notice_rule(notify: Mapping[str, Any] | None) -> NoticeRule:
     return NoticeRule(int(notify.get("after") or 1), int(notify.get("for") or 0))
 
 
-def held_notice(job: Job) -> Hold | None:
+def held_notice(job: Job, silenced_until: datetime | None = None) -> Hold | None:
     """The notice the job owes and holds back, as its last judgement left it (pure rule:
-    service.notify.events.owed_notice); None when nothing is held."""
+    service.notify.events.owed_notice), `silenced_until` the end of the silence covering it
+    now; None when nothing is held."""
     if job.checked_at is None:
         return None
     return owed_notice(
         status=job.status, reasons=job.reasons or [], notified=job.notified_status,
         notified_reasons=job.notified_reasons, streak=Streak(job.bad_since, job.bad_count or 0),
-        rule=notice_rule(job.notify), judged_at=job.checked_at,
+        rule=notice_rule(job.notify), judged_at=job.checked_at, silenced_until=silenced_until,
     )  # fmt: skip
+
+
+async def silences_now(session: AsyncSession, now: datetime) -> SilenceLookup:
+    """The silences as they stand at `now`, to ask for many jobs (one query)."""
+    return SilenceLookup(await load_current(session, now), now)
 
 
 def merge_patch(job: Job, changes: Mapping[str, Any]) -> dict[str, Any]:

@@ -46,10 +46,12 @@ from service.jobs import (
     list_jobs,
     notifications_page,
     patch_job,
+    silences_now,
 )
 from service.jobspec import JobSpec, parse_job
 from service.keys import access_key, channels_key, sessionmaker_key, settings_key
 from service.models import Job
+from service.notify.silences import SilenceLookup
 from service.pings import recent_runs
 from service.visible import quote
 
@@ -69,11 +71,13 @@ _STORED = tuple(
 )
 
 
-def job_out(job: Job, ping_base: str | None) -> JobOut:
+def job_out(job: Job, ping_base: str | None, silences: SilenceLookup | None = None) -> JobOut:
     """The job as the API answers it; `ping_base` (scheme://host) makes its full ping URL, and
-    None hides the ping key (see ping_base_of)."""
+    None hides the ping key (see ping_base_of); `silences` as they stand now (a notice held
+    by one shows as held)."""
     fields = {name: getattr(job, name) for name in _STORED}
-    held = held_notice(job)
+    until = silences.silenced_until(job.name, job.tags or ()) if silences is not None else None
+    held = held_notice(job, until)
     if held is not None:
         fields["notice"] = {
             "held": held.reason, "kind": held.kind, "bad_since": job.bad_since,
@@ -83,6 +87,13 @@ def job_out(job: Job, ping_base: str | None) -> JobOut:
         return JobOut.model_validate({**fields, "ping_key": None, "ping_url": None})
     url = f"{ping_base}/ping/{job.ping_key}"
     return JobOut.model_validate({**fields, "ping_key": job.ping_key, "ping_url": url})
+
+
+async def answer_job(request: web.Request, job: Job, status: int = 200) -> web.Response:
+    """The job as the API answers it, with the silences as they stand now."""
+    async with request.app[sessionmaker_key]() as session:
+        silences = await silences_now(session, datetime.now(UTC))
+    return respond(job_out(job, ping_base_of(request), silences), status=status)
 
 
 def ping_base_of(request: web.Request) -> str | None:
@@ -137,7 +148,9 @@ async def list_jobs_handler(request: web.Request) -> web.Response:
                 limit=query.limit,
                 offset=query.offset,
             )
-        return encode(JobList(items=[job_out(job, ping_base) for job in jobs], total=total))
+            silences = await silences_now(session, datetime.now(UTC))
+        items = [job_out(job, ping_base, silences) for job in jobs]
+        return encode(JobList(items=items, total=total))
 
     key = ("jobs", query, ping_base)  # a read-only caller never shares a page with keys
     return respond(await request.app[coalescer_key].run(key, page))
@@ -162,7 +175,7 @@ async def create_job_handler(request: web.Request) -> web.Response:
             job = await create_job(session, spec, datetime.now(UTC))
         except JobNameTaken as exc:
             raise name_taken(exc) from None
-    response = respond(job_out(job, ping_base_of(request)), status=201)
+    response = await answer_job(request, job, status=201)
     response.headers["Location"] = f"/api/v1/jobs/{job.name}"
     return response
 
@@ -170,7 +183,7 @@ async def create_job_handler(request: web.Request) -> web.Response:
 @routes.get(JOB)
 @operation(summary="One job, with its declaration and state", tag="jobs", response=JobOut)
 async def get_job_handler(request: web.Request) -> web.Response:
-    return respond(job_out(await load_job(request), ping_base_of(request)))
+    return await answer_job(request, await load_job(request))
 
 
 @routes.patch(JOB)
@@ -200,7 +213,7 @@ async def patch_job_handler(request: web.Request) -> web.Response:
         raise name_taken(exc) from None
     if job is None:
         raise not_found(ref)
-    return respond(job_out(job, ping_base_of(request)))
+    return await answer_job(request, job)
 
 
 @routes.delete(JOB)
@@ -224,7 +237,7 @@ async def act(request: web.Request, action: Action) -> web.Response:
     )
     if job is None:
         raise not_found(ref)
-    return respond(job_out(job, ping_base_of(request)))
+    return await answer_job(request, job)
 
 
 @routes.post(JOB + "/pause")

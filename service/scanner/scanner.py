@@ -47,6 +47,7 @@ from service.notify.events import (
     reason_changes,
     renotify_at,
 )
+from service.notify.silences import SilenceLookup
 from service.scanner.rules import (
     SIZE_DROP_WINDOW,
     ArtifactFact,
@@ -71,6 +72,7 @@ from service.scanner.sources import (
     list_sources,
     open_source,
 )
+from service.silences import load_current
 
 logger = logging.getLogger(__name__)
 
@@ -303,6 +305,9 @@ class Change:
     # that a ping stored after that read is still newer than the job's last look (the deadline
     # tick judges the jobs whose pings are newer than their checked_at).
     seen_at: datetime
+    # The end of the silence covering the job when it was judged (None: not silenced): its
+    # notices wait until then (see service.notify.events.hold_of).
+    silenced_until: datetime | None = None
 
 
 class BackupScanner:
@@ -522,17 +527,21 @@ class BackupScanner:
         pinged = [o.job.id for o in batch if o.job.id in self._pinged]
         facts_read_at = self.clock()
         facts = await pings.run_facts_of(self.session, pinged) if pinged else {}
-        if pinged:
-            await self.session.commit()  # end the read transaction before any write
+        silences = SilenceLookup(await load_current(self.session, facts_read_at), facts_read_at)
+        await self.session.commit()  # end the read transaction before any write
         for observation in batch:
+            job = observation.job
             try:
                 # A job with no ping when the scan began was seen pingless then.
-                seen_at = facts_read_at if observation.job.id in self._pinged else self._pinged_at
-                change = self._judge(observation, facts.get(observation.job.id), seen_at)
+                seen_at = facts_read_at if job.id in self._pinged else self._pinged_at
+                change = self._judge(observation, facts.get(job.id), seen_at)
             except Exception as exc:  # a bug, or data no rule foresaw: this job only
                 change = self._unjudged(observation, exc)
+            change.silenced_until = silences.silenced_until(
+                job.name, job.declaration.get("tags") or ()
+            )
             results.append(change.result)
-            job, reminder = observation.job, observation.job.renotify_at
+            reminder = job.renotify_at
             if (
                 change.sync
                 or any(getattr(job, key) != value for key, value in change.state.items())
@@ -723,6 +732,7 @@ class BackupScanner:
             notified=stored.notified_status, notified_reasons=stored.notified_reasons,
             reminder_due=due, status=change.state["status"], reasons=change.state["reasons"],
             streak=cls._streak(change, stored), rule=_rule(change), now=change.checked_at,
+            silenced_until=change.silenced_until,
         )  # fmt: skip
 
     @classmethod

@@ -14,7 +14,7 @@ from sqlalchemy import func, select
 from service.app import create_app
 from service.keys import channels_key
 from service.models import JobCheck, NotificationEvent
-from service.notify.channels import parse_channels
+from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.pings import PingWriter, Received
 from service.scanner import BackupScanner
@@ -236,3 +236,93 @@ async def test_each_ping_judged_by_the_tick_counts(client, sessionmaker, clock):
     await store_failure_ping(sessionmaker, key)
     assert await run_deadline_tick(sessionmaker) == ["hb"]
     assert await told(sessionmaker, "hb") == [("problem", "critical")]
+
+
+async def silence(client, job: str, start: datetime, end: datetime) -> dict[str, Any]:
+    body = {
+        "jobs": [job], "starts_at": start.isoformat(), "ends_at": end.isoformat(),
+        "comment": "alice: moving the NAS",
+    }  # fmt: skip
+    response = await client.post("/api/v1/silences", json=body)
+    assert response.status == 201, await response.text()
+    return await response.json()
+
+
+async def test_a_silence_holds_the_notice_and_the_tick_tells_it_once_when_it_ends(
+    client, sessionmaker, clock, tmp_path, receiver
+):
+    """Silenced: judged and recorded as always, told nothing; shown as held by the silence;
+    when the window ends, the deadline tick judges the job at that moment and, still bad, it
+    is told once."""
+    nfs = Nfs(tmp_path, clock())
+    await declare(client, clock, "nfs", nfs.path)
+    await scan(sessionmaker, clock)
+    end = clock() + timedelta(minutes=10)
+    # From before the real time: the API answers at the real time, the scans at the clock's.
+    await silence(client, "nfs", datetime.now(UTC) - timedelta(minutes=1), end)
+
+    nfs.drop()
+    clock.advance(minutes=1)
+    await scan(sessionmaker, clock)
+    assert (await get_job(sessionmaker, "nfs")).status == "unknown"
+    async with sessionmaker() as session:  # recorded in the history all the same
+        statuses = await session.scalars(select(JobCheck.status).order_by(JobCheck.id))
+        assert list(statuses)[-1] == "unknown"
+    assert await told(sessionmaker, "nfs") == []
+    held = (await job_json(client, "nfs"))["notice"]
+    assert held["held"] == "silence" and held["kind"] == "problem"
+    assert held["until"] == end.isoformat().replace("+00:00", "Z")
+    clock.advance(minutes=5)
+    await scan(sessionmaker, clock)  # another judgement inside the window: still nothing
+    assert await told(sessionmaker, "nfs") == []
+
+    clock.now = end - timedelta(seconds=1)
+    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    clock.now = end
+    assert await run_deadline_tick(sessionmaker, clock=clock) == ["nfs"]
+    assert await told(sessionmaker, "nfs") == [("problem", "unknown")]
+    assert (await job_json(client, "nfs"))["notice"] is None
+    clock.advance(minutes=15)
+    await scan(sessionmaker, clock)
+    assert await told(sessionmaker, "nfs") == [("problem", "unknown")]  # once
+
+
+async def test_a_job_that_breaks_and_recovers_inside_a_silence_tells_nothing(
+    client, sessionmaker, clock, tmp_path
+):
+    nfs = Nfs(tmp_path, clock())
+    await declare(client, clock, "nfs", nfs.path)
+    await scan(sessionmaker, clock)
+    end = clock() + timedelta(minutes=10)
+    await silence(client, "nfs", clock(), end)
+    nfs.drop()
+    clock.advance(minutes=1)
+    await scan(sessionmaker, clock)
+    nfs.restore()
+    clock.advance(minutes=1)
+    await scan(sessionmaker, clock)
+    assert (await get_job(sessionmaker, "nfs")).status == "ok"
+    clock.now = end
+    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    clock.advance(minutes=15)
+    await scan(sessionmaker, clock)
+    assert await told(sessionmaker, "nfs") == []
+
+
+async def test_a_silence_that_ended_early_lets_the_next_judgement_tell(
+    client, sessionmaker, clock, tmp_path
+):
+    """DELETE ends a silence now: the next judgement of a bad job tells it."""
+    nfs = Nfs(tmp_path, clock())
+    await declare(client, clock, "nfs", nfs.path)
+    await scan(sessionmaker, clock)
+    made = await silence(client, "nfs", clock(), clock() + timedelta(hours=2))
+    nfs.drop()
+    clock.advance(minutes=1)
+    await scan(sessionmaker, clock)
+    assert await told(sessionmaker, "nfs") == []
+    response = await client.delete(f"/api/v1/silences/{made['id']}")
+    assert response.status == 200, await response.text()
+    clock.now = max(clock.now, datetime.now(UTC) + timedelta(seconds=1))
+    await scan(sessionmaker, clock)
+    assert await told(sessionmaker, "nfs") == [("problem", "unknown")]
