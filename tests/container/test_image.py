@@ -14,6 +14,7 @@ installs them); without them it skips, and under CI=true it fails.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import re
@@ -29,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy.engine import make_url
 
-from conftest import REPO, missing
+from conftest import REPO, TEST_DATABASE_URL, in_thread, missing, pg_admin
 from podman_local import base_image, environment, podman
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
@@ -223,6 +225,9 @@ def test_runs_as_the_unprivileged_user(served: Served) -> None:
     uids = re.search(r"^Uid:\s+(.*)$", status, flags=re.MULTILINE)
     assert uids is not None
     assert set(uids.group(1).split()) == {"10001"}, status  # real, effective, saved, fs
+    # PID 1 is the service itself (exec form, no shell in between): it gets the SIGTERM.
+    command = podman("exec", NAME, "cat", "/proc/1/cmdline", env=served.env).stdout
+    assert command.split("\0")[1:4] == ["/app/.venv/bin/backup-monitor", "serve", "--host"], command
 
 
 def test_health_endpoints_answer(served: Served) -> None:
@@ -286,6 +291,49 @@ def test_refuses_to_start_without_a_token(served: Served) -> None:
     ), output
     assert output.count("refusing") == 1, output
     assert "Traceback" not in output
+
+
+def wait_ready(url: str, timeout: float = 60) -> dict[str, Any]:
+    """/health/ready's answer once it is 200; fails after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            status, body = http("GET", f"{url}/health/ready", timeout=5)
+            if status == 200:
+                return body  # type: ignore[no-any-return]
+        except (OSError, ValueError):
+            pass  # not listening yet
+        assert time.monotonic() < deadline, f"{url}/health/ready not 200 after {timeout} s"
+        time.sleep(0.2)
+
+
+def test_serves_on_postgresql(served: Served) -> None:
+    """The image's asyncpg against a real PostgreSQL (docker-compose.yml's setting): migrated
+    at start, ready, and its token answers."""
+    database = f"bm_container_{os.getpid()}"
+    try:
+        in_thread(lambda: asyncio.run(pg_admin(f'CREATE DATABASE "{database}"')))
+    except Exception as exc:
+        missing(f"PostgreSQL at {make_url(TEST_DATABASE_URL)!r} is unreachable: {exc}")
+    url = make_url(TEST_DATABASE_URL).set(database=database)
+    port = free_port()
+    name = f"{NAME}-postgresql"
+    try:
+        podman(
+            "run", "--detach", "--name", name, "--env", f"PORT={port}",
+            "--env", f"DATABASE_URL={url.render_as_string(hide_password=False)}",
+            "--env", f"API_TOKEN={served.token}", NAME,
+            env=served.env,
+        )  # fmt: skip
+        body = wait_ready(f"http://127.0.0.1:{port}")
+        assert body["checks"]["database"] == "ok", body
+        status, _ = http("GET", f"http://127.0.0.1:{port}/api/v1/jobs", served.token)
+        assert status == 200
+    finally:
+        podman("rm", "--force", "--ignore", "--time", "0", name, env=served.env, check=False)
+        in_thread(
+            lambda: asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
+        )
 
 
 def test_sigterm_stops_it_in_time_with_exit_0(served: Served) -> None:
