@@ -20,16 +20,17 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so this layer stays cached while only the code changes.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first, so this layer stays cached while only the code (or the README) changes.
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 
 # Then the project itself, installed as a regular (non-editable) wheel.
 # hatchling force-includes alembic/ into the wheel as service/_migrations.
+# The wheel's metadata takes README.md as its long description.
+COPY README.md alembic.ini ./
 COPY service/ ./service/
 COPY alembic/ ./alembic/
-COPY alembic.ini ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 

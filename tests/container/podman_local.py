@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import resource
 import shutil
 import subprocess
@@ -190,3 +191,27 @@ def base_image(env: dict[str, str]) -> str:
         if old != name:
             podman("rmi", old, env=env, check=False)
     return name
+
+
+def build_steps(output: str) -> set[str]:
+    """The ids of the images a `podman build` made or reused, from its output (`--> ID`)."""
+    return set(re.findall(r"^--> (?:Using cache )?([0-9a-f]{11,64})$", output, flags=re.MULTILINE))
+
+
+def prune_except(steps: set[str], env: dict[str, str]) -> None:
+    """Remove the untagged images (earlier builds) but those of `steps`: the last build's layers,
+    both stages, stay as the cache of the next one (`podman image prune` would drop the builder
+    stage's last step, whose output is never byte-identical, and so the runtime stage's)."""
+    while True:
+        listed = podman(
+            "images", "--all", "--quiet", "--no-trunc", "--filter", "dangling=true", env=env
+        )  # fmt: skip
+        removable = [
+            image
+            for image in listed.stdout.split()
+            if not any(image.removeprefix("sha256:").startswith(step) for step in steps)
+        ]
+        # An image with children refuses to go; it may once they are gone.
+        removed = [podman("rmi", gone, env=env, check=False).returncode == 0 for gone in removable]
+        if not any(removed):
+            return

@@ -33,7 +33,7 @@ import pytest
 from sqlalchemy.engine import make_url
 
 from conftest import REPO, TEST_DATABASE_URL, in_thread, missing, pg_admin
-from podman_local import base_image, environment, podman
+from podman_local import base_image, build_steps, environment, podman, prune_except
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 
@@ -196,8 +196,10 @@ def served(
     )
     blocks = readme_blocks()
     served = Served(env=env, workdir=workdir, port=free_port(), token="", shell=shell)
+    steps: set[str] = set()
     try:
         result = served.readme(blocks[0])
+        steps = build_steps(result.stdout + result.stderr)
         ready_at = time.time()
         assert json.loads(result.stdout.strip().splitlines()[-1])["status"] == "ok", result.stdout
         marks = {line.split()[0]: line.split()[1:] for line in timings.read_text().splitlines()}
@@ -215,7 +217,8 @@ def served(
         print(f"container log (last lines):\n{logs.stdout[-2000:]}{logs.stderr[-2000:]}")
         remove_leftovers(env)
         # The built image stays as the build cache; images of earlier builds go.
-        podman("image", "prune", "--force", env=env, check=False)
+        if steps:
+            prune_except(steps, env)
 
 
 def test_runs_as_the_unprivileged_user(served: Served) -> None:
