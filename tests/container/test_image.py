@@ -5,7 +5,9 @@ docker and only these changes: the build gets the local base image (`--build-arg
 no registry here), `/srv/backups` is a directory of this test, and port 8080 becomes a free port
 given as `PORT` too (the container shares the host's network, where 8080 may be taken; a port
 other than 8080 also proves the HEALTHCHECK follows `PORT`). The checks then look at the
-container those commands started.
+container those commands started. The section's last block (`docker compose up`) is not run:
+its `postgres:16-alpine` cannot be pulled here and Debian's podman-compose 1.0.3 ignores its
+`depends_on` health condition; the image is run against the test PostgreSQL instead.
 
 Run alone with `pytest -m container -s` (prints the image size and the times); leave out with
 `-m "not container"`. Needs root and Debian's podman, runc and debootstrap (`make test`
