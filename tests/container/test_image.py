@@ -126,7 +126,7 @@ class Served:
 
 def remove_leftovers(env: dict[str, str]) -> None:
     """What a test run leaves, or an interrupted one left: the container, its volume."""
-    podman("rm", "--force", "--ignore", "--time", "0", NAME, env=env, check=False)
+    podman("rm", "--force", "--volumes", "--ignore", "--time", "0", NAME, env=env, check=False)
     podman("volume", "rm", "--force", VOLUME, env=env, check=False)
 
 
@@ -335,7 +335,17 @@ def test_serves_on_postgresql(served: Served) -> None:
         status, _ = http("GET", f"http://127.0.0.1:{port}/api/v1/jobs", served.token)
         assert status == 200
     finally:
-        podman("rm", "--force", "--ignore", "--time", "0", name, env=served.env, check=False)
+        podman(
+            "rm",
+            "--force",
+            "--volumes",
+            "--ignore",
+            "--time",
+            "0",
+            name,
+            env=served.env,
+            check=False,
+        )
         in_thread(
             lambda: asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{database}" WITH (FORCE)'))
         )
