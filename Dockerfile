@@ -1,7 +1,9 @@
 # syntax=docker/dockerfile:1
 
-# Both stages must use the same base image: the virtualenv built in the
-# builder stage links to /usr/local/bin/python3.12 of this image.
+# The base of both stages: any image with python3 (3.11 or later) and pip on its PATH;
+# `--build-arg PYTHON_IMAGE=...` picks another one. Both stages must use the same image: the
+# virtualenv built in the builder stage links to that image's interpreter
+# (/usr/local/bin/python3.12 in the default one, /usr/bin/python3.11 in Debian's python3).
 ARG PYTHON_IMAGE=python:3.12.8-slim-bookworm
 
 ###############################################################################
@@ -18,16 +20,17 @@ ENV UV_COMPILE_BYTECODE=1 \
 
 WORKDIR /app
 
-# Dependencies first, so this layer stays cached while only the code changes.
-COPY pyproject.toml uv.lock README.md ./
+# Dependencies first, so this layer stays cached while only the code (or the README) changes.
+COPY pyproject.toml uv.lock ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-install-project
 
 # Then the project itself, installed as a regular (non-editable) wheel.
 # hatchling force-includes alembic/ into the wheel as service/_migrations.
+# The wheel's metadata takes README.md as its long description.
+COPY README.md alembic.ini ./
 COPY service/ ./service/
 COPY alembic/ ./alembic/
-COPY alembic.ini ./
 RUN --mount=type=cache,target=/root/.cache/uv \
     uv sync --frozen --no-dev --no-editable
 
@@ -53,7 +56,8 @@ COPY --from=builder /app/alembic.ini /app/alembic.ini
 ENV PATH="/app/.venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    DATABASE_URL="sqlite+aiosqlite:////data/backup-monitor.db"
+    DATABASE_URL="sqlite+aiosqlite:////data/backup-monitor.db" \
+    PORT=8080
 
 VOLUME ["/data"]
 EXPOSE 8080
@@ -62,10 +66,11 @@ EXPOSE 8080
 # runAsNonRoot can verify the user without reading /etc/passwd.
 USER 10001:10001
 
+# The service listens on PORT (`docker run -e PORT=9000 ...`), and so does the probe.
 HEALTHCHECK --interval=30s --timeout=5s --start-period=20s --retries=3 \
-    CMD ["python", "-c", "import urllib.request,sys; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:8080/health/live', timeout=4).status == 200 else 1)"]
+    CMD ["python", "-c", "import os,sys,urllib.request; sys.exit(0 if urllib.request.urlopen('http://127.0.0.1:%s/health/live' % os.environ['PORT'], timeout=4).status == 200 else 1)"]
 
 STOPSIGNAL SIGTERM
 
 ENTRYPOINT ["backup-monitor"]
-CMD ["serve", "--host", "0.0.0.0", "--port", "8080"]
+CMD ["serve", "--host", "0.0.0.0"]

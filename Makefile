@@ -25,11 +25,13 @@ run: venv
 demo: venv
 	$(BIN)/backup-monitor demo
 
-# Tools the tests drive: Debian's Chromium (the dashboard's browser tests) and promtool (from
-# Debian's prometheus package: `promtool check rules` on deploy/prometheus/alerts.yml). Each is
-# installed when missing and possible (root with apt-get); otherwise its tests skip, saying why
-# (under CI=true they fail instead).
-TOOLS := chromium:chromium,fonts-liberation promtool:prometheus
+# Tools the tests drive: Debian's Chromium (the dashboard's browser tests), promtool (from
+# Debian's prometheus package: `promtool check rules` on deploy/prometheus/alerts.yml), and
+# podman, runc and debootstrap (tests/container: the image built on a local Debian base and run).
+# Each is installed when missing and possible (root with apt-get); otherwise its tests skip,
+# saying why (under CI=true they fail instead).
+TOOLS := chromium:chromium,fonts-liberation promtool:prometheus podman:podman runc:runc \
+	debootstrap:debootstrap
 
 tools:
 	@for pair in $(TOOLS); do \
