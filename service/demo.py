@@ -32,7 +32,7 @@ from sqlalchemy import update
 
 from service import migrate
 from service.db import create_engine, create_sessionmaker
-from service.jobsfile import apply_jobs, load_jobs_file
+from service.jobsfile import apply_jobs, load_declarations
 from service.jobspec import path_within_roots
 from service.models import Job
 from service.settings import Settings
@@ -208,6 +208,19 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
             growing=DemoGrowth(erp_writing.path, final_size=3 * MiB, seconds=600),
         ),
         DemoJob(
+            "mail-relay",
+            "critical (late), silenced: a maintenance window covers it now (see `silences:` at "
+            "the end); it is judged and shown as always, its notices wait for the window's end",
+            {
+                "description": "Mail relay spool; the relay is being moved to a new host",
+                "tags": ["mail", "maintenance"],
+                "source": source("mail-relay", "*.tar.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+            },
+            daily("relay-", ".tar.gz", now - 2 * DAY, [MiB] * 5),
+        ),
+        DemoJob(
             "files-missing",
             "critical (missing): declared a month ago, not a single backup since",
             {
@@ -339,6 +352,22 @@ def start_writers(backups: Path, jobs: Sequence[DemoJob]) -> list[threading.Thre
     return threads
 
 
+def demo_silences(now: datetime) -> list[dict[str, Any]]:
+    """The demo's recurring silence: a daily window that opened an hour before `now` (on the
+    hour, UTC) and lasts 3 hours, so it covers the demo for its first hour or more."""
+    opened = (now - HOUR).astimezone(UTC)
+    return [
+        {
+            "name": "relay-migration",
+            "tags": ["maintenance"],
+            "cron": f"0 {opened.hour} * * *",
+            "timezone": "UTC",
+            "duration": "3h",
+            "comment": "ops: moving the mail relay (daily window while the move lasts)",
+        }
+    ]
+
+
 def cron_fires(
     expression: str, zone: ZoneInfo, now: datetime, count: int, *, late: int
 ) -> list[datetime]:
@@ -380,7 +409,7 @@ def build_sandbox(root: Path, now: datetime) -> Path:
         for demo_file in job.files:
             write_file(directory / demo_file.path, demo_file.size, demo_file.mtime)
     jobs_file = root / JOBS_FILE
-    jobs_file.write_text(render_jobs_file(jobs, root), encoding="utf-8")
+    jobs_file.write_text(render_jobs_file(jobs, root, demo_silences(now)), encoding="utf-8")
     return jobs_file
 
 
@@ -421,7 +450,9 @@ def yaml_value(value: object) -> str:
     return text.removesuffix("\n...\n").strip()
 
 
-def render_jobs_file(jobs: Sequence[DemoJob], root: Path) -> str:
+def render_jobs_file(
+    jobs: Sequence[DemoJob], root: Path, silences: Sequence[dict[str, Any]] = ()
+) -> str:
     lines = [
         "# The jobs of `backup-monitor demo`, one for each status a job can have.",
         f"# The files they watch are under {root / BACKUPS_DIR}.",
@@ -434,6 +465,13 @@ def render_jobs_file(jobs: Sequence[DemoJob], root: Path) -> str:
         lines.append(f"  - name: {job.name}")
         for key, value in job.declaration.items():
             lines.append(f"    {key}: {yaml_value(value)}")
+    if silences:
+        lines.append("# Maintenance windows: notices of the jobs they cover wait for their end.")
+        lines.append("silences:")
+        for silence in silences:
+            first, *rest = silence.items()
+            lines.append(f"  - {first[0]}: {yaml_value(first[1])}")
+            lines.extend(f"    {key}: {yaml_value(value)}" for key, value in rest)
     return "\n".join(lines) + "\n"
 
 
@@ -448,12 +486,13 @@ async def prepare(settings: Settings, root: Path, now: datetime) -> str:
     """Migrate the demo's database, apply the sandbox's jobs.yml, backdate; return its URL."""
     url = database_url_for(settings, root)
     await asyncio.to_thread(migrate.upgrade, url)
-    specs = load_jobs_file(root / JOBS_FILE, settings.scan_roots)
+    declared = load_declarations(root / JOBS_FILE, settings.scan_roots)
+    specs = declared.jobs
     backdated = [spec.name for spec in specs if spec.name not in PENDING_JOBS]
     engine = create_engine(url)
     try:
         async with create_sessionmaker(engine)() as session:
-            await apply_jobs(session, specs, clock=lambda: now)
+            await apply_jobs(session, specs, clock=lambda: now, silences=declared.silences)
             await session.execute(
                 update(Job).where(Job.name.in_(backdated)).values(created_at=now - BACKDATE)
             )

@@ -15,7 +15,7 @@ from sqlalchemy import select
 
 from service import demo
 from service.jobsfile import load_jobs_file
-from service.models import Artifact, Job
+from service.models import Artifact, Job, NotificationEvent
 from service.scanner import run_scanner
 from service.settings import Settings
 
@@ -29,6 +29,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "app-late": ("critical", {"late"}),
     "uploads-truncated": ("critical", {"too_small"}),
     "erp-dump-writing": ("ok", set()),
+    "mail-relay": ("critical", {"late"}),
     "files-missing": ("critical", {"missing"}),
     "crm-shrinking": ("warning", {"size_drop"}),
     "mail-archive": ("warning", {"too_few"}),
@@ -77,6 +78,12 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert latest is not None
     assert latest["size"] > 1024 * 1024
     assert datetime.fromisoformat(latest["mtime"]) == now - timedelta(hours=5)
+
+    # The relay is late like app-late, but its maintenance window holds its notice.
+    async with sessionmaker() as session:
+        told = set(await session.scalars(select(NotificationEvent.job_name)))
+    assert "app-late" in told
+    assert "mail-relay" not in told
 
     # Tonight's dump is being written: it counts as fresh, its 256 KiB are not judged small.
     writing = results["erp-dump-writing"].latest_artifact
@@ -170,7 +177,7 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
     assert code == 0, err.read_text()
 
     assert status["counts"] == {
-        "ok": 4, "warning": 4, "critical": 3, "unknown": 1, "pending": 1, "paused": 1,
+        "ok": 4, "warning": 4, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
     }  # fmt: skip
     assert status["status"] == "critical"
     banner = out.read_text()
