@@ -17,9 +17,12 @@ from service.api.wellformed import well_formed_middleware
 from service.db import create_engine, create_sessionmaker
 from service.keys import (
     channels_key,
+    coordinator_key,
+    deadline_tick_key,
     engine_key,
     open_access_key,
     ping_writer_key,
+    scan_scheduler_key,
     scheduler_enabled_key,
     sessionmaker_key,
     settings_key,
@@ -28,12 +31,17 @@ from service.logs import LogThrottle
 from service.notify.channels import ChannelSet, load_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.pings import PingWriter
-from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
+from service.runtime.coordinator import ScanCoordinator
+from service.runtime.lifecycle import Component
+from service.runtime.scheduling import ScanScheduler
+from service.runtime.tick import DeadlineTick
 from service.settings import Settings, get_settings
 from service.web import views
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
+# How long a stop lets a running scan (or tick) finish the job in hand before it is cancelled.
+SCAN_DRAIN_SECONDS = 30.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -53,20 +61,24 @@ async def pings_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    if not app[scheduler_enabled_key]:
-        yield
-        await drain_scans()  # scans started through the API
-        return
+    """This app's scans: its coordinator (one full scan at a time) and, when the scheduler is
+    enabled, its own APScheduler with the full scan, the deadline tick and retention."""
     settings = app[settings_key]
-    await start_scheduler(
-        app[sessionmaker_key],
-        settings.scanner_interval_minutes,
-        scan_options=settings.scan_options,
-        tick_seconds=settings.tick_seconds,
-        retention_days=settings.retention_days,
-    )
+    sessions = app[sessionmaker_key]
+    app[coordinator_key] = coordinator = ScanCoordinator(sessions, settings.scan_options)
+    component: Component = coordinator  # without a scheduler: the scans asked for by the API
+    if app[scheduler_enabled_key]:
+        app[deadline_tick_key] = tick = DeadlineTick(sessions, settings.scan_options)
+        app[scan_scheduler_key] = component = ScanScheduler(
+            coordinator,
+            settings.scanner_interval_minutes,
+            tick=tick,
+            tick_seconds=settings.tick_seconds,
+            retention_days=settings.retention_days,
+        )
+    await component.start()
     yield
-    await shutdown_scheduler()
+    await component.stop(SCAN_DRAIN_SECONDS)
 
 
 async def notify_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -36,8 +36,8 @@ from service.models import (
 from service.notify.channels import ChannelSet, parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
+from service.runtime.tick import DeadlineTick
 from service.scanner import BackupScanner
-from service.scheduler import run_deadline_tick
 from service.settings import load_settings
 from service.units import format_duration
 
@@ -456,11 +456,12 @@ async def test_a_failed_ping_adding_a_reason_is_told_by_the_same_rule(
     dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
     async with sessionmaker() as session:
         await BackupScanner(session).scan_all_jobs()
-    assert await run_deadline_tick(sessionmaker) == []  # the tick has seen every ping so far
+    tick = DeadlineTick(sessionmaker)
+    assert await tick.run() == []  # the tick has seen every ping so far
     key = (await get_job(sessionmaker, "db")).ping_key
     assert (await client.get(f"/ping/{key}/fail")).status == 200
-    assert await run_deadline_tick(sessionmaker) == ["db"]
-    assert await run_deadline_tick(sessionmaker) == []  # judged once
+    assert await tick.run() == ["db"]
+    assert await tick.run() == []  # judged once
     await dispatch_until_idle(dispatcher)
 
     assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
@@ -491,9 +492,10 @@ async def test_a_reminder_tells_the_job_as_it_is_at_its_due_time(
         await BackupScanner(session, clock=clock).scan_all_jobs()
     await dispatch_until_idle(dispatcher)
     told_at = [clock()]
+    tick = DeadlineTick(sessionmaker, {"clock": clock})
     for _ in range(3):
         clock.advance(minutes=10)
-        await run_deadline_tick(sessionmaker, clock=clock)  # what serve runs every TICK_SECONDS
+        await tick.run()  # what serve runs every TICK_SECONDS
         await dispatch_until_idle(dispatcher)
         told_at.append(clock())
 
@@ -526,16 +528,17 @@ async def test_a_reminder_skipped_by_its_tick_is_written_at_the_next_tick(
             update(Job).where(Job.name == "db").values(updated_at=clock() + timedelta(seconds=1))
         )
         await session.commit()
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    tick = DeadlineTick(sessionmaker, {"clock": clock})
+    assert await tick.run() == ["db"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
 
     clock.advance(seconds=5)  # the next tick
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    assert await tick.run() == ["db"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == [
         "problem",
         "reminder",
     ]
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []  # told: not again
+    assert await tick.run() == []  # told: not again
 
 
 async def test_a_paused_job_with_a_reminder_due_is_left_alone_by_the_tick(
@@ -551,7 +554,7 @@ async def test_a_paused_job_with_a_reminder_due_is_left_alone_by_the_tick(
         await session.execute(update(Job).where(Job.name == "db").values(paused=True))
         await session.commit()
     clock.advance(minutes=10)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert await DeadlineTick(sessionmaker, {"clock": clock}).run() == []
     assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
 
 
@@ -586,7 +589,8 @@ async def test_jobs_due_only_for_a_reminder_are_not_starved_by_other_due_jobs(
             update(Job).where(Job.name == "db").values(next_check_at=clock() + timedelta(days=1))
         )
         await session.commit()
-    assert await run_deadline_tick(sessionmaker, clock=clock, batch=2) == ["db", "other0"]
+    tick = DeadlineTick(sessionmaker, {"clock": clock}, batch=2)
+    assert await tick.run() == ["db", "other0"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == [
         "problem",
         "reminder",
