@@ -1,8 +1,8 @@
-"""The aiohttp application: routes, middlewares and the lifecycle of engine and scheduler."""
+"""The aiohttp application: routes, middlewares, and the lifecycle of the engine and of the
+background components (ping writer, scans, notification dispatcher)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -29,10 +29,10 @@ from service.keys import (
 )
 from service.logs import LogThrottle
 from service.notify.channels import ChannelSet, load_channels
-from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions
 from service.pings import PingWriter
 from service.runtime.coordinator import ScanCoordinator
-from service.runtime.lifecycle import Component
+from service.runtime.lifecycle import Component, component_ctx
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
 from service.settings import Settings, get_settings
@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
 # How long a stop lets a running scan (or tick) finish the job in hand before it is cancelled.
 SCAN_DRAIN_SECONDS = 30.0
+# How long a stop lets the ping writer store the pings queued.
+PINGS_DRAIN_SECONDS = 30.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -52,55 +54,46 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
-async def pings_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = PingWriter(app[sessionmaker_key])
-    app[ping_writer_key] = writer
-    writer.start()
-    yield
-    await writer.stop()  # every ping already answered "OK" is stored; the queued ones too
+def build_ping_writer(app: web.Application) -> PingWriter:
+    """Stores the pings; at a stop, every ping already answered "OK" is stored, and the queued
+    ones too (within PINGS_DRAIN_SECONDS)."""
+    app[ping_writer_key] = writer = PingWriter(app[sessionmaker_key])
+    return writer
 
 
-async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
+def build_scans(app: web.Application) -> Component:
     """This app's scans: its coordinator (one full scan at a time) and, when the scheduler is
     enabled, its own APScheduler with the full scan, the deadline tick and retention."""
     settings = app[settings_key]
     sessions = app[sessionmaker_key]
     app[coordinator_key] = coordinator = ScanCoordinator(sessions, settings.scan_options)
-    component: Component = coordinator  # without a scheduler: the scans asked for by the API
-    if app[scheduler_enabled_key]:
-        app[deadline_tick_key] = tick = DeadlineTick(sessions, settings.scan_options)
-        app[scan_scheduler_key] = component = ScanScheduler(
-            coordinator,
-            settings.scanner_interval_minutes,
-            tick=tick,
-            tick_seconds=settings.tick_seconds,
-            retention_days=settings.retention_days,
-        )
-    await component.start()
-    yield
-    await component.stop(SCAN_DRAIN_SECONDS)
+    if not app[scheduler_enabled_key]:
+        return coordinator  # the scans asked for through the API, drained at the stop
+    app[deadline_tick_key] = tick = DeadlineTick(sessions, settings.scan_options)
+    app[scan_scheduler_key] = scheduler = ScanScheduler(
+        coordinator,
+        settings.scanner_interval_minutes,
+        tick=tick,
+        tick_seconds=settings.tick_seconds,
+        retention_days=settings.retention_days,
+    )
+    return scheduler
 
 
-async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
+def build_dispatcher(app: web.Application) -> Dispatcher | None:
     """The notification dispatcher runs wherever the scheduler does (every replica: they
     share the work through the database)."""
     if not app[scheduler_enabled_key]:
-        yield
-        return
+        return None
     channels = app[channels_key]
     if not channels.channels:
         # Notices stay in the outbox (until RETENTION_DAYS): a replica without the file must
         # not route them to nothing while another one could send them.
         logger.info("no CHANNELS_FILE: status changes are recorded, no notice is sent")
-        yield
-        return
-    dispatcher = Dispatcher(
+        return None
+    return Dispatcher(
         app[sessionmaker_key], channels, dispatch_options(app[settings_key], channels)
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop), name="notification-dispatcher")
-    yield
-    await dispatcher.stop_gracefully(task, stop)
 
 
 def dispatch_options(settings: Settings, channels: ChannelSet) -> DispatchOptions:
@@ -147,9 +140,9 @@ def create_app(
     app[scheduler_enabled_key] = scheduler
     app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
-    app.cleanup_ctx.append(pings_ctx)
-    app.cleanup_ctx.append(scheduler_ctx)
-    app.cleanup_ctx.append(notify_ctx)
+    app.cleanup_ctx.append(component_ctx(build_ping_writer, PINGS_DRAIN_SECONDS))
+    app.cleanup_ctx.append(component_ctx(build_scans, SCAN_DRAIN_SECONDS))
+    app.cleanup_ctx.append(component_ctx(build_dispatcher, STOP_GRACE))
     for module in (health, metrics, jobs, scans, pings, docs, views):
         app.add_routes(module.routes)
     return app

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Protocol, runtime_checkable
+
+from aiohttp import web
 
 
 @runtime_checkable
@@ -19,6 +21,24 @@ class Component(Protocol):
     async def start(self) -> None: ...
 
     async def stop(self, grace: float) -> None: ...
+
+
+def component_ctx(
+    build: Callable[[web.Application], Component | None], grace: float
+) -> Callable[[web.Application], AsyncIterator[None]]:
+    """An app cleanup context for one component: `build(app)` (which holds it under its
+    AppKeys; None when this app runs none), `start()` at the app's start, `stop(grace)` at its
+    cleanup. aiohttp runs cleanups in reverse order, and only for contexts that started."""
+
+    async def context(app: web.Application) -> AsyncIterator[None]:
+        component = build(app)
+        if component is not None:
+            await component.start()
+        yield
+        if component is not None:
+            await component.stop(grace)
+
+    return context
 
 
 async def wait_for_condition(

@@ -70,11 +70,11 @@ async def test_a_due_job_is_claimed_by_one_tick_only(sessionmaker, tmp_path):
 async def store_failure_ping(sessionmaker, key: str) -> None:
     """A /fail ping stored as the service stores it (through the ping writer)."""
     writer = PingWriter(sessionmaker)
-    writer.start()
+    await writer.start()
     try:
         assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
     finally:
-        await writer.stop()
+        await writer.stop(30)
 
 
 async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):

@@ -34,7 +34,7 @@ from service.models import (
     NotificationEvent,
 )
 from service.notify.channels import ChannelSet, parse_channels
-from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
+from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.runtime.tick import DeadlineTick
 from service.scanner import BackupScanner
@@ -603,10 +603,9 @@ async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, 
     receiver.hold.add(event_id)
     channels = webhooks("ops", url=receiver.url)
     dispatcher = Dispatcher(sessionmaker, channels, FAST)
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
+    await dispatcher.start()
     await receiver.wait_until(lambda: bool(receiver.arrived))
-    await dispatcher.stop_gracefully(task, stop)  # the receiver never answers: cut short
+    await dispatcher.stop(STOP_GRACE)  # the receiver never answers: cut short
     (row,) = await deliveries(sessionmaker)
     assert (row.state, row.lease_until, row.attempts) == ("pending", None, 1)
     (attempt,) = await attempts_of(sessionmaker, row.id)
@@ -1018,12 +1017,6 @@ async def dead_receiver():
 HUNG_BOUND = 20
 
 
-async def run_dispatcher(dispatcher: Dispatcher):
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
-    return stop, task
-
-
 async def test_a_hanging_channel_does_not_delay_another_channels_notices(
     sessionmaker, clock, receiver, dead_receiver
 ):
@@ -1044,7 +1037,7 @@ async def test_a_hanging_channel_does_not_delay_another_channels_notices(
     first = [event for name in names for event in await add_events(sessionmaker, name, 2)]
     dead_receiver.hold.update(first)
     started = time.monotonic()
-    stop, task = await run_dispatcher(dispatcher)
+    await dispatcher.start()
     try:
         await receiver.wait_until(lambda: len(receiver.delivered) == len(first), timeout=30)
         took = time.monotonic() - started
@@ -1057,7 +1050,7 @@ async def test_a_hanging_channel_does_not_delay_another_channels_notices(
         await dead_receiver.wait_until(lambda: len(dead_receiver.arrived) >= options.concurrency)
         assert len(dead_receiver.arrived) == options.concurrency  # its own slots, no more
     finally:
-        await dispatcher.stop_gracefully(task, stop)
+        await dispatcher.stop(STOP_GRACE)
     # Final now: the dispatcher is stopped and nothing more can arrive.
     assert len(dead_receiver.arrived) == options.concurrency
     assert sorted(receiver.event_ids()) == sorted(first + later)  # each once
@@ -1086,13 +1079,13 @@ async def test_a_hanging_delivery_does_not_delay_other_jobs_on_the_same_channel(
     receiver.hold.add(stuck)
     others = [event for name in names[1:] for event in await add_events(sessionmaker, name, 2)]
     started = time.monotonic()
-    stop, task = await run_dispatcher(dispatcher)
+    await dispatcher.start()
     try:
         await receiver.wait_until(lambda: len(receiver.delivered) == len(others), timeout=30)
         took = time.monotonic() - started
         assert took < HUNG_BOUND, f"the other jobs' notices took {took:.1f} s"
     finally:
-        await dispatcher.stop_gracefully(task, stop)
+        await dispatcher.stop(STOP_GRACE)
     assert sorted(receiver.event_ids()) == sorted(others)
 
 
