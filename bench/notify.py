@@ -3,7 +3,7 @@ next to plain aiohttp POSTs of the same bodies to the same receiver, in the same
 
     .venv/bin/python bench/notify.py [--jobs 200] [--per-job 5] [--database-url URL]
 
-The dispatcher runs as in `serve` (`Dispatcher.run`, a send per delivery, `concurrency` per
+The dispatcher runs as in `serve` (`Dispatcher.start`, a send per delivery, `concurrency` per
 channel) until the receiver has every notice.
 
 Two backlogs: notices spread over many jobs (they go out `concurrency` at a time), and as many
@@ -29,7 +29,7 @@ from service.jobs import new_job
 from service.jobspec import parse_job
 from service.models import NotificationEvent
 from service.notify.config import parse_channels
-from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions
 from service.notify.events import event_row
 
 from harness import Receiver, code_version, create_database, drop_database
@@ -63,12 +63,11 @@ def event_ids(receiver: Receiver) -> list[str]:
 
 async def drain(dispatcher: Dispatcher, receiver: Receiver, count: int) -> float:
     started = time.perf_counter()
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
+    await dispatcher.start()
     async with asyncio.timeout(600):
         await receiver.until(count)
     seconds = time.perf_counter() - started
-    await dispatcher.stop_gracefully(task, stop)
+    await dispatcher.stop(STOP_GRACE)
     return seconds
 
 

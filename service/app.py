@@ -1,8 +1,8 @@
-"""The aiohttp application: routes, middlewares and the lifecycle of engine and scheduler."""
+"""The aiohttp application: routes, middlewares, and the lifecycle of the engine and of the
+background components (ping writer, scans, notification dispatcher)."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncIterator
 
@@ -17,23 +17,33 @@ from service.api.wellformed import well_formed_middleware
 from service.db import create_engine, create_sessionmaker
 from service.keys import (
     channels_key,
+    coordinator_key,
+    deadline_tick_key,
     engine_key,
     open_access_key,
     ping_writer_key,
+    scan_scheduler_key,
     scheduler_enabled_key,
     sessionmaker_key,
     settings_key,
 )
 from service.logs import LogThrottle
 from service.notify.config import ChannelSet, load_channels
-from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions
 from service.pings import PingWriter
-from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
+from service.runtime.coordinator import ScanCoordinator
+from service.runtime.lifecycle import Component, component_ctx
+from service.runtime.scheduling import ScanScheduler
+from service.runtime.tick import DeadlineTick
 from service.settings import Settings, get_settings
 from service.web import views
 
 logger = logging.getLogger(__name__)
 MAX_BODY_BYTES = 1024 * 1024
+# How long a stop lets a running scan (or tick) finish the job in hand before it is cancelled.
+SCAN_DRAIN_SECONDS = 30.0
+# How long a stop lets the ping writer store the pings queued.
+PINGS_DRAIN_SECONDS = 30.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -44,51 +54,46 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
-async def pings_ctx(app: web.Application) -> AsyncIterator[None]:
-    writer = PingWriter(app[sessionmaker_key])
-    app[ping_writer_key] = writer
-    writer.start()
-    yield
-    await writer.stop()  # every ping already answered "OK" is stored; the queued ones too
+def build_ping_writer(app: web.Application) -> PingWriter:
+    """Stores the pings; at a stop, every ping already answered "OK" is stored, and the queued
+    ones too (within PINGS_DRAIN_SECONDS)."""
+    app[ping_writer_key] = writer = PingWriter(app[sessionmaker_key])
+    return writer
 
 
-async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
-    if not app[scheduler_enabled_key]:
-        yield
-        await drain_scans()  # scans started through the API
-        return
+def build_scans(app: web.Application) -> Component:
+    """This app's scans: its coordinator (one full scan at a time) and, when the scheduler is
+    enabled, its own APScheduler with the full scan, the deadline tick and retention."""
     settings = app[settings_key]
-    await start_scheduler(
-        app[sessionmaker_key],
+    sessions = app[sessionmaker_key]
+    app[coordinator_key] = coordinator = ScanCoordinator(sessions, settings.scan_options)
+    if not app[scheduler_enabled_key]:
+        return coordinator  # the scans asked for through the API, drained at the stop
+    app[deadline_tick_key] = tick = DeadlineTick(sessions, settings.scan_options)
+    app[scan_scheduler_key] = scheduler = ScanScheduler(
+        coordinator,
         settings.scanner_interval_minutes,
-        scan_options=settings.scan_options,
+        tick=tick,
         tick_seconds=settings.tick_seconds,
         retention_days=settings.retention_days,
     )
-    yield
-    await shutdown_scheduler()
+    return scheduler
 
 
-async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
+def build_dispatcher(app: web.Application) -> Dispatcher | None:
     """The notification dispatcher runs wherever the scheduler does (every replica: they
     share the work through the database)."""
     if not app[scheduler_enabled_key]:
-        yield
-        return
+        return None
     channels = app[channels_key]
     if not channels.channels:
         # Notices stay in the outbox (until RETENTION_DAYS): a replica without the file must
         # not route them to nothing while another one could send them.
         logger.info("no CHANNELS_FILE: status changes are recorded, no notice is sent")
-        yield
-        return
-    dispatcher = Dispatcher(
+        return None
+    return Dispatcher(
         app[sessionmaker_key], channels, dispatch_options(app[settings_key], channels)
     )
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop), name="notification-dispatcher")
-    yield
-    await dispatcher.stop_gracefully(task, stop)
 
 
 def dispatch_options(settings: Settings, channels: ChannelSet) -> DispatchOptions:
@@ -135,9 +140,9 @@ def create_app(
     app[scheduler_enabled_key] = scheduler
     app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
-    app.cleanup_ctx.append(pings_ctx)
-    app.cleanup_ctx.append(scheduler_ctx)
-    app.cleanup_ctx.append(notify_ctx)
+    app.cleanup_ctx.append(component_ctx(build_ping_writer, PINGS_DRAIN_SECONDS))
+    app.cleanup_ctx.append(component_ctx(build_scans, SCAN_DRAIN_SECONDS))
+    app.cleanup_ctx.append(component_ctx(build_dispatcher, STOP_GRACE))
     for module in (health, metrics, jobs, silences, scans, pings, docs, views):
         app.add_routes(module.routes)
     return app

@@ -7,6 +7,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.notify.config import ChannelSet
 from service.pings import PingWriter
+from service.runtime.coordinator import ScanCoordinator
+from service.runtime.scheduling import ScanScheduler
+from service.runtime.tick import DeadlineTick
 from service.settings import Settings
 from service.tokens import Access
 
@@ -18,6 +21,11 @@ scheduler_enabled_key = web.AppKey("scheduler_enabled", bool)
 # `serve --insecure-no-auth`).
 open_access_key = web.AppKey("open_access", bool)
 ping_writer_key = web.AppKey("ping_writer", PingWriter)
+# One full scan at a time, for this app (scheduled or asked for through the API).
+coordinator_key = web.AppKey("scan_coordinator", ScanCoordinator)
+# Set only when the app runs its scheduler (scheduler_enabled_key).
+scan_scheduler_key = web.AppKey("scan_scheduler", ScanScheduler)
+deadline_tick_key = web.AppKey("deadline_tick", DeadlineTick)
 # The notification channels of CHANNELS_FILE, loaded once at start.
 channels_key = web.AppKey("channels", ChannelSet)
 # The access the request's bearer token grants (set by the API's auth middleware).

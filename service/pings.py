@@ -55,16 +55,16 @@ class PingWriter:
         self._queue: asyncio.Queue[tuple[Received, asyncio.Future[bool]]] = asyncio.Queue()
         self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
+    async def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="ping-writer")
 
-    async def stop(self) -> None:
-        """Store what is queued, then stop."""
+    async def stop(self, grace: float) -> None:
+        """Store what is queued (for up to `grace` seconds), then stop."""
         if self._task is None:
             return
         # Not waiting on the queue alone: a writer that has ended would never empty it.
         joined = asyncio.create_task(self._queue.join())
-        await asyncio.wait({joined, self._task}, return_when=asyncio.FIRST_COMPLETED)
+        await asyncio.wait({joined, self._task}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
         joined.cancel()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)

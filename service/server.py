@@ -21,10 +21,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import resource
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -333,8 +333,6 @@ async def start_server(
     host: str,
     port: int,
     settings: Settings,
-    *,
-    handle_signals: bool = False,
 ) -> web.AppRunner:
     """Run the app's startups and listen; the caller ends with `runner.cleanup()`."""
     open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
@@ -344,7 +342,7 @@ async def start_server(
             "connection limit lowered to fit the open-file limit",
             extra={"limit": limit, "open_files": open_files},
         )
-    runner = web.AppRunner(app, handle_signals=handle_signals, shutdown_timeout=SHUTDOWN_SECONDS)
+    runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     try:
         site = GuardedSite(
@@ -358,15 +356,20 @@ async def start_server(
 
 
 def run_server(app: web.Application, host: str, port: int, settings: Settings) -> None:
-    """Serve until SIGTERM or SIGINT, then stop gracefully (as aiohttp's run_app does): no new
-    connections, requests in flight get SHUTDOWN_SECONDS, then the app's cleanups run."""
+    """Serve until SIGTERM or SIGINT, then stop gracefully: no new connections, requests in
+    flight get SHUTDOWN_SECONDS, then the app's cleanups run while every other task still
+    runs (a running scan finishes the job in hand; aiohttp's own signal handling would end
+    the loop first, and asyncio.run would cancel the scan under the cleanup's feet)."""
 
     async def serve() -> None:
-        runner = await start_server(app, host, port, settings, handle_signals=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        runner = await start_server(app, host, port, settings)
         try:
-            await asyncio.Event().wait()
+            await stopping.wait()
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(web.GracefulExit):  # the signal's way of stopping the loop
-        asyncio.run(serve())
+    asyncio.run(serve())

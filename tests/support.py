@@ -8,7 +8,7 @@ import shutil
 import socket
 import subprocess
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from service.demo import write_file
 from service.jobs import new_job
 from service.jobspec import parse_job
 from service.models import Job
+from service.pings import PingWriter, Received
 
 
 async def add_job(
@@ -227,3 +228,13 @@ class PrivatePostgres:
             _as_owner(["pg_ctl", "-D", str(self.data), "status"]), capture_output=True, timeout=30
         )
         return done.returncode == 0
+
+
+async def store_failure_ping(sessionmaker, key: str) -> None:
+    """A /fail ping stored as the service stores it (through the ping writer)."""
+    writer = PingWriter(sessionmaker)
+    await writer.start()
+    try:
+        assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
+    finally:
+        await writer.stop(30)

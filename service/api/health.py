@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 from aiohttp import web
 from sqlalchemy import select
@@ -15,11 +16,10 @@ from service.api.validation import encode, respond
 from service.db import ping
 from service.errors import describe_database_error, log_failure
 from service.jobs import status_counts
-from service.keys import engine_key, scheduler_enabled_key, sessionmaker_key
+from service.keys import engine_key, scan_scheduler_key, scheduler_enabled_key, sessionmaker_key
 from service.models import ScanRun
 from service.scanner.rules import worst_status
 from service.scanner.runs import FAILING_AFTER, failures_in_a_row
-from service.scheduler import scheduler, scheduler_state
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,8 @@ async def ready(request: web.Request) -> web.Response:
     if not request.app[scheduler_enabled_key]:
         checks["scheduler"] = "disabled"
     else:
-        checks["scheduler"] = "ok" if scheduler.running else "not running"
+        running = request.app[scan_scheduler_key].running
+        checks["scheduler"] = "ok" if running else "not running"
     checks["scanner"] = await scanner_check(request) if checks["database"] == "ok" else "unknown"
     healthy = all(value in ("ok", "disabled") for value in checks.values())
     return web.json_response(
@@ -82,6 +83,12 @@ async def scanner_check(request: web.Request) -> str:
     return f"failing: the last {failures} scans failed (see GET /api/v1/scans)"
 
 
+def scheduler_state(app: web.Application) -> dict[str, Any]:
+    """This app's scheduler: {"running": bool, "next_run_at": ISO time or None}."""
+    scheduler = app.get(scan_scheduler_key)
+    return scheduler.state() if scheduler is not None else {"running": False, "next_run_at": None}
+
+
 @routes.get("/api/v1/status")
 @operation(
     summary="The service at a glance: worst status, counts, last scan",
@@ -100,7 +107,7 @@ async def status(request: web.Request) -> web.Response:
             "counts": counts,
             "jobs": sum(counts.values()),
             "last_scan": last_scan,
-            "scheduler": scheduler_state(),
+            "scheduler": scheduler_state(request.app),
         }
         return encode(StatusOut.model_validate(answer, from_attributes=True))
 

@@ -12,9 +12,9 @@ from service.api.openapi import operation
 from service.api.schemas import PageQuery, ScanOut, ScanPage, ScanStartQuery
 from service.api.validation import query_of, respond
 from service.jobs import scans_page
-from service.keys import sessionmaker_key, settings_key
+from service.keys import coordinator_key, sessionmaker_key
 from service.models import MAX_INT_ID, ScanRun
-from service.scheduler import ScanAlreadyRunning, start_full_scan
+from service.runtime.coordinator import ScanAlreadyRunning
 
 routes = web.RouteTableDef()
 
@@ -53,11 +53,8 @@ async def get_scan_handler(request: web.Request) -> web.Response:
 )  # fmt: skip
 async def start_scan_handler(request: web.Request) -> web.Response:
     query = query_of(request, ScanStartQuery)
-    settings = request.app[settings_key]
     try:
-        scan_id, task = await start_full_scan(
-            request.app[sessionmaker_key], **settings.scan_options
-        )
+        scan_id, task = await request.app[coordinator_key].start_full_scan()
     except ScanAlreadyRunning as exc:
         running = f" (scan {exc.scan_id})" if exc.scan_id is not None else ""
         raise ApiError(

@@ -112,6 +112,13 @@ class Dispatcher:
         # One HTTP client session for the dispatcher's lifetime (aiohttp pools its connections):
         # opened when it starts, closed when it stops. Outside run(), each send opens its own.
         self._http: aiohttp.ClientSession | None = None
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Dispatch in the background (`run`) until `stop`."""
+        self._stop.clear()
+        self._task = asyncio.create_task(self.run(self._stop), name="notification-dispatcher")
 
     async def run(self, stop: asyncio.Event) -> None:
         """Dispatch until `stop` is set; a failing round is logged and retried later. Sends run
@@ -140,7 +147,7 @@ class Dispatcher:
                 # A freed slot may let a waiting delivery go; not while the database fails.
                 wakes = [stop.wait(), *([self._freed.wait()] if not failures else [])]
                 await _first_of(wakes, within=pause)
-            await self._wait_for_sends()  # stop_gracefully bounds how long
+            await self._wait_for_sends()  # stop bounds how long
         finally:
             await self._cancel_sends()  # cut short: they stay in flight, to be given back
             await self._close_http()
@@ -155,12 +162,15 @@ class Dispatcher:
         if http is not None:
             await http.close()
 
-    async def stop_gracefully(self, task: asyncio.Task[None], stop: asyncio.Event) -> None:
-        """Stop `task` (running `run(stop)`): deliveries under way get STOP_GRACE seconds to
-        finish; those cut short are given back for the next start."""
-        stop.set()
+    async def stop(self, grace: float) -> None:
+        """Stop dispatching: deliveries under way get `grace` seconds to finish; those cut
+        short are given back for the next start."""
+        task, self._task = self._task, None
+        if task is None:
+            return
+        self._stop.set()
         with suppress(TimeoutError, asyncio.CancelledError):
-            await asyncio.wait_for(asyncio.shield(task), STOP_GRACE)
+            await asyncio.wait_for(asyncio.shield(task), grace)
         if not task.done():
             task.cancel()
             with suppress(asyncio.CancelledError):
@@ -193,7 +203,7 @@ class Dispatcher:
         except Exception as exc:  # a bug: its lease runs out and the delivery is tried again
             logger.error("notification send failed", extra={"channel": item.channel},
                          exc_info=exc)  # fmt: skip
-        # Cancelled (a stop), it stays in flight, for stop_gracefully to give back.
+        # Cancelled (a stop), it stays in flight, for stop to give back.
         del self._in_flight[item.delivery_id]
 
     def _sent(self, task: asyncio.Task[None]) -> None:

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
 from datetime import timedelta
 
 import pytest
 from sqlalchemy.engine import make_url
 
 from service.app import create_app
-from service.keys import sessionmaker_key
+from service.keys import coordinator_key, scan_scheduler_key, sessionmaker_key
+from service.models import ScanRun
 from service.scanner import BackupScanner
-from service.scheduler import scheduler, shutdown_scheduler
 from service.settings import load_settings
 
 from support import TcpProxy, add_job, make_file
@@ -87,7 +88,9 @@ async def test_errors_are_json_envelopes(client, method, path, status, code):
 
 
 async def test_scheduler_runs_with_the_app_and_stops_before_the_engine(aiohttp_client, settings):
-    client = await aiohttp_client(create_app(settings))
+    app = create_app(settings)
+    client = await aiohttp_client(app)
+    scheduler = app[scan_scheduler_key]
     try:
         assert scheduler.running
         body = await (await client.get("/api/v1/status")).json()
@@ -104,7 +107,7 @@ async def test_scheduler_runs_with_the_app_and_stops_before_the_engine(aiohttp_c
         assert body["last_scan"]["trigger"] == "schedule"
         assert body["last_scan"]["status"] == "finished"
         # The scheduler dies while the app serves: not ready.
-        await shutdown_scheduler()
+        await scheduler.stop(30)
         ready = await client.get("/health/ready")
         assert ready.status == 503
         assert (await ready.json())["checks"] == {
@@ -113,7 +116,52 @@ async def test_scheduler_runs_with_the_app_and_stops_before_the_engine(aiohttp_c
     finally:
         await client.close()
     assert not scheduler.running
-    await shutdown_scheduler()
+
+
+async def test_two_apps_in_one_process_do_not_share_scan_state(
+    aiohttp_client, settings, sqlite_template, clock, tmp_path
+):
+    """Each app has its own scheduler and scan coordinator (no process-global state): one app's
+    scheduler is not the other's, both may scan at once, and stopping one app's scans leaves
+    the other's scan running to its end."""
+    other = tmp_path / "other.db"
+    shutil.copy(sqlite_template, other)
+    first = create_app(settings)  # with its scheduler
+    second = create_app(
+        load_settings(database_url=f"sqlite+aiosqlite:///{other}", scanner_interval_minutes=60),
+        scheduler=False,
+    )
+    first_client = await aiohttp_client(first)
+    second_client = await aiohttp_client(second)
+    for index in range(150):
+        make_file(tmp_path / f"j{index}" / "a.tar", 10, clock.now)
+        await add_job(
+            second[sessionmaker_key], clock.now, name=f"j{index:03d}",
+            source={"type": "local", "path": str(tmp_path / f"j{index}")},
+        )  # fmt: skip
+    for _ in range(100):  # the first app's first scheduled scan, run at its start
+        body = await (await first_client.get("/api/v1/status")).json()
+        if body["last_scan"] and body["last_scan"]["status"] == "finished":
+            break
+        await asyncio.sleep(0.05)
+    assert body["scheduler"]["running"] is True
+    body = await (await second_client.get("/api/v1/status")).json()
+    assert body["scheduler"] == {"running": False, "next_run_at": None}
+    assert (await (await second_client.get("/health/ready")).json())["checks"]["scheduler"] == (
+        "disabled"
+    )
+
+    # Started together: neither is "already running" because of the other.
+    (_, first_scan), (second_id, second_scan) = await asyncio.gather(
+        first[coordinator_key].start_full_scan(), second[coordinator_key].start_full_scan()
+    )
+    await first[coordinator_key].stop(30)  # the first app stops its scans
+    assert first_scan.done()
+    await asyncio.wait_for(second_scan, 60)
+    async with second[sessionmaker_key]() as session:
+        run = await session.get(ScanRun, second_id)
+    assert run is not None
+    assert (run.status, run.jobs_scanned) == ("finished", 150)  # not interrupted
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

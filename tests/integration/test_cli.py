@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service import migrate
 from service.db import create_engine, create_sessionmaker
 from service.jobsfile import apply_jobs, parse_jobs_document
-from service.models import Artifact, Job, JobCheck
+from service.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner import run_scanner
 
 from conftest import TEST_DATABASE_URL, missing, pg_admin
@@ -804,6 +804,57 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
 
 
 # --- tokens and exposure -------------------------------------------------------------------------
+
+
+async def test_sigterm_during_a_scan_lets_it_finish_its_current_job(sqlite_url, base_env, tmp_path):
+    """SIGTERM while a scan runs: the app's cleanup drains it (the scan stops after the job in
+    hand and records itself) while the loop still runs it; nothing is cancelled under it."""
+    backups = tmp_path / "backups"
+    make_file(backups / "a.tar", 10, datetime.now(UTC))
+    source = f"{{type: local, path: '{backups}'}}"
+    jobs_file = tmp_path / "jobs.yml"
+    jobs_file.write_text(jobs_yaml(*(
+        f"  - name: job-{index:04d}\n    schedule: {{every: 1d}}\n    source: {source}\n"
+        for index in range(2000)
+    )))  # fmt: skip
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "serve.log"
+    env = dict(base_env, DATABASE_URL=sqlite_url, JOBS_FILE=str(jobs_file))
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "serve", "--port", str(port),
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+    try:
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+            await wait_for_200(client, base + "/health/live", process, log)
+            scan = None
+            for _ in range(1000):  # the first scan starts with the service
+                async with client.get(base + "/api/v1/status") as response:
+                    scan = (await response.json())["last_scan"]
+                if scan is not None:
+                    break
+                await asyncio.sleep(0.01)
+        assert scan is not None and scan["status"] == "running", (scan, read(log))
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(process.wait(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = read(log)
+    assert code == 0, text
+    assert "Waiting for the running scan to finish its current job." in text
+    assert "Traceback" not in text
+    assert "CancelledError" not in text
+    engine = create_engine(sqlite_url)
+    try:
+        async with create_sessionmaker(engine)() as session:
+            status = await session.scalar(select(ScanRun.status).where(ScanRun.id == scan["id"]))
+    finally:
+        await engine.dispose()
+    assert status in ("interrupted", "finished")  # not "failed" (cancelled), not "running"
 
 
 async def test_tokens_create_list_revoke(sqlite_url, base_env, tmp_path):

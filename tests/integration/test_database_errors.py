@@ -25,8 +25,9 @@ from service.errors import database_unavailable
 from service.keys import engine_key
 from service.notify.config import ChannelSet
 from service.notify.dispatcher import Dispatcher, DispatchOptions, utcnow
+from service.runtime.tick import DeadlineTick
 from service.scanner.runs import keep_alive
-from service.scheduler import run_deadline_tick, run_scanner_job
+from service.scheduler import run_scanner_job
 from service.settings import load_settings
 
 from conftest import in_thread, missing
@@ -232,7 +233,7 @@ async def test_background_work_logs_an_outage_as_one_line(running, caplog):
         running.stop("fast")
         with caplog.at_level(logging.INFO, logger="service.scheduler"):
             await run_scanner_job(sessions)
-            await run_deadline_tick(sessions)
+            await DeadlineTick(sessions).run()
     finally:
         await engine.dispose()
     records = [r for r in caplog.records if r.getMessage().startswith("Error while")]

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import select
 
 from service.models import Job
-from service.pings import PingWriter, Received
-from service.scheduler import run_deadline_tick, shutdown_scheduler, start_scheduler
+from service.runtime.coordinator import ScanCoordinator
+from service.runtime.scheduling import ScanScheduler
+from service.runtime.tick import DeadlineTick
+from service.scheduler import shutdown_scheduler, start_scheduler
 
-from support import add_job, get_job, make_file
+from support import add_job, get_job, make_file, store_failure_ping
 
 
 async def test_a_late_job_is_marked_within_seconds_of_its_deadline(sessionmaker, tmp_path):
@@ -55,33 +57,25 @@ async def test_a_due_job_is_claimed_by_one_tick_only(sessionmaker, tmp_path):
         job = await session.scalar(select(Job).where(Job.name == "due"))
         job.next_check_at = now - timedelta(seconds=1)
         await session.commit()
-    results = await asyncio.gather(*(run_deadline_tick(sessionmaker) for _ in range(4)))
+    # Four replicas, each with its tick.
+    results = await asyncio.gather(*(DeadlineTick(sessionmaker).run() for _ in range(4)))
     assert sorted(map(len, results)) == [0, 0, 0, 1]
     judged = await get_job(sessionmaker, "due")
     assert judged.status == "critical"
     # Judged after its deadline: not due again until a new deadline passes.
-    assert await run_deadline_tick(sessionmaker) == []
-
-
-async def store_failure_ping(sessionmaker, key: str) -> None:
-    """A /fail ping stored as the service stores it (through the ping writer)."""
-    writer = PingWriter(sessionmaker)
-    writer.start()
-    try:
-        assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
-    finally:
-        await writer.stop()
+    assert await DeadlineTick(sessionmaker).run() == []
 
 
 async def test_a_failure_ping_is_judged_at_the_next_tick(sessionmaker):
     await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
     key = (await get_job(sessionmaker, "hb")).ping_key
-    await run_deadline_tick(sessionmaker)  # the tick starts from the pings already there
+    tick = DeadlineTick(sessionmaker)
+    await tick.run()  # the tick starts from the pings already there
     await store_failure_ping(sessionmaker, key)
-    assert await run_deadline_tick(sessionmaker) == ["hb"]
+    assert await tick.run() == ["hb"]
     job = await get_job(sessionmaker, "hb")
     assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
-    assert await run_deadline_tick(sessionmaker) == []  # judged: not again
+    assert await tick.run() == []  # judged: not again
 
 
 async def test_a_ping_between_the_start_and_the_first_tick_is_judged_by_it(sessionmaker):
@@ -91,12 +85,16 @@ async def test_a_ping_between_the_start_and_the_first_tick_is_judged_by_it(sessi
     await add_job(sessionmaker, datetime.now(UTC), name="hb", schedule={"every": "1d"})
     key = (await get_job(sessionmaker, "hb")).ping_key
     # Started as serve starts it; the tick is left to this test (its interval is an hour).
-    await start_scheduler(sessionmaker, interval_minutes=60, run_now=False, tick_seconds=3600)
+    tick = DeadlineTick(sessionmaker)
+    scheduler = ScanScheduler(
+        ScanCoordinator(sessionmaker), 60, run_now=False, tick=tick, tick_seconds=3600
+    )
+    await scheduler.start()
     try:
         await store_failure_ping(sessionmaker, key)
-        assert await run_deadline_tick(sessionmaker) == ["hb"]  # the first tick
+        assert await tick.run() == ["hb"]  # the first tick
     finally:
-        await shutdown_scheduler()
+        await scheduler.stop(30)
     job = await get_job(sessionmaker, "hb")
     assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
 
@@ -120,9 +118,10 @@ async def test_a_backup_being_written_is_judged_by_the_tick_once_settled(
         await BackupScanner(session, clock=clock).scan_all_jobs()
     assert (await get_job(sessionmaker, "db")).status == "ok"  # being written
 
+    tick = DeadlineTick(sessionmaker, {"clock": clock})
     clock.advance(seconds=39)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert await tick.run() == []
     clock.advance(seconds=1)  # 60 s after its last write
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    assert await tick.run() == ["db"]
     job = await get_job(sessionmaker, "db")
     assert (job.status, [r["code"] for r in job.reasons]) == ("critical", ["too_small"])

@@ -30,10 +30,10 @@ from service.models import (
     NotificationEvent,
 )
 from service.notify.config import ChannelSet, parse_channels
-from service.notify.dispatcher import Dispatcher, DispatchOptions, backoff
+from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
+from service.runtime.tick import DeadlineTick
 from service.scanner import BackupScanner
-from service.scheduler import run_deadline_tick
 from service.settings import load_settings
 from service.units import format_duration
 
@@ -453,11 +453,12 @@ async def test_a_failed_ping_adding_a_reason_is_told_by_the_same_rule(
     dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
     async with sessionmaker() as session:
         await BackupScanner(session).scan_all_jobs()
-    assert await run_deadline_tick(sessionmaker) == []  # the tick has seen every ping so far
+    tick = DeadlineTick(sessionmaker)
+    assert await tick.run() == []  # the tick has seen every ping so far
     key = (await get_job(sessionmaker, "db")).ping_key
     assert (await client.get(f"/ping/{key}/fail")).status == 200
-    assert await run_deadline_tick(sessionmaker) == ["db"]
-    assert await run_deadline_tick(sessionmaker) == []  # judged once
+    assert await tick.run() == ["db"]
+    assert await tick.run() == []  # judged once
     await dispatch_until_idle(dispatcher)
 
     assert [body["kind"] for body in receiver.delivered] == ["problem", "changed"]
@@ -488,9 +489,10 @@ async def test_a_reminder_tells_the_job_as_it_is_at_its_due_time(
         await BackupScanner(session, clock=clock).scan_all_jobs()
     await dispatch_until_idle(dispatcher)
     told_at = [clock()]
+    tick = DeadlineTick(sessionmaker, {"clock": clock})
     for _ in range(3):
         clock.advance(minutes=10)
-        await run_deadline_tick(sessionmaker, clock=clock)  # what serve runs every TICK_SECONDS
+        await tick.run()  # what serve runs every TICK_SECONDS
         await dispatch_until_idle(dispatcher)
         told_at.append(clock())
 
@@ -523,16 +525,17 @@ async def test_a_reminder_skipped_by_its_tick_is_written_at_the_next_tick(
             update(Job).where(Job.name == "db").values(updated_at=clock() + timedelta(seconds=1))
         )
         await session.commit()
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    tick = DeadlineTick(sessionmaker, {"clock": clock})
+    assert await tick.run() == ["db"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
 
     clock.advance(seconds=5)  # the next tick
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["db"]
+    assert await tick.run() == ["db"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == [
         "problem",
         "reminder",
     ]
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []  # told: not again
+    assert await tick.run() == []  # told: not again
 
 
 async def test_a_paused_job_with_a_reminder_due_is_left_alone_by_the_tick(
@@ -548,7 +551,7 @@ async def test_a_paused_job_with_a_reminder_due_is_left_alone_by_the_tick(
         await session.execute(update(Job).where(Job.name == "db").values(paused=True))
         await session.commit()
     clock.advance(minutes=10)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert await DeadlineTick(sessionmaker, {"clock": clock}).run() == []
     assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
 
 
@@ -583,7 +586,8 @@ async def test_jobs_due_only_for_a_reminder_are_not_starved_by_other_due_jobs(
             update(Job).where(Job.name == "db").values(next_check_at=clock() + timedelta(days=1))
         )
         await session.commit()
-    assert await run_deadline_tick(sessionmaker, clock=clock, batch=2) == ["db", "other0"]
+    tick = DeadlineTick(sessionmaker, {"clock": clock}, batch=2)
+    assert await tick.run() == ["db", "other0"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == [
         "problem",
         "reminder",
@@ -596,10 +600,9 @@ async def test_a_stop_mid_delivery_gives_the_delivery_back(sessionmaker, clock, 
     receiver.hold.add(event_id)
     channels = webhooks("ops", url=receiver.url)
     dispatcher = Dispatcher(sessionmaker, channels, FAST)
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
+    await dispatcher.start()
     await receiver.wait_until(lambda: bool(receiver.arrived))
-    await dispatcher.stop_gracefully(task, stop)  # the receiver never answers: cut short
+    await dispatcher.stop(STOP_GRACE)  # the receiver never answers: cut short
     (row,) = await deliveries(sessionmaker)
     assert (row.state, row.lease_until, row.attempts) == ("pending", None, 1)
     (attempt,) = await attempts_of(sessionmaker, row.id)
@@ -619,11 +622,10 @@ async def test_a_running_dispatcher_keeps_one_client_session(sessionmaker, clock
     await add_job(sessionmaker, clock(), name="db")
     await add_events(sessionmaker, "db", 3)
     dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
+    await dispatcher.start()
     await receiver.wait_until(lambda: len(receiver.delivered) == 3)
     http = dispatcher._http
-    await dispatcher.stop_gracefully(task, stop)
+    await dispatcher.stop(STOP_GRACE)
     assert len(receiver.peers) == 3
     assert len(set(receiver.peers)) == 1, receiver.peers
     assert http is not None and http.closed and dispatcher._http is None
@@ -1013,12 +1015,6 @@ async def dead_receiver():
 HUNG_BOUND = 20
 
 
-async def run_dispatcher(dispatcher: Dispatcher):
-    stop = asyncio.Event()
-    task = asyncio.create_task(dispatcher.run(stop))
-    return stop, task
-
-
 async def test_a_hanging_channel_does_not_delay_another_channels_notices(
     sessionmaker, clock, receiver, dead_receiver
 ):
@@ -1039,7 +1035,7 @@ async def test_a_hanging_channel_does_not_delay_another_channels_notices(
     first = [event for name in names for event in await add_events(sessionmaker, name, 2)]
     dead_receiver.hold.update(first)
     started = time.monotonic()
-    stop, task = await run_dispatcher(dispatcher)
+    await dispatcher.start()
     try:
         await receiver.wait_until(lambda: len(receiver.delivered) == len(first), timeout=30)
         took = time.monotonic() - started
@@ -1052,7 +1048,7 @@ async def test_a_hanging_channel_does_not_delay_another_channels_notices(
         await dead_receiver.wait_until(lambda: len(dead_receiver.arrived) >= options.concurrency)
         assert len(dead_receiver.arrived) == options.concurrency  # its own slots, no more
     finally:
-        await dispatcher.stop_gracefully(task, stop)
+        await dispatcher.stop(STOP_GRACE)
     # Final now: the dispatcher is stopped and nothing more can arrive.
     assert len(dead_receiver.arrived) == options.concurrency
     assert sorted(receiver.event_ids()) == sorted(first + later)  # each once
@@ -1081,13 +1077,13 @@ async def test_a_hanging_delivery_does_not_delay_other_jobs_on_the_same_channel(
     receiver.hold.add(stuck)
     others = [event for name in names[1:] for event in await add_events(sessionmaker, name, 2)]
     started = time.monotonic()
-    stop, task = await run_dispatcher(dispatcher)
+    await dispatcher.start()
     try:
         await receiver.wait_until(lambda: len(receiver.delivered) == len(others), timeout=30)
         took = time.monotonic() - started
         assert took < HUNG_BOUND, f"the other jobs' notices took {took:.1f} s"
     finally:
-        await dispatcher.stop_gracefully(task, stop)
+        await dispatcher.stop(STOP_GRACE)
     assert sorted(receiver.event_ids()) == sorted(others)
 
 

@@ -16,13 +16,12 @@ from service.keys import channels_key
 from service.models import JobCheck, NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
-from service.pings import PingWriter, Received
+from service.runtime.tick import DeadlineTick
 from service.scanner import BackupScanner
-from service.scheduler import run_deadline_tick
 from service.settings import load_settings
 from service.web.words import as_of
 
-from support import Receiver, get_job, make_file
+from support import Receiver, get_job, make_file, store_failure_ping
 
 FAST = DispatchOptions(poll_seconds=0.05, lease_seconds=30, retry_seconds=0.05, max_attempts=4)
 
@@ -72,6 +71,11 @@ async def told(sessionmaker, name: str) -> list[tuple[str, str]]:
             .order_by(NotificationEvent.id)
         )
         return [(row.kind, row.payload["status"]) for row in rows]
+
+
+async def tick(sessionmaker, clock) -> list[str]:
+    """One deadline tick at the clock's time: the names it judged."""
+    return await DeadlineTick(sessionmaker, {"clock": clock}).run()
 
 
 async def scan(sessionmaker, clock) -> None:
@@ -171,15 +175,15 @@ async def test_for_is_told_by_the_tick_when_the_duration_has_elapsed(
     assert line in page
 
     clock.advance(seconds=29)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert await tick(sessionmaker, clock) == []
     assert await told(sessionmaker, "nfs") == []
     clock.advance(seconds=1)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["nfs"]
+    assert await tick(sessionmaker, clock) == ["nfs"]
     assert await told(sessionmaker, "nfs") == [("problem", "unknown")]
     assert (await job_json(client, "nfs"))["notice"] is None
     assert 'id="held"' not in await (await client.get("/jobs/nfs")).text()
     clock.advance(seconds=1)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []  # told: nothing due
+    assert await tick(sessionmaker, clock) == []  # told: nothing due
 
     nfs.restore()
     clock.advance(minutes=1)
@@ -205,7 +209,7 @@ async def test_a_problem_held_by_for_that_recovers_is_never_told(
     clock.advance(seconds=10)
     await scan(sessionmaker, clock)
     clock.advance(seconds=20)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []  # nothing is due
+    assert await tick(sessionmaker, clock) == []  # nothing is due
     clock.advance(minutes=15)
     await scan(sessionmaker, clock)
     assert await told(sessionmaker, "nfs") == []
@@ -213,28 +217,20 @@ async def test_a_problem_held_by_for_that_recovers_is_never_told(
     assert (job.status, job.bad_since, job.bad_count, job.renotify_at) == ("ok", None, 0, None)
 
 
-async def store_failure_ping(sessionmaker, key: str) -> None:
-    writer = PingWriter(sessionmaker)
-    writer.start()
-    try:
-        assert await writer.submit(Received(key, "fail", 2, None, "", datetime.now(UTC)))
-    finally:
-        await writer.stop()
-
-
 async def test_each_ping_judged_by_the_tick_counts(client, sessionmaker, clock):
     """A heartbeat job, after: 2: one failed run is held, the second failed run in a row
     (the same verdict, critical run_failed) is told."""
     await declare(client, clock, "hb", None, after=2)
     key = (await get_job(sessionmaker, "hb")).ping_key
-    await run_deadline_tick(sessionmaker)  # the tick starts from the pings already there
+    tick = DeadlineTick(sessionmaker)
+    await tick.run()  # the tick starts from the pings already there
     await store_failure_ping(sessionmaker, key)
-    assert await run_deadline_tick(sessionmaker) == ["hb"]
+    assert await tick.run() == ["hb"]
     job = await get_job(sessionmaker, "hb")
     assert job.status == "critical" and job.reasons[0]["code"] == "run_failed"
     assert await told(sessionmaker, "hb") == []
     await store_failure_ping(sessionmaker, key)
-    assert await run_deadline_tick(sessionmaker) == ["hb"]
+    assert await tick.run() == ["hb"]
     assert await told(sessionmaker, "hb") == [("problem", "critical")]
 
 
@@ -277,9 +273,9 @@ async def test_a_silence_holds_the_notice_and_the_tick_tells_it_once_when_it_end
     assert await told(sessionmaker, "nfs") == []
 
     clock.now = end - timedelta(seconds=1)
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert await tick(sessionmaker, clock) == []
     clock.now = end
-    assert await run_deadline_tick(sessionmaker, clock=clock) == ["nfs"]
+    assert await tick(sessionmaker, clock) == ["nfs"]
     assert await told(sessionmaker, "nfs") == [("problem", "unknown")]
     assert (await job_json(client, "nfs"))["notice"] is None
     clock.advance(minutes=15)
@@ -303,7 +299,7 @@ async def test_a_job_that_breaks_and_recovers_inside_a_silence_tells_nothing(
     await scan(sessionmaker, clock)
     assert (await get_job(sessionmaker, "nfs")).status == "ok"
     clock.now = end
-    assert await run_deadline_tick(sessionmaker, clock=clock) == []
+    assert await tick(sessionmaker, clock) == []
     clock.advance(minutes=15)
     await scan(sessionmaker, clock)
     assert await told(sessionmaker, "nfs") == []

@@ -288,7 +288,7 @@ async def test_the_writer_outlives_an_error_in_its_own_error_handling(sqlite_url
     other.symlink_to(looped)
     engine = create_engine(f"sqlite+aiosqlite:///{looped}")
     writer = PingWriter(create_sessionmaker(engine))
-    writer.start()
+    await writer.start()
     try:
         with pytest.raises(DBAPIError):
             await asyncio.wait_for(writer.submit(Received(key, "success", 0, None, "", now())), 10)
@@ -297,7 +297,7 @@ async def test_the_writer_outlives_an_error_in_its_own_error_handling(sqlite_url
             writer.submit(Received(key, "success", 0, None, "", now())), 10
         )
     finally:
-        await asyncio.wait_for(writer.stop(), 10)
+        await asyncio.wait_for(writer.stop(30), 10)
         await engine.dispose()
 
 
@@ -335,7 +335,7 @@ async def test_a_job_deleted_between_lookup_and_insert_fails_only_its_own_pings(
 
     event.listen(engine.sync_engine, "before_cursor_execute", before_insert)
     writer = PingWriter(sessionmaker)
-    writer.start()
+    await writer.start()
     try:
         # Queued in one go: the writer wakes only once all are waiting, and takes one batch.
         answers = await asyncio.wait_for(
@@ -347,7 +347,7 @@ async def test_a_job_deleted_between_lookup_and_insert_fails_only_its_own_pings(
         )  # fmt: skip
     finally:
         event.remove(engine.sync_engine, "before_cursor_execute", before_insert)
-        await asyncio.wait_for(writer.stop(), 10)
+        await asyncio.wait_for(writer.stop(30), 10)
     assert deleted, "the INSERT never ran"
     assert answers == [True, False] * 20
     async with sessionmaker() as session:
@@ -377,7 +377,7 @@ async def test_the_writer_outlives_any_error_of_a_batch(sessionmaker):
         return sessionmaker()
 
     writer = PingWriter(cast(async_sessionmaker[AsyncSession], failing_once))
-    writer.start()
+    await writer.start()
     try:
         with pytest.raises(RuntimeError, match="cannot describe"):
             await asyncio.wait_for(writer.submit(Received(key, "success", 0, None, "", now())), 10)
@@ -385,6 +385,6 @@ async def test_the_writer_outlives_any_error_of_a_batch(sessionmaker):
             writer.submit(Received(key, "success", 0, None, "", now())), 10
         )
     finally:
-        await asyncio.wait_for(writer.stop(), 10)
+        await asyncio.wait_for(writer.stop(30), 10)
     async with sessionmaker() as session:
         assert await session.scalar(select(func.count()).select_from(Ping)) == 1

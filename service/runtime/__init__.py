@@ -1,0 +1,14 @@
+"""The runtime: the background components an app runs, each with one lifecycle.
+
+- lifecycle: the `Component` protocol (`async start()`, `async stop(grace)`) every background
+  component follows (ping writer, notification dispatcher, scan coordinator, deadline tick,
+  scan scheduler), `component_ctx` (an app cleanup context for one), `wait_for_condition`.
+- coordinator: `ScanCoordinator`, one full scan at a time for one app, drained on stop.
+- tick: `DeadlineTick`, the jobs due between full scans, with its own ping baseline.
+- scheduling: `ScanScheduler`, one app's APScheduler wiring (full scan, tick, retention).
+
+Each app builds its own in its cleanup contexts (service/app.py) and holds them under AppKeys
+(service/keys.py): nothing here is process-global. `service/scheduler.py` is the original
+request's module-level facade over these. May import aiohttp, the scanner, retention, db,
+models, errors and settings; imports neither the app, the keys, the API nor the facade.
+"""

@@ -1,0 +1,149 @@
+"""One full scan at a time for one app: the scheduled runs and the API's "scan now"."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.db import database_url_of
+from service.errors import log_failure
+from service.scanner import run_scanner
+
+# The scheduler's log lines keep the logger of the original request, wherever they come from.
+logger = logging.getLogger("service.scheduler")
+
+
+class ScanAlreadyRunning(Exception):
+    def __init__(self, scan_id: int | None) -> None:
+        super().__init__("a full scan is already running")
+        self.scan_id = scan_id
+
+
+class ScanCoordinator:
+    """The full scans of one app (one database).
+
+    Invariants: at most one full scan runs at a time through this coordinator (a scheduled run
+    skips its turn while another runs, `start_full_scan` raises ScanAlreadyRunning); from the
+    moment `stop` begins, no scheduled run starts and a running scan ends after the job in hand.
+    `stop` leaves the coordinator usable: a later scan runs (as after a restart).
+    """
+
+    def __init__(
+        self,
+        session_factory: async_sessionmaker[AsyncSession],
+        scan_options: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.session_factory = session_factory
+        self.scan_options: dict[str, Any] = dict(scan_options or {})
+        # Set while stopping: a running scan finishes the job in hand, then stops.
+        self._stopping = asyncio.Event()
+        # Full scans in progress, with their scan id once it is recorded.
+        self._runs: dict[asyncio.Task[Any], int | None] = {}
+
+    @property
+    def running(self) -> bool:
+        """True while a full scan (scheduled or asked for) is in progress."""
+        return bool(self._runs)
+
+    async def start(self) -> None:
+        self._stopping.clear()
+
+    async def stop(self, grace: float) -> None:
+        """Ask a running full scan to stop after its current job and wait for it up to `grace`
+        seconds (then cancel it)."""
+        self._stopping.set()
+        await asyncio.sleep(0)  # a run created in this same loop step registers itself first
+        if self._runs:
+            logger.info("Waiting for the running scan to finish its current job.")
+            _, pending = await asyncio.wait(set(self._runs), timeout=grace)
+            for task in pending:
+                task.cancel()
+            if pending:
+                await asyncio.wait(pending, timeout=5)
+        self._stopping.clear()
+
+    def _track(self, task: asyncio.Task[Any] | None) -> Callable[[int], None]:
+        """Register `task` as the running full scan; return the callback that records its id."""
+        if task is None:
+            return lambda _scan_id: None
+        self._runs[task] = None
+        task.add_done_callback(lambda done: self._runs.pop(done, None))
+        return lambda scan_id: self._runs.__setitem__(task, scan_id)
+
+    async def run_scheduled(self) -> None:
+        """One scheduled scan: a fresh session, the scanner, and the session closed whatever
+        happens; any failure is logged, never raised (the next run must still happen)."""
+        if self._stopping.is_set():  # fired in the same moment the service began to stop
+            logger.info("Scheduled run of the backup scanner skipped: the service is stopping.")
+            return
+        if self._runs:
+            logger.info("Scheduled run of the backup scanner skipped: a scan is already running.")
+            return
+        task = asyncio.current_task()
+        on_start = self._track(task)
+        session = self.session_factory()
+        try:
+            logger.info("Scheduled run of the backup scanner started.")
+            await run_scanner(
+                session,
+                trigger="schedule",
+                stop=self._stopping,
+                on_start=on_start,
+                **self.scan_options,
+            )
+            logger.info("Scheduled run of the backup scanner finished successfully.")
+        except Exception as exc:
+            log_failure(
+                logger, "Error while running the backup scanner job", exc,
+                database_url_of(self.session_factory),
+            )  # fmt: skip
+        finally:
+            await session.close()
+            logger.debug("Database session closed for the scanner job.")
+            if task is not None:  # done with it, even if its task goes on (a direct call)
+                self._runs.pop(task, None)
+
+    async def start_full_scan(self) -> tuple[int, asyncio.Task[None]]:
+        """Start a full scan now (trigger "api"); return its id, once recorded, and its task.
+
+        Raises ScanAlreadyRunning while another full scan of this coordinator runs.
+        """
+        if self._runs:
+            raise ScanAlreadyRunning(next(iter(self._runs.values())))
+        started: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        recorded: list[Callable[[int], None]] = []
+
+        def record(scan_id: int) -> None:
+            recorded[0](scan_id)
+            started.set_result(scan_id)
+
+        async def run() -> None:
+            try:
+                async with self.session_factory() as session:
+                    await run_scanner(
+                        session,
+                        trigger="api",
+                        stop=self._stopping,
+                        on_start=record,
+                        **self.scan_options,
+                    )
+            except Exception as exc:
+                if not started.done():
+                    started.set_exception(exc)
+                    return
+                log_failure(
+                    logger, "Error while running the backup scanner", exc,
+                    database_url_of(self.session_factory),
+                )  # fmt: skip
+            finally:
+                if not started.done():
+                    started.cancel()
+
+        task = asyncio.create_task(run(), name="api-full-scan")
+        # Registered before this coroutine yields: a request right behind this one gets the 409.
+        recorded.append(self._track(task))
+        return await asyncio.shield(started), task
