@@ -23,11 +23,13 @@ from service.keys import (
     scheduler_enabled_key,
     sessionmaker_key,
     settings_key,
+    watcher_key,
 )
 from service.logs import LogThrottle
 from service.notify.channels import ChannelSet, load_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.pings import PingWriter
+from service.scanner.watch import SourceWatcher
 from service.scheduler import drain_scans, shutdown_scheduler, start_scheduler
 from service.settings import Settings, get_settings
 from service.web import views
@@ -67,6 +69,25 @@ async def scheduler_ctx(app: web.Application) -> AsyncIterator[None]:
     )
     yield
     await shutdown_scheduler()
+
+
+async def watch_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Local sources are watched wherever the scheduler runs (every replica: a judgement is
+    claimed in the database). Stops before the scheduler and the engine."""
+    if not app[scheduler_enabled_key]:
+        yield
+        return
+    settings = app[settings_key]
+    watcher = SourceWatcher(
+        app[sessionmaker_key],
+        scan_options=settings.scan_options,
+        refresh_seconds=settings.watch_refresh_seconds,
+        enabled=settings.watch_sources,
+    )
+    app[watcher_key] = watcher
+    await watcher.start()
+    yield
+    await watcher.stop()
 
 
 async def notify_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -137,6 +158,7 @@ def create_app(
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(pings_ctx)
     app.cleanup_ctx.append(scheduler_ctx)
+    app.cleanup_ctx.append(watch_ctx)
     app.cleanup_ctx.append(notify_ctx)
     for module in (health, metrics, jobs, scans, pings, docs, views):
         app.add_routes(module.routes)

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.notify.channels import ChannelSet
 from service.pings import PingWriter
+from service.scanner.watch import SourceWatcher
 from service.settings import Settings
 from service.tokens import Access
 
@@ -20,5 +21,7 @@ open_access_key = web.AppKey("open_access", bool)
 ping_writer_key = web.AppKey("ping_writer", PingWriter)
 # The notification channels of CHANNELS_FILE, loaded once at start.
 channels_key = web.AppKey("channels", ChannelSet)
+# The watcher of local sources (only where the scheduler runs).
+watcher_key = web.AppKey("source_watcher", SourceWatcher)
 # The access the request's bearer token grants (set by the API's auth middleware).
 access_key: web.RequestKey[Access] = web.RequestKey("access")
