@@ -153,14 +153,14 @@ def _parents(path: str) -> Iterable[str]:
 def blamed_paths(message: str) -> list[str]:
     """The paths an error of the OS watcher names (notify writes `... about ["/a", "/b"]`)."""
     about = message.rpartition(" about [")[2]
-    return [
-        bytes(p, "utf-8").decode("unicode_escape")
-        for p in re.findall(r'"((?:[^"\\]|\\.)*)"', about)
-    ]
+    quoted = re.findall(r'"((?:[^"\\]|\\.)*)"', about)
+    return [re.sub(r"\\(.)", r"\1", path) for path in quoted]
 
 
 def summary(watched: int, total: int, unwatched: Mapping[str, str]) -> str:
     """The `watch` check of /health/ready: how many sources are watched, which are not, why."""
+    if not total:
+        return "ok: no local source to watch"
     if not unwatched:
         return f"ok: {watched} of {total} sources watched"
     named = [f"{path} ({why})" for path, why in sorted(unwatched.items())[:MAX_NAMED]]
