@@ -302,6 +302,7 @@ class SourceWatcher:
         self._jobs: list[WatchedJob] = []
         self._unwatched: dict[str, str] = {}  # root → why it is not watched
         self._told: dict[str, str] = {}  # what the log last said about each root
+        self._said = (-1, -1)  # the counts the log last said
         self._started = False
         self._refreshed = False
         self._due: dict[str, float] = {}  # job name → when (loop time) to judge it
@@ -427,6 +428,12 @@ class SourceWatcher:
         self._unwatched = {**plan.unwatchable, **self._failed_now(plan)}
         self._refreshed = True
         self._log_changes(plan)
+        watched = len(self._jobs) - sum(self._unwatched_sources().values())
+        if (watched, len(self._jobs)) != self._said:
+            self._said = (watched, len(self._jobs))
+            logger.info(
+                "watch: sources watched", extra={"watched": watched, "sources": len(self._jobs)}
+            )
         self._prune_last()
         if not first:  # newly watched: what landed before the watch was set up is judged now
             fresh = self.watched_paths() - before
@@ -545,9 +552,11 @@ class SourceWatcher:
             self._loop.call_soon_threadsafe(self._received, group, changes)
 
     def _received(self, group: _Group, changes: set[tuple[int, str]] | BaseException) -> None:
-        if self._groups.get(group.recursive) is not group or self._stop.is_set():
-            return  # a watcher being replaced: its successor sees the same changes
+        if self._stop.is_set():
+            return
         if isinstance(changes, BaseException):
+            if self._groups.get(group.recursive) is not group:
+                return  # a watcher already replaced
             group.error = describe_error(changes)
             group.failed_at = self._loop.time() if self._loop else 0.0
             logger.warning(
@@ -556,6 +565,8 @@ class SourceWatcher:
                 extra={"error": group.error, "sources": len(group.paths)},
             )
             return
+        # Also from a watcher being replaced: the changes it grouped before its successor
+        # started are seen by nobody else.
         for _change, path in changes:
             for name in jobs_of_path(path, self._by_root, _is_file):
                 self._mark(name)
@@ -593,9 +604,14 @@ class SourceWatcher:
         self.judgements += 1
         try:
             async with self.session_factory() as session:
-                await run_scanner(
+                report = await run_scanner(
                     session, trigger="watch", stop=self._stop, names=names, **self.scan_options
                 )
+            # Another scan was writing the job just then, from a look that may predate the
+            # change: judge it again (a second after this one).
+            for result in report.jobs:
+                if result.skipped:
+                    self._mark(result.name)
         except Exception as exc:  # like the tick: log, keep watching
             log_failure(
                 logger, "watch: judging changed sources failed", exc,
