@@ -222,7 +222,7 @@ async def latency(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
 
 async def idle_cpu_of(args: argparse.Namespace, log_dir: Path, watch: bool) -> dict[str, float]:
     """One serve process over --idle-dirs jobs: its CPU over --idle-seconds once settled."""
-    fresh_database(args.database_url)
+    await asyncio.to_thread(fresh_database, args.database_url)  # it runs a loop of its own
     tree = log_dir / f"idle-{'watch' if watch else 'nowatch'}"
     jobs_file = write_jobs(tree, args.idle_dirs, "idle", timedelta(hours=1))
     server = start_service(args.database_url, log_dir, jobs_file, None, watch=watch)
@@ -248,7 +248,7 @@ async def idle_cpu_of(args: argparse.Namespace, log_dir: Path, watch: bool) -> d
         code = server.stop()
         if code not in (0, None):
             print(server.tail(), file=sys.stderr)
-        drop(args.database_url)
+        await asyncio.to_thread(drop, args.database_url)
     return {
         "cpu_percent": 100 * used / elapsed, "seconds": elapsed, "ready_seconds": ready,
         "threads": threads,
