@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 import os
@@ -236,9 +237,10 @@ def _open_group(
                 return None, failed, ()
             # Past the limit, every later path fails too: give them up at once.
             cut = range(culprits[0], len(remaining)) if limit else culprits
-            for index in cut:
+            given_up = set(cut)
+            for index in given_up:
                 failed[remaining[index]] = why
-            remaining = [path for index, path in enumerate(remaining) if index not in set(cut)]
+            remaining = [path for index, path in enumerate(remaining) if index not in given_up]
     return None, failed, ()
 
 
@@ -295,7 +297,6 @@ class SourceWatcher:
         self.coalesce_seconds = coalesce_seconds
         self.enabled = enabled
         self.mounts_file = mounts_file
-        self.judgements = 0  # scans started by this watcher (for the benchmark and the tests)
         self._groups: dict[bool, _Group] = {}  # by recursive: one OS watcher of each kind
         self._failed: dict[bool, dict[str, str]] = {}  # paths a watcher could not take, why
         self._by_root: dict[str, list[WatchedJob]] = {}
@@ -303,7 +304,8 @@ class SourceWatcher:
         self._unwatched: dict[str, str] = {}  # root → why it is not watched
         self._told: dict[str, str] = {}  # what the log last said about each root
         self._said = (-1, -1)  # the counts the log last said
-        self._started = False
+        # Each job's source as last read, by (name, declaration): not validated again each time.
+        self._known: dict[tuple[str, str], WatchedJob] = {}
         self._refreshed = False
         self._due: dict[str, float] = {}  # job name → when (loop time) to judge it
         self._last: dict[str, float] = {}  # job name → when its last judgement started
@@ -321,7 +323,6 @@ class SourceWatcher:
             logger.info("watching of local sources is off (WATCH_SOURCES=false)")
             return
         self._loop = asyncio.get_running_loop()
-        self._started = True
         self._tasks = [
             asyncio.create_task(self._follow_jobs(), name="source-watcher-refresh"),
             asyncio.create_task(self._judge_due(), name="source-watcher-judge"),
@@ -341,10 +342,6 @@ class SourceWatcher:
         for group in groups:
             group.stop.set()
         await asyncio.gather(*(asyncio.to_thread(_join, group) for group in groups))
-
-    def refresh_soon(self) -> None:
-        """Follow the jobs now rather than at the next refresh (e.g. after a full scan)."""
-        self._refresh_now.set()
 
     # --- what /health/ready shows ---
 
@@ -451,17 +448,22 @@ class SourceWatcher:
                 select(Job.name, Job.source).where(Job.paused.is_(False), Job.source.is_not(None))
             )
             found = rows.all()
-        jobs = []
+        jobs, known = [], {}
         for name, source in found:
             if not isinstance(source, dict) or source.get("type", "local") != "local":
                 continue
-            try:
-                spec = LocalSource.model_validate(source)
-            except ValidationError:
-                continue  # the scan reports it on the job
-            jobs.append(
-                WatchedJob(name, spec.path, spec.recursive, _matcher(spec.pattern, spec.excluded))
-            )
+            key = (name, json.dumps(source, sort_keys=True))
+            job = self._known.get(key)
+            if job is None:
+                try:
+                    spec = LocalSource.model_validate(source)
+                except ValidationError:
+                    continue  # the scan reports it on the job
+                matches = _matcher(spec.pattern, spec.excluded)
+                job = WatchedJob(name, spec.path, spec.recursive, matches)
+            known[key] = job
+            jobs.append(job)
+        self._known = known
         return jobs
 
     def _inspect_all(self, jobs: list[WatchedJob], roots: dict[str, bool]) -> _Plan:
@@ -601,7 +603,6 @@ class SourceWatcher:
             await self._judge(names)
 
     async def _judge(self, names: list[str]) -> None:
-        self.judgements += 1
         try:
             async with self.session_factory() as session:
                 report = await run_scanner(
