@@ -21,10 +21,10 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import resource
+import signal
 from typing import Any
 
 from aiohttp import web
@@ -359,14 +359,22 @@ async def start_server(
 
 def run_server(app: web.Application, host: str, port: int, settings: Settings) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully (as aiohttp's run_app does): no new
-    connections, requests in flight get SHUTDOWN_SECONDS, then the app's cleanups run."""
+    connections, requests in flight get SHUTDOWN_SECONDS, then the app's cleanups run.
+
+    The signal ends a wait, it raises nothing: the cleanups run while the background tasks
+    still do, so a scan under way finishes its current job (asyncio.run cancels what is left
+    only once they are done). aiohttp's GracefulExit, raised out of the loop, had asyncio.run
+    cancel every task at once, the scan in the middle of its job included."""
 
     async def serve() -> None:
-        runner = await start_server(app, host, port, settings, handle_signals=True)
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stopping.set)
+        runner = await start_server(app, host, port, settings)
         try:
-            await asyncio.Event().wait()
+            await stopping.wait()
         finally:
             await runner.cleanup()
 
-    with contextlib.suppress(web.GracefulExit):  # the signal's way of stopping the loop
-        asyncio.run(serve())
+    asyncio.run(serve())
