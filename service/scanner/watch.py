@@ -36,6 +36,10 @@ from typing import Any
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+# The backend under watchfiles' awatch (documented in its API reference as "Rust backend direct
+# usage"): awatch would hold a thread of the default executor for ever and fail every path for
+# one bad one; here each watcher has a thread of its own and a failing path is left out.
 from watchfiles._rust_notify import RustNotify
 
 from service.db import database_url_of
