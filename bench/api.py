@@ -71,6 +71,7 @@ from harness import (
     dsn,
     orm_record,
     percentile,
+    process_cpu_seconds,
     start_bare,
     start_service,
     verdict,
@@ -338,16 +339,6 @@ TARGETS = (
            check=_check_page(lambda job: Fleet.matches(job, QUERY_TEXT))),
 )  # fmt: skip
 TARGET_KEYS = tuple(target.key for target in TARGETS)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc); 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def backends_of(database: str) -> list[int]:

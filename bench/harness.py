@@ -19,6 +19,7 @@ import math
 import os
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -331,3 +332,35 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="the benchmarks' bare aiohttp handler")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", required=True)
     serve_bare(parser.parse_args().serve_bare)
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (Linux /proc); 0 when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def summary(delays: list[float]) -> dict[str, float]:
+    ordered = sorted(delays)
+    return {
+        "p50": statistics.median(ordered),
+        "p99": percentile(ordered, 0.99),
+        "max": ordered[-1],
+        "min": ordered[0],
+    }
+
+
+async def wait_for(what: str, ready: Any, seconds: float) -> Any:
+    """Poll `ready()` until it gives a true value; BenchError after `seconds`."""
+    try:
+        async with asyncio.timeout(seconds):
+            while True:  # the database is polled: nothing to wait on
+                if value := await ready():
+                    return value
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        raise BenchError(f"{what} not seen within {seconds:g} s") from None

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import statistics
 import sys
 import tempfile
 from datetime import datetime, timedelta
@@ -34,7 +33,7 @@ from service.db import create_engine, create_sessionmaker
 from service.models import Job, Ping, ScanRun
 
 import harness
-from harness import BenchError, Receiver
+from harness import BenchError, Receiver, summary, wait_for
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_overdue"
 TOKEN = "bench-token-for-the-overdue-benchmark"
@@ -54,28 +53,6 @@ def first_problems(receiver: Receiver) -> dict[str, datetime]:
         if body.get("kind") == "problem":
             arrived.setdefault(body["job"], when)
     return arrived
-
-
-def summary(delays: list[float]) -> dict[str, float]:
-    ordered = sorted(delays)
-    return {
-        "p50": statistics.median(ordered),
-        "p99": harness.percentile(ordered, 0.99),
-        "max": ordered[-1],
-        "min": ordered[0],
-    }
-
-
-async def wait_for(what: str, ready: Any, seconds: float) -> Any:
-    """Poll `ready()` until it gives a true value; BenchError after `seconds`."""
-    try:
-        async with asyncio.timeout(seconds):
-            while True:  # the database is polled: nothing to wait on
-                if value := await ready():
-                    return value
-                await asyncio.sleep(0.1)
-    except TimeoutError:
-        raise BenchError(f"{what} not seen within {seconds:g} s") from None
 
 
 async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:

@@ -26,6 +26,7 @@ from service.keys import (
     scheduler_enabled_key,
     sessionmaker_key,
     settings_key,
+    watcher_key,
 )
 from service.logs import LogThrottle
 from service.notify.config import ChannelSet, load_channels
@@ -35,6 +36,7 @@ from service.runtime.coordinator import ScanCoordinator
 from service.runtime.lifecycle import Component, component_ctx
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.scanner.watch import SourceWatcher
 from service.settings import Settings, get_settings
 from service.web import views
 
@@ -44,6 +46,8 @@ MAX_BODY_BYTES = 1024 * 1024
 SCAN_DRAIN_SECONDS = 30.0
 # How long a stop lets the ping writer store the pings queued.
 PINGS_DRAIN_SECONDS = 30.0
+# How long a stop lets the watcher's judgement under way end.
+WATCH_STOP_SECONDS = 5.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -78,6 +82,21 @@ def build_scans(app: web.Application) -> Component:
         retention_days=settings.retention_days,
     )
     return scheduler
+
+
+def build_watcher(app: web.Application) -> SourceWatcher | None:
+    """Local sources are watched wherever the scheduler runs (every replica: a judgement is
+    claimed in the database). Stops before the scans and the engine."""
+    if not app[scheduler_enabled_key]:
+        return None
+    settings = app[settings_key]
+    app[watcher_key] = watcher = SourceWatcher(
+        app[sessionmaker_key],
+        scan_options=settings.scan_options,
+        refresh_seconds=settings.watch_refresh_seconds,
+        enabled=settings.watch_sources,
+    )
+    return watcher
 
 
 def build_dispatcher(app: web.Application) -> Dispatcher | None:
@@ -142,6 +161,7 @@ def create_app(
     app.cleanup_ctx.append(database_ctx)
     app.cleanup_ctx.append(component_ctx(build_ping_writer, PINGS_DRAIN_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_scans, SCAN_DRAIN_SECONDS))
+    app.cleanup_ctx.append(component_ctx(build_watcher, WATCH_STOP_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_dispatcher, STOP_GRACE))
     for module in (health, metrics, jobs, silences, scans, pings, docs, views):
         app.add_routes(module.routes)

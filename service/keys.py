@@ -10,6 +10,7 @@ from service.pings import PingWriter
 from service.runtime.coordinator import ScanCoordinator
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.scanner.watch import SourceWatcher
 from service.settings import Settings
 from service.tokens import Access
 
@@ -28,6 +29,8 @@ scan_scheduler_key = web.AppKey("scan_scheduler", ScanScheduler)
 deadline_tick_key = web.AppKey("deadline_tick", DeadlineTick)
 # The notification channels of CHANNELS_FILE, loaded once at start.
 channels_key = web.AppKey("channels", ChannelSet)
+# The watcher of local sources (only where the scheduler runs).
+watcher_key = web.AppKey("source_watcher", SourceWatcher)
 # The access the request's bearer token grants (set by the API's auth middleware).
 access_key: web.RequestKey[Access] = web.RequestKey("access")
 # The name of the request's token (`created_by` of a silence it makes).

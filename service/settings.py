@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # Connections open at once; lowered to fit the process's open-file limit. At the limit, a new
     # connection replaces the one idle the longest (a half-sent request, a quiet keep-alive).
     http_max_connections: int = Field(default=1000, ge=4, le=1_000_000)
+    # Local sources are watched with the OS's file notifications: a file landing is judged
+    # within seconds. The watched set follows the jobs every WATCH_REFRESH_SECONDS.
+    watch_sources: bool = True
+    watch_refresh_seconds: float = Field(default=30.0, ge=0.1, le=3600)
 
     @field_validator("api_token")
     @classmethod

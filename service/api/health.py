@@ -16,7 +16,13 @@ from service.api.validation import encode, respond
 from service.db import ping
 from service.errors import describe_database_error, log_failure
 from service.jobs import status_counts
-from service.keys import engine_key, scan_scheduler_key, scheduler_enabled_key, sessionmaker_key
+from service.keys import (
+    engine_key,
+    scan_scheduler_key,
+    scheduler_enabled_key,
+    sessionmaker_key,
+    watcher_key,
+)
 from service.models import ScanRun
 from service.scanner.rules import worst_status
 from service.scanner.runs import FAILING_AFTER, failures_in_a_row
@@ -39,7 +45,9 @@ async def live(_request: web.Request) -> web.Response:
     summary="Readiness: database, scheduler and scanner", tag="health", response=ReadyOut,
     access="public",
     description="503 (same body) when a check fails; `scanner` fails once "
-    f"{FAILING_AFTER} scans in a row failed.",
+    f"{FAILING_AFTER} scans in a row failed. `watch` (where the scheduler runs) says how many "
+    "local sources are watched and which are not, and why; it never makes the answer 503 (the "
+    "periodic scan still covers them).",
 )  # fmt: skip
 async def ready(request: web.Request) -> web.Response:
     checks: dict[str, str] = {}
@@ -60,6 +68,9 @@ async def ready(request: web.Request) -> web.Response:
         checks["scheduler"] = "ok" if running else "not running"
     checks["scanner"] = await scanner_check(request) if checks["database"] == "ok" else "unknown"
     healthy = all(value in ("ok", "disabled") for value in checks.values())
+    # Shown, never failed: a source not watched is still seen by the periodic scan.
+    if (watcher := request.app.get(watcher_key)) is not None:
+        checks["watch"] = watcher.check()
     return web.json_response(
         {"status": "ok" if healthy else "unavailable", "checks": checks},
         status=200 if healthy else 503,

@@ -252,6 +252,8 @@ class JobResult:
     changed: int = 0
     gone: int = 0
     error: str | None = None
+    # Not written: another scan held the job or had judged it from a later look.
+    skipped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -715,6 +717,7 @@ class BackupScanner:
                 logger.info("job skipped: another scan wrote it", extra={"job": job.name})
                 change.result.keep_stored(job)
                 change.result.status, change.result.reasons = job.status, job.reasons
+                change.result.skipped = True
 
     @staticmethod
     def _streak(change: Change, stored: Any) -> Streak:

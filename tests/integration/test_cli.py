@@ -803,6 +803,48 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
     assert "Traceback" not in text
 
 
+async def test_sigterm_lets_the_scan_under_way_end_its_job(sqlite_url, base_env, tmp_path):
+    """A stop while the startup scan waits for the database: the scan is not cancelled in the
+    middle (it used to be: every task was cancelled at the signal, the scheduler logged a
+    traceback and the scan left no record); it ends its current job, recorded, then serve
+    exits 0."""
+    holder = sqlite3.connect(make_url(sqlite_url).database, timeout=1, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the write lock: the scan's first write waits for it
+    port = free_port()
+    log = tmp_path / "serve.log"
+    env = dict(base_env, DATABASE_URL=sqlite_url, AUTO_MIGRATE="false", TICK_SECONDS="3600")
+    with log.open("wb") as stderr:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "service", "serve", "--port", str(port),
+            cwd=tmp_path, env=env, stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+        )  # fmt: skip
+
+    async def logged(line: str) -> None:
+        async with asyncio.timeout(30):
+            while line not in read(log):
+                assert process.returncode is None, read(log)
+                await asyncio.sleep(0.05)
+
+    try:
+        await logged("Scheduled run of the backup scanner started.")
+        process.send_signal(signal.SIGTERM)
+        await logged("Waiting for the running scan to finish its current job.")
+        holder.execute("ROLLBACK")
+        code = await asyncio.wait_for(process.wait(), 30)
+    finally:
+        holder.close()
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    text = read(log)
+    assert code == 0, text
+    assert "Traceback" not in text
+    runs = sqlite3.connect(make_url(sqlite_url).database).execute(
+        "SELECT trigger, status, error FROM scan_runs"
+    )
+    assert runs.fetchall() == [("schedule", "finished", None)]
+
+
 # --- tokens and exposure -------------------------------------------------------------------------
 
 

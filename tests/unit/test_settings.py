@@ -59,6 +59,8 @@ def test_defaults() -> None:
         "retention_days": 90.0,
         "http_header_timeout_seconds": 15.0,
         "http_max_connections": 1000,
+        "watch_sources": True,
+        "watch_refresh_seconds": 30.0,
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 
@@ -112,6 +114,11 @@ def test_defaults() -> None:
         pytest.param("LOG_FORMAT", "text", "log_format", "text", id="format-text"),
         pytest.param(
             "SOURCE_TIMEOUT_SECONDS", "2.5", "source_timeout_seconds", 2.5, id="source-timeout"
+        ),
+        pytest.param("WATCH_SOURCES", "false", "watch_sources", False, id="watch-off"),
+        pytest.param("WATCH_SOURCES", "true", "watch_sources", True, id="watch-on"),
+        pytest.param(
+            "WATCH_REFRESH_SECONDS", "2.5", "watch_refresh_seconds", 2.5, id="watch-refresh"
         ),
         pytest.param("port", "9191", "port", 9191, id="variable-name-case-insensitive"),
     ],
@@ -232,6 +239,13 @@ def test_scan_roots_relative_rejected(monkeypatch: pytest.MonkeyPatch, value: st
         pytest.param("PUBLIC_URL", "backups.example.com", "should match", id="public-url"),
         pytest.param("NOTIFY_MAX_ATTEMPTS", "0", "greater than or equal to 1", id="attempts"),
         pytest.param("RETENTION_DAYS", "0", "greater than 0", id="retention-zero"),
+        pytest.param("WATCH_SOURCES", "sometimes", "valid boolean", id="watch-sources"),
+        pytest.param(
+            "WATCH_REFRESH_SECONDS", "0", "greater than or equal to 0.1", id="watch-refresh-zero"
+        ),
+        pytest.param(
+            "WATCH_REFRESH_SECONDS", "3601", "less than or equal to 3600", id="watch-refresh-long"
+        ),
     ],
 )
 def test_bad_values_fail_with_one_line_naming_the_variable(
