@@ -24,8 +24,8 @@ from service.logs import configure_logging
 from service.notify.config import ChannelsFileError, load_channels
 from service.notify.notice import test_notice
 from service.notify.transports import DeliveryError, deliver
-from service.scanner import ScanReport, run_scanner
 from service.scanner.rules import worst_status
+from service.scanner.scanner import ScanReport, run_scanner
 from service.server import run_server
 from service.settings import Settings, SettingsError, load_settings
 from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
