@@ -5,30 +5,36 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy.engine import make_url
-
-from service import migrate
+from service import demo
 from service.app import create_app
-from service.db import create_engine, create_sessionmaker, ping
 from service.errors import database_unavailable, describe_database_error, describe_error
-from service.jobsfile import apply_jobs, load_declarations
 from service.logs import configure_logging
 from service.notify.config import ChannelsFileError, load_channels
 from service.notify.notice import test_notice
 from service.notify.transports import DeliveryError, deliver
-from service.scanner import ScanReport, run_scanner
 from service.scanner.rules import worst_status
+from service.scanner.scanner import ScanReport, run_scanner
 from service.server import run_server
 from service.settings import Settings, SettingsError, load_settings
-from service.tokens import TokenError, any_token, create_token, list_tokens, revoke_token
+from service.startup import (
+    EXIT_USAGE,
+    StartupError,
+    apply_file,
+    database_step,
+    prepare_to_serve,
+    safe_url,
+    upgrade_database,
+    with_session,
+)
+from service.tokens import TokenError, create_token, list_tokens, revoke_token
 from service.units import format_size
 from service.visible import quote, visible
 from service.yamlfile import FileProblems
@@ -37,111 +43,21 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 NAGIOS_CODES = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
-EXIT_USAGE = 2
 MAX_PROBLEMS_SHOWN = 50
 
 
 class CliError(Exception):
-    """A failure to report as one line on stderr, with an exit code."""
+    """A failure of the command itself (a job or a channel it cannot find, a scan that failed)
+    to report as one line on stderr, with an exit code; start-up's are StartupErrors."""
 
     def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
         self.code = code
 
 
-def safe_url(url: str) -> str:
-    return make_url(url).render_as_string(hide_password=True)
-
-
-def database_step(settings: Settings, what: str, step: Callable[[], T]) -> T:
-    try:
-        return step()
-    except (KeyboardInterrupt, CliError, FileProblems, TokenError):
-        raise
-    except Exception as exc:
-        where = safe_url(settings.database_url)
-        error = describe_database_error(exc, settings.database_url)
-        raise CliError(f"cannot {what} on the database {where}: {error}") from exc
-
-
-def upgrade_database(settings: Settings) -> None:
-    database_step(settings, "run the migrations", lambda: migrate.upgrade(settings.database_url))
-
-
-async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
-    engine = create_engine(settings.database_url)
-    try:
-        async with create_sessionmaker(engine)() as session:
-            return await work(session)
-    finally:
-        await engine.dispose()
-
-
-def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
-    # Everything is validated before any write, the channels the jobs name included.
-    channels = load_channels(settings.channels_file).channels
-    declared = load_declarations(path, settings.scan_roots, channels)
-
-    async def work(session: Any) -> str:
-        result = await apply_jobs(session, declared.jobs, silences=declared.silences, prune=prune)
-        return result.summary()
-
-    return database_step(
-        settings, "apply the jobs", lambda: asyncio.run(with_session(settings, work))
-    )
-
-
-async def check_database(settings: Settings) -> None:
-    engine = create_engine(settings.database_url)
-    try:
-        await ping(engine, 15)
-    finally:
-        await engine.dispose()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
-
-
-def check_exposure(settings: Settings, host: str, insecure: bool) -> bool:
-    """Whether the API may answer without a token; refuse to serve an open API beyond loopback.
-
-    Returns the `open_access` flag for create_app.
-    """
-    if is_loopback(host):
-        return True
-    if insecure:
-        logger.warning("serving without authentication", extra={"host": host})
-        return True
-    if settings.api_token is None and not asyncio.run(with_session(settings, any_token)):
-        raise CliError(
-            f"refusing to serve the API without authentication on {host}: create a token with "
-            "`backup-monitor tokens create NAME` (or set API_TOKEN), listen on 127.0.0.1, or "
-            "pass --insecure-no-auth if something in front of this server checks access"
-        )
-    return False
-
-
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
-    channels = load_channels(settings.channels_file)  # a wrong file stops here, nothing touched
-    if settings.auto_migrate:
-        upgrade_database(settings)
-    else:  # fail now, with one line, rather than serve errors
-        database_step(settings, "connect", lambda: asyncio.run(check_database(settings)))
-    open_access = database_step(
-        settings,
-        "read the API tokens",
-        lambda: check_exposure(settings, args.host, args.insecure_no_auth),
-    )
-    if settings.jobs_file is not None:
-        summary = apply_file(settings, str(settings.jobs_file), prune=False)
-        logger.info("jobs file applied", extra={"file": str(settings.jobs_file), "result": summary})
-    app = create_app(settings, open_access=open_access, channels=channels)
+    ready = prepare_to_serve(settings, args.host, insecure=args.insecure_no_auth)
+    app = create_app(settings, open_access=ready.open_access, channels=ready.channels)
     # Everything loaded so far lives as long as the process: keep it out of the collector's
     # full passes, which otherwise pause the event loop for tens of milliseconds during scans.
     gc.collect()
@@ -313,9 +229,9 @@ def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
-    from service import demo
-
-    return demo.run(settings, args)
+    sandbox = demo.start(settings, Path(args.dir), datetime.now(UTC))
+    print(demo.banner(sandbox, args.host, args.port), flush=True)
+    return cmd_serve(sandbox.settings, args)
 
 
 def add_insecure_flag(parser: argparse.ArgumentParser) -> None:
@@ -414,7 +330,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"  - ... and {len(exc.problems) - MAX_PROBLEMS_SHOWN} more", file=sys.stderr)
         print("nothing was written", file=sys.stderr)
         return 1
-    except CliError as exc:
+    except (CliError, StartupError) as exc:
         print(f"backup-monitor: {exc}", file=sys.stderr)
         return cannot_run or exc.code
     except KeyboardInterrupt:

@@ -1,4 +1,4 @@
-"""`backup-monitor demo`: a sandbox of backup files with a job in every status, then `serve`.
+"""`backup-monitor demo`: a sandbox of backup files with a job in every status, to serve.
 
 The sandbox is rebuilt on every run, relative to the current time, so that the first scan shows
 each status and each reason code the evaluation knows: healthy dumps, a late one, a truncated
@@ -7,12 +7,13 @@ one, a shrinking one, a missing one, an unreadable source, a pending job, a paus
 - `build_sandbox(root, now)` writes the files (sizes and modification times) and `jobs.yml`;
 - `prepare(settings, root, now)` migrates the database, applies `jobs.yml` and backdates the
   jobs that must look old;
-- `run(settings, args)` does both, prints where to look, and serves like `backup-monitor serve`.
+- `start(settings, directory, now)` does both and starts the dump in progress; `banner` says
+  where to look. The command line (service/cli.py) prints it and serves the sandbox's settings
+  like `backup-monitor serve`: this module serves nothing and never imports the command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import os
 import shlex
@@ -36,6 +37,7 @@ from service.jobsfile import apply_jobs, load_declarations
 from service.jobspec import path_within_roots
 from service.models import Job
 from service.settings import Settings
+from service.startup import EXIT_USAGE, StartupError, database_step, safe_url
 
 MARKER = ".backup-monitor-demo"
 JOBS_FILE = "jobs.yml"
@@ -508,17 +510,59 @@ def browse_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
-def banner(root: Path, url: str, host: str, port: int, *, own_database: bool) -> str:
-    from service.cli import safe_url
+@dataclass(frozen=True, slots=True)
+class Sandbox:
+    """A demo built and prepared: where, and the settings to serve it with."""
 
+    root: Path
+    database_url: str
+    own_database: bool  # False when DATABASE_URL was set: the demo jobs were added to it
+    settings: Settings  # the caller's, on the demo's database, with nothing left to do at start
+
+
+def start(settings: Settings, directory: Path, now: datetime) -> Sandbox:
+    """Build the sandbox in `directory`, prepare its database, start the dump in progress.
+
+    Raises StartupError: EXIT_USAGE for a directory the demo may not use (outside SCAN_ROOTS,
+    not made by the demo), 1 when it cannot be written or the database cannot be prepared.
+    """
+    root = directory.expanduser().resolve()
+    if settings.scan_roots and not path_within_roots(str(root), settings.scan_roots):
+        roots = ", ".join(str(r) for r in settings.scan_roots)
+        raise StartupError(
+            f"the demo sandbox {root} is outside SCAN_ROOTS ({roots}); "
+            "pass a --dir inside one of them or unset SCAN_ROOTS",
+            code=EXIT_USAGE,
+        )
+    try:
+        build_sandbox(root, now)
+    except SandboxError as exc:
+        raise StartupError(str(exc), code=EXIT_USAGE) from exc
+    except OSError as exc:
+        raise StartupError(f"cannot build the demo sandbox in {root}: {exc}") from exc
+
+    url = database_url_for(settings, root)
+    demo_settings = settings.model_copy(
+        update={"database_url": url, "jobs_file": None, "auto_migrate": False}
+    )
+    database_step(
+        demo_settings, "prepare the demo", lambda: asyncio.run(prepare(settings, root, now))
+    )
+    start_writers(root / BACKUPS_DIR, demo_jobs(root / BACKUPS_DIR, now))
+    own = "database_url" not in settings.model_fields_set
+    return Sandbox(root=root, database_url=url, own_database=own, settings=demo_settings)
+
+
+def banner(sandbox: Sandbox, host: str, port: int) -> str:
+    """Where to look, printed before serving."""
     base = f"http://{browse_host(host)}:{port}"
-    shown_url = safe_url(url)
+    shown_url = safe_url(sandbox.database_url)
     lines = [
         "backup-monitor demo",
-        f"  sandbox:  {root}  (backups in {BACKUPS_DIR}/, jobs declared in {JOBS_FILE})",
+        f"  sandbox:  {sandbox.root}  (backups in {BACKUPS_DIR}/, jobs declared in {JOBS_FILE})",
         f"  database: {shown_url}",
     ]
-    if not own_database:
+    if not sandbox.own_database:
         lines.append("            (DATABASE_URL is set: the demo jobs were added to it)")
     lines += [
         f"  open:     {base}/api/v1/status",
@@ -528,36 +572,3 @@ def banner(root: Path, url: str, host: str, port: int, *, own_database: bool) ->
         "  The first scan runs now; stop with Ctrl-C.",
     ]
     return "\n".join(lines)
-
-
-def run(settings: Settings, args: argparse.Namespace) -> int:
-    """Build the sandbox, prepare its database, print where to look, and serve."""
-    from service.cli import CliError, cmd_serve, database_step
-
-    now = datetime.now(UTC)
-    root = Path(args.dir).expanduser().resolve()
-    if settings.scan_roots and not path_within_roots(str(root), settings.scan_roots):
-        roots = ", ".join(str(r) for r in settings.scan_roots)
-        raise CliError(
-            f"the demo sandbox {root} is outside SCAN_ROOTS ({roots}); "
-            "pass a --dir inside one of them or unset SCAN_ROOTS",
-            code=2,
-        )
-    try:
-        build_sandbox(root, now)
-    except SandboxError as exc:
-        raise CliError(str(exc), code=2) from exc
-    except OSError as exc:
-        raise CliError(f"cannot build the demo sandbox in {root}: {exc}") from exc
-
-    url = database_url_for(settings, root)
-    demo_settings = settings.model_copy(
-        update={"database_url": url, "jobs_file": None, "auto_migrate": False}
-    )
-    database_step(
-        demo_settings, "prepare the demo", lambda: asyncio.run(prepare(settings, root, now))
-    )
-    own = "database_url" not in settings.model_fields_set
-    start_writers(root / BACKUPS_DIR, demo_jobs(root / BACKUPS_DIR, now))
-    print(banner(root, url, args.host, args.port, own_database=own), flush=True)
-    return cmd_serve(demo_settings, args)

@@ -42,8 +42,8 @@ from service.models import (
 from service.notify.events import Hold, NoticeRule, Streak, owed_notice, renotify_at
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.notify.silences import SilenceLookup
-from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
+from service.scanner.scanner import BackupScanner
 from service.silences import load_current
 from service.visible import quote
 

@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db import database_url_of
 from service.errors import log_failure
 from service.models import Job, Ping
-from service.scanner import run_scanner
+from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
 logger = logging.getLogger("service.scheduler")

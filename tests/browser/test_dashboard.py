@@ -24,7 +24,7 @@ from service.jobs import status_counts
 from service.jobsfile import apply_jobs, parse_declarations
 from service.keys import sessionmaker_key
 from service.models import Job
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.tokens import create_token
 

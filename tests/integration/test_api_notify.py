@@ -15,7 +15,7 @@ from service.models import Job, NotificationDelivery, NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.notify.events import event_row
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from support import Receiver, get_job

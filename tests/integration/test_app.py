@@ -12,7 +12,7 @@ from sqlalchemy.engine import make_url
 from service.app import create_app
 from service.keys import coordinator_key, scan_scheduler_key, sessionmaker_key
 from service.models import ScanRun
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from support import TcpProxy, add_job, make_file

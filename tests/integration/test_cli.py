@@ -35,7 +35,7 @@ from service import migrate
 from service.db import create_engine, create_sessionmaker
 from service.jobsfile import apply_jobs, parse_jobs_document
 from service.models import Artifact, Job, JobCheck, ScanRun
-from service.scanner import run_scanner
+from service.scanner.scanner import run_scanner
 
 from conftest import TEST_DATABASE_URL, missing, pg_admin
 from support import add_job, free_port, make_file, read

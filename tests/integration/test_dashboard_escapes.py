@@ -7,7 +7,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from service.app import create_app
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from support import add_job, make_file

@@ -104,7 +104,7 @@ async def test_a_backup_being_written_is_judged_by_the_tick_once_settled(
 ):
     """A dump that stops at 10 KiB: told when it has settled (its mtime + settle), not at the
     next full scan."""
-    from service.scanner import BackupScanner
+    from service.scanner.scanner import BackupScanner
 
     folder = tmp_path / "db"
     for day in range(1, 4):

@@ -16,7 +16,7 @@ from sqlalchemy import select
 from service import demo
 from service.jobsfile import load_jobs_file
 from service.models import Artifact, Job, NotificationEvent
-from service.scanner import run_scanner
+from service.scanner.scanner import run_scanner
 from service.settings import Settings
 
 from support import free_port, read

@@ -13,7 +13,7 @@ import pytest
 
 from service.app import create_app
 from service.keys import sessionmaker_key
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from support import add_job, make_file

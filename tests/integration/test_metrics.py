@@ -16,8 +16,8 @@ from service.app import create_app
 from service.models import Job
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher
-from service.scanner import BackupScanner
 from service.scanner.rules import STATUSES
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from support import add_job, make_file

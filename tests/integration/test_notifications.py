@@ -33,7 +33,7 @@ from service.notify.config import ChannelSet, parse_channels
 from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.runtime.tick import DeadlineTick
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.units import format_duration
 

@@ -17,7 +17,7 @@ from service.models import JobCheck, NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.runtime.tick import DeadlineTick
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.web.words import as_of
 

@@ -183,7 +183,7 @@ async def test_a_job_deleted_mid_batch_fails_only_its_own_pings(client, app):
 
 
 async def scan(app, clock=None):
-    from service.scanner import BackupScanner
+    from service.scanner.scanner import BackupScanner
 
     async with app[sessionmaker_key]() as session:
         options = {"clock": clock} if clock else {}

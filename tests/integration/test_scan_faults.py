@@ -22,7 +22,6 @@ from test_cli import cli
 from service.app import create_app
 from service.keys import sessionmaker_key
 from service.models import Artifact, JobCheck, ScanRun
-from service.scanner import BackupScanner
 from service.scanner.runs import (
     FAILING_AFTER,
     LEASE,
@@ -30,6 +29,7 @@ from service.scanner.runs import (
     close_abandoned,
     keep_alive,
 )
+from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from conftest import missing
@@ -437,7 +437,7 @@ async def test_a_running_scan_keeps_its_heartbeat_moving(engine, sessionmaker, c
 STOPPED_SCAN = """
 import asyncio, os, signal
 from service.db import create_engine, create_sessionmaker
-from service.scanner import run_scanner
+from service.scanner.scanner import run_scanner
 
 def stop_here(run_id: int) -> None:
     print(run_id, flush=True)

@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select, text
 
 from service.models import Artifact, JobCheck, NotificationEvent, ScanRun
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 
 from support import add_job, get_job, make_file
 

@@ -20,7 +20,7 @@ from sqlalchemy import delete, func, select
 from service.app import create_app
 from service.keys import watcher_key
 from service.models import Job, ScanRun
-from service.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner
 from service.scanner.watch import SourceWatcher
 from service.settings import load_settings
 

@@ -1,4 +1,9 @@
-"""Where backup files are listed from. Sources know nothing of the database."""
+"""Where backup files are listed from: the `Source` protocol (base), the local filesystem
+(local, walker), `open_source` for a job's declared source.
+
+May import the job declaration and the standard library; never the database, the models or
+the rest of the scanner (a test of the pure core checks that the core does not import this).
+"""
 
 from __future__ import annotations
 
