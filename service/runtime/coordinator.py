@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db import database_url_of
 from service.errors import log_failure
+from service.runtime.lifecycle import drain
 from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
@@ -59,11 +60,7 @@ class ScanCoordinator:
         await asyncio.sleep(0)  # a run created in this same loop step registers itself first
         if self._runs:
             logger.info("Waiting for the running scan to finish its current job.")
-            _, pending = await asyncio.wait(set(self._runs), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+            await drain(self._runs, grace)
         self._stopping.clear()
 
     def _track(self, task: asyncio.Task[Any] | None) -> Callable[[int], None]:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
-from typing import Protocol, runtime_checkable
+from collections.abc import AsyncIterator, Callable, Collection
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 
@@ -39,6 +39,17 @@ def component_ctx(
             await component.stop(grace)
 
     return context
+
+
+async def drain(tasks: Collection[asyncio.Task[Any]], grace: float) -> None:
+    """Let `tasks` end within `grace` seconds; cancel those left, and give them 5 s to unwind."""
+    if not tasks:
+        return
+    _, pending = await asyncio.wait(set(tasks), timeout=grace)
+    for task in pending:
+        task.cancel()
+    if pending:
+        await asyncio.wait(pending, timeout=5)
 
 
 async def wait_for_condition(

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db import database_url_of
 from service.errors import log_failure
 from service.models import Job, Ping
+from service.runtime.lifecycle import drain
 from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
@@ -87,12 +88,7 @@ class DeadlineTick:
         """A running tick ends after the job in hand, within `grace` seconds (then cancelled)."""
         self._stopping.set()
         await asyncio.sleep(0)
-        if self._runs:
-            _, pending = await asyncio.wait(set(self._runs), timeout=grace)
-            for task in pending:
-                task.cancel()
-            if pending:
-                await asyncio.wait(pending, timeout=5)
+        await drain(self._runs, grace)
         self._stopping.clear()
 
     async def run(self) -> list[str]:
