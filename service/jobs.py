@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db import lock_for_write
+from service.db import is_postgresql, lock_for_write
 from service.errors import database_unavailable
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
 from service.models import (
@@ -162,11 +162,11 @@ async def find_job(session: AsyncSession, ref: str, *, for_update: bool = False)
     return job
 
 
-def filtered(query: Select[Any], dialect: str, where: JobFilter) -> Select[Any]:
+def filtered(query: Select[Any], postgresql: bool, where: JobFilter) -> Select[Any]:
     if where.status is not None:
         query = query.where(Job.status == where.status)
     if where.tag is not None:
-        if dialect == "postgresql":
+        if postgresql:
             query = query.where(type_coerce(Job.tags, JSONB).contains([where.tag]))
         else:
             each = func.json_each(Job.tags).table_valued("value")
@@ -186,10 +186,10 @@ async def list_jobs(
     session: AsyncSession, where: JobFilter, *, limit: int, offset: int
 ) -> tuple[list[Job], int]:
     """A page of jobs (by name) matching `where`, and how many match in all."""
-    dialect = session.get_bind().dialect.name
-    total = await session.scalar(filtered(select(func.count()).select_from(Job), dialect, where))
+    postgresql = is_postgresql(session)
+    total = await session.scalar(filtered(select(func.count()).select_from(Job), postgresql, where))
     jobs = await session.scalars(
-        filtered(select(Job), dialect, where).order_by(Job.name).limit(limit).offset(offset)
+        filtered(select(Job), postgresql, where).order_by(Job.name).limit(limit).offset(offset)
     )
     return list(jobs), total or 0
 

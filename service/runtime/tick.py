@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db import database_url_of
+from service.db import claimed, database_url_of
 from service.errors import log_failure
 from service.models import Job, Ping
 from service.scanner import run_scanner
@@ -25,10 +25,8 @@ TICK_BATCH = 500  # jobs claimed by one tick at most
 
 async def _claim(session: AsyncSession, job_id: int, condition: Any, now: datetime) -> bool:
     """A conditional UPDATE checked by its rowcount: one claimer wins, however many try."""
-    result = await session.execute(
-        update(Job).where(Job.id == job_id, Job.paused.is_(False), condition).values(checked_at=now)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    claim = update(Job).where(Job.id == job_id, Job.paused.is_(False), condition)
+    return await claimed(session, claim.values(checked_at=now))
 
 
 def _due_since() -> Any:
