@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import ipaddress
 import json
 import logging
 import sys
@@ -19,6 +18,7 @@ from service import migrate
 from service.app import create_app
 from service.db import create_engine, create_sessionmaker, ping
 from service.errors import database_unavailable, describe_database_error, describe_error
+from service.hosts import is_loopback
 from service.jobsfile import apply_jobs, load_declarations
 from service.logs import configure_logging
 from service.notify.config import ChannelsFileError, load_channels
@@ -97,15 +97,6 @@ async def check_database(settings: Settings) -> None:
         await ping(engine, 15)
     finally:
         await engine.dispose()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
 
 
 def check_exposure(settings: Settings, host: str, insecure: bool) -> bool:

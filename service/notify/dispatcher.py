@@ -28,10 +28,10 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -40,6 +40,7 @@ from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
+from service.clock import Clock, utcnow
 from service.db import claimed, database_url_of, is_postgresql, lock_for_write
 from service.errors import describe_error, log_failure
 from service.models import NotificationAttempt, NotificationDelivery, NotificationEvent
@@ -51,7 +52,6 @@ from service.visible import quote as visible_quote
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 BATCH = 100  # events routed, reminders claimed, per round
 MAX_BACKOFF = 3600.0
 # A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
@@ -59,10 +59,6 @@ MAX_BACKOFF = 3600.0
 STALE_AFTER = timedelta(days=1)
 # How long a stopping dispatcher lets deliveries under way finish before it cancels them.
 STOP_GRACE = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def backoff(attempts: int, first: float, limit: float = MAX_BACKOFF) -> float:

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.clock import Clock, utcnow
 from service.db import claimed, database_url_of
 from service.errors import log_failure
 from service.models import Job, Ping
@@ -109,9 +110,7 @@ class DeadlineTick:
             self._runs.discard(task)
 
     async def _run(self) -> list[str]:
-        clock: Callable[[], datetime] = self.scan_options.get("clock") or (
-            lambda: datetime.now(UTC)
-        )
+        clock: Clock = self.scan_options.get("clock") or utcnow
         now = clock()
         never = Job.checked_at.is_(None)
         not_seen_since = or_(
