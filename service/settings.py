@@ -10,6 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.problems import problems_of
 from service.visible import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
@@ -132,9 +133,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        message = " ".join(first["msg"].removeprefix("Value error, ").split())
+        first = problems_of(exc)[0]
+        name = first.loc[0].upper() if first.loc else "settings"
+        message = " ".join(first.message.split())
         raise SettingsError(f"invalid setting {name}: {message}") from None
 
 
