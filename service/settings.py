@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.problems import problems_of
+from service.scan_options import ScanOptions
 from service.visible import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
@@ -82,9 +83,9 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def scan_options(self) -> dict[str, Any]:
-        """What every scan needs from the settings (BackupScanner keyword arguments)."""
-        return {"scan_roots": self.scan_roots, "source_timeout": self.source_timeout_seconds}
+    def scan_options(self) -> ScanOptions:
+        """What every scan needs from the settings."""
+        return ScanOptions(scan_roots=self.scan_roots, source_timeout=self.source_timeout_seconds)
 
     @field_validator("public_url")
     @classmethod

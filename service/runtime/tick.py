@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from service.clock import Clock, utcnow
 from service.db import claimed, database_url_of
 from service.errors import log_failure
 from service.models import Job, Ping
+from service.scan_options import ScanOptions
 from service.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
@@ -54,13 +54,13 @@ class DeadlineTick:
     def __init__(
         self,
         session_factory: async_sessionmaker[AsyncSession],
-        scan_options: Mapping[str, Any] | None = None,
+        options: ScanOptions | None = None,
         *,
         batch: int = TICK_BATCH,
     ) -> None:
         self.session_factory = session_factory
         # A `clock` here (tests) is the tick's time and the scan's.
-        self.scan_options: dict[str, Any] = dict(scan_options or {})
+        self.options = options or ScanOptions()
         self.batch = batch
         self._last_ping_id: int | None = None
         self._stopping = asyncio.Event()
@@ -110,7 +110,7 @@ class DeadlineTick:
             self._runs.discard(task)
 
     async def _run(self) -> list[str]:
-        clock: Clock = self.scan_options.get("clock") or utcnow
+        clock: Clock = self.options.clock or utcnow
         now = clock()
         never = Job.checked_at.is_(None)
         not_seen_since = or_(
@@ -163,7 +163,7 @@ class DeadlineTick:
                         trigger="tick",
                         stop=self._stopping,
                         names=sorted(claimed),
-                        **self.scan_options,
+                        **self.options.scanner_kwargs(),
                     )
                 return sorted(claimed)
             except Exception as exc:  # like the full scan: log, never kill the scheduler
