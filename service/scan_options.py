@@ -1,6 +1,7 @@
 """ScanOptions: how an app's scans run, beyond their session and trigger. Built once from the
-settings (`Settings.scan_options`), held by the coordinator, the deadline tick and the watcher,
-passed by the API, the dashboard and the CLI. Pure: a frozen value."""
+settings (`Settings.scan_options`), held by the coordinator and the deadline tick, passed by the
+API, the dashboard and the CLI; the scanner and its watcher still take them as keyword
+arguments (`scanner_kwargs`). Pure: a frozen value."""
 
 from __future__ import annotations
 
