@@ -95,7 +95,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
             session,
             trigger="cli",
             names=names,
-            **settings.scan_options,
+            **settings.scan_options.scanner_kwargs(),
         )
         if args.job and not report.jobs:
             raise CliError(f"no job named {quote(args.job)}", code=NAGIOS_CODES["unknown"])

@@ -6,18 +6,20 @@ import asyncio
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, event, text
 from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import URL, Connection, Dialect
+from sqlalchemy.engine import URL, Connection, CursorResult, Dialect, Engine
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 NAMING_CONVENTION = {
@@ -27,6 +29,43 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+# Whatever knows which database it talks to.
+Bind = AsyncSession | AsyncEngine | AsyncConnection | Engine | Connection | Dialect
+
+
+def dialect_of(bind: Bind) -> Dialect:
+    """The SQL dialect a session, engine or connection speaks."""
+    if isinstance(bind, Dialect):
+        return bind
+    if isinstance(bind, AsyncSession):
+        return bind.get_bind().dialect
+    return bind.dialect
+
+
+def is_postgresql(bind: Bind) -> bool:
+    """Whether `bind` talks to PostgreSQL (else SQLite: the only two databases supported)."""
+    return dialect_of(bind).name == "postgresql"
+
+
+def is_sqlite(bind: Bind) -> bool:
+    """Whether `bind` talks to SQLite."""
+    return dialect_of(bind).name == "sqlite"
+
+
+async def rows_changed(session: AsyncSession, statement: Executable) -> int:
+    """Execute an UPDATE or DELETE and return how many rows it changed (its rowcount)."""
+    result = await session.execute(statement)
+    return cast(CursorResult[Any], result).rowcount
+
+
+async def claimed(session: AsyncSession, statement: Executable) -> bool:
+    """Execute a conditional UPDATE (or DELETE) of one row, by its key, and say whether it
+    changed that row: the claim's condition held. Of several sessions trying the same claim
+    at once, exactly one wins (the others wait for its row lock, then find the condition
+    false), so many replicas are safe without a lock of their own."""
+    return await rows_changed(session, statement) == 1
+
 
 # JSONB on PostgreSQL, JSON text elsewhere; Python None is SQL NULL, not JSON 'null'.
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
@@ -46,7 +85,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value.tzinfo is None:
             raise ValueError("naive datetime given to a UTC column")
         value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+        return value.replace(tzinfo=None) if is_sqlite(dialect) else value
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
@@ -93,7 +132,7 @@ def database_url_of(sessionmaker: async_sessionmaker[AsyncSession]) -> URL | Non
 async def lock_for_write(session: AsyncSession) -> None:
     """On SQLite, take the database write lock now, so that what this transaction reads stays
     true until it commits (PostgreSQL callers lock rows with FOR UPDATE instead)."""
-    if session.get_bind().dialect.name == "sqlite":
+    if is_sqlite(session):
         await session.execute(text("UPDATE jobs SET id = id WHERE 0"))
 
 
@@ -112,7 +151,7 @@ def migrations_lock(connection: Connection) -> Iterator[None]:
     SQLite: the database write lock taken now (BEGIN IMMEDIATE; others wait up to the busy
     timeout) and held until the end, which runs every migration in one transaction.
     """
-    if connection.dialect.name == "postgresql":
+    if is_postgresql(connection):
 
         def release() -> None:
             if connection.in_transaction():  # a failed migration leaves its transaction open
@@ -131,7 +170,7 @@ def migrations_lock(connection: Connection) -> Iterator[None]:
                 release()
             raise
         release()
-    elif connection.dialect.name == "sqlite":
+    elif is_sqlite(connection):
         connection.exec_driver_sql("BEGIN IMMEDIATE")
         try:
             yield
@@ -146,7 +185,7 @@ def migrations_lock(connection: Connection) -> Iterator[None]:
 async def lock_jobs_file(session: AsyncSession) -> None:
     """Until this transaction ends, be the only one applying a jobs file: replicas started
     together apply the same file one after the other, the second finding nothing to do."""
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         # Transaction-level: released by the commit or the rollback, never left on a pooled
         # connection.
         await session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": JOBS_FILE_LOCK})

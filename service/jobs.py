@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db import lock_for_write
+from service.db import is_postgresql, lock_for_write
 from service.errors import database_unavailable
 from service.jobspec import DECLARATION_FIELDS, JobSpec, parse_job
 from service.models import (
@@ -42,6 +42,7 @@ from service.models import (
 from service.notify.events import Hold, NoticeRule, Streak, owed_notice, renotify_at
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.notify.silences import SilenceLookup
+from service.scan_options import ScanOptions
 from service.scanner.rules import STATUSES
 from service.scanner.scanner import BackupScanner
 from service.silences import load_current
@@ -162,11 +163,11 @@ async def find_job(session: AsyncSession, ref: str, *, for_update: bool = False)
     return job
 
 
-def filtered(query: Select[Any], dialect: str, where: JobFilter) -> Select[Any]:
+def filtered(query: Select[Any], postgresql: bool, where: JobFilter) -> Select[Any]:
     if where.status is not None:
         query = query.where(Job.status == where.status)
     if where.tag is not None:
-        if dialect == "postgresql":
+        if postgresql:
             query = query.where(type_coerce(Job.tags, JSONB).contains([where.tag]))
         else:
             each = func.json_each(Job.tags).table_valued("value")
@@ -186,10 +187,10 @@ async def list_jobs(
     session: AsyncSession, where: JobFilter, *, limit: int, offset: int
 ) -> tuple[list[Job], int]:
     """A page of jobs (by name) matching `where`, and how many match in all."""
-    dialect = session.get_bind().dialect.name
-    total = await session.scalar(filtered(select(func.count()).select_from(Job), dialect, where))
+    postgresql = is_postgresql(session)
+    total = await session.scalar(filtered(select(func.count()).select_from(Job), postgresql, where))
     jobs = await session.scalars(
-        filtered(select(Job), dialect, where).order_by(Job.name).limit(limit).offset(offset)
+        filtered(select(Job), postgresql, where).order_by(Job.name).limit(limit).offset(offset)
     )
     return list(jobs), total or 0
 
@@ -205,14 +206,16 @@ async def status_counts(session: AsyncSession) -> dict[str, int]:
 
 
 async def scan_job(
-    session_factory: async_sessionmaker[AsyncSession], job_id: int, **scan_options: Any
+    session_factory: async_sessionmaker[AsyncSession],
+    job_id: int,
+    options: ScanOptions,
 ) -> Job | None:
     """Scan one job right now; the job as stored afterwards (None if it was deleted)."""
     async with session_factory() as session:
         job = await session.get(Job, job_id)
         if job is None:
             return None
-        scanner = BackupScanner(session, trigger="api", **scan_options)
+        scanner = BackupScanner(session, trigger="api", **options.scanner_kwargs())
         try:
             await scanner.scan_all_jobs([job.name])
         except Exception as exc:
@@ -234,7 +237,7 @@ async def act_on_job(
     ref: str,
     action: Action,
     now: datetime,
-    **scan_options: Any,
+    options: ScanOptions,
 ) -> Job | None:
     """Pause, resume or scan a job, then judge it at once; the job as stored afterwards
     (None: there is no such job, or it was deleted meanwhile). The API and the dashboard's
@@ -246,7 +249,7 @@ async def act_on_job(
             job = await set_paused(session, ref, action == "pause", now)
     if job is None:
         return None
-    return await scan_job(session_factory, job.id, **scan_options)
+    return await scan_job(session_factory, job.id, options)
 
 
 async def create_job(session: AsyncSession, spec: JobSpec, now: datetime) -> Job:
@@ -299,18 +302,17 @@ async def patch_job(
     ref: str,
     changes: Mapping[str, Any],
     *,
-    scan_roots: Sequence[Path],
     channels: Collection[str] | None = None,
     now: datetime,
-    **scan_options: Any,
+    options: ScanOptions,
 ) -> Job | None:
     """Apply a PATCH (see update_job), then judge the job at once under its new declaration,
     as resume does: the answer, and the dashboard, never show the status the old declaration
     earned (a bigger min_size is critical too_small in the answer itself). A PATCH that
-    changes nothing scans nothing."""
+    changes nothing scans nothing. A local path must lie in `options.scan_roots`."""
     async with session_factory() as session:
         updated = await update_job(
-            session, ref, changes, scan_roots=scan_roots, channels=channels, now=now
+            session, ref, changes, scan_roots=options.scan_roots or (), channels=channels, now=now
         )
     if updated is None:
         return None
@@ -320,7 +322,7 @@ async def patch_job(
     # One listing of this job's source, like POST .../scan (bounded by SOURCE_TIMEOUT_SECONDS):
     # the artifacts a new pattern or path selects are not stored yet, so judging from the
     # stored ones would be wrong for exactly the changes people check at once.
-    return await scan_job(session_factory, job.id, scan_roots=scan_roots, **scan_options)
+    return await scan_job(session_factory, job.id, options)
 
 
 async def delete_job(session: AsyncSession, ref: str) -> bool:

@@ -3,15 +3,15 @@ in one transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.clock import Clock, utcnow
 from service.db import lock_jobs_file
 from service.jobs import apply_declaration, delete_jobs, new_job
 from service.jobspec import JobSpec, error_details, parse_job
@@ -154,7 +154,7 @@ async def apply_jobs(
     specs: Sequence[JobSpec],
     *,
     prune: bool = False,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Clock = utcnow,
     silences: Sequence[RecurringSilenceSpec] | None = None,
 ) -> ApplyResult:
     """Create or update the declared jobs (and delete the others with `prune`), and the

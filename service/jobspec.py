@@ -26,6 +26,7 @@ from pydantic import (
     model_validator,
 )
 
+from service.problems import problems_of
 from service.units import (
     DURATION_PATTERN,
     MAX_DURATION,
@@ -398,16 +399,7 @@ def parse_job(
 
 def error_details(exc: ValidationError) -> list[dict[str, str]]:
     """Flatten a ValidationError into [{field, message}], fields dotted (`schedule.cron`)."""
-    details = []
-    errors = exc.errors(include_url=False)
-    for error in errors:
-        if error["type"] == "none_required" and len(errors) > 1:
-            continue  # the `None` side of an optional field that failed on its other side
-        loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "literal_error":
-            message = f"{message} (got {quote(error['input'])})"
-        details.append({"field": ".".join(loc) or "(job)", "message": message})
-    return details
+    return [
+        {"field": ".".join(problem.loc) or "(job)", "message": problem.message}
+        for problem in problems_of(exc)
+    ]

@@ -19,7 +19,7 @@ from sqlalchemy import func, insert, select, true
 from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db import database_url_of
+from service.db import database_url_of, is_postgresql
 from service.errors import (
     database_unavailable,
     describe_database_error,
@@ -268,7 +268,7 @@ async def run_facts_of(session: AsyncSession, job_ids: Sequence[int]) -> dict[in
     """Run facts of the jobs that have pings, from each one's newest PINGS_JUDGED pings."""
     if not job_ids:
         return {}
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         # One index scan on (job_id, id) per job, however many pings it has.
         newest = (
             select(Ping.id)

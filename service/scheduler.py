@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC
-from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +23,7 @@ from service.runtime.coordinator import ScanCoordinator
 from service.runtime.lifecycle import wait_for_condition
 from service.runtime.scheduling import JOB_ID, ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.scan_options import ScanOptions
 from service.settings import get_settings
 
 __all__ = [
@@ -46,13 +46,13 @@ _started: list[ScanScheduler] = []
 
 
 async def run_scanner_job(
-    session_factory: async_sessionmaker[AsyncSession], **scan_options: Any
+    session_factory: async_sessionmaker[AsyncSession], options: ScanOptions | None = None
 ) -> None:
     """One scheduled scan: a fresh session, the scanner, and the session closed whatever happens.
 
-    `scan_options` go to `run_scanner` (scan_roots, source_timeout).
+    `options` go to `run_scanner` (without: the settings' SCAN_ROOTS, SOURCE_TIMEOUT_SECONDS).
     """
-    await ScanCoordinator(session_factory, scan_options).run_scheduled()
+    await ScanCoordinator(session_factory, options).run_scheduled()
 
 
 async def start_scheduler(
@@ -60,7 +60,7 @@ async def start_scheduler(
     interval_minutes: float | None = None,
     *,
     run_now: bool = True,
-    scan_options: dict[str, Any] | None = None,
+    options: ScanOptions | None = None,
     tick_seconds: float | None = None,
     retention_days: float | None = None,
 ) -> None:
@@ -79,10 +79,10 @@ async def start_scheduler(
         else get_settings().scanner_interval_minutes
     )
     started = ScanScheduler(
-        ScanCoordinator(session_factory, scan_options),
+        ScanCoordinator(session_factory, options),
         minutes,
         run_now=run_now,
-        tick=DeadlineTick(session_factory, scan_options) if tick_seconds is not None else None,
+        tick=DeadlineTick(session_factory, options) if tick_seconds is not None else None,
         tick_seconds=tick_seconds,
         retention_days=retention_days,
         scheduler=scheduler,

@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.problems import problems_of
+from service.scan_options import ScanOptions
 from service.visible import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
@@ -81,9 +83,9 @@ class Settings(BaseSettings):
         return value
 
     @property
-    def scan_options(self) -> dict[str, Any]:
-        """What every scan needs from the settings (BackupScanner keyword arguments)."""
-        return {"scan_roots": self.scan_roots, "source_timeout": self.source_timeout_seconds}
+    def scan_options(self) -> ScanOptions:
+        """What every scan needs from the settings."""
+        return ScanOptions(scan_roots=self.scan_roots, source_timeout=self.source_timeout_seconds)
 
     @field_validator("public_url")
     @classmethod
@@ -132,9 +134,9 @@ def load_settings(**overrides: object) -> Settings:
     try:
         return Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        first = exc.errors()[0]
-        name = str(first["loc"][0]).upper() if first["loc"] else "settings"
-        message = " ".join(first["msg"].removeprefix("Value error, ").split())
+        first = problems_of(exc)[0]
+        name = first.loc[0].upper() if first.loc else "settings"
+        message = " ".join(first.message.split())
         raise SettingsError(f"invalid setting {name}: {message}") from None
 
 

@@ -16,7 +16,6 @@ command line, the demo, the app or the server (they import this).
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from sqlalchemy.engine import make_url
 from service import migrate
 from service.db import create_engine, create_sessionmaker, ping
 from service.errors import describe_database_error
+from service.hosts import is_loopback
 from service.jobsfile import apply_jobs, load_declarations
 from service.notify.config import ChannelSet, load_channels
 from service.settings import Settings
@@ -102,15 +102,6 @@ async def check_database(settings: Settings) -> None:
         await ping(engine, 15)
     finally:
         await engine.dispose()
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False  # a name: it may resolve to anything
 
 
 def check_exposure(settings: Settings, host: str, insecure: bool) -> bool:

@@ -20,6 +20,7 @@ from sqlalchemy import delete, exists, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import claimed
 from service.models import ApiToken
 from service.visible import quote
 
@@ -95,9 +96,9 @@ async def list_tokens(session: AsyncSession) -> list[TokenInfo]:
 
 
 async def revoke_token(session: AsyncSession, name: str) -> None:
-    result = await session.execute(delete(ApiToken).where(ApiToken.name == name))
+    deleted = await claimed(session, delete(ApiToken).where(ApiToken.name == name))
     await session.commit()
-    if not result.rowcount:  # type: ignore[attr-defined]
+    if not deleted:
         raise TokenError(f"no token named {quote(name)} (see `backup-monitor tokens list`)")
 
 

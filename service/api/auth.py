@@ -7,7 +7,6 @@ only when the server was allowed to be (loopback, or `serve --insecure-no-auth`)
 
 from __future__ import annotations
 
-import ipaddress
 from collections.abc import Collection
 
 from aiohttp import web
@@ -15,6 +14,7 @@ from yarl import URL
 
 from service.api.errors import ApiError, Handler
 from service.api.openapi import operation_of
+from service.hosts import is_loopback
 from service.keys import access_key, caller_key, open_access_key, sessionmaker_key, settings_key
 from service.tokens import OPEN_ACCESS_NAME, Access, Grant, any_token, grant_of
 from service.visible import quote
@@ -27,16 +27,6 @@ def _unauthorized(message: str) -> ApiError:
 
 
 _SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
-
-
-def _loopback(host: str) -> bool:
-    host = host.strip("[]").lower()
-    if host == "localhost" or host.endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 def origin_refusal(origin: str | None, fetch_site: str | None, own: Collection[str]) -> str | None:
@@ -94,7 +84,7 @@ def check_open_request(request: web.Request) -> None:
     """
     sockname = request.transport.get_extra_info("sockname") if request.transport else None
     listener = sockname[0] if isinstance(sockname, tuple) else ""
-    if listener and _loopback(listener) and not _loopback(request.url.host or ""):
+    if listener and is_loopback(listener) and not is_loopback(request.url.host or ""):
         raise ApiError(403, "forbidden", "this server answers loopback names only without a token")
     if request.method in _SAFE_METHODS:
         return

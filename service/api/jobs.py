@@ -205,7 +205,7 @@ async def patch_job_handler(request: web.Request) -> web.Response:
         # Judged at once under the new declaration: the answer shows its new status.
         job = await patch_job(
             request.app[sessionmaker_key], ref, data, channels=known_channels(request),
-            now=datetime.now(UTC), **request.app[settings_key].scan_options,
+            now=datetime.now(UTC), options=request.app[settings_key].scan_options,
         )  # fmt: skip
     except ValidationError as exc:
         raise invalid(exc, "job after this change") from None
@@ -233,7 +233,7 @@ async def act(request: web.Request, action: Action) -> web.Response:
     ref = request.match_info["job"]
     settings = request.app[settings_key]
     job = await act_on_job(
-        request.app[sessionmaker_key], ref, action, datetime.now(UTC), **settings.scan_options
+        request.app[sessionmaker_key], ref, action, datetime.now(UTC), settings.scan_options
     )
     if job is None:
         raise not_found(ref)

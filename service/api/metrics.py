@@ -35,6 +35,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from service.api.errors import ApiError
 from service.api.openapi import operation
+from service.db import is_postgresql
 from service.keys import sessionmaker_key, settings_key
 from service.models import Job, NotificationDelivery, ScanRun
 from service.scanner.rules import STATUSES
@@ -252,7 +253,7 @@ async def read_jobs(session: AsyncSession) -> Sequence[Any]:
 
 async def read_service_families(session: AsyncSession) -> list[Metric]:
     seconds: ColumnElement[Any]
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         seconds = func.extract("epoch", ScanRun.finished_at - ScanRun.started_at)
     else:
         seconds = (func.julianday(ScanRun.finished_at) - func.julianday(ScanRun.started_at)) * 86400

@@ -22,7 +22,7 @@ from service.jobspec import (
     Tag,
     Tags,
 )
-from service.scanner.rules import Severity, Status
+from service.kinds import Severity, Status
 
 MAX_LIMIT = 1000
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]

@@ -47,6 +47,7 @@ from yarl import URL
 
 from service.errors import describe_error
 from service.jobspec import JOB_NAME_PATTERN
+from service.problems import problems_of
 from service.settingfile import read_setting_file
 from service.units import parse_duration
 from service.visible import quote
@@ -288,24 +289,18 @@ def _place(label: str, parts: Sequence[object]) -> str:
 def validation_problems(exc: ValidationError) -> list[tuple[tuple[str, ...], str]]:
     """Flatten a channel's ValidationError into (field path, message); never quotes a secret."""
     problems = []
-    for error in exc.errors(include_url=False):
-        loc = tuple(str(part) for part in error["loc"])
+    for problem in problems_of(exc):
+        loc, message = problem.loc, problem.message
         if loc[:1] and loc[0] in CHANNEL_TYPES:
             loc = loc[1:]  # the discriminated union's tag
-        loc = tuple(part for part in loc if not part.startswith("function-"))
-        message = error["msg"].removeprefix("Value error, ")
-        if error["type"] == "extra_forbidden":
-            message = "unknown field"
-        elif error["type"] == "union_tag_not_found":
+        if problem.type == "union_tag_not_found":
             loc, message = ("type",), f"required: one of {', '.join(CHANNEL_TYPES)}"
-        elif error["type"] == "union_tag_invalid":
-            got = error["input"].get("type") if isinstance(error["input"], dict) else None
+        elif problem.type == "union_tag_invalid":
+            got = problem.input.get("type") if isinstance(problem.input, dict) else None
             loc = ("type",)
             message = f"unknown channel type {quote(got)} (expected {', '.join(CHANNEL_TYPES)})"
-        elif error["type"] == "model_attributes_type":
+        elif problem.type == "model_attributes_type":
             message = "a channel is a mapping with a 'type' and its fields"
-        elif error["type"] == "literal_error" and isinstance(error["input"], str):
-            message = f"{message} (got {quote(error['input'])})"
         problems.append((loc, message))
     return problems
 

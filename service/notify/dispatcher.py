@@ -28,10 +28,10 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -40,7 +40,8 @@ from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from service.db import database_url_of, lock_for_write
+from service.clock import Clock, utcnow
+from service.db import claimed, database_url_of, is_postgresql, lock_for_write
 from service.errors import describe_error, log_failure
 from service.models import NotificationAttempt, NotificationDelivery, NotificationEvent
 from service.notify.config import ChannelSet
@@ -51,7 +52,6 @@ from service.visible import quote as visible_quote
 
 logger = logging.getLogger(__name__)
 
-Clock = Callable[[], datetime]
 BATCH = 100  # events routed, reminders claimed, per round
 MAX_BACKOFF = 3600.0
 # A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
@@ -59,10 +59,6 @@ MAX_BACKOFF = 3600.0
 STALE_AFTER = timedelta(days=1)
 # How long a stopping dispatcher lets deliveries under way finish before it cancels them.
 STOP_GRACE = 5.0
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 def backoff(attempts: int, first: float, limit: float = MAX_BACKOFF) -> float:
@@ -239,7 +235,7 @@ class Dispatcher:
                 .order_by(NotificationEvent.id)
                 .limit(BATCH)
             )
-            if _postgresql(session):
+            if is_postgresql(session):
                 query = query.with_for_update(skip_locked=True)
             events = (await session.execute(query)).all()
             if not events:
@@ -324,7 +320,7 @@ class Dispatcher:
         )
         # Checked again in the claim itself: a job deleted since the read is never sent to.
         job_still_there = exists().where(event.id == delivery.event_id, event.job_id.is_not(None))
-        claimed: list[Claimed] = []
+        taken_now: list[Claimed] = []
         async with self.sessions() as session:
             # On SQLite, the write lock first: this process's own sends record their outcomes
             # meanwhile, and a read turned into a write after theirs would fail.
@@ -357,13 +353,14 @@ class Dispatcher:
                 except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
                     await self._unreadable(session, row.id, now, describe_error(exc))
                     continue
-                taken = await session.execute(
+                taken = await claimed(
+                    session,
                     update(delivery)
                     .where(delivery.id == row.id, delivery.state == "pending", free)
                     .where(delivery.attempts == row.attempts, job_still_there)
-                    .values(lease_until=lease, attempts=row.attempts + 1)
+                    .values(lease_until=lease, attempts=row.attempts + 1),
                 )
-                if taken.rowcount != 1:  # type: ignore[attr-defined]
+                if not taken:
                     continue
                 if row.lease_until is not None:  # the last holder died during its attempt
                     await session.execute(
@@ -381,20 +378,21 @@ class Dispatcher:
                 )
                 assert attempt_id is not None
                 item = Claimed(row.id, attempt_id, row.attempts + 1, row.channel, notice)
-                claimed.append(item)
+                taken_now.append(item)
             await session.commit()
-        for item in claimed:  # from now on, a stop gives them back
+        for item in taken_now:  # from now on, a stop gives them back
             self._in_flight[item.delivery_id] = item
-        return claimed
+        return taken_now
 
     @staticmethod
     async def _cancel(session: AsyncSession, delivery_id: int) -> None:
-        cancelled = await session.execute(
+        cancelled = await claimed(
+            session,
             update(NotificationDelivery)
             .where(NotificationDelivery.id == delivery_id, NotificationDelivery.state == "pending")
-            .values(state=CANCELLED, last_error=JOB_DELETED, lease_until=None)
+            .values(state=CANCELLED, last_error=JOB_DELETED, lease_until=None),
         )
-        if cancelled.rowcount == 1:  # type: ignore[attr-defined]
+        if cancelled:
             logger.info("notification cancelled: %s", JOB_DELETED,
                         extra={"delivery_id": delivery_id})  # fmt: skip
 
@@ -404,12 +402,13 @@ class Dispatcher:
         with the reason as its attempt."""
         logger.error("notification unreadable, given up: %s", why,
                      extra={"delivery_id": delivery_id})  # fmt: skip
-        given_up = await session.execute(
+        given_up = await claimed(
+            session,
             update(NotificationDelivery)
             .where(NotificationDelivery.id == delivery_id, NotificationDelivery.state == "pending")
-            .values(state="failed", last_error=f"unreadable notice: {why}")
+            .values(state="failed", last_error=f"unreadable notice: {why}"),
         )
-        if given_up.rowcount == 1:  # type: ignore[attr-defined]
+        if given_up:
             await session.execute(
                 insert(NotificationAttempt).values(
                     delivery_id=delivery_id, started_at=now, finished_at=now, ok=False,
@@ -543,7 +542,3 @@ async def _first_of(waits: Sequence[Awaitable[Any]], within: float) -> None:
     finally:
         for task in tasks:
             task.cancel()
-
-
-def _postgresql(session: AsyncSession) -> bool:
-    return session.get_bind().dialect.name == "postgresql"

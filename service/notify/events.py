@@ -11,9 +11,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from service.kinds import NoticeKind, Status, notice_kind_of
 from service.notify.notice import Notice
 
-PROBLEMS = ("warning", "critical", "unknown")
+PROBLEMS: tuple[Status, ...] = ("warning", "critical", "unknown")
 
 
 def reason_codes(reasons: Iterable[Mapping[str, Any]]) -> frozenset[str]:
@@ -40,7 +41,7 @@ def notice_kind(
     codes: Collection[str] = (),
     *,
     reminder_due: bool = False,
-) -> str | None:
+) -> NoticeKind | None:
     """What a new judgement tells people who were last told `notified` (None: nothing yet)
     for the reason codes `told` (None: not known, as after a pause):
 
@@ -102,7 +103,7 @@ class Hold:
     out at the first judgement where both are met, if it is still owed then."""
 
     reason: HoldReason
-    kind: str  # the notice held: problem, changed, recovery or reminder
+    kind: NoticeKind  # the notice held: problem, changed, recovery or reminder
     until: datetime | None
     judgements: int = 0
 
@@ -116,7 +117,7 @@ class NoticeRule:
 
 
 def hold_of(
-    kind: str | None,
+    kind: NoticeKind | None,
     streak: Streak,
     rule: NoticeRule,
     now: datetime,
@@ -158,7 +159,7 @@ class News:
     """What a judgement of a job means for people: a history row, and which notice."""
 
     recorded: bool  # a change of status or of the set of reasons: a job_checks row
-    kind: str | None  # the notice to write: problem, changed, recovery, reminder or None
+    kind: NoticeKind | None  # the notice to write: problem, changed, recovery, reminder or None
     held: Hold | None = None  # a notice owed but kept back (then kind is None)
 
 
@@ -300,8 +301,8 @@ def event_row(
     job_id: int,
     job_name: str,
     kind: str,
-    status: str,
-    previous_status: str | None,
+    status: Status,
+    previous_status: Status | None,
     reasons: list[dict[str, str]],
     latest_artifact: dict[str, Any] | None,
     channels: Sequence[str] | None,
@@ -311,7 +312,7 @@ def event_row(
     """The notification_events row for a notice (insert it in the status change's transaction)."""
     notice = Notice(
         event_id=str(uuid.uuid4()),
-        kind=kind,
+        kind=notice_kind_of(kind),
         job=job_name,
         status=status,
         previous_status=previous_status,

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from service.kinds import NOTICE_KINDS, NoticeKind, Status, notice_kind_of, status_of
 from service.units import format_size
 from service.visible import quote, visible
 
 SERVICE = "backup-monitor"
-KINDS = ("problem", "changed", "recovery", "reminder", "test")
+KINDS = NOTICE_KINDS
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,10 +21,10 @@ class Notice:
     """A status change (or reminder, or test) of one job, as sent to the channels."""
 
     event_id: str  # uuid4 text, stable across retries: receivers dedupe on it
-    kind: str  # "problem" | "changed" | "recovery" | "reminder" | "test"
+    kind: NoticeKind
     job: str
-    status: str  # the new status: ok | warning | critical | unknown
-    previous_status: str | None
+    status: Status  # the new status: ok | warning | critical | unknown
+    previous_status: Status | None
     reasons: list[dict[str, str]]  # each {"code", "severity", "message"}
     latest_artifact: dict[str, Any] | None  # {"path", "size" (bytes), "mtime" (ISO text)}
     occurred_at: datetime  # aware, UTC
@@ -62,13 +63,14 @@ class Notice:
         if occurred_at.tzinfo is None:
             raise ValueError("occurred_at has no time zone")
         artifact = data.get("latest_artifact")
+        previous = data.get("previous_status")
         changes = data.get("changes")
         return cls(
             event_id=str(data["event_id"]),
-            kind=str(data["kind"]),
+            kind=notice_kind_of(data["kind"]),
             job=str(data["job"]),
-            status=str(data["status"]),
-            previous_status=data.get("previous_status"),
+            status=status_of(data["status"]),
+            previous_status=None if previous is None else status_of(previous),
             reasons=[dict(reason) for reason in data.get("reasons") or []],
             latest_artifact=None if artifact is None else dict(artifact),
             occurred_at=occurred_at.astimezone(UTC),

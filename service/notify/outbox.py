@@ -9,6 +9,7 @@ from collections.abc import Collection
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import rows_changed
 from service.models import NotificationDelivery, NotificationEvent
 
 logger = logging.getLogger(__name__)
@@ -25,14 +26,13 @@ async def cancel_notices_of(session: AsyncSession, job_ids: Collection[int]) -> 
     if not job_ids:
         return 0
     events = select(NotificationEvent.id).where(NotificationEvent.job_id.in_(list(job_ids)))
-    result = await session.execute(
+    return await rows_changed(
+        session,
         update(NotificationDelivery)
         .where(
             NotificationDelivery.state == "pending",
             NotificationDelivery.event_id.in_(events),
         )
         .values(state=CANCELLED, last_error=JOB_DELETED, lease_until=None)
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    cancelled: int = result.rowcount  # type: ignore[attr-defined]
-    return cancelled

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.db import database_url_of
 from service.errors import log_failure
 from service.runtime.lifecycle import drain
+from service.scan_options import ScanOptions
 from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
@@ -36,10 +37,10 @@ class ScanCoordinator:
     def __init__(
         self,
         session_factory: async_sessionmaker[AsyncSession],
-        scan_options: Mapping[str, Any] | None = None,
+        options: ScanOptions | None = None,
     ) -> None:
         self.session_factory = session_factory
-        self.scan_options: dict[str, Any] = dict(scan_options or {})
+        self.options = options or ScanOptions()
         # Set while stopping: a running scan finishes the job in hand, then stops.
         self._stopping = asyncio.Event()
         # Full scans in progress, with their scan id once it is recorded.
@@ -90,7 +91,7 @@ class ScanCoordinator:
                 trigger="schedule",
                 stop=self._stopping,
                 on_start=on_start,
-                **self.scan_options,
+                **self.options.scanner_kwargs(),
             )
             logger.info("Scheduled run of the backup scanner finished successfully.")
         except Exception as exc:
@@ -126,7 +127,7 @@ class ScanCoordinator:
                         trigger="api",
                         stop=self._stopping,
                         on_start=record,
-                        **self.scan_options,
+                        **self.options.scanner_kwargs(),
                     )
             except Exception as exc:
                 if not started.done():

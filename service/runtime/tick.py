@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db import database_url_of
+from service.clock import Clock, utcnow
+from service.db import claimed, database_url_of
 from service.errors import log_failure
 from service.models import Job, Ping
 from service.runtime.lifecycle import drain
+from service.scan_options import ScanOptions
 from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
@@ -26,10 +27,8 @@ TICK_BATCH = 500  # jobs claimed by one tick at most
 
 async def _claim(session: AsyncSession, job_id: int, condition: Any, now: datetime) -> bool:
     """A conditional UPDATE checked by its rowcount: one claimer wins, however many try."""
-    result = await session.execute(
-        update(Job).where(Job.id == job_id, Job.paused.is_(False), condition).values(checked_at=now)
-    )
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    claim = update(Job).where(Job.id == job_id, Job.paused.is_(False), condition)
+    return await claimed(session, claim.values(checked_at=now))
 
 
 def _due_since() -> Any:
@@ -56,13 +55,13 @@ class DeadlineTick:
     def __init__(
         self,
         session_factory: async_sessionmaker[AsyncSession],
-        scan_options: Mapping[str, Any] | None = None,
+        options: ScanOptions | None = None,
         *,
         batch: int = TICK_BATCH,
     ) -> None:
         self.session_factory = session_factory
         # A `clock` here (tests) is the tick's time and the scan's.
-        self.scan_options: dict[str, Any] = dict(scan_options or {})
+        self.options = options or ScanOptions()
         self.batch = batch
         self._last_ping_id: int | None = None
         self._stopping = asyncio.Event()
@@ -107,9 +106,7 @@ class DeadlineTick:
             self._runs.discard(task)
 
     async def _run(self) -> list[str]:
-        clock: Callable[[], datetime] = self.scan_options.get("clock") or (
-            lambda: datetime.now(UTC)
-        )
+        clock: Clock = self.options.clock or utcnow
         now = clock()
         never = Job.checked_at.is_(None)
         not_seen_since = or_(
@@ -162,7 +159,7 @@ class DeadlineTick:
                         trigger="tick",
                         stop=self._stopping,
                         names=sorted(claimed),
-                        **self.scan_options,
+                        **self.options.scanner_kwargs(),
                     )
                 return sorted(claimed)
             except Exception as exc:  # like the full scan: log, never kill the scheduler

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, case, func, select, text
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from service.db import is_postgresql
 from service.jobs import JobFilter, filtered
 from service.models import Artifact, Job, JobCheck
 
@@ -28,7 +29,7 @@ ROW_COLUMNS = (
 
 async def jobs_worst_first(session: AsyncSession, where: JobFilter) -> list[Row[Any]]:
     rank = case(STATUS_ORDER, value=Job.status, else_=len(STATUS_ORDER))
-    query = filtered(select(*ROW_COLUMNS), session.get_bind().dialect.name, where)
+    query = filtered(select(*ROW_COLUMNS), is_postgresql(session), where)
     return list(await session.execute(query.order_by(rank, Job.name)))
 
 
@@ -45,7 +46,7 @@ async def recent_sizes(
     """The sizes of each job's newest present artifacts, oldest first; one row a job."""
     if not job_ids:
         return {}
-    if session.get_bind().dialect.name == "postgresql":
+    if is_postgresql(session):
         # One index scan per job on (job_id, mtime, id), however many artifacts it has.
         rows = await session.execute(
             text(

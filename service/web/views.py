@@ -425,7 +425,7 @@ async def job_action(request: web.Request) -> web.Response:
     ref, action = request.match_info["job"], request.match_info["action"]
     job = await act_on_job(
         request.app[sessionmaker_key], ref, cast(Action, action), datetime.now(UTC),
-        **request.app[settings_key].scan_options,
+        request.app[settings_key].scan_options,
     )  # fmt: skip
     if job is None:
         raise web.HTTPNotFound(text=f"no job {quote(ref)}")

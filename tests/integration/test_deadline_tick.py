@@ -12,6 +12,7 @@ from service.models import Job
 from service.runtime.coordinator import ScanCoordinator
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.scan_options import ScanOptions
 from service.scheduler import shutdown_scheduler, start_scheduler
 
 from support import add_job, get_job, make_file, store_failure_ping
@@ -118,7 +119,7 @@ async def test_a_backup_being_written_is_judged_by_the_tick_once_settled(
         await BackupScanner(session, clock=clock).scan_all_jobs()
     assert (await get_job(sessionmaker, "db")).status == "ok"  # being written
 
-    tick = DeadlineTick(sessionmaker, {"clock": clock})
+    tick = DeadlineTick(sessionmaker, ScanOptions(clock=clock))
     clock.advance(seconds=39)
     assert await tick.run() == []
     clock.advance(seconds=1)  # 60 s after its last write

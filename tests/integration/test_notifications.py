@@ -33,6 +33,7 @@ from service.notify.config import ChannelSet, parse_channels
 from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
 from service.runtime.tick import DeadlineTick
+from service.scan_options import ScanOptions
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.units import format_duration
@@ -489,7 +490,7 @@ async def test_a_reminder_tells_the_job_as_it_is_at_its_due_time(
         await BackupScanner(session, clock=clock).scan_all_jobs()
     await dispatch_until_idle(dispatcher)
     told_at = [clock()]
-    tick = DeadlineTick(sessionmaker, {"clock": clock})
+    tick = DeadlineTick(sessionmaker, ScanOptions(clock=clock))
     for _ in range(3):
         clock.advance(minutes=10)
         await tick.run()  # what serve runs every TICK_SECONDS
@@ -525,7 +526,7 @@ async def test_a_reminder_skipped_by_its_tick_is_written_at_the_next_tick(
             update(Job).where(Job.name == "db").values(updated_at=clock() + timedelta(seconds=1))
         )
         await session.commit()
-    tick = DeadlineTick(sessionmaker, {"clock": clock})
+    tick = DeadlineTick(sessionmaker, ScanOptions(clock=clock))
     assert await tick.run() == ["db"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
 
@@ -551,7 +552,7 @@ async def test_a_paused_job_with_a_reminder_due_is_left_alone_by_the_tick(
         await session.execute(update(Job).where(Job.name == "db").values(paused=True))
         await session.commit()
     clock.advance(minutes=10)
-    assert await DeadlineTick(sessionmaker, {"clock": clock}).run() == []
+    assert await DeadlineTick(sessionmaker, ScanOptions(clock=clock)).run() == []
     assert [event.kind for event in await events_of(sessionmaker, "db")] == ["problem"]
 
 
@@ -586,7 +587,7 @@ async def test_jobs_due_only_for_a_reminder_are_not_starved_by_other_due_jobs(
             update(Job).where(Job.name == "db").values(next_check_at=clock() + timedelta(days=1))
         )
         await session.commit()
-    tick = DeadlineTick(sessionmaker, {"clock": clock}, batch=2)
+    tick = DeadlineTick(sessionmaker, ScanOptions(clock=clock), batch=2)
     assert await tick.run() == ["db", "other0"]
     assert [event.kind for event in await events_of(sessionmaker, "db")] == [
         "problem",

@@ -17,6 +17,7 @@ from service.models import JobCheck, NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.runtime.tick import DeadlineTick
+from service.scan_options import ScanOptions
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.web.words import as_of
@@ -75,7 +76,7 @@ async def told(sessionmaker, name: str) -> list[tuple[str, str]]:
 
 async def tick(sessionmaker, clock) -> list[str]:
     """One deadline tick at the clock's time: the names it judged."""
-    return await DeadlineTick(sessionmaker, {"clock": clock}).run()
+    return await DeadlineTick(sessionmaker, ScanOptions(clock=clock)).run()
 
 
 async def scan(sessionmaker, clock) -> None:
