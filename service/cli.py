@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import logging
@@ -11,33 +10,17 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from service import demo
-from service.app import create_app
-from service.errors import database_unavailable, describe_database_error, describe_error
-from service.logs import configure_logging
-from service.notify.config import ChannelsFileError, load_channels
-from service.notify.notice import test_notice
-from service.notify.transports import DeliveryError, deliver
-from service.scanner.rules import worst_status
-from service.scanner.scanner import ScanReport, run_scanner
-from service.server import run_server
-from service.settings import Settings, SettingsError, load_settings
-from service.startup import (
-    EXIT_USAGE,
-    StartupError,
-    apply_file,
-    database_step,
-    prepare_to_serve,
-    safe_url,
-    upgrade_database,
-    with_session,
-)
-from service.tokens import TokenError, create_token, list_tokens, revoke_token
-from service.units import format_size
-from service.visible import quote, visible
-from service.yamlfile import FileProblems
+if TYPE_CHECKING:
+    from service.scanner.scanner import ScanReport
+    from service.settings import Settings
+
+# Start-up speed: this module imports the standard library only, so that `--help` and a wrong
+# command line answer at once. A command imports the modules it needs when it runs (the imports
+# inside the functions below, each marked "lazy"); the application, the database, the scanner,
+# alembic or the notification transports are imported only by the commands that use them.
+# tests/integration/test_cli_startup.py checks that `--help` imports none of them.
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +39,12 @@ class CliError(Exception):
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.app import create_app
+    from service.errors import describe_error
+    from service.server import run_server
+    from service.startup import prepare_to_serve
+
     ready = prepare_to_serve(settings, args.host, insecure=args.insecure_no_auth)
     app = create_app(settings, open_access=ready.open_access, channels=ready.channels)
     # Everything loaded so far lives as long as the process: keep it out of the collector's
@@ -73,12 +62,18 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(settings: Settings, _args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.startup import safe_url, upgrade_database
+
     upgrade_database(settings)
     print(f"database {safe_url(settings.database_url)} is at the latest schema")
     return 0
 
 
 def cmd_jobs_apply(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.startup import apply_file, upgrade_database
+
     if settings.auto_migrate:
         upgrade_database(settings)
     print(apply_file(settings, args.file, prune=args.prune))
@@ -86,6 +81,14 @@ def cmd_jobs_apply(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.scanner.rules import worst_status
+    from service.scanner.scanner import run_scanner
+    from service.startup import upgrade_database, with_session
+    from service.visible import quote
+
     if settings.auto_migrate:
         upgrade_database(settings)
 
@@ -115,6 +118,10 @@ def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
     """Run the scan; only a database that is unavailable (the one classifier's word: down,
     unreachable, locked, full) is blamed on the database. Anything else, a statement the
     database refused included, is a bug and says so, with its traceback in the log."""
+    # lazy: imported when the command runs (start-up speed)
+    from service.errors import database_unavailable, describe_database_error, describe_error
+    from service.startup import safe_url
+
     try:
         return step()
     except (KeyboardInterrupt, CliError):
@@ -132,6 +139,9 @@ def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
 
 
 def _newest(latest: dict[str, Any] | None) -> str:
+    # lazy: imported when the command runs (start-up speed)
+    from service.visible import visible
+
     if latest is None:
         return "-"
     writing = " (being written)" if latest.get("being_written") else ""
@@ -141,6 +151,10 @@ def _newest(latest: dict[str, Any] | None) -> str:
 def render_table(report: ScanReport) -> str:
     """The scan as a table for a terminal: file names (alone, or quoted by a reason) show their
     control characters as escapes, so none can repaint the terminal or add a row."""
+    # lazy: imported when the command runs (start-up speed)
+    from service.units import format_size
+    from service.visible import visible
+
     rows = [("STATUS", "JOB", "NEWEST", "SIZE", "COUNT")]
     for job in report.jobs:
         latest = job.latest_artifact
@@ -161,6 +175,12 @@ def render_table(report: ScanReport) -> str:
 
 
 def run_tokens(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.startup import database_step, upgrade_database, with_session
+    from service.tokens import TokenError
+
     if settings.auto_migrate:
         upgrade_database(settings)
     try:
@@ -172,6 +192,10 @@ def run_tokens(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
 
 
 def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.tokens import create_token
+    from service.visible import quote
+
     token = run_tokens(
         settings, lambda session: create_token(session, args.name, read_only=args.read_only)
     )
@@ -185,6 +209,10 @@ def cmd_tokens_create(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_list(settings: Settings, _args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.tokens import list_tokens
+    from service.visible import visible
+
     tokens = run_tokens(settings, list_tokens)
     if not tokens:
         print("(no tokens: see `backup-monitor tokens create`)")
@@ -199,12 +227,24 @@ def cmd_tokens_list(settings: Settings, _args: argparse.Namespace) -> int:
 
 
 def cmd_tokens_revoke(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.tokens import revoke_token
+    from service.visible import quote
+
     run_tokens(settings, lambda session: revoke_token(session, args.name))
     print(f"token {quote(args.name)} revoked")
     return 0
 
 
 def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.notify.config import ChannelsFileError, load_channels
+    from service.notify.notice import test_notice
+    from service.notify.transports import DeliveryError, deliver
+    from service.visible import quote, visible
+
     if settings.channels_file is None:
         raise CliError("no channels: set CHANNELS_FILE to a channels file")
     try:
@@ -229,6 +269,9 @@ def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service import demo
+
     sandbox = demo.start(settings, Path(args.dir), datetime.now(UTC))
     print(demo.banner(sandbox, args.host, args.port), flush=True)
     return cmd_serve(sandbox.settings, args)
@@ -308,6 +351,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     # `scan` is a Nagios check: when the check itself cannot run, the answer is UNKNOWN (3).
     cannot_run = NAGIOS_CODES["unknown"] if args.command == "scan" else None
+    # lazy: what every command needs, imported once the command line is known (start-up speed)
+    from service.logs import configure_logging
+    from service.settings import SettingsError, load_settings
+    from service.startup import EXIT_USAGE, StartupError
+    from service.visible import visible
+    from service.yamlfile import FileProblems
+
     try:
         settings = load_settings()
     except SettingsError as exc:

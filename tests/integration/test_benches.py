@@ -121,3 +121,18 @@ def test_the_notify_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
     )  # fmt: skip
     assert re.search(r"many jobs: 6 notices .* each exactly once: yes", out), out
     assert re.search(r"one job: 6 notices .* each exactly once: yes; in order: yes", out), out
+
+
+def test_the_cli_benchmark_runs_at_a_tiny_size(base_env, tmp_path):
+    url = f"sqlite+aiosqlite:///{tmp_path / 'bm_bench_cli.db'}"
+    result = json.loads(
+        run_bench("cli.py", base_env, "--runs", "1", "--database-url", url, "--json")
+    )
+    assert [r["name"] for r in result["results"]] == [
+        "python -c pass",
+        "--help",
+        "scan --job bench-small",
+    ]
+    assert all(r["runs"] == 1 for r in result["results"])
+    assert result["targets"]["help_imports_nothing_heavy"] is True
+    assert result["targets"]["scan_at_head_without_alembic"] is True
