@@ -249,3 +249,51 @@ async def test_silences_page_and_a_silenced_job(site, page):
         line = page.locator(".silenced-line")
         await expect(line).to_contain_text("by browser-rw: app server moved to rack 4")
         await shot(page, f"job-silenced-{suffix}")
+
+
+# Words cut in two by a line break: a range over each word of the element's text spans more than
+# one line box.
+SPLIT_WORDS = """elements => elements.flatMap(element => {
+  const split = [];
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+      if (tops.size > 1) split.push(match[0]);
+    }
+  }
+  return split;
+})"""
+
+
+async def test_layout_at_desktop_and_phone_width(site, page):
+    """No header or tag cut mid-word at 1366 px; on a phone, jobs are cards whose file names
+    fit in two lines, and neither the dashboard nor the login page scrolls sideways."""
+    base = site["base"]
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/login")
+        scroll = await page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"the login page scrolls sideways at {width} px ({scroll} px)"
+        await shot(page, f"login-{suffix}")
+    await page.set_viewport_size({"width": 1366, "height": 900})
+    await log_in(page, base, site["reader"])
+    split = await page.locator("#jobs th, #jobs .tag, .badge").evaluate_all(SPLIT_WORDS)
+    assert split == [], f"cut mid-word at 1366 px: {split}"
+    await shot(page, "layout-desktop")
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(base + "/")
+    rows = page.locator("#jobs tbody tr")
+    displays = set(await rows.evaluate_all("rows => rows.map(r => getComputedStyle(r).display)"))
+    assert displays == {"grid"}, f"jobs are not cards on a phone: {displays}"
+    lines = await page.locator("#jobs td.newest").evaluate_all(
+        "cells => cells.map(c => [c.textContent.trim(), Math.round(c.getBoundingClientRect()"
+        ".height / parseFloat(getComputedStyle(c).lineHeight))])"
+    )
+    assert all(count <= 2 for _, count in lines), f"newest files over more than 2 lines: {lines}"
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await shot(page, "layout-phone")
