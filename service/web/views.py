@@ -66,6 +66,7 @@ from service.web.queries import (
     all_tags,
     chart_artifacts,
     flagged_paths,
+    has_size_reason,
     jobs_worst_first,
     recent_sizes,
     status_digest,
@@ -277,6 +278,13 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
     }
 
 
+def size_thresholds(rules: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """The size rules the chart draws as lines: (label, bytes)."""
+    rules = rules or {}
+    return [(label, rules[key]) for key, label in (("min_size", "min"), ("max_size", "max"))
+            if rules.get(key) is not None]  # fmt: skip
+
+
 def held_words(job: Job, now: datetime) -> str | None:
     """The job page's line on a notice held back (None: nothing held)."""
     hold = held_notice(job)
@@ -342,7 +350,7 @@ async def job_page(request: web.Request) -> web.Response:
         runs = await recent_runs(session, job.id, RUNS_SHOWN)
         notices, _ = await notifications_page(session, job.id, limit=NOTICES_SHOWN, before=None)
         flagged = await flagged_paths(session, job.id)
-        if job.status in ("critical", "warning") and job.latest_artifact:
+        if job.latest_artifact and has_size_reason(job.reasons):
             flagged.add(job.latest_artifact["path"])
         points = [
             ChartPoint(a.mtime, a.size, a.path, a.path in flagged)
@@ -357,7 +365,7 @@ async def job_page(request: web.Request) -> web.Response:
         job=job,
         row=job_row(job, [], now),
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
-        chart=size_chart(points),
+        chart=size_chart(points, thresholds=size_thresholds(job.rules)),
         history=history,
         runs=runs,
         notices=notices,

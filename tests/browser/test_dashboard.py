@@ -6,6 +6,8 @@ pages (desktop and phone width) land in tests/artifacts/ for a person to look at
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import re
 from collections.abc import AsyncIterator
@@ -297,3 +299,36 @@ async def test_layout_at_desktop_and_phone_width(site, page):
     assert all(count <= 2 for _, count in lines), f"newest files over more than 2 lines: {lines}"
     assert await page.evaluate("document.documentElement.scrollWidth") <= 390
     await shot(page, "layout-phone")
+
+
+async def test_chart_text_ticks_crosses_and_thresholds(site, page):
+    """The chart's text is readable at both widths, its size ticks are round, only size problems
+    get a cross (not a late job's newest file), and min_size / max_size are drawn."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/uploads-truncated")
+        chart = page.locator("#chart svg.chart")
+        heights = await chart.locator("text.tick").evaluate_all(
+            "texts => texts.map(t => t.getBoundingClientRect().height)"
+        )
+        assert heights and all(10 <= h <= 20 for h in heights), f"tick text at {width}: {heights}"
+        labels = await chart.locator("text.size").evaluate_all("ts => ts.map(t => t.textContent)")
+        values = [float(label.split()[0]) for label in labels]
+        assert values[0] == 0 and len(values) >= 3, labels
+        step = values[1] - values[0]
+        assert all(abs(b - a - step) < 1e-9 for a, b in itertools.pairwise(values)), labels
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        assert round(mantissa, 6) in (1, 2, 5), f"ticks not round: {labels}"
+        await expect(chart.locator("g.flag")).to_have_count(1)  # the truncated upload
+        await expect(chart.locator("g.threshold")).to_contain_text("min 1 MiB")
+        await shot(page, f"chart-{suffix}")
+        await page.goto(base + "/jobs/reports-oversized")
+        await expect(page.locator("#chart g.threshold")).to_contain_text("max 5 MiB")
+        await expect(page.locator("#chart g.flag")).to_have_count(1)
+        await page.goto(base + "/jobs/app-late")
+        await expect(page.locator("#reasons")).to_contain_text("was due by")
+        await expect(page.locator("#chart circle.dot").first).to_be_visible()
+        await expect(page.locator("#chart g.flag")).to_have_count(0)  # late, no size problem
+        await shot(page, f"chart-late-{suffix}")
