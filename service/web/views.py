@@ -25,13 +25,13 @@ import secrets
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 from urllib.parse import quote as quote_url
 
 import jinja2
 import markupsafe
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from service.api.auth import access_for, check_origin, secure, shows_ping_keys
@@ -62,6 +62,7 @@ from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
 from service.visible import quote, visible, visible_lines
 from service.web.charts import ChartPoint, size_chart, sparkline
+from service.web.icons import IconStatus, favicon_ico, status_svg, worst_status
 from service.web.queries import (
     all_tags,
     chart_artifacts,
@@ -322,6 +323,7 @@ async def index(request: web.Request) -> web.Response:
             1 for silence in silences if silence_rules.window_now(silence, now) is not None
         ),
         counts=counts,
+        icon=worst_status(counts),
         total=sum(counts.values()),
         where=where,
         tags=tags,
@@ -363,6 +365,7 @@ async def job_page(request: web.Request) -> web.Response:
         "job.html",
         silenced=silenced,
         job=job,
+        icon=job.status,
         row=job_row(job, [], now),
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
         chart=size_chart(points, thresholds=size_thresholds(job.rules)),
@@ -451,6 +454,37 @@ async def digest(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         value = await status_digest(session)
     return web.json_response({"digest": value}, headers={"Cache-Control": "no-store"})
+
+
+class IconQuery(BaseModel):
+    status: IconStatus = "none"
+
+
+@routes.get("/favicon.svg")
+@_page(
+    "Dashboard: the tab's icon for a status (a shape and a colour)",
+    media_type="image/svg+xml", query=IconQuery, errors=(422,),
+)  # fmt: skip
+async def favicon_svg(request: web.Request) -> web.Response:
+    try:
+        query = IconQuery.model_validate(dict(request.query))
+    except ValidationError:
+        raise ApiError(
+            422, "validation_error", f"status: one of {', '.join(get_args(IconStatus))}"
+        ) from None
+    return web.Response(
+        body=status_svg(query.status), content_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )  # fmt: skip
+
+
+@routes.get("/favicon.ico")
+@_page("Dashboard: an icon for clients that ask /favicon.ico", media_type="image/x-icon")
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(
+        body=favicon_ico(), content_type="image/x-icon",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )  # fmt: skip
 
 
 # --- login ------------------------------------------------------------------------------------

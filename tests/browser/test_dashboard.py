@@ -332,3 +332,50 @@ async def test_chart_text_ticks_crosses_and_thresholds(site, page):
         await expect(page.locator("#chart circle.dot").first).to_be_visible()
         await expect(page.locator("#chart g.flag")).to_have_count(0)  # late, no size problem
         await shot(page, f"chart-late-{suffix}")
+
+
+async def test_tab_title_and_icon_follow_the_status(site, page):
+    """/favicon.ico answers; each page has a status icon; a live refresh updates the tab's
+    title and icon, so a background tab never shows a stale status."""
+    base = site["base"]
+    for path in ("/favicon.ico", "/favicon.svg?status=critical", "/favicon.svg?status=none"):
+        answer = await page.request.get(base + path)
+        assert answer.status == 200, path
+    assert (await page.request.get(base + "/favicon.ico")).headers["content-type"] == "image/x-icon"
+    assert (await page.request.get(base + "/favicon.svg?status=nope")).status == 422
+    await page.goto(base + "/login")
+    icon = page.locator("link[rel=icon]")
+    await expect(icon).to_have_attribute("href", "/favicon.svg?status=none")
+    await log_in(page, base, site["reader"])
+    await expect(icon).to_have_attribute("href", "/favicon.svg?status=critical")
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/vm-images")
+        await expect(page).to_have_title("vm-images: ok · backup-monitor")
+        await expect(icon).to_have_attribute("href", "/favicon.svg?status=ok")
+        async with site["sessionmaker"]() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.name == "vm-images")
+                .values(status="paused", paused=True, status_changed_at=datetime.now(UTC))
+            )
+            await session.commit()
+        await expect(page).to_have_title("vm-images: paused · backup-monitor", timeout=15_000)
+        await expect(icon).to_have_attribute("href", "/favicon.svg?status=paused")
+        await shot(page, f"title-refreshed-{suffix}")
+        async with site["sessionmaker"]() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.name == "vm-images")
+                .values(status="ok", paused=False, status_changed_at=datetime.now(UTC))
+            )
+            await session.commit()
+    # The icons themselves, side by side, for a person to look at.
+    tags = "".join(
+        f'<figure style="display:inline-block"><img src="{base}/favicon.svg?status={name}" '
+        f'width="64"><figcaption>{name}</figcaption></figure>'
+        for name in ("ok", "warning", "critical", "unknown", "pending", "paused", "none")
+    )
+    await page.set_content(f"<body>{tags}</body>")
+    await page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth)")
+    await shot(page, "favicons")
