@@ -75,6 +75,7 @@ from service.web.queries import (
 from service.web.words import (
     as_of,
     describe_cron,
+    describe_deadline,
     describe_declaration,
     describe_held,
     describe_notify,
@@ -271,7 +272,9 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
         "job": job,
         "latest": latest,
         "age": relative_time(mtime, now),
-        "deadline": relative_time(job.next_check_at, now) if job.next_check_at else "—",
+        "deadline": describe_deadline(
+            job.next_check_at, now, bool(latest and latest.get("being_written"))
+        ),
         # The stored reasons are facts at the judgement's time: say which (an age in them is
         # that time's, never now's).
         "as_of": as_of(job.checked_at, now),
@@ -373,6 +376,7 @@ async def job_page(request: web.Request) -> web.Response:
         runs=runs,
         notices=notices,
         notify_words=describe_notify(job.notify, request.app[channels_key].defaults),
+        channels_configured=bool(request.app[channels_key].channels),
         held=held_words(job, now),
         duration=format_duration,
         files=files,

@@ -130,6 +130,21 @@ def relative_time(moment: datetime | None, now: datetime) -> str:
     return f"{text} ago" if seconds > 0 else f"in {text}"
 
 
+def describe_deadline(moment: datetime | None, now: datetime, being_written: bool = False) -> str:
+    """The "next deadline" column: `in 5 h`, `overdue by 47 h`, an em dash for none.
+
+    jobs.next_check_at is the next moment the job must be looked at. While its newest file is
+    being written that is the settle re-check, not the job's deadline: it is said so."""
+    if moment is None:
+        return "—"
+    seconds = (moment - now).total_seconds()
+    if being_written:
+        return f"re-checked {relative_time(moment, now)}: newest file being written"
+    if seconds < -30:
+        return f"overdue by {format_duration(-seconds)}"
+    return relative_time(moment, now)
+
+
 def as_of(moment: datetime | None, now: datetime) -> str:
     """When a stored judgement was made: `12:03 UTC` today, `2026-11-20 12:03 UTC` before.
     A reason's message ("is 83 s old") is true at that time, not at `now`."""

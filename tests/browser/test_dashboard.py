@@ -379,3 +379,31 @@ async def test_tab_title_and_icon_follow_the_status(site, page):
     await page.set_content(f"<body>{tags}</body>")
     await page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth)")
     await shot(page, "favicons")
+
+
+async def test_words_deadlines_channels_zones_and_sizes(site, page):
+    """An overdue job says so; a file being written is not shown as the deadline; with no
+    CHANNELS_FILE a notice says no channel is configured; file times carry their zone; a
+    declared size reads as written."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/")
+        late = page.locator('#jobs tr[data-job="app-late"] td.deadline')
+        await expect(late).to_have_text(re.compile(r"^overdue by \d+ h$"))
+        writing = page.locator('#jobs tr[data-job="erp-dump-writing"] td.deadline')
+        await expect(writing).to_have_text(
+            re.compile(r"^re-checked in \d+ s: newest file being written$")
+        )
+        await shot(page, f"words-dashboard-{suffix}")
+        await page.goto(base + "/jobs/app-late")
+        await expect(page.locator("#reasons")).to_contain_text("next deadline: overdue by")
+        await expect(page.locator("#declaration")).to_contain_text("at least 1 MiB.")
+        await expect(page.locator("#notices")).not_to_contain_text("being routed")
+        await expect(page.locator("#notices tbody tr").first).to_contain_text(
+            "no notification channel is configured (set CHANNELS_FILE)"
+        )
+        times = await page.locator("#files tbody td:nth-child(3)").all_inner_texts()
+        assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", t) for t in times)
+        await shot(page, f"words-job-{suffix}")

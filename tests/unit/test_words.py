@@ -10,6 +10,7 @@ from service.web.words import (
     as_of,
     declared_size,
     describe_cron,
+    describe_deadline,
     describe_declaration,
     describe_notify,
     exact_duration,
@@ -148,3 +149,13 @@ def test_describe_held_says_why_and_when() -> None:
 )
 def test_a_declared_size_reads_as_written(size: int, words: str) -> None:
     assert declared_size(size) == words
+
+
+def test_a_deadline_in_the_past_is_overdue() -> None:
+    assert describe_deadline(NOW - timedelta(hours=47), NOW) == "overdue by 47 h"
+    assert describe_deadline(NOW + timedelta(hours=5), NOW) == "in 5 h"
+    assert describe_deadline(None, NOW) == "—"
+    assert (
+        describe_deadline(NOW + timedelta(seconds=115), NOW, being_written=True)
+        == "re-checked in 115 s: newest file being written"
+    )
