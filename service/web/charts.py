@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 
 from markupsafe import Markup, escape
 
-from service.units import format_size
+from service.units import format_duration, format_size
 from service.visible import visible
 from service.web.words import declared_size
 
@@ -65,14 +65,17 @@ def _time_label(moment: datetime, span: timedelta) -> str:
 
 
 _BINARY = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
+_TIME = (("h", 3600), ("min", 60), ("s", 1))
 
 
-def nice_ticks(top: float, count: int = 5) -> tuple[list[float], str, int]:
+def nice_ticks(
+    top: float, count: int = 5, units: Sequence[tuple[str, int]] = _BINARY
+) -> tuple[list[float], str, int]:
     """Round ticks from 0 covering `top` bytes: at most `count` steps of 1, 2 or 5 times a
     power of ten in one binary unit (0, 2, 4, 6, 8, 10 MiB), never 2.9 / 5.7 / 8.6 MiB.
     Returns the tick values in bytes, the unit's name and its size."""
     top = max(top, 1)
-    name, unit = next((n, u) for n, u in _BINARY if top >= u)
+    name, unit = next(((n, u) for n, u in units if top >= u), units[-1])
     raw = top / unit / count
     power = 10 ** math.floor(math.log10(raw))
     step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
@@ -90,10 +93,19 @@ def _pct(fraction: float) -> str:
     return f"{fraction * 100:.2f}%"
 
 
+def duration_chart(points: Sequence[ChartPoint], height: int = 200) -> Markup:
+    """How long each finished run took (ChartPoint.size in seconds), over time; failed runs are
+    crosses."""
+    if not points:
+        return Markup('<p class="muted">No finished run with a start ping yet.</p>')
+    return size_chart(points, height, kind="duration")
+
+
 def size_chart(
     points: Sequence[ChartPoint],
     height: int = 240,
     thresholds: Sequence[tuple[str, int]] = (),
+    kind: str = "size",
 ) -> Markup:
     """Size over time with labelled axes; artifacts that raised a size reason are crosses.
 
@@ -112,7 +124,11 @@ def size_chart(
     drawn = [(label, size) for label, size in thresholds if size <= 2 * max(largest, 1)]
     far = [(label, size) for label, size in thresholds if (label, size) not in drawn]
     # 5 % headroom: the top label never sits on the newest dot.
-    ticks, unit_name, unit = nice_ticks(1.05 * max([largest, *(size for _, size in drawn)]))
+    ticks, unit_name, unit = nice_ticks(
+        1.05 * max([largest, *(size for _, size in drawn)]),
+        units=_TIME if kind == "duration" else _BINARY,
+    )
+    fmt = format_duration if kind == "duration" else format_size
     y_max = ticks[-1]
 
     def x(moment: datetime) -> str:
@@ -124,9 +140,10 @@ def size_chart(
         return top + plot_h - size / y_max * plot_h
 
     title = (
-        f"Size of the last {len(points)} backup files, from "
-        f"{format_size(min(p.size for p in points))} to {format_size(largest)}"
-    )
+        f"Duration of the last {len(points)} runs, from "
+        if kind == "duration"
+        else f"Size of the last {len(points)} backup files, from "
+    ) + f"{fmt(min(p.size for p in points))} to {fmt(largest)}"
     title += "".join(f"; {label} {declared_size(size)} (above the chart)" for label, size in far)
     parts = [
         Markup(
@@ -151,6 +168,9 @@ def size_chart(
             ).format(y=y(size), ty=y(size) - 3, label=f"{label} {declared_size(size)}")
         )
     moments = _time_ticks(start, end)
+    # Runs a few seconds apart share a label: each label once.
+    labels = [_time_label(moment, span) for moment in moments]
+    moments = [m for i, m in enumerate(moments) if i == 0 or labels[i] != labels[i - 1]]
     for index, moment in enumerate(moments):
         # The end labels stay inside the chart.
         anchor = "start" if index == 0 and len(moments) > 1 else "middle"
@@ -171,16 +191,21 @@ def size_chart(
     for point in points:
         cx, cy = x(point.mtime), y(point.size)
         label = escape(  # the label is a file name: its control and bidi characters escaped
-            visible(f"{point.label}: {format_size(point.size)}, {point.mtime:%Y-%m-%d %H:%M} UTC")
+            visible(f"{point.label}: {fmt(point.size)}, {point.mtime:%Y-%m-%d %H:%M} UTC")
         )
         if point.flagged:
             # A nested svg places the cross at a percentage; its own coordinates stay in px.
             parts.append(
                 Markup(
-                    '<g class="flag"><title>{t} (a size problem)</title>'
+                    '<g class="flag"><title>{t} ({problem})</title>'
                     '<svg x="{x}" y="{y:.1f}" overflow="visible">'
                     '<path d="M-5,-5 L5,5 M-5,5 L5,-5"/></svg></g>'
-                ).format(x=cx, y=cy, t=label)
+                ).format(
+                    x=cx,
+                    y=cy,
+                    t=label,
+                    problem="failed" if kind == "duration" else "a size problem",
+                )
             )
         else:
             parts.append(

@@ -55,13 +55,13 @@ from service.jobs import status_counts as count_statuses
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.notify import silences as silence_rules
-from service.pings import recent_runs
+from service.pings import Run, recent_runs
 from service.settings import Settings
 from service.silences import load_current, silences_page, view_of
 from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
 from service.visible import quote, visible, visible_lines
-from service.web.charts import ChartPoint, size_chart, sparkline
+from service.web.charts import ChartPoint, duration_chart, size_chart, sparkline
 from service.web.icons import IconStatus, favicon_ico, status_svg, worst_status
 from service.web.queries import (
     all_tags,
@@ -289,6 +289,24 @@ def size_thresholds(rules: dict[str, Any] | None) -> list[tuple[str, int]]:
             if rules.get(key) is not None]  # fmt: skip
 
 
+def run_points(runs: Sequence[Run]) -> list[ChartPoint]:
+    """Finished runs with a duration, oldest first, for the duration chart (failures crossed)."""
+    return sorted(
+        (
+            ChartPoint(run.finished_at, int(run.duration), run.outcome, run.outcome == "fail")
+            for run in runs
+            if run.finished_at is not None and run.duration is not None
+        ),
+        key=lambda point: point.mtime,
+    )
+
+
+def last_ping(runs: Sequence[Run]) -> datetime | None:
+    """The newest ping among the runs shown (a start, a finish or a log)."""
+    moments = [m for run in runs for m in (run.started_at, run.finished_at) if m is not None]
+    return max(moments, default=None)
+
+
 def held_words(job: Job, now: datetime) -> str | None:
     """The job page's line on a notice held back (None: nothing held)."""
     hold = held_notice(job)
@@ -371,7 +389,10 @@ async def job_page(request: web.Request) -> web.Response:
         icon=job.status,
         row=job_row(job, [], now),
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
-        chart=size_chart(points, thresholds=size_thresholds(job.rules)),
+        chart=size_chart(points, thresholds=size_thresholds(job.rules))
+        if job.source is not None
+        else duration_chart(run_points(runs)),
+        last_ping=last_ping(runs),
         history=history,
         runs=runs,
         notices=notices,

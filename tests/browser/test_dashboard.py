@@ -407,3 +407,45 @@ async def test_words_deadlines_channels_zones_and_sizes(site, page):
         times = await page.locator("#files tbody td:nth-child(3)").all_inner_texts()
         assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", t) for t in times)
         await shot(page, f"words-job-{suffix}")
+
+
+async def test_a_heartbeat_job_page(site, page):
+    """A job without a source: its last ping, its runs with durations and a duration chart, its
+    ping URL even once runs exist, logs with their line breaks; no Scan button, no Files."""
+    base = site["base"]
+    declared = parse_declarations(
+        {"jobs": [{"name": "cron-sync", "schedule": {"every": "1h"}, "grace": "10m"}]}, "test"
+    )
+    async with site["sessionmaker"]() as session:
+        await apply_jobs(session, declared.jobs)
+    await log_in(page, base, site["writer"])
+    await page.goto(base + "/jobs/cron-sync")
+    key = await page.locator("#ping-url code").first.text_content()
+    assert key and key.startswith("/ping/")
+    for body in ("first run", "rsync: 12 files\nsent 3.1 MB\ndone"):
+        assert (await page.request.post(base + key + "/start")).status == 200
+        assert (await page.request.post(base + key, data=body)).status == 200
+    assert (await page.request.post(base + key + "/start")).status == 200
+    assert (await page.request.post(base + key + "/fail", data="disk full")).status == 200
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/cron-sync")
+        await expect(page.locator("#last-ping")).to_contain_text("Last ping: just now")
+        await expect(page.locator("#ping-url code").first).to_have_text(key)
+        await expect(page.locator('#runs tr[data-outcome="success"]')).to_have_count(2)
+        await expect(page.locator('#runs tr[data-outcome="fail"] td.num')).to_have_text(
+            re.compile(r"^\d+ s$")
+        )
+        log = page.locator("#runs pre.run-log", has_text="rsync")
+        assert await log.inner_text() == "rsync: 12 files\nsent 3.1 MB\ndone"
+        box = await log.bounding_box()
+        assert box and box["height"] > 40, "the log's three lines are shown as lines"
+        chart = page.locator("#chart svg.chart")
+        await expect(chart.locator("circle.dot")).to_have_count(2)
+        await expect(chart.locator("g.flag")).to_have_count(1)  # the failed run
+        await expect(page.locator("#chart h2")).to_have_text("Run durations")
+        await expect(page.get_by_role("button", name="Scan now")).to_have_count(0)
+        await expect(page.get_by_role("button", name="Pause")).to_be_visible()
+        await expect(page.locator("#files")).to_have_count(0)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        await shot(page, f"heartbeat-{suffix}")
