@@ -449,3 +449,50 @@ async def test_a_heartbeat_job_page(site, page):
         await expect(page.locator("#files")).to_have_count(0)
         assert await page.evaluate("document.documentElement.scrollWidth") <= width
         await shot(page, f"heartbeat-{suffix}")
+
+
+LUMINANCE = """element => {
+  const [r, g, b] = getComputedStyle(element)[arguments_property].match(/\\d+/g).map(Number);
+  return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+}"""
+
+
+async def luminance(page: Page, selector: str, prop: str) -> float:
+    script = LUMINANCE.replace("arguments_property", repr(prop))
+    return float(await page.locator(selector).first.evaluate(script))
+
+
+async def test_dark_mode_focus_and_status_words(site, page):
+    """The pages follow prefers-color-scheme; keyboard focus is visible; statuses keep their
+    symbol and word beside their colour."""
+    base = site["base"]
+    await page.emulate_media(color_scheme="dark")
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/")
+        assert await luminance(page, "body", "backgroundColor") < 0.2
+        assert await luminance(page, "body", "color") > 0.8
+        assert await luminance(page, "#jobs tbody tr", "backgroundColor") < 0.2
+        badges = await page.locator("#jobs .badge").all_inner_texts()
+        assert all(re.fullmatch(r"[✔▲✖?…‖] [a-z]+", badge) for badge in badges), badges
+        await shot(page, f"dark-dashboard-{suffix}")
+        await page.goto(base + "/jobs/crm-shrinking")
+        assert await luminance(page, "section.card", "backgroundColor") < 0.2
+        await shot(page, f"dark-job-{suffix}")
+    await page.emulate_media(color_scheme="light")
+    await page.goto(base + "/")
+    assert await luminance(page, "body", "backgroundColor") > 0.8
+    # Tab to the first count link: its focus ring is drawn.
+    for _ in range(20):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate("document.activeElement.closest('.counts') !== null")
+        if focused:
+            break
+    assert focused, "Tab never reached the status counts"
+    style = await page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, parseFloat(s.outlineWidth)]; })()"
+    )
+    assert style[0] != "none" and style[1] >= 2, style
+    await shot(page, "focus-phone")
