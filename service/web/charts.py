@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -64,6 +64,30 @@ def _time_label(moment: datetime, span: timedelta) -> str:
     return moment.strftime("%Y-%m")
 
 
+MAX_MISSING = 60  # slots marked on one chart: beyond that the chart says how many more
+
+
+def missing_slots(
+    deadline_after: Callable[[datetime], datetime],
+    grace: timedelta,
+    mtimes: Sequence[datetime],
+    now: datetime,
+) -> list[datetime]:
+    """The moments a backup was expected and none came: after each file (oldest first), every
+    slot whose deadline (`deadline_after(file)`, grace included) passed before the next file
+    came, or before `now` after the newest. The job's own deadline rule decides, so this agrees
+    with `late`. At most MAX_MISSING (the oldest ones dropped)."""
+    slots: list[datetime] = []
+    for index, moment in enumerate(mtimes):
+        until = mtimes[index + 1] if index + 1 < len(mtimes) else now
+        deadline = deadline_after(moment)
+        while deadline < until and len(slots) < 10 * MAX_MISSING:
+            expected = deadline - grace
+            slots.append(expected)
+            deadline = deadline_after(expected)
+    return slots[-MAX_MISSING:]
+
+
 _BINARY = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
 _TIME = (("h", 3600), ("min", 60), ("s", 1))
 
@@ -106,6 +130,7 @@ def size_chart(
     height: int = 240,
     thresholds: Sequence[tuple[str, int]] = (),
     kind: str = "size",
+    missing: Sequence[datetime] = (),
 ) -> Markup:
     """Size over time with labelled axes; artifacts that raised a size reason are crosses.
 
@@ -118,7 +143,7 @@ def size_chart(
         return Markup('<p class="muted">No backup file seen yet.</p>')
     top, bottom, inset = 18, 26, 0.02
     plot_h = height - top - bottom
-    start, end = points[0].mtime, points[-1].mtime
+    start, end = points[0].mtime, max([points[-1].mtime, *missing])
     span = end - start
     largest = max(point.size for point in points)
     drawn = [(label, size) for label, size in thresholds if size <= 2 * max(largest, 1)]
@@ -179,6 +204,14 @@ def size_chart(
             Markup('<text class="tick" x="{x}" y="{y}" text-anchor="{a}">{label}</text>').format(
                 x=x(moment), y=height - 8, a=anchor, label=_time_label(moment, span)
             )
+        )
+    for moment in missing:
+        # A hollow triangle on the axis: a backup was due then and never came.
+        parts.append(
+            Markup(
+                '<g class="missing"><title>a backup expected about {t} UTC never came</title>'
+                '<svg x="{x}" y="{y}" overflow="visible"><path d="M-5,-9 L5,-9 L0,-1 Z"/></svg></g>'
+            ).format(t=f"{moment:%Y-%m-%d %H:%M}", x=x(moment), y=top + plot_h)
         )
     parts.append(Markup('<g class="line">'))
     for before, after in itertools.pairwise(points):

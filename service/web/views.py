@@ -23,7 +23,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast, get_args
 from urllib.parse import quote as quote_url
@@ -52,16 +52,24 @@ from service.jobs import (
     possible_ref,
 )
 from service.jobs import status_counts as count_statuses
+from service.jobspec import Schedule
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.notify import silences as silence_rules
 from service.pings import Run, recent_runs
+from service.scanner.rules import next_deadline
 from service.settings import Settings
 from service.silences import load_current, silences_page, view_of
 from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
 from service.visible import quote, visible, visible_lines
-from service.web.charts import ChartPoint, duration_chart, size_chart, sparkline
+from service.web.charts import (
+    ChartPoint,
+    duration_chart,
+    missing_slots,
+    size_chart,
+    sparkline,
+)
 from service.web.icons import IconStatus, favicon_ico, status_svg, worst_status
 from service.web.queries import (
     all_tags,
@@ -282,6 +290,20 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
     }
 
 
+def expected_missing(job: Job, points: Sequence[ChartPoint], now: datetime) -> list[datetime]:
+    """The chart's missing slots, by the job's own deadline rule (none while it is paused)."""
+    if job.paused or not points:
+        return []
+    schedule = Schedule.model_validate(job.schedule)
+    present = [point.mtime for point in points if point.mtime <= now]
+    return missing_slots(
+        lambda after: next_deadline(schedule, job.grace, after),
+        timedelta(seconds=job.grace),
+        present,
+        now,
+    )
+
+
 def size_thresholds(rules: dict[str, Any] | None) -> list[tuple[str, int]]:
     """The size rules the chart draws as lines: (label, bytes)."""
     rules = rules or {}
@@ -389,7 +411,11 @@ async def job_page(request: web.Request) -> web.Response:
         icon=job.status,
         row=job_row(job, [], now),
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
-        chart=size_chart(points, thresholds=size_thresholds(job.rules))
+        chart=size_chart(
+            points,
+            thresholds=size_thresholds(job.rules),
+            missing=expected_missing(job, points, now),
+        )
         if job.source is not None
         else duration_chart(run_points(runs)),
         last_ping=last_ping(runs),

@@ -496,3 +496,20 @@ async def test_dark_mode_focus_and_status_words(site, page):
     )
     assert style[0] != "none" and style[1] >= 2, style
     await shot(page, "focus-phone")
+
+
+async def test_the_chart_marks_backups_that_never_came(site, page):
+    """app-late's newest file is 3 days old: the two nightly slots since (their deadlines
+    passed) are marked on the time axis; a healthy job has none."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/app-late")
+        missing = page.locator("#chart g.missing")
+        await expect(missing).to_have_count(2)
+        await expect(missing.first.locator("title")).to_contain_text("never came")
+        await shot(page, f"chart-missing-{suffix}")
+        await page.goto(base + "/jobs/db-nightly")
+        await expect(page.locator("#chart circle.dot").first).to_be_visible()
+        await expect(page.locator("#chart g.missing")).to_have_count(0)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
+
 import pytest
 
-from service.web.charts import nice_ticks
+from service.web.charts import missing_slots, nice_ticks
 
 MiB = 1024 * 1024
 
@@ -25,3 +27,24 @@ def test_nice_ticks_are_round_and_cover_the_top(top: float, labels: list[float],
     assert name == unit
     assert [tick / size for tick in ticks] == labels
     assert ticks[-1] >= top
+
+
+def test_missing_slots_follow_the_deadline_rule() -> None:
+    day, grace = timedelta(days=1), timedelta(hours=1)
+    start = datetime(2026, 11, 20, 2, 0, tzinfo=UTC)
+
+    def deadline_after(moment: datetime) -> datetime:
+        return moment + day + grace
+
+    # Files on the 20th, 21st and 24th; now the 26th at 02:30: the 22nd and 23rd never came,
+    # the 25th's deadline passed, the 26th's (03:00) has not.
+    files = [start, start + day, start + 4 * day]
+    now = start + 6 * day + timedelta(minutes=30)
+    assert missing_slots(deadline_after, grace, files, now) == [
+        start + 2 * day, start + 3 * day, start + 5 * day,
+    ]  # fmt: skip
+    # A file a little late (inside its grace) leaves no gap.
+    assert missing_slots(deadline_after, grace, [start, start + day + grace / 2], now) == [
+        start + 2 * day + grace / 2, start + 3 * day + grace / 2, start + 4 * day + grace / 2,
+        start + 5 * day + grace / 2,
+    ]  # fmt: skip
