@@ -6,14 +6,17 @@ Pure functions from numbers to markup: no script, no external asset, readable wi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import itertools
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from markupsafe import Markup, escape
 
-from service.units import format_size
+from service.units import format_duration, format_size
 from service.visible import visible
+from service.web.words import declared_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,86 +64,187 @@ def _time_label(moment: datetime, span: timedelta) -> str:
     return moment.strftime("%Y-%m")
 
 
-def size_chart(points: Sequence[ChartPoint], width: int = 720, height: int = 240) -> Markup:
-    """Size over time with labelled axes; flagged artifacts are marked with a cross."""
+MAX_MISSING = 60  # slots marked on one chart: beyond that the chart says how many more
+
+
+def missing_slots(
+    deadline_after: Callable[[datetime], datetime],
+    grace: timedelta,
+    mtimes: Sequence[datetime],
+    now: datetime,
+) -> list[datetime]:
+    """The moments a backup was expected and none came: after each file (oldest first), every
+    slot whose deadline (`deadline_after(file)`, grace included) passed before the next file
+    came, or before `now` after the newest. The job's own deadline rule decides, so this agrees
+    with `late`. At most MAX_MISSING (the oldest ones dropped)."""
+    slots: list[datetime] = []
+    for index, moment in enumerate(mtimes):
+        until = mtimes[index + 1] if index + 1 < len(mtimes) else now
+        deadline = deadline_after(moment)
+        while deadline < until and len(slots) < 10 * MAX_MISSING:
+            expected = deadline - grace
+            slots.append(expected)
+            deadline = deadline_after(expected)
+    return slots[-MAX_MISSING:]
+
+
+_BINARY = (("TiB", 1024**4), ("GiB", 1024**3), ("MiB", 1024**2), ("KiB", 1024), ("B", 1))
+_TIME = (("h", 3600), ("min", 60), ("s", 1))
+
+
+def nice_ticks(
+    top: float, count: int = 5, units: Sequence[tuple[str, int]] = _BINARY
+) -> tuple[list[float], str, int]:
+    """Round ticks from 0 covering `top` bytes: at most `count` steps of 1, 2 or 5 times a
+    power of ten in one binary unit (0, 2, 4, 6, 8, 10 MiB), never 2.9 / 5.7 / 8.6 MiB.
+    Returns the tick values in bytes, the unit's name and its size."""
+    top = max(top, 1)
+    name, unit = next(((n, u) for n, u in units if top >= u), units[-1])
+    raw = top / unit / count
+    power = 10 ** math.floor(math.log10(raw))
+    step = next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
+    if unit == 1:
+        step = max(1, math.ceil(step))
+    steps = math.ceil(top / unit / step - 1e-9)
+    return [index * step * unit for index in range(steps + 1)], name, unit
+
+
+def _tick_label(value: float, name: str, unit: int) -> str:
+    return f"{round(value / unit, 3):g} {name}"
+
+
+def _pct(fraction: float) -> str:
+    return f"{fraction * 100:.2f}%"
+
+
+def duration_chart(points: Sequence[ChartPoint], height: int = 200) -> Markup:
+    """How long each finished run took (ChartPoint.size in seconds), over time; failed runs are
+    crosses."""
+    if not points:
+        return Markup('<p class="muted">No finished run with a start ping yet.</p>')
+    return size_chart(points, height, kind="duration")
+
+
+def size_chart(
+    points: Sequence[ChartPoint],
+    height: int = 240,
+    thresholds: Sequence[tuple[str, int]] = (),
+    kind: str = "size",
+    missing: Sequence[datetime] = (),
+) -> Markup:
+    """Size over time with labelled axes; artifacts that raised a size reason are crosses.
+
+    The chart is as wide as its box and `height` px tall with no viewBox: horizontal positions are
+    percentages, so the text keeps the size the stylesheet gives it (never 5 px on a phone or
+    19 px on a desktop). `thresholds` ((label, bytes): the job's min_size, max_size) are dashed
+    lines; one far above the files (over twice the largest) is named in the title instead, so it
+    does not flatten the files into the axis."""
     if not points:
         return Markup('<p class="muted">No backup file seen yet.</p>')
-    left, right, top, bottom = 70, 12, 10, 30
-    plot_w, plot_h = width - left - right, height - top - bottom
-    start, end = points[0].mtime, points[-1].mtime
+    top, bottom, inset = 18, 26, 0.02
+    plot_h = height - top - bottom
+    start, end = points[0].mtime, max([points[-1].mtime, *missing])
     span = end - start
-    largest = max(point.size for point in points) or 1
-    y_max = largest * 1.1
+    largest = max(point.size for point in points)
+    drawn = [(label, size) for label, size in thresholds if size <= 2 * max(largest, 1)]
+    far = [(label, size) for label, size in thresholds if (label, size) not in drawn]
+    # 5 % headroom: the top label never sits on the newest dot.
+    ticks, unit_name, unit = nice_ticks(
+        1.05 * max([largest, *(size for _, size in drawn)]),
+        units=_TIME if kind == "duration" else _BINARY,
+    )
+    fmt = format_duration if kind == "duration" else format_size
+    y_max = ticks[-1]
 
-    def x(moment: datetime) -> float:
+    def x(moment: datetime) -> str:
         if span.total_seconds() <= 0:
-            return left + plot_w / 2
-        return left + (moment - start) / span * plot_w
+            return _pct(0.5)
+        return _pct(inset + (moment - start) / span * (1 - 2 * inset))
 
     def y(size: float) -> float:
         return top + plot_h - size / y_max * plot_h
 
+    title = (
+        f"Duration of the last {len(points)} runs, from "
+        if kind == "duration"
+        else f"Size of the last {len(points)} backup files, from "
+    ) + f"{fmt(min(p.size for p in points))} to {fmt(largest)}"
+    title += "".join(f"; {label} {declared_size(size)} (above the chart)" for label, size in far)
     parts = [
         Markup(
-            '<svg class="chart" viewBox="0 0 {w} {h}" width="100%" role="img" '
-            'aria-labelledby="chart-title"><title id="chart-title">{title}</title>'
-        ).format(
-            w=width,
-            h=height,
-            title=f"Size of the last {len(points)} backup files, from "
-            f"{format_size(min(p.size for p in points))} to {format_size(largest)}",
-        ),
-        Markup(
-            '<line class="axis" x1="{l}" y1="{b}" x2="{r}" y2="{b}"/>'
-            '<line class="axis" x1="{l}" y1="{t}" x2="{l}" y2="{b}"/>'
-        ).format(l=left, r=width - right, t=top, b=top + plot_h),
+            '<svg class="chart" width="100%" height="{h}" role="img" aria-labelledby="chart-title">'
+            '<title id="chart-title">{title}</title>'
+        ).format(h=height, title=title),
+        Markup('<line class="axis" x1="0" y1="{b}" x2="100%" y2="{b}"/>').format(b=top + plot_h),
     ]
-    for index in range(5):
-        value = y_max * index / 4
+    for value in ticks:
+        # The size sits above its grid line at the left edge: no margin to guess a width for.
         parts.append(
             Markup(
-                '<line class="grid" x1="{l}" y1="{y:.1f}" x2="{r}" y2="{y:.1f}"/>'
-                '<text class="tick" x="{tx}" y="{ty:.1f}" text-anchor="end">{label}</text>'
-            ).format(
-                l=left,
-                r=width - right,
-                y=y(value),
-                tx=left - 6,
-                ty=y(value) + 4,
-                label=format_size(value),
+                '<line class="grid" x1="0" y1="{y:.1f}" x2="100%" y2="{y:.1f}"/>'
+                '<text class="tick size" x="0" y="{ty:.1f}">{label}</text>'
+            ).format(y=y(value), ty=y(value) - 3, label=_tick_label(value, unit_name, unit))
+        )
+    for label, size in drawn:
+        parts.append(
+            Markup(
+                '<g class="threshold"><line x1="0" y1="{y:.1f}" x2="100%" y2="{y:.1f}"/>'
+                '<text class="tick" x="100%" y="{ty:.1f}" text-anchor="end">{label}</text></g>'
+            ).format(y=y(size), ty=y(size) - 3, label=f"{label} {declared_size(size)}")
+        )
+    moments = _time_ticks(start, end)
+    # Runs a few seconds apart share a label: each label once.
+    labels = [_time_label(moment, span) for moment in moments]
+    moments = [m for i, m in enumerate(moments) if i == 0 or labels[i] != labels[i - 1]]
+    for index, moment in enumerate(moments):
+        # The end labels stay inside the chart.
+        anchor = "start" if index == 0 and len(moments) > 1 else "middle"
+        anchor = "end" if index == len(moments) - 1 and len(moments) > 1 else anchor
+        parts.append(
+            Markup('<text class="tick" x="{x}" y="{y}" text-anchor="{a}">{label}</text>').format(
+                x=x(moment), y=height - 8, a=anchor, label=_time_label(moment, span)
             )
         )
-    ticks = _time_ticks(start, end)
-    for index, moment in enumerate(ticks):
-        # The end labels stay inside the chart.
-        anchor = "start" if index == 0 and len(ticks) > 1 else "middle"
-        anchor = "end" if index == len(ticks) - 1 and len(ticks) > 1 else anchor
+    for moment in missing:
+        # A hollow triangle on the axis: a backup was due then and never came.
         parts.append(
             Markup(
-                '<text class="tick" x="{x:.1f}" y="{y}" text-anchor="{a}">{label}</text>'
-            ).format(x=x(moment), y=height - 8, a=anchor, label=_time_label(moment, span))
+                '<g class="missing"><title>a backup expected about {t} UTC never came</title>'
+                '<svg x="{x}" y="{y}" overflow="visible"><path d="M-5,-9 L5,-9 L0,-1 Z"/></svg></g>'
+            ).format(t=f"{moment:%Y-%m-%d %H:%M}", x=x(moment), y=top + plot_h)
         )
-    line = " ".join(f"{x(p.mtime):.1f},{y(p.size):.1f}" for p in points)
-    parts.append(Markup('<polyline class="line" points="{}"/>').format(line))
+    parts.append(Markup('<g class="line">'))
+    for before, after in itertools.pairwise(points):
+        parts.append(
+            Markup('<line x1="{}" y1="{:.1f}" x2="{}" y2="{:.1f}"/>').format(
+                x(before.mtime), y(before.size), x(after.mtime), y(after.size)
+            )
+        )
+    parts.append(Markup("</g>"))
     for point in points:
         cx, cy = x(point.mtime), y(point.size)
-        title = escape(  # the label is a file name: its control and bidi characters escaped
-            visible(f"{point.label}: {format_size(point.size)}, {point.mtime:%Y-%m-%d %H:%M} UTC")
+        label = escape(  # the label is a file name: its control and bidi characters escaped
+            visible(f"{point.label}: {fmt(point.size)}, {point.mtime:%Y-%m-%d %H:%M} UTC")
         )
         if point.flagged:
+            # A nested svg places the cross at a percentage; its own coordinates stay in px.
             parts.append(
                 Markup(
-                    '<g class="flag"><title>{t} (raised a reason)</title>'
-                    '<path d="M{a:.1f},{b:.1f} L{c:.1f},{d:.1f} '
-                    'M{a:.1f},{d:.1f} L{c:.1f},{b:.1f}"/>'
-                    "</g>"
-                ).format(t=title, a=cx - 5, b=cy - 5, c=cx + 5, d=cy + 5)
+                    '<g class="flag"><title>{t} ({problem})</title>'
+                    '<svg x="{x}" y="{y:.1f}" overflow="visible">'
+                    '<path d="M-5,-5 L5,5 M-5,5 L5,-5"/></svg></g>'
+                ).format(
+                    x=cx,
+                    y=cy,
+                    t=label,
+                    problem="failed" if kind == "duration" else "a size problem",
+                )
             )
         else:
             parts.append(
                 Markup(
-                    '<circle class="dot" cx="{:.1f}" cy="{:.1f}" r="3"><title>{}</title></circle>'
-                ).format(cx, cy, title)
+                    '<circle class="dot" cx="{}" cy="{:.1f}" r="3"><title>{}</title></circle>'
+                ).format(cx, cy, label)
             )
     parts.append(Markup("</svg>"))
     return Markup("").join(parts)

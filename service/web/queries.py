@@ -86,14 +86,27 @@ async def chart_artifacts(session: AsyncSession, job_id: int) -> list[Artifact]:
     return list(rows)[::-1]
 
 
+# The reasons about a file's size: only these mark a file on the size chart (a late job's newest
+# file is not the problem, the file that never came is).
+SIZE_CODES = frozenset({"too_small", "too_large", "size_drop"})
+
+
+def has_size_reason(reasons: Sequence[dict[str, Any]] | None) -> bool:
+    return any(reason.get("code") in SIZE_CODES for reason in reasons or ())
+
+
 async def flagged_paths(session: AsyncSession, job_id: int) -> set[str]:
-    """Paths of artifacts that were the newest when the job was judged with reasons."""
-    rows = await session.scalars(
-        select(JobCheck.latest_artifact).where(
+    """Paths of artifacts that were the newest when the job was judged with a size reason."""
+    rows = await session.execute(
+        select(JobCheck.latest_artifact, JobCheck.reasons).where(
             JobCheck.job_id == job_id, JobCheck.status.in_(("critical", "warning"))
         )
     )
-    return {row["path"] for row in rows if row and row.get("path")}
+    return {
+        latest["path"]
+        for latest, reasons in rows
+        if latest and latest.get("path") and has_size_reason(reasons)
+    }
 
 
 async def status_digest(session: AsyncSession) -> str:

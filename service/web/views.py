@@ -23,15 +23,15 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, get_args
 from urllib.parse import quote as quote_url
 
 import jinja2
 import markupsafe
 from aiohttp import web
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from yarl import URL
 
 from service.api.auth import access_for, check_origin, secure, shows_ping_keys
@@ -52,20 +52,30 @@ from service.jobs import (
     possible_ref,
 )
 from service.jobs import status_counts as count_statuses
+from service.jobspec import Schedule
 from service.keys import channels_key, sessionmaker_key, settings_key
 from service.models import Job
 from service.notify import silences as silence_rules
-from service.pings import recent_runs
+from service.pings import Run, recent_runs
+from service.scanner.rules import next_deadline
 from service.settings import Settings
 from service.silences import load_current, silences_page, view_of
 from service.tokens import Access, same_secret, token_hashes
 from service.units import format_duration, format_size
 from service.visible import quote, visible, visible_lines
-from service.web.charts import ChartPoint, size_chart, sparkline
+from service.web.charts import (
+    ChartPoint,
+    duration_chart,
+    missing_slots,
+    size_chart,
+    sparkline,
+)
+from service.web.icons import IconStatus, favicon_ico, status_svg, worst_status
 from service.web.queries import (
     all_tags,
     chart_artifacts,
     flagged_paths,
+    has_size_reason,
     jobs_worst_first,
     recent_sizes,
     status_digest,
@@ -73,6 +83,7 @@ from service.web.queries import (
 from service.web.words import (
     as_of,
     describe_cron,
+    describe_deadline,
     describe_declaration,
     describe_held,
     describe_notify,
@@ -269,12 +280,53 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
         "job": job,
         "latest": latest,
         "age": relative_time(mtime, now),
-        "deadline": relative_time(job.next_check_at, now) if job.next_check_at else "—",
+        "deadline": describe_deadline(
+            job.next_check_at, now, bool(latest and latest.get("being_written"))
+        ),
         # The stored reasons are facts at the judgement's time: say which (an age in them is
         # that time's, never now's).
         "as_of": as_of(job.checked_at, now),
         "spark": sparkline(sizes),
     }
+
+
+def expected_missing(job: Job, points: Sequence[ChartPoint], now: datetime) -> list[datetime]:
+    """The chart's missing slots, by the job's own deadline rule (none while it is paused)."""
+    if job.paused or not points:
+        return []
+    schedule = Schedule.model_validate(job.schedule)
+    present = [point.mtime for point in points if point.mtime <= now]
+    return missing_slots(
+        lambda after: next_deadline(schedule, job.grace, after),
+        timedelta(seconds=job.grace),
+        present,
+        now,
+    )
+
+
+def size_thresholds(rules: dict[str, Any] | None) -> list[tuple[str, int]]:
+    """The size rules the chart draws as lines: (label, bytes)."""
+    rules = rules or {}
+    return [(label, rules[key]) for key, label in (("min_size", "min"), ("max_size", "max"))
+            if rules.get(key) is not None]  # fmt: skip
+
+
+def run_points(runs: Sequence[Run]) -> list[ChartPoint]:
+    """Finished runs with a duration, oldest first, for the duration chart (failures crossed)."""
+    return sorted(
+        (
+            ChartPoint(run.finished_at, int(run.duration), run.outcome, run.outcome == "fail")
+            for run in runs
+            if run.finished_at is not None and run.duration is not None
+        ),
+        key=lambda point: point.mtime,
+    )
+
+
+def last_ping(runs: Sequence[Run]) -> datetime | None:
+    """The newest ping among the runs shown (a start, a finish or a log)."""
+    moments = [m for run in runs for m in (run.started_at, run.finished_at) if m is not None]
+    return max(moments, default=None)
 
 
 def held_words(job: Job, now: datetime) -> str | None:
@@ -314,6 +366,7 @@ async def index(request: web.Request) -> web.Response:
             1 for silence in silences if silence_rules.window_now(silence, now) is not None
         ),
         counts=counts,
+        icon=worst_status(counts),
         total=sum(counts.values()),
         where=where,
         tags=tags,
@@ -342,7 +395,7 @@ async def job_page(request: web.Request) -> web.Response:
         runs = await recent_runs(session, job.id, RUNS_SHOWN)
         notices, _ = await notifications_page(session, job.id, limit=NOTICES_SHOWN, before=None)
         flagged = await flagged_paths(session, job.id)
-        if job.status in ("critical", "warning") and job.latest_artifact:
+        if job.latest_artifact and has_size_reason(job.reasons):
             flagged.add(job.latest_artifact["path"])
         points = [
             ChartPoint(a.mtime, a.size, a.path, a.path in flagged)
@@ -355,13 +408,22 @@ async def job_page(request: web.Request) -> web.Response:
         "job.html",
         silenced=silenced,
         job=job,
+        icon=job.status,
         row=job_row(job, [], now),
         words=describe_declaration(job.source, job.schedule, job.grace, job.rules),
-        chart=size_chart(points),
+        chart=size_chart(
+            points,
+            thresholds=size_thresholds(job.rules),
+            missing=expected_missing(job, points, now),
+        )
+        if job.source is not None
+        else duration_chart(run_points(runs)),
+        last_ping=last_ping(runs),
         history=history,
         runs=runs,
         notices=notices,
         notify_words=describe_notify(job.notify, request.app[channels_key].defaults),
+        channels_configured=bool(request.app[channels_key].channels),
         held=held_words(job, now),
         duration=format_duration,
         files=files,
@@ -443,6 +505,37 @@ async def digest(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         value = await status_digest(session)
     return web.json_response({"digest": value}, headers={"Cache-Control": "no-store"})
+
+
+class IconQuery(BaseModel):
+    status: IconStatus = "none"
+
+
+@routes.get("/favicon.svg")
+@_page(
+    "Dashboard: the tab's icon for a status (a shape and a colour)",
+    media_type="image/svg+xml", query=IconQuery, errors=(422,),
+)  # fmt: skip
+async def favicon_svg(request: web.Request) -> web.Response:
+    try:
+        query = IconQuery.model_validate(dict(request.query))
+    except ValidationError:
+        raise ApiError(
+            422, "validation_error", f"status: one of {', '.join(get_args(IconStatus))}"
+        ) from None
+    return web.Response(
+        body=status_svg(query.status), content_type="image/svg+xml",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )  # fmt: skip
+
+
+@routes.get("/favicon.ico")
+@_page("Dashboard: an icon for clients that ask /favicon.ico", media_type="image/x-icon")
+async def favicon(request: web.Request) -> web.Response:
+    return web.Response(
+        body=favicon_ico(), content_type="image/x-icon",
+        headers={"Cache-Control": "public, max-age=86400"},
+    )  # fmt: skip
 
 
 # --- login ------------------------------------------------------------------------------------

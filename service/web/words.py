@@ -9,7 +9,7 @@ from typing import Any
 from cron_descriptor import ExpressionDescriptor, Options
 
 from service.notify.events import Hold, NoticeRule
-from service.units import format_duration, format_size
+from service.units import format_duration
 
 _CRON_WORDS = Options()
 _CRON_WORDS.use_24hour_time_format = True
@@ -49,6 +49,33 @@ def describe_schedule(schedule: dict[str, Any]) -> str:
     return f"{describe_cron(schedule['cron'])} {zone}"
 
 
+_SIZE_UNITS = (
+    ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3),
+    ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10),
+)  # fmt: skip
+
+
+def declared_size(size: int) -> str:
+    """A declared size in the unit the operator most likely wrote, exactly: `1 GB` for 10^9
+    bytes, `1 GiB` for 2^30, `1.5 MB`, `512 B`. Only bytes are stored, so the unit is the one
+    that writes the number exactly in the fewest characters (at most 3 decimals); bytes else."""
+    best = f"{size} B"
+    for name, unit in _SIZE_UNITS:
+        thousandths, rest = divmod(size * 1000, unit)
+        if size < unit or rest:
+            continue
+        text = _decimal(thousandths)
+        candidate = f"{text} {name}"
+        if len(candidate) < len(best):
+            best = candidate
+    return best
+
+
+def _decimal(thousandths: int) -> str:
+    whole, part = divmod(thousandths, 1000)
+    return f"{whole}.{part:03d}".rstrip("0").rstrip(".") if part else str(whole)
+
+
 def describe_declaration(
     source: dict[str, Any] | None, schedule: dict[str, Any], grace: int, rules: dict[str, Any]
 ) -> str:
@@ -62,9 +89,9 @@ def describe_declaration(
         what = f"a new {'file' if pattern == '*' else pattern} in {where}"
     parts = [f"{what} {describe_schedule(schedule)}", f"{exact_duration(grace)} grace"]
     if rules.get("min_size") is not None:
-        parts.append(f"at least {format_size(rules['min_size'])}")
+        parts.append(f"at least {declared_size(rules['min_size'])}")
     if rules.get("max_size") is not None:
-        parts.append(f"at most {format_size(rules['max_size'])}")
+        parts.append(f"at most {declared_size(rules['max_size'])}")
     if rules.get("min_count") is not None:
         parts.append(f"{rules['min_count']} files kept at least")
     if rules.get("max_size_drop") is not None:
@@ -101,6 +128,21 @@ def relative_time(moment: datetime | None, now: datetime) -> str:
         return "just now"
     text = format_duration(abs(seconds))
     return f"{text} ago" if seconds > 0 else f"in {text}"
+
+
+def describe_deadline(moment: datetime | None, now: datetime, being_written: bool = False) -> str:
+    """The "next deadline" column: `in 5 h`, `overdue by 47 h`, an em dash for none.
+
+    jobs.next_check_at is the next moment the job must be looked at. While its newest file is
+    being written that is the settle re-check, not the job's deadline: it is said so."""
+    if moment is None:
+        return "—"
+    seconds = (moment - now).total_seconds()
+    if being_written:
+        return f"re-checked {relative_time(moment, now)}: newest file being written"
+    if seconds < -30:
+        return f"overdue by {format_duration(-seconds)}"
+    return relative_time(moment, now)
 
 
 def as_of(moment: datetime | None, now: datetime) -> str:

@@ -6,6 +6,8 @@ pages (desktop and phone width) land in tests/artifacts/ for a person to look at
 
 from __future__ import annotations
 
+import itertools
+import math
 import os
 import re
 from collections.abc import AsyncIterator
@@ -249,3 +251,265 @@ async def test_silences_page_and_a_silenced_job(site, page):
         line = page.locator(".silenced-line")
         await expect(line).to_contain_text("by browser-rw: app server moved to rack 4")
         await shot(page, f"job-silenced-{suffix}")
+
+
+# Words cut in two by a line break: a range over each word of the element's text spans more than
+# one line box.
+SPLIT_WORDS = """elements => elements.flatMap(element => {
+  const split = [];
+  const walker = document.createTreeWalker(element, NodeFilter.SHOW_TEXT);
+  for (let node = walker.nextNode(); node; node = walker.nextNode()) {
+    for (const match of node.textContent.matchAll(/\\S+/g)) {
+      const range = document.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+      if (tops.size > 1) split.push(match[0]);
+    }
+  }
+  return split;
+})"""
+
+
+async def test_layout_at_desktop_and_phone_width(site, page):
+    """No header or tag cut mid-word at 1366 px; on a phone, jobs are cards whose file names
+    fit in two lines, and neither the dashboard nor the login page scrolls sideways."""
+    base = site["base"]
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/login")
+        scroll = await page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"the login page scrolls sideways at {width} px ({scroll} px)"
+        await shot(page, f"login-{suffix}")
+    await page.set_viewport_size({"width": 1366, "height": 900})
+    await log_in(page, base, site["reader"])
+    split = await page.locator("#jobs th, #jobs .tag, .badge").evaluate_all(SPLIT_WORDS)
+    assert split == [], f"cut mid-word at 1366 px: {split}"
+    await shot(page, "layout-desktop")
+
+    await page.set_viewport_size({"width": 390, "height": 844})
+    await page.goto(base + "/")
+    rows = page.locator("#jobs tbody tr")
+    displays = set(await rows.evaluate_all("rows => rows.map(r => getComputedStyle(r).display)"))
+    assert displays == {"grid"}, f"jobs are not cards on a phone: {displays}"
+    lines = await page.locator("#jobs td.newest").evaluate_all(
+        "cells => cells.map(c => [c.textContent.trim(), Math.round(c.getBoundingClientRect()"
+        ".height / parseFloat(getComputedStyle(c).lineHeight))])"
+    )
+    assert all(count <= 2 for _, count in lines), f"newest files over more than 2 lines: {lines}"
+    assert await page.evaluate("document.documentElement.scrollWidth") <= 390
+    await shot(page, "layout-phone")
+
+
+async def test_chart_text_ticks_crosses_and_thresholds(site, page):
+    """The chart's text is readable at both widths, its size ticks are round, only size problems
+    get a cross (not a late job's newest file), and min_size / max_size are drawn."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/uploads-truncated")
+        chart = page.locator("#chart svg.chart")
+        heights = await chart.locator("text.tick").evaluate_all(
+            "texts => texts.map(t => t.getBoundingClientRect().height)"
+        )
+        assert heights and all(10 <= h <= 20 for h in heights), f"tick text at {width}: {heights}"
+        labels = await chart.locator("text.size").evaluate_all("ts => ts.map(t => t.textContent)")
+        values = [float(label.split()[0]) for label in labels]
+        assert values[0] == 0 and len(values) >= 3, labels
+        step = values[1] - values[0]
+        assert all(abs(b - a - step) < 1e-9 for a, b in itertools.pairwise(values)), labels
+        mantissa = step / 10 ** math.floor(math.log10(step))
+        assert round(mantissa, 6) in (1, 2, 5), f"ticks not round: {labels}"
+        await expect(chart.locator("g.flag")).to_have_count(1)  # the truncated upload
+        await expect(chart.locator("g.threshold")).to_contain_text("min 1 MiB")
+        await shot(page, f"chart-{suffix}")
+        await page.goto(base + "/jobs/reports-oversized")
+        await expect(page.locator("#chart g.threshold")).to_contain_text("max 5 MiB")
+        await expect(page.locator("#chart g.flag")).to_have_count(1)
+        await page.goto(base + "/jobs/app-late")
+        await expect(page.locator("#reasons")).to_contain_text("was due by")
+        await expect(page.locator("#chart circle.dot").first).to_be_visible()
+        await expect(page.locator("#chart g.flag")).to_have_count(0)  # late, no size problem
+        await shot(page, f"chart-late-{suffix}")
+
+
+async def test_tab_title_and_icon_follow_the_status(site, page):
+    """/favicon.ico answers; each page has a status icon; a live refresh updates the tab's
+    title and icon, so a background tab never shows a stale status."""
+    base = site["base"]
+    for path in ("/favicon.ico", "/favicon.svg?status=critical", "/favicon.svg?status=none"):
+        answer = await page.request.get(base + path)
+        assert answer.status == 200, path
+    assert (await page.request.get(base + "/favicon.ico")).headers["content-type"] == "image/x-icon"
+    assert (await page.request.get(base + "/favicon.svg?status=nope")).status == 422
+    await page.goto(base + "/login")
+    icon = page.locator("link[rel=icon]")
+    await expect(icon).to_have_attribute("href", "/favicon.svg?status=none")
+    await log_in(page, base, site["reader"])
+    await expect(icon).to_have_attribute("href", "/favicon.svg?status=critical")
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/vm-images")
+        await expect(page).to_have_title("vm-images: ok · backup-monitor")
+        await expect(icon).to_have_attribute("href", "/favicon.svg?status=ok")
+        async with site["sessionmaker"]() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.name == "vm-images")
+                .values(status="paused", paused=True, status_changed_at=datetime.now(UTC))
+            )
+            await session.commit()
+        await expect(page).to_have_title("vm-images: paused · backup-monitor", timeout=15_000)
+        await expect(icon).to_have_attribute("href", "/favicon.svg?status=paused")
+        await shot(page, f"title-refreshed-{suffix}")
+        async with site["sessionmaker"]() as session:
+            await session.execute(
+                update(Job)
+                .where(Job.name == "vm-images")
+                .values(status="ok", paused=False, status_changed_at=datetime.now(UTC))
+            )
+            await session.commit()
+    # The icons themselves, side by side, for a person to look at.
+    tags = "".join(
+        f'<figure style="display:inline-block"><img src="{base}/favicon.svg?status={name}" '
+        f'width="64"><figcaption>{name}</figcaption></figure>'
+        for name in ("ok", "warning", "critical", "unknown", "pending", "paused", "none")
+    )
+    await page.set_content(f"<body>{tags}</body>")
+    await page.wait_for_function("[...document.images].every(i => i.complete && i.naturalWidth)")
+    await shot(page, "favicons")
+
+
+async def test_words_deadlines_channels_zones_and_sizes(site, page):
+    """An overdue job says so; a file being written is not shown as the deadline; with no
+    CHANNELS_FILE a notice says no channel is configured; file times carry their zone; a
+    declared size reads as written."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/")
+        late = page.locator('#jobs tr[data-job="app-late"] td.deadline')
+        await expect(late).to_have_text(re.compile(r"^overdue by \d+ h$"))
+        writing = page.locator('#jobs tr[data-job="erp-dump-writing"] td.deadline')
+        await expect(writing).to_have_text(
+            re.compile(r"^re-checked in \d+ s: newest file being written$")
+        )
+        await shot(page, f"words-dashboard-{suffix}")
+        await page.goto(base + "/jobs/app-late")
+        await expect(page.locator("#reasons")).to_contain_text("next deadline: overdue by")
+        await expect(page.locator("#declaration")).to_contain_text("at least 1 MiB.")
+        await expect(page.locator("#notices")).not_to_contain_text("being routed")
+        await expect(page.locator("#notices tbody tr").first).to_contain_text(
+            "no notification channel is configured (set CHANNELS_FILE)"
+        )
+        times = await page.locator("#files tbody td:nth-child(3)").all_inner_texts()
+        assert times and all(re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d UTC", t) for t in times)
+        await shot(page, f"words-job-{suffix}")
+
+
+async def test_a_heartbeat_job_page(site, page):
+    """A job without a source: its last ping, its runs with durations and a duration chart, its
+    ping URL even once runs exist, logs with their line breaks; no Scan button, no Files."""
+    base = site["base"]
+    declared = parse_declarations(
+        {"jobs": [{"name": "cron-sync", "schedule": {"every": "1h"}, "grace": "10m"}]}, "test"
+    )
+    async with site["sessionmaker"]() as session:
+        await apply_jobs(session, declared.jobs)
+    await log_in(page, base, site["writer"])
+    await page.goto(base + "/jobs/cron-sync")
+    key = await page.locator("#ping-url code").first.text_content()
+    assert key and key.startswith("/ping/")
+    for body in ("first run", "rsync: 12 files\nsent 3.1 MB\ndone"):
+        assert (await page.request.post(base + key + "/start")).status == 200
+        assert (await page.request.post(base + key, data=body)).status == 200
+    assert (await page.request.post(base + key + "/start")).status == 200
+    assert (await page.request.post(base + key + "/fail", data="disk full")).status == 200
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/cron-sync")
+        await expect(page.locator("#last-ping")).to_contain_text("Last ping: just now")
+        await expect(page.locator("#ping-url code").first).to_have_text(key)
+        await expect(page.locator('#runs tr[data-outcome="success"]')).to_have_count(2)
+        await expect(page.locator('#runs tr[data-outcome="fail"] td.num')).to_have_text(
+            re.compile(r"^\d+ s$")
+        )
+        log = page.locator("#runs pre.run-log", has_text="rsync")
+        assert await log.inner_text() == "rsync: 12 files\nsent 3.1 MB\ndone"
+        box = await log.bounding_box()
+        assert box and box["height"] > 40, "the log's three lines are shown as lines"
+        chart = page.locator("#chart svg.chart")
+        await expect(chart.locator("circle.dot")).to_have_count(2)
+        await expect(chart.locator("g.flag")).to_have_count(1)  # the failed run
+        await expect(page.locator("#chart h2")).to_have_text("Run durations")
+        await expect(page.get_by_role("button", name="Scan now")).to_have_count(0)
+        await expect(page.get_by_role("button", name="Pause")).to_be_visible()
+        await expect(page.locator("#files")).to_have_count(0)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        await shot(page, f"heartbeat-{suffix}")
+
+
+LUMINANCE = """element => {
+  const [r, g, b] = getComputedStyle(element)[arguments_property].match(/\\d+/g).map(Number);
+  return (0.2126 * r + 0.7152 * g + 0.0722 * b) / 255;
+}"""
+
+
+async def luminance(page: Page, selector: str, prop: str) -> float:
+    script = LUMINANCE.replace("arguments_property", repr(prop))
+    return float(await page.locator(selector).first.evaluate(script))
+
+
+async def test_dark_mode_focus_and_status_words(site, page):
+    """The pages follow prefers-color-scheme; keyboard focus is visible; statuses keep their
+    symbol and word beside their colour."""
+    base = site["base"]
+    await page.emulate_media(color_scheme="dark")
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/")
+        assert await luminance(page, "body", "backgroundColor") < 0.2
+        assert await luminance(page, "body", "color") > 0.8
+        assert await luminance(page, "#jobs tbody tr", "backgroundColor") < 0.2
+        badges = await page.locator("#jobs .badge").all_inner_texts()
+        assert all(re.fullmatch(r"[✔▲✖?…‖] [a-z]+", badge) for badge in badges), badges
+        await shot(page, f"dark-dashboard-{suffix}")
+        await page.goto(base + "/jobs/crm-shrinking")
+        assert await luminance(page, "section.card", "backgroundColor") < 0.2
+        await shot(page, f"dark-job-{suffix}")
+    await page.emulate_media(color_scheme="light")
+    await page.goto(base + "/")
+    assert await luminance(page, "body", "backgroundColor") > 0.8
+    # Tab to the first count link: its focus ring is drawn.
+    for _ in range(20):
+        await page.keyboard.press("Tab")
+        focused = await page.evaluate("document.activeElement.closest('.counts') !== null")
+        if focused:
+            break
+    assert focused, "Tab never reached the status counts"
+    style = await page.evaluate(
+        "(() => { const s = getComputedStyle(document.activeElement);"
+        " return [s.outlineStyle, parseFloat(s.outlineWidth)]; })()"
+    )
+    assert style[0] != "none" and style[1] >= 2, style
+    await shot(page, "focus-phone")
+
+
+async def test_the_chart_marks_backups_that_never_came(site, page):
+    """app-late's newest file is 3 days old: the two nightly slots since (their deadlines
+    passed) are marked on the time axis; a healthy job has none."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/app-late")
+        missing = page.locator("#chart g.missing")
+        await expect(missing).to_have_count(2)
+        await expect(missing.first.locator("title")).to_contain_text("never came")
+        await shot(page, f"chart-missing-{suffix}")
+        await page.goto(base + "/jobs/db-nightly")
+        await expect(page.locator("#chart circle.dot").first).to_be_visible()
+        await expect(page.locator("#chart g.missing")).to_have_count(0)

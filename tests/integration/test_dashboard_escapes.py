@@ -56,5 +56,8 @@ async def test_a_description_and_a_run_log_keep_their_lines_and_escape_the_rest(
         '<p class="muted lines">Nightly dump of the orders database.\nOwner:\tops team\\x1b[8m</p>'
         in html
     )
-    assert '<code class="lines">dumping orders\n\tdone: 12 tables\\u202e\nC:\\\\new</code>' in html
+    assert (
+        '<pre class="lines run-log">dumping orders\n\tdone: 12 tables\\u202e\nC:\\\\new</pre>'
+        in html
+    )
     assert not any(char in html for char in "\u202e\x1b\r"), html

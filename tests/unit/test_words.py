@@ -8,7 +8,9 @@ import pytest
 
 from service.web.words import (
     as_of,
+    declared_size,
     describe_cron,
+    describe_deadline,
     describe_declaration,
     describe_notify,
     exact_duration,
@@ -40,7 +42,7 @@ def test_the_issue_example():
             {"min_size": 1048576, "max_size": None, "min_count": None, "max_size_drop": None},
         )
         == "a new *.sql.gz in /backups/db every day at 02:00 Europe/Paris, 1 h grace, "
-        "at least 1.0 MiB"
+        "at least 1 MiB"
     )
 
 
@@ -50,7 +52,7 @@ def test_heartbeat_every_rules():
         {"min_size": None, "max_size": 2**30, "min_count": 7, "max_size_drop": 50.0},
     )  # fmt: skip
     assert text == (
-        "a heartbeat every day, 2 h grace, at most 1.0 GiB, 7 files kept at least, "
+        "a heartbeat every day, 2 h grace, at most 1 GiB, 7 files kept at least, "
         "no more than 50 % smaller than usual"
     )
 
@@ -128,4 +130,32 @@ def test_describe_held_says_why_and_when() -> None:
     assert (
         describe_held(Hold("silence", "recovery", until), "ok", None, since, NoticeRule(), NOW)
         == "ok since 11:55 UTC; silenced until 12:25 UTC: the recovery notice goes out then"
+    )
+
+
+@pytest.mark.parametrize(
+    ("size", "words"),
+    [
+        (10**9, "1 GB"),  # `min_size: 1GB`, not "953.7 MiB"
+        (2**30, "1 GiB"),
+        (1_500_000, "1.5 MB"),
+        (3 * 2**19, "1.5 MiB"),
+        (1000, "1 KB"),
+        (1024, "1 KiB"),
+        (512, "512 B"),
+        (0, "0 B"),
+        (1_234_567, "1234567 B"),  # no unit writes it exactly in fewer characters
+    ],
+)
+def test_a_declared_size_reads_as_written(size: int, words: str) -> None:
+    assert declared_size(size) == words
+
+
+def test_a_deadline_in_the_past_is_overdue() -> None:
+    assert describe_deadline(NOW - timedelta(hours=47), NOW) == "overdue by 47 h"
+    assert describe_deadline(NOW + timedelta(hours=5), NOW) == "in 5 h"
+    assert describe_deadline(None, NOW) == "—"
+    assert (
+        describe_deadline(NOW + timedelta(seconds=115), NOW, being_written=True)
+        == "re-checked in 115 s: newest file being written"
     )
