@@ -41,6 +41,10 @@ logger = logging.getLogger(__name__)
 # Descriptors kept for everything but HTTP connections: the database pool, a scan's open
 # directories, notice deliveries, log and pipes.
 RESERVED_DESCRIPTORS = 128
+# Connections the listener accepts in one go (asyncio's default, made explicit): they hold a
+# descriptor each until they are admitted or refused, so the limit leaves room for them, or a
+# flood of connections at the limit runs out of descriptors in accept() (EMFILE).
+ACCEPT_BACKLOG = 100
 # How long a quiet kept-alive connection stays open (run_app's default; a proxy's pool is
 # usually shorter), and how long requests in flight may take to finish at a stop.
 KEEPALIVE_SECONDS = 75.0
@@ -50,10 +54,11 @@ BODY_TIMEOUT_FACTOR = 4
 
 
 def connection_limit(wanted: int, open_files: int) -> int:
-    """HTTP_MAX_CONNECTIONS, lowered to fit `open_files` (RLIMIT_NOFILE's soft limit)."""
+    """HTTP_MAX_CONNECTIONS, lowered to fit `open_files` (RLIMIT_NOFILE's soft limit) with the
+    descriptors kept for the rest and for one accept batch."""
     if open_files == resource.RLIM_INFINITY or open_files <= 0:
         return wanted
-    return max(4, min(wanted, open_files - RESERVED_DESCRIPTORS))
+    return max(4, min(wanted, open_files - RESERVED_DESCRIPTORS - ACCEPT_BACKLOG))
 
 
 BUSY_BODY = json.dumps(
@@ -324,7 +329,7 @@ class GuardedSite(web.BaseSite):
             )
 
         self._server = await asyncio.get_running_loop().create_server(
-            protocol, self.host, self.port
+            protocol, self.host, self.port, backlog=ACCEPT_BACKLOG
         )
 
 

@@ -13,7 +13,7 @@ from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
 from service.api.errors import client_fault
 from service.api.wellformed import host_problem
 from service.logs import LogThrottle
-from service.server import RESERVED_DESCRIPTORS, connection_limit
+from service.server import ACCEPT_BACKLOG, RESERVED_DESCRIPTORS, connection_limit
 
 
 @pytest.mark.parametrize(
@@ -39,7 +39,8 @@ def test_malformed_hosts(host, says):
 
 
 def test_connection_limit_fits_the_open_file_limit():
-    assert connection_limit(1000, 1024) == 1024 - RESERVED_DESCRIPTORS
+    # One accept batch holds descriptors until each connection is admitted or refused.
+    assert connection_limit(1000, 1024) == 1024 - RESERVED_DESCRIPTORS - ACCEPT_BACKLOG
     assert connection_limit(1000, 1_048_576) == 1000
     assert connection_limit(1000, resource.RLIM_INFINITY) == 1000
     assert connection_limit(50, 1024) == 50
