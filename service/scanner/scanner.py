@@ -88,7 +88,6 @@ class BackupScanner:
         self.on_start = on_start  # told the scan id once the run is recorded
         self.heartbeat_seconds = heartbeat_seconds
         self._writer = ScanWriter(session)
-        self._observer = Observer(scan_roots=self.scan_roots, source_timeout=source_timeout)
         self._pinged: set[int] = set()
         self._pinged_at: datetime | None = None  # when _pinged was read
 
@@ -136,7 +135,8 @@ class BackupScanner:
 
     async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> Outcome:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
-        return await run_pipeline(jobs, self._observer.observe, self._settle, results, self.stop)
+        observer = Observer(scan_roots=self.scan_roots, source_timeout=self.source_timeout)
+        return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
 
     async def _settle(self, batch: Sequence[Observation]) -> list[JobResult]:
         """Judge each observed job; write those that changed, touch the others."""
