@@ -2,6 +2,9 @@
 failing, and the heartbeat that lets a dead scan be closed. What each job's scan found is the
 scanner's business, not this module's.
 
+record_start and record_finish write a scan's row; the scan's own work is recorded by
+service.scanner.writer, job by job.
+
 A scan whose process is killed (SIGKILL, OOM, power loss) cannot close its own row. Every
 running scan moves its `heartbeat_at` every HEARTBEAT_SECONDS; each new scan closes, as
 `abandoned`, the running scans with no sign of life (heartbeat, or start) for LEASE. Several
@@ -15,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from contextlib import suppress
 from datetime import datetime, timedelta
 
 from sqlalchemy import func, select, update
@@ -28,6 +32,7 @@ from service.errors import (
     log_failure,
 )
 from service.models import ScanRun
+from service.scanner.state import ScanReport
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +83,48 @@ async def failures_in_a_row(session: AsyncSession) -> int:
         )
     )
     return int(count or 0)
+
+
+async def record_start(session: AsyncSession, trigger: str, started: datetime) -> int:
+    """Record a scan starting now (committed): its id. A scan whose process died cannot close
+    its own row: each new scan closes those first (close_abandoned), and logs them."""
+    abandoned = await close_abandoned(session, started)
+    run = ScanRun(
+        trigger=trigger, status="running", started_at=started, jobs_scanned=0,
+        artifacts_new=0, artifacts_changed=0, artifacts_gone=0, errors=0, error_details=[],
+    )  # fmt: skip
+    session.add(run)
+    await session.commit()
+    run_id = run.id  # a rollback later would expire `run`: never touch it again
+    for scan_id in abandoned:
+        logger.warning("abandoned scan closed", extra={"scan_id": scan_id, "by": run_id})
+    return run_id
+
+
+async def record_finish(
+    session: AsyncSession, run_id: int, report: ScanReport, finished: datetime
+) -> None:
+    """Close the scan's row with its status, totals and the first 100 jobs' errors, in a
+    transaction of its own (whatever the session was doing is rolled back first)."""
+    with suppress(Exception):
+        await session.rollback()
+    errors = [{"job": job.name, "message": job.error} for job in report.jobs if job.error]
+    totals = {
+        "jobs_scanned": len(report.jobs),
+        "artifacts_new": sum(job.new for job in report.jobs),
+        "artifacts_changed": sum(job.changed for job in report.jobs),
+        "artifacts_gone": sum(job.gone for job in report.jobs),
+        "errors": len(errors),
+    }
+    values = {"status": report.status, "finished_at": finished, "error": report.error, **totals}
+    await session.execute(
+        update(ScanRun).where(ScanRun.id == run_id).values(error_details=errors[:100], **values)
+    )
+    await session.commit()
+    failure = {"error": report.error} if report.error else {}
+    logger.info(
+        "scan finished", extra={"scan_id": run_id, "status": report.status, **totals, **failure}
+    )
 
 
 def abandoned_error(lease: timedelta = LEASE) -> str:

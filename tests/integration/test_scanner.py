@@ -467,11 +467,11 @@ async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_pat
 async def test_a_scan_never_writes_over_a_fresher_one(sessionmaker, clock, tmp_path):
     """Replica A reads the jobs, replica B scans and writes, then A would write its stale view:
     A skips those jobs, so the history holds each change once."""
-    from service.scanner.scanner import _JOB_COLUMNS, _job_row
+    from service.scanner.writer import read_jobs
 
     await _many_jobs(sessionmaker, clock, tmp_path, 3)
     async with sessionmaker() as session:
-        stale = [_job_row(row) for row in await session.execute(select(*_JOB_COLUMNS))]
+        stale = await read_jobs(session)
     await scan(sessionmaker, clock)  # replica B
     clock.advance(seconds=5)
     async with sessionmaker() as session:

@@ -1,0 +1,187 @@
+"""The scan pipeline: list the jobs' sources ahead while the observations ready are settled.
+
+A producer lists the sources in job order (Observer.observe) and queues what it saw, up to
+WALK_AHEAD observations ahead; the consumer takes whatever is ready as one batch and hands it
+to `settle` (judge and write: the caller's business). Listing and writing overlap, and a slow
+database never lets the listings pile up beyond WALK_AHEAD.
+
+Sources stay behind their port (service.scanner.sources): the observer only awaits one result
+per source, in order, from a lister (list_sources runs local walks in worker threads; a remote
+source's lister awaits its API on the event loop instead). Nothing here blocks the loop.
+
+May import: the standard library, pydantic's ValidationError, service.jobspec, service.errors
+(describe_error), service.scanner.sources and service.scanner.state; never SQLAlchemy or the
+database models.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from contextlib import aclosing
+from pathlib import Path
+from typing import Literal
+
+from pydantic import ValidationError
+
+from service.errors import describe_error
+from service.jobspec import JobSpec, error_details, parse_job
+from service.scanner.sources import CHUNK, Listing, Source, SourceError, list_sources, open_source
+from service.scanner.state import JobResult, JobRow, Observation
+
+logger = logging.getLogger(__name__)
+
+# Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
+WALK_AHEAD = 64
+
+# One result per source, in order, as each is ready: its listing or the SourceError that
+# stopped it; each source may take `limit` seconds (see sources.list_sources).
+Lister = Callable[[Sequence[Source], float], AsyncGenerator[Listing | SourceError, None]]
+Observe = Callable[[Sequence[JobRow]], AsyncGenerator[Observation, None]]
+Settle = Callable[[Sequence[Observation]], Awaitable[list[JobResult]]]
+Outcome = Literal["finished", "interrupted"]
+
+# Validated declarations by their JSON text: dumping one costs a fraction of validating it, and
+# a JobSpec is frozen data. SCAN_ROOTS are not part of it: the walk checks them, with symlinks
+# resolved at that moment.
+_specs: dict[str, JobSpec] = {}
+_SPECS_KEPT = 50_000
+
+
+def job_spec(job: JobRow) -> JobSpec:
+    """The job's validated declaration (raises pydantic.ValidationError)."""
+    key = json.dumps(job.declaration, sort_keys=True)
+    spec = _specs.get(key)
+    if spec is None:
+        if len(_specs) >= _SPECS_KEPT:
+            _specs.clear()
+        spec = _specs[key] = parse_job(job.declaration)
+    return spec
+
+
+async def run_pipeline(
+    jobs: Sequence[JobRow],
+    observe: Observe,
+    settle: Settle,
+    results: list[JobResult],
+    stop: asyncio.Event,
+) -> Outcome:
+    """Observe the jobs, CHUNK at a time, while settling the batches ready; each batch's
+    results are appended to `results`, in job order. "interrupted" when `stop` was set before
+    every job was settled, else "finished". A failure of the observer (a bug) is raised once
+    the observations it made are settled; a failure of `settle` is raised at once."""
+    ready: asyncio.Queue[Observation | None] = asyncio.Queue(maxsize=WALK_AHEAD)
+    failure: list[BaseException] = []
+
+    async def produce() -> None:
+        try:
+            for start in range(0, len(jobs), CHUNK):
+                if stop.is_set():
+                    break
+                async with aclosing(observe(jobs[start : start + CHUNK])) as seen:
+                    async for observation in seen:
+                        await ready.put(observation)
+                        if stop.is_set():
+                            break
+        except Exception as exc:  # a bug: the writer finishes what it has, then re-raises
+            failure.append(exc)
+        # Not in a `finally`: a cancelled producer must not wait on a full queue.
+        await ready.put(None)
+
+    producer = asyncio.create_task(produce())
+    try:
+        while (first := await ready.get()) is not None:
+            batch = [first]
+            while len(batch) < WALK_AHEAD and not ready.empty():
+                item = ready.get_nowait()
+                if item is None:
+                    ready.put_nowait(None)  # seen again by the outer loop
+                    break
+                batch.append(item)
+            results.extend(await settle(batch))
+            if stop.is_set() and len(results) < len(jobs):
+                return "interrupted"
+    finally:
+        if not producer.done():
+            producer.cancel()
+        await asyncio.gather(producer, return_exceptions=True)
+    if failure:
+        raise failure[0]
+    return "interrupted" if len(results) < len(jobs) else "finished"
+
+
+class Observer:
+    """Lists jobs' sources: one Observation per job, in order, whatever goes wrong with one."""
+
+    def __init__(
+        self,
+        *,
+        scan_roots: Sequence[Path] = (),
+        source_timeout: float = 300.0,
+        lister: Lister = list_sources,
+    ) -> None:
+        self.scan_roots = tuple(scan_roots)
+        self.source_timeout = source_timeout
+        self.lister = lister
+
+    async def observe(self, jobs: Sequence[JobRow]) -> AsyncGenerator[Observation, None]:
+        """List the jobs' sources, in order; never raises for a source or declaration problem."""
+        specs: list[JobSpec | None] = []
+        errors: list[str | None] = []
+        sources: list[Source] = []
+        for job in jobs:
+            spec, error = self._prepare(job, sources)
+            specs.append(spec)
+            errors.append(error)
+        broken: SourceError | None = None  # the lister itself failed: a bug, not a source problem
+        async with aclosing(self.lister(sources, self.source_timeout)) as listings:
+            for job, spec, error in zip(jobs, specs, errors, strict=True):
+                if spec is None or spec.source is None:  # no listing for this one
+                    yield Observation(job, spec, source_error=error)
+                    continue
+                result: Listing | SourceError
+                if broken is not None:
+                    result = broken
+                else:
+                    try:
+                        result = await anext(listings)
+                    except Exception as exc:
+                        logger.error("job listing failed", extra={"job": job.name}, exc_info=exc)
+                        broken = SourceError(f"internal error while listing: {describe_error(exc)}")
+                        result = broken
+                if isinstance(result, SourceError):
+                    yield Observation(job, spec, source_error=str(result))
+                else:
+                    yield observed(job, spec, result)
+
+    def _prepare(self, job: JobRow, sources: list[Source]) -> tuple[JobSpec | None, str | None]:
+        """The job's declaration, its source appended to `sources` (if it has one); or None and
+        why not. Whatever fails here fails for this job only."""
+        try:
+            spec = job_spec(job)
+            if spec.source is not None:
+                sources.append(open_source(spec.source, scan_roots=self.scan_roots))
+        except ValidationError as exc:
+            # A stored declaration that no longer validates (written by hand, or by an older
+            # version): report it on the job instead of scanning.
+            details = error_details(exc)
+            return None, "; ".join(f"{d['field']}: {d['message']}" for d in details)
+        except Exception as exc:  # a bug: this job's scan fails, not the whole scan
+            logger.error("job declaration failed", extra={"job": job.name}, exc_info=exc)
+            return None, f"internal error while reading the declaration: {describe_error(exc)}"
+        return spec, None
+
+
+def observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
+    """The observation of a listed job, with the digest of its listing (None: the listing is
+    incomplete). The same files seen through another source declaration are another listing."""
+    for note in listing.skipped:
+        logger.info("entry skipped", extra={"job": job.name, "detail": note})
+    digest = None
+    if listing.fingerprint is not None:
+        source = json.dumps(spec.declaration()["source"], sort_keys=True)
+        digest = hashlib.blake2b(f"{source}\0{listing.fingerprint}".encode(), digest_size=20)
+    return Observation(job, spec, listing, digest=digest.hexdigest() if digest else None)
