@@ -12,17 +12,16 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
-from typing import Literal, get_args
+from typing import get_args
 from zoneinfo import ZoneInfo
 
 from cronsim import CronSim
 
 from service.jobspec import JobSpec, Schedule
+from service.kinds import Severity, Status
 from service.units import format_duration, format_size
 from service.visible import quote
 
-Severity = Literal["critical", "warning", "unknown"]
-Status = Literal["ok", "warning", "critical", "unknown", "pending", "paused"]
 STATUSES: tuple[Status, ...] = get_args(Status)
 
 FUTURE_TOLERANCE = timedelta(minutes=5)

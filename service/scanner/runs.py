@@ -25,6 +25,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.engine import URL
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from service.db import claimed
 from service.errors import (
     database_unavailable,
     describe_database_error,
@@ -147,12 +148,12 @@ async def close_abandoned(
     for run_id in rows:
         # Checked again by the UPDATE itself: a heartbeat that landed meanwhile keeps the scan
         # open, and of two scans closing the same row only one counts it.
-        result = await session.execute(
+        if await claimed(
+            session,
             update(ScanRun)
             .where(ScanRun.id == run_id, *stale)
-            .values(status="abandoned", finished_at=last_sign, error=abandoned_error(lease))
-        )
-        if result.rowcount:  # type: ignore[attr-defined]
+            .values(status="abandoned", finished_at=last_sign, error=abandoned_error(lease)),
+        ):
             closed.append(run_id)
     return closed
 

@@ -25,7 +25,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 # A module, not names: service.pings uses this package's rules (the import order is free).
 from service import pings
+from service.clock import Clock, utcnow
 from service.errors import describe_error
 from service.notify.silences import SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
@@ -53,12 +54,6 @@ from service.silences import load_current
 __all__ = ["BackupScanner", "JobResult", "ScanReport", "run_scanner"]
 
 logger = logging.getLogger(__name__)
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class BackupScanner:

@@ -3,8 +3,8 @@ judgement decides (JobState), and what a scan reports (JobResult, ScanReport).
 
 Plain data and the conversions at its edges (a listed file's time, the stored form of the newest
 artifact and of the reasons). No I/O. May import: the standard library, service.jobspec,
-service.scanner.rules and service.scanner.sources.base; never SQLAlchemy, aiohttp or the
-database models.
+service.kinds, service.scanner.rules and service.scanner.sources.base; never SQLAlchemy,
+aiohttp or the database models.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from service.jobspec import JobSpec
-from service.scanner.rules import ArtifactFact, Reason, Status
+from service.kinds import Status
+from service.scanner.rules import ArtifactFact, Reason
 from service.scanner.sources.base import FileEntry, Listing
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -28,9 +28,10 @@ from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import lock_for_write
+from service.db import is_postgresql, lock_for_write
 from service.errors import database_unavailable, describe_error
 from service.jobspec import DECLARATION_FIELDS
+from service.kinds import status_of
 from service.models import Artifact, Job, JobCheck, NotificationEvent
 from service.notify.events import event_row, located, problem_codes, reason_changes
 from service.scanner.inventory import InventoryDiff, Known
@@ -287,7 +288,7 @@ class ScanWriter:
             Job.updated_at, Job.renotify_at, Job.notified_status, Job.notified_reasons,
             Job.bad_since, Job.bad_count,
         ).where(Job.id.in_(list(observed)))  # fmt: skip
-        if session.get_bind().dialect.name == "postgresql":
+        if is_postgresql(session):
             query = query.with_for_update(skip_locked=True)
         rows = await session.execute(query)
         return {
@@ -353,7 +354,7 @@ class ScanWriter:
         """COPY on PostgreSQL (the jobs are claimed: no concurrent writer); elsewhere an INSERT
         that skips a path already present."""
         session = self.session
-        if session.get_bind().dialect.name == "postgresql":
+        if is_postgresql(session):
             connection = await session.connection()
             raw = await connection.get_raw_connection()
             driver: Any = raw.driver_connection
@@ -383,7 +384,10 @@ def _event(judgement: Judgement, stored: _Claimed, kind: str) -> dict[str, Any]:
         changes = reason_changes(told, problem_codes(state.status, reasons))
     return event_row(
         job_id=job.id, job_name=job.name, kind=kind, status=state.status,
-        previous_status=stored.notified_status, reasons=reasons,
+        previous_status=None if stored.notified_status is None else status_of(
+            stored.notified_status
+        ),
+        reasons=reasons,
         latest_artifact=located(state.latest_artifact, job.declaration["source"]),
         channels=spec.notify.channels if spec is not None else None, now=judgement.checked_at,
         changes=changes,

@@ -1,4 +1,4 @@
-"""The shared Literal types: the same words as the rules, and their checked conversions."""
+"""The shared Literal types: the words the rules judge in, and their checked conversions."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from service import kinds
 from service.scanner import rules
 
 
-def test_the_statuses_and_severities_are_the_rules_own():
-    assert get_args(kinds.Status) == rules.STATUSES
-    assert get_args(kinds.Severity) == get_args(rules.Severity)
+def test_the_rules_judge_in_these_words():
+    assert rules.STATUSES == get_args(kinds.Status)
+    assert rules.Status is kinds.Status and rules.Severity is kinds.Severity
 
 
 @pytest.mark.parametrize("status", rules.STATUSES)
