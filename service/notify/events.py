@@ -272,7 +272,8 @@ def notice_due(
     deadline tick judges the job at (within TICK_SECONDS).
 
     `reminder` is renotify_at's answer. A notice held until a known moment (a `for`, a
-    silence) is due then, when the judgement that tells it is made; a problem not told yet
+    silence) is due then, before any later reminder, when the judgement that tells it is
+    made; a problem not told yet
     has no reminder (the reminder of a problem told and silenced waits for the silence's
     end). Held by `after` alone, nothing is due at a moment: the next judgements count."""
     if held is None:
@@ -281,7 +282,9 @@ def notice_due(
         reminder = None  # nothing was told of this status yet: nothing to remind of
     if held.until is None:
         return reminder
-    return held.until if reminder is None else max(reminder, held.until)
+    # Due when the hold ends, even before a later reminder: the judgement then tells what is
+    # owed and sets the next reminder (a change held by a silence must not wait a day).
+    return held.until
 
 
 def located(

@@ -11,7 +11,7 @@ from service.scanner import rules
 
 
 def test_the_rules_judge_in_these_words():
-    assert rules.STATUSES == get_args(kinds.Status)
+    assert get_args(kinds.Status) == rules.STATUSES
     assert rules.Status is kinds.Status and rules.Severity is kinds.Severity
 
 

@@ -255,7 +255,10 @@ def test_bad_streak(before: Streak, status: str, after: int, expected: Streak) -
         # Told at this status (a change of problems held): the reminder stays, not before the end.
         (at(10), Hold("after", "changed", None, 1), "critical", "critical", at(10)),
         (at(10), Hold("for", "changed", at(30)), "critical", "critical", at(30)),
-        (at(90), Hold("silence", "reminder", at(60)), "critical", "critical", at(90)),
+        # Due when the hold ends, not at a later reminder: the judgement then tells it and sets
+        # the next reminder (a change held by a silence must not wait for tomorrow's reminder).
+        (at(90), Hold("silence", "reminder", at(60)), "critical", "critical", at(60)),
+        (at(1440), Hold("silence", "changed", at(60)), "critical", "critical", at(60)),
         (None, Hold("silence", "recovery", at(60)), "critical", "ok", at(60)),
     ],
 )  # fmt: skip
