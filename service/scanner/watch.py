@@ -308,7 +308,9 @@ class SourceWatcher:
         self._jobs: list[WatchedJob] = []
         self._unwatched: dict[str, str] = {}  # root → why it is not watched
         self._told: dict[str, str] = {}  # what the log last said about each root
-        self._said = (-1, -1)  # the counts the log last said
+        # The counts the log last said: none at first, so a service with no local source says
+        # nothing (a line in the middle of unrelated requests).
+        self._said = (0, 0)
         # Each job's source as last read, by (name, declaration): not validated again each time.
         self._known: dict[tuple[str, str], WatchedJob] = {}
         self._refreshed = False
