@@ -94,8 +94,8 @@ async def serving(
     open_files: int | None = None,
     **settings: str,
 ) -> AsyncIterator[Served]:
-    """`backup-monitor serve` on a free port (optionally with a lower RLIMIT_NOFILE), until
-    SIGTERM; fails the test if it does not stop cleanly."""
+    """`backup-monitor serve` on a free port (optionally with a lower RLIMIT_NOFILE), from the
+    end of its start-up scan until SIGTERM; fails the test if it does not stop cleanly."""
     port = free_port()
     log = tmp_path / "serve.log"
     env = dict(base_env, DATABASE_URL=sqlite_url, **settings)
@@ -120,6 +120,11 @@ async def serving(
             return await answers_live(port)
 
         await wait_until(up, 60, "serve answers /health/live")
+
+        async def started() -> bool:  # its log lines must not land among a test's requests
+            return "scan finished" in read(log)
+
+        await wait_until(started, 60, "the first full scan (of no job) finished")
         yield served
     finally:
         if process.returncode is None:
