@@ -15,7 +15,7 @@ from sqlalchemy import case, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql.elements import ColumnElement
 
-from service.models import MAX_INT_ID
+from service.models import MAX_INT_ID, Job
 from service.models import Silence as SilenceRow
 from service.notify import silences as rules
 from service.silencespec import RecurringSilenceSpec
@@ -113,14 +113,28 @@ async def get_silence(session: AsyncSession, silence_id: int) -> SilenceRow | No
 
 async def end_silence(session: AsyncSession, silence_id: int, now: datetime) -> SilenceRow | None:
     """End a silence at `now` (kept as history); one already over is left as it is. None when
-    there is no such silence."""
+    there is no such silence.
+
+    A notice it held is due at the end of its window (jobs.renotify_at, see
+    service.notify.events.notice_due): that moment becomes `now`, so the deadline tick tells it
+    within seconds, as at the window's natural end, not at the next full scan."""
     if silence_id > MAX_INT_ID:
         return None
+    row = await session.get(SilenceRow, silence_id)
+    if row is None:
+        return None
+    window = rules.window_now(rule_of(row), now)
     await session.execute(
         update(SilenceRow)
         .where(SilenceRow.id == silence_id, _not_over(now))
         .values(ended_at=now, updated_at=now)
     )
+    if window is not None:
+        await session.execute(
+            update(Job)
+            .where(Job.paused.is_(False), Job.renotify_at == window[1])
+            .values(renotify_at=now)
+        )
     await session.commit()
     return await session.get(SilenceRow, silence_id, populate_existing=True)
 

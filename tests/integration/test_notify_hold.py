@@ -323,3 +323,26 @@ async def test_a_silence_that_ended_early_lets_the_next_judgement_tell(
     clock.now = max(clock.now, datetime.now(UTC) + timedelta(seconds=1))
     await scan(sessionmaker, clock)
     assert await told(sessionmaker, "nfs") == [("problem", "unknown")]
+
+
+async def test_a_silence_ended_early_is_told_by_the_next_tick(
+    client, sessionmaker, clock, tmp_path
+):
+    """The notice it held was due at the window's end: ending it now makes it due now, so the
+    deadline tick tells it within seconds, not the next full scan."""
+    nfs = Nfs(tmp_path, clock())
+    await declare(client, clock, "nfs", nfs.path)
+    await scan(sessionmaker, clock)
+    # From before the real time: the API ends it at the real time, the scans run at the clock's.
+    start = datetime.now(UTC) - timedelta(minutes=1)
+    made = await silence(client, "nfs", start, clock() + timedelta(hours=2))
+    nfs.drop()
+    clock.advance(minutes=1)
+    await scan(sessionmaker, clock)
+    clock.advance(seconds=5)
+    assert await tick(sessionmaker, clock) == []  # held until the window's end
+    response = await client.delete(f"/api/v1/silences/{made['id']}")
+    assert response.status == 200, await response.text()
+    clock.now = max(clock.now, datetime.now(UTC)) + timedelta(seconds=1)
+    assert await tick(sessionmaker, clock) == ["nfs"]
+    assert await told(sessionmaker, "nfs") == [("problem", "unknown")]
