@@ -6,8 +6,8 @@ import logging.config
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from service import models  # noqa: F401  (registers the tables on Base.metadata)
-from service.db import Base, create_engine, migrations_lock
+from service.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from service.db.engine import Base, create_engine, migrations_lock
 
 config = context.config
 if config.config_file_name is not None and config.attributes.get("configure_logger", True):

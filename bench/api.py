@@ -55,10 +55,10 @@ import aiohttp
 import asyncpg
 from sqlalchemy.engine import make_url
 
-from service.jobs import new_job
-from service.jobspec import parse_job
-from service.models import Job
-from service.tokens import hash_token, new_token
+from service.core.jobspec import parse_job
+from service.db.models import Job
+from service.store.jobs import new_job
+from service.store.tokens import hash_token, new_token
 
 from harness import (
     BenchError,

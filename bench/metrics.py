@@ -27,11 +27,11 @@ import aiohttp
 import asyncpg
 from aiohttp import web
 
-from service.app import create_app
-from service.db import create_engine, create_sessionmaker
-from service.jobs import new_job
-from service.jobspec import parse_job
+from service.core.jobspec import parse_job
+from service.db.engine import create_engine, create_sessionmaker
+from service.runtime.app import create_app
 from service.settings import load_settings
+from service.store.jobs import new_job
 
 import harness
 

@@ -24,13 +24,13 @@ from typing import Any
 import aiohttp
 from sqlalchemy import insert
 
-from service.db import create_engine, create_sessionmaker
-from service.jobs import new_job
-from service.jobspec import parse_job
-from service.models import NotificationEvent
+from service.core.jobspec import parse_job
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions
 from service.notify.events import event_row
+from service.store.jobs import new_job
 
 from harness import Receiver, code_version, create_database, drop_database
 

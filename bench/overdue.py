@@ -29,8 +29,8 @@ from typing import Any
 import aiohttp
 from sqlalchemy import func, select
 
-from service.db import create_engine, create_sessionmaker
-from service.models import Job, Ping, ScanRun
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import Job, Ping, ScanRun
 
 import harness
 from harness import BenchError, Receiver, summary, wait_for

@@ -22,9 +22,9 @@ from pathlib import Path
 import aiohttp
 import asyncpg
 
-from service.db import create_engine, create_sessionmaker
-from service.jobs import new_job
-from service.jobspec import parse_job
+from service.core.jobspec import parse_job
+from service.db.engine import create_engine, create_sessionmaker
+from service.store.jobs import new_job
 
 import harness
 

@@ -42,10 +42,10 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from service.db import create_engine, create_sessionmaker
-from service.jobsfile import apply_jobs
-from service.jobspec import parse_job
-from service.models import Artifact, ScanRun
+from service.config.jobsfile import apply_jobs
+from service.core.jobspec import parse_job
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import Artifact, ScanRun
 from service.scanner.scanner import BackupScanner, ScanReport
 from service.scanner.sources import SourceError, list_sources, open_source
 

@@ -44,8 +44,8 @@ from aiohttp import web
 from sqlalchemy import func, select
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from service.db import create_engine, create_sessionmaker
-from service.models import Job, ScanRun
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import Job, ScanRun
 
 import harness
 from harness import BenchError, summary, wait_for

@@ -14,7 +14,7 @@ from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
 
-from service.visible import visible
+from service.core.visible import visible
 
 # A ping key is a secret (whoever has it can ping: a success ping hides a failing job), and it
 # travels in URL paths: `/ping/KEY`, `/ping/KEY/fail`, a full URL, a request line.

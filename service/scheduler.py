@@ -8,7 +8,8 @@ instance at a time) and starts the scheduler; `start_scheduler` and `shutdown_sc
 idempotent and say so in the log.
 
 The service itself does not run this module's scheduler: each app builds its own
-ScanScheduler, ScanCoordinator and DeadlineTick (service/app.py) and holds them under AppKeys.
+ScanScheduler, ScanCoordinator and DeadlineTick (service/runtime/app.py) and holds them under
+AppKeys.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from datetime import UTC
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from service.core.scan_options import ScanOptions
 from service.runtime.coordinator import ScanCoordinator
 from service.runtime.lifecycle import wait_for_condition
 from service.runtime.scheduling import JOB_ID, ScanScheduler
 from service.runtime.tick import DeadlineTick
-from service.scan_options import ScanOptions
 from service.settings import get_settings
 
 __all__ = [

@@ -10,9 +10,9 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from service.problems import problems_of
-from service.scan_options import ScanOptions
-from service.visible import quote
+from service.core.problems import problems_of
+from service.core.scan_options import ScanOptions
+from service.core.visible import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
 

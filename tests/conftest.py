@@ -22,8 +22,8 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service import migrate
-from service.db import create_engine, create_sessionmaker
+from service.db import migrate
+from service.db.engine import create_engine, create_sessionmaker
 from service.settings import Settings
 
 T = TypeVar("T")

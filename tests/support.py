@@ -16,11 +16,11 @@ from aiohttp import web
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.demo import write_file
-from service.jobs import new_job
-from service.jobspec import parse_job
-from service.models import Job
-from service.pings import PingWriter, Received
+from service.cli.demo import write_file
+from service.core.jobspec import parse_job
+from service.db.models import Job
+from service.store.jobs import new_job
+from service.store.pings import PingWriter, Received
 
 
 async def add_job(

@@ -45,13 +45,13 @@ from pydantic import (
 )
 from yarl import URL
 
-from service.errors import describe_error
-from service.jobspec import JOB_NAME_PATTERN
-from service.problems import problems_of
-from service.settingfile import read_setting_file
-from service.units import parse_duration
-from service.visible import quote
-from service.yamlfile import FileProblems, read_yaml
+from service.config.settingfile import read_setting_file
+from service.config.yamlfile import FileProblems, read_yaml
+from service.core.jobspec import JOB_NAME_PATTERN
+from service.core.problems import problems_of
+from service.core.units import parse_duration
+from service.core.visible import quote
+from service.db.errors import describe_error
 
 CHANNEL_TYPES = ("webhook", "email", "apprise")
 DEFAULT_PORTS = {"starttls": 587, "tls": 465, "none": 25}

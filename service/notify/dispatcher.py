@@ -40,15 +40,15 @@ from sqlalchemy import and_, exists, func, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
-from service.clock import Clock, utcnow
-from service.db import claimed, database_url_of, is_postgresql, lock_for_write
-from service.errors import describe_error, log_failure
-from service.models import NotificationAttempt, NotificationDelivery, NotificationEvent
+from service.core.clock import Clock, utcnow
+from service.core.visible import quote as visible_quote
+from service.db.engine import claimed, database_url_of, is_postgresql, lock_for_write
+from service.db.errors import describe_error, log_failure
+from service.db.models import NotificationAttempt, NotificationDelivery, NotificationEvent
 from service.notify.config import ChannelSet
 from service.notify.notice import Notice
 from service.notify.outbox import CANCELLED, JOB_DELETED
 from service.notify.transports import DeliveryError, client_session, deliver
-from service.visible import quote as visible_quote
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from service.kinds import NoticeKind, Status, notice_kind_of
+from service.core.kinds import NoticeKind, Status, notice_kind_of
 from service.notify.notice import Notice
 
 PROBLEMS: tuple[Status, ...] = ("warning", "critical", "unknown")

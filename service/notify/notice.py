@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from service.kinds import NOTICE_KINDS, NoticeKind, Status, notice_kind_of, status_of
-from service.units import format_size
-from service.visible import quote, visible
+from service.core.kinds import NOTICE_KINDS, NoticeKind, Status, notice_kind_of, status_of
+from service.core.units import format_size
+from service.core.visible import quote, visible
 
 SERVICE = "backup-monitor"
 KINDS = NOTICE_KINDS

@@ -9,8 +9,8 @@ from collections.abc import Collection
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import rows_changed
-from service.models import NotificationDelivery, NotificationEvent
+from service.db.engine import rows_changed
+from service.db.models import NotificationDelivery, NotificationEvent
 
 logger = logging.getLogger(__name__)
 

@@ -97,7 +97,7 @@ def fires_after(recurrence: Recurrence, after: datetime) -> Iterator[datetime]:
 
     cronsim walks local wall-clock times and returns the first occurrence of a repeated one, so
     right after a fall-back it may hand back a time already past: those are skipped (a window
-    never opens twice in one night), as service.scanner.rules does for job schedules."""
+    never opens twice in one night), as service.core.rules does for job schedules."""
     after = _utc(after)
     for fire in CronSim(recurrence.cron, after.astimezone(recurrence.zone)):
         fire_utc = fire.astimezone(UTC)

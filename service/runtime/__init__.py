@@ -7,8 +7,8 @@
 - tick: `DeadlineTick`, the jobs due between full scans, with its own ping baseline.
 - scheduling: `ScanScheduler`, one app's APScheduler wiring (full scan, tick, retention).
 
-Each app builds its own in its cleanup contexts (service/app.py) and holds them under AppKeys
-(service/keys.py): nothing here is process-global. `service/scheduler.py` is the original
-request's module-level facade over these. May import aiohttp, the scanner, retention, db,
-models, errors and settings; imports neither the app, the keys, the API nor the facade.
+Each app builds its own in its cleanup contexts (service/runtime/app.py) and holds them under
+AppKeys (service/runtime/keys.py): nothing here is process-global. `service/scheduler.py` is the
+original request's module-level facade over these. May import aiohttp, the scanner, retention,
+db, models, errors and settings; imports neither the app, the keys, the API nor the facade.
 """

@@ -9,10 +9,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.db import database_url_of
-from service.errors import log_failure
+from service.core.scan_options import ScanOptions
+from service.db.engine import database_url_of
+from service.db.errors import log_failure
 from service.runtime.lifecycle import drain
-from service.scan_options import ScanOptions
 from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.

@@ -10,10 +10,10 @@ from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from service.retention import run_retention
 from service.runtime.coordinator import ScanCoordinator
 from service.runtime.lifecycle import wait_for_condition
 from service.runtime.tick import DeadlineTick
+from service.store.retention import run_retention
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
 logger = logging.getLogger("service.scheduler")

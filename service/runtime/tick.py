@@ -11,12 +11,12 @@ from typing import Any
 from sqlalchemy import and_, case, func, or_, select, true, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service.clock import Clock, utcnow
-from service.db import claimed, database_url_of
-from service.errors import log_failure
-from service.models import Job, Ping
+from service.core.clock import Clock, utcnow
+from service.core.scan_options import ScanOptions
+from service.db.engine import claimed, database_url_of
+from service.db.errors import log_failure
+from service.db.models import Job, Ping
 from service.runtime.lifecycle import drain
-from service.scan_options import ScanOptions
 from service.scanner.scanner import run_scanner
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.

@@ -7,7 +7,7 @@
 - scanner: `BackupScanner` and `run_scanner`, the inventory synced one transaction per job.
 - watch: `SourceWatcher`, local sources judged as files land between full scans.
 
-This package's `__init__` imports nothing: importing `service.scanner.rules` must not load the
+This package's `__init__` imports nothing: importing `service.core.rules` must not load the
 database layer. Import what you use from its module (`from service.scanner.scanner import
 run_scanner`).
 """

@@ -4,7 +4,7 @@ of bad judgements).
 
 No I/O, no clock, no logging, no SQLAlchemy: the caller reads the clock and the facts, and
 writes (service.scanner.writer). The same inputs always give the same Judgement. May import:
-the standard library, service.jobspec, service.scanner.rules, service.scanner.state and the
+the standard library, service.core.jobspec, service.core.rules, service.scanner.state and the
 pure rules of service.notify.events.
 """
 
@@ -13,7 +13,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from service.jobspec import JobSpec
+from service.core.jobspec import JobSpec
+from service.core.rules import (
+    SIZE_DROP_WINDOW,
+    ArtifactFact,
+    Evaluation,
+    Reason,
+    RunFacts,
+    evaluate,
+    next_check,
+)
 from service.notify.events import (
     News,
     NoticeRule,
@@ -22,15 +31,6 @@ from service.notify.events import (
     news,
     notice_due,
     renotify_at,
-)
-from service.scanner.rules import (
-    SIZE_DROP_WINDOW,
-    ArtifactFact,
-    Evaluation,
-    Reason,
-    RunFacts,
-    evaluate,
-    next_check,
 )
 from service.scanner.state import (
     JobRow,

@@ -9,9 +9,9 @@ Sources stay behind their port (service.scanner.sources): the observer only awai
 per source, in order, from a lister (list_sources runs local walks in worker threads; a remote
 source's lister awaits its API on the event loop instead). Nothing here blocks the loop.
 
-May import: the standard library, pydantic's ValidationError, service.jobspec, service.errors
-(describe_error), service.scanner.sources and service.scanner.state; never SQLAlchemy or the
-database models.
+May import: the standard library, pydantic's ValidationError, service.core.jobspec,
+service.db.errors (describe_error), service.scanner.sources and service.scanner.state; never
+SQLAlchemy or the database models.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from service.errors import describe_error
-from service.jobspec import JobSpec, error_details, parse_job
+from service.core.jobspec import JobSpec, error_details, parse_job
+from service.db.errors import describe_error
 from service.scanner.sources import CHUNK, Listing, Source, SourceError, list_sources, open_source
 from service.scanner.state import JobResult, JobRow, Observation
 

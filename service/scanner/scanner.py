@@ -15,8 +15,8 @@ parts together, one batch at a time:
   artifact row; a job whose judgement changes nothing only has its checked_at moved, together
   with the other unchanged jobs, in one statement.
 
-May import everything the scan needs (SQLAlchemy, the models, service.pings, service.silences,
-service.settings); the modules it drives import nothing from here.
+May import everything the scan needs (SQLAlchemy, the models, service.store.pings,
+service.store.silences, service.settings); the modules it drives import nothing from here.
 """
 
 from __future__ import annotations
@@ -31,15 +31,18 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-# A module, not names: service.pings uses this package's rules (the import order is free).
-from service import pings
-from service.clock import Clock, utcnow
-from service.errors import describe_error
+from service.core.clock import Clock, utcnow
+from service.core.rules import RunFacts
+from service.db.errors import describe_error
 from service.notify.silences import SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
 from service.scanner.pipeline import Observer, Outcome, run_pipeline
-from service.scanner.rules import RunFacts
-from service.scanner.runs import (
+from service.scanner.state import JobResult, JobRow, Observation, ScanReport
+from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, read_jobs
+
+# A module, not names: service.store.pings uses this package's rules (the import order is free).
+from service.store import pings
+from service.store.scans import (
     HEARTBEAT_SECONDS,
     keep_alive,
     record_finish,
@@ -47,9 +50,7 @@ from service.scanner.runs import (
     run_error,
     run_status,
 )
-from service.scanner.state import JobResult, JobRow, Observation, ScanReport
-from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, read_jobs
-from service.silences import load_current
+from service.store.silences import load_current
 
 __all__ = ["BackupScanner", "JobResult", "ScanReport", "run_scanner"]
 

@@ -2,8 +2,8 @@
 judgement decides (JobState), and what a scan reports (JobResult, ScanReport).
 
 Plain data and the conversions at its edges (a listed file's time, the stored form of the newest
-artifact and of the reasons). No I/O. May import: the standard library, service.jobspec,
-service.kinds, service.scanner.rules and service.scanner.sources.base; never SQLAlchemy,
+artifact and of the reasons). No I/O. May import: the standard library, service.core.jobspec,
+service.core.kinds, service.core.rules and service.scanner.sources.base; never SQLAlchemy,
 aiohttp or the database models.
 """
 
@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from service.jobspec import JobSpec
-from service.kinds import Status
-from service.scanner.rules import ArtifactFact, Reason
+from service.core.jobspec import JobSpec
+from service.core.kinds import Status
+from service.core.rules import ArtifactFact, Reason
 from service.scanner.sources.base import FileEntry, Listing
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

@@ -41,10 +41,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 # one bad one; here each watcher has a thread of its own and a failing path is left out.
 from watchfiles._rust_notify import RustNotify
 
-from service.db import database_url_of
-from service.errors import describe_error, log_failure
-from service.jobspec import LocalSource
-from service.models import Job
+from service.core.jobspec import LocalSource
+from service.db.engine import database_url_of
+from service.db.errors import describe_error, log_failure
+from service.db.models import Job
 from service.scanner.scanner import run_scanner
 from service.scanner.sources.local import _matcher
 

@@ -9,9 +9,9 @@ judgement means (news, reminder, run of bad judgements) is weighed again on the 
 so a change is recorded, and notified, once. The outbox rows commit with the change they tell
 of, or not at all.
 
-May import SQLAlchemy, service.db, service.models, service.errors, service.notify.events
-(event_row and its pure helpers) and the scanner's pure modules (state, judge, inventory); no
-source, no clock, no settings.
+May import SQLAlchemy, service.db.engine, service.db.models, service.db.errors,
+service.notify.events (event_row and its pure helpers) and the scanner's pure modules (state,
+judge, inventory); no source, no clock, no settings.
 """
 
 from __future__ import annotations
@@ -28,15 +28,15 @@ from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.db import is_postgresql, lock_for_write
-from service.errors import database_unavailable, describe_error
-from service.jobspec import DECLARATION_FIELDS
-from service.kinds import status_of
-from service.models import Artifact, Job, JobCheck, NotificationEvent
+from service.core.jobspec import DECLARATION_FIELDS
+from service.core.kinds import status_of
+from service.core.rules import Reason
+from service.db.engine import is_postgresql, lock_for_write
+from service.db.errors import database_unavailable, describe_error
+from service.db.models import Artifact, Job, JobCheck, NotificationEvent
 from service.notify.events import event_row, located, problem_codes, reason_changes
 from service.scanner.inventory import InventoryDiff, Known
 from service.scanner.judge import Aftermath, Judgement, aftermath
-from service.scanner.rules import Reason
 from service.scanner.state import JobResult, JobRow, entry_time, to_microseconds
 
 logger = logging.getLogger(__name__)

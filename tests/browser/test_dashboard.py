@@ -20,15 +20,15 @@ import pytest
 from aiohttp.test_utils import TestServer
 from sqlalchemy import select, update
 
-from service.app import create_app
-from service.demo import build_sandbox, prepare
-from service.jobs import status_counts
-from service.jobsfile import apply_jobs, parse_declarations
-from service.keys import sessionmaker_key
-from service.models import Job
+from service.cli.demo import build_sandbox, prepare
+from service.config.jobsfile import apply_jobs, parse_declarations
+from service.db.models import Job
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
-from service.tokens import create_token
+from service.store.jobs import status_counts
+from service.store.tokens import create_token
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"

@@ -12,12 +12,12 @@ import pytest
 from aiohttp import ClientSession, web
 from sqlalchemy import select
 
-from service.api.openapi import documented_routes, operation_of
-from service.app import create_app
-from service.keys import sessionmaker_key
-from service.models import ApiToken
+from service.db.models import ApiToken
+from service.http.api.openapi import documented_routes, operation_of
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.settings import load_settings
-from service.tokens import TOKEN_PREFIX, create_token, hash_token, revoke_token
+from service.store.tokens import TOKEN_PREFIX, create_token, hash_token, revoke_token
 
 BOOTSTRAP = "bootstrap-token-from-the-environment"
 JOB = {"name": "db", "schedule": {"every": 3600}}
@@ -197,7 +197,7 @@ def csrf_in(page: str) -> str:
      "javascript:alert(1)"],
 )  # fmt: skip
 def test_login_never_redirects_off_site(target):
-    from service.web.views import safe_next
+    from service.http.web.views import safe_next
 
     assert safe_next(target) == "/"
     assert safe_next("/jobs/db?before=3") == "/jobs/db?before=3"
@@ -255,7 +255,7 @@ async def test_the_openapi_document_tells_what_the_server_refuses(aiohttp_client
 async def test_a_cron_expression_has_five_fields(aiohttp_client, settings, cron):
     """The README says 5 fields; cronsim would take a 6th (seconds) and read `0 2 * * * *` as
     02 past every hour: refused with a 422 that says why, from the API and the YAML file."""
-    from service.jobspec import parse_job
+    from service.core.jobspec import parse_job
 
     _, client = await serve(aiohttp_client, settings)
     job = {"name": "db", "schedule": {"cron": cron}}

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, text
 
-from service.app import create_app
-from service.keys import sessionmaker_key
-from service.models import Artifact, Job, JobCheck, ScanRun
+from service.db.models import Artifact, Job, JobCheck, ScanRun
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.settings import load_settings
 
 from support import make_file

@@ -8,13 +8,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import insert, select
 
-from service.app import create_app
-from service.jobsfile import apply_jobs
-from service.keys import sessionmaker_key
-from service.models import Job, NotificationDelivery, NotificationEvent
+from service.config.jobsfile import apply_jobs
+from service.db.models import Job, NotificationDelivery, NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.notify.events import event_row
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 

@@ -9,9 +9,9 @@ from datetime import timedelta
 import pytest
 from sqlalchemy.engine import make_url
 
-from service.app import create_app
-from service.keys import coordinator_key, scan_scheduler_key, sessionmaker_key
-from service.models import ScanRun
+from service.db.models import ScanRun
+from service.runtime.app import create_app
+from service.runtime.keys import coordinator_key, scan_scheduler_key, sessionmaker_key
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 

@@ -22,7 +22,7 @@ from aiohttp import ClientConnectorDNSError, web
 from aiohttp.client_reqrep import ConnectionKey
 from pydantic import SecretStr
 
-from service.cli import CliError, build_parser, cmd_notify_test
+from service.cli.main import CliError, build_parser, cmd_notify_test
 from service.notify.config import AppriseChannel, EmailChannel, WebhookChannel, parse_channels
 from service.notify.notice import Notice
 from service.notify.transports import DeliveryError, deliver

@@ -31,10 +31,10 @@ from sqlalchemy import delete, func, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from service import migrate
-from service.db import create_engine, create_sessionmaker
-from service.jobsfile import apply_jobs, parse_jobs_document
-from service.models import Artifact, Job, JobCheck, ScanRun
+from service.config.jobsfile import apply_jobs, parse_jobs_document
+from service.db import migrate
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner.scanner import run_scanner
 
 from conftest import TEST_DATABASE_URL, missing, pg_admin
@@ -469,8 +469,8 @@ async def empty_database(kind: str, directory: Path) -> AsyncIterator[str]:
 # Each replica imports everything, says so, then waits for one byte on stdin: the test releases
 # them all with one write each, so their work starts in the same instant (start-up takes seconds).
 _AT_THE_SAME_INSTANT = (
-    "import sys; from service import cli; print('ready', flush=True); sys.stdin.read(1); "
-    "sys.exit(cli.main(sys.argv[1:]))"
+    "import sys; from service.cli import main as cli; print('ready', flush=True); "
+    "sys.stdin.read(1); sys.exit(cli.main(sys.argv[1:]))"
 )
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from alembic.script import ScriptDirectory
 
-from service import migrate
+from service.db import migrate
 
 from conftest import in_thread
 
@@ -22,7 +22,7 @@ HEAVY = ("sqlalchemy", "aiohttp", "alembic", "pydantic", "apprise")
 # Runs the command line in-process, then prints which heavy packages it imported.
 PROBE = """
 import json, sys
-from service.cli import main
+from service.cli.main import main
 try:
     code = main(sys.argv[1:])
 except SystemExit as exc:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from service.app import create_app
+from service.runtime.app import create_app
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from service.app import create_app
+from service.http.web.words import as_of
+from service.runtime.app import create_app
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
-from service.web.words import as_of
 
 from support import add_job, make_file
 

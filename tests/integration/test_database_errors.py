@@ -18,17 +18,17 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from service import migrate
-from service.app import create_app
-from service.db import create_engine, create_sessionmaker
-from service.errors import database_unavailable
-from service.keys import engine_key
+from service.db import migrate
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.errors import database_unavailable
 from service.notify.config import ChannelSet
 from service.notify.dispatcher import Dispatcher, DispatchOptions, utcnow
+from service.runtime.app import create_app
+from service.runtime.keys import engine_key
 from service.runtime.tick import DeadlineTick
-from service.scanner.runs import keep_alive
 from service.scheduler import run_scanner_job
 from service.settings import load_settings
+from service.store.scans import keep_alive
 
 from conftest import in_thread, missing
 from support import PrivatePostgres

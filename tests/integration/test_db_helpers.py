@@ -1,4 +1,4 @@
-"""The dialect checks and the rowcount claims of service.db, on both databases."""
+"""The dialect checks and the rowcount claims of service.db.engine, on both databases."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from datetime import UTC, datetime
 
 from sqlalchemy import delete, insert, update
 
-from service.db import claimed, dialect_of, is_postgresql, is_sqlite, rows_changed
-from service.models import ApiToken
+from service.db.engine import claimed, dialect_of, is_postgresql, is_sqlite, rows_changed
+from service.db.models import ApiToken
 
 NOW = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 

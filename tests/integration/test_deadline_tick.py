@@ -8,11 +8,11 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import select
 
-from service.models import Job
+from service.core.scan_options import ScanOptions
+from service.db.models import Job
 from service.runtime.coordinator import ScanCoordinator
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
-from service.scan_options import ScanOptions
 from service.scheduler import shutdown_scheduler, start_scheduler
 
 from support import add_job, get_job, make_file, store_failure_ping

@@ -13,9 +13,9 @@ import aiohttp
 import pytest
 from sqlalchemy import select
 
-from service import demo
-from service.jobsfile import load_jobs_file
-from service.models import Artifact, Job, NotificationEvent
+from service.cli import demo
+from service.config.jobsfile import load_jobs_file
+from service.db.models import Artifact, Job, NotificationEvent
 from service.scanner.scanner import run_scanner
 from service.settings import Settings
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from service.app import create_app
+from service.runtime.app import create_app
 from service.settings import load_settings
 
 from support import free_port, read

@@ -11,8 +11,8 @@ from datetime import timedelta
 
 import pytest
 
-from service.app import create_app
-from service.keys import sessionmaker_key
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 

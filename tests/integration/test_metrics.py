@@ -11,12 +11,12 @@ from prometheus_client.parser import (
     text_string_to_metric_families as text_format_string_to_metric_families,
 )
 
-from service.api.metrics import _registry, job_families, read_jobs, read_service_families
-from service.app import create_app
-from service.models import Job
+from service.core.rules import STATUSES
+from service.db.models import Job
+from service.http.metrics import _registry, job_families, read_jobs, read_service_families
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher
-from service.scanner.rules import STATUSES
+from service.runtime.app import create_app
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 

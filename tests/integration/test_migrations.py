@@ -10,8 +10,8 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Boolean, Integer, String, column, insert, inspect, select, table
 
-from service import migrate
-from service.db import Base, JSONType, UTCDateTime, create_engine
+from service.db import migrate
+from service.db.engine import Base, JSONType, UTCDateTime, create_engine
 
 from conftest import in_thread
 

@@ -19,10 +19,10 @@ import pytest
 from aiohttp import web
 from sqlalchemy import delete, func, insert, select, text, update
 
-from service.app import create_app
-from service.db import create_engine, create_sessionmaker
-from service.jobs import delete_jobs
-from service.models import (
+from service.core.scan_options import ScanOptions
+from service.core.units import format_duration
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import (
     Job,
     JobCheck,
     NotificationAttempt,
@@ -32,11 +32,11 @@ from service.models import (
 from service.notify.config import ChannelSet, parse_channels
 from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions, backoff
 from service.notify.events import event_row
+from service.runtime.app import create_app
 from service.runtime.tick import DeadlineTick
-from service.scan_options import ScanOptions
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
-from service.units import format_duration
+from service.store.jobs import delete_jobs
 
 from mailserver import smtp_servers
 from support import Receiver, add_job, free_port, get_job, make_file, read

@@ -11,16 +11,16 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.app import create_app
-from service.keys import channels_key
-from service.models import JobCheck, NotificationEvent
+from service.core.scan_options import ScanOptions
+from service.db.models import JobCheck, NotificationEvent
+from service.http.web.words import as_of
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
+from service.runtime.app import create_app
+from service.runtime.keys import channels_key
 from service.runtime.tick import DeadlineTick
-from service.scan_options import ScanOptions
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
-from service.web.words import as_of
 
 from support import Receiver, get_job, make_file, store_failure_ping
 

@@ -41,9 +41,9 @@ from aiohttp import web
 from hypothesis.configuration import set_hypothesis_home_dir
 from schemathesis.openapi.checks import RejectedPositiveData
 
-from service.api.openapi import build_document
-from service.app import create_app
-from service.jobspec import DECLARATION_FIELDS
+from service.core.jobspec import DECLARATION_FIELDS
+from service.http.api.openapi import build_document
+from service.runtime.app import create_app
 from service.settings import Settings, load_settings
 
 from support import make_file

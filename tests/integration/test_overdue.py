@@ -8,9 +8,9 @@ from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import func, select
 
-from service.app import create_app
-from service.keys import sessionmaker_key
-from service.models import Job, Ping, ScanRun
+from service.db.models import Job, Ping, ScanRun
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.settings import load_settings
 
 TICK = 1.0

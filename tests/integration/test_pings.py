@@ -15,12 +15,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.util import await_only
 
-from service.app import create_app
-from service.db import create_engine, create_sessionmaker
-from service.keys import sessionmaker_key
-from service.models import Job, Ping
-from service.pings import PingWriter, Received
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import Job, Ping
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.settings import load_settings
+from service.store.pings import PingWriter, Received
 
 from support import add_job, get_job
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from sqlalchemy import func, insert, select
 
-from service.models import NotificationDelivery, NotificationEvent, Ping
+from service.db.models import NotificationDelivery, NotificationEvent, Ping
 from service.notify.events import event_row
-from service.pings import PINGS_JUDGED
-from service.retention import prune
+from service.store.pings import PINGS_JUDGED
+from service.store.retention import prune
 
 from support import add_job
 

@@ -19,18 +19,18 @@ import pytest
 from sqlalchemy import select, text
 from test_cli import cli
 
-from service.app import create_app
-from service.keys import sessionmaker_key
-from service.models import Artifact, JobCheck, ScanRun
-from service.scanner.runs import (
+from service.db.models import Artifact, JobCheck, ScanRun
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
+from service.scanner.scanner import BackupScanner
+from service.settings import load_settings
+from service.store.scans import (
     FAILING_AFTER,
     LEASE,
     abandoned_error,
     close_abandoned,
     keep_alive,
 )
-from service.scanner.scanner import BackupScanner
-from service.settings import load_settings
 
 from conftest import missing
 from support import add_job, get_job, make_file
@@ -436,7 +436,7 @@ async def test_a_running_scan_keeps_its_heartbeat_moving(engine, sessionmaker, c
 # killed there, it is deterministically a scan that died mid-way, whatever the machine's load.
 STOPPED_SCAN = """
 import asyncio, os, signal
-from service.db import create_engine, create_sessionmaker
+from service.db.engine import create_engine, create_sessionmaker
 from service.scanner.scanner import run_scanner
 
 def stop_here(run_id: int) -> None:

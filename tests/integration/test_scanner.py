@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from service.models import Artifact, JobCheck, NotificationEvent, ScanRun
+from service.db.models import Artifact, JobCheck, NotificationEvent, ScanRun
 from service.scanner.scanner import BackupScanner
 
 from support import add_job, get_job, make_file
@@ -433,7 +433,7 @@ async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_pat
     """The connection dies mid-scan: the scan raises promptly instead of hanging."""
     from sqlalchemy.engine import make_url
 
-    from service.db import create_engine, create_sessionmaker
+    from service.db.engine import create_engine, create_sessionmaker
 
     from support import TcpProxy
 

@@ -12,8 +12,8 @@ from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from service.db import create_engine, create_sessionmaker
-from service.models import ScanRun
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import ScanRun
 from service.scheduler import (
     JOB_ID,
     run_scanner_job,

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from sqlalchemy import text
 
-from service.app import create_app
-from service.keys import engine_key
 from service.logs import configure_logging
+from service.runtime.app import create_app
+from service.runtime.keys import engine_key
 from service.settings import load_settings
 
 

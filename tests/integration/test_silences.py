@@ -9,14 +9,14 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from service.app import create_app
-from service.jobsfile import JobsFileError, apply_jobs, load_declarations, parse_declarations
-from service.keys import sessionmaker_key
-from service.models import Silence
+from service.config.jobsfile import JobsFileError, apply_jobs, load_declarations, parse_declarations
+from service.db.models import Silence
 from service.notify.silences import next_boundary, silenced_until
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
 from service.settings import load_settings
-from service.silences import create_silence, end_silence, load_current
-from service.tokens import create_token
+from service.store.silences import create_silence, end_silence, load_current
+from service.store.tokens import create_token
 
 from support import add_job
 

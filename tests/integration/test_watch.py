@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import delete, func, select
 
-from service.app import create_app
-from service.keys import watcher_key
-from service.models import Job, ScanRun
+from service.db.models import Job, ScanRun
+from service.runtime.app import create_app
+from service.runtime.keys import watcher_key
 from service.scanner.scanner import BackupScanner
 from service.scanner.watch import SourceWatcher
 from service.settings import load_settings

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.cli import render_table
+from service.cli.main import render_table
 from service.notify.notice import describe_artifact
 from service.scanner.scanner import JobResult, ScanReport
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.web.charts import missing_slots, nice_ticks
+from service.http.web.charts import missing_slots, nice_ticks
 
 MiB = 1024 * 1024
 

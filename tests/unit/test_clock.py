@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from service.clock import utcnow
+from service.core.clock import utcnow
 
 
 def test_utcnow_is_aware_utc_and_now():

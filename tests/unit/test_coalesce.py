@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from service.api.coalesce import Coalescer
+from service.http.api.coalesce import Coalescer
 
 
 class Slow:

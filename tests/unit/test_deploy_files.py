@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "backup-monitor.json"
 
-# Metric names exported at /metrics. Must match service/api/metrics.py.
+# Metric names exported at /metrics. Must match service/http/metrics.py.
 EXPORTED = {
     "backup_job_status",
     "backup_job_last_artifact_timestamp_seconds",

@@ -1,4 +1,4 @@
-"""Which OSErrors mean "the database is unavailable" (service/errors.py)."""
+"""Which OSErrors mean "the database is unavailable" (service/db/errors.py)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import sqlite3
 import pytest
 from sqlalchemy import text
 
-from service.db import create_engine
-from service.errors import database_unavailable
-from service.scanner.runs import DATABASE_UNAVAILABLE, run_error
+from service.db.engine import create_engine
+from service.db.errors import database_unavailable
+from service.store.scans import DATABASE_UNAVAILABLE, run_error
 
 
 def test_an_os_error_outside_the_driver_is_no_database_outage(tmp_path):

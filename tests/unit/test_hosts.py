@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from service.hosts import is_loopback
+from service.core.hosts import is_loopback
 
 
 @pytest.mark.parametrize(

@@ -10,10 +10,10 @@ import pytest
 from aiohttp import web
 from aiohttp.http_exceptions import BadHttpMessage, ContentEncodingError
 
-from service.api.errors import client_fault
-from service.api.wellformed import host_problem
+from service.http.api.errors import client_fault
+from service.http.wellformed import host_problem
 from service.logs import LogThrottle
-from service.server import ACCEPT_BACKLOG, RESERVED_DESCRIPTORS, connection_limit
+from service.runtime.server import ACCEPT_BACKLOG, RESERVED_DESCRIPTORS, connection_limit
 
 
 @pytest.mark.parametrize(

@@ -4,7 +4,7 @@ function (it still ties the two modules together; it only moves the failure to r
 Read from the source, not by importing: every `import service...` and `from service... import`
 anywhere in a module counts, except under `if TYPE_CHECKING:` (never run). Importing
 `service.a.b` runs the package `service.a` first, so it counts as importing that package too:
-that is how `service.scanner.rules` once reached the ORM through `service/scanner/__init__.py`.
+that is how `service.core.rules` once reached the ORM through `service/scanner/__init__.py`.
 """
 
 from __future__ import annotations
@@ -94,3 +94,58 @@ def test_the_check_sees_a_cycle_through_a_package_and_a_function_level_import():
     assert cycles(graph) == [["a", "b"]]
     tree = ast.parse("import os\ndef f():\n    from b.c import x\n")
     assert list(imported_names(tree)) == ["os", "b.c", "b.c.x"]
+
+
+# What each layer may import of the others (the rules its package docstring states). A layer
+# is a package of service/ (service.http.api and service.scanner.sources are layers of their own).
+MAY_IMPORT = {
+    "service.core": set(),
+    "service.db": {"service.core"},
+    "service.scanner.sources": {"service.core"},
+    "service.config": {"service.core", "service.db", "service.store"},
+    "service.notify": {"service.core", "service.db", "service.config"},
+    "service.store": {"service.core", "service.db", "service.notify", "service.scanner"},
+    "service.http.api": {
+        "service.core", "service.db", "service.store", "service.notify", "service.runtime",
+        "service.http", "service.logs",
+    },
+}  # fmt: skip
+# Every package of service/ is a layer; a module at the top (settings, logs) is its own.
+LAYERS = sorted(
+    {*MAY_IMPORT, "service.http.web"}
+    | {f"service.{path.parent.name}" for path in SERVICE.glob("*/__init__.py")},
+    key=len,
+)
+
+
+def layer_of(module: str) -> str:
+    """The most specific layer `module` is in (its own name when it is in none)."""
+    found = module
+    for layer in LAYERS:
+        if module == layer or module.startswith(layer + "."):
+            found = layer
+    return found
+
+
+def test_each_layer_imports_only_what_it_may():
+    graph = import_graph()
+    wrong = sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if (allowed := MAY_IMPORT.get(layer_of(module))) is not None
+        for target in targets
+        if layer_of(target) != layer_of(module) and target != "service"
+        and layer_of(target) not in allowed
+    )  # fmt: skip
+    assert wrong == []
+
+
+def test_nothing_imports_the_command_line():
+    graph = import_graph()
+    assert sorted(
+        f"{module} imports {target}"
+        for module, targets in graph.items()
+        if not module.startswith("service.cli") and module != "service.__main__"
+        for target in targets
+        if target.startswith("service.cli")
+    ) == []  # fmt: skip

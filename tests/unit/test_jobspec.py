@@ -1,4 +1,4 @@
-"""Job declarations: validation, error details and SCAN_ROOTS (service/jobspec.py)."""
+"""Job declarations: validation, error details and SCAN_ROOTS (service/core/jobspec.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from service.jobspec import error_details, parse_job
+from service.core.jobspec import error_details, parse_job
 
 FULL: dict[str, Any] = {
     "name": "db-nightly",

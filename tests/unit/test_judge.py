@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
-from service.jobspec import JobSpec, parse_job
+from service.core.jobspec import JobSpec, parse_job
+from service.core.rules import Reason, RunFacts
 from service.scanner.judge import Judgement, aftermath, judge, must_write, unjudged
-from service.scanner.rules import Reason, RunFacts
 from service.scanner.sources.base import FileEntry, Listing
 from service.scanner.state import JobRow, JobState, Observation, to_microseconds
 

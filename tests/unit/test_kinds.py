@@ -6,8 +6,7 @@ from typing import get_args
 
 import pytest
 
-from service import kinds
-from service.scanner import rules
+from service.core import kinds, rules
 
 
 def test_the_rules_judge_in_these_words():

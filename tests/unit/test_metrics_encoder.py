@@ -12,7 +12,7 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.exposition import generate_latest as text_generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
-from service.api.metrics import (
+from service.http.metrics import (
     JOB_FAMILIES,
     _registry,
     job_families,

@@ -1,4 +1,4 @@
-"""When the deadline tick judges a job again (service/scanner/rules.py `next_check`): the first
+"""When the deadline tick judges a job again (service/core/rules.py `next_check`): the first
 moment ahead at which its verdict can change, an open run's max_duration included (issue 11
 item 3)."""
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from service.jobspec import parse_job
-from service.models import Ping
-from service.pings import run_facts, runs_of
-from service.scanner.rules import FUTURE_TOLERANCE, ArtifactFact, evaluate, next_check
+from service.core.jobspec import parse_job
+from service.core.rules import FUTURE_TOLERANCE, ArtifactFact, evaluate, next_check
+from service.db.models import Ping
+from service.store.pings import run_facts, runs_of
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

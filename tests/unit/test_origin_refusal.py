@@ -1,9 +1,9 @@
-"""Why a cross-site change is refused (service/api/auth.py): the headers it quotes are the
+"""Why a cross-site change is refused (service/http/auth.py): the headers it quotes are the
 sender's, so they are shown shortened and escaped, never forged into the log or the page."""
 
 from __future__ import annotations
 
-from service.api.auth import origin_refusal
+from service.http.auth import origin_refusal
 
 OWN = {"https://backups.example.com"}
 

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 import pytest
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError, field_validator
 
-from service.problems import Problem, problems_of
+from service.core.problems import Problem, problems_of
 
 
 class Inner(BaseModel):

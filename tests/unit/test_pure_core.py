@@ -11,16 +11,17 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-# The pure core: the job declaration and its units, the judgement of a job, the notices and
-# when they are owed, the silence windows. Pydantic and cronsim are allowed (they compute).
+# The pure core: every module of service.core (the job declaration and its units, the judgement
+# of a job, the shared words), and notify's pure rules (the notices and when they are owed, the
+# silence windows). Pydantic and cronsim are allowed (they compute).
+CORE_DIR = Path(__file__).resolve().parents[2] / "service" / "core"
 PURE_CORE = (
-    "service.visible",
-    "service.units",
-    "service.jobspec",
-    "service.scanner.rules",
+    "service.core",
+    *sorted(f"service.core.{path.stem}" for path in CORE_DIR.glob("[!_]*.py")),
     "service.notify.notice",
     "service.notify.events",
     "service.notify.silences",
@@ -31,8 +32,11 @@ FORBIDDEN_PACKAGES = frozenset({
     "sqlalchemy", "aiohttp", "asyncpg", "aiosqlite", "alembic", "apscheduler", "aiosmtplib",
     "apprise", "watchfiles",
 })  # fmt: skip
-# This service's own I/O layers: the database and the sources that walk the filesystem.
-FORBIDDEN_OWN = ("service.db", "service.models", "service.scanner.sources")
+# This service's own I/O layers: the database, the SQL, the sources that walk the filesystem, the
+# runtime and the HTTP surfaces.
+FORBIDDEN_OWN = (
+    "service.db", "service.store", "service.scanner.sources", "service.runtime", "service.http",
+)  # fmt: skip
 
 _LIST_MODULES = "import sys, json, {module}; print(json.dumps(sorted(sys.modules)))"
 
@@ -70,5 +74,5 @@ def test_a_pure_module_imports_no_io_library(module):
 def test_the_check_sees_an_io_import():
     """The check itself: a module known to use the database is caught."""
     assert "sqlalchemy" in {
-        name.partition(".")[0] for name in forbidden(modules_loaded_by("service.models"))
+        name.partition(".")[0] for name in forbidden(modules_loaded_by("service.db.models"))
     }

@@ -1,4 +1,4 @@
-"""The pure evaluation rules, each at its boundary (service/scanner/rules.py)."""
+"""The pure evaluation rules, each at its boundary (service/core/rules.py)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from zoneinfo import ZoneInfo, available_timezones
 
 import pytest
 
-from service.jobspec import JobSpec, parse_job
-from service.scanner.rules import (
+from service.core.jobspec import JobSpec, parse_job
+from service.core.rules import (
     FUTURE_TOLERANCE,
     ArtifactFact,
     Evaluation,

@@ -1,4 +1,5 @@
-"""Runs from pings (service/pings.py `runs_of`, `run_facts`): pairing, supersede, what is judged."""
+"""Runs from pings (service/store/pings.py `runs_of`, `run_facts`): pairing, supersede, what is
+judged."""
 
 from __future__ import annotations
 
@@ -6,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.jobspec import parse_job
-from service.models import Ping
-from service.pings import run_facts, runs_of
-from service.scanner.rules import evaluate
+from service.core.jobspec import parse_job
+from service.core.rules import evaluate
+from service.db.models import Ping
+from service.store.pings import run_facts, runs_of
 
 T0 = datetime(2026, 11, 29, 3, 0, tzinfo=UTC)
 MINUTE = timedelta(minutes=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service.scan_options import ScanOptions
+from service.core.scan_options import ScanOptions
 from service.settings import Settings
 
 NOW = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)

@@ -17,28 +17,35 @@ STDLIB = sys.stdlib_module_names
 # Per module: the project and third-party modules it may import (a name, or a package prefix).
 ALLOWED = {
     "state.py": {
-        "service.jobspec",
-        "service.kinds",
-        "service.scanner.rules",
+        "service.core.jobspec",
+        "service.core.kinds",
+        "service.core.rules",
         "service.scanner.sources.base",
     },
     "inventory.py": {"service.scanner.sources.base"},
     "judge.py": {
-        "service.jobspec",
-        "service.scanner.rules",
+        "service.core.jobspec",
+        "service.core.rules",
         "service.scanner.state",
         "service.notify.events",
     },
     "pipeline.py": {
         "pydantic",
-        "service.jobspec",
-        "service.errors",
+        "service.core.jobspec",
+        "service.db.errors",
         "service.scanner.sources",
         "service.scanner.state",
     },
 }
 # Never in any of them: the database, the HTTP stack.
-FORBIDDEN = ("sqlalchemy", "asyncpg", "aiosqlite", "aiohttp", "service.models", "service.db")
+FORBIDDEN = (
+    "sqlalchemy",
+    "asyncpg",
+    "aiosqlite",
+    "aiohttp",
+    "service.db.models",
+    "service.db.engine",
+)
 
 
 def imports_of(path: Path) -> set[str]:
@@ -67,6 +74,6 @@ def test_the_module_imports_only_what_its_layer_allows(name: str) -> None:
 
 def test_the_check_sees_a_forbidden_import(tmp_path: Path) -> None:
     bad = tmp_path / "bad.py"
-    bad.write_text("from sqlalchemy import select\nimport service.models\n")
-    assert imports_of(bad) == {"sqlalchemy", "service.models"}
+    bad.write_text("from sqlalchemy import select\nimport service.db.models\n")
+    assert imports_of(bad) == {"sqlalchemy", "service.db.models"}
     assert not allowed("sqlalchemy", ALLOWED["judge.py"])

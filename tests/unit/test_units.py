@@ -1,4 +1,4 @@
-"""Parsing and formatting of human units (service/units.py)."""
+"""Parsing and formatting of human units (service/core/units.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from service.units import (
+from service.core.units import (
     format_duration,
     format_size,
     parse_duration,

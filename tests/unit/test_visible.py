@@ -1,4 +1,5 @@
-"""Text from outside made safe to show (service/visible.py), and the notice bodies built with it."""
+"""Text from outside made safe to show (service/core/visible.py), and the notice bodies built with
+it."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from datetime import UTC, datetime
 
 import pytest
 
+from service.core.visible import quote, visible, visible_lines
 from service.notify.notice import Notice
-from service.visible import quote, visible, visible_lines
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.web.words import (
+from service.http.web.words import (
     as_of,
     declared_size,
     describe_cron,
@@ -105,8 +105,8 @@ def test_as_of_says_when_a_judgement_was_made():
 
 
 def test_describe_held_says_why_and_when() -> None:
+    from service.http.web.words import describe_held
     from service.notify.events import Hold, NoticeRule
-    from service.web.words import describe_held
 
     since = NOW - timedelta(minutes=5)
     until = since + timedelta(minutes=30)

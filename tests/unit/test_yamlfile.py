@@ -1,10 +1,11 @@
-"""The one YAML reader (service/yamlfile.py): ordinary anchors still work within the bounds."""
+"""The one YAML reader (service/config/yamlfile.py): ordinary anchors still work within the
+bounds."""
 
 from __future__ import annotations
 
 import pytest
 
-from service.yamlfile import MAX_ALIASES, FileProblems, read_yaml
+from service.config.yamlfile import MAX_ALIASES, FileProblems, read_yaml
 
 
 def test_anchors_aliases_and_merge_keys_within_the_bounds(tmp_path):

@@ -13,7 +13,7 @@ from typing import Any
 
 import aiohttp
 
-from service.errors import describe_error
+from service.db.errors import describe_error
 from service.notify.config import Channel
 from service.notify.notice import Notice
 from service.notify.transports.apprise import AppriseTransport

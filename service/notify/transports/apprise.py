@@ -12,7 +12,7 @@ from urllib.parse import unquote
 
 import aiohttp
 
-from service.errors import describe_error
+from service.db.errors import describe_error
 from service.notify.config import AppriseChannel, quiet_apprise, scheme_of
 from service.notify.notice import Notice
 from service.notify.transports.base import (

@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Generic, TypeVar
 
-from service.errors import describe_error
+from service.db.errors import describe_error
 
 if TYPE_CHECKING:
     import aiohttp

@@ -10,7 +10,8 @@ from email.message import EmailMessage
 import aiohttp
 import aiosmtplib
 
-from service.errors import describe_error
+from service.core.visible import quote
+from service.db.errors import describe_error
 from service.notify.config import EmailChannel, tls_context
 from service.notify.notice import Notice
 from service.notify.transports.base import (
@@ -21,7 +22,6 @@ from service.notify.transports.base import (
     scrub,
     seconds_text,
 )
-from service.visible import quote
 
 QUIT_TIMEOUT = 5.0  # seconds given to an SMTP server to answer QUIT, the message once accepted
 

@@ -10,7 +10,7 @@ from importlib import metadata
 import aiohttp
 from yarl import URL
 
-from service.errors import describe_error
+from service.db.errors import describe_error
 from service.notify.config import WebhookChannel
 from service.notify.notice import Notice
 from service.notify.transports.base import (

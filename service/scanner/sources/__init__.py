@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.jobspec import LocalSource as LocalSourceSpec
+from service.core.jobspec import LocalSource as LocalSourceSpec
 from service.scanner.sources.base import Cancelled, FileEntry, Listing, Source, SourceError
 from service.scanner.sources.local import LocalSource
 from service.scanner.sources.walker import CHUNK, list_sources

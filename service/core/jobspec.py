@@ -1,0 +1,405 @@
+"""The declaration of a backup job: one pydantic model shared by the YAML file, the database
+and the API. Pure data and validation; no I/O except resolving a local path against SCAN_ROOTS.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Collection, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from service.core.problems import problems_of
+from service.core.units import (
+    DURATION_PATTERN,
+    MAX_DURATION,
+    MAX_SIZE,
+    MAX_UNIT_TEXT,
+    PERCENT_PATTERN,
+    SIZE_PATTERN,
+    parse_duration,
+    parse_percent,
+    parse_size,
+)
+from service.core.visible import quote
+
+JOB_NAME_PATTERN = r"^[a-z][a-z0-9_.-]{0,99}$"
+# Exactly the 5 fields the README promises (cronsim would also take a 6th, seconds, field).
+CRON_PATTERN = r"^[ \t]*[^ \t]+([ \t]+[^ \t]+){4}[ \t]*$"
+TAG_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
+DEFAULT_GRACE = 3600
+# IANA zone names: components of letters, digits, '_', '+', '-' (the longest has 32 characters).
+_ZONE_NAME = re.compile(r"[A-Za-z0-9_+-]+(?:/[A-Za-z0-9_+-]+)*")
+MAX_ZONE_LENGTH = 64
+# Every text of a declaration is bounded: a 300 KB glob froze the service while it compiled,
+# and a value of any size is stored, answered and compared on every scan.
+MAX_DESCRIPTION = 2000
+MAX_TAGS = 50
+MAX_PATH = 4096  # PATH_MAX on Linux
+MAX_PATTERN = 1024  # a file name has at most 255 bytes; a glob may spell classes out
+MAX_CRON = 500  # every field written out as a list takes about 370
+MAX_CHANNELS = 50
+MAX_COUNT = 10**9
+MAX_EXCLUDES = 50
+# notify.after: consecutive bad judgements before a problem is told (1: at once).
+MAX_AFTER = 100
+# A file modified this recently (or changed since the previous listing) may still be written.
+DEFAULT_SETTLE = 120
+# Names that writers use while a file is incomplete, and dot-files (rsync's temporary copies).
+DEFAULT_EXCLUDE = ("*.tmp", "*.part", "*.partial", ".*")
+
+
+def _no_bool(value: object) -> object:
+    if isinstance(value, bool):
+        raise ValueError("expected a whole number, got a boolean")
+    return value
+
+
+def _positive(value: int) -> int:
+    if value < 1:
+        raise ValueError("Input should be greater than 0")
+    return value
+
+
+def _count(value: int) -> int:
+    if value < 1:
+        raise ValueError("Input should be greater than or equal to 1")
+    if value > MAX_COUNT:
+        raise ValueError(f"Input should be less than or equal to {MAX_COUNT}")
+    return value
+
+
+def _number_or_text(number: dict[str, Any], pattern: str, text: str) -> WithJsonSchema:
+    """What the API documents for a field that also takes a unit string ("1h", "1MiB")."""
+    words = {"type": "string", "pattern": pattern, "maxLength": MAX_UNIT_TEXT, "examples": [text]}
+    return WithJsonSchema({"anyOf": [number, words]}, "validation")
+
+
+def _no_nul(value: str) -> str:
+    if "\0" in value:
+        raise ValueError("contains a NUL character")
+    return value
+
+
+# The pattern tells API clients (and the OpenAPI document) what _no_nul refuses.
+_NO_NUL = Field(json_schema_extra={"pattern": "^[^\\x00]*$"})
+
+
+def _seconds(minimum: int, example: str) -> WithJsonSchema:
+    number = {"type": "integer", "minimum": minimum, "maximum": MAX_DURATION}
+    return _number_or_text({**number, "description": "seconds"}, DURATION_PATTERN, example)
+
+
+Duration = Annotated[int, BeforeValidator(parse_duration), _seconds(0, "1h30m")]
+PositiveDuration = Annotated[Duration, AfterValidator(_positive), _seconds(1, "1d")]
+Count = Annotated[
+    int,
+    BeforeValidator(_no_bool),
+    AfterValidator(_count),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_COUNT}),
+]
+AfterCount = Annotated[
+    int,
+    BeforeValidator(_no_bool),
+    Field(ge=1, le=MAX_AFTER),
+    WithJsonSchema({"type": "integer", "minimum": 1, "maximum": MAX_AFTER}),
+]
+Size = Annotated[
+    int,
+    BeforeValidator(parse_size),
+    _number_or_text(
+        {"type": "integer", "minimum": 0, "maximum": MAX_SIZE, "description": "bytes"},
+        SIZE_PATTERN,
+        "1MiB",
+    ),
+]
+Percent = Annotated[
+    float,
+    BeforeValidator(parse_percent),
+    _number_or_text({"type": "number", "minimum": 0, "maximum": 100}, PERCENT_PATTERN, "50%"),
+]
+Tag = Annotated[str, Field(pattern=TAG_PATTERN)]
+Tags = Annotated[tuple[Tag, ...], Field(max_length=MAX_TAGS)]
+# The bound before the validator, so that it applies to the text (not "items after validation").
+Description = Annotated[str, Field(max_length=MAX_DESCRIPTION), AfterValidator(_no_nul), _NO_NUL]
+
+
+def _exclude_glob(value: str) -> str:
+    if not value or "/" in value or "\0" in value:
+        raise ValueError("a glob on the file name: not empty, no '/' or NUL")
+    return value
+
+
+ExcludeGlob = Annotated[
+    str,
+    Field(max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}),
+    AfterValidator(_exclude_glob),
+]
+# Notification channels are named like jobs (the names come from CHANNELS_FILE).
+CHANNEL_NAME_PATTERN = JOB_NAME_PATTERN
+ChannelName = Annotated[str, Field(pattern=CHANNEL_NAME_PATTERN)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class LocalSource(_Strict):
+    type: Literal["local"] = "local"
+    path: str = Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"})
+    pattern: str = Field(
+        default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
+    )
+    recursive: bool = False
+    # Globs on the file name for files that are not backups; None: DEFAULT_EXCLUDE. A given
+    # list replaces the default (`[]`: nothing excluded).
+    exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
+    # A newest file modified within `settle` seconds, or changed since the previous listing, is
+    # still being written: sizes are judged on the newest settled file. 0: never.
+    settle: Duration = DEFAULT_SETTLE
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        """The globs in force: the declared ones, or the default temporary names."""
+        return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_and_allowed(cls, value: str, info: ValidationInfo) -> str:
+        if "\0" in value:
+            raise ValueError("path contains a NUL character")
+        if not os.path.isabs(value):
+            raise ValueError(f"path must be absolute (got {quote(value)})")
+        roots: Sequence[Path] = (info.context or {}).get("scan_roots") or ()
+        if roots and not path_within_roots(value, roots):
+            allowed = ", ".join(str(r) for r in roots)
+            raise ValueError(
+                f"{value} resolves to {os.path.realpath(value)}, outside SCAN_ROOTS ({allowed})"
+            )
+        return os.path.normpath(value)
+
+    @field_validator("pattern")
+    @classmethod
+    def _file_name_glob(cls, value: str) -> str:
+        if not value or "/" in value or "\0" in value:
+            raise ValueError("pattern is a glob on the file name: not empty, no '/' or NUL")
+        return value
+
+
+# One kind of source for now; with a second one this becomes a union discriminated by `type`.
+Source = LocalSource
+
+
+class Schedule(_Strict):
+    """Either `every` (seconds between backups) or `cron` (with an optional time zone)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "required": ["every"],
+                    "properties": {
+                        "every": {"not": {"type": "null"}},
+                        "cron": {"type": "null"},
+                        "timezone": {"type": "null"},
+                    },
+                },
+                {
+                    "required": ["cron"],
+                    "properties": {
+                        "cron": {"type": "string", "minLength": 1, "pattern": CRON_PATTERN},
+                        "every": {"type": "null"},
+                    },
+                },
+            ]
+        }
+    )
+
+    every: PositiveDuration | None = None
+    cron: str | None = Field(default=None, max_length=MAX_CRON)
+    # Not max_length: a long name is an unknown time zone like any other (zone_info says so).
+    timezone: str | None = Field(default=None, json_schema_extra={"maxLength": MAX_ZONE_LENGTH})
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str | None) -> str | None:
+        if value is not None:
+            zone_info(value)
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> Schedule:
+        if (self.every is None) == (self.cron is None):
+            raise ValueError("give exactly one of 'every' (a duration) or 'cron'")
+        if self.cron is not None:
+            check_cron(self.cron, self.zone)
+        elif self.timezone is not None:
+            raise ValueError("timezone applies to cron schedules only")
+        return self
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return zone_info(self.timezone or "UTC")
+
+
+class Rules(_Strict):
+    # None means "not set". An unset min_size still rejects an empty (0-byte) file; set
+    # min_size: 0 to accept empty backups.
+    min_size: Size | None = None
+    max_size: Size | None = None
+    min_count: Count | None = None
+    max_size_drop: Percent | None = None
+    # Runs reported by pings: longer than max_duration is `run_overdue` (critical), a success
+    # quicker than min_duration is `run_too_short` (warning: a dump that "succeeds" in 2 s).
+    max_duration: Duration | None = None
+    min_duration: Duration | None = None
+
+    @model_validator(mode="after")
+    def _ordered_sizes(self) -> Rules:
+        low, high = self.min_size, self.max_size
+        if low is not None and high is not None and low > high:
+            raise ValueError(f"min_size ({low} bytes) is larger than max_size ({high} bytes)")
+        short, long = self.min_duration, self.max_duration
+        if short is not None and long is not None and short > long:
+            raise ValueError(f"min_duration ({short} s) is longer than max_duration ({long} s)")
+        return self
+
+
+class Notify(_Strict):
+    # `for` is a Python keyword: the field is `for_`, named `for` in YAML, the API and storage.
+    model_config = ConfigDict(serialize_by_alias=True)
+
+    # None: the default channels of CHANNELS_FILE; an empty list: no notifications at all.
+    channels: tuple[ChannelName, ...] | None = Field(default=None, max_length=MAX_CHANNELS)
+    # While the job stays critical, repeat the notice this often (None: once).
+    renotify_every: PositiveDuration | None = None
+    # A problem is told once the job has been bad (warning, critical, unknown) for `after`
+    # consecutive judgements and for `for` seconds without a break; both must hold (the rule
+    # is service.notify.events.hold_of). Recoveries are told only for problems told.
+    after: AfterCount = 1
+    for_: Duration = Field(default=0, alias="for")
+
+    @field_validator("channels")
+    @classmethod
+    def _known_channels(
+        cls, value: tuple[str, ...] | None, info: ValidationInfo
+    ) -> tuple[str, ...] | None:
+        if value is None:
+            return None
+        known: Collection[str] | None = (info.context or {}).get("channels")
+        unknown = [name for name in value if known is not None and name not in known]
+        if unknown:
+            names = ", ".join(sorted(known)) if known else "none: CHANNELS_FILE is not set"
+            raise ValueError(f"no channel {', '.join(unknown)} (configured channels: {names})")
+        return tuple(dict.fromkeys(value))
+
+
+class JobSpec(_Strict):
+    name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN, "maxLength": 100})
+    description: Description = ""
+    tags: Tags = ()
+    source: Source | None = None
+    schedule: Schedule
+    grace: Duration = DEFAULT_GRACE
+    rules: Rules = Rules()
+    notify: Notify = Notify()
+    paused: bool = False
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, value: str) -> str:
+        if not re.fullmatch(JOB_NAME_PATTERN, value):
+            raise ValueError(
+                # A name just over the limit is shown whole: its length is the mistake.
+                f"{quote(value, limit=120)} is not a valid job name: use lowercase letters, "
+                "digits, '.', '_' or '-', starting with a letter, at most 100 characters"
+            )
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _unique_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(value))
+
+    def declaration(self) -> dict[str, Any]:
+        """The JSON-ready declaration (integers for durations and sizes), without the name."""
+        return self.model_dump(mode="json", exclude={"name"}, exclude_none=False)
+
+
+# The declaration as stored on a job row: every field but the name.
+DECLARATION_FIELDS = tuple(name for name in JobSpec.model_fields if name != "name")
+
+
+def zone_info(name: str) -> ZoneInfo:
+    """The zone named `name`; ValueError for anything that is not a zone of the tz database.
+
+    ZoneInfo reads a file named after the zone: a directory of the database (`Europe`), a name
+    too long for the filesystem or a path raise OSError, which must not escape as a failure of
+    the service (the API took it for a database outage). So only names shaped like IANA names
+    reach ZoneInfo, and every error it may raise means "unknown"."""
+    unknown = ValueError(f"unknown time zone {quote(name)} (use an IANA name such as Europe/Paris)")
+    if len(name) > MAX_ZONE_LENGTH or not _ZONE_NAME.fullmatch(name):
+        raise unknown
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        raise unknown from None
+
+
+def check_cron(expression: str, zone: ZoneInfo) -> None:
+    """Raise ValueError unless the expression has 5 fields, parses and fires at least once."""
+    if not re.fullmatch(CRON_PATTERN, expression):
+        fields = len(expression.split(None))
+        raise ValueError(
+            f"bad cron expression {quote(expression)}: a cron expression has 5 fields separated by "
+            f"spaces (minute hour day-of-month month day-of-week), this one {fields}; seconds "
+            "are not supported"
+        )
+    try:
+        next(CronSim(expression, datetime.now(UTC).astimezone(zone)))
+    except CronSimError as exc:
+        raise ValueError(f"bad cron expression {quote(expression)}: {exc}") from None
+    except StopIteration:
+        raise ValueError(f"cron expression {quote(expression)} never fires") from None
+
+
+def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
+    """True when `path`, symlinks and `..` resolved, lies inside one of `roots`."""
+    real = os.path.realpath(path)
+    return any(real == str(root) or real.startswith(str(root).rstrip("/") + "/") for root in roots)
+
+
+def parse_job(
+    data: object, scan_roots: Sequence[Path] = (), channels: Collection[str] | None = None
+) -> JobSpec:
+    """Validate one job declaration; raises pydantic.ValidationError.
+
+    `channels`: the configured notification channels, which the job may name (None: any name,
+    for stored jobs whose channel may have left CHANNELS_FILE since)."""
+    context = {"scan_roots": tuple(scan_roots), "channels": channels}
+    return JobSpec.model_validate(data, context=context)
+
+
+def error_details(exc: ValidationError) -> list[dict[str, str]]:
+    """Flatten a ValidationError into [{field, message}], fields dotted (`schedule.cron`)."""
+    return [
+        {"field": ".".join(problem.loc) or "(job)", "message": problem.message}
+        for problem in problems_of(exc)
+    ]

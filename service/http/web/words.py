@@ -1,0 +1,195 @@
+"""Plain words for the dashboard: declarations, ages, deadlines. Pure functions, no I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from cron_descriptor import ExpressionDescriptor, Options
+
+from service.core.units import format_duration
+from service.notify.events import Hold, NoticeRule
+
+_CRON_WORDS = Options()
+_CRON_WORDS.use_24hour_time_format = True
+_CRON_WORDS.verbose = False
+
+
+def describe_cron(expression: str) -> str:
+    """`0 2 * * *` -> `every day at 02:00`; other schedules as cron-descriptor words them."""
+    try:
+        text: str = ExpressionDescriptor(expression, _CRON_WORDS).get_description()
+    except Exception:  # a declaration that validated is always describable; never fail a page
+        return f"on the cron schedule {expression}"
+    if text.startswith("At ") and "," not in text:
+        return "every day " + text[0].lower() + text[1:]
+    return text[0].lower() + text[1:]
+
+
+_UNITS = (("w", 604800), ("d", 86400), ("h", 3600), ("min", 60), ("s", 1))
+_EVERY_ONE = {604800: "week", 86400: "day", 3600: "hour", 60: "minute"}
+
+
+def exact_duration(seconds: int) -> str:
+    """A declared duration, exactly: `1 h`, `1 h 30 min`, `1 d 2 h`, `45 s`."""
+    parts = []
+    for unit, size in _UNITS:
+        count, seconds = divmod(seconds, size)
+        if count:
+            parts.append(f"{count} {unit}")
+    return " ".join(parts) or "0 s"
+
+
+def describe_schedule(schedule: dict[str, Any]) -> str:
+    every = schedule.get("every")
+    if every is not None:
+        return "every " + _EVERY_ONE.get(every, exact_duration(every))
+    zone = schedule.get("timezone") or "UTC"
+    return f"{describe_cron(schedule['cron'])} {zone}"
+
+
+_SIZE_UNITS = (
+    ("TB", 10**12), ("GB", 10**9), ("MB", 10**6), ("KB", 10**3),
+    ("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10),
+)  # fmt: skip
+
+
+def declared_size(size: int) -> str:
+    """A declared size in the unit the operator most likely wrote, exactly: `1 GB` for 10^9
+    bytes, `1 GiB` for 2^30, `1.5 MB`, `512 B`. Only bytes are stored, so the unit is the one
+    that writes the number exactly in the fewest characters (at most 3 decimals); bytes else."""
+    best = f"{size} B"
+    for name, unit in _SIZE_UNITS:
+        thousandths, rest = divmod(size * 1000, unit)
+        if size < unit or rest:
+            continue
+        text = _decimal(thousandths)
+        candidate = f"{text} {name}"
+        if len(candidate) < len(best):
+            best = candidate
+    return best
+
+
+def _decimal(thousandths: int) -> str:
+    whole, part = divmod(thousandths, 1000)
+    return f"{whole}.{part:03d}".rstrip("0").rstrip(".") if part else str(whole)
+
+
+def describe_declaration(
+    source: dict[str, Any] | None, schedule: dict[str, Any], grace: int, rules: dict[str, Any]
+) -> str:
+    """One sentence: "a new *.sql.gz in /backups/db every day at 02:00 Europe/Paris, 1 h grace,
+    at least 1.0 MiB"."""
+    if source is None:
+        what = "a heartbeat"
+    else:
+        pattern = source.get("pattern") or "*"
+        where = source["path"] + (" (and below)" if source.get("recursive") else "")
+        what = f"a new {'file' if pattern == '*' else pattern} in {where}"
+    parts = [f"{what} {describe_schedule(schedule)}", f"{exact_duration(grace)} grace"]
+    if rules.get("min_size") is not None:
+        parts.append(f"at least {declared_size(rules['min_size'])}")
+    if rules.get("max_size") is not None:
+        parts.append(f"at most {declared_size(rules['max_size'])}")
+    if rules.get("min_count") is not None:
+        parts.append(f"{rules['min_count']} files kept at least")
+    if rules.get("max_size_drop") is not None:
+        parts.append(f"no more than {rules['max_size_drop']:g} % smaller than usual")
+    return ", ".join(parts)
+
+
+def describe_notify(notify: dict[str, Any] | None, defaults: Sequence[str]) -> str:
+    """ "tells ops, mail (the default channels), again every 4 h while critical, of a problem
+    once it has lasted for 30 min and for 2 checks in a row"."""
+    notify = notify or {}
+    channels = notify.get("channels")
+    if channels is None:
+        who = f"tells {', '.join(defaults)} (the default channels)" if defaults else "tells no one"
+    else:
+        who = f"tells {', '.join(channels)}" if channels else "tells no one (silenced)"
+    every = notify.get("renotify_every")
+    if every:
+        who += f", again every {exact_duration(every)} while critical"
+    lasted = []
+    if notify.get("for"):
+        lasted.append(f"for {exact_duration(notify['for'])}")
+    if (notify.get("after") or 1) > 1:
+        lasted.append(f"for {notify['after']} checks in a row")
+    return f"{who}, of a problem once it has lasted {' and '.join(lasted)}" if lasted else who
+
+
+def relative_time(moment: datetime | None, now: datetime) -> str:
+    """`3 h ago`, `in 20 min`, `just now`; an em dash for no time at all."""
+    if moment is None:
+        return "—"
+    seconds = (now - moment).total_seconds()
+    if abs(seconds) < 30:
+        return "just now"
+    text = format_duration(abs(seconds))
+    return f"{text} ago" if seconds > 0 else f"in {text}"
+
+
+def describe_deadline(moment: datetime | None, now: datetime, being_written: bool = False) -> str:
+    """The "next deadline" column: `in 5 h`, `overdue by 47 h`, an em dash for none.
+
+    jobs.next_check_at is the next moment the job must be looked at. While its newest file is
+    being written that is the settle re-check, not the job's deadline: it is said so."""
+    if moment is None:
+        return "—"
+    seconds = (moment - now).total_seconds()
+    if being_written:
+        return f"re-checked {relative_time(moment, now)}: newest file being written"
+    if seconds < -30:
+        return f"overdue by {format_duration(-seconds)}"
+    return relative_time(moment, now)
+
+
+def as_of(moment: datetime | None, now: datetime) -> str:
+    """When a stored judgement was made: `12:03 UTC` today, `2026-11-20 12:03 UTC` before.
+    A reason's message ("is 83 s old") is true at that time, not at `now`."""
+    if moment is None:
+        return "—"
+    moment = moment.astimezone(UTC)
+    if moment.date() == now.astimezone(UTC).date():
+        return f"{moment:%H:%M} UTC"
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def _checks(count: int) -> str:
+    return "the next check" if count == 1 else f"{count} more checks"
+
+
+def describe_held(
+    hold: Hold,
+    status: str,
+    bad_since: datetime | None,
+    status_changed_at: datetime | None,
+    rule: NoticeRule,
+    now: datetime,
+) -> str:
+    """One line on a notice held back: "critical since 03:10 UTC; you will be told at 03:40
+    UTC if it lasts (notify.for 30 min)"."""
+    since = as_of(status_changed_at or bad_since, now)
+    if bad_since is not None and status_changed_at is not None and bad_since < status_changed_at:
+        since += f" (bad since {as_of(bad_since, now)})"
+    where = f"{status} since {since}"
+    if hold.reason == "silence":
+        what = (
+            "you will be told then if it is still so"
+            if hold.kind in ("problem", "changed")
+            else f"the {hold.kind} notice goes out then"
+        )
+        return f"{where}; silenced until {as_of(hold.until, now)}: {what}"
+    parts = []
+    if hold.reason == "for":
+        parts.append(f"you will be told at {as_of(hold.until, now)} if it lasts")
+    if hold.judgements:
+        more = f"if {_checks(hold.judgements)} find{'s' if hold.judgements == 1 else ''} it bad"
+        parts.append(f"and {more}" if parts else f"you will be told {more} too")
+    settings = []
+    if rule.for_seconds:
+        settings.append(f"notify.for {exact_duration(rule.for_seconds)}")
+    if rule.after > 1:
+        settings.append(f"notify.after {rule.after}")
+    return f"{where}; {' '.join(parts)} ({', '.join(settings)})"

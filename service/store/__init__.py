@@ -1,0 +1,7 @@
+"""The SQL, one module per aggregate: jobs (find, list, create, change, delete, history), pings
+(the group-committed heartbeats and their runs), silences, tokens, scans (the scan_runs record)
+and retention (old rows deleted in bounded pieces). No HTTP here.
+
+May import the database layer, the pure core, notify's pure rules and outbox, and the scanner
+(a changed job is judged again at once); never the runtime, the HTTP surfaces or the CLI.
+"""

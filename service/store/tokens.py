@@ -1,0 +1,148 @@
+"""API tokens: created and revoked from the CLI, checked on every API request.
+
+A token is 32 random bytes (URL-safe base64, with a `bm_` prefix that secret scanners can
+match). Only its SHA-256 is stored: the token itself is printed once, at creation. A fast hash is
+right here because the token is random, not a password a person chose; there is nothing to
+brute-force. Lookups go by that hash, and the final comparison is constant-time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal
+
+from sqlalchemy import delete, exists, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.core.visible import quote
+from service.db.engine import claimed
+from service.db.models import ApiToken
+
+TOKEN_PREFIX = "bm_"  # noqa: S105 (a prefix, not a secret)
+TOKEN_NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,99}$"  # noqa: S105
+
+Access = Literal["read-write", "read-only"]
+
+
+class TokenError(Exception):
+    """A token operation a user asked for cannot be done (message says why)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenInfo:
+    name: str
+    read_only: bool
+    created_at: datetime
+
+
+def secret_bytes(text: str) -> bytes:
+    """A secret as it came in a header or cookie: aiohttp keeps bytes that are not UTF-8 as
+    surrogates, which a plain `.encode()` refuses (a 500 for any stranger who sends one)."""
+    return text.encode("utf-8", "surrogateescape")
+
+
+def same_secret(given: str, expected: str) -> bool:
+    """Constant-time comparison of a presented secret with the expected one."""
+    return hmac.compare_digest(secret_bytes(given), secret_bytes(expected))
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(secret_bytes(token)).hexdigest()
+
+
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+async def create_token(
+    session: AsyncSession, name: str, *, read_only: bool, now: datetime | None = None
+) -> str:
+    """Store a new token under `name` and return it (the only time it is ever visible)."""
+    if not re.fullmatch(TOKEN_NAME_PATTERN, name):
+        raise TokenError(
+            f"{quote(name)} is not a valid token name: letters, digits, '_', '.', '@' or '-', "
+            "starting with a letter or digit, at most 100 characters"
+        )
+    token = new_token()
+    session.add(
+        ApiToken(
+            name=name,
+            token_hash=hash_token(token),
+            read_only=read_only,
+            created_at=now or datetime.now(UTC),
+        )
+    )
+    try:
+        await session.commit()
+    except IntegrityError:
+        await session.rollback()
+        raise TokenError(
+            f"a token named {quote(name)} already exists; revoke it first or choose another name"
+        ) from None
+    return token
+
+
+async def list_tokens(session: AsyncSession) -> list[TokenInfo]:
+    rows = await session.execute(
+        select(ApiToken.name, ApiToken.read_only, ApiToken.created_at).order_by(ApiToken.name)
+    )
+    return [TokenInfo(*row) for row in rows]
+
+
+async def revoke_token(session: AsyncSession, name: str) -> None:
+    deleted = await claimed(session, delete(ApiToken).where(ApiToken.name == name))
+    await session.commit()
+    if not deleted:
+        raise TokenError(f"no token named {quote(name)} (see `backup-monitor tokens list`)")
+
+
+async def token_hashes(session: AsyncSession) -> list[str]:
+    """The stored tokens' hashes, in a stable order (a secret every replica can read)."""
+    return list(await session.scalars(select(ApiToken.token_hash).order_by(ApiToken.token_hash)))
+
+
+async def any_token(session: AsyncSession) -> bool:
+    return bool(await session.scalar(select(exists().where(ApiToken.id.is_not(None)))))
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """What a presented token grants, and whose it is (shown as `created_by` on what it makes)."""
+
+    access: Access
+    name: str
+
+
+# The name that stands for API_TOKEN, the token that lives outside the database.
+BOOTSTRAP_NAME = "API_TOKEN"
+# Who acts when no token exists at all and the API is open (loopback, --insecure-no-auth).
+OPEN_ACCESS_NAME = "anonymous"
+
+
+async def grant_of(
+    session: AsyncSession, presented: str, bootstrap: str | None = None
+) -> Grant | None:
+    """The access a presented token grants and its name, or None when it is not a valid token.
+
+    `bootstrap` is API_TOKEN from the environment: a read-write token that lives outside the
+    database.
+    """
+    digest = hash_token(presented)
+    if bootstrap is not None and hmac.compare_digest(digest, hash_token(bootstrap)):
+        return Grant("read-write", BOOTSTRAP_NAME)
+    row = (
+        await session.execute(
+            select(ApiToken.token_hash, ApiToken.read_only, ApiToken.name).where(
+                ApiToken.token_hash == digest
+            )
+        )
+    ).first()
+    if row is None or not hmac.compare_digest(row.token_hash, digest):
+        return None
+    return Grant("read-only" if row.read_only else "read-write", row.name)
