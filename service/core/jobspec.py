@@ -18,6 +18,7 @@ from pydantic import (
     BaseModel,
     BeforeValidator,
     ConfigDict,
+    Discriminator,
     Field,
     ValidationError,
     ValidationInfo,
@@ -25,6 +26,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic import Tag as UnionTag
 
 from service.core.problems import problems_of
 from service.core.units import (
@@ -202,9 +204,318 @@ class LocalSource(_Strict):
             raise ValueError("pattern is a glob on the file name: not empty, no '/' or NUL")
         return value
 
+    def location(self) -> str:
+        """Where its backups are, as messages say it (every kind of source has these two)."""
+        return f"{self.path} or its subdirectories" if self.recursive else self.path
 
-# One kind of source for now; with a second one this becomes a union discriminated by `type`.
-Source = LocalSource
+    def missing(self) -> str:
+        """What a job with no backup at all lacks, as a message says it."""
+        return f"no backup matching {self.pattern} in {self.location()}"
+
+
+# A secret is never written in a declaration (it would be stored, answered by the API and shown
+# on the dashboard): a declaration names where it comes from, `${VARIABLE}` (read from the
+# service's environment each time it is used) or a `*_file` field (read each time it is used).
+SECRET_REF_PATTERN = r"^\$\{[A-Za-z_][A-Za-z0-9_]{0,127}\}$"  # noqa: S105 (a pattern)
+_SECRET_REF = re.compile(SECRET_REF_PATTERN)
+
+
+def _secret_ref(value: str) -> str:
+    # The message never repeats the value: it may be the secret itself.
+    if not _SECRET_REF.match(value):
+        raise ValueError(
+            "a secret is not written in a declaration: give ${VARIABLE} (an environment "
+            "variable of the service) or the matching *_file field"
+        )
+    return value
+
+
+SecretRef = Annotated[
+    str,
+    Field(max_length=140, json_schema_extra={"pattern": SECRET_REF_PATTERN}),
+    AfterValidator(_secret_ref),
+]
+SecretFile = Annotated[
+    str, Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"}),
+    AfterValidator(lambda value: _absolute(value, "a secret file")),
+]  # fmt: skip
+# Environment variables a backup tool is run with (BORG_RSH, its backend's credentials). A
+# value may hold `${VARIABLE}` references (expanded when the tool runs); a variable whose name
+# says it holds a secret must be exactly one such reference.
+ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
+
+
+def _tool_environment(value: dict[str, str]) -> dict[str, str]:
+    for name, text in value.items():
+        _no_nul(text)
+        if _SECRET_NAME.search(name):
+            try:
+                _secret_ref(text)
+            except ValueError:
+                raise ValueError(
+                    f"{name} holds a secret: give it as ${{VARIABLE}} (an environment variable "
+                    "of the service), not its value"
+                ) from None
+    return value
+
+
+ToolEnvironment = Annotated[
+    dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], Annotated[str, Field(max_length=4096)]],
+    Field(max_length=50),
+    AfterValidator(_tool_environment),
+]
+MAX_HOST = 253
+MAX_KEY = 1024  # S3 keys have at most 1024 bytes
+# A remote source may take this long to list, instead of SOURCE_TIMEOUT_SECONDS.
+SourceTimeout = Annotated[
+    int,
+    BeforeValidator(parse_duration),
+    AfterValidator(_positive),
+    _seconds(1, "10m"),
+]
+
+
+def _absolute(value: str, what: str) -> str:
+    if "\0" in value:
+        raise ValueError(f"{what} contains a NUL character")
+    if not value.startswith("/"):
+        raise ValueError(f"{what} must be an absolute path (got {quote(value)})")
+    return value
+
+
+def _one_secret(given: Sequence[object | None], names: str) -> None:
+    if sum(value is not None for value in given) > 1:
+        raise ValueError(f"give one of {names}, not several")
+
+
+class S3Source(_Strict):
+    """Objects in an S3-compatible bucket. An artifact is an object: its key below `prefix`,
+    size, last-modified time and ETag."""
+
+    type: Literal["s3"]
+    bucket: str = Field(
+        min_length=3, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]$"
+    )
+    # Keys below this prefix (as is: "db/" lists db/x, "db" also lists db-old/x).
+    prefix: str = Field(default="", max_length=MAX_KEY)
+    pattern: str = Field(
+        default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
+    )
+    recursive: bool = False
+    exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
+    # An object appears whole once its upload is finished: nothing to wait for by default.
+    settle: Duration = 0
+    endpoint_url: str | None = Field(
+        default=None, max_length=2048, pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$"
+    )
+    region: str | None = Field(default=None, max_length=64, pattern=r"^[a-z0-9-]+$")
+    addressing: Literal["auto", "path", "virtual"] = "auto"
+    # Not secret (it names the key); may still be given as ${VARIABLE}.
+    access_key_id: str | None = Field(default=None, max_length=256)
+    secret_access_key: SecretRef | None = None
+    secret_access_key_file: SecretFile | None = None
+    timeout: SourceTimeout | None = None
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, value: str) -> str:
+        return _no_nul(value)
+
+    @field_validator("pattern")
+    @classmethod
+    def _name_glob(cls, value: str) -> str:
+        if not value or "/" in value or "\0" in value:
+            raise ValueError("pattern is a glob on the object's name: not empty, no '/' or NUL")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> S3Source:
+        _one_secret((self.secret_access_key, self.secret_access_key_file),
+                    "secret_access_key and secret_access_key_file")  # fmt: skip
+        has_secret = self.secret_access_key is not None or self.secret_access_key_file is not None
+        if has_secret != (self.access_key_id is not None):
+            raise ValueError(
+                "give access_key_id with secret_access_key (or secret_access_key_file), or "
+                "neither (the standard AWS credential chain)"
+            )
+        return self
+
+    def location(self) -> str:
+        where = f"s3://{self.bucket}/{self.prefix}"
+        where += " and below" if self.recursive else ""
+        return where if self.endpoint_url is None else f"{where} at {self.endpoint_url}"
+
+    def missing(self) -> str:
+        return f"no object matching {self.pattern} in {self.location()}"
+
+
+class SftpSource(_Strict):
+    """Files in a directory of an SFTP host. An artifact is a file: its path below `path`,
+    size and modification time. Host keys are always verified against `known_hosts`."""
+
+    type: Literal["sftp"]
+    host: str = Field(max_length=MAX_HOST, pattern=r"^[A-Za-z0-9_.:\[\]-]+$")
+    port: int = Field(default=22, ge=1, le=65535)
+    username: str = Field(max_length=256, pattern=r"^[^\s@:/\x00]+$")
+    key_file: SecretFile | None = None
+    password: SecretRef | None = None
+    password_file: SecretFile | None = None
+    # The host's public keys, OpenSSH's format; an unknown or changed key is refused.
+    known_hosts: SecretFile
+    path: str = Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"})
+    pattern: str = Field(
+        default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
+    )
+    recursive: bool = False
+    exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
+    # A remote file may be written in place, like a local one.
+    settle: Duration = DEFAULT_SETTLE
+    timeout: SourceTimeout | None = None
+
+    @property
+    def excluded(self) -> tuple[str, ...]:
+        return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
+
+    @field_validator("path")
+    @classmethod
+    def _remote_path(cls, value: str) -> str:
+        return _absolute(value, "path")
+
+    @field_validator("pattern")
+    @classmethod
+    def _name_glob(cls, value: str) -> str:
+        if not value or "/" in value or "\0" in value:
+            raise ValueError("pattern is a glob on the file name: not empty, no '/' or NUL")
+        return value
+
+    @model_validator(mode="after")
+    def _credentials(self) -> SftpSource:
+        _one_secret((self.password, self.password_file), "password and password_file")
+        if self.key_file is None and self.password is None and self.password_file is None:
+            raise ValueError("give key_file, password or password_file")
+        return self
+
+    def location(self) -> str:
+        where = f"sftp://{self.username}@{self.host}:{self.port}{self.path}"
+        return f"{where} or its subdirectories" if self.recursive else where
+
+    def missing(self) -> str:
+        return f"no backup matching {self.pattern} in {self.location()}"
+
+
+def _repository(value: str) -> str:
+    """A restic or borg repository string: never with a password inside a URL."""
+    _no_nul(value)
+    if re.search(r"://[^/@\s]*:[^/@\s]*@", value):
+        raise ValueError(
+            "the repository holds a password (user:password@): give it through env "
+            "(a ${VARIABLE}) instead"
+        )
+    return value
+
+
+Repository = Annotated[str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_repository)]
+
+
+class ResticSource(_Strict):
+    """A restic repository. An artifact is a snapshot: its id, time, host, tags, paths and its
+    restore size (computed once: a snapshot never changes)."""
+
+    type: Literal["restic"]
+    # Any restic backend: a path, sftp:, s3:, rest:, b2:, ...
+    repository: Annotated[
+        str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_repository)
+    ]
+    password: SecretRef | None = None
+    password_file: SecretFile | None = None
+    # Only snapshots of this host, with all these tags, of these paths (restic's own filters).
+    host: str | None = Field(default=None, max_length=MAX_HOST)
+    tags: tuple[Tag, ...] = Field(default=(), max_length=MAX_TAGS)
+    paths: tuple[Annotated[str, AfterValidator(lambda v: _absolute(v, "a path"))], ...] = Field(
+        default=(), max_length=MAX_EXCLUDES
+    )
+    # The backend's credentials (AWS_ACCESS_KEY_ID, RESTIC_REST_PASSWORD, ...).
+    env: ToolEnvironment = Field(default_factory=dict)
+    settle: Duration = 0  # a snapshot exists only once it is complete
+    timeout: SourceTimeout | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> ResticSource:
+        _one_secret((self.password, self.password_file), "password and password_file")
+        if self.password is None and self.password_file is None:
+            raise ValueError("give password (a ${VARIABLE}) or password_file")
+        return self
+
+    def location(self) -> str:
+        return f"restic repository {self.repository}"
+
+    def missing(self) -> str:
+        kept = [f"host {self.host}"] if self.host else []
+        kept += [f"tags {', '.join(self.tags)}"] if self.tags else []
+        return f"no snapshot{' of ' + ' and '.join(kept) if kept else ''} in {self.location()}"
+
+
+class BorgSource(_Strict):
+    """A borg repository. An artifact is an archive: its name, time, and original, compressed
+    and deduplicated sizes (computed once: an archive never changes)."""
+
+    type: Literal["borg"]
+    repository: Annotated[
+        str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_repository)
+    ]
+    passphrase: SecretRef | None = None
+    passphrase_file: SecretFile | None = None
+    # Only archives whose name matches this glob (borg's --glob-archives).
+    archives: str | None = Field(default=None, max_length=MAX_PATTERN)
+    env: ToolEnvironment = Field(default_factory=dict)  # BORG_RSH, ...
+    settle: Duration = 0  # an archive exists only once it is complete
+    timeout: SourceTimeout | None = None
+
+    @model_validator(mode="after")
+    def _credentials(self) -> BorgSource:
+        _one_secret((self.passphrase, self.passphrase_file), "passphrase and passphrase_file")
+        return self
+
+    def location(self) -> str:
+        return f"borg repository {self.repository}"
+
+    def missing(self) -> str:
+        kept = f" matching {self.archives}" if self.archives else ""
+        return f"no archive{kept} in {self.location()}"
+
+
+RemoteSource = S3Source | SftpSource | ResticSource | BorgSource
+SOURCE_TYPES = ("local", "s3", "sftp", "restic", "borg")
+
+
+def source_type(value: object) -> str | None:
+    """The kind of a declared source: its `type`, "local" when left out (as before there were
+    other kinds)."""
+    if isinstance(value, dict):
+        kind = value.get("type", "local")
+        return kind if isinstance(kind, str) else None
+    # A declared source; anything else is refused as the local kind refuses it ("should be a
+    # valid dictionary").
+    return getattr(value, "type", "local")
+
+
+Source = Annotated[
+    Annotated[LocalSource, UnionTag("local")]
+    | Annotated[S3Source, UnionTag("s3")]
+    | Annotated[SftpSource, UnionTag("sftp")]
+    | Annotated[ResticSource, UnionTag("restic")]
+    | Annotated[BorgSource, UnionTag("borg")],
+    Discriminator(
+        source_type,
+        custom_error_type="source_type",
+        custom_error_message=f"type must be one of {', '.join(SOURCE_TYPES)}",
+    ),
+]
 
 
 class Schedule(_Strict):
@@ -398,8 +709,14 @@ def parse_job(
 
 
 def error_details(exc: ValidationError) -> list[dict[str, str]]:
-    """Flatten a ValidationError into [{field, message}], fields dotted (`schedule.cron`)."""
-    return [
-        {"field": ".".join(problem.loc) or "(job)", "message": problem.message}
-        for problem in problems_of(exc)
-    ]
+    """Flatten a ValidationError into [{field, message}], fields dotted (`schedule.cron`); the
+    kind pydantic puts after `source` (`source.s3.bucket`) is left out: people wrote `type`."""
+    details = []
+    for problem in problems_of(exc):
+        loc = list(problem.loc)
+        for index in range(len(loc) - 1):
+            if loc[index] == "source" and loc[index + 1] in SOURCE_TYPES:
+                del loc[index + 1]
+                break
+        details.append({"field": ".".join(loc) or "(job)", "message": problem.message})
+    return details

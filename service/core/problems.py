@@ -43,5 +43,9 @@ def problems_of(exc: ValidationError) -> list[Problem]:
             message = "unknown field"
         elif error["type"] == "literal_error":
             message = f"{message} (got {quote(error['input'])})"
+        elif error["type"] == "source_type" and isinstance(error["input"], dict):
+            # A source's kind that is none of the kinds (jobspec.Source): said of its `type`.
+            loc = (*loc, "type")
+            message = f"{message} (got {quote(error['input'].get('type'))})"
         problems.append(Problem(loc, message, error["type"], error["input"]))
     return problems

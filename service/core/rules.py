@@ -463,8 +463,7 @@ def _missing_message(spec: JobSpec, deadline: datetime, zone: tzinfo) -> str:
     source = spec.source
     if source is None:
         return f"no backup has been reported; {due}"
-    where = f"{source.path} or its subdirectories" if source.recursive else source.path
-    return f"no backup matching {source.pattern} in {where}; {due}"
+    return f"{source.missing()}; {due}"
 
 
 def _worst_severity(reasons: Sequence[Reason]) -> Status:

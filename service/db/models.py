@@ -104,6 +104,8 @@ class Artifact(Base):
     first_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     last_seen: Mapped[datetime] = mapped_column(UTCDateTime)
     gone_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # What a remote source knows of it beyond path, size and time (ETag, host, tags, sizes).
+    details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class ScanRun(Base):

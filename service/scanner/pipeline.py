@@ -29,7 +29,16 @@ from pydantic import ValidationError
 
 from service.core.jobspec import JobSpec, error_details, parse_job
 from service.db.errors import describe_error
-from service.scanner.sources import CHUNK, Listing, Source, SourceError, list_sources, open_source
+from service.scanner.sources import (
+    CHUNK,
+    KnownSizes,
+    Listing,
+    RemoteSource,
+    Source,
+    SourceError,
+    open_source,
+)  # fmt: skip
+from service.scanner.sources.lister import list_any
 from service.scanner.state import JobResult, JobRow, Observation
 
 logger = logging.getLogger(__name__)
@@ -39,7 +48,12 @@ WALK_AHEAD = 64
 
 # One result per source, in order, as each is ready: its listing or the SourceError that
 # stopped it; each source may take `limit` seconds (see sources.list_sources).
-Lister = Callable[[Sequence[Source], float], AsyncGenerator[Listing | SourceError, None]]
+Lister = Callable[
+    [Sequence[Source | RemoteSource], float], AsyncGenerator[Listing | SourceError, None]
+]
+# The sizes stored for a job's present artifacts (see sources.KnownSizes), read from the database
+# by the scanner when a source asks.
+KnownOf = Callable[[JobRow], KnownSizes]
 Observe = Callable[[Sequence[JobRow]], AsyncGenerator[Observation, None]]
 Settle = Callable[[Sequence[Observation]], Awaitable[list[JobResult]]]
 Outcome = Literal["finished", "interrupted"]
@@ -121,17 +135,19 @@ class Observer:
         *,
         scan_roots: Sequence[Path] = (),
         source_timeout: float = 300.0,
-        lister: Lister = list_sources,
+        lister: Lister = list_any,
+        known_of: KnownOf | None = None,
     ) -> None:
         self.scan_roots = tuple(scan_roots)
         self.source_timeout = source_timeout
         self.lister = lister
+        self.known_of = known_of
 
     async def observe(self, jobs: Sequence[JobRow]) -> AsyncGenerator[Observation, None]:
         """List the jobs' sources, in order; never raises for a source or declaration problem."""
         specs: list[JobSpec | None] = []
         errors: list[str | None] = []
-        sources: list[Source] = []
+        sources: list[Source | RemoteSource] = []
         for job in jobs:
             spec, error = self._prepare(job, sources)
             specs.append(spec)
@@ -139,7 +155,7 @@ class Observer:
         broken: SourceError | None = None  # the lister itself failed: a bug, not a source problem
         async with aclosing(self.lister(sources, self.source_timeout)) as listings:
             for job, spec, error in zip(jobs, specs, errors, strict=True):
-                if spec is None or spec.source is None:  # no listing for this one
+                if error is not None or spec is None or spec.source is None:  # no listing
                     yield Observation(job, spec, source_error=error)
                     continue
                 result: Listing | SourceError
@@ -157,13 +173,18 @@ class Observer:
                 else:
                     yield observed(job, spec, result)
 
-    def _prepare(self, job: JobRow, sources: list[Source]) -> tuple[JobSpec | None, str | None]:
+    def _prepare(
+        self, job: JobRow, sources: list[Source | RemoteSource]
+    ) -> tuple[JobSpec | None, str | None]:
         """The job's declaration, its source appended to `sources` (if it has one); or None and
         why not. Whatever fails here fails for this job only."""
         try:
             spec = job_spec(job)
             if spec.source is not None:
-                sources.append(open_source(spec.source, scan_roots=self.scan_roots))
+                known = {} if self.known_of is None else {"known": self.known_of(job)}
+                sources.append(open_source(spec.source, scan_roots=self.scan_roots, **known))
+        except SourceError as exc:  # the source cannot even be set up (a secret file unread)
+            return spec, str(exc)
         except ValidationError as exc:
             # A stored declaration that no longer validates (written by hand, or by an older
             # version): report it on the job instead of scanning.

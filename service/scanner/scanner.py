@@ -22,6 +22,7 @@ service.store.silences, service.settings); the modules it drives import nothing 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import suppress
@@ -37,8 +38,9 @@ from service.db.errors import describe_error
 from service.notify.silences import SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
 from service.scanner.pipeline import Observer, Outcome, run_pipeline
+from service.scanner.sources.base import KnownSizes, nothing_known
 from service.scanner.state import JobResult, JobRow, Observation, ScanReport
-from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, read_jobs
+from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, present_sizes, read_jobs
 
 # A module, not names: service.store.pings uses this package's rules (the import order is free).
 from service.store import pings
@@ -131,8 +133,18 @@ class BackupScanner:
 
     async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> Outcome:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
-        observer = Observer(scan_roots=self.scan_roots, source_timeout=self.source_timeout)
+        observer = Observer(
+            scan_roots=self.scan_roots, source_timeout=self.source_timeout, known_of=self._known_of
+        )
         return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
+
+    def _known_of(self, job: JobRow) -> KnownSizes:
+        """How a source reads the sizes stored for this job's present artifacts (nothing when
+        the scan's session is bound to one connection: the sizes are then computed again)."""
+        engine = self.session.bind
+        if not isinstance(engine, AsyncEngine):
+            return nothing_known
+        return functools.partial(present_sizes, engine, job.id)
 
     async def _settle(self, batch: Sequence[Observation]) -> list[JobResult]:
         """Judge each observed job; write those that changed, touch the others."""

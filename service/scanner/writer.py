@@ -17,6 +17,7 @@ judge, inventory); no source, no clock, no settings.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from contextlib import suppress
@@ -26,7 +27,7 @@ from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.core.jobspec import DECLARATION_FIELDS
 from service.core.kinds import status_of
@@ -83,14 +84,19 @@ _TOUCH_JOB = (
 _UPDATE_CHANGED = (
     update(_artifacts)
     .where(_artifacts.c.id == bindparam("artifact_id"))
-    .values(size=bindparam("size"), mtime=bindparam("mtime"), last_seen=bindparam("last_seen"))
+    .values(
+        size=bindparam("size"),
+        mtime=bindparam("mtime"),
+        last_seen=bindparam("last_seen"),
+        details=bindparam("details"),
+    )
 )
 _MARK_GONE = (
     update(_artifacts)
     .where(_artifacts.c.id == bindparam("artifact_id"))
     .values(gone_since=bindparam("gone_since"), last_seen=bindparam("last_seen"))
 )
-_COPY_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen")
+_COPY_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen", "details")
 
 _JOB_COLUMNS = (
     Job.id, Job.name, *(getattr(Job, name) for name in DECLARATION_FIELDS), Job.created_at,
@@ -330,10 +336,12 @@ class ScanWriter:
                     await asyncio.sleep(0)  # a job of 200 000 files must not stall the loop
                 inventory.compare(entries[start : start + YIELD_EVERY])
             inventory.finish(listing)
-            new += [(job.id, entry[0], entry[1], entry_time(entry), now, now)
-                    for entry in inventory.new]  # fmt: skip
+            details = listing.details
+            new += [(job.id, entry[0], entry[1], entry_time(entry), now, now,
+                     details.get(entry[0])) for entry in inventory.new]  # fmt: skip
             changed += [{"artifact_id": artifact_id, "size": entry[1], "mtime": entry_time(entry),
-                         "last_seen": now} for artifact_id, entry in inventory.changed]  # fmt: skip
+                         "last_seen": now, "details": details.get(entry[0])}
+                        for artifact_id, entry in inventory.changed]  # fmt: skip
             # Present artifacts are confirmed by every scan without a write; the last scan that
             # saw these is the job's previous check.
             last_seen = job.checked_at or now
@@ -360,7 +368,9 @@ class ScanWriter:
             driver: Any = raw.driver_connection
             # In pieces: encoding 100 000 records at once would hold the event loop.
             for start in range(0, len(rows), COPY_PIECE):
-                piece = rows[start : start + COPY_PIECE]
+                # jsonb travels as its text through COPY.
+                piece = [(*row[:-1], None if row[-1] is None else json.dumps(row[-1]))
+                         for row in rows[start : start + COPY_PIECE]]  # fmt: skip
                 await driver.copy_records_to_table(
                     "artifacts", records=piece, columns=_COPY_COLUMNS
                 )
@@ -413,3 +423,15 @@ def _job_values(judgement: Judgement, after: Aftermath) -> dict[str, Any]:
         "new_bad_since": after.streak.since,
         "new_bad_count": after.streak.count,
     }
+
+
+async def present_sizes(engine: AsyncEngine, job_id: int) -> dict[str, int]:
+    """The sizes stored for a job's present artifacts, by path, read in a session of its own
+    (the scan's session may be in the middle of a write)."""
+    async with AsyncSession(engine) as session:
+        rows = await session.execute(
+            select(_artifacts.c.path, _artifacts.c.size).where(
+                _artifacts.c.job_id == job_id, _artifacts.c.gone_since.is_(None)
+            )
+        )
+        return {path: size for path, size in rows}

@@ -455,10 +455,16 @@ def test_unknown_field_anywhere(fields: dict[str, Any], field: str) -> None:
             {"source": {**SOURCE, "settle": "soon"}}, "source.settle", "", id="settle-words"
         ),
         pytest.param(
-            {"source": {"type": "s3", "path": "/bucket"}},
+            {"source": {"type": "nfs", "path": "/bucket"}},
             "source.type",
-            "(got 's3')",
-            id="source-type-s3",
+            "type must be one of local, s3, sftp, restic, borg (got 'nfs')",
+            id="source-type-unknown",
+        ),
+        pytest.param(
+            {"source": {"type": "s3"}},
+            "source.bucket",
+            "Field required",
+            id="source-s3-without-bucket",
         ),
         pytest.param({"source": "/backups/db"}, "source", "dictionary", id="source-string"),
     ],
@@ -469,9 +475,9 @@ def test_invalid_field(fields: dict[str, Any], field: str, fragment: str) -> Non
     assert fragment in detail["message"]
 
 
-def test_source_type_s3_names_the_supported_type() -> None:
-    detail = only_detail(with_(MINIMAL, source={"type": "s3", "path": "/bucket"}))
-    assert "'local'" in detail["message"]
+def test_an_unknown_source_type_names_the_supported_types() -> None:
+    detail = only_detail(with_(MINIMAL, source={"type": "nfs", "path": "/bucket"}))
+    assert "local, s3, sftp, restic, borg" in detail["message"]
 
 
 def test_missing_required_fields() -> None:

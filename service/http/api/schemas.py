@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validator
+from pydantic import Tag as UnionTag
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
 
+from service.core import jobspec
 from service.core.jobspec import (
     DEFAULT_SETTLE,
     JOB_NAME_PATTERN,
@@ -129,7 +131,7 @@ class ArtifactSummary(_Out):
 
 # The declaration as answered: plain data, checked when it was written, not on every read
 # (validating a cron expression for each of 100 jobs would cost a request milliseconds).
-class SourceOut(_Out):
+class LocalSourceOut(_Out):
     type: Literal["local"]
     path: str
     pattern: str
@@ -139,6 +141,17 @@ class SourceOut(_Out):
         default=None, description="globs on the file name left out; null: the default list"
     )
     settle: int = Field(default=DEFAULT_SETTLE, description="seconds")
+
+
+# Remote sources are answered as declared (secrets are references: `${VARIABLE}` or a file).
+SourceOut = Annotated[
+    Annotated[LocalSourceOut, UnionTag("local")]
+    | Annotated[jobspec.S3Source, UnionTag("s3")]
+    | Annotated[jobspec.SftpSource, UnionTag("sftp")]
+    | Annotated[jobspec.ResticSource, UnionTag("restic")]
+    | Annotated[jobspec.BorgSource, UnionTag("borg")],
+    Discriminator(jobspec.source_type),
+]
 
 
 class ScheduleOut(_Out):
@@ -233,12 +246,18 @@ class JobList(_Out):
 
 class ArtifactOut(_Out):
     id: int
-    path: str
+    path: str = Field(description="a file's path below the source, an object's key below the "
+                      "prefix, a snapshot's id, an archive's name")  # fmt: skip
     size: int
     mtime: datetime
     first_seen: datetime
     last_seen: datetime
     gone_since: datetime | None
+    details: dict[str, Any] | None = Field(
+        default=None,
+        description="what a remote source tells of it: an object's etag; a snapshot's host, "
+        "tags, paths; an archive's sizes",
+    )
 
 
 class ArtifactPage(_Out):

@@ -76,17 +76,36 @@ def _decimal(thousandths: int) -> str:
     return f"{whole}.{part:03d}".rstrip("0").rstrip(".") if part else str(whole)
 
 
+def describe_source(source: dict[str, Any]) -> str:
+    """What a job's source gives, and where: "a new *.sql.gz in /backups/db (and below)",
+    "a new object in s3://bucket/db/ at https://s3.example.com", "a new restic snapshot in
+    restic repository /srv/restic"."""
+    kind = source.get("type", "local")
+    if kind in ("restic", "borg"):
+        what = "snapshot" if kind == "restic" else "archive"
+        glob = source.get("archives")
+        return f"a new {kind} {what}{f' matching {glob}' if glob else ''} in {source['repository']}"
+    pattern = source.get("pattern") or "*"
+    below = " (and below)" if source.get("recursive") else ""
+    if kind == "s3":
+        where = f"s3://{source['bucket']}/{source.get('prefix') or ''}{below}"
+        if source.get("endpoint_url"):
+            where += f" at {source['endpoint_url']}"
+        return f"a new {'object' if pattern == '*' else pattern} in {where}"
+    if kind == "sftp":
+        where = f"sftp://{source['username']}@{source['host']}:{source.get('port', 22)}"
+        where += f"{source['path']}{below}"
+    else:
+        where = f"{source['path']}{below}"
+    return f"a new {'file' if pattern == '*' else pattern} in {where}"
+
+
 def describe_declaration(
     source: dict[str, Any] | None, schedule: dict[str, Any], grace: int, rules: dict[str, Any]
 ) -> str:
     """One sentence: "a new *.sql.gz in /backups/db every day at 02:00 Europe/Paris, 1 h grace,
     at least 1.0 MiB"."""
-    if source is None:
-        what = "a heartbeat"
-    else:
-        pattern = source.get("pattern") or "*"
-        where = source["path"] + (" (and below)" if source.get("recursive") else "")
-        what = f"a new {'file' if pattern == '*' else pattern} in {where}"
+    what = "a heartbeat" if source is None else describe_source(source)
     parts = [f"{what} {describe_schedule(schedule)}", f"{exact_duration(grace)} grace"]
     if rules.get("min_size") is not None:
         parts.append(f"at least {declared_size(rules['min_size'])}")

@@ -1,8 +1,11 @@
-"""Where backup files are listed from: the `Source` protocol (base), the local filesystem
-(local, walker), `open_source` for a job's declared source.
+"""Where backups are listed from: the ports (base: `Source` for local walks, `RemoteSource` for
+remote listings), the local filesystem (local, walker), one adapter per remote kind (s3, sftp,
+restic, borg: each its own module, imported only when a job uses it), the lister that lists a
+mix of them in order (lister), and `open_source` for a job's declared source.
 
-May import the job declaration and the standard library; never the database, the models or
-the rest of the scanner (a test of the pure core checks that the core does not import this).
+May import the pure core and the standard library (an adapter: its own client library); never
+the database, the models or the rest of the scanner (a test of the pure core checks that the
+core does not import this).
 """
 
 from __future__ import annotations
@@ -10,20 +13,37 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from service.core.jobspec import LocalSource as LocalSourceSpec
-from service.scanner.sources.base import Cancelled, FileEntry, Listing, Source, SourceError
+from service.core import jobspec
+from service.scanner.sources.base import (
+    Cancelled,
+    FileEntry,
+    KnownSizes,
+    Listing,
+    RemoteSource,
+    Source,
+    SourceError,
+    nothing_known,
+)  # fmt: skip
 from service.scanner.sources.local import LocalSource
 from service.scanner.sources.walker import CHUNK, list_sources
 
 __all__ = [
-    "CHUNK", "Cancelled", "FileEntry", "Listing", "LocalSource", "Source", "SourceError",
-    "list_sources", "open_source",
+    "CHUNK", "Cancelled", "FileEntry", "KnownSizes", "Listing", "LocalSource", "RemoteSource",
+    "Source", "SourceError", "list_sources", "open_source",
 ]  # fmt: skip
 
 
-def open_source(spec: LocalSourceSpec, *, scan_roots: Sequence[Path] = ()) -> Source:
-    """The source implementation for a job's declared source."""
-    return LocalSource(
-        spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,
-        exclude=spec.excluded,
-    )  # fmt: skip
+def open_source(
+    spec: jobspec.LocalSource | jobspec.RemoteSource,
+    *,
+    scan_roots: Sequence[Path] = (),
+    known: KnownSizes = nothing_known,
+) -> Source | RemoteSource:
+    """The source implementation for a job's declared source. `known`: the sizes stored for
+    the job's present artifacts, for sources whose artifacts never change (sized once)."""
+    if isinstance(spec, jobspec.LocalSource):
+        return LocalSource(
+            spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,
+            exclude=spec.excluded,
+        )  # fmt: skip
+    raise SourceError(f"{spec.type} sources are not supported yet")

@@ -1,12 +1,17 @@
-"""The port every source implements: list the files (blocking, in a worker thread), or raise
-SourceError."""
+"""The port every source implements: list the artifacts, or raise SourceError.
+
+Two shapes: a `Source` walks a local tree (blocking, in a worker thread); a `RemoteSource`
+awaits a remote API or a backup tool's process on the event loop (never blocking it). Both give
+a `Listing`. An artifact's "path" is its identity within the source, as data: a file's path
+below the root, an object's key below the prefix, a snapshot's or an archive's id or name."""
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 
 class SourceError(Exception):
@@ -45,6 +50,10 @@ class Listing:
     # Set by the walker once the entries are ordered oldest first by (mtime, path): a digest of
     # them, or None for an incomplete listing.
     fingerprint: str | None = None
+    # What else a remote source knows of an artifact, by path (an object's ETag, a snapshot's
+    # host, tags and paths, an archive's sizes): JSON-ready, stored with the artifact and
+    # shown. Never a secret.
+    details: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
 class Source(Protocol):
@@ -52,4 +61,26 @@ class Source(Protocol):
 
     def walk(self, cancel: threading.Event) -> Listing:
         """List the files; blocking. Stop with Cancelled soon after `cancel` is set."""
+        ...
+
+
+# The sizes already stored for a job's present artifacts, by path: read when a remote source
+# asks (a snapshot's restore size costs a run of restic; it is computed once, then read back).
+KnownSizes = Callable[[], Awaitable[Mapping[str, int]]]
+
+
+async def nothing_known() -> Mapping[str, int]:
+    return {}
+
+
+class RemoteSource(Protocol):
+    label: str  # where, as messages say it (never with a secret)
+    kind: str  # "s3", "sftp", ...: sources of one kind share a concurrency limit
+    timeout: float | None  # its own time limit (seconds), instead of SOURCE_TIMEOUT_SECONDS
+
+    async def list(self) -> Listing:
+        """List the artifacts, in any order (the lister orders and fingerprints them, in a
+        thread); raise SourceError, with a message a person can act on and no secret in it,
+        when the source cannot be read whole. Must not block the event loop; cancelled (its
+        time is up), it leaves nothing behind: a process killed, a connection closed."""
         ...
