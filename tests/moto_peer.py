@@ -1,5 +1,10 @@
 """moto's S3 server, run as its own process by the `s3_server` fixture (tests/peers.py):
-`python tests/moto_peer.py` binds a free loopback port and prints it on its first line.
+`python tests/moto_peer.py` binds a free loopback port and prints, on its first line, JSON:
+{"port", "access_key_id", "secret_access_key"}.
+
+Credentials are checked (moto's INITIAL_NO_AUTH_ACTION_COUNT = 0): an IAM user made at start
+with an allow-everything policy owns the printed key; any other key id is refused
+(InvalidAccessKeyId), a wrong secret too (SignatureDoesNotMatch).
 
 It serves moto's own WSGI application (what `python -m moto.server` serves), plus one route
 of ours for seeding, because moto takes ~12 ms per PutObject here (2 500 keys: 30 s) but
@@ -21,7 +26,9 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from moto import settings
 from moto.core import DEFAULT_ACCOUNT_ID
+from moto.iam.models import iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.s3.models import s3_backends
 from werkzeug.serving import make_server
@@ -56,10 +63,25 @@ def application(moto: Any) -> Callable[..., Iterable[bytes]]:
     return app
 
 
+ALLOW_ALL = json.dumps(
+    {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
+)
+
+
 def main() -> None:
+    iam = iam_backends[DEFAULT_ACCOUNT_ID]["aws"]
+    iam.create_user("us-east-1", "backup-monitor")
+    iam.put_user_policy("backup-monitor", "all", ALLOW_ALL)
+    key = iam.create_access_key("backup-monitor")
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # type: ignore[assignment]
     moto = DomainDispatcherApplication(create_backend_app)
     server = make_server("127.0.0.1", 0, application(moto), threaded=True)
-    print(server.port, flush=True)
+    started = {
+        "port": server.port,
+        "access_key_id": key.access_key_id,
+        "secret_access_key": key.secret_access_key,
+    }
+    print(json.dumps(started), flush=True)
     server.serve_forever()
 
 

@@ -130,12 +130,13 @@ class S3Server:
     """moto's S3 endpoint. `endpoint_url` is by IP (botocore then uses path-style addressing
     even when asked for virtual); `virtual_endpoint_url` is by the name `localhost`, with which
     virtual addressing asks for `bucket.localhost:PORT` (needs `LoopbackResolver` here).
-    moto accepts any credentials: wrong ones cannot be tested against it."""
+    Credentials are checked: `access_key_id`/`secret_access_key` may do anything; any other
+    key id gets InvalidAccessKeyId, a wrong secret SignatureDoesNotMatch (see `client`)."""
 
     port: int
+    access_key_id: str
+    secret_access_key: str
     region: str = "us-east-1"
-    access_key_id: str = "testing-key-id"
-    secret_access_key: str = "testing-secret"  # moto accepts any
 
     @property
     def endpoint_url(self) -> str:
@@ -151,9 +152,15 @@ class S3Server:
         return f"{prefix}-{uuid.uuid4().hex[:16]}"
 
     @contextlib.asynccontextmanager
-    async def client(self, addressing_style: str = "path", **config: Any) -> AsyncIterator[Any]:
-        """An aiobotocore S3 client on this endpoint. Virtual style uses `virtual_endpoint_url`
-        and `LoopbackResolver`."""
+    async def client(
+        self,
+        addressing_style: str = "path",
+        access_key_id: str | None = None,
+        secret_access_key: str | None = None,
+        **config: Any,
+    ) -> AsyncIterator[Any]:
+        """An aiobotocore S3 client on this endpoint, with this server's credentials unless
+        others are given. Virtual style uses `virtual_endpoint_url` and `LoopbackResolver`."""
         virtual = addressing_style == "virtual"
         connector_args: dict[str, Any] = {"resolver": LoopbackResolver()} if virtual else {}
         aio_config = AioConfig(
@@ -167,8 +174,8 @@ class S3Server:
             "s3",
             endpoint_url=self.virtual_endpoint_url if virtual else self.endpoint_url,
             region_name=self.region,
-            aws_access_key_id=self.access_key_id,
-            aws_secret_access_key=self.secret_access_key,
+            aws_access_key_id=access_key_id or self.access_key_id,
+            aws_secret_access_key=secret_access_key or self.secret_access_key,
             config=aio_config,
         ) as client:
             yield client
@@ -230,11 +237,11 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
         )
     try:
         assert process.stdout is not None
-        line = process.stdout.readline()  # the port, once bound (EOF if it failed)
-        if not line.strip().isdigit():
+        line = process.stdout.readline()  # once bound (EOF if it failed)
+        if not line.startswith(b"{"):
             stop(process)
             pytest.fail(f"moto's server did not start: {log.read_text(errors='replace')[-2000:]}")
-        server = S3Server(port=int(line))
+        server = S3Server(**json.loads(line))
 
         def answers() -> bool:
             try:

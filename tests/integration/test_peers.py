@@ -94,6 +94,23 @@ async def test_s3_keys_and_times_are_kept_as_given(s3_server: S3Server) -> None:
     assert {item["LastModified"] for item in answer["Contents"]} == {when}
 
 
+async def test_s3_wrong_credentials_are_refused(s3_server: S3Server) -> None:
+    bucket = s3_server.create_bucket()
+    codes = []
+    for key_id, secret in [
+        ("AKIAUNKNOWNKEY000000", s3_server.secret_access_key),
+        (s3_server.access_key_id, "not-the-secret"),
+    ]:
+        async with s3_server.client(access_key_id=key_id, secret_access_key=secret) as client:
+            with pytest.raises(ClientError) as raised:
+                await client.list_objects_v2(Bucket=bucket)
+        codes.append(raised.value.response["Error"]["Code"])
+        assert "not-the-secret" not in str(raised.value)
+    assert codes == ["InvalidAccessKeyId", "SignatureDoesNotMatch"]
+    async with s3_server.client() as client:
+        assert (await client.list_objects_v2(Bucket=bucket))["KeyCount"] == 0
+
+
 async def test_s3_missing_bucket_is_an_error(s3_server: S3Server) -> None:
     async with s3_server.client() as client:
         with pytest.raises(ClientError) as raised:
