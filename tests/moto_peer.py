@@ -21,13 +21,12 @@ Everything else reaches moto unchanged.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
 from moto import settings
-from moto.core import DEFAULT_ACCOUNT_ID
+from moto.core.models import DEFAULT_ACCOUNT_ID
 from moto.iam.models import iam_backends
 from moto.moto_server.werkzeug_app import DomainDispatcherApplication, create_backend_app
 from moto.s3.models import s3_backends
@@ -73,7 +72,7 @@ def main() -> None:
     iam.create_user("us-east-1", "backup-monitor")
     iam.put_user_policy("backup-monitor", "all", ALLOW_ALL)
     key = iam.create_access_key("backup-monitor")
-    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0  # type: ignore[assignment]
+    settings.INITIAL_NO_AUTH_ACTION_COUNT = 0
     moto = DomainDispatcherApplication(create_backend_app)
     server = make_server("127.0.0.1", 0, application(moto), threaded=True)
     started = {
@@ -86,4 +85,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

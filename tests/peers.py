@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -31,8 +32,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from aiobotocore.config import AioConfig
-from aiobotocore.session import get_session
 from aiohttp.abc import AbstractResolver, ResolveResult
 
 from conftest import missing
@@ -85,7 +84,8 @@ def run(command: list[str], env: Mapping[str, str] | None = None, **kwargs: Any)
     )
     if result.returncode != 0:
         pytest.fail(f"{command[:3]} failed ({result.returncode}): {result.stderr.strip()}")
-    return result.stdout
+    output: str = result.stdout
+    return output
 
 
 def fill(directory: Path, files: Mapping[str, bytes | int]) -> None:
@@ -108,7 +108,6 @@ class LoopbackResolver(AbstractResolver):
     async def resolve(self, host: str, port: int = 0, family: int = 0) -> list[ResolveResult]:
         if host != "localhost" and not host.endswith(".localhost"):
             raise OSError(f"LoopbackResolver resolves only *.localhost, not {host!r}")
-        import socket
 
         return [
             ResolveResult(
@@ -161,6 +160,10 @@ class S3Server:
     ) -> AsyncIterator[Any]:
         """An aiobotocore S3 client on this endpoint, with this server's credentials unless
         others are given. Virtual style uses `virtual_endpoint_url` and `LoopbackResolver`."""
+        # imported here: botocore takes ~1.5 s to import, which every test run would pay
+        from aiobotocore.config import AioConfig
+        from aiobotocore.session import get_session
+
         virtual = addressing_style == "virtual"
         connector_args: dict[str, Any] = {"resolver": LoopbackResolver()} if virtual else {}
         aio_config = AioConfig(
@@ -459,9 +462,10 @@ class ResticRepo:
     def locked(self) -> Iterator[None]:
         """Hold an EXCLUSIVE lock while inside: `restic key passwd` takes it, then waits for the
         new password on its stdin, which stays open until the block ends. Other commands then
-        fail with "unable to create lock in backend: repository is already locked exclusively
-        by PID ..." (unless they run with --no-lock). On exit SIGINT makes restic remove its
-        lock; `restic unlock` follows in case it could not."""
+        fail (status 1) with "unable to create lock in backend: repository is already locked
+        exclusively by PID ..." (unless they run with --no-lock). restic 0.14 leaves its lock
+        file behind even on SIGINT ("cleaning up"), so on exit `restic unlock` removes it
+        (stale: its process is gone)."""
         locks = self.path / "locks"
         before = set(locks.iterdir())
         process = subprocess.Popen(
