@@ -27,16 +27,20 @@ demo: venv
 
 # Tools the tests drive: Debian's Chromium (the dashboard's browser tests), promtool (from
 # Debian's prometheus package: `promtool check rules` on deploy/prometheus/alerts.yml), and
-# podman, runc and debootstrap (tests/container: the image built on a local Debian base and run).
+# podman, runc and debootstrap (tests/container: the image built on a local Debian base and run),
+# and the remote sources' real peers (tests/peers.py): restic and borg (Debian's restic and
+# borgbackup), OpenSSH's sshd (openssh-server; it lives in /usr/sbin, often not on a user's PATH)
+# and ssh-keygen, ssh, sftp (openssh-client). The S3 peer is moto's server, a dev dependency.
 # Each is installed when missing and possible (root with apt-get); otherwise its tests skip,
 # saying why (under CI=true they fail instead).
 TOOLS := chromium:chromium,fonts-liberation promtool:prometheus podman:podman runc:runc \
-	debootstrap:debootstrap
+	debootstrap:debootstrap restic:restic borg:borgbackup sshd:openssh-server \
+	ssh-keygen:openssh-client
 
 tools:
 	@for pair in $(TOOLS); do \
 	  command=$${pair%%:*}; packages=$${pair#*:}; package=$${packages//,/ }; \
-	  command -v $$command >/dev/null 2>&1 && continue; \
+	  { command -v $$command || test -x /usr/sbin/$$command; } >/dev/null 2>&1 && continue; \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    echo "installing $$package for the tests (apt-get)"; \
 	    apt-get install -y -q --no-install-recommends $$package >/dev/null 2>&1 || \

@@ -28,6 +28,11 @@ from service.settings import Settings
 
 T = TypeVar("T")
 
+# The remote sources' real peers (S3, sshd, restic, borg fixtures), registered as a plugin once
+# this module has loaded (tests/peers.py imports `missing` from here). Named by package when the
+# tests become packages.
+pytest_plugins = [f"{__package__}.peers" if __package__ else "peers"]
+
 TEST_DATABASE_URL = os.environ.get(
     "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
 )
