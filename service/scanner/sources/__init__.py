@@ -3,8 +3,9 @@ remote listings), the local filesystem (local, walker), one adapter per remote k
 restic, borg: each its own module, imported only when a job uses it), the lister that lists a
 mix of them in order (lister), and `open_source` for a job's declared source.
 
-May import the pure core and the standard library (an adapter: its own client library); never
-the database, the models or the rest of the scanner (a test of the pure core checks that the
+May import the pure core, service.config (secrets in files are read through its guarded reader)
+and the standard library (an adapter: its own client library); never the database, the models
+or the rest of the scanner (a test of the pure core checks that the
 core does not import this).
 """
 
