@@ -94,12 +94,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(session: Any) -> ScanReport:
         names = [args.job] if args.job else None
-        report = await run_scanner(
-            session,
-            trigger="cli",
-            names=names,
-            **settings.scan_options.scanner_kwargs(),
-        )
+        report = await run_scanner(session, settings.scan_options, trigger="cli", names=names)
         if args.job and not report.jobs:
             raise CliError(f"no job named {quote(args.job)}", code=NAGIOS_CODES["unknown"])
         return report

@@ -93,7 +93,7 @@ def build_watcher(app: web.Application) -> SourceWatcher | None:
     settings = app[settings_key]
     app[watcher_key] = watcher = SourceWatcher(
         app[sessionmaker_key],
-        scan_options=settings.scan_options.scanner_kwargs(),
+        scan_options=settings.scan_options,
         refresh_seconds=settings.watch_refresh_seconds,
         enabled=settings.watch_sources,
     )

@@ -87,11 +87,7 @@ class ScanCoordinator:
         try:
             logger.info("Scheduled run of the backup scanner started.")
             await run_scanner(
-                session,
-                trigger="schedule",
-                stop=self._stopping,
-                on_start=on_start,
-                **self.options.scanner_kwargs(),
+                session, self.options, trigger="schedule", stop=self._stopping, on_start=on_start
             )
             logger.info("Scheduled run of the backup scanner finished successfully.")
         except Exception as exc:
@@ -123,11 +119,7 @@ class ScanCoordinator:
             try:
                 async with self.session_factory() as session:
                     await run_scanner(
-                        session,
-                        trigger="api",
-                        stop=self._stopping,
-                        on_start=record,
-                        **self.options.scanner_kwargs(),
+                        session, self.options, trigger="api", stop=self._stopping, on_start=record
                     )
             except Exception as exc:
                 if not started.done():

@@ -156,10 +156,10 @@ class DeadlineTick:
                 if claimed:
                     await run_scanner(
                         session,
+                        self.options,
                         trigger="tick",
                         stop=self._stopping,
                         names=sorted(claimed),
-                        **self.options.scanner_kwargs(),
                     )
                 return sorted(claimed)
             except Exception as exc:  # like the full scan: log, never kill the scheduler

@@ -28,12 +28,12 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.core.clock import Clock, utcnow
 from service.core.rules import RunFacts
+from service.core.scan_options import ScanOptions
 from service.db.errors import describe_error
 from service.notify.silences import SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
@@ -226,12 +226,33 @@ async def _stop(task: asyncio.Task[None] | None) -> None:
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def run_scanner(session: AsyncSession, **options: Any) -> ScanReport:
-    """Entry point for the scheduler and the CLI: scan every job with this session."""
+async def run_scanner(
+    session: AsyncSession,
+    options: ScanOptions | None = None,
+    *,
+    trigger: str = "schedule",
+    names: Sequence[str] | None = None,
+    stop: asyncio.Event | None = None,
+    on_start: Callable[[int], None] | None = None,
+) -> ScanReport:
+    """Entry point for the scheduler, the runtime and the CLI: scan every job (or those named)
+    with this session. An option left None is the process settings' (SCAN_ROOTS,
+    SOURCE_TIMEOUT_SECONDS) or the wall clock."""
     from service.settings import get_settings
 
     settings = get_settings()
-    options.setdefault("scan_roots", settings.scan_roots)
-    options.setdefault("source_timeout", settings.source_timeout_seconds)
-    names = options.pop("names", None)
-    return await BackupScanner(session, **options).scan_all_jobs(names)
+    options = options or ScanOptions()
+    scanner = BackupScanner(
+        session,
+        clock=options.clock or utcnow,
+        scan_roots=settings.scan_roots if options.scan_roots is None else options.scan_roots,
+        source_timeout=(
+            settings.source_timeout_seconds
+            if options.source_timeout is None
+            else options.source_timeout
+        ),
+        trigger=trigger,
+        stop=stop,
+        on_start=on_start,
+    )
+    return await scanner.scan_all_jobs(names)

@@ -30,7 +30,6 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -42,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from watchfiles._rust_notify import RustNotify
 
 from service.core.jobspec import LocalSource
+from service.core.scan_options import ScanOptions
 from service.db.engine import database_url_of
 from service.db.errors import describe_error, log_failure
 from service.db.models import Job
@@ -290,14 +290,14 @@ class SourceWatcher:
         self,
         session_factory: async_sessionmaker[AsyncSession],
         *,
-        scan_options: Mapping[str, Any] | None = None,
+        scan_options: ScanOptions | None = None,
         refresh_seconds: float = 30.0,
         coalesce_seconds: float = 1.0,
         enabled: bool = True,
         mounts_file: str = PROC_MOUNTS,
     ) -> None:
         self.session_factory = session_factory
-        self.scan_options = dict(scan_options or {})
+        self.scan_options = scan_options or ScanOptions()
         self.refresh_seconds = refresh_seconds
         self.coalesce_seconds = coalesce_seconds
         self.enabled = enabled
@@ -619,7 +619,7 @@ class SourceWatcher:
         try:
             async with self.session_factory() as session:
                 report = await run_scanner(
-                    session, trigger="watch", stop=self._stop, names=names, **self.scan_options
+                    session, self.scan_options, trigger="watch", stop=self._stop, names=names
                 )
             # Another scan was writing the job just then, from a look that may predate the
             # change: judge it again (a second after this one).

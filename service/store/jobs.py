@@ -45,7 +45,7 @@ from service.db.models import (
 from service.notify.events import Hold, NoticeRule, Streak, owed_notice, renotify_at
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.notify.silences import SilenceLookup
-from service.scanner.scanner import BackupScanner
+from service.scanner.scanner import run_scanner
 from service.store.silences import load_current
 
 logger = logging.getLogger(__name__)
@@ -215,9 +215,8 @@ async def scan_job(
         job = await session.get(Job, job_id)
         if job is None:
             return None
-        scanner = BackupScanner(session, trigger="api", **options.scanner_kwargs())
         try:
-            await scanner.scan_all_jobs([job.name])
+            await run_scanner(session, options, trigger="api", names=[job.name])
         except Exception as exc:
             if database_unavailable(exc):
                 raise  # a 503: the client may retry

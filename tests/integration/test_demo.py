@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from service.cli import demo
 from service.config.jobsfile import load_jobs_file
+from service.core.scan_options import ScanOptions
 from service.db.models import Artifact, Job, NotificationEvent
 from service.scanner.scanner import run_scanner
 from service.settings import Settings
@@ -61,7 +62,7 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert set(created.values()) == {now - timedelta(days=30)}  # backdated
 
     async with sessionmaker() as session:
-        report = await run_scanner(session, trigger="cli", clock=lambda: now)
+        report = await run_scanner(session, ScanOptions(clock=lambda: now), trigger="cli")
     results = {job.name: job for job in report.jobs}
 
     assert {job.status for job in report.jobs} == ALL_STATUSES

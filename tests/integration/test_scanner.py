@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from service.core.scan_options import ScanOptions
 from service.db.models import Artifact, JobCheck, NotificationEvent, ScanRun
-from service.scanner.scanner import BackupScanner
+from service.scanner.scanner import BackupScanner, run_scanner
+from service.settings import get_settings
 
 from support import add_job, get_job, make_file
 
@@ -591,3 +593,26 @@ async def test_temporary_and_dot_files_are_not_artifacts(
     result = (await scan(sessionmaker, clock)).jobs[0]
     assert sorted(a.path for a in await artifacts(sessionmaker)) == listed
     assert result.artifact_count == len(listed)
+
+
+async def test_run_scanner_takes_scan_options_and_reads_what_they_leave_from_the_settings(
+    sessionmaker, clock, tmp_path, monkeypatch
+):
+    """`run_scanner(session, options)`: a field given wins; one left None is the settings'."""
+    make_file(tmp_path / "db" / "a.tar", 10, clock.now)
+    await add_job(sessionmaker, clock.now, name="db", source=local(tmp_path / "db"))
+    monkeypatch.setenv("SCAN_ROOTS", str(tmp_path / "elsewhere"))
+    get_settings.cache_clear()
+    try:
+        async with sessionmaker() as session:
+            report = await run_scanner(session, ScanOptions(clock=clock), trigger="test")
+        assert report.jobs[0].status == "unknown"
+        assert "outside SCAN_ROOTS" in report.jobs[0].reasons[0]["message"]
+        # The options' clock, not the wall's.
+        assert (await get_job(sessionmaker, "db")).checked_at == clock.now
+        async with sessionmaker() as session:
+            options = ScanOptions(scan_roots=(tmp_path,), clock=clock)
+            report = await run_scanner(session, options, trigger="test", names=["db"])
+        assert report.jobs[0].status == "ok"
+    finally:
+        get_settings.cache_clear()

@@ -17,7 +17,12 @@ from service.core.jobspec import (
     error_details,
     parse_job,
 )
-from service.http.web.words import describe_source
+from service.http.web.words import (
+    artifact_name,
+    artifact_words,
+    describe_details,
+    describe_source,
+)
 
 SECRET = "hunter2-not-a-reference"
 
@@ -148,3 +153,28 @@ def test_each_kind_says_where_its_backups_are(
     assert spec.source is not None
     assert spec.source.missing() == missing
     assert describe_source(spec.declaration()["source"]) == described
+
+
+@pytest.mark.parametrize(
+    ("source", "words"),
+    [(None, ("File", "Files")), ({"path": "/b"}, ("File", "Files")),
+     (SFTP, ("File", "Files")), (S3, ("Object", "Objects")),
+     (RESTIC, ("Snapshot", "Snapshots")), (BORG, ("Archive", "Archives"))],
+)  # fmt: skip
+def test_the_job_page_names_artifacts_by_kind(
+    source: dict[str, Any] | None, words: tuple[str, str]
+) -> None:
+    assert artifact_words(source) == words
+
+
+def test_an_artifacts_details_read_as_one_line() -> None:
+    snapshot = {"short_id": "6cdd0cae", "hostname": "web1", "tags": ["daily", "db"],
+                "paths": ["/var/lib/pg"], "username": "root"}  # fmt: skip
+    assert artifact_name("6cdd0cae84c7" + "0" * 52, snapshot) == "6cdd0cae"
+    assert describe_details(snapshot) == "host web1 · tags daily, db · /var/lib/pg"
+    archive = {"id": "aa1f", "compressed_size": 5043, "deduplicated_size": 4096, "nfiles": 1234}
+    assert artifact_name("nightly-1", archive) == "nightly-1"
+    assert describe_details(archive) == "compressed 4.9 KiB · deduplicated 4.0 KiB · 1 234 files"
+    assert describe_details({"etag": "abc", "storage_class": "STANDARD"}) == ""
+    assert describe_details({"etag": "abc", "storage_class": "GLACIER"}) == "storage class GLACIER"
+    assert describe_details(None) == ""

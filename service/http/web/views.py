@@ -61,10 +61,13 @@ from service.http.web.queries import (
     status_digest,
 )
 from service.http.web.words import (
+    artifact_name,
+    artifact_words,
     as_of,
     describe_cron,
     describe_deadline,
     describe_declaration,
+    describe_details,
     describe_held,
     describe_notify,
     exact_duration,
@@ -427,6 +430,9 @@ async def job_page(request: web.Request) -> web.Response:
         held=held_words(job, now),
         duration=format_duration,
         files=files,
+        artifact_words=artifact_words(job.source),
+        artifact_name=artifact_name,
+        describe_details=describe_details,
         next_before=next_before,
         now=now,
         relative=relative_time,

@@ -8,7 +8,7 @@ from typing import Any
 
 from cron_descriptor import ExpressionDescriptor, Options
 
-from service.core.units import format_duration
+from service.core.units import format_duration, format_size
 from service.notify.events import Hold, NoticeRule
 
 _CRON_WORDS = Options()
@@ -212,3 +212,47 @@ def describe_held(
     if rule.after > 1:
         settings.append(f"notify.after {rule.after}")
     return f"{where}; {' '.join(parts)} ({', '.join(settings)})"
+
+
+# What one artifact of each kind of source is called, singular and plural.
+ARTIFACT_WORDS = {
+    "local": ("File", "Files"), "sftp": ("File", "Files"), "s3": ("Object", "Objects"),
+    "restic": ("Snapshot", "Snapshots"), "borg": ("Archive", "Archives"),
+}  # fmt: skip
+
+
+def artifact_words(source: dict[str, Any] | None) -> tuple[str, str]:
+    """("Snapshot", "Snapshots") for a restic job; files for a job without a source."""
+    kind = (source or {}).get("type", "local")
+    return ARTIFACT_WORDS.get(kind, ARTIFACT_WORDS["local"])
+
+
+def artifact_name(path: str, details: dict[str, Any] | None) -> str:
+    """How an artifact is named in a list: a restic snapshot by its short id (its path is the
+    full id), everything else by its path."""
+    short = (details or {}).get("short_id")
+    return short if isinstance(short, str) and short else path
+
+
+def describe_details(details: dict[str, Any] | None) -> str:
+    """What a remote source tells of an artifact, in one line: "host web1 · tags daily, db ·
+    /var/lib/pg" (restic), "compressed 1.2 MiB · deduplicated 4.0 KiB · 1 234 files" (borg), the
+    storage class of an object when it is not STANDARD (s3). Empty when there is nothing."""
+    if not details:
+        return ""
+    parts = []
+    if details.get("hostname"):
+        parts.append(f"host {details['hostname']}")
+    if details.get("tags"):
+        parts.append(f"tags {', '.join(map(str, details['tags']))}")
+    if details.get("paths"):
+        parts.append(", ".join(map(str, details["paths"])))
+    for key in ("compressed_size", "deduplicated_size"):
+        if isinstance(details.get(key), int):
+            parts.append(f"{key.partition('_')[0]} {format_size(details[key])}")
+    if isinstance(details.get("nfiles"), int):
+        parts.append(f"{details['nfiles']:,} files".replace(",", " "))
+    storage = details.get("storage_class")
+    if storage and storage != "STANDARD":
+        parts.append(f"storage class {storage}")
+    return " · ".join(parts)
