@@ -16,7 +16,7 @@ from service.keys import sessionmaker_key
 from service.models import Artifact, Job, JobCheck, ScanRun
 from service.settings import load_settings
 
-from support import make_file
+from tests.support import make_file
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from service.notify.events import event_row
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import Receiver, get_job
+from tests.support import Receiver, get_job
 
 CHANNELS = {
     "defaults": ["ops"],

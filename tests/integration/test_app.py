@@ -15,7 +15,7 @@ from service.models import ScanRun
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import TcpProxy, add_job, make_file
+from tests.support import TcpProxy, add_job, make_file
 
 
 @pytest.fixture

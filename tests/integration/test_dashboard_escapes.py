@@ -10,7 +10,7 @@ from service.app import create_app
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 
 async def test_a_file_name_is_shown_with_visible_escapes(

@@ -10,7 +10,7 @@ from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.web.words import as_of
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 
 async def test_the_reasons_say_when_they_were_judged(

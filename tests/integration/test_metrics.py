@@ -20,7 +20,7 @@ from service.scanner.rules import STATUSES
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 DAY = timedelta(days=1)
 WEBHOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}

@@ -22,7 +22,7 @@ from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.web.words import as_of
 
-from support import Receiver, get_job, make_file, store_failure_ping
+from tests.support import Receiver, get_job, make_file, store_failure_ping
 
 FAST = DispatchOptions(poll_seconds=0.05, lease_seconds=30, retry_seconds=0.05, max_attempts=4)
 

@@ -22,7 +22,7 @@ from service.models import Job, Ping
 from service.pings import PingWriter, Received
 from service.settings import load_settings
 
-from support import add_job, get_job
+from tests.support import add_job, get_job
 
 
 @pytest.fixture

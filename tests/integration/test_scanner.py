@@ -13,7 +13,7 @@ from sqlalchemy import select, text
 from service.models import Artifact, JobCheck, NotificationEvent, ScanRun
 from service.scanner.scanner import BackupScanner
 
-from support import add_job, get_job, make_file
+from tests.support import add_job, get_job, make_file
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -435,7 +435,7 @@ async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_pat
 
     from service.db import create_engine, create_sessionmaker
 
-    from support import TcpProxy
+    from tests.support import TcpProxy
 
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)
