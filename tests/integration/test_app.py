@@ -24,9 +24,10 @@ def settings(database_url):
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings):
-    """A real server on a real port, the scheduler off (tests drive scans themselves)."""
-    return await aiohttp_client(create_app(settings, scheduler=False))
+async def app(make_app):
+    """The scheduler off (tests drive scans themselves); conftest's `client` serves it on a
+    real port."""
+    return make_app(scanner_interval_minutes=60)
 
 
 async def test_live_and_ready(client):

@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from service.app import create_app
 from service.keys import channels_key
 from service.models import JobCheck, NotificationEvent
 from service.notify.config import parse_channels
@@ -19,7 +18,6 @@ from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.runtime.tick import DeadlineTick
 from service.scan_options import ScanOptions
 from service.scanner.scanner import BackupScanner
-from service.settings import load_settings
 from service.web.words import as_of
 
 from tests.support import Receiver, get_job, make_file, store_failure_ping
@@ -36,13 +34,12 @@ async def receiver():
 
 
 @pytest.fixture
-async def client(aiohttp_client, database_url, receiver):
+async def app(make_app, receiver):
     channels = parse_channels(
         {"defaults": ["ops"], "channels": {"ops": {"type": "webhook", "url": receiver.url}}},
         "test",
     )
-    settings = load_settings(database_url=database_url)
-    return await aiohttp_client(create_app(settings, scheduler=False, channels=channels))
+    return make_app(channels=channels)
 
 
 async def declare(client, clock, name: str, folder: Path | None, **notify: Any) -> dict[str, Any]:

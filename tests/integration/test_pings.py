@@ -15,24 +15,12 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.util import await_only
 
-from service.app import create_app
 from service.db import create_engine, create_sessionmaker
 from service.keys import sessionmaker_key
 from service.models import Job, Ping
 from service.pings import PingWriter, Received
-from service.settings import load_settings
 
 from tests.support import add_job, get_job
-
-
-@pytest.fixture
-async def app(database_url):
-    return create_app(load_settings(database_url=database_url), scheduler=False)
-
-
-@pytest.fixture
-async def client(aiohttp_client, app):
-    return await aiohttp_client(app)
 
 
 async def new_job(client, name="db-nightly"):
