@@ -1,8 +1,12 @@
-"""Shared fixtures: a fresh, migrated database per test (PostgreSQL and SQLite), a clock.
+"""Shared fixtures: a fresh, migrated database per test (PostgreSQL and SQLite), a clock, the
+service's application on that database (`make_app(**settings)`, and `app`/`client` made with it).
 
 PostgreSQL databases are cloned from a template migrated once per session
 (`CREATE DATABASE ... TEMPLATE`); SQLite ones are copies of a migrated file. With CI=true an
 unreachable PostgreSQL fails the run instead of skipping.
+
+Fixtures only: the helpers tests import (missing, TEST_DATABASE_URL, Clock, add_job, ...) are in
+tests/support.py.
 """
 
 from __future__ import annotations
