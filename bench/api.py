@@ -71,12 +71,12 @@ from harness import (
     dsn,
     orm_record,
     percentile,
-    process_cpu_seconds,
     start_bare,
     start_service,
     verdict,
     wait_until,
 )
+from probes import BackendCpu, machine_cpu, process_cpu_seconds
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_api"
 TARGET_P99_MS = 50.0
@@ -339,72 +339,6 @@ TARGETS = (
            check=_check_page(lambda job: Fleet.matches(job, QUERY_TEXT))),
 )  # fmt: skip
 TARGET_KEYS = tuple(target.key for target in TARGETS)
-
-
-def backends_of(database: str) -> list[int]:
-    """The PostgreSQL backends connected to `database`, by their process title
-    (`postgres: 15/main: USER DATABASE HOST(PORT) STATE`)."""
-    found = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/cmdline", "rb") as cmdline:
-                title = cmdline.read().decode(errors="replace").split()
-        except OSError:
-            continue
-        if title[:1] == ["postgres:"] and database in title[2:]:
-            found.append(int(entry.name))
-    return found
-
-
-@dataclass
-class BackendCpu:
-    """The CPU of the PostgreSQL backends serving one database, sampled every `interval`
-    (backends come and go as the pool opens and closes overflow connections): a backend seen
-    at the first sample counts from there, a later one from zero; one that exits loses at most
-    its last interval."""
-
-    database: str
-    interval: float = 0.2
-    first: dict[int, float] = field(default_factory=dict)
-    last: dict[int, float] = field(default_factory=dict)
-    new: int = 0  # backends started during the measurement
-    _task: asyncio.Task[None] | None = None
-
-    def sample(self, initial: bool = False) -> None:
-        for pid in backends_of(self.database):
-            cpu = process_cpu_seconds(pid)
-            if pid not in self.first:
-                self.first[pid] = cpu if initial else 0.0
-                self.new += 0 if initial else 1
-            self.last[pid] = max(cpu, self.last.get(pid, 0.0))
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.interval)
-            self.sample()
-
-    def start(self) -> None:
-        if self.database:
-            self.sample(initial=True)
-            self._task = asyncio.get_running_loop().create_task(self._run())
-
-    def stop(self) -> float:
-        if self._task is None:
-            return 0.0
-        self._task.cancel()
-        self.sample()
-        return sum(self.last[pid] - self.first[pid] for pid in self.first)
-
-
-def machine_cpu() -> tuple[int, int]:
-    """(busy, total) jiffies of all CPUs together since boot."""
-    with open("/proc/stat", encoding="ascii") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
-    total = sum(values[:8])  # guest time is already counted in user
-    return total - idle, total
 
 
 @dataclass

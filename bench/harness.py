@@ -1,7 +1,8 @@
 """What the benchmarks share: a disposable database, the service and a bare aiohttp handler in
 processes of their own, a webhook receiver, bulk rows made from the ORM models, the report's
-small pieces. The scripts beside this file are thin: each sets up its case, measures it against
-a reference taken in the same run, and prints the ratio (see bench/README.md).
+small pieces (bench/probes.py reads processes and the machine). The scripts beside this file
+are thin: each sets up its case, measures it against a reference taken in the same run, and
+prints the ratio (see bench/README.md).
 
 A benchmark's database is dropped and recreated: its name (or SQLite file name) must contain
 `bench`, or nothing is touched.
@@ -210,10 +211,11 @@ def start_server(name: str, command: list[str], env: dict[str, str], port: int,
 
 
 def start_service(url: str, token: str, log_dir: Path, profile: Path | None = None,
-                  **settings: str) -> Server:  # fmt: skip
+                  name: str = "service", **settings: str) -> Server:  # fmt: skip
     """`python -m service serve` on a free port: API_TOKEN `token`, the scheduler on but no
     full scan after the startup one (unless `settings` say otherwise), warnings only in its
-    log; `settings` (TICK_SECONDS="1", ...) are added to its environment."""
+    log (`log_dir`/`name`.log); `settings` (TICK_SECONDS="1", ...) are added to its
+    environment."""
     port = free_port()
     env = {
         key: value for key, value in os.environ.items() if key not in ("JOBS_FILE", "SCAN_ROOTS")
@@ -232,7 +234,7 @@ def start_service(url: str, token: str, log_dir: Path, profile: Path | None = No
     profiler = ["-m", "cProfile", "-o", str(profile)] if profile else []
     command = [sys.executable, *profiler, "-m", "service", "serve"]
     command += ["--host", "127.0.0.1", "--port", str(port)]
-    return start_server("service", command, env, port, log_dir)
+    return start_server(name, command, env, port, log_dir)
 
 
 def start_bare(log_dir: Path) -> Server:
@@ -261,6 +263,16 @@ async def wait_until(server: Server, session: aiohttp.ClientSession, path: str,
         if time.monotonic() > deadline:
             raise BenchError(f"{server.name}: {what} not seen within {STARTUP_TIMEOUT:g} s")
         await asyncio.sleep(0.1)
+
+
+async def startup_scan(server: Server, session: aiohttp.ClientSession) -> None:
+    """Until the service's status says its startup scan finished (`session` carries the
+    token)."""
+    await wait_until(
+        server, session, "/api/v1/status",
+        lambda body: (body.get("last_scan") or {}).get("status") == "finished",
+        "the startup scan",
+    )  # fmt: skip
 
 
 class Receiver:
@@ -296,6 +308,14 @@ class Receiver:
             self._changed.clear()
             await self._changed.wait()
 
+    def first(self, kind: str) -> dict[str, datetime]:
+        """When each job's first notice of `kind` (problem, recovery, ...) arrived."""
+        arrived: dict[str, datetime] = {}
+        for when, body in self.bodies:
+            if body.get("kind") == kind:
+                arrived.setdefault(body["job"], when)
+        return arrived
+
 
 # --------------------------------------------------------------------------------------------
 # Reports
@@ -328,22 +348,6 @@ def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
 
-if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description="the benchmarks' bare aiohttp handler")
-    parser.add_argument("--serve-bare", type=int, metavar="PORT", required=True)
-    serve_bare(parser.parse_args().serve_bare)
-
-
-def process_cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (Linux /proc); 0 when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
-            fields = stat.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def summary(delays: list[float]) -> dict[str, float]:
     ordered = sorted(delays)
     return {
@@ -364,3 +368,9 @@ async def wait_for(what: str, ready: Any, seconds: float) -> Any:
                 await asyncio.sleep(0.1)
     except TimeoutError:
         raise BenchError(f"{what} not seen within {seconds:g} s") from None
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description="the benchmarks' bare aiohttp handler")
+    parser.add_argument("--serve-bare", type=int, metavar="PORT", required=True)
+    serve_bare(parser.parse_args().serve_bare)

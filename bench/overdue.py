@@ -22,7 +22,7 @@ import asyncio
 import json
 import sys
 import tempfile
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -46,15 +46,6 @@ def start_service(url: str, tick: float, channels: Path, log_dir: Path) -> harne
     )  # fmt: skip
 
 
-def first_problems(receiver: Receiver) -> dict[str, datetime]:
-    """When each job's first `problem` notice arrived (wall clock)."""
-    arrived: dict[str, datetime] = {}
-    for when, body in receiver.bodies:
-        if body.get("kind") == "problem":
-            arrived.setdefault(body["job"], when)
-    return arrived
-
-
 async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     receiver = Receiver()
     await receiver.start()
@@ -67,11 +58,7 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
     headers = {"Authorization": f"Bearer {TOKEN}"}
     try:
         async with aiohttp.ClientSession(headers=headers) as client:
-            await harness.wait_until(
-                server, client, "/api/v1/status",
-                lambda body: (body.get("last_scan") or {}).get("status") == "finished",
-                "the startup scan",
-            )  # fmt: skip
+            await harness.startup_scan(server, client)
             keys = {}
             for index in range(args.events):
                 name = f"hung-{index:04d}"
@@ -107,7 +94,7 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         rows = await wait_for("every job overdue", overdue, args.max_duration + args.spread + 60)
 
         async def notified() -> bool:
-            return len(first_problems(receiver)) == args.events
+            return len(receiver.first("problem")) == args.events
 
         await wait_for("every problem notice", notified, 60)
         async with sessions() as session:
@@ -122,7 +109,7 @@ async def measure(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
                 raise BenchError(f"{name}: {reasons}")
             deadline = started_at + timedelta(seconds=args.max_duration)
             status_delays.append((changed_at - deadline).total_seconds())
-            hook_delays.append((first_problems(receiver)[name] - deadline).total_seconds())
+            hook_delays.append((receiver.first("problem")[name] - deadline).total_seconds())
     finally:
         await engine.dispose()
         code = server.stop()

@@ -22,11 +22,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import cProfile
 import json
 import os
 import random
-import resource
 import shutil
 import subprocess
 import sys
@@ -34,7 +32,6 @@ import tempfile
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -57,13 +54,20 @@ from harness import (
     drop_database,
     verdict,
 )
+from probes import (
+    LagMonitor,
+    Profiler,
+    current_rss_mb,
+    peak_rss_mb,
+    peak_since_reset_mb,
+    reset_peak_rss,
+)
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench"
 FIND_ARGS = ("-type", "f", "-printf", r"%p %s %T@\n")
 TARGET_FIRST_RATIO = 5.0
 TARGET_RESCAN_RATIO = 2.0
 TARGET_PEAK_RSS_MB = 250.0
-LAG_INTERVAL = 0.010
 DAY_NS = 86_400 * 10**9
 
 
@@ -120,96 +124,6 @@ def run_find(root: Path) -> float:
         ["find", str(root), *FIND_ARGS], stdout=subprocess.DEVNULL, check=True
     )  # fmt: skip
     return time.perf_counter() - started
-
-
-# --------------------------------------------------------------------------------------------
-# Measurements
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
-
-
-def _proc_status_mb(key: str) -> float | None:
-    try:
-        with open("/proc/self/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith(f"{key}:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
-
-
-def current_rss_mb() -> float | None:
-    return _proc_status_mb("VmRSS")
-
-
-def reset_peak_rss() -> bool:
-    """Reset the kernel's RSS high-water mark (Linux >= 4.0), so VmHWM is this scan's peak."""
-    try:
-        with open("/proc/self/clear_refs", "w", encoding="ascii") as clear_refs:
-            clear_refs.write("5")
-    except OSError:
-        return False
-    return True
-
-
-def peak_since_reset_mb() -> float | None:
-    return _proc_status_mb("VmHWM")
-
-
-@dataclass
-class LagMonitor:
-    """A ticker beside the scan: how late does a 10 ms sleep wake up?"""
-
-    interval: float = LAG_INTERVAL
-    lags: list[float] = field(default_factory=list)
-    _task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        while True:
-            started = loop.time()
-            await asyncio.sleep(self.interval)
-            self.lags.append(max(0.0, loop.time() - started - self.interval))
-
-    def __enter__(self) -> LagMonitor:
-        self._task = asyncio.get_running_loop().create_task(self._run())
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        assert self._task is not None
-        self._task.cancel()
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.lags)
-        if not ordered:
-            return {"samples": 0, "max_ms": None, "p99_ms": None, "over_50ms": 0}
-        return {
-            "samples": len(ordered),
-            "max_ms": round(ordered[-1] * 1000, 2),
-            "p99_ms": round(ordered[int(0.99 * (len(ordered) - 1))] * 1000, 2),
-            "over_50ms": sum(1 for lag in ordered if lag > 0.050),
-        }
-
-
-class Profiler:
-    """cProfile around one block, dumped to DIR/NAME.prof (no-op without --profile)."""
-
-    def __init__(self, directory: Path | None, name: str) -> None:
-        self.path = directory / f"{name}.prof" if directory else None
-        self.profile = cProfile.Profile() if directory else None
-
-    def __enter__(self) -> Profiler:
-        if self.profile:
-            self.profile.enable()
-        return self
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.profile and self.path:
-            self.profile.disable()
-            self.profile.dump_stats(self.path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ source → the job's status change → the webhook notice (issue 11 item 3); and
     .venv/bin/python bench/watch.py [--events 50] [--spread 10]
     .venv/bin/python bench/watch.py --events 0 --idle-dirs 2000 --idle-seconds 60
 
-Latency: `python -m service serve` runs in its own process (bench/api.py's helpers) with a full
+Latency: `python -m service serve` runs in its own process (bench/harness.py) with a full
 scan only at start (SCANNER_INTERVAL_MINUTES=10000: any other full scan is an error), and a
 CHANNELS_FILE whose webhook is a receiver in this process. One job per event, declared in a
 JOBS_FILE (`every: 1d`, its own directory holding a 3-day-old file): the startup scan finds each
@@ -40,47 +40,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
 from sqlalchemy import func, select
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Job, ScanRun
 
 import harness
-from harness import BenchError, summary, wait_for
+from harness import BenchError, Receiver, summary, wait_for
+from probes import process_cpu_seconds
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_watch"
 TOKEN = "bench-token-for-the-watch-benchmark"
 TARGET_P99 = 5.0
 TARGET_IDLE_CPU = 2.0  # percent of one core, added by watching
-
-
-class Receiver:
-    """The webhook: when each job's first notice of each kind arrived (wall clock)."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, dict[str, datetime]] = {"problem": {}, "recovery": {}}
-        self.runner: web.AppRunner | None = None
-        self.url = ""
-
-    async def start(self) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self.handle)
-        self.runner = web.AppRunner(app, access_log=None)
-        await self.runner.setup()
-        await web.TCPSite(self.runner, "127.0.0.1", 0).start()
-        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}/hook"
-
-    async def handle(self, request: web.Request) -> web.Response:
-        body = await request.json()
-        if body.get("kind") in self.arrived:
-            self.arrived[body["kind"]].setdefault(body["job"], datetime.now(UTC))
-        return web.Response(status=204)
-
-    async def stop(self) -> None:
-        if self.runner is not None:
-            await self.runner.cleanup()
 
 
 def write_jobs(tree: Path, count: int, prefix: str, age: timedelta) -> Path:
@@ -104,22 +76,13 @@ def write_jobs(tree: Path, count: int, prefix: str, age: timedelta) -> Path:
 def start_service(
     url: str, log_dir: Path, jobs_file: Path, channels: Path | None, watch: bool
 ) -> harness.Server:
-    port = harness.free_port()
-    env = {
-        key: value for key, value in os.environ.items() if key not in ("JOBS_FILE", "SCAN_ROOTS")
-    }
-    env.update(
-        DATABASE_URL=url, API_TOKEN=TOKEN, SCANNER_INTERVAL_MINUTES="10000",
-        JOBS_FILE=str(jobs_file), WATCH_SOURCES=str(watch).lower(),
-        NOTIFY_POLL_SECONDS="0.2", HOST="127.0.0.1", PORT=str(port),
-        LOG_LEVEL="WARNING", LOG_FORMAT="text", AUTO_MIGRATE="true",
-    )  # fmt: skip
+    settings = {"JOBS_FILE": str(jobs_file), "WATCH_SOURCES": str(watch).lower()}
     if channels is not None:
-        env["CHANNELS_FILE"] = str(channels)
-    command = [sys.executable, "-m", "service", "serve", "--host", "127.0.0.1", "--port", str(port)]
-    return harness.start_server(
-        f"service-{'watch' if watch else 'nowatch'}", command, env, port, log_dir
-    )
+        settings["CHANNELS_FILE"] = str(channels)
+    return harness.start_service(
+        url, TOKEN, log_dir, name=f"service-{'watch' if watch else 'nowatch'}",
+        NOTIFY_POLL_SECONDS="0.2", **settings,
+    )  # fmt: skip
 
 
 async def ready_to_watch(
@@ -127,11 +90,7 @@ async def ready_to_watch(
 ) -> float:
     """Wait for the startup scan and for every source watched; the seconds it took."""
     started = time.monotonic()
-    await harness.wait_until(
-        server, client, "/api/v1/status",
-        lambda body: (body.get("last_scan") or {}).get("status") == "finished",
-        "the startup scan",
-    )  # fmt: skip
+    await harness.startup_scan(server, client)
     wanted = f"ok: {count} of {count} sources watched"
     deadline = time.monotonic() + 120
     while True:
@@ -175,7 +134,7 @@ async def latency(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
             await ready_to_watch(server, client, args.events)
 
         async def all_late() -> bool:
-            return len(receiver.arrived["problem"]) == args.events
+            return len(receiver.first("problem")) == args.events
 
         await wait_for("every problem notice", all_late, 60)
         step = args.spread / max(1, args.events)
@@ -197,16 +156,15 @@ async def latency(args: argparse.Namespace, log_dir: Path) -> dict[str, Any]:
         rows = await wait_for("every job judged ok", recovered, 60)
 
         async def notified() -> bool:
-            return len(receiver.arrived["recovery"]) == args.events
+            return len(receiver.first("recovery")) == args.events
 
         await wait_for("every recovery notice", notified, 60)
         scans = await full_scans(args.database_url)
         if scans != 1:
             raise BenchError(f"{scans} full scans ran: the startup one only was expected")
         status_delays = [(changed - landed[name]).total_seconds() for name, changed in rows]
-        hook_delays = [
-            (receiver.arrived["recovery"][name] - landed[name]).total_seconds() for name in landed
-        ]
+        recoveries = receiver.first("recovery")
+        hook_delays = [(recoveries[name] - landed[name]).total_seconds() for name in landed]
     finally:
         await engine.dispose()
         code = server.stop()
@@ -232,17 +190,13 @@ async def idle_cpu_of(args: argparse.Namespace, log_dir: Path, watch: bool) -> d
                 ready = await ready_to_watch(server, client, args.idle_dirs)
             else:
                 started = time.monotonic()
-                await harness.wait_until(
-                    server, client, "/api/v1/status",
-                    lambda body: (body.get("last_scan") or {}).get("status") == "finished",
-                    "the startup scan",
-                )  # fmt: skip
+                await harness.startup_scan(server, client)
                 ready = time.monotonic() - started
         await asyncio.sleep(args.settle)
         pid = server.process.pid
-        before, wall = harness.process_cpu_seconds(pid), time.monotonic()
+        before, wall = process_cpu_seconds(pid), time.monotonic()
         await asyncio.sleep(args.idle_seconds)
-        used, elapsed = harness.process_cpu_seconds(pid) - before, time.monotonic() - wall
+        used, elapsed = process_cpu_seconds(pid) - before, time.monotonic() - wall
         threads = len(os.listdir(f"/proc/{pid}/task"))
     finally:
         code = server.stop()

@@ -1,8 +1,12 @@
-"""Shared fixtures: a fresh, migrated database per test (PostgreSQL and SQLite), a clock.
+"""Shared fixtures: a fresh, migrated database per test (PostgreSQL and SQLite), a clock, the
+service's application on that database (`make_app(**settings)`, and `app`/`client` made with it).
 
 PostgreSQL databases are cloned from a template migrated once per session
 (`CREATE DATABASE ... TEMPLATE`); SQLite ones are copies of a migrated file. With CI=true an
 unreachable PostgreSQL fails the run instead of skipping.
+
+Fixtures only: the helpers tests import (missing, TEST_DATABASE_URL, Clock, add_job, ...) are in
+tests/support.py.
 """
 
 from __future__ import annotations
@@ -12,64 +16,33 @@ import os
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Any
 
-import asyncpg
 import pytest
+from aiohttp import web
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.db import migrate
 from service.db.engine import create_engine, create_sessionmaker
-from service.settings import Settings
+from service.notify.config import ChannelSet
+from service.runtime.app import create_app
+from service.settings import load_settings
 
-T = TypeVar("T")
-
-# The remote sources' real peers (S3, sshd, restic, borg fixtures), registered as a plugin once
-# this module has loaded (tests/peers.py imports `missing` from here). Named by package when the
-# tests become packages.
-pytest_plugins = [f"{__package__}.peers" if __package__ else "peers"]
-
-TEST_DATABASE_URL = os.environ.get(
-    "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+from tests.support import (
+    OWNED_SETTINGS,
+    REPO,
+    TEST_DATABASE_URL,
+    Clock,
+    in_thread,
+    missing,
+    pg_admin,
 )
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-REPO = Path(__file__).resolve().parent.parent
-# Settings the tests decide (every setting of the service); whatever the calling shell has for
-# them is left out.
-OWNED_SETTINGS = {name.upper() for name in Settings.model_fields}
 
-
-def missing(message: str) -> NoReturn:
-    """Skip a test for want of something this machine lacks; under CI=true, fail instead (CI
-    machines have every tool `make test` installs, so a skip there would hide a gap)."""
-    if IN_CI:
-        pytest.fail(f"{message} (CI=true: this test must run)", pytrace=False)
-    pytest.skip(message)
-
-
-def in_thread(function: Callable[[], T]) -> T:
-    """Run blocking set-up (alembic runs its own event loop) away from any running loop."""
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        return pool.submit(function).result()
-
-
-def asyncpg_dsn(url: str, database: str | None = None) -> str:
-    parsed = make_url(url).set(drivername="postgresql")
-    if database is not None:
-        parsed = parsed.set(database=database)
-    return parsed.render_as_string(hide_password=False)
-
-
-async def pg_admin(statement: str, url: str = TEST_DATABASE_URL) -> None:
-    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
-    try:
-        await connection.execute(statement)
-    finally:
-        await connection.close()
+# The remote sources' real peers (S3, sshd, restic, borg fixtures), registered as a plugin.
+pytest_plugins = ["tests.peers"]
 
 
 @pytest.fixture(scope="session")
@@ -132,20 +105,6 @@ def sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
     return create_sessionmaker(engine)
 
 
-class Clock:
-    """A settable clock for code that takes `clock=`; time never moves by itself."""
-
-    def __init__(self, now: datetime) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, **delta: Any) -> datetime:
-        self.now += timedelta(**delta)
-        return self.now
-
-
 @pytest.fixture
 def clock() -> Clock:
     return Clock(datetime.now(UTC).replace(microsecond=0))
@@ -162,3 +121,40 @@ def base_env(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     env["PYTHONPYCACHEPREFIX"] = str(tmp_path_factory.getbasetemp() / "pycache")
     return env
+
+
+@pytest.fixture
+def make_app(database_url: str) -> Callable[..., web.Application]:
+    """A factory of the service's application on this test's database (so each test using it
+    runs on PostgreSQL and on SQLite): `make_app(**settings)` is
+    `create_app(load_settings(database_url=..., **settings), scheduler=False)`; `scheduler`,
+    `open_access` and `channels` are create_app's options, every other keyword a setting."""
+
+    def make(
+        *,
+        scheduler: bool = False,
+        open_access: bool = True,
+        channels: ChannelSet | None = None,
+        **settings: Any,
+    ) -> web.Application:
+        return create_app(
+            load_settings(database_url=database_url, **settings),
+            scheduler=scheduler,
+            open_access=open_access,
+            channels=channels,
+        )
+
+    return make
+
+
+@pytest.fixture
+async def app(make_app: Callable[..., web.Application]) -> web.Application:
+    """The application with default settings and no scheduler; a module that needs other
+    settings or channels overrides this fixture with its own `make_app(...)` call."""
+    return make_app()
+
+
+@pytest.fixture
+async def client(aiohttp_client: Any, app: web.Application) -> Any:
+    """A test client of `app` over a real server on a real port."""
+    return await aiohttp_client(app)

@@ -19,7 +19,7 @@ import trustme
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, Envelope, LoginPassword, Session
 
-from support import free_port
+from tests.support import free_port
 
 USERNAME = "monitor"
 PASSWORD = "s3cret-pass-word"

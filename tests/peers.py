@@ -34,8 +34,7 @@ from typing import Any
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
-from conftest import missing
-from support import free_port
+from tests.support import free_port, missing
 
 SSHD = "/usr/sbin/sshd"
 

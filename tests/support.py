@@ -1,4 +1,9 @@
-"""Helpers shared by the tests: declaring jobs, building backup trees, servers of their own."""
+"""Helpers shared by the tests: the test environment (which PostgreSQL, CI or not, `missing()`),
+declaring jobs, building backup trees, servers of their own. Fixtures live in conftest.py.
+
+`missing()` is how a test says a tool or server is absent: a skip on a developer's machine, a
+failure under CI=true (where `make test` installs everything).
+"""
 
 from __future__ import annotations
 
@@ -7,20 +12,123 @@ import os
 import shutil
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, TypeVar
 
+import asyncpg
+import pytest
 from aiohttp import web
 from sqlalchemy import select
+from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.cli.demo import write_file
 from service.core.jobspec import parse_job
 from service.db.models import Job
+from service.settings import Settings
 from service.store.jobs import new_job
 from service.store.pings import PingWriter, Received
+
+T = TypeVar("T")
+
+TEST_DATABASE_URL = os.environ.get(
+    "TEST_DATABASE_URL", "postgresql+asyncpg://postgres@127.0.0.1:5432/test"
+)
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+REPO = Path(__file__).resolve().parent.parent
+# Settings the tests decide (every setting of the service); whatever the calling shell has for
+# them is left out.
+OWNED_SETTINGS = {name.upper() for name in Settings.model_fields}
+
+
+def missing(message: str) -> NoReturn:
+    """Skip a test for want of something this machine lacks; under CI=true, fail instead (CI
+    machines have every tool `make test` installs, so a skip there would hide a gap)."""
+    if IN_CI:
+        pytest.fail(f"{message} (CI=true: this test must run)", pytrace=False)
+    pytest.skip(message)
+
+
+def in_thread(function: Callable[[], T]) -> T:
+    """Run blocking set-up (alembic runs its own event loop) away from any running loop."""
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(function).result()
+
+
+def asyncpg_dsn(url: str, database: str | None = None) -> str:
+    parsed = make_url(url).set(drivername="postgresql")
+    if database is not None:
+        parsed = parsed.set(database=database)
+    return parsed.render_as_string(hide_password=False)
+
+
+async def pg_admin(statement: str, url: str = TEST_DATABASE_URL) -> None:
+    connection = await asyncpg.connect(asyncpg_dsn(url), timeout=10)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+class Clock:
+    """A settable clock for code that takes `clock=`; time never moves by itself."""
+
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: Any) -> datetime:
+        self.now += timedelta(**delta)
+        return self.now
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+    seconds: float
+
+    def __str__(self) -> str:
+        return (
+            f"exit {self.code} after {self.seconds:.1f} s\n"
+            f"--- stdout\n{self.out}\n--- stderr\n{self.err}"
+        )
+
+
+async def cli(
+    *args: str,
+    env: dict[str, str],
+    database_url: str | None,
+    cwd: Path,
+    timeout: float = 60,
+    **settings: str,
+) -> Result:
+    """Run `python -m service ARGS` to its end and collect what it said."""
+    started = time.monotonic()
+    child_env = dict(env, **settings)
+    if database_url is not None:
+        child_env["DATABASE_URL"] = database_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "service", *args, cwd=cwd, env=child_env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), timeout)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Result(process.returncode, out.decode(), err.decode(), time.monotonic() - started)
 
 
 async def add_job(

@@ -34,8 +34,8 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import REPO, TEST_DATABASE_URL, in_thread, missing, pg_admin
-from podman_local import base_image, build_steps, environment, podman, prune_except
+from tests.container.podman_local import base_image, build_steps, environment, podman, prune_except
+from tests.support import REPO, TEST_DATABASE_URL, in_thread, missing, pg_admin
 
 pytestmark = [pytest.mark.container, pytest.mark.timeout(1200)]
 

@@ -14,22 +14,17 @@ from sqlalchemy import select
 
 from service.db.models import ApiToken
 from service.http.api.openapi import documented_routes, operation_of
-from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
-from service.settings import load_settings
 from service.store.tokens import TOKEN_PREFIX, create_token, hash_token, revoke_token
 
 BOOTSTRAP = "bootstrap-token-from-the-environment"
 JOB = {"name": "db", "schedule": {"every": 3600}}
 
 
-@pytest.fixture
-def settings(database_url):
-    return load_settings(database_url=database_url)
-
-
-async def serve(aiohttp_client, settings, **options):
-    app = create_app(settings, scheduler=False, **options)
+async def serve(aiohttp_client, make_app, **overrides):
+    """The app from conftest's `make_app(**overrides)` (settings and create_app's options),
+    and its test client."""
+    app = make_app(**overrides)
     return app, await aiohttp_client(app)
 
 
@@ -42,21 +37,21 @@ async def error_of(response, status):
     return (await response.json())["error"]
 
 
-async def test_no_token_configured_means_an_open_api_when_allowed(aiohttp_client, settings):
-    _, client = await serve(aiohttp_client, settings)
+async def test_no_token_configured_means_an_open_api_when_allowed(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app)
     assert (await client.post("/api/v1/jobs", json=JOB)).status == 201
     assert (await client.get("/api/v1/jobs/db")).status == 200
 
 
-async def test_no_token_configured_beyond_loopback_is_refused(aiohttp_client, settings):
-    _, client = await serve(aiohttp_client, settings, open_access=False)
+async def test_no_token_configured_beyond_loopback_is_refused(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app, open_access=False)
     error = await error_of(await client.get("/api/v1/jobs"), 401)
     assert "tokens create" in error["message"]
     assert (await client.get("/health/live")).status == 200
 
 
-async def test_tokens_read_only_and_read_write(aiohttp_client, settings):
-    app, client = await serve(aiohttp_client, settings)
+async def test_tokens_read_only_and_read_write(aiohttp_client, make_app):
+    app, client = await serve(aiohttp_client, make_app)
     async with app[sessionmaker_key]() as session:
         writer = await create_token(session, "ci", read_only=False)
         reader = await create_token(session, "grafana", read_only=True)
@@ -93,8 +88,8 @@ async def test_tokens_read_only_and_read_write(aiohttp_client, settings):
     assert (await client.get("/api/v1/jobs", headers=bearer(reader))).status == 200
 
 
-async def test_only_a_hash_of_the_token_is_stored(aiohttp_client, settings):
-    app, _ = await serve(aiohttp_client, settings)
+async def test_only_a_hash_of_the_token_is_stored(aiohttp_client, make_app):
+    app, _ = await serve(aiohttp_client, make_app)
     async with app[sessionmaker_key]() as session:
         token = await create_token(session, "ci", read_only=False)
         stored = (await session.scalars(select(ApiToken))).one()
@@ -102,9 +97,8 @@ async def test_only_a_hash_of_the_token_is_stored(aiohttp_client, settings):
     assert token not in repr(stored.__dict__)
 
 
-async def test_api_token_from_the_environment_is_read_write(aiohttp_client, database_url):
-    settings = load_settings(database_url=database_url, api_token=BOOTSTRAP)
-    _, client = await serve(aiohttp_client, settings)
+async def test_api_token_from_the_environment_is_read_write(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app, api_token=BOOTSTRAP)
     await error_of(await client.get("/api/v1/jobs"), 401)  # configured: no longer open
     assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(BOOTSTRAP))).status == 201
     await error_of(await client.get("/api/v1/jobs", headers=bearer(BOOTSTRAP[:-1])), 401)
@@ -113,8 +107,8 @@ async def test_api_token_from_the_environment_is_read_write(aiohttp_client, data
 # --- the API describes itself -----------------------------------------------------------------
 
 
-async def test_every_route_is_in_the_openapi_document(aiohttp_client, settings):
-    app, client = await serve(aiohttp_client, settings)
+async def test_every_route_is_in_the_openapi_document(aiohttp_client, make_app):
+    app, client = await serve(aiohttp_client, make_app)
     document = await (await client.get("/api/openapi.json")).json()
     assert document["openapi"].startswith("3.1")
     routes = list(documented_routes(app))
@@ -135,8 +129,8 @@ async def test_every_route_is_in_the_openapi_document(aiohttp_client, settings):
     assert documented == {(method, path) for method, path, _ in routes}
 
 
-async def test_openapi_schemas_come_from_the_request_models(aiohttp_client, settings):
-    _, client = await serve(aiohttp_client, settings)
+async def test_openapi_schemas_come_from_the_request_models(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app)
     document = await (await client.get("/api/openapi.json")).json()
     create = document["paths"]["/api/v1/jobs"]["post"]
     ref = create["requestBody"]["content"]["application/json"]["schema"]["$ref"]
@@ -166,8 +160,8 @@ class _Assets(HTMLParser):
                 self.external.append(value)
 
 
-async def test_docs_page_lists_every_path_and_loads_nothing_from_outside(aiohttp_client, settings):
-    _, client = await serve(aiohttp_client, settings)
+async def test_docs_page_lists_every_path_and_loads_nothing_from_outside(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app)
     response = await client.get("/api/docs")
     assert response.status == 200
     assert response.content_type == "text/html"
@@ -203,8 +197,8 @@ def test_login_never_redirects_off_site(target):
     assert safe_next("/jobs/db?before=3") == "/jobs/db?before=3"
 
 
-async def test_login_form_with_odd_csrf_and_blank_token(aiohttp_client, settings):
-    _, client = await serve(aiohttp_client, settings)
+async def test_login_form_with_odd_csrf_and_blank_token(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app)
     page = await client.get("/login")
     csrf = csrf_in(await page.text())
     response = await client.post("/logout", data={"csrf": "é" * 32}, allow_redirects=False)
@@ -218,12 +212,12 @@ async def test_login_form_with_odd_csrf_and_blank_token(aiohttp_client, settings
     assert (await client.get("/?tag=%00&status=bogus", allow_redirects=False)).status == 200
 
 
-async def test_the_openapi_document_passes_an_openapi_validator(aiohttp_client, settings):
+async def test_the_openapi_document_passes_an_openapi_validator(aiohttp_client, make_app):
     """A real OpenAPI 3.1 validator reads the served document (a `"default": null` beside
     `"type": "string"` once made it invalid); every error it finds is listed."""
     from openapi_spec_validator import OpenAPIV31SpecValidator
 
-    _, client = await serve(aiohttp_client, settings)
+    _, client = await serve(aiohttp_client, make_app)
     document = await (await client.get("/api/openapi.json")).json()
     errors = [
         f"{'/'.join(map(str, error.absolute_path))}: {error.message}"
@@ -236,8 +230,8 @@ async def test_the_openapi_document_passes_an_openapi_validator(aiohttp_client, 
     assert "default" not in patch["name"] and "default" not in patch["schedule"]
 
 
-async def test_the_openapi_document_tells_what_the_server_refuses(aiohttp_client, settings):
-    _, client = await serve(aiohttp_client, settings)
+async def test_the_openapi_document_tells_what_the_server_refuses(aiohttp_client, make_app):
+    _, client = await serve(aiohttp_client, make_app)
     document = await (await client.get("/api/openapi.json")).json()
     # `/metrics` answers 401 without METRICS_TOKEN, when it is set.
     assert "401" in document["paths"]["/metrics"]["get"]["responses"]
@@ -252,12 +246,12 @@ async def test_the_openapi_document_tells_what_the_server_refuses(aiohttp_client
 
 
 @pytest.mark.parametrize("cron", ["0 2 * * * *", "0 0 2 * * *", "", "0 2 * *"])
-async def test_a_cron_expression_has_five_fields(aiohttp_client, settings, cron):
+async def test_a_cron_expression_has_five_fields(aiohttp_client, make_app, cron):
     """The README says 5 fields; cronsim would take a 6th (seconds) and read `0 2 * * * *` as
     02 past every hour: refused with a 422 that says why, from the API and the YAML file."""
     from service.core.jobspec import parse_job
 
-    _, client = await serve(aiohttp_client, settings)
+    _, client = await serve(aiohttp_client, make_app)
     job = {"name": "db", "schedule": {"cron": cron}}
     error = await error_of(await client.post("/api/v1/jobs", json=job), 422)
     [detail] = error["details"]
@@ -272,11 +266,10 @@ async def test_a_cron_expression_has_five_fields(aiohttp_client, settings, cron)
 # --- ping keys are for read-write eyes only ---------------------------------------------------
 
 
-async def test_a_read_only_token_never_sees_a_ping_key(aiohttp_client, database_url):
+async def test_a_read_only_token_never_sees_a_ping_key(aiohttp_client, make_app):
     """A ping is a write (a success ping hides a failing job): every answer a read-only token
     gets (API, dashboard, metrics) is free of the key; a read-write token gets the ping URL."""
-    settings = load_settings(database_url=database_url, metrics_token=None)
-    app, client = await serve(aiohttp_client, settings)
+    app, client = await serve(aiohttp_client, make_app, metrics_token=None)
     async with app[sessionmaker_key]() as session:
         writer = await create_token(session, "ci", read_only=False)
         reader = await create_token(session, "grafana", read_only=True)
@@ -329,11 +322,10 @@ async def test_a_read_only_token_never_sees_a_ping_key(aiohttp_client, database_
         assert "read-only" in job_schema[field]["description"]
 
 
-async def test_the_ping_url_is_on_public_url_not_on_the_host_header(aiohttp_client, database_url):
-    settings = load_settings(
-        database_url=database_url, api_token=BOOTSTRAP, public_url="https://backups.example.com/"
+async def test_the_ping_url_is_on_public_url_not_on_the_host_header(aiohttp_client, make_app):
+    _, client = await serve(
+        aiohttp_client, make_app, api_token=BOOTSTRAP, public_url="https://backups.example.com/"
     )
-    _, client = await serve(aiohttp_client, settings)
     forged = {**bearer(BOOTSTRAP), "Host": "evil.example"}
     created = await (await client.post("/api/v1/jobs", json=JOB, headers=forged)).json()
     assert created["ping_url"] == f"https://backups.example.com/ping/{created['ping_key']}"
@@ -362,12 +354,11 @@ async def paused(client, token):
 
 
 async def test_a_sibling_site_cannot_post_the_dashboards_forms(
-    aiohttp_client, aiohttp_server, database_url
+    aiohttp_client, aiohttp_server, make_app
 ):
     """A site on another port of the same host shares the cookies: it plants its own `bm_csrf`
     and posts a form with the same value (double submit would let it pause a job)."""
-    settings = load_settings(database_url=database_url, api_token=BOOTSTRAP)
-    _, client = await serve(aiohttp_client, settings)
+    _, client = await serve(aiohttp_client, make_app, api_token=BOOTSTRAP)
     assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(BOOTSTRAP))).status == 201
     await log_in_as(client, BOOTSTRAP)
     here = f"http://127.0.0.1:{client.port}"
@@ -435,13 +426,13 @@ async def test_a_sibling_site_cannot_post_the_dashboards_forms(
 
 
 async def test_a_planted_id_gets_no_form_token_computed_from_public_settings(
-    aiohttp_client, database_url
+    aiohttp_client, database_url, make_app
 ):
     """Tokens from `tokens create` only (no API_TOKEN, no METRICS_TOKEN): the form secret was
     made of DATABASE_URL alone (public: the default, or Compose's), so whoever planted a
     `bm_csrf` id could compute its form token offline and post the login form (login CSRF)
     from a browser that sends no Origin. The secret now includes what only the servers know."""
-    app, client = await serve(aiohttp_client, load_settings(database_url=database_url))
+    app, client = await serve(aiohttp_client, make_app)
     async with app[sessionmaker_key]() as session:
         attackers = await create_token(session, "attacker", read_only=False)
     planted = "b" * 32
@@ -455,10 +446,9 @@ async def test_a_planted_id_gets_no_form_token_computed_from_public_settings(
     assert "bm_token" not in response.cookies
 
 
-async def test_forms_from_public_url_are_this_sites(aiohttp_client, database_url):
+async def test_forms_from_public_url_are_this_sites(aiohttp_client, make_app):
     public = "https://backups.example.com"
-    settings = load_settings(database_url=database_url, api_token=BOOTSTRAP, public_url=public)
-    _, client = await serve(aiohttp_client, settings)
+    _, client = await serve(aiohttp_client, make_app, api_token=BOOTSTRAP, public_url=public)
     assert (await client.post("/api/v1/jobs", json=JOB, headers=bearer(BOOTSTRAP))).status == 201
     await log_in_as(client, BOOTSTRAP)
     valid = csrf_in(await (await client.get("/jobs/db")).text())

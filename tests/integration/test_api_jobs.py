@@ -12,11 +12,9 @@ import pytest
 from sqlalchemy import func, select, text
 
 from service.db.models import Artifact, Job, JobCheck, ScanRun
-from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
-from service.settings import load_settings
 
-from support import make_file
+from tests.support import make_file
 
 
 @pytest.fixture
@@ -27,14 +25,8 @@ def backups(tmp_path):
 
 
 @pytest.fixture
-async def app(database_url, backups):
-    settings = load_settings(database_url=database_url, scan_roots=str(backups))
-    return create_app(settings, scheduler=False)
-
-
-@pytest.fixture
-async def client(aiohttp_client, app):
-    return await aiohttp_client(app)
+async def app(make_app, backups):
+    return make_app(scan_roots=str(backups))
 
 
 def declaration(name="db-nightly", **fields):

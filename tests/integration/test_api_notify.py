@@ -13,12 +13,10 @@ from service.db.models import Job, NotificationDelivery, NotificationEvent
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
 from service.notify.events import event_row
-from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
 from service.scanner.scanner import BackupScanner
-from service.settings import load_settings
 
-from support import Receiver, get_job
+from tests.support import Receiver, get_job
 
 CHANNELS = {
     "defaults": ["ops"],
@@ -32,14 +30,8 @@ NOTIFY_DEFAULTS = {"channels": None, "renotify_every": None, "after": 1, "for": 
 
 
 @pytest.fixture
-async def app(database_url):
-    settings = load_settings(database_url=database_url)
-    return create_app(settings, scheduler=False, channels=parse_channels(CHANNELS, "test"))
-
-
-@pytest.fixture
-async def client(aiohttp_client, app):
-    return await aiohttp_client(app)
+async def app(make_app):
+    return make_app(channels=parse_channels(CHANNELS, "test"))
 
 
 async def test_notify_settings_are_declared_and_answered(client):
@@ -105,7 +97,7 @@ async def test_a_reminder_interval_set_while_critical_counts_from_then(client, a
     assert (await get_job(sessions, "db")).renotify_at is None
 
 
-async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, database_url, tmp_path):
+async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, make_app, tmp_path):
     receiver = Receiver()
     await receiver.start()
     try:
@@ -114,8 +106,7 @@ async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, database_url
              "channels": {"ops": {"type": "webhook", "url": receiver.url},
                           "mail": {"type": "webhook", "url": receiver.url}}}, "test",
         )  # fmt: skip
-        app = create_app(load_settings(database_url=database_url), scheduler=False,
-                         channels=channels)  # fmt: skip
+        app = make_app(channels=channels)
         client = await aiohttp_client(app)
         source = {"type": "local", "path": str(tmp_path), "pattern": "*.dump"}
         created = await client.post(
@@ -166,7 +157,7 @@ async def test_a_jobs_notices_with_their_deliveries(aiohttp_client, database_url
 
 @pytest.mark.parametrize("how", ["api", "prune"])
 async def test_deleting_a_job_cancels_its_undelivered_notices(
-    aiohttp_client, database_url, tmp_path, caplog, how
+    aiohttp_client, make_app, tmp_path, caplog, how
 ):
     """A deleted job's notices are never sent (their page is a 404): the one being retried and
     the one not routed yet are both kept as cancelled, in the log and the metrics."""
@@ -178,8 +169,7 @@ async def test_deleting_a_job_cancels_its_undelivered_notices(
             {"defaults": ["ops"], "channels": {"ops": {"type": "webhook", "url": receiver.url}}},
             "test",
         )
-        app = create_app(load_settings(database_url=database_url), scheduler=False,
-                         channels=channels)  # fmt: skip
+        app = make_app(channels=channels)
         client = await aiohttp_client(app)
         source = {"type": "local", "path": str(tmp_path), "pattern": "*.dump"}
         created = await client.post(

@@ -15,7 +15,7 @@ from service.runtime.keys import coordinator_key, scan_scheduler_key, sessionmak
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import TcpProxy, add_job, make_file
+from tests.support import TcpProxy, add_job, make_file
 
 
 @pytest.fixture
@@ -24,9 +24,10 @@ def settings(database_url):
 
 
 @pytest.fixture
-async def client(aiohttp_client, settings):
-    """A real server on a real port, the scheduler off (tests drive scans themselves)."""
-    return await aiohttp_client(create_app(settings, scheduler=False))
+async def app(make_app):
+    """The scheduler off (tests drive scans themselves); conftest's `client` serves it on a
+    real port."""
+    return make_app(scanner_interval_minutes=60)
 
 
 async def test_live_and_ready(client):

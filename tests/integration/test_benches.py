@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from conftest import TEST_DATABASE_URL, in_thread, missing, pg_admin
+from tests.support import TEST_DATABASE_URL, in_thread, missing, pg_admin
 
 REPO = Path(__file__).resolve().parents[2]
 TIMEOUT = 120

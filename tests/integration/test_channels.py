@@ -29,8 +29,16 @@ from service.notify.transports import DeliveryError, deliver
 from service.notify.transports.base import connection_problem
 from service.settings import load_settings
 
-from mailserver import PASSWORD, Mailbox, SmtpServer, Tls, authenticate, make_tls, smtp_servers
-from support import free_port
+from tests.mailserver import (
+    PASSWORD,
+    Mailbox,
+    SmtpServer,
+    Tls,
+    authenticate,
+    make_tls,
+    smtp_servers,
+)
+from tests.support import free_port
 
 pytestmark = [
     # Apprise loads its plugins on first use; its email plugin imports the standard module

@@ -18,7 +18,6 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, suppress
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -37,49 +36,17 @@ from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, Job, JobCheck, ScanRun
 from service.scanner.scanner import run_scanner
 
-from conftest import TEST_DATABASE_URL, missing, pg_admin
-from support import add_job, free_port, make_file, read
-
-
-@dataclass
-class Result:
-    code: int
-    out: str
-    err: str
-    seconds: float
-
-    def __str__(self) -> str:
-        return (
-            f"exit {self.code} after {self.seconds:.1f} s\n"
-            f"--- stdout\n{self.out}\n--- stderr\n{self.err}"
-        )
-
-
-async def cli(
-    *args: str,
-    env: dict[str, str],
-    database_url: str | None,
-    cwd: Path,
-    timeout: float = 60,
-    **settings: str,
-) -> Result:
-    """Run `python -m service ARGS` to its end and collect what it said."""
-    started = time.monotonic()
-    child_env = dict(env, **settings)
-    if database_url is not None:
-        child_env["DATABASE_URL"] = database_url
-    process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "service", *args, cwd=cwd, env=child_env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), timeout)
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Result(process.returncode, out.decode(), err.decode(), time.monotonic() - started)
+from tests.support import (
+    TEST_DATABASE_URL,
+    Result,
+    add_job,
+    cli,
+    free_port,
+    make_file,
+    missing,
+    pg_admin,
+    read,
+)
 
 
 def jobs_yaml(*jobs: str) -> str:

@@ -16,7 +16,7 @@ from alembic.script import ScriptDirectory
 
 from service.db import migrate
 
-from conftest import in_thread
+from tests.support import in_thread
 
 HEAVY = ("sqlalchemy", "aiohttp", "alembic", "pydantic", "apprise")
 # Runs the command line in-process, then prints which heavy packages it imported.

@@ -6,15 +6,13 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from service.runtime.app import create_app
 from service.scanner.scanner import BackupScanner
-from service.settings import load_settings
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 
 async def test_a_file_name_is_shown_with_visible_escapes(
-    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+    aiohttp_client, make_app, sessionmaker, clock, tmp_path
 ):
     await add_job(
         sessionmaker, clock() - timedelta(days=3), name="db",
@@ -24,8 +22,7 @@ async def test_a_file_name_is_shown_with_visible_escapes(
     make_file(tmp_path / "evil\u202egpj.exe\x1b[8m\n.dump", 10, clock())
     async with sessionmaker() as session:
         await BackupScanner(session, clock=clock).scan_all_jobs()
-    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
-                                             scheduler=False))  # fmt: skip
+    client = await aiohttp_client(make_app())
     for page in ("/", "/jobs/db"):
         response = await client.get(page)
         assert response.status == 200
@@ -35,7 +32,7 @@ async def test_a_file_name_is_shown_with_visible_escapes(
 
 
 async def test_a_description_and_a_run_log_keep_their_lines_and_escape_the_rest(
-    aiohttp_client, database_url, sessionmaker, clock
+    aiohttp_client, make_app, sessionmaker, clock
 ):
     """Text meant to have lines (`description: |`, a script's output sent with a ping) keeps
     its line breaks and tabs on the page (`white-space: pre-wrap`); a terminal escape, a bidi
@@ -45,8 +42,7 @@ async def test_a_description_and_a_run_log_keep_their_lines_and_escape_the_rest(
         sessionmaker, clock() - timedelta(days=3), name="db",
         description="Nightly dump of the orders database.\nOwner:\tops team\x1b[8m\n",
     )  # fmt: skip
-    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
-                                             scheduler=False))  # fmt: skip
+    client = await aiohttp_client(make_app())
     job = await (await client.get("/api/v1/jobs/db")).json()
     log = "dumping orders\r\n\tdone: 12 tables\u202e\nC:\\new"
     assert (await client.post(f"/ping/{job['ping_key']}", data=log.encode())).status == 200

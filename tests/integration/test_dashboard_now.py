@@ -6,15 +6,13 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from service.http.web.words import as_of
-from service.runtime.app import create_app
 from service.scanner.scanner import BackupScanner
-from service.settings import load_settings
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 
 async def test_the_reasons_say_when_they_were_judged(
-    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+    aiohttp_client, make_app, sessionmaker, clock, tmp_path
 ):
     clock.advance(minutes=-14)  # judged 14 minutes ago; no scan since
     judged = clock()
@@ -26,8 +24,7 @@ async def test_the_reasons_say_when_they_were_judged(
     make_file(tmp_path / "a.dump", 5000, judged - timedelta(hours=1, seconds=83))
     async with sessionmaker() as session:
         await BackupScanner(session, clock=clock).scan_all_jobs()
-    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
-                                             scheduler=False))  # fmt: skip
+    client = await aiohttp_client(make_app())
 
     page = await (await client.get("/jobs/db")).text()
     rendered = datetime.now(UTC)  # judged yesterday when this is before 00:14: then with its date
@@ -43,7 +40,7 @@ async def test_the_reasons_say_when_they_were_judged(
 
 
 async def test_a_backup_being_written_is_shown_so(
-    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+    aiohttp_client, make_app, sessionmaker, clock, tmp_path
 ):
     await add_job(
         sessionmaker, clock.now - timedelta(days=3), name="db",
@@ -54,8 +51,7 @@ async def test_a_backup_being_written_is_shown_so(
     make_file(tmp_path / "b.dump", 5000, clock.now - timedelta(seconds=3))
     async with sessionmaker() as session:
         await BackupScanner(session, clock=clock).scan_all_jobs()
-    client = await aiohttp_client(create_app(load_settings(database_url=database_url),
-                                             scheduler=False))  # fmt: skip
+    client = await aiohttp_client(make_app())
 
     page = await (await client.get("/jobs/db")).text()
     assert "b.dump is being written (4.9 KiB so far)" in page

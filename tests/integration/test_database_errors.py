@@ -30,8 +30,7 @@ from service.scheduler import run_scanner_job
 from service.settings import load_settings
 from service.store.scans import keep_alive
 
-from conftest import in_thread, missing
-from support import PrivatePostgres
+from tests.support import PrivatePostgres, in_thread, missing
 
 MAX_CONNECTIONS = 5
 

@@ -15,7 +15,7 @@ from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
 from service.scheduler import shutdown_scheduler, start_scheduler
 
-from support import add_job, get_job, make_file, store_failure_ping
+from tests.support import add_job, get_job, make_file, store_failure_ping
 
 
 async def test_a_late_job_is_marked_within_seconds_of_its_deadline(sessionmaker, tmp_path):

@@ -20,7 +20,7 @@ from service.db.models import Artifact, Job, NotificationEvent
 from service.scanner.scanner import run_scanner
 from service.settings import Settings
 
-from support import free_port, read
+from tests.support import free_port, read
 
 # What each job of the demo must show after its first scan: status and reason codes.
 EXPECTED: dict[str, tuple[str, set[str]]] = {

@@ -20,7 +20,7 @@ import pytest
 from service.runtime.app import create_app
 from service.settings import load_settings
 
-from support import free_port, read
+from tests.support import free_port, read
 
 METRICS_TOKEN = "metrics-token-long-enough"
 ROUTINE = re.compile(r"^\S+ INFO (service\.scheduler|service\.scanner\.scanner) ")

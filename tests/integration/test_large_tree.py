@@ -16,7 +16,7 @@ from service.runtime.keys import sessionmaker_key
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 FILES = 100_000
 # Generous: on a quiet machine the worst answer takes a few milliseconds. A blocked loop

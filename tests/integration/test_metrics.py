@@ -20,7 +20,7 @@ from service.runtime.app import create_app
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
-from support import add_job, make_file
+from tests.support import add_job, make_file
 
 DAY = timedelta(days=1)
 WEBHOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
@@ -35,7 +35,7 @@ def samples(text: str, parse=text_string_to_metric_families):
 
 
 async def test_metrics_reflect_the_database(
-    aiohttp_client, database_url, sessionmaker, clock, tmp_path
+    aiohttp_client, make_app, sessionmaker, clock, tmp_path
 ):
     make_file(tmp_path / "ok" / "a.tar", 2048, clock.now - timedelta(hours=1))
     make_file(tmp_path / "late" / "b.tar", 10, clock.now - 3 * DAY)
@@ -51,9 +51,7 @@ async def test_metrics_reflect_the_database(
     channels = parse_channels({"defaults": ["ops"], "channels": {"ops": WEBHOOK}}, "test")
     assert await Dispatcher(sessionmaker, channels).route() == 1
 
-    client = await aiohttp_client(
-        create_app(load_settings(database_url=database_url), scheduler=False)
-    )
+    client = await aiohttp_client(make_app())
     classic = await client.get("/metrics")
     assert classic.status == 200
     assert classic.headers["Content-Type"].startswith("text/plain; version=0.0.4")
@@ -124,7 +122,7 @@ PROMETHEUS_ACCEPT = {
 
 
 async def test_tricky_names_and_tags_survive_a_scrape(
-    aiohttp_client, database_url, sessionmaker, clock
+    aiohttp_client, make_app, sessionmaker, clock
 ):
     for index, (name, tags) in enumerate(TRICKY_JOBS.items()):
         job_id = await add_job(sessionmaker, clock.now, name=f"job-{index}")
@@ -140,9 +138,7 @@ async def test_tricky_names_and_tags_survive_a_scrape(
             job.next_check_at = clock.now + index * DAY
             await session.commit()
 
-    client = await aiohttp_client(
-        create_app(load_settings(database_url=database_url), scheduler=False)
-    )
+    client = await aiohttp_client(make_app())
     for fmt, parse in (
         ("openmetrics", text_string_to_metric_families),
         ("text", text_format_string_to_metric_families),

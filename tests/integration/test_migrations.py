@@ -13,7 +13,7 @@ from sqlalchemy import Boolean, Integer, String, column, insert, inspect, select
 from service.db import migrate
 from service.db.engine import Base, JSONType, UTCDateTime, create_engine
 
-from conftest import in_thread
+from tests.support import in_thread
 
 
 def revisions() -> list[str]:

@@ -38,8 +38,8 @@ from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.store.jobs import delete_jobs
 
-from mailserver import smtp_servers
-from support import Receiver, add_job, free_port, get_job, make_file, read
+from tests.mailserver import smtp_servers
+from tests.support import Receiver, add_job, free_port, get_job, make_file, read
 
 FAST = DispatchOptions(poll_seconds=0.05, lease_seconds=30, retry_seconds=0.05, max_attempts=4)
 

@@ -16,13 +16,11 @@ from service.db.models import JobCheck, NotificationEvent
 from service.http.web.words import as_of
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher, DispatchOptions
-from service.runtime.app import create_app
 from service.runtime.keys import channels_key
 from service.runtime.tick import DeadlineTick
 from service.scanner.scanner import BackupScanner
-from service.settings import load_settings
 
-from support import Receiver, get_job, make_file, store_failure_ping
+from tests.support import Receiver, get_job, make_file, store_failure_ping
 
 FAST = DispatchOptions(poll_seconds=0.05, lease_seconds=30, retry_seconds=0.05, max_attempts=4)
 
@@ -36,13 +34,12 @@ async def receiver():
 
 
 @pytest.fixture
-async def client(aiohttp_client, database_url, receiver):
+async def app(make_app, receiver):
     channels = parse_channels(
         {"defaults": ["ops"], "channels": {"ops": {"type": "webhook", "url": receiver.url}}},
         "test",
     )
-    settings = load_settings(database_url=database_url)
-    return await aiohttp_client(create_app(settings, scheduler=False, channels=channels))
+    return make_app(channels=channels)
 
 
 async def declare(client, clock, name: str, folder: Path | None, **notify: Any) -> dict[str, Any]:

@@ -46,7 +46,7 @@ from service.http.api.openapi import build_document
 from service.runtime.app import create_app
 from service.settings import Settings, load_settings
 
-from support import make_file
+from tests.support import make_file
 
 # Hypothesis keeps caches in `.hypothesis/` under the working directory and starts filling them
 # while pytest collects this module (constants of local modules; later, Unicode tables): keep

@@ -9,9 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sqlalchemy import func, select
 
 from service.db.models import Job, Ping, ScanRun
-from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
-from service.settings import load_settings
 
 TICK = 1.0
 # Broken (seen at the next full scan: minutes) and fixed (one tick: about a second) lie far
@@ -41,11 +39,8 @@ def codes(job):
     return [reason["code"] for reason in job.reasons]
 
 
-async def test_a_hung_run_is_overdue_within_a_tick_and_pings_rejudge(database_url, aiohttp_client):
-    settings = load_settings(
-        database_url=database_url, tick_seconds=TICK, scanner_interval_minutes=24 * 60
-    )
-    app = create_app(settings)
+async def test_a_hung_run_is_overdue_within_a_tick_and_pings_rejudge(make_app, aiohttp_client):
+    app = make_app(scheduler=True, tick_seconds=TICK, scanner_interval_minutes=24 * 60)
     client = await aiohttp_client(app)
     async with app[sessionmaker_key]() as session:
         scans_before = await session.scalar(

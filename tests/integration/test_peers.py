@@ -15,7 +15,7 @@ from aiobotocore.config import AioConfig
 from aiobotocore.session import get_session
 from botocore.exceptions import ClientError
 
-from peers import BorgRepo, ResticRepo, S3Server, SshServer, tool
+from tests.peers import BorgRepo, ResticRepo, S3Server, SshServer, tool
 
 
 def parse_time(text: str) -> datetime:

@@ -17,22 +17,10 @@ from sqlalchemy.util import await_only
 
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Job, Ping
-from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
-from service.settings import load_settings
 from service.store.pings import PingWriter, Received
 
-from support import add_job, get_job
-
-
-@pytest.fixture
-async def app(database_url):
-    return create_app(load_settings(database_url=database_url), scheduler=False)
-
-
-@pytest.fixture
-async def client(aiohttp_client, app):
-    return await aiohttp_client(app)
+from tests.support import add_job, get_job
 
 
 async def new_job(client, name="db-nightly"):

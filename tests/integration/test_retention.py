@@ -11,7 +11,7 @@ from service.notify.events import event_row
 from service.store.pings import PINGS_JUDGED
 from service.store.retention import prune
 
-from support import add_job
+from tests.support import add_job
 
 
 async def count(sessionmaker, model, *where) -> int:

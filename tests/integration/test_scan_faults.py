@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import select, text
-from test_cli import cli
 
 from service.db.models import Artifact, JobCheck, ScanRun
 from service.runtime.app import create_app
@@ -32,8 +31,7 @@ from service.store.scans import (
     keep_alive,
 )
 
-from conftest import missing
-from support import add_job, get_job, make_file
+from tests.support import add_job, cli, get_job, make_file, missing
 
 # Seconds since 1970: year 318 857, and as far before year 1. tmpfs, btrfs and XFS with bigtime
 # keep such times (`touch -d @9999999999999 f`); ext4 clamps them to 2446 and 1901.

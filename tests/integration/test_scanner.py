@@ -15,7 +15,7 @@ from service.db.models import Artifact, JobCheck, NotificationEvent, ScanRun
 from service.scanner.scanner import BackupScanner, run_scanner
 from service.settings import get_settings
 
-from support import add_job, get_job, make_file
+from tests.support import add_job, get_job, make_file
 
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
@@ -437,7 +437,7 @@ async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_pat
 
     from service.db.engine import create_engine, create_sessionmaker
 
-    from support import TcpProxy
+    from tests.support import TcpProxy
 
     url = make_url(database_url)
     proxy = TcpProxy(url.host or "127.0.0.1", url.port or 5432)

@@ -24,7 +24,7 @@ from service.scheduler import (
     wait_for_condition,
 )
 
-from support import add_job, get_job, make_file
+from tests.support import add_job, get_job, make_file
 
 
 class RecordingSessions:

@@ -10,9 +10,7 @@ import pytest
 from sqlalchemy import text
 
 from service.logs import configure_logging
-from service.runtime.app import create_app
 from service.runtime.keys import engine_key
-from service.settings import load_settings
 
 
 @pytest.fixture
@@ -52,10 +50,10 @@ FAULTS = {
 @pytest.mark.parametrize("fault", ["insert", "lookup"])
 @pytest.mark.parametrize("fmt", ["text", "json"])
 async def test_an_error_on_a_ping_logs_no_ping_key(
-    aiohttp_client, database_url, log_output, fmt, fault
+    aiohttp_client, make_app, log_output, fmt, fault
 ):
     output = log_output(fmt)
-    app = create_app(load_settings(database_url=database_url), scheduler=False)
+    app = make_app()
     client = await aiohttp_client(app)
     created = await client.post("/api/v1/jobs", json={"name": "db", "schedule": {"every": 60}})
     key = (await created.json())["ping_key"]

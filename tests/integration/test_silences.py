@@ -18,7 +18,7 @@ from service.settings import load_settings
 from service.store.silences import create_silence, end_silence, load_current
 from service.store.tokens import create_token
 
-from support import add_job
+from tests.support import add_job
 
 
 def bearer(token):

@@ -24,7 +24,7 @@ from service.scanner.scanner import BackupScanner
 from service.scanner.watch import SourceWatcher
 from service.settings import load_settings
 
-from support import add_job, get_job, make_file
+from tests.support import add_job, get_job, make_file
 
 
 async def until(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> float:

@@ -13,7 +13,7 @@ import yaml
 
 from service.notify.config import load_channels
 
-from conftest import missing
+from tests.support import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"

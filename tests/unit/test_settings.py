@@ -10,7 +10,7 @@ import pytest
 
 from service.settings import DEFAULT_DATABASE_URL, SettingsError, load_settings
 
-from conftest import OWNED_SETTINGS
+from tests.support import OWNED_SETTINGS
 
 
 @pytest.fixture(autouse=True)
