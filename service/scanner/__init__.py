@@ -1,13 +1,16 @@
-"""The scanner: what judges a job and what lists, judges and records its files.
+"""The scanner: what lists a job's source, judges the job and records what it found. The rules
+it judges by are the pure core's (service.core.rules).
 
-- rules: pure evaluation, `(job, artifacts, now) -> status, reasons, deadline`. Part of the
-  pure core (see service/__init__.py): the job declaration, units, cronsim, no I/O.
-- sources/: where files are listed from (local). No database.
-- runs: the scan_runs record as a whole (failures in a row, heartbeats, abandoned scans).
-- scanner: `BackupScanner` and `run_scanner`, the inventory synced one transaction per job.
+- sources/: where backups are listed from (local, s3, sftp, restic, borg): one adapter each
+  behind one port, and the lister that lists a mix of them. No database.
+- pipeline: list sources ahead while the batches ready are judged and written.
+- state (data), judge (pure: observation -> new state), inventory (pure: known vs listed).
+- writer: the scan's SQL (claims, job_checks, outbox, artifacts).
+- scanner: `BackupScanner` and `run_scanner`, the scan's facade.
 - watch: `SourceWatcher`, local sources judged as files land between full scans.
 
-This package's `__init__` imports nothing: importing `service.core.rules` must not load the
-database layer. Import what you use from its module (`from service.scanner.scanner import
-run_scanner`).
+May import the pure core, the database layer, the store (pings, silences, scans), notify's pure
+rules and outbox, and the settings; never the runtime, the HTTP surfaces or the CLI. This
+package's `__init__` imports nothing: import what you use from its module (`from
+service.scanner.scanner import run_scanner`).
 """
