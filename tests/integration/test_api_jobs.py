@@ -694,3 +694,32 @@ async def test_a_huge_reference_is_not_echoed_whole(client):
     response = await client.get("/api/v1/jobs/" + "x" * 5000)
     error = await expect_error(response, 404, "not_found")
     assert error["message"] == f"no job '{'x' * 60}…' (5000 characters) (give its id or its name)"
+
+
+REMOTE_SOURCES = [
+    {"type": "s3", "bucket": "backups", "prefix": "db/", "endpoint_url": "http://127.0.0.1:1",
+     "access_key_id": "AKIA", "secret_access_key": "${S3_SECRET}"},
+    {"type": "sftp", "host": "nas.example", "username": "bk", "known_hosts": "/etc/bm/kh",
+     "path": "/srv/dumps", "password": "${NAS_PASSWORD}"},
+    {"type": "restic", "repository": "/nonexistent/restic", "password_file": "/etc/bm/restic"},
+    {"type": "borg", "repository": "/nonexistent/borg", "passphrase": "${BORG_PASS}",
+     "env": {"BORG_RSH": "ssh -i /keys/borg"}},
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("source", REMOTE_SOURCES, ids=lambda source: source["type"])
+async def test_a_remote_source_is_stored_and_answered_as_declared(client, source):
+    """Each kind is accepted through the API and answered with its secrets as references."""
+    created = await create(client, declaration(source=source))
+    answered = (await (await client.get("/api/v1/jobs/db-nightly")).json())["source"]
+    assert created["source"] == answered
+    assert {key: answered[key] for key in source} == source
+    listed = (await (await client.get("/api/v1/jobs")).json())["items"][0]["source"]
+    assert listed == answered
+
+
+async def test_a_secret_written_in_a_remote_source_is_refused_and_not_echoed(client):
+    body = declaration(source={**REMOTE_SOURCES[1], "password": "hunter2-plain"})
+    response = await client.post("/api/v1/jobs", json=body)
+    error = await expect_error(response, 422, "validation_error", "source.password")
+    assert "hunter2-plain" not in json.dumps(error)
