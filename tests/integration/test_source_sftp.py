@@ -113,6 +113,32 @@ async def test_lists_regular_files_like_a_local_source(sshd_server: SshServer) -
     await no_connection_left(sshd_server.port)
 
 
+async def test_names_that_show_alike_keep_one_artifact(sshd_server: SshServer) -> None:
+    """b"caf\\xe9" (not UTF-8) is shown as the text caf\\xe9.tar, which is also a real name."""
+    root = sshd_server.remote_dir
+    (root / os.fsdecode(b"caf\xe9.tar")).write_bytes(b"a")
+    (root / "caf\\xe9.tar").write_bytes(b"bb")
+    listing = await source(sshd_server).list()
+    assert [entry[0] for entry in listing.entries] == ["caf\\xe9.tar"]
+    assert listing.skipped == ["caf\\xe9.tar: two files show as this name; one is ignored"]
+
+
+async def test_hashed_known_hosts(sshd_server: SshServer, tmp_path: Path) -> None:
+    """`ssh-keygen -H` hides the host names; the keys are still found, and a changed one is
+    still told from an unknown one."""
+    right, wrong = tmp_path / "right", tmp_path / "wrong"
+    shutil.copy(sshd_server.known_hosts, right)
+    shutil.copy(sshd_server.wrong_known_hosts, wrong)
+    for path in (right, wrong):
+        hashing = [tool("ssh-keygen"), "-q", "-H", "-f", str(path)]
+        await asyncio.to_thread(subprocess.run, hashing, check=True)
+        assert "127.0.0.1" not in path.read_text()
+    make_file(sshd_server.remote_dir / "a.tar", 1, datetime(2026, 3, 1).astimezone())
+    listing = await source(sshd_server, known_hosts=str(right)).list()
+    assert [entry[0] for entry in listing.entries] == ["a.tar"]
+    assert "does not match" in await refused(sshd_server, known_hosts=str(wrong))
+
+
 async def test_recursive_listing_paths_below_the_root(sshd_server: SshServer) -> None:
     root = sshd_server.remote_dir
     when = datetime(2026, 3, 1).astimezone()

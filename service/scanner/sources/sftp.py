@@ -17,6 +17,7 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import stat
 from collections.abc import AsyncGenerator
@@ -34,6 +35,10 @@ from service.scanner.sources.local import Matcher, _drop_escape_collisions, _mat
 if TYPE_CHECKING:
     from asyncssh import SFTPClient, SSHKnownHosts
 
+
+# asyncssh tells every connection's steps at INFO (opening, auth, SFTP started, closed): a
+# dozen lines per sftp job and scan. Its warnings and errors still reach the service's log.
+logging.getLogger("asyncssh").setLevel(logging.WARNING)
 
 # The session ended: nothing more can be listed (not one unreadable directory).
 _LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
