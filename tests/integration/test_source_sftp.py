@@ -155,6 +155,13 @@ async def test_recursive_listing_paths_below_the_root(sshd_server: SshServer) ->
     ]  # fmt: skip
     assert sorted(deep.entries) == local_walk(root, recursive=True, exclude=(".*",))
     assert deep.warnings == []
+    # A wide tree (more directories than are read at once), every file found once.
+    for day in range(40):
+        for part in range(3):
+            make_file(root / f"2026-01-{day:02d}" / f"p{part}" / f"{day}-{part}.tar", part, when)
+    wide = await source(sshd_server, recursive=True).list()
+    assert len(wide.entries) == 4 + 120
+    assert sorted(wide.entries) == local_walk(root, recursive=True, exclude=(".*",))
 
 
 async def test_symlinks_are_skipped_never_followed(sshd_server: SshServer, tmp_path: Path) -> None:
@@ -315,9 +322,11 @@ async def test_cancelled_while_listing_leaves_no_connection(sshd_server: SshServ
     """Cancelled (the lister's time limit) in the handshake or in the middle of the listing:
     the connection is closed all the same."""
     for index in range(2000):
-        (sshd_server.remote_dir / f"f{index}.tar").write_bytes(b"")
-    for delay in (0.0, 0.02, 0.1):
-        task = asyncio.create_task(source(sshd_server).list())
+        directory = sshd_server.remote_dir / f"d{index % 20}"
+        directory.mkdir(exist_ok=True)
+        (directory / f"f{index}.tar").write_bytes(b"")
+    for delay in (0.0, 0.02, 0.1, 0.2):
+        task = asyncio.create_task(source(sshd_server, recursive=True).list())
         await connections_become(sshd_server.port, 1)
         await asyncio.sleep(delay)
         task.cancel()
@@ -325,7 +334,7 @@ async def test_cancelled_while_listing_leaves_no_connection(sshd_server: SshServ
             await task
         await no_connection_left(sshd_server.port)
     # And the listing itself, whole.
-    assert len((await source(sshd_server).list()).entries) == 2000
+    assert len((await source(sshd_server, recursive=True).list()).entries) == 2000
 
 
 # An unreadable directory. Root reads everything, so as root the listing goes through a second

@@ -20,6 +20,7 @@ import asyncio
 import logging
 import socket
 import stat
+from collections import deque
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, cast
@@ -39,6 +40,9 @@ if TYPE_CHECKING:
 # asyncssh tells every connection's steps at INFO (opening, auth, SFTP started, closed): a
 # dozen lines per sftp job and scan. Its warnings and errors still reach the service's log.
 logging.getLogger("asyncssh").setLevel(logging.WARNING)
+
+# Directories of one recursive listing read at once (requests pipelined on one SFTP session).
+PARALLEL_DIRECTORIES = 8
 
 # The session ended: nothing more can be listed (not one unreadable directory).
 _LOST = (asyncssh.SFTPConnectionLost, asyncssh.SFTPNoConnection)
@@ -236,13 +240,14 @@ class SftpListing:
 
         matches = _matcher(spec.pattern, spec.excluded)
         listing = Listing()
-        pending: list[bytes] = [b""]
-        while pending:
-            relative = pending.pop()
+
+        async def read(relative: bytes) -> list[bytes]:
+            """Read one directory into `listing`; its subdirectories, to read next."""
             directory = root.rstrip(b"/") + b"/" + relative if relative else root
+            found: list[bytes] = []
             try:
                 await _read_directory(
-                    sftp, directory, relative, matches, listing, pending, spec.recursive
+                    sftp, directory, relative, matches, listing, found, spec.recursive
                 )
             except asyncssh.SFTPError as exc:
                 if not relative or isinstance(exc, _LOST):
@@ -250,6 +255,26 @@ class SftpListing:
                 listing.warnings.append(
                     f"cannot read {shown(directory)} on {self.where}: {sftp_reason(exc)}"
                 )
+            return found
+
+        # Several directories read at once: over a link with latency, each read is a few round
+        # trips, and a tree of a thousand dated directories must not cost a thousand in a row.
+        pending = deque(await read(b""))
+        running: set[asyncio.Task[list[bytes]]] = set()
+        try:
+            while pending or running:
+                while pending and len(running) < PARALLEL_DIRECTORIES:
+                    running.add(asyncio.create_task(read(pending.popleft())))
+                done, running = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                failed = [task.exception() for task in done if task.exception() is not None]
+                if failed:
+                    raise failed[0]  # type: ignore[misc]
+                for task in done:
+                    pending.extend(task.result())
+        finally:  # failed or cancelled: no read left running
+            for task in running:
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
         if any("\\" in entry[0] for entry in listing.entries):
             _drop_escape_collisions(listing)
         return listing
