@@ -290,6 +290,23 @@ async def test_dns_failure_and_connection_refused(sshd_server: SshServer) -> Non
     )
 
 
+async def test_a_server_of_an_unusable_ssh_version(sshd_server: SshServer) -> None:
+    async def old(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"SSH-1.5-OldServer\r\n")
+        await reader.read()  # until the client gives up
+        writer.close()
+
+    server = await asyncio.start_server(old, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        message = await refused(sshd_server, port=port)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert message.startswith(f"SSH connection to {sshd_server.username}@127.0.0.1:{port} failed")
+    assert message.endswith("check that it is an SSH server and that it accepts this client")
+
+
 async def test_a_silent_server_times_out_and_the_connection_is_closed(
     sshd_server: SshServer,
 ) -> None:
