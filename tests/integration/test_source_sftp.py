@@ -5,6 +5,7 @@ closed), then end to end through the real scanner on PostgreSQL and SQLite."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pwd
@@ -12,7 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -36,6 +37,7 @@ from support import add_job, free_port, get_job, make_file
 DAY = timedelta(days=1)
 HOUR = timedelta(hours=1)
 PASSWORD = "s3cret-Hunter2-never-shown"
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 
 
 def declared(server: SshServer, **extra: Any) -> dict[str, Any]:
@@ -290,19 +292,46 @@ async def test_dns_failure_and_connection_refused(sshd_server: SshServer) -> Non
     )
 
 
+@contextlib.asynccontextmanager
+async def tcp_server(handler: Handler) -> AsyncIterator[int]:
+    """A TCP server on a free loopback port running `handler` for each connection; at the
+    end every connection is closed and every handler finished (nothing left for the loop)."""
+    writers: list[asyncio.StreamWriter] = []
+    handlers: set[asyncio.Task[None]] = set()
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        task = asyncio.current_task()
+        assert task is not None
+        handlers.add(task)
+        try:
+            await handler(reader, writer)
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for writer in writers:
+            writer.close()
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
+        for writer in writers:
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+        await server.wait_closed()
+
+
 async def test_a_server_of_an_unusable_ssh_version(sshd_server: SshServer) -> None:
     async def old(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         writer.write(b"SSH-1.5-OldServer\r\n")
         await reader.read()  # until the client gives up
-        writer.close()
 
-    server = await asyncio.start_server(old, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(old) as port:
         message = await refused(sshd_server, port=port)
-    finally:
-        server.close()
-        await server.wait_closed()
     assert message.startswith(f"SSH connection to {sshd_server.username}@127.0.0.1:{port} failed")
     assert message.endswith("check that it is an SSH server and that it accepts this client")
 
@@ -317,11 +346,8 @@ async def test_a_silent_server_times_out_and_the_connection_is_closed(
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await reader.read()  # until the client closes its end
         closed.set()
-        writer.close()
 
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
+    async with tcp_server(silent) as port:
         listing = source(sshd_server, port=port, timeout=1)
         result = await list_remote(listing, asyncio.Semaphore(1), 60)
         assert isinstance(result, SourceError)
@@ -330,9 +356,6 @@ async def test_a_silent_server_times_out_and_the_connection_is_closed(
             "does it need a longer timeout?"
         )
         await asyncio.wait_for(closed.wait(), 5)
-    finally:
-        server.close()
-        await server.wait_closed()
 
 
 async def test_cancelled_while_listing_leaves_no_connection(sshd_server: SshServer) -> None:
