@@ -136,3 +136,16 @@ def test_the_cli_benchmark_runs_at_a_tiny_size(base_env, tmp_path):
     assert all(r["runs"] == 1 for r in result["results"])
     assert result["targets"]["help_imports_nothing_heavy"] is True
     assert result["targets"]["scan_at_head_without_alembic"] is True
+
+
+def test_the_sftp_benchmark_runs_at_a_tiny_size(base_env):
+    """Against its own real sshd: the adapter and the bare asyncssh listing count alike."""
+    from peers import SSHD, tool
+
+    tool("sshd", SSHD)
+    tool("ssh-keygen")
+    result = json.loads(run_bench("sftp.py", base_env, "--files", "50", "--rounds", "1", "--json"))
+    assert result["files"] == 50
+    assert set(result["seconds"]) == {"bare", "adapter", "service"}
+    assert all(value > 0 for value in result["seconds"].values())
+    assert result["ratio_service_vs_bare"] > 0

@@ -47,4 +47,8 @@ def open_source(
             spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,
             exclude=spec.excluded,
         )  # fmt: skip
+    if isinstance(spec, jobspec.SftpSource):
+        from service.scanner.sources.sftp import SftpListing
+
+        return SftpListing(spec)
     raise SourceError(f"{spec.type} sources are not supported yet")
