@@ -239,11 +239,39 @@ SecretFile = Annotated[
     str, Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"}),
     AfterValidator(lambda value: _absolute(value, "a secret file")),
 ]  # fmt: skip
+# JSON Schema for the rules between fields that validators enforce, so the OpenAPI document
+# (and a client generating requests from it) knows them: a field "given" is present and not
+# null; "absent" is missing or null.
+_GIVEN: dict[str, Any] = {"not": {"type": "null"}}
+_NO_NUL_SCHEMA: dict[str, Any] = {"pattern": "^[^\\x00]*$"}
+_ABSENT: dict[str, Any] = {"type": "null"}
+
+
+def _given(*names: str, absent: Sequence[str] = ()) -> dict[str, Any]:
+    return {
+        "required": list(names),
+        "properties": {**{name: _GIVEN for name in names}, **{name: _ABSENT for name in absent}},
+    }
+
+
+def _not_both(first: str, second: str) -> dict[str, Any]:
+    return {"not": _given(first, second)}
+
+
+def _case_free(word: str) -> str:
+    """An ECMA regex for `word` in any case (JSON Schema has no case-insensitive flag)."""
+    return "".join(f"[{c.upper()}{c.lower()}]" if c.isalpha() else c for c in word)
+
+
 # Environment variables a backup tool is run with (BORG_RSH, its backend's credentials). A
 # value may hold `${VARIABLE}` references (expanded when the tool runs); a variable whose name
 # says it holds a secret must be exactly one such reference.
 ENV_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-_SECRET_NAME = re.compile(r"PASS|SECRET|TOKEN|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
+_SECRET_WORDS = ("PASS", "SECRET", "TOKEN", "CREDENTIAL")
+_SECRET_NAME = re.compile("|".join([*_SECRET_WORDS, "_KEY$", "^KEY$"]), re.IGNORECASE)
+_SECRET_NAME_SCHEMA = "|".join(
+    [*map(_case_free, _SECRET_WORDS), f"{_case_free('_KEY')}$", f"^{_case_free('KEY')}$"]
+)
 
 
 def _tool_environment(value: dict[str, str]) -> dict[str, str]:
@@ -261,8 +289,16 @@ def _tool_environment(value: dict[str, str]) -> dict[str, str]:
 
 
 ToolEnvironment = Annotated[
-    dict[Annotated[str, Field(pattern=ENV_NAME_PATTERN)], Annotated[str, Field(max_length=4096)]],
-    Field(max_length=50),
+    dict[
+        Annotated[str, Field(pattern=ENV_NAME_PATTERN)],
+        Annotated[str, Field(max_length=4096, json_schema_extra=_NO_NUL_SCHEMA)],
+    ],
+    Field(
+        max_length=50,
+        json_schema_extra={
+            "patternProperties": {_SECRET_NAME_SCHEMA: {"pattern": SECRET_REF_PATTERN}}
+        },
+    ),
     AfterValidator(_tool_environment),
 ]
 MAX_HOST = 253
@@ -293,12 +329,29 @@ class S3Source(_Strict):
     """Objects in an S3-compatible bucket. An artifact is an object: its key below `prefix`,
     size, last-modified time and ETag."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {
+                    "properties": {
+                        name: _ABSENT
+                        for name in ("access_key_id", "secret_access_key", "secret_access_key_file")
+                    }
+                },
+                _given("access_key_id", "secret_access_key", absent=["secret_access_key_file"]),
+                _given("access_key_id", "secret_access_key_file", absent=["secret_access_key"]),
+            ]
+        }
+    )
+
     type: Literal["s3"]
     bucket: str = Field(
         min_length=3, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]$"
     )
     # Keys below this prefix (as is: "db/" lists db/x, "db" also lists db-old/x).
-    prefix: str = Field(default="", max_length=MAX_KEY)
+    prefix: str = Field(
+        default="", max_length=MAX_KEY, json_schema_extra={"pattern": "^[^\\x00]*$"}
+    )
     pattern: str = Field(
         default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
     )
@@ -358,6 +411,13 @@ class SftpSource(_Strict):
     """Files in a directory of an SFTP host. An artifact is a file: its path below `path`,
     size and modification time. Host keys are always verified against `known_hosts`."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [_given("key_file"), _given("password"), _given("password_file")],
+            **_not_both("password", "password_file"),
+        }
+    )
+
     type: Literal["sftp"]
     host: str = Field(max_length=MAX_HOST, pattern=r"^[A-Za-z0-9_.:\[\]-]+$")
     port: int = Field(default=22, ge=1, le=65535)
@@ -411,7 +471,7 @@ class SftpSource(_Strict):
 def _repository(value: str) -> str:
     """A restic or borg repository string: never with a password inside a URL."""
     _no_nul(value)
-    if re.search(r"://[^/@\s]*:[^/@\s]*@", value):
+    if re.search(_PASSWORD_IN_URL, value):
         raise ValueError(
             "the repository holds a password (user:password@): give it through env "
             "(a ${VARIABLE}) instead"
@@ -419,12 +479,36 @@ def _repository(value: str) -> str:
     return value
 
 
-Repository = Annotated[str, Field(min_length=1, max_length=MAX_PATH), AfterValidator(_repository)]
+_PASSWORD_IN_URL = r"://[^/@\s]*:[^/@\s]*@"  # noqa: S105 (a pattern)
+Repository = Annotated[
+    str,
+    Field(
+        min_length=1, max_length=MAX_PATH,
+        json_schema_extra={"pattern": "^[^\\x00]*$", "not": {"pattern": _PASSWORD_IN_URL}},
+    ),
+    AfterValidator(_repository),
+]  # fmt: skip
+
+
+AbsolutePath = Annotated[
+    str,
+    Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"}),
+    AfterValidator(lambda value: _absolute(value, "a path")),
+]
 
 
 class ResticSource(_Strict):
     """A restic repository. An artifact is a snapshot: its id, time, host, tags, paths and its
     restore size (computed once: a snapshot never changes)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                _given("password", absent=["password_file"]),
+                _given("password_file", absent=["password"]),
+            ]
+        }
+    )
 
     type: Literal["restic"]
     # Any restic backend: a path, sftp:, s3:, rest:, b2:, ...
@@ -436,9 +520,7 @@ class ResticSource(_Strict):
     # Only snapshots of this host, with all these tags, of these paths (restic's own filters).
     host: str | None = Field(default=None, max_length=MAX_HOST)
     tags: tuple[Tag, ...] = Field(default=(), max_length=MAX_TAGS)
-    paths: tuple[Annotated[str, AfterValidator(lambda v: _absolute(v, "a path"))], ...] = Field(
-        default=(), max_length=MAX_EXCLUDES
-    )
+    paths: tuple[AbsolutePath, ...] = Field(default=(), max_length=MAX_EXCLUDES)
     # The backend's credentials (AWS_ACCESS_KEY_ID, RESTIC_REST_PASSWORD, ...).
     env: ToolEnvironment = Field(default_factory=dict)
     settle: Duration = 0  # a snapshot exists only once it is complete
@@ -463,6 +545,8 @@ class ResticSource(_Strict):
 class BorgSource(_Strict):
     """A borg repository. An artifact is an archive: its name, time, and original, compressed
     and deduplicated sizes (computed once: an archive never changes)."""
+
+    model_config = ConfigDict(json_schema_extra=_not_both("passphrase", "passphrase_file"))
 
     type: Literal["borg"]
     repository: Annotated[
