@@ -47,4 +47,12 @@ def open_source(
             spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,
             exclude=spec.excluded,
         )  # fmt: skip
+    if isinstance(spec, jobspec.ResticSource):
+        from service.scanner.sources.restic import ResticListing  # lazy
+
+        return ResticListing(spec, known)
+    if isinstance(spec, jobspec.BorgSource):
+        from service.scanner.sources.borg import BorgListing  # lazy
+
+        return BorgListing(spec, known)
     raise SourceError(f"{spec.type} sources are not supported yet")
