@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 GRACE_SECONDS = 2.0  # between SIGTERM and SIGKILL
 MAX_STDOUT = 256 * 1024 * 1024  # a repository of 100 000 snapshots answers ~50 MB of JSON
 MAX_STDERR = 64 * 1024  # the tail is kept: the error is at the end
-ERROR_LINES = 3  # the tool's last meaningful lines shown in a message
+ERROR_LINES = 4  # the tool's last meaningful lines shown in a message (restic: 4 on a lock)
 _CHUNK = 64 * 1024
 SCRUBBED = "***"
 # Lines of a tool's stderr that say nothing about what failed.
@@ -79,7 +79,7 @@ async def run(
     answers more than `max_stdout` bytes. Cancelled, it kills and reaps the process group first.
     `env` is the whole environment (see base_environment)."""
     tool = os.path.basename(argv[0])
-    logger.debug("tool run", extra={"tool": tool, "args": list(argv[1:])})
+    logger.debug("tool run", extra={"tool": tool, "arguments": list(argv[1:])})
     try:
         process = await asyncio.create_subprocess_exec(
             *argv,
@@ -182,15 +182,16 @@ async def size_newest_first(
     concurrency: int,
 ) -> dict[str, int]:
     """The sizes of `names` (newest first), computed `concurrency` at a time; no new one is
-    started once `budget` seconds have passed. A failure stops them all (and is raised)."""
+    started once `budget` seconds have passed (but each worker sizes at least one, so that
+    every listing makes progress). A failure stops them all (and is raised)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + budget
     sizes: dict[str, int] = {}
     queue = iter(names)
 
     async def worker() -> None:
-        for name in queue:
-            if loop.time() >= deadline:
+        for number, name in enumerate(queue):
+            if number and loop.time() >= deadline:  # each worker sizes one: progress, always
                 return
             sizes[name] = await size_of(name)
 
