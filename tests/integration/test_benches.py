@@ -136,3 +136,15 @@ def test_the_cli_benchmark_runs_at_a_tiny_size(base_env, tmp_path):
     assert all(r["runs"] == 1 for r in result["results"])
     assert result["targets"]["help_imports_nothing_heavy"] is True
     assert result["targets"]["scan_at_head_without_alembic"] is True
+
+
+def test_the_repos_benchmark_runs_at_a_tiny_size(base_env):
+    if shutil.which("restic") is None:
+        missing("restic is not installed (`make tools` installs it)")
+    result = json.loads(
+        run_bench("repos.py", base_env, "--snapshots", "5", "--runs", "1", "--json")
+    )
+    assert result["snapshots"] == 5
+    assert result["stats_runs"] == 0
+    assert result["bare_median_s"] > 0
+    assert result["source_median_s"] > 0
