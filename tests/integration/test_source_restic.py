@@ -4,9 +4,11 @@ end-to-end through the scanner on PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 from sqlalchemy import select
@@ -298,3 +300,52 @@ async def test_a_wrong_password_is_not_echoed_anywhere(
     assert secret not in job.reasons[0]["message"]
     assert all(secret not in record.getMessage() for record in caplog.records)
     assert all(secret not in str(record.__dict__) for record in caplog.records)
+
+
+def restic_processes_for(marker: str) -> list[int]:
+    """Running processes whose environment mentions `marker` (zombies not counted)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+            state = (entry / "stat").read_text().rpartition(")")[2].split()[0]
+        except OSError:
+            continue
+        if marker.encode() in environ and state != "Z":
+            found.append(int(entry.name))
+    return found
+
+
+async def test_a_hung_repository_times_out_and_leaves_no_restic_behind(tmp_path):
+    """A REST server that accepts and never answers: restic waits (and retries); the source's
+    time runs out, and restic's process group is killed and reaped."""
+    connections: list[asyncio.StreamWriter] = []
+
+    async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer)
+
+    server = await asyncio.start_server(hang, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    repository = f"rest:http://127.0.0.1:{port}/hung-{tmp_path.name}"
+    source = ResticSource(
+        type="restic", repository=repository, password="${RESTIC_TEST_PASSWORD}", timeout=2
+    )
+    try:
+        started = asyncio.get_running_loop().time()
+        (result,) = [r async for r in list_any([open_source(source)], 60)]
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        for writer in connections:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+    assert isinstance(result, SourceError)
+    assert str(result) == (
+        f"listing restic repository {repository} took longer than 2 s (its timeout); "
+        "is it reachable, or does it need a longer timeout?"
+    )
+    assert connections  # restic did reach the server
+    assert elapsed < 2 + process_module.GRACE_SECONDS + 2
+    assert restic_processes_for(repository) == []
