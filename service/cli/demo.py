@@ -473,7 +473,8 @@ def build_restic_repository(root: Path, now: datetime) -> None:
         )
         if done.returncode != 0:
             said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
-            raise SandboxError(f"restic {args[0]} failed for the demo: {said[0]}")
+            # an OSError: the sandbox cannot be written (exit 1), not a usage error
+            raise OSError(f"restic {args[0]} failed: {said[0]}")
 
     restic("init")
     documents = root / "restic-data" / "documents"
