@@ -93,21 +93,25 @@ async def run(
         raise SourceError(f"{tool} is not installed (PATH={env.get('PATH', '')})") from None
     except PermissionError as exc:
         raise SourceError(f"{tool} cannot be run: {exc.strerror}") from None
+    assert process.stdout is not None
+    assert process.stderr is not None
+    readers = (
+        asyncio.create_task(_read_all(process.stdout, max_stdout)),
+        asyncio.create_task(_read_tail(process.stderr, MAX_STDERR)),
+    )
     try:
-        assert process.stdout is not None
-        assert process.stderr is not None
-        stdout, stderr = await asyncio.gather(
-            _read_all(process.stdout, max_stdout), _read_tail(process.stderr, MAX_STDERR)
-        )
+        stdout, stderr = await asyncio.gather(*readers)
         status = await process.wait()
-    except _TooLarge:
+    except BaseException as exc:
+        for reader in readers:  # stopped first: the pipes are then drained by _kill alone
+            reader.cancel()
+        await asyncio.gather(*readers, return_exceptions=True)
         await _kill(process)
-        raise SourceError(
-            f"{tool} answered more than {max_stdout // (1024 * 1024)} MB; "
-            "is this the repository you meant?"
-        ) from None
-    except BaseException:
-        await _kill(process)
+        if isinstance(exc, _TooLarge):
+            raise SourceError(
+                f"{tool} answered more than {max_stdout // (1024 * 1024)} MB; "
+                "is this the repository you meant?"
+            ) from None
         raise
     return Finished(status, stdout, stderr.decode("utf-8", "replace"))
 
@@ -143,6 +147,21 @@ async def _kill(process: asyncio.subprocess.Process) -> None:
         os.killpg(group, signal.SIGKILL)
     with contextlib.suppress(asyncio.CancelledError):
         await asyncio.shield(process.wait())
+    # The pipes: read to their end (the group is dead: at once), or closed when a process that
+    # left the group still holds them. Unread, a pipe paused by flow control would never see
+    # its end and would stay open.
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            with contextlib.suppress(TimeoutError, asyncio.CancelledError):
+                await asyncio.shield(asyncio.wait_for(_drain(stream), GRACE_SECONDS))
+    transport = getattr(process, "_transport", None)  # asyncio's Process has no close()
+    if transport is not None:
+        transport.close()
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.read(_CHUNK):
+        pass
 
 
 def failure(
