@@ -139,12 +139,18 @@ def test_the_cli_benchmark_runs_at_a_tiny_size(base_env, tmp_path):
 
 
 def test_the_repos_benchmark_runs_at_a_tiny_size(base_env):
-    if shutil.which("restic") is None:
-        missing("restic is not installed (`make tools` installs it)")
+    for tool in ("restic", "borg"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} is not installed (`make tools` installs it)")
     result = json.loads(
-        run_bench("repos.py", base_env, "--snapshots", "5", "--runs", "1", "--json")
-    )
+        run_bench(
+            "repos.py", base_env, "--snapshots", "5", "--runs", "1", "--borg-archives", "2",
+            "--json",
+        )
+    )  # fmt: skip
     assert result["snapshots"] == 5
     assert result["stats_runs"] == 0
     assert result["bare_median_s"] > 0
     assert result["source_median_s"] > 0
+    assert result["borg"]["archives"] == 2
+    assert result["borg"]["info_runs"] == 0
