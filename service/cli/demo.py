@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import shlex
 import shutil
+import subprocess
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -386,11 +388,12 @@ def cron_fires(
     return times
 
 
-def build_sandbox(root: Path, now: datetime) -> Path:
+def build_sandbox(root: Path, now: datetime, *, with_restic: bool | None = None) -> Path:
     """(Re)build the demo tree under `root` for the instant `now`; return the jobs.yml path.
 
     `root` is wiped first, but only when it was made by the demo (it holds the marker file) or
     is an empty directory: anything else raises SandboxError and nothing is touched.
+    `with_restic` (default: when `restic` is on PATH) adds a restic repository and its job.
     """
     if now.tzinfo is None:
         raise ValueError("now must be an aware datetime")
@@ -410,9 +413,76 @@ def build_sandbox(root: Path, now: datetime) -> Path:
         directory.mkdir()
         for demo_file in job.files:
             write_file(directory / demo_file.path, demo_file.size, demo_file.mtime)
+    if with_restic is None:
+        with_restic = shutil.which("restic") is not None
+    if with_restic:
+        build_restic_repository(root, now)
+        jobs.append(restic_job(root))
     jobs_file = root / JOBS_FILE
     jobs_file.write_text(render_jobs_file(jobs, root, demo_silences(now)), encoding="utf-8")
     return jobs_file
+
+
+# The restic repository of the demo (when restic is installed): three nightly snapshots of a
+# laptop's documents, the newest from 3 hours ago; its password in a file of the sandbox.
+RESTIC_JOB = "laptop-restic"
+RESTIC_DIR = "restic-repo"
+RESTIC_PASSWORD_FILE = "restic-password"  # noqa: S105 (a file name)
+RESTIC_CACHE_DIR = "restic-cache"
+
+
+def restic_job(root: Path) -> DemoJob:
+    return DemoJob(
+        RESTIC_JOB,
+        "ok: snapshots in a restic repository (each snapshot is a backup, sized once)",
+        {
+            "description": "Nightly restic snapshots of a laptop's documents",
+            "tags": ["files", "restic"],
+            "source": {
+                "type": "restic",
+                "repository": str(root / RESTIC_DIR),
+                "password_file": str(root / RESTIC_PASSWORD_FILE),
+                "host": "laptop",
+                "env": {"RESTIC_CACHE_DIR": str(root / RESTIC_CACHE_DIR)},
+            },
+            "schedule": {"every": "1d"},
+            "grace": "1h",
+            "rules": {"min_size": "1KB"},
+        },
+    )
+
+
+def build_restic_repository(root: Path, now: datetime) -> None:
+    """A real restic repository under `root` with three snapshots (blocking: a few seconds)."""
+    password_file = root / RESTIC_PASSWORD_FILE
+    password_file.write_text(secrets.token_urlsafe(24) + "\n", encoding="utf-8")
+    password_file.chmod(0o600)
+    env = {
+        "PATH": os.environ.get("PATH", os.defpath),
+        "HOME": str(root),
+        "TZ": "UTC",
+        "LANG": "C.UTF-8",
+        "RESTIC_REPOSITORY": str(root / RESTIC_DIR),
+        "RESTIC_PASSWORD_FILE": str(password_file),
+        "RESTIC_CACHE_DIR": str(root / RESTIC_CACHE_DIR),
+    }
+
+    def restic(*args: str) -> None:
+        done = subprocess.run(
+            ["restic", *args], env=env, capture_output=True, text=True, timeout=120, check=False
+        )
+        if done.returncode != 0:
+            said = done.stderr.strip().splitlines()[-1:] or [f"exit status {done.returncode}"]
+            # an OSError: the sandbox cannot be written (exit 1), not a usage error
+            raise OSError(f"restic {args[0]} failed: {said[0]}")
+
+    restic("init")
+    documents = root / "restic-data" / "documents"
+    for days in (2, 1, 0):
+        documents.mkdir(parents=True, exist_ok=True)
+        (documents / f"notes-{days}.txt").write_bytes(os.urandom(4 * KiB))
+        taken = (now - days * DAY - 3 * HOUR).astimezone(UTC)
+        restic("backup", "--host", "laptop", "--time", f"{taken:%Y-%m-%d %H:%M:%S}", str(documents))
 
 
 def prepare_root(root: Path) -> None:

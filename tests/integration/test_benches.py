@@ -140,7 +140,7 @@ def test_the_cli_benchmark_runs_at_a_tiny_size(base_env, tmp_path):
 
 def test_the_sftp_benchmark_runs_at_a_tiny_size(base_env):
     """Against its own real sshd: the adapter and the bare asyncssh listing count alike."""
-    from peers import SSHD, tool
+    from tests.peers import SSHD, tool
 
     tool("sshd", SSHD)
     tool("ssh-keygen")
@@ -149,3 +149,21 @@ def test_the_sftp_benchmark_runs_at_a_tiny_size(base_env):
     assert set(result["seconds"]) == {"bare", "adapter", "service"}
     assert all(value > 0 for value in result["seconds"].values())
     assert result["ratio_service_vs_bare"] > 0
+
+
+def test_the_repos_benchmark_runs_at_a_tiny_size(base_env):
+    for tool in ("restic", "borg"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} is not installed (`make tools` installs it)")
+    result = json.loads(
+        run_bench(
+            "repos.py", base_env, "--snapshots", "5", "--runs", "1", "--borg-archives", "2",
+            "--json",
+        )
+    )  # fmt: skip
+    assert result["snapshots"] == 5
+    assert result["stats_runs"] == 0
+    assert result["bare_median_s"] > 0
+    assert result["source_median_s"] > 0
+    assert result["borg"]["archives"] == 2
+    assert result["borg"]["info_runs"] == 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import signal
 import sys
 from datetime import UTC, datetime, timedelta
@@ -20,7 +21,7 @@ from service.db.models import Artifact, Job, NotificationEvent
 from service.scanner.scanner import run_scanner
 from service.settings import Settings
 
-from tests.support import free_port, read
+from tests.support import free_port, missing, read
 
 # What each job of the demo must show after its first scan: status and reason codes.
 EXPECTED: dict[str, tuple[str, set[str]]] = {
@@ -46,7 +47,7 @@ ALL_STATUSES = {"ok", "warning", "critical", "unknown", "pending", "paused"}
 async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_path):
     now = datetime.now(UTC).replace(microsecond=0)
     root = tmp_path / "demo"
-    jobs_file = demo.build_sandbox(root, now)
+    jobs_file = demo.build_sandbox(root, now, with_restic=False)
 
     assert jobs_file == root / "jobs.yml"
     assert [spec.name for spec in load_jobs_file(jobs_file)] == list(EXPECTED)
@@ -102,10 +103,40 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert all(path.endswith(".qcow2") for path in paths)
 
 
+async def test_demo_restic_job_watches_a_real_repository(database_url, sessionmaker, tmp_path):
+    if shutil.which("restic") is None:
+        missing("restic is not installed (`make tools` installs it)")
+    now = datetime.now(UTC).replace(microsecond=0)
+    root = tmp_path / "demo"
+    jobs_file = demo.build_sandbox(root, now)  # restic on PATH: its job is there by default
+    specs = {spec.name: spec for spec in load_jobs_file(jobs_file)}
+    assert list(specs) == [*EXPECTED, demo.RESTIC_JOB]
+    source = specs[demo.RESTIC_JOB].source
+    assert source.type == "restic"
+    assert source.password_file == str(root / demo.RESTIC_PASSWORD_FILE)
+    password = (root / demo.RESTIC_PASSWORD_FILE).read_text().strip()
+    assert password not in jobs_file.read_text()
+
+    settings = Settings(_env_file=None, database_url=database_url, scan_roots=())
+    await demo.prepare(settings, root, now)
+    async with sessionmaker() as session:
+        report = await run_scanner(session, ScanOptions(clock=lambda: now), trigger="cli")
+    result = next(job for job in report.jobs if job.name == demo.RESTIC_JOB)
+    assert (result.status, result.reasons, result.artifact_count) == ("ok", [], 3)
+    assert datetime.fromisoformat(result.latest_artifact["mtime"]) == now - timedelta(hours=3)
+    async with sessionmaker() as session:
+        rows = (
+            await session.scalars(select(Artifact).join(Job).where(Job.name == demo.RESTIC_JOB))
+        ).all()
+    assert {row.details["hostname"] for row in rows} == {"laptop"}
+    assert all(row.size >= 4 * 1024 for row in rows)
+    assert (root / demo.RESTIC_CACHE_DIR).is_dir()  # the sandbox keeps restic's cache
+
+
 def test_the_demo_grows_its_dump_in_progress_to_its_final_size(tmp_path):
     now = datetime.now(UTC)
     root = tmp_path / "demo"
-    demo.build_sandbox(root, now)
+    demo.build_sandbox(root, now, with_restic=False)
     job = next(job for job in demo.demo_jobs(root / "backups", now) if job.growing)
     path = root / "backups" / job.name / job.growing.path
     before = path.stat()
@@ -132,12 +163,12 @@ def test_sandbox_is_rebuilt_but_a_foreign_directory_is_never_wiped(tmp_path):
 
     empty = tmp_path / "empty"
     empty.mkdir()
-    demo.build_sandbox(empty, now)  # an empty directory is fine to use
+    demo.build_sandbox(empty, now, with_restic=False)  # an empty directory is fine to use
 
     (empty / "stray.txt").write_text("left over")
     (empty / "backups" / "db-nightly" / "old.sql.gz").write_text("left over")
     later = now + timedelta(days=2)
-    demo.build_sandbox(empty, later)
+    demo.build_sandbox(empty, later, with_restic=False)
     assert not (empty / "stray.txt").exists()
     assert not (empty / "backups" / "db-nightly" / "old.sql.gz").exists()
     newest = max(p.stat().st_mtime for p in (empty / "backups" / "db-nightly").iterdir())
@@ -177,8 +208,9 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
             await process.wait()
     assert code == 0, err.read_text()
 
+    restic = shutil.which("restic") is not None  # its job is ok (test_demo_restic_job_...)
     assert status["counts"] == {
-        "ok": 4, "warning": 4, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
+        "ok": 4 + restic, "warning": 4, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
     }  # fmt: skip
     assert status["status"] == "critical"
     banner = out.read_text()

@@ -51,4 +51,12 @@ def open_source(
         from service.scanner.sources.sftp import SftpListing
 
         return SftpListing(spec)
+    if isinstance(spec, jobspec.ResticSource):
+        from service.scanner.sources.restic import ResticListing  # lazy
+
+        return ResticListing(spec, known)
+    if isinstance(spec, jobspec.BorgSource):
+        from service.scanner.sources.borg import BorgListing  # lazy
+
+        return BorgListing(spec, known)
     raise SourceError(f"{spec.type} sources are not supported yet")
