@@ -201,8 +201,13 @@ def size_chart(
         anchor = "start" if index == 0 and len(moments) > 1 else "middle"
         anchor = "end" if index == len(moments) - 1 and len(moments) > 1 else anchor
         parts.append(
-            Markup('<text class="tick" x="{x}" y="{y}" text-anchor="{a}">{label}</text>').format(
-                x=x(moment), y=height - 8, a=anchor, label=_time_label(moment, span)
+            # Every other inner label is "minor": a phone hides those (the text keeps its size).
+            Markup('<text class="{c}" x="{x}" y="{y}" text-anchor="{a}">{label}</text>').format(
+                c="tick minor" if index % 2 and index != len(moments) - 1 else "tick",
+                x=x(moment),
+                y=height - 8,
+                a=anchor,
+                label=_time_label(moment, span),
             )
         )
     for moment in missing:

@@ -23,7 +23,7 @@ STATUS_ORDER = {"critical": 0, "warning": 1, "unknown": 2, "pending": 3, "ok": 4
 # What a dashboard row shows: plain rows, no ORM objects (2 000 of those cost ~0.1 s).
 ROW_COLUMNS = (
     Job.id, Job.name, Job.status, Job.tags, Job.reasons, Job.latest_artifact, Job.next_check_at,
-    Job.checked_at,
+    Job.checked_at, Job.source,
 )  # fmt: skip
 
 

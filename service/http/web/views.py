@@ -279,9 +279,11 @@ def job_row(job: Any, sizes: list[int], now: datetime) -> dict[str, Any]:
     """A job (ORM object or dashboard row) as a row of the table."""
     latest = job.latest_artifact
     mtime = datetime.fromisoformat(latest["mtime"]) if latest else None
+    kind = (getattr(job, "source", None) or {}).get("type")
     return {
         "job": job,
         "latest": latest,
+        "latest_name": artifact_name(latest["path"], latest.get("details"), kind) if latest else "",
         "age": relative_time(mtime, now),
         "deadline": describe_deadline(
             job.next_check_at, now, bool(latest and latest.get("being_written"))

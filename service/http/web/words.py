@@ -227,11 +227,14 @@ def artifact_words(source: dict[str, Any] | None) -> tuple[str, str]:
     return ARTIFACT_WORDS.get(kind, ARTIFACT_WORDS["local"])
 
 
-def artifact_name(path: str, details: dict[str, Any] | None) -> str:
+def artifact_name(path: str, details: dict[str, Any] | None, kind: str | None = None) -> str:
     """How an artifact is named in a list: a restic snapshot by its short id (its path is the
-    full id), everything else by its path."""
+    full id: the first 8 characters when the details are not at hand), everything else by its
+    path."""
     short = (details or {}).get("short_id")
-    return short if isinstance(short, str) and short else path
+    if isinstance(short, str) and short:
+        return short
+    return path[:8] if kind == "restic" else path
 
 
 def describe_details(details: dict[str, Any] | None) -> str:
