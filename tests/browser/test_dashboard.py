@@ -10,6 +10,7 @@ import itertools
 import math
 import os
 import re
+import shutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -285,6 +286,14 @@ async def test_layout_at_desktop_and_phone_width(site, page):
     await log_in(page, base, site["reader"])
     split = await page.locator("#jobs th, #jobs .tag, .badge").evaluate_all(SPLIT_WORDS)
     assert split == [], f"cut mid-word at 1366 px: {split}"
+    # A 64-character snapshot id or a long key never widens the table beyond the window.
+    scroll = await page.evaluate("document.documentElement.scrollWidth")
+    assert scroll <= 1366, f"the dashboard scrolls sideways at 1366 px ({scroll} px)"
+    if shutil.which("restic"):  # the demo has a restic job: its snapshot by its short id
+        newest = page.locator("tr", has=page.locator("a", has_text="laptop-restic")).locator(
+            "td.newest"
+        )
+        assert re.fullmatch(r"[0-9a-f]{8} · .*", (await newest.inner_text()).strip())
     await shot(page, "layout-desktop")
 
     await page.set_viewport_size({"width": 390, "height": 844})
