@@ -47,4 +47,8 @@ def open_source(
             spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,
             exclude=spec.excluded,
         )  # fmt: skip
+    if isinstance(spec, jobspec.S3Source):
+        from service.scanner.sources.s3 import S3Listing  # botocore: only for S3 jobs
+
+        return S3Listing(spec)
     raise SourceError(f"{spec.type} sources are not supported yet")
