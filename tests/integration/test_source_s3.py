@@ -167,6 +167,16 @@ async def test_secret_from_a_file_and_the_default_credential_chain(
     by_file = declare(s3_server, bucket, secret_access_key=None,
                       secret_access_key_file=str(secret_file))  # fmt: skip
     assert list(entries(await S3Listing(by_file).list())) == ["x.bak"]
+    # The key id may be a ${VARIABLE} too.
+    monkeypatch.setenv("BM_TEST_S3_KEY_ID", s3_server.access_key_id)
+    key_by_variable = declare(
+        s3_server,
+        bucket,
+        access_key_id="${BM_TEST_S3_KEY_ID}",
+        secret_access_key=None,
+        secret_access_key_file=str(secret_file),
+    )
+    assert list(entries(await S3Listing(key_by_variable).list())) == ["x.bak"]
 
     chain = declare(s3_server, bucket, access_key_id=None, secret_access_key=None)
     with pytest.raises(SourceError) as raised:
