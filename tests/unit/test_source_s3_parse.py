@@ -94,3 +94,19 @@ def test_the_module_does_not_import_botocore() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, timeout=60)  # fmt: skip
     assert done.stdout.strip() == "[]"
+
+
+def test_details_are_plain_json_ready_dicts_and_small() -> None:
+    import json
+    import tracemalloc
+
+    objects = [item(f"k{n}", ETag=f'"{n:032x}"') for n in range(2000)]
+    tracemalloc.start()
+    listing = page(objects)
+    used = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    details = listing.details["k7"]
+    assert type(details) is dict
+    assert json.loads(json.dumps(details)) == {"etag": f"{7:032x}", "storage_class": "STANDARD"}
+    # entries, paths, times, details and etags: ~310 bytes an object (~395 with plain dicts)
+    assert used / len(objects) < 350, used / len(objects)
