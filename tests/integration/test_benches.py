@@ -167,3 +167,15 @@ def test_the_repos_benchmark_runs_at_a_tiny_size(base_env):
     assert result["source_median_s"] > 0
     assert result["borg"]["archives"] == 2
     assert result["borg"]["info_runs"] == 0
+
+
+def test_the_s3_benchmark_runs_at_a_tiny_size(base_env):
+    try:
+        import moto.server  # noqa: F401
+    except ImportError:
+        missing("moto[server] is not installed (`make venv` installs the dev dependencies)")
+    result = json.loads(run_bench("s3.py", base_env, "--objects", "300", "--runs", "1", "--json"))
+    # The script itself fails (exit 1) unless both sides listed all 300 objects, with details.
+    assert result["objects"] == 300
+    assert result["bare_seconds"] > 0 and result["service_seconds"] > 0
+    assert result["service_growth_mb"] >= 0

@@ -18,7 +18,7 @@ from service.db import migrate
 
 from tests.support import in_thread
 
-HEAVY = ("sqlalchemy", "aiohttp", "alembic", "pydantic", "apprise")
+HEAVY = ("sqlalchemy", "aiohttp", "alembic", "pydantic", "apprise", "botocore", "aiobotocore")
 # Runs the command line in-process, then prints which heavy packages it imported.
 PROBE = """
 import json, sys

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import assert_never
 
 from service.core import jobspec
 from service.scanner.sources.base import (
@@ -59,4 +60,8 @@ def open_source(
         from service.scanner.sources.borg import BorgListing  # lazy
 
         return BorgListing(spec, known)
-    raise SourceError(f"{spec.type} sources are not supported yet")
+    if isinstance(spec, jobspec.S3Source):
+        from service.scanner.sources.s3 import S3Listing  # botocore: only for S3 jobs
+
+        return S3Listing(spec)
+    assert_never(spec)
