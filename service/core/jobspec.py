@@ -9,7 +9,7 @@ import re
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
@@ -163,15 +163,18 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class LocalSource(_Strict):
-    type: Literal["local"] = "local"
-    path: str = Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"})
+class _NamedFiles(_Strict):
+    """What the sources of named files share (local, s3, sftp): which names are backups, how
+    deep to look, and when the newest one is finished."""
+
+    NAMED: ClassVar[str] = "the file name"  # what `pattern` and `exclude` match, in messages
+
     pattern: str = Field(
         default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
     )
     recursive: bool = False
-    # Globs on the file name for files that are not backups; None: DEFAULT_EXCLUDE. A given
-    # list replaces the default (`[]`: nothing excluded).
+    # Globs on the name for files that are not backups; None: DEFAULT_EXCLUDE. A given list
+    # replaces the default (`[]`: nothing excluded).
     exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
     # A newest file modified within `settle` seconds, or changed since the previous listing, is
     # still being written: sizes are judged on the newest settled file. 0: never.
@@ -181,6 +184,18 @@ class LocalSource(_Strict):
     def excluded(self) -> tuple[str, ...]:
         """The globs in force: the declared ones, or the default temporary names."""
         return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
+
+    @field_validator("pattern")
+    @classmethod
+    def _name_glob(cls, value: str) -> str:
+        if not value or "/" in value or "\0" in value:
+            raise ValueError(f"pattern is a glob on {cls.NAMED}: not empty, no '/' or NUL")
+        return value
+
+
+class LocalSource(_NamedFiles):
+    type: Literal["local"] = "local"
+    path: str = Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"})
 
     @field_validator("path")
     @classmethod
@@ -196,13 +211,6 @@ class LocalSource(_Strict):
                 f"{value} resolves to {os.path.realpath(value)}, outside SCAN_ROOTS ({allowed})"
             )
         return os.path.normpath(value)
-
-    @field_validator("pattern")
-    @classmethod
-    def _file_name_glob(cls, value: str) -> str:
-        if not value or "/" in value or "\0" in value:
-            raise ValueError("pattern is a glob on the file name: not empty, no '/' or NUL")
-        return value
 
     def location(self) -> str:
         """Where its backups are, as messages say it (every kind of source has these two)."""
@@ -325,7 +333,7 @@ def _one_secret(given: Sequence[object | None], names: str) -> None:
         raise ValueError(f"give one of {names}, not several")
 
 
-class S3Source(_Strict):
+class S3Source(_NamedFiles):
     """Objects in an S3-compatible bucket. An artifact is an object: its key below `prefix`,
     size, last-modified time and ETag."""
 
@@ -344,6 +352,8 @@ class S3Source(_Strict):
         }
     )
 
+    NAMED: ClassVar[str] = "the object's name"
+
     type: Literal["s3"]
     bucket: str = Field(
         min_length=3, max_length=255, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*[A-Za-z0-9]$"
@@ -352,11 +362,6 @@ class S3Source(_Strict):
     prefix: str = Field(
         default="", max_length=MAX_KEY, json_schema_extra={"pattern": "^[^\\x00]*$"}
     )
-    pattern: str = Field(
-        default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
-    )
-    recursive: bool = False
-    exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
     # An object appears whole once its upload is finished: nothing to wait for by default.
     settle: Duration = 0
     endpoint_url: str | None = Field(
@@ -370,21 +375,10 @@ class S3Source(_Strict):
     secret_access_key_file: SecretFile | None = None
     timeout: SourceTimeout | None = None
 
-    @property
-    def excluded(self) -> tuple[str, ...]:
-        return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
-
     @field_validator("prefix")
     @classmethod
     def _prefix(cls, value: str) -> str:
         return _no_nul(value)
-
-    @field_validator("pattern")
-    @classmethod
-    def _name_glob(cls, value: str) -> str:
-        if not value or "/" in value or "\0" in value:
-            raise ValueError("pattern is a glob on the object's name: not empty, no '/' or NUL")
-        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> S3Source:
@@ -407,7 +401,7 @@ class S3Source(_Strict):
         return f"no object matching {self.pattern} in {self.location()}"
 
 
-class SftpSource(_Strict):
+class SftpSource(_NamedFiles):
     """Files in a directory of an SFTP host. An artifact is a file: its path below `path`,
     size and modification time. Host keys are always verified against `known_hosts`."""
 
@@ -428,30 +422,12 @@ class SftpSource(_Strict):
     # The host's public keys, OpenSSH's format; an unknown or changed key is refused.
     known_hosts: SecretFile
     path: str = Field(max_length=MAX_PATH, json_schema_extra={"pattern": "^/[^\\x00]*$"})
-    pattern: str = Field(
-        default="*", max_length=MAX_PATTERN, json_schema_extra={"pattern": "^[^/\\x00]+$"}
-    )
-    recursive: bool = False
-    exclude: tuple[ExcludeGlob, ...] | None = Field(default=None, max_length=MAX_EXCLUDES)
-    # A remote file may be written in place, like a local one.
-    settle: Duration = DEFAULT_SETTLE
     timeout: SourceTimeout | None = None
-
-    @property
-    def excluded(self) -> tuple[str, ...]:
-        return DEFAULT_EXCLUDE if self.exclude is None else self.exclude
 
     @field_validator("path")
     @classmethod
     def _remote_path(cls, value: str) -> str:
         return _absolute(value, "path")
-
-    @field_validator("pattern")
-    @classmethod
-    def _name_glob(cls, value: str) -> str:
-        if not value or "/" in value or "\0" in value:
-            raise ValueError("pattern is a glob on the file name: not empty, no '/' or NUL")
-        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> SftpSource:
