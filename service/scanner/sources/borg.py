@@ -137,39 +137,21 @@ class BorgListing:
     async def list(self) -> Listing:
         env, secrets = await self._environment()
         glob = ["--glob-archives", self.spec.archives] if self.spec.archives else []
-        archives = parse_archives(await self._borg(["list", "--json", *glob], env, secrets))
-        stored = await self.known() if archives else {}
-        sizes = {a.name: stored[a.name] for a in archives if a.name in stored}
-        unsized = [a.name for a in sorted(archives, key=lambda a: a.time_us, reverse=True)
-                   if a.name not in sizes]  # fmt: skip
-        details: dict[str, dict[str, Any]] = {}
-        if unsized:
+        archives = [
+            process.Immutable(archive.name, archive.time_us, {"id": archive.id})
+            for archive in parse_archives(await self._borg(["list", "--json", *glob], env, secrets))
+        ]
 
-            async def original_size(name: str) -> int:
-                answer = await self._borg(["info", "--json", f"::{name}"], env, secrets)
-                size, details[name] = parse_info(answer, name)
-                return size
+        async def original_size(archive: process.Immutable) -> int:
+            answer = await self._borg(["info", "--json", f"::{archive.path}"], env, secrets)
+            size, details = parse_info(answer, archive.path)
+            archive.details.update(details)
+            return size
 
-            sizes.update(
-                await process.size_newest_first(
-                    unsized, original_size, budget=process.size_budget(self.timeout),
-                    concurrency=INFO_CONCURRENCY,
-                )
-            )  # fmt: skip
-        listing = Listing()
-        for archive in archives:
-            size = sizes.get(archive.name)
-            if size is None:
-                continue
-            listing.entries.append((archive.name, size, archive.time_us))
-            listing.details[archive.name] = details.get(archive.name) or {"id": archive.id}
-        left = len(archives) - len(listing.entries)
-        if left:
-            listing.warnings.append(
-                f"{left} older archive{'s are' if left > 1 else ' is'} not sized yet "
-                "(borg info, newest first, a minute per scan): the next scans size them"
-            )
-        return listing
+        return await process.sized_listing(
+            archives, self.known, original_size, source_timeout=self.timeout,
+            concurrency=INFO_CONCURRENCY, noun="archive", how="borg info",
+        )  # fmt: skip
 
     async def _environment(self) -> tuple[dict[str, str], builtins.list[str]]:
         """borg's environment, and the secret values to keep out of messages."""

@@ -19,8 +19,9 @@ import os
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-from service.scanner.sources.base import SourceError
+from service.scanner.sources.base import KnownSizes, Listing, SourceError
 
 logger = logging.getLogger(__name__)
 
@@ -223,3 +224,54 @@ async def size_newest_first(
         await asyncio.gather(*workers, return_exceptions=True)
         raise
     return sizes
+
+
+@dataclass(frozen=True, slots=True)
+class Immutable:
+    """A snapshot or an archive as its tool lists it: its identity, time, what the listing
+    tells of it (`details`: a sizing run may add to it)."""
+
+    path: str
+    time_us: int
+    details: dict[str, Any]
+
+
+async def sized_listing(
+    artifacts: Sequence[Immutable],
+    known: KnownSizes,
+    size_of: Callable[[Immutable], Awaitable[int]],
+    *,
+    source_timeout: float | None,
+    concurrency: int,
+    noun: str,
+    how: str,
+) -> Listing:
+    """The listing of artifacts that never change: a size stored already is read back, the
+    others are computed newest first within the sizing budget (size_newest_first); those left
+    unsized are left out, with a warning (the listing is incomplete: nothing is marked gone).
+    `noun` ("snapshot") and `how` ("restic stats") word the warning."""
+    stored = await known() if artifacts else {}
+    sizes = {a.path: stored[a.path] for a in artifacts if a.path in stored}
+    by_path = {a.path: a for a in artifacts}
+    unsized = [a.path for a in sorted(artifacts, key=lambda a: a.time_us, reverse=True)
+               if a.path not in sizes]  # fmt: skip
+    if unsized:
+        sizes.update(
+            await size_newest_first(
+                unsized, lambda path: size_of(by_path[path]), budget=size_budget(source_timeout),
+                concurrency=concurrency,
+            )
+        )  # fmt: skip
+    listing = Listing()
+    for artifact in artifacts:
+        size = sizes.get(artifact.path)
+        if size is not None:
+            listing.entries.append((artifact.path, size, artifact.time_us))
+            listing.details[artifact.path] = artifact.details
+    left = len(artifacts) - len(listing.entries)
+    if left:
+        listing.warnings.append(
+            f"{left} older {noun}{'s are' if left > 1 else ' is'} not sized yet "
+            f"({how}, newest first, a minute per scan): the next scans size them"
+        )
+    return listing

@@ -137,37 +137,19 @@ class ResticListing:
         for path in self.spec.paths:
             filters += ["--path", path]
         answer = await self._restic(["snapshots", "--json", *filters], env, secrets)
-        snapshots = parse_snapshots(answer)
-        stored = await self.known() if snapshots else {}
-        sizes = {s.id: stored[s.id] for s in snapshots if s.id in stored}
-        unsized = [s.id for s in sorted(snapshots, key=lambda s: s.time_us, reverse=True)
-                   if s.id not in sizes]  # fmt: skip
-        if unsized:
+        snapshots = [
+            process.Immutable(snapshot.id, snapshot.time_us, snapshot.details)
+            for snapshot in parse_snapshots(answer)
+        ]
 
-            async def restore_size(snapshot_id: str) -> int:
-                stats = ["stats", "--json", "--mode", "restore-size", snapshot_id]
-                return parse_restore_size(await self._restic(stats, env, secrets))
+        async def restore_size(snapshot: process.Immutable) -> int:
+            stats = ["stats", "--json", "--mode", "restore-size", snapshot.path]
+            return parse_restore_size(await self._restic(stats, env, secrets))
 
-            sizes.update(
-                await process.size_newest_first(
-                    unsized, restore_size, budget=process.size_budget(self.timeout),
-                    concurrency=STATS_CONCURRENCY,
-                )
-            )  # fmt: skip
-        listing = Listing()
-        for snapshot in snapshots:
-            size = sizes.get(snapshot.id)
-            if size is None:
-                continue
-            listing.entries.append((snapshot.id, size, snapshot.time_us))
-            listing.details[snapshot.id] = snapshot.details
-        left = len(snapshots) - len(listing.entries)
-        if left:
-            listing.warnings.append(
-                f"{left} older snapshot{'s are' if left > 1 else ' is'} not sized yet "
-                "(restic stats, newest first, a minute per scan): the next scans size them"
-            )
-        return listing
+        return await process.sized_listing(
+            snapshots, self.known, restore_size, source_timeout=self.timeout,
+            concurrency=STATS_CONCURRENCY, noun="snapshot", how="restic stats",
+        )  # fmt: skip
 
     async def _environment(self) -> tuple[dict[str, str], builtins.list[str]]:
         """restic's environment, and the secret values to keep out of messages."""
