@@ -1,4 +1,4 @@
-"""The `backup-monitor` command: serve, scan, db upgrade, jobs apply, tokens, notify test, demo."""
+"""The `backup-monitor` command: serve, scan, check, db upgrade, jobs, tokens, notify test, demo."""
 
 from __future__ import annotations
 
@@ -84,8 +84,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     import asyncio
 
+    from service.cli.check import job_names, unknown_job
     from service.core.rules import worst_status
-    from service.core.visible import quote
     from service.runtime.startup import upgrade_database, with_session
     from service.scanner.scanner import run_scanner
 
@@ -94,10 +94,12 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(session: Any) -> ScanReport:
         names = [args.job] if args.job else None
-        report = await run_scanner(session, settings.scan_options, trigger="cli", names=names)
-        if args.job and not report.jobs:
-            raise CliError(f"no job named {quote(args.job)}", code=NAGIOS_CODES["unknown"])
-        return report
+        if args.job:
+            # Before the scan starts: a name no job has records no scan run.
+            known = await job_names(session)
+            if args.job not in known:
+                raise CliError(unknown_job(args.job, known), code=NAGIOS_CODES["unknown"])
+        return await run_scanner(session, settings.scan_options, trigger="cli", names=names)
 
     report = scan_step(settings, lambda: asyncio.run(with_session(settings, work)))
     worst = worst_status(job.status for job in report.jobs)
@@ -109,7 +111,46 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     return NAGIOS_CODES[worst]
 
 
-def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """The Nagios/Icinga check. By default it judges from the database alone: the statuses
+    the service's scans and pings left, read in one query, nothing migrated or written (cheap
+    enough to run every minute, and harmless on a replica). `--scan` scans the selected jobs
+    first (a scan run is recorded, as `scan` does)."""
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.cli.check import JobState, job_names, nagios_output, read_states, unknown_job
+    from service.core.visible import quote
+    from service.runtime.startup import upgrade_database, with_session
+
+    if args.scan and settings.auto_migrate:
+        upgrade_database(settings)
+
+    async def work(session: Any) -> list[JobState]:
+        if args.job is not None:
+            known = await job_names(session)
+            if args.job not in known:
+                raise CliError(unknown_job(args.job, known), code=NAGIOS_CODES["unknown"])
+        states = await read_states(session, name=args.job, tag=args.tag)
+        if args.scan and states:
+            # lazy: imported when the command runs (start-up speed)
+            from service.scanner.scanner import run_scanner
+
+            names = [state.name for state in states]
+            await run_scanner(session, settings.scan_options, trigger="check", names=names)
+            states = await read_states(session, name=args.job, tag=args.tag)
+        return states
+
+    states = scan_step(settings, lambda: asyncio.run(with_session(settings, work)), "check")
+    if not states:
+        what = f"no job has the tag {quote(args.tag)}" if args.tag else "no jobs declared"
+        raise CliError(what, code=NAGIOS_CODES["unknown"])
+    code, text = nagios_output(states, datetime.now(UTC))
+    print(text)
+    return code
+
+
+def scan_step(settings: Settings, step: Callable[[], T], what: str = "scan") -> T:
     """Run the scan; only a database that is unavailable (the one classifier's word: down,
     unreachable, locked, full) is blamed on the database. Anything else, a statement the
     database refused included, is a bug and says so, with its traceback in the log."""
@@ -125,11 +166,12 @@ def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
         if database_unavailable(exc):
             where = safe_url(settings.database_url)
             error = describe_database_error(exc, settings.database_url)
-            raise CliError(f"cannot scan on the database {where}: {error}") from exc
-        logger.error("scan failed", exc_info=exc)
+            raise CliError(f"cannot {what} on the database {where}: {error}") from exc
+        logger.error(f"{what} failed", exc_info=exc)
+        recorded = "; the scan is recorded as failed" if what == "scan" else ""
         raise CliError(
-            f"the scan failed: internal error: {describe_error(exc)} (a bug: the traceback is "
-            "above; the scan is recorded as failed)"
+            f"the {what} failed: internal error: {describe_error(exc)} (a bug: the traceback is "
+            f"above{recorded})"
         ) from exc
 
 
@@ -297,6 +339,19 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.set_defaults(handler=cmd_scan)
 
+    # A command of its own rather than `scan --format nagios`: a check runs every minute and
+    # must be cheap and harmless, so it reads the stored statuses and writes nothing by
+    # default; `scan` always scans and records a scan run.
+    check = commands.add_parser(
+        "check", help="Nagios/Icinga check: summary, bad jobs, perfdata (reads, never writes)"
+    )
+    check.add_argument("--job", help="check only this job")
+    check.add_argument("--tag", help="check only the jobs with this tag")
+    check.add_argument(
+        "--scan", action="store_true", help="scan the jobs first (writes a scan run)"
+    )
+    check.set_defaults(handler=cmd_check)
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     db_commands.add_parser("upgrade", help="apply the migrations").set_defaults(
@@ -344,8 +399,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # `scan` is a Nagios check: when the check itself cannot run, the answer is UNKNOWN (3).
-    cannot_run = NAGIOS_CODES["unknown"] if args.command == "scan" else None
+    # `scan` and `check` are Nagios checks: when the check itself cannot run, the answer is
+    # UNKNOWN (3); `check` says so on stdout too, the line Nagios shows.
+    nagios = args.command in ("scan", "check")
+    cannot_run = NAGIOS_CODES["unknown"] if nagios else None
     # lazy: what every command needs, imported once the command line is known (start-up speed)
     from service.config.yamlfile import FileProblems
     from service.core.visible import visible
@@ -376,6 +433,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nothing was written", file=sys.stderr)
         return 1
     except (CliError, StartupError) as exc:
+        if args.command == "check":
+            print(f"UNKNOWN - {visible(str(exc))}")
         print(f"backup-monitor: {exc}", file=sys.stderr)
         return cannot_run or exc.code
     except KeyboardInterrupt:
