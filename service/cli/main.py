@@ -74,9 +74,90 @@ def cmd_jobs_apply(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     from service.runtime.startup import apply_file, upgrade_database
 
-    if settings.auto_migrate:
+    # A dry run writes nothing: not even the migrations.
+    if settings.auto_migrate and not args.dry_run:
         upgrade_database(settings)
-    print(apply_file(settings, args.file, prune=args.prune))
+    print(apply_file(settings, args.file, prune=args.prune, dry_run=args.dry_run))
+    return 0
+
+
+def read_jobs_step(settings: Settings, what: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run a read-only `work(session)`: no migration, nothing written."""
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.runtime.startup import database_step, with_session
+
+    return database_step(settings, what, lambda: asyncio.run(with_session(settings, work)))
+
+
+def cmd_jobs_list(settings: Settings, _args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from sqlalchemy import select
+
+    from service.core.visible import visible
+    from service.db.models import Job
+
+    async def work(session: Any) -> list[Any]:
+        query = select(Job.name, Job.status, Job.paused, Job.source, Job.schedule)
+        return list((await session.execute(query.order_by(Job.name))).all())
+
+    rows = [("NAME", "STATUS", "SOURCE", "SCHEDULE")]
+    for job in read_jobs_step(settings, "list the jobs", work):
+        status = "paused" if job.paused else job.status
+        rows.append(
+            (visible(job.name), status, source_text(job.source), schedule_text(job.schedule))
+        )
+    if len(rows) == 1:
+        print("(no jobs declared: see `backup-monitor jobs apply`)")
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def source_text(source: dict[str, Any] | None) -> str:
+    """A stored source as `KIND LOCATION` (`heartbeat` for a job without one), escaped."""
+    # lazy: imported when the command runs (start-up speed)
+    from pydantic import TypeAdapter, ValidationError
+
+    from service.core.jobspec import Source
+    from service.core.visible import visible
+
+    if source is None:
+        return "heartbeat (pings only)"
+    kind = str(source.get("type", "local"))
+    try:
+        location = TypeAdapter(Source).validate_python(source).location()
+    except ValidationError:
+        location = "(unreadable declaration)"
+    return visible(f"{kind} {location}")
+
+
+def schedule_text(schedule: dict[str, Any]) -> str:
+    # lazy: imported when the command runs (start-up speed)
+    from service.core.units import format_duration
+    from service.core.visible import visible
+
+    if schedule.get("every") is not None:
+        return f"every {format_duration(int(schedule['every']))}"
+    zone = f" ({schedule['timezone']})" if schedule.get("timezone") else ""
+    return visible(f"cron {schedule.get('cron')}{zone}")
+
+
+def cmd_jobs_export(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.config.jobsfile import export_jobs
+
+    text = read_jobs_step(settings, "export the jobs", export_jobs)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"jobs written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -367,7 +448,20 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete jobs not in the file (and end its silences it no longer declares)",
     )
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created, changed (which fields) or deleted; write nothing",
+    )
     apply.set_defaults(handler=cmd_jobs_apply)
+    jobs_commands.add_parser("list", help="the jobs: name, status, source, schedule").set_defaults(
+        handler=cmd_jobs_list
+    )
+    export = jobs_commands.add_parser(
+        "export", help="the database's jobs as a jobs file (YAML) that `jobs apply` takes"
+    )
+    export.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    export.set_defaults(handler=cmd_jobs_export)
 
     tokens = commands.add_parser("tokens", help="API tokens")
     tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
