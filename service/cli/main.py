@@ -386,6 +386,48 @@ def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_healthchecks(settings: Settings, args: argparse.Namespace) -> int:
+    """One job per Healthchecks check, its ping URL's UUID kept as the job's ping key; run it
+    again to update (idempotent)."""
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.config.healthchecks import fetch_checks, import_checks, jobs_of_checks
+    from service.core.visible import visible
+    from service.runtime.startup import database_step, upgrade_database, with_session
+
+    if args.file is not None:
+        source = args.file
+        try:
+            document = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CliError(f"cannot read {args.file}: {visible(str(exc))}") from None
+    else:
+        if not args.api_key:
+            raise CliError(
+                "--url needs --api-key (a read-write key: read-only ones hide ping URLs)"
+            )
+        source = args.url
+        try:
+            document = asyncio.run(fetch_checks(args.url, args.api_key))
+        except (OSError, ValueError, TimeoutError) as exc:
+            why = visible(str(exc) or type(exc).__name__)
+            raise CliError(f"cannot fetch the checks: {why}") from None
+    checks = jobs_of_checks(document, source)
+    if settings.auto_migrate:
+        upgrade_database(settings)
+
+    async def work(session: Any) -> str:
+        result = await import_checks(session, checks, datetime.now(UTC), source)
+        return result.summary()
+
+    summary = database_step(
+        settings, "import the checks", lambda: asyncio.run(with_session(settings, work))
+    )
+    print(summary)
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     from service.cli import demo
@@ -462,6 +504,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     export.add_argument("-o", "--output", help="write to this file (default: standard output)")
     export.set_defaults(handler=cmd_jobs_export)
+
+    imports = commands.add_parser("import", help="import jobs from another monitor")
+    import_commands = imports.add_subparsers(
+        dest="import_command", required=True, metavar="COMMAND"
+    )
+    healthchecks = import_commands.add_parser(
+        "healthchecks", help="Healthchecks checks, their ping URLs kept (idempotent)"
+    )
+    origin = healthchecks.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--file", help="the JSON of GET /api/v3/checks/ (read-write key)")
+    origin.add_argument("--url", help="the Healthchecks instance, e.g. https://healthchecks.io")
+    healthchecks.add_argument("--api-key", help="the project's read-write API key (with --url)")
+    healthchecks.set_defaults(handler=cmd_import_healthchecks)
 
     tokens = commands.add_parser("tokens", help="API tokens")
     tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
