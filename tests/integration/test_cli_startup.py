@@ -41,7 +41,15 @@ def probe(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
 
 
 @pytest.mark.parametrize(
-    "args", [["--help"], ["scan", "--help"], ["check", "--help"], ["jobs", "apply", "--help"]]
+    "args",
+    [
+        ["--help"],
+        ["scan", "--help"],
+        ["check", "--help"],
+        ["jobs", "apply", "--help"],
+        ["jobs", "export", "--help"],
+        ["import", "healthchecks", "--help"],
+    ],
 )
 def test_help_imports_no_heavy_package(args, base_env, tmp_path):
     assert probe(args, base_env, tmp_path) == {"code": 0, "heavy": []}
