@@ -17,6 +17,7 @@ unusable check, a name held by another job) is told before anything is written.
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -62,8 +63,10 @@ class ImportResult:
 
 def slugify(name: str) -> str:
     """A job name from a check's name, as Healthchecks derives slugs ("Database Backup" ->
-    "database-backup"); prefixed with `hc-` when it would not start with a letter."""
-    slug = re.sub(r"[^a-z0-9_]+", "-", name.lower()).strip("-")
+    "database-backup", accents dropped as Django's slugify does); prefixed with `hc-` when it
+    would not start with a letter."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode("ascii")
+    slug = re.sub(r"[^a-z0-9_]+", "-", ascii_name.lower()).strip("-")
     if not slug or not slug[0].isalpha():
         slug = f"hc-{slug}".rstrip("-")
     return slug[:100].rstrip("-")
