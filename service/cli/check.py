@@ -21,8 +21,8 @@ by `read_states` when it runs.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -42,6 +42,39 @@ class JobState:
     status: str
     reasons: Sequence[dict[str, str]]
     latest_artifact: dict[str, Any] | None
+    checked_at: datetime | None = None
+
+
+def judged_too_long_ago(
+    states: Sequence[JobState], now: datetime, max_age: timedelta
+) -> list[JobState]:
+    """`--max-age`: a job not judged within `max_age` (or never) is UNKNOWN, as statuses
+    nobody keeps current (the service stopped) must not read OK forever. Paused jobs are left
+    as they are (nothing judges them)."""
+    # lazy: imported when the command runs (start-up speed)
+    from service.core.rules import worst_status
+    from service.core.units import format_duration
+
+    kept = []
+    for state in states:
+        if state.status != "paused" and (
+            state.checked_at is None or now - state.checked_at > max_age
+        ):
+            when = (
+                "never judged"
+                if state.checked_at is None
+                else f"last judged {format_duration((now - state.checked_at).total_seconds())} ago"
+            )
+            reason = {
+                "code": "not_judged",
+                "severity": "unknown",
+                "message": f"{when} (is the service scanning?)",
+            }
+            # A stale warning or critical stays so (ranked above unknown): only "fine" is doubted.
+            status = worst_status([state.status, "unknown"])
+            state = replace(state, status=status, reasons=[*state.reasons, reason])
+        kept.append(state)
+    return kept
 
 
 def _one_line(text: str) -> str:
@@ -124,9 +157,12 @@ async def read_states(
     from service.db.models import Job
     from service.store.jobs import JobFilter, filtered
 
-    columns = (Job.name, Job.status, Job.reasons, Job.latest_artifact)
+    columns = (Job.name, Job.status, Job.reasons, Job.latest_artifact, Job.checked_at)
     query = filtered(select(*columns), is_postgresql(session), JobFilter(tag=tag))
     if name is not None:
         query = query.where(Job.name == name)
     rows = (await session.execute(query.order_by(Job.name))).all()
-    return [JobState(row.name, row.status, row.reasons or [], row.latest_artifact) for row in rows]
+    return [
+        JobState(row.name, row.status, row.reasons or [], row.latest_artifact, row.checked_at)
+        for row in rows
+    ]

@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -200,10 +200,19 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     import asyncio
 
-    from service.cli.check import JobState, job_names, nagios_output, read_states, unknown_job
+    from service.cli.check import (
+        JobState,
+        job_names,
+        judged_too_long_ago,
+        nagios_output,
+        read_states,
+        unknown_job,
+    )
     from service.core.visible import quote
     from service.runtime.startup import upgrade_database, with_session
 
+    if args.max_age is not None and not args.max_age > 0:
+        raise CliError("--max-age: a number of minutes above 0", code=NAGIOS_CODES["unknown"])
     if args.scan and settings.auto_migrate:
         upgrade_database(settings)
 
@@ -226,7 +235,10 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     if not states:
         what = f"no job has the tag {quote(args.tag)}" if args.tag else "no jobs declared"
         raise CliError(what, code=NAGIOS_CODES["unknown"])
-    code, text = nagios_output(states, datetime.now(UTC))
+    now = datetime.now(UTC)
+    if args.max_age is not None:
+        states = judged_too_long_ago(states, now, timedelta(minutes=args.max_age))
+    code, text = nagios_output(states, now)
     print(text)
     return code
 
@@ -472,6 +484,12 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--tag", help="check only the jobs with this tag")
     check.add_argument(
         "--scan", action="store_true", help="scan the jobs first (writes a scan run)"
+    )
+    check.add_argument(
+        "--max-age",
+        type=float,
+        metavar="MINUTES",
+        help="a job not judged for this long (the service stopped?) is UNKNOWN",
     )
     check.set_defaults(handler=cmd_check)
 

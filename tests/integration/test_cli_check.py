@@ -68,9 +68,9 @@ async def test_check_reads_statuses_writes_nothing_and_filters(
     async def check(*args: str) -> Result:
         return await cli("check", *args, env=base_env, database_url=database_url, cwd=tmp_path)
 
-    every, good, db, nope, none = await asyncio.gather(
+    every, good, db, nope, none, recent, zero = await asyncio.gather(
         check(), check("--job", "good"), check("--tag", "db"), check("--job", "nope"),
-        check("--tag", "nothing"),
+        check("--tag", "nothing"), check("--max-age", "60"), check("--max-age", "0"),
     )  # fmt: skip
 
     assert every.code == 2, every
@@ -110,6 +110,11 @@ async def test_check_reads_statuses_writes_nothing_and_filters(
     ], nope
     assert none.code == 3, none
     assert none.out.splitlines() == ["UNKNOWN - no job has the tag 'nothing'"], none
+
+    # Every job was judged moments ago: --max-age 60 changes nothing.
+    assert (recent.code, recent.out.splitlines()[:-1]) == (every.code, lines[:-1]), recent
+    assert zero.code == 3, zero
+    assert zero.out.splitlines() == ["UNKNOWN - --max-age: a number of minutes above 0"], zero
 
     # Read-only: not a scan run more, not a job's column changed (checked_at included).
     assert await table_state(sessionmaker) == before

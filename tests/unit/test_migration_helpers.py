@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from service.cli.check import JobState, nagios_output, unknown_job
+from service.cli.check import JobState, judged_too_long_ago, nagios_output, unknown_job
 from service.config.healthchecks import ImportProblems, jobs_of_checks, slugify
 from service.config.jobsfile import plan_jobs
 from service.core.jobspec import parse_job
@@ -99,3 +99,24 @@ def test_checks_without_ping_urls_or_with_bad_schedules_are_all_told():
     assert problems[1].startswith("checks[1] (b): schedule")
     with pytest.raises(ImportProblems):
         jobs_of_checks({"checks": {}}, "x.json")
+
+
+def test_max_age_doubts_what_nobody_judged_lately():
+    fresh = JobState("fresh", "ok", [], None, NOW - timedelta(minutes=5))
+    old = JobState("old", "ok", [], None, NOW - timedelta(hours=2))
+    bad = JobState("bad", "critical", [{"message": "late"}], None, NOW - timedelta(hours=2))
+    never = JobState("never", "pending", [], None, None)
+    paused = JobState("paused", "paused", [], None, None)
+    states = judged_too_long_ago([fresh, old, bad, never, paused], NOW, timedelta(minutes=30))
+    assert [s.status for s in states] == ["ok", "unknown", "critical", "unknown", "paused"]
+    code, text = nagios_output(states, NOW)
+    assert code == 2
+    assert text.splitlines()[:5] == [
+        "CRITICAL - 1 critical, 2 unknown of 5 jobs",
+        "UNKNOWN: old: last judged 2 h ago (is the service scanning?)",
+        "CRITICAL: bad: late; last judged 2 h ago (is the service scanning?)",
+        "UNKNOWN: never: never judged (is the service scanning?)",
+        "| 'age_fresh'=U;;;0 'size_fresh'=U;;;0 'age_old'=U;;;0 'size_old'=U;;;0 "
+        "'age_bad'=U;;;0 'size_bad'=U;;;0 'age_never'=U;;;0 'size_never'=U;;;0 "
+        "'age_paused'=U;;;0 'size_paused'=U;;;0",
+    ]
