@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
@@ -74,6 +75,23 @@ class Settings(BaseSettings):
     # within seconds. The watched set follows the jobs every WATCH_REFRESH_SECONDS.
     watch_sources: bool = True
     watch_refresh_seconds: float = Field(default=30.0, ge=0.1, le=3600)
+
+    # The project's ping key: `/ping/<PING_KEY>/<job name>` pings a job by its name (Healthchecks'
+    # slug URLs), and `?create=1` creates a missing heartbeat job with the schedule below.
+    ping_key: SecretStr | None = None
+    ping_create_every_seconds: int = Field(default=86400, ge=1, le=10 * 366 * 86400)
+    ping_create_grace_seconds: int = Field(default=3600, ge=0, le=10 * 366 * 86400)
+
+    @field_validator("ping_key")
+    @classmethod
+    def _ping_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            key = value.get_secret_value()
+            if not re.fullmatch(r"[A-Za-z0-9_-]{16,64}", key):
+                raise ValueError(
+                    "must be 16 to 64 letters, digits, '-' or '_' (try `openssl rand -hex 16`)"
+                )
+        return value
 
     @field_validator("api_token")
     @classmethod

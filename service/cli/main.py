@@ -1,4 +1,4 @@
-"""The `backup-monitor` command: serve, scan, db upgrade, jobs apply, tokens, notify test, demo."""
+"""The `backup-monitor` command: serve, scan, check, db upgrade, jobs, tokens, notify test, demo."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import json
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -74,9 +74,90 @@ def cmd_jobs_apply(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     from service.runtime.startup import apply_file, upgrade_database
 
-    if settings.auto_migrate:
+    # A dry run writes nothing: not even the migrations.
+    if settings.auto_migrate and not args.dry_run:
         upgrade_database(settings)
-    print(apply_file(settings, args.file, prune=args.prune))
+    print(apply_file(settings, args.file, prune=args.prune, dry_run=args.dry_run))
+    return 0
+
+
+def read_jobs_step(settings: Settings, what: str, work: Callable[[Any], Awaitable[T]]) -> T:
+    """Run a read-only `work(session)`: no migration, nothing written."""
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.runtime.startup import database_step, with_session
+
+    return database_step(settings, what, lambda: asyncio.run(with_session(settings, work)))
+
+
+def cmd_jobs_list(settings: Settings, _args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from sqlalchemy import select
+
+    from service.core.visible import visible
+    from service.db.models import Job
+
+    async def work(session: Any) -> list[Any]:
+        query = select(Job.name, Job.status, Job.paused, Job.source, Job.schedule)
+        return list((await session.execute(query.order_by(Job.name))).all())
+
+    rows = [("NAME", "STATUS", "SOURCE", "SCHEDULE")]
+    for job in read_jobs_step(settings, "list the jobs", work):
+        status = "paused" if job.paused else job.status
+        rows.append(
+            (visible(job.name), status, source_text(job.source), schedule_text(job.schedule))
+        )
+    if len(rows) == 1:
+        print("(no jobs declared: see `backup-monitor jobs apply`)")
+        return 0
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print(
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    return 0
+
+
+def source_text(source: dict[str, Any] | None) -> str:
+    """A stored source as `KIND LOCATION` (`heartbeat` for a job without one), escaped."""
+    # lazy: imported when the command runs (start-up speed)
+    from pydantic import TypeAdapter, ValidationError
+
+    from service.core.jobspec import Source
+    from service.core.visible import visible
+
+    if source is None:
+        return "heartbeat (pings only)"
+    kind = str(source.get("type", "local"))
+    try:
+        location = TypeAdapter(Source).validate_python(source).location()
+    except ValidationError:
+        location = "(unreadable declaration)"
+    return visible(f"{kind} {location}")
+
+
+def schedule_text(schedule: dict[str, Any]) -> str:
+    # lazy: imported when the command runs (start-up speed)
+    from service.core.units import format_duration
+    from service.core.visible import visible
+
+    if schedule.get("every") is not None:
+        return f"every {format_duration(int(schedule['every']))}"
+    zone = f" ({schedule['timezone']})" if schedule.get("timezone") else ""
+    return visible(f"cron {schedule.get('cron')}{zone}")
+
+
+def cmd_jobs_export(settings: Settings, args: argparse.Namespace) -> int:
+    # lazy: imported when the command runs (start-up speed)
+    from service.config.jobsfile import export_jobs
+
+    text = read_jobs_step(settings, "export the jobs", export_jobs)
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text, encoding="utf-8")
+        print(f"jobs written to {args.output}", file=sys.stderr)
     return 0
 
 
@@ -84,8 +165,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     import asyncio
 
+    from service.cli.check import job_names, unknown_job
     from service.core.rules import worst_status
-    from service.core.visible import quote
     from service.runtime.startup import upgrade_database, with_session
     from service.scanner.scanner import run_scanner
 
@@ -94,10 +175,12 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
     async def work(session: Any) -> ScanReport:
         names = [args.job] if args.job else None
-        report = await run_scanner(session, settings.scan_options, trigger="cli", names=names)
-        if args.job and not report.jobs:
-            raise CliError(f"no job named {quote(args.job)}", code=NAGIOS_CODES["unknown"])
-        return report
+        if args.job:
+            # Before the scan starts: a name no job has records no scan run.
+            known = await job_names(session)
+            if args.job not in known:
+                raise CliError(unknown_job(args.job, known), code=NAGIOS_CODES["unknown"])
+        return await run_scanner(session, settings.scan_options, trigger="cli", names=names)
 
     report = scan_step(settings, lambda: asyncio.run(with_session(settings, work)))
     worst = worst_status(job.status for job in report.jobs)
@@ -109,7 +192,58 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
     return NAGIOS_CODES[worst]
 
 
-def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
+def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
+    """The Nagios/Icinga check. By default it judges from the database alone: the statuses
+    the service's scans and pings left, read in one query, nothing migrated or written (cheap
+    enough to run every minute, and harmless on a replica). `--scan` scans the selected jobs
+    first (a scan run is recorded, as `scan` does)."""
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.cli.check import (
+        JobState,
+        job_names,
+        judged_too_long_ago,
+        nagios_output,
+        read_states,
+        unknown_job,
+    )
+    from service.core.visible import quote
+    from service.runtime.startup import upgrade_database, with_session
+
+    if args.max_age is not None and not args.max_age > 0:
+        raise CliError("--max-age: a number of minutes above 0", code=NAGIOS_CODES["unknown"])
+    if args.scan and settings.auto_migrate:
+        upgrade_database(settings)
+
+    async def work(session: Any) -> list[JobState]:
+        if args.job is not None:
+            known = await job_names(session)
+            if args.job not in known:
+                raise CliError(unknown_job(args.job, known), code=NAGIOS_CODES["unknown"])
+        states = await read_states(session, name=args.job, tag=args.tag)
+        if args.scan and states:
+            # lazy: imported when the command runs (start-up speed)
+            from service.scanner.scanner import run_scanner
+
+            names = [state.name for state in states]
+            await run_scanner(session, settings.scan_options, trigger="check", names=names)
+            states = await read_states(session, name=args.job, tag=args.tag)
+        return states
+
+    states = scan_step(settings, lambda: asyncio.run(with_session(settings, work)), "check")
+    if not states:
+        what = f"no job has the tag {quote(args.tag)}" if args.tag else "no jobs declared"
+        raise CliError(what, code=NAGIOS_CODES["unknown"])
+    now = datetime.now(UTC)
+    if args.max_age is not None:
+        states = judged_too_long_ago(states, now, timedelta(minutes=args.max_age))
+    code, text = nagios_output(states, now)
+    print(text)
+    return code
+
+
+def scan_step(settings: Settings, step: Callable[[], T], what: str = "scan") -> T:
     """Run the scan; only a database that is unavailable (the one classifier's word: down,
     unreachable, locked, full) is blamed on the database. Anything else, a statement the
     database refused included, is a bug and says so, with its traceback in the log."""
@@ -125,11 +259,12 @@ def scan_step(settings: Settings, step: Callable[[], ScanReport]) -> ScanReport:
         if database_unavailable(exc):
             where = safe_url(settings.database_url)
             error = describe_database_error(exc, settings.database_url)
-            raise CliError(f"cannot scan on the database {where}: {error}") from exc
-        logger.error("scan failed", exc_info=exc)
+            raise CliError(f"cannot {what} on the database {where}: {error}") from exc
+        logger.error(f"{what} failed", exc_info=exc)
+        recorded = "; the scan is recorded as failed" if what == "scan" else ""
         raise CliError(
-            f"the scan failed: internal error: {describe_error(exc)} (a bug: the traceback is "
-            "above; the scan is recorded as failed)"
+            f"the {what} failed: internal error: {describe_error(exc)} (a bug: the traceback is "
+            f"above{recorded})"
         ) from exc
 
 
@@ -263,6 +398,48 @@ def cmd_notify_test(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_import_healthchecks(settings: Settings, args: argparse.Namespace) -> int:
+    """One job per Healthchecks check, its ping URL's UUID kept as the job's ping key; run it
+    again to update (idempotent)."""
+    # lazy: imported when the command runs (start-up speed)
+    import asyncio
+
+    from service.config.healthchecks import fetch_checks, import_checks, jobs_of_checks
+    from service.core.visible import visible
+    from service.runtime.startup import database_step, upgrade_database, with_session
+
+    if args.file is not None:
+        source = args.file
+        try:
+            document = json.loads(Path(args.file).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise CliError(f"cannot read {args.file}: {visible(str(exc))}") from None
+    else:
+        if not args.api_key:
+            raise CliError(
+                "--url needs --api-key (a read-write key: read-only ones hide ping URLs)"
+            )
+        source = args.url
+        try:
+            document = asyncio.run(fetch_checks(args.url, args.api_key))
+        except (OSError, ValueError, TimeoutError) as exc:
+            why = visible(str(exc) or type(exc).__name__)
+            raise CliError(f"cannot fetch the checks: {why}") from None
+    checks = jobs_of_checks(document, source)
+    if settings.auto_migrate:
+        upgrade_database(settings)
+
+    async def work(session: Any) -> str:
+        result = await import_checks(session, checks, datetime.now(UTC), source)
+        return result.summary()
+
+    summary = database_step(
+        settings, "import the checks", lambda: asyncio.run(with_session(settings, work))
+    )
+    print(summary)
+    return 0
+
+
 def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
     from service.cli import demo
@@ -297,6 +474,25 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--format", choices=("table", "json"), default="table")
     scan.set_defaults(handler=cmd_scan)
 
+    # A command of its own rather than `scan --format nagios`: a check runs every minute and
+    # must be cheap and harmless, so it reads the stored statuses and writes nothing by
+    # default; `scan` always scans and records a scan run.
+    check = commands.add_parser(
+        "check", help="Nagios/Icinga check: summary, bad jobs, perfdata (reads, never writes)"
+    )
+    check.add_argument("--job", help="check only this job")
+    check.add_argument("--tag", help="check only the jobs with this tag")
+    check.add_argument(
+        "--scan", action="store_true", help="scan the jobs first (writes a scan run)"
+    )
+    check.add_argument(
+        "--max-age",
+        type=float,
+        metavar="MINUTES",
+        help="a job not judged for this long (the service stopped?) is UNKNOWN",
+    )
+    check.set_defaults(handler=cmd_check)
+
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True, metavar="COMMAND")
     db_commands.add_parser("upgrade", help="apply the migrations").set_defaults(
@@ -312,7 +508,33 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="delete jobs not in the file (and end its silences it no longer declares)",
     )
+    apply.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be created, changed (which fields) or deleted; write nothing",
+    )
     apply.set_defaults(handler=cmd_jobs_apply)
+    jobs_commands.add_parser("list", help="the jobs: name, status, source, schedule").set_defaults(
+        handler=cmd_jobs_list
+    )
+    export = jobs_commands.add_parser(
+        "export", help="the database's jobs as a jobs file (YAML) that `jobs apply` takes"
+    )
+    export.add_argument("-o", "--output", help="write to this file (default: standard output)")
+    export.set_defaults(handler=cmd_jobs_export)
+
+    imports = commands.add_parser("import", help="import jobs from another monitor")
+    import_commands = imports.add_subparsers(
+        dest="import_command", required=True, metavar="COMMAND"
+    )
+    healthchecks = import_commands.add_parser(
+        "healthchecks", help="Healthchecks checks, their ping URLs kept (idempotent)"
+    )
+    origin = healthchecks.add_mutually_exclusive_group(required=True)
+    origin.add_argument("--file", help="the JSON of GET /api/v3/checks/ (read-write key)")
+    origin.add_argument("--url", help="the Healthchecks instance, e.g. https://healthchecks.io")
+    healthchecks.add_argument("--api-key", help="the project's read-write API key (with --url)")
+    healthchecks.set_defaults(handler=cmd_import_healthchecks)
 
     tokens = commands.add_parser("tokens", help="API tokens")
     tokens_commands = tokens.add_subparsers(dest="tokens_command", required=True, metavar="COMMAND")
@@ -344,8 +566,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    # `scan` is a Nagios check: when the check itself cannot run, the answer is UNKNOWN (3).
-    cannot_run = NAGIOS_CODES["unknown"] if args.command == "scan" else None
+    # `scan` and `check` are Nagios checks: when the check itself cannot run, the answer is
+    # UNKNOWN (3); `check` says so on stdout too, the line Nagios shows.
+    nagios = args.command in ("scan", "check")
+    cannot_run = NAGIOS_CODES["unknown"] if nagios else None
     # lazy: what every command needs, imported once the command line is known (start-up speed)
     from service.config.yamlfile import FileProblems
     from service.core.visible import visible
@@ -376,6 +600,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("nothing was written", file=sys.stderr)
         return 1
     except (CliError, StartupError) as exc:
+        if args.command == "check":
+            print(f"UNKNOWN - {visible(str(exc))}")
         print(f"backup-monitor: {exc}", file=sys.stderr)
         return cannot_run or exc.code
     except KeyboardInterrupt:

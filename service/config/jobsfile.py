@@ -3,10 +3,13 @@ in one transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+import json
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+import yaml
 from pydantic import ValidationError
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -15,10 +18,10 @@ from service.config.yamlfile import FileProblems, read_yaml
 from service.core.clock import Clock, utcnow
 from service.core.jobspec import JobSpec, error_details, parse_job
 from service.core.silencespec import RecurringSilenceSpec
-from service.core.visible import quote, shorten
+from service.core.visible import quote, shorten, visible
 from service.db.engine import lock_jobs_file
 from service.db.models import Job
-from service.store.jobs import apply_declaration, delete_jobs, new_job
+from service.store.jobs import apply_declaration, delete_jobs, new_job, stored_declaration
 from service.store.silences import DeclaredResult, apply_declared
 
 
@@ -149,6 +152,82 @@ class ApplyResult:
         return jobs if self.silences is None else f"{jobs}; {self.silences.summary()}"
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One field a declaration changes: its stored value and the declared one (JSON-ready)."""
+
+    field: str
+    old: Any
+    new: Any
+
+
+@dataclass(slots=True)
+class JobsPlan:
+    """What applying declarations would do to the jobs (silences aside), names sorted."""
+
+    created: list[str] = field(default_factory=list)
+    changed: dict[str, list[Change]] = field(default_factory=dict)
+    unchanged: list[str] = field(default_factory=list)
+    deleted: list[str] = field(default_factory=list)
+
+    def render(self) -> str:
+        """The plan as lines for a terminal (`+` created, `~` changed with each field's old and
+        new value, `-` deleted), then a summary line; declared text shown escaped."""
+        lines = [f"+ {visible(name)}" for name in self.created]
+        for name, changes in self.changed.items():
+            lines.append(f"~ {visible(name)}")
+            lines.extend(
+                f"    {change.field}: {visible(_json(change.old))} -> {visible(_json(change.new))}"
+                for change in changes
+            )
+        lines += [f"- {visible(name)}" for name in self.deleted]
+        lines.append(
+            f"would create {len(self.created)}, change {len(self.changed)}, delete "
+            f"{len(self.deleted)} (unchanged {len(self.unchanged)}); nothing was written"
+        )
+        return "\n".join(lines)
+
+
+def _json(value: Any) -> str:
+    return json.dumps(value, sort_keys=True, ensure_ascii=False, separators=(", ", ": "))
+
+
+def plan_jobs(
+    existing: Mapping[str, Mapping[str, Any]], specs: Sequence[JobSpec], *, prune: bool
+) -> JobsPlan:
+    """What `apply_jobs` would do, from the stored declarations by name (pure): the same
+    comparison it makes (apply_declaration), field by field."""
+    plan = JobsPlan()
+    for spec in sorted(specs, key=lambda spec: spec.name):
+        stored = existing.get(spec.name)
+        if stored is None:
+            plan.created.append(spec.name)
+            continue
+        declared = spec.declaration()
+        changes = [
+            Change(name, stored.get(name), value)
+            for name, value in declared.items()
+            if stored.get(name) != value
+        ]
+        if changes:
+            plan.changed[spec.name] = changes
+        else:
+            plan.unchanged.append(spec.name)
+    if prune:
+        plan.deleted = sorted(set(existing) - {spec.name for spec in specs})
+    return plan
+
+
+async def dry_run_jobs(
+    session: AsyncSession, specs: Sequence[JobSpec], *, prune: bool = False
+) -> JobsPlan:
+    """The plan of applying `specs` to the jobs as they are: reads, writes nothing."""
+    jobs = (await session.scalars(select(Job))).all()
+    plan = plan_jobs({job.name: stored_declaration(job) for job in jobs}, specs, prune=prune)
+    await session.rollback()
+    return plan
+
+
 async def apply_jobs(
     session: AsyncSession,
     specs: Sequence[JobSpec],
@@ -189,3 +268,29 @@ async def apply_jobs(
             result.silences = declared
     await session.commit()
     return result
+
+
+def exported_job(name: str, stored: Mapping[str, Any]) -> dict[str, Any]:
+    """A stored job as a jobs file declares it: what differs from the defaults (so the file
+    reads like one written by hand), the source's `type` always said. Applying it back gives
+    the same stored declaration. A declaration this version cannot read is given as stored."""
+    try:
+        spec = parse_job({"name": name, **stored})
+    except ValidationError:
+        return {"name": name, **stored}
+    exported = spec.model_dump(mode="json", exclude_defaults=True, by_alias=True)
+    if spec.source is not None:
+        exported["source"] = {"type": spec.source.type, **exported.get("source", {})}
+    return exported
+
+
+async def export_jobs(session: AsyncSession) -> str:
+    """Every job of the database as a jobs file (YAML, by name): `jobs apply` of it changes
+    nothing. Reads only; the ping keys, silences and state are not part of it."""
+    jobs = (await session.scalars(select(Job).order_by(Job.name))).all()
+    document = {"jobs": [exported_job(job.name, stored_declaration(job)) for job in jobs]}
+    await session.rollback()
+    header = f"# backup-monitor jobs export: {len(jobs)} job(s); apply with `jobs apply FILE`\n"
+    return header + yaml.safe_dump(
+        document, sort_keys=False, allow_unicode=True, default_flow_style=False, width=100
+    )

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
-from service.config.jobsfile import apply_jobs, load_declarations
+from service.config.jobsfile import apply_jobs, dry_run_jobs, load_declarations
 from service.config.yamlfile import FileProblems
 from service.core.hosts import is_loopback
 from service.db import migrate
@@ -81,13 +81,16 @@ async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) 
         await engine.dispose()
 
 
-def apply_file(settings: Settings, path: str, *, prune: bool) -> str:
+def apply_file(settings: Settings, path: str, *, prune: bool, dry_run: bool = False) -> str:
     """Apply a jobs file in one transaction; return its summary. Everything is validated before
-    any write, the channels the jobs name included (FileProblems, and nothing written)."""
+    any write, the channels the jobs name included (FileProblems, and nothing written).
+    `dry_run`: only read, and return what applying would do to the jobs (JobsPlan.render)."""
     channels = load_channels(settings.channels_file).channels
     declared = load_declarations(path, settings.scan_roots, channels)
 
     async def work(session: Any) -> str:
+        if dry_run:
+            return (await dry_run_jobs(session, declared.jobs, prune=prune)).render()
         result = await apply_jobs(session, declared.jobs, silences=declared.silences, prune=prune)
         return result.summary()
 

@@ -134,7 +134,10 @@ async def test_scan_exit_codes_and_json(database_url, sessionmaker, base_env, tm
 
     assert nope.code == 3, nope
     assert nope.out == ""
-    assert "backup-monitor: no job named 'nope'" in nope.err.splitlines()
+    assert (
+        "backup-monitor: no job named 'nope' (jobs: broken, gone, good, thin)"
+        in nope.err.splitlines()
+    ), nope
 
     # Without the critical job, warning wins over unknown.
     async with sessionmaker() as session:

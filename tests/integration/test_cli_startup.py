@@ -40,7 +40,17 @@ def probe(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
     return result
 
 
-@pytest.mark.parametrize("args", [["--help"], ["scan", "--help"], ["jobs", "apply", "--help"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--help"],
+        ["scan", "--help"],
+        ["check", "--help"],
+        ["jobs", "apply", "--help"],
+        ["jobs", "export", "--help"],
+        ["import", "healthchecks", "--help"],
+    ],
+)
 def test_help_imports_no_heavy_package(args, base_env, tmp_path):
     assert probe(args, base_env, tmp_path) == {"code": 0, "heavy": []}
 

@@ -50,6 +50,9 @@ def test_defaults() -> None:
         "source_timeout_seconds": 300.0,
         "metrics_token": None,
         "api_token": None,
+        "ping_key": None,
+        "ping_create_every_seconds": 86400,
+        "ping_create_grace_seconds": 3600,
         "channels_file": None,
         "public_url": None,
         "notify_retry_seconds": 30.0,
@@ -312,6 +315,20 @@ def test_api_token_is_read_never_shown_and_must_be_long(monkeypatch: pytest.Monk
     monkeypatch.setenv("API_TOKEN", "short")
     with pytest.raises(SettingsError, match=r"^invalid setting API_TOKEN: .*at least 16"):
         load_settings()
+
+
+def test_ping_key_is_read_never_shown_and_must_be_key_shaped(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PING_KEY", "hc-project_key-0123")
+    settings = load_settings()
+    assert settings.ping_key is not None
+    assert settings.ping_key.get_secret_value() == "hc-project_key-0123"
+    assert "hc-project" not in repr(settings)
+    for bad in ("short", "x" * 65, "with space 0123456789", "ключ-проекта-0123456789"):
+        monkeypatch.setenv("PING_KEY", bad)
+        with pytest.raises(SettingsError, match=r"^invalid setting PING_KEY: .*16 to 64"):
+            load_settings()
 
 
 def test_public_url_loses_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:

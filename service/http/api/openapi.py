@@ -42,6 +42,10 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "the job's ping key (its `ping_url` ends with it)",
         "schema": {"type": "string", "minLength": 1, "maxLength": 64},
     },
+    "slug": {
+        "description": "a job's name, after the project's ping key (PING_KEY)",
+        "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,99}$"},
+    },
     "signal": {
         "description": "`start`, `fail`, `log`, or an exit status (0 success, 1-255 failure)",
         "schema": {"type": "string", "pattern": "^(start|fail|log|[0-9]{1,3})$"},
