@@ -173,6 +173,10 @@ async def test_docs_page_lists_every_path_and_loads_nothing_from_outside(aiohttp
     parser.feed(page)
     assert parser.external == [] and parser.scripts == 0
     assert "JobSpec" in page and "read-write token" in page
+    # Descriptions are Markdown in the document: their `code` spans read as code on the page,
+    # never as backticks, and what they hold is still escaped.
+    assert "`" not in page
+    assert "<code>status</code>" in page
 
 
 # --- the dashboard's login, found in review ----------------------------------------------------

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 import jinja2
+import markupsafe
 from aiohttp import web
 from markupsafe import Markup
 from pydantic import BaseModel
@@ -262,6 +263,20 @@ _templates = jinja2.Environment(
     extensions=["jinja2.ext.do"],
 )
 _templates.filters["schema_type"] = schema_type
+_CODE = re.compile(r"`([^`]+)`")
+
+
+def inline_markdown(text: object) -> markupsafe.Markup:
+    """A description as the OpenAPI document writes it (CommonMark), for the page: escaped,
+    with its `code` spans as <code> (the only Markdown the descriptions use)."""
+    parts = _CODE.split("" if text is None else str(text))  # text, code, text, code, ...
+    return markupsafe.Markup("").join(
+        markupsafe.Markup("<code>{}</code>").format(part) if index % 2 else markupsafe.escape(part)
+        for index, part in enumerate(parts)
+    )
+
+
+_templates.filters["md"] = inline_markdown
 
 
 def render_docs(document: dict[str, Any]) -> str:
