@@ -650,13 +650,13 @@ async def token_create(request: web.Request) -> web.Response:
     status=303, errors=(400, 403, 404),
 )  # fmt: skip
 async def token_revoke(request: web.Request) -> web.Response:
+    token_id = int(request.match_info["token_id"])
+    if not 1 <= token_id <= MAX_INT_ID:  # no token has this id: 404 at once, like known_ref
+        raise web.HTTPNotFound(text=f"no token {token_id}")
     await require_writer(request)
     await checked_form(request)
-    token_id = int(request.match_info["token_id"])
-    revoked = None
-    if token_id <= MAX_INT_ID:
-        async with request.app[sessionmaker_key]() as session:
-            revoked = await revoke_token_id(session, token_id)
+    async with request.app[sessionmaker_key]() as session:
+        revoked = await revoke_token_id(session, token_id)
     if revoked is None:
         raise web.HTTPNotFound(text=f"no token {token_id}")
     raise web.HTTPSeeOther("/tokens")
