@@ -30,9 +30,8 @@ from service.http.api.openapi import operation
 from service.http.api.schemas import BadgeList, BadgeOut, ShieldsOut
 from service.http.api.validation import respond
 from service.http.auth import public_origin
-from service.http.web.queries import jobs_worst_first
 from service.runtime.keys import sessionmaker_key
-from service.store.jobs import JobFilter
+from service.store.jobs import JobFilter, job_statuses
 from service.store.secrets import BADGES, shared_secret
 
 routes = web.RouteTableDef()
@@ -70,7 +69,7 @@ async def badge_status(session: AsyncSession, key: str, name: str) -> Status:
     if key_matches(secret, "job", name, key):
         statuses = list(await session.scalars(select(Job.status).where(Job.name == name)))
     elif key_matches(secret, "tag", name, key):
-        statuses = [row.status for row in await jobs_worst_first(session, JobFilter(tag=name))]
+        statuses = [status for _, status, _ in await job_statuses(session, JobFilter(tag=name))]
     status = worst_of(statuses)
     if status is None:
         raise ApiError(404, "not_found", "no such badge")
@@ -124,15 +123,12 @@ async def list_badges_handler(request: web.Request) -> web.Response:
     origin = public_origin(request)
     async with request.app[sessionmaker_key]() as session:
         secret = await badge_secret(session)
-        rows = await jobs_worst_first(session, JobFilter())
+        rows = await job_statuses(session, JobFilter())
     by_tag: dict[str, list[str]] = {}
-    for row in rows:
-        for tag in row.tags or ():
-            by_tag.setdefault(tag, []).append(row.status)
-    jobs = [
-        badge_out(secret, origin, "job", row.name, status_of(row.status))
-        for row in sorted(rows, key=lambda row: row.name)
-    ]
+    for _, status, job_tags in rows:
+        for tag in job_tags:
+            by_tag.setdefault(tag, []).append(status)
+    jobs = [badge_out(secret, origin, "job", name, status_of(status)) for name, status, _ in rows]
     tags = [
         badge_out(secret, origin, "tag", tag, worst_of(statuses) or "paused")
         for tag, statuses in sorted(by_tag.items())

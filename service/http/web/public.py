@@ -12,10 +12,10 @@ from aiohttp import web
 
 from service.core.badges import worst_of
 from service.http.api.openapi import operation
-from service.http.web.queries import jobs_worst_first
+from service.http.web.queries import STATUS_ORDER
 from service.http.web.views import templates
 from service.runtime.keys import sessionmaker_key, settings_key
-from service.store.jobs import JobFilter
+from service.store.jobs import JobFilter, job_statuses
 
 routes = web.RouteTableDef()
 
@@ -36,9 +36,11 @@ async def status_page(request: web.Request) -> web.Response:
     if tag not in request.app[settings_key].public_status_tags:
         raise web.HTTPNotFound(text="no such status page")
     async with request.app[sessionmaker_key]() as session:
-        rows = await jobs_worst_first(session, JobFilter(tag=tag))
-    # Only these two columns reach the template: nothing else of a job can leak into the page.
-    jobs = [{"name": row.name, "status": row.status} for row in rows]
+        rows = await job_statuses(session, JobFilter(tag=tag))
+    # Only names and statuses reach the template: nothing else of a job can leak into the page.
+    rank = len(STATUS_ORDER)
+    jobs = [{"name": name, "status": status} for name, status, _ in
+            sorted(rows, key=lambda row: (STATUS_ORDER.get(row[1], rank), row[0]))]  # fmt: skip
     overall = worst_of(job["status"] for job in jobs)
     page = templates.get_template("status.html")
     text = await asyncio.to_thread(
