@@ -3,13 +3,15 @@ listed by /api/v1/badges and shown on the job page; on PostgreSQL and SQLite."""
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import quote, urlsplit
 
-from sqlalchemy import delete, update
+from sqlalchemy import delete, select, update
 
 from service.core.badges import badge_key, worst_of
 from service.db.models import Job, ServerSecret
 from service.runtime.keys import sessionmaker_key
+from service.store.secrets import BADGES, shared_secret
 from service.store.tokens import create_token
 
 from tests.integration.test_api_auth import bearer, error_of
@@ -170,3 +172,16 @@ def test_worst_of_a_tag():
     assert worst_of(["paused", "paused"]) == "paused"
     assert worst_of(["pending"]) == "pending"
     assert worst_of([]) is None
+
+
+async def test_replicas_making_the_secret_at_once_agree(sessionmaker):
+    """The first insert wins; the others read it back (the IntegrityError path)."""
+
+    async def make():
+        async with sessionmaker() as session:
+            return await shared_secret(session, BADGES)
+
+    made = await asyncio.gather(*(make() for _ in range(5)))
+    assert len(set(made)) == 1 and len(made[0]) == 32
+    async with sessionmaker() as session:
+        assert len(list(await session.scalars(select(ServerSecret)))) == 1

@@ -425,6 +425,7 @@ async def job_page(request: web.Request) -> web.Response:
         ]
         digest = await status_digest(session)
         silenced = silence_rules.covering(job.name, job.tags, await load_current(session, now), now)
+    async with request.app[sessionmaker_key]() as session:  # its own: a lost race rolls back
         badge_secret = await shared_secret(session, BADGES)
     return await render(
         request,
