@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.core.jobspec import TAG_PATTERN
 from service.core.problems import problems_of
 from service.core.scan_options import ScanOptions
 from service.core.visible import quote
@@ -75,6 +76,9 @@ class Settings(BaseSettings):
     # within seconds. The watched set follows the jobs every WATCH_REFRESH_SECONDS.
     watch_sources: bool = True
     watch_refresh_seconds: float = Field(default=30.0, ge=0.1, le=3600)
+    # Tags whose status page (/status/{tag}) anyone may read, without a token: job names and
+    # statuses only. Comma-separated; none by default (the page is opt-in, per tag).
+    public_status_tags: Annotated[tuple[str, ...], NoDecode] = ()
 
     # The project's ping key: `/ping/<PING_KEY>/<job name>` pings a job by its name (Healthchecks'
     # slug URLs), and `?create=1` creates a missing heartbeat job with the schedule below.
@@ -135,6 +139,23 @@ class Settings(BaseSettings):
             if not root.is_absolute():
                 raise ValueError(f"{quote(str(root))} is not an absolute path")
         return tuple(Path(os.path.realpath(root)) for root in value)
+
+    @field_validator("public_status_tags", mode="before")
+    @classmethod
+    def _split_tags(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(dict.fromkeys(tag.strip() for tag in value.split(",") if tag.strip()))
+        return value
+
+    @field_validator("public_status_tags")
+    @classmethod
+    def _tags_are_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for tag in value:
+            if not re.fullmatch(TAG_PATTERN, tag):
+                raise ValueError(
+                    f"{quote(tag)} is not a tag (letters, digits, '_', '.', ':', '-', at most 64)"
+                )
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -166,6 +166,17 @@ class ApiToken(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
+class ServerSecret(Base):
+    """A secret every replica shares and keeps across restarts (random, made on first use):
+    `badges` is the HMAC secret of the badge keys (see service.core.badges)."""
+
+    __tablename__ = "server_secrets"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(String(128))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class Ping(Base):
     """One ping from a backup script (Healthchecks' protocol), as received: runs are derived
     from these (a start and the next finish of the same run id make a run with a duration)."""

@@ -10,12 +10,12 @@ from aiohttp import web
 
 from service.db.engine import create_engine, create_sessionmaker
 from service.http import health, metrics
-from service.http.api import docs, jobs, pings, scans, silences
+from service.http.api import badges, docs, jobs, pings, scans, silences, tokens
 from service.http.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
 from service.http.api.errors import bad_requests_key, error_middleware
 from service.http.auth import auth_middleware
 from service.http.headers import on_response_prepare
-from service.http.web import views
+from service.http.web import public, views
 from service.http.wellformed import well_formed_middleware
 from service.logs import LogThrottle
 from service.notify.config import ChannelSet, load_channels
@@ -164,6 +164,18 @@ def create_app(
     app.cleanup_ctx.append(component_ctx(build_scans, SCAN_DRAIN_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_watcher, WATCH_STOP_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_dispatcher, STOP_GRACE))
-    for module in (health, metrics, jobs, silences, scans, pings, docs, views):
+    for module in (
+        health,
+        metrics,
+        jobs,
+        silences,
+        scans,
+        pings,
+        tokens,
+        badges,
+        docs,
+        views,
+        public,
+    ):
         app.add_routes(module.routes)
     return app

@@ -183,6 +183,15 @@ def filtered(query: Select[Any], postgresql: bool, where: JobFilter) -> Select[A
     return query
 
 
+async def job_statuses(session: AsyncSession, where: JobFilter) -> list[tuple[str, str, list[str]]]:
+    """(name, status, tags) of the jobs matching `where`, by name: what a badge or a public
+    status page may tell of a job, and nothing else."""
+    columns: tuple[Any, ...] = (Job.name, Job.status, Job.tags)
+    query = filtered(select(*columns), is_postgresql(session), where)
+    rows = await session.execute(query.order_by(Job.name))
+    return [(name, status, list(tags or ())) for name, status, tags in rows]
+
+
 async def list_jobs(
     session: AsyncSession, where: JobFilter, *, limit: int, offset: int
 ) -> tuple[list[Job], int]:

@@ -1,4 +1,5 @@
-"""API tokens: created and revoked from the CLI, checked on every API request.
+"""API tokens: created, listed and revoked from the CLI, the API (/api/v1/tokens) and the
+dashboard (/tokens), checked on every API request.
 
 A token is 32 random bytes (URL-safe base64, with a `bm_` prefix that secret scanners can
 match). Only its SHA-256 is stored: the token itself is printed once, at creation. A fast hash is
@@ -36,9 +37,16 @@ class TokenError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class TokenInfo:
+    """What may be told of a stored token: never the token, never its hash."""
+
     name: str
     read_only: bool
     created_at: datetime
+    id: int = 0
+
+    @property
+    def access(self) -> Access:
+        return "read-only" if self.read_only else "read-write"
 
 
 def secret_bytes(text: str) -> bytes:
@@ -64,20 +72,29 @@ async def create_token(
     session: AsyncSession, name: str, *, read_only: bool, now: datetime | None = None
 ) -> str:
     """Store a new token under `name` and return it (the only time it is ever visible)."""
+    _, token = await issue_token(session, name, read_only=read_only, now=now)
+    return token
+
+
+async def issue_token(
+    session: AsyncSession, name: str, *, read_only: bool, now: datetime | None = None
+) -> tuple[TokenInfo, str]:
+    """Store a new token under `name` and return what may be told of it, with the token itself
+    (the only time it is ever visible: only its hash is kept). Raises TokenError for a bad or
+    taken name."""
     if not re.fullmatch(TOKEN_NAME_PATTERN, name):
         raise TokenError(
             f"{quote(name)} is not a valid token name: letters, digits, '_', '.', '@' or '-', "
             "starting with a letter or digit, at most 100 characters"
         )
     token = new_token()
-    session.add(
-        ApiToken(
-            name=name,
-            token_hash=hash_token(token),
-            read_only=read_only,
-            created_at=now or datetime.now(UTC),
-        )
+    row = ApiToken(
+        name=name,
+        token_hash=hash_token(token),
+        read_only=read_only,
+        created_at=now or datetime.now(UTC),
     )
+    session.add(row)
     try:
         await session.commit()
     except IntegrityError:
@@ -85,12 +102,14 @@ async def create_token(
         raise TokenError(
             f"a token named {quote(name)} already exists; revoke it first or choose another name"
         ) from None
-    return token
+    return TokenInfo(row.name, row.read_only, row.created_at, row.id), token
 
 
 async def list_tokens(session: AsyncSession) -> list[TokenInfo]:
     rows = await session.execute(
-        select(ApiToken.name, ApiToken.read_only, ApiToken.created_at).order_by(ApiToken.name)
+        select(ApiToken.name, ApiToken.read_only, ApiToken.created_at, ApiToken.id).order_by(
+            ApiToken.name
+        )
     )
     return [TokenInfo(*row) for row in rows]
 
@@ -100,6 +119,18 @@ async def revoke_token(session: AsyncSession, name: str) -> None:
     await session.commit()
     if not deleted:
         raise TokenError(f"no token named {quote(name)} (see `backup-monitor tokens list`)")
+
+
+async def revoke_token_id(session: AsyncSession, token_id: int) -> TokenInfo | None:
+    """Revoke the token with this id at once (the next request with it is refused, on every
+    replica: tokens are checked against the database each time); None when there is none."""
+    row = await session.get(ApiToken, token_id)
+    if row is None:
+        return None
+    info = TokenInfo(row.name, row.read_only, row.created_at, row.id)
+    deleted = await claimed(session, delete(ApiToken).where(ApiToken.id == token_id))
+    await session.commit()
+    return info if deleted else None
 
 
 async def token_hashes(session: AsyncSession) -> list[str]:

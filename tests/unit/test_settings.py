@@ -64,6 +64,7 @@ def test_defaults() -> None:
         "http_max_connections": 1000,
         "watch_sources": True,
         "watch_refresh_seconds": 30.0,
+        "public_status_tags": (),
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 

@@ -55,6 +55,22 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
         "description": "the silence's id",
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
     },
+    "token_id": {
+        "description": "the token's id (see GET /api/v1/tokens)",
+        "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},
+    },
+    "key": {
+        "description": "the badge's opaque key (see GET /api/v1/badges)",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+    },
+    "name": {
+        "description": "the job's name, or the tag, the badge is for",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$"},
+    },
+    "tag": {
+        "description": "a tag the operator made public (PUBLIC_STATUS_TAGS)",
+        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
+    },
     "scan_id": {
         "description": "the scan's id",
         "schema": {"type": "integer", "minimum": 1, "maximum": 2**62},

@@ -25,6 +25,7 @@ from service.core.jobspec import (
     Tags,
 )
 from service.core.kinds import Severity, Status
+from service.store.tokens import TOKEN_NAME_PATTERN
 
 MAX_LIMIT = 1000
 Limit = Annotated[int, Field(ge=1, le=MAX_LIMIT, description=f"page size, 1 to {MAX_LIMIT}")]
@@ -440,3 +441,59 @@ class SilenceList(_Out):
         description="not over yet first (active and upcoming, soonest first), then history"
     )
     total: int
+
+
+# --- tokens ---------------------------------------------------------------------------------
+
+
+class TokenCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(
+        pattern=TOKEN_NAME_PATTERN,
+        max_length=100,
+        description="unique; letters, digits, `_`, `.`, `@`, `-`",
+    )
+    access: Literal["read-only", "read-write"] = Field(
+        default="read-only", description="`read-only` may GET; `read-write` may also change"
+    )
+
+
+class TokenOut(_Out):
+    id: int
+    name: str
+    access: Literal["read-only", "read-write"]
+    created_at: datetime
+
+
+class TokenCreated(TokenOut):
+    token: str = Field(description="the token itself: shown this once, never again")
+
+
+class TokenList(_Out):
+    items: list[TokenOut] = Field(description="by name; never a token nor its hash")
+
+
+# --- badges ---------------------------------------------------------------------------------
+
+
+class ShieldsOut(_Out):
+    """shields.io's endpoint format."""
+
+    schemaVersion: int
+    label: str
+    message: Status
+    color: str
+
+
+class BadgeOut(_Out):
+    name: str = Field(description="the job's name, or the tag")
+    status: Status = Field(description="the job's status; a tag's: the worst of its jobs'")
+    svg_url: str = Field(description="the badge as an image (SVG)")
+    json_url: str = Field(description="the badge in shields.io's endpoint format (JSON)")
+    shields_url: str = Field(description="the badge drawn by shields.io from `json_url`")
+
+
+class BadgeList(_Out):
+    jobs: list[BadgeOut]
+    tags: list[BadgeOut]

@@ -19,6 +19,7 @@ browsers) is judged by its token alone: before login that is no protection again
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import secrets
@@ -38,11 +39,19 @@ from service.core.jobspec import Schedule
 from service.core.rules import next_deadline
 from service.core.units import format_duration, format_size
 from service.core.visible import quote, visible, visible_lines
-from service.db.models import Job
+from service.db.models import MAX_INT_ID, Job
+from service.http.api.badges import badge_paths
 from service.http.api.errors import ApiError
 from service.http.api.openapi import operation
-from service.http.api.schemas import JobsQuery
-from service.http.auth import access_for, check_origin, secure, shows_ping_keys
+from service.http.api.schemas import JobsQuery, TokenCreate
+from service.http.auth import (
+    access_for,
+    check_origin,
+    grant_for,
+    public_origin,
+    secure,
+    shows_ping_keys,
+)
 from service.http.web.charts import (
     ChartPoint,
     duration_chart,
@@ -91,8 +100,18 @@ from service.store.jobs import (
 )
 from service.store.jobs import status_counts as count_statuses
 from service.store.pings import Run, recent_runs
+from service.store.secrets import BADGES, shared_secret
 from service.store.silences import load_current, silences_page, view_of
-from service.store.tokens import Access, same_secret, token_hashes
+from service.store.tokens import (
+    Access,
+    TokenError,
+    TokenInfo,
+    issue_token,
+    list_tokens,
+    revoke_token_id,
+    same_secret,
+    token_hashes,
+)
 
 routes = web.RouteTableDef()
 
@@ -113,7 +132,7 @@ SYMBOLS = {
     "paused": "‖",
 }
 
-_templates = jinja2.Environment(
+templates = jinja2.Environment(
     loader=jinja2.FileSystemLoader(Path(__file__).parent / "templates"),
     autoescape=True,
     undefined=jinja2.StrictUndefined,
@@ -132,9 +151,9 @@ def _lines(text: str) -> markupsafe.Markup:
     return markupsafe.escape(visible_lines(text.strip("\r\n")))
 
 
-_templates.filters["size"] = format_size
-_templates.filters["lines"] = _lines
-_templates.globals["symbols"] = SYMBOLS
+templates.filters["size"] = format_size
+templates.filters["lines"] = _lines
+templates.globals["symbols"] = SYMBOLS
 
 
 def _page(
@@ -234,7 +253,7 @@ async def render(
     response = web.Response(status=status, content_type="text/html")
     browser = known_browser_id(request) or set_browser_id(request, response)
     csrf = form_token(await request_form_secret(request), session_of(request, browser))
-    page = _templates.get_template(template)
+    page = templates.get_template(template)
     response.text = await asyncio.to_thread(page.render, csrf=csrf, **context)
     response.headers["Cache-Control"] = "no-store"
     return response
@@ -408,9 +427,13 @@ async def job_page(request: web.Request) -> web.Response:
         ]
         digest = await status_digest(session)
         silenced = silence_rules.covering(job.name, job.tags, await load_current(session, now), now)
+    async with request.app[sessionmaker_key]() as session:  # its own: a lost race rolls back
+        badge_secret = await shared_secret(session, BADGES)
     return await render(
         request,
         "job.html",
+        badge=badge_paths(badge_secret, "job", job.name),
+        origin=public_origin(request),
         silenced=silenced,
         job=job,
         icon=job.status,
@@ -544,6 +567,102 @@ async def favicon(request: web.Request) -> web.Response:
         body=favicon_ico(), content_type="image/x-icon",
         headers={"Cache-Control": "public, max-age=86400"},
     )  # fmt: skip
+
+
+# --- tokens -----------------------------------------------------------------------------------
+
+
+async def require_writer(request: web.Request) -> Access:
+    """A read-write viewer (the login form for nobody, 403 for a read-only token)."""
+    access = await require_viewer(request)
+    if access != "read-write":
+        raise ApiError(
+            403, "forbidden", "only a read-write token may manage tokens; log in with one"
+        )
+    return access
+
+
+async def tokens_page(
+    request: web.Request,
+    status: int = 200,
+    *,
+    created: TokenInfo | None = None,
+    token: str | None = None,
+    first_token: bool = False,
+    error: str | None = None,
+    name: str = "",
+) -> web.Response:
+    """The tokens page; `token` (just made) is shown this once, never stored for later."""
+    cookie = request.cookies.get(TOKEN_COOKIE) or None
+    own_name = None
+    if cookie is not None:
+        with contextlib.suppress(ApiError):  # revoked meanwhile: no row is this session's
+            own_name = (await grant_for(request.app, cookie)).name
+    async with request.app[sessionmaker_key]() as session:
+        tokens = await list_tokens(session)
+    response = await render(
+        request, "tokens.html", status=status, tokens=tokens, created=created, token=token,
+        first_token=first_token, error=error, name=name, own_name=own_name,
+        bootstrap=request.app[settings_key].api_token is not None, now=datetime.now(UTC),
+        relative=relative_time, access="read-write", logged_in=TOKEN_COOKIE in request.cookies,
+    )  # fmt: skip
+    return response
+
+
+@routes.get("/tokens")
+@_page("Dashboard: API tokens (read-write sessions only)", errors=(303, 403))
+async def tokens_view(request: web.Request) -> web.Response:
+    await require_writer(request)
+    return await tokens_page(request)
+
+
+@routes.post("/tokens")
+@_page(
+    "Dashboard: create an API token (form, read-write); the page shows it once",
+    errors=(303, 400, 403, 409, 422),
+)  # fmt: skip
+async def token_create(request: web.Request) -> web.Response:
+    await require_writer(request)
+    form = await checked_form(request)
+    name = form.get("name", "").strip()
+    try:
+        body = TokenCreate.model_validate({"name": name, "access": form.get("access", "")})
+    except ValidationError:
+        return await tokens_page(
+            request, 422, name=name,
+            error="A name is letters, digits, '_', '.', '@' or '-' (at most 100), and the access "
+            "read-only or read-write.",
+        )  # fmt: skip
+    async with request.app[sessionmaker_key]() as session:
+        first = not await list_tokens(session)
+        try:
+            info, token = await issue_token(
+                session, body.name, read_only=body.access == "read-only"
+            )
+        except TokenError as exc:
+            return await tokens_page(request, 409, name=name, error=str(exc))
+    return await tokens_page(
+        request, created=info, token=token,
+        first_token=first and request.app[settings_key].api_token is None,
+    )  # fmt: skip
+
+
+@routes.post(r"/tokens/{token_id:\d{1,19}}/revoke")
+@_page(
+    "Dashboard: revoke an API token (form, read-write); at once, the session's own too",
+    status=303, errors=(400, 403, 404),
+)  # fmt: skip
+async def token_revoke(request: web.Request) -> web.Response:
+    token_id = int(request.match_info["token_id"])
+    if not 1 <= token_id <= MAX_INT_ID:  # no token has this id: 404 at once, like known_ref
+        raise web.HTTPNotFound(text=f"no token {token_id}")
+    await require_writer(request)
+    await checked_form(request)
+    async with request.app[sessionmaker_key]() as session:
+        revoked = await revoke_token_id(session, token_id)
+    if revoked is None:
+        raise web.HTTPNotFound(text=f"no token {token_id}")
+    raise web.HTTPSeeOther("/tokens")
 
 
 # --- login ------------------------------------------------------------------------------------
