@@ -635,7 +635,8 @@ def banner(sandbox: Sandbox, host: str, port: int) -> str:
     if not sandbox.own_database:
         lines.append("            (DATABASE_URL is set: the demo jobs were added to it)")
     lines += [
-        f"  open:     {base}/api/v1/status",
+        f"  open:     {base}/  (the dashboard)",
+        f"            {base}/api/v1/status",
         f"            {base}/health/ready",
         "  scan from another terminal:",
         f"            DATABASE_URL={shlex.quote(shown_url)} backup-monitor scan",

@@ -40,6 +40,7 @@ class CliError(Exception):
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # lazy: imported when the command runs (start-up speed)
+    from service.cli.demo import browse_host
     from service.db.errors import describe_error
     from service.runtime.app import create_app
     from service.runtime.server import run_server
@@ -51,11 +52,16 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     # full passes, which otherwise pause the event loop for tens of milliseconds during scans.
     gc.collect()
     gc.freeze()
-    logger.info("serving", extra={"host": args.host, "port": args.port})
+
+    def listening() -> None:
+        logger.info("serving", extra={"host": args.host, "port": args.port})
+        base = f"http://{browse_host(args.host)}:{args.port}"
+        print(f"backup-monitor: the dashboard is at {base}/ (API: {base}/api/docs)", flush=True)
+
     try:
         # SIGTERM and SIGINT make a graceful stop: no new requests, the running scan finishes
         # its current job, then the scheduler and the engine are closed.
-        run_server(app, args.host, args.port, settings)
+        run_server(app, args.host, args.port, settings, on_listening=listening)
     except OSError as exc:
         raise CliError(f"cannot serve on {args.host}:{args.port}: {describe_error(exc)}") from exc
     return 0
@@ -457,6 +463,14 @@ def add_insecure_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
+# The settings' defaults, written out: `--help` must not import the settings (pydantic) to say
+# them; tests/unit/test_settings.py keeps them equal.
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8080
+HOST_HELP = f"address to listen on (default: the HOST setting, else {DEFAULT_HOST})"
+PORT_HELP = f"port to listen on (default: the PORT setting, else {DEFAULT_PORT})"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backup-monitor", description="Watch backup files: inventory, status, history."
@@ -464,8 +478,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="migrate, apply JOBS_FILE, serve HTTP and scan")
-    serve.add_argument("--host", default=None, help="address to listen on (default: HOST)")
-    serve.add_argument("--port", type=int, default=None, help="port (default: PORT)")
+    serve.add_argument("--host", default=None, help=HOST_HELP)
+    serve.add_argument("--port", type=int, default=None, help=PORT_HELP)
     add_insecure_flag(serve)
     serve.set_defaults(handler=cmd_serve)
 
@@ -557,8 +571,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="a sandbox with a job in every status, served")
     demo.add_argument("--dir", default="demo-backups", help="where to build the sandbox")
-    demo.add_argument("--host", default=None)
-    demo.add_argument("--port", type=int, default=None)
+    demo.add_argument("--host", default=None, help=HOST_HELP)
+    demo.add_argument("--port", type=int, default=None, help=PORT_HELP)
     add_insecure_flag(demo)
     demo.set_defaults(handler=cmd_demo)
     return parser

@@ -25,6 +25,7 @@ import json
 import logging
 import resource
 import signal
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -297,17 +298,16 @@ class GuardedHandler(web.RequestHandler):
 
 
 class GuardedSite(web.BaseSite):
-    """A TCP listener whose connections are GuardedHandlers (TCPSite's, with the limits)."""
+    """A TCP listener, bound already (see start_server), whose connections are GuardedHandlers
+    (TCPSite's, with the limits)."""
 
     def __init__(
-        self, runner: web.AppRunner, host: str, port: int, *, header_timeout: float, limit: int
+        self, runner: web.AppRunner, host: str, port: int, listener: asyncio.Server
     ) -> None:
         super().__init__(runner)
         self.host = host
         self.port = port
-        self.header_timeout = header_timeout
-        self.connections = Connections(limit)
-        self.bad_requests = runner.app[bad_requests_key]
+        self.listener = listener
 
     @property
     def name(self) -> str:
@@ -316,21 +316,8 @@ class GuardedSite(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        server = self._runner.server
-        assert server is not None  # runner.setup() made it
-
-        def protocol() -> GuardedHandler:
-            return GuardedHandler(
-                server,
-                connections=self.connections,
-                header_timeout=self.header_timeout,
-                bad_requests=self.bad_requests,
-                keepalive_timeout=KEEPALIVE_SECONDS,
-            )
-
-        self._server = await asyncio.get_running_loop().create_server(
-            protocol, self.host, self.port, backlog=ACCEPT_BACKLOG
-        )
+        self._server = self.listener
+        await self.listener.start_serving()
 
 
 async def start_server(
@@ -348,23 +335,46 @@ async def start_server(
             extra={"limit": limit, "open_files": open_files},
         )
     runner = web.AppRunner(app, shutdown_timeout=SHUTDOWN_SECONDS)
-    await runner.setup()
-    try:
-        site = GuardedSite(
-            runner, host, port, header_timeout=settings.http_header_timeout_seconds, limit=limit
+    connections = Connections(limit)
+    bad_requests = app[bad_requests_key]
+
+    def protocol() -> GuardedHandler:
+        assert runner.server is not None  # nothing is accepted before runner.setup()
+        return GuardedHandler(
+            runner.server,
+            connections=connections,
+            header_timeout=settings.http_header_timeout_seconds,
+            bad_requests=bad_requests,
+            keepalive_timeout=KEEPALIVE_SECONDS,
         )
-        await site.start()
+
+    # Bound first, served once the app has started: a busy port or a bad address fails here,
+    # before the app's start-ups (migrations checked, the first scan begun, the scheduler).
+    listener = await asyncio.get_running_loop().create_server(
+        protocol, host, port, backlog=ACCEPT_BACKLOG, start_serving=False
+    )
+    try:
+        await runner.setup()
+        await GuardedSite(runner, host, port, listener).start()
     except BaseException:
+        listener.close()
         await runner.cleanup()
         raise
     return runner
 
 
-def run_server(app: web.Application, host: str, port: int, settings: Settings) -> None:
+def run_server(
+    app: web.Application,
+    host: str,
+    port: int,
+    settings: Settings,
+    on_listening: Callable[[], None] | None = None,
+) -> None:
     """Serve until SIGTERM or SIGINT, then stop gracefully: no new connections, requests in
     flight get SHUTDOWN_SECONDS, then the app's cleanups run while every other task still
     runs (a running scan finishes the job in hand; aiohttp's own signal handling would end
-    the loop first, and asyncio.run would cancel the scan under the cleanup's feet)."""
+    the loop first, and asyncio.run would cancel the scan under the cleanup's feet).
+    `on_listening` is called once the port is bound and the app started."""
 
     async def serve() -> None:
         stopping = asyncio.Event()
@@ -372,6 +382,8 @@ def run_server(app: web.Application, host: str, port: int, settings: Settings) -
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stopping.set)
         runner = await start_server(app, host, port, settings)
+        if on_listening is not None:
+            on_listening()
         try:
             await stopping.wait()
         finally:

@@ -319,10 +319,13 @@ async def test_chart_text_ticks_crosses_and_thresholds(site, page):
         await page.set_viewport_size({"width": width, "height": height})
         await page.goto(base + "/jobs/uploads-truncated")
         chart = page.locator("#chart svg.chart")
+        # Every label shown is readable (a phone hides every other time label: "minor").
         heights = await chart.locator("text.tick").evaluate_all(
-            "texts => texts.map(t => t.getBoundingClientRect().height)"
+            "texts => texts.filter(t => getComputedStyle(t).display !== 'none')"
+            ".map(t => t.getBoundingClientRect().height)"
         )
         assert heights and all(10 <= h <= 20 for h in heights), f"tick text at {width}: {heights}"
+        await no_time_labels_overlap(page, width)
         labels = await chart.locator("text.size").evaluate_all("ts => ts.map(t => t.textContent)")
         values = [float(label.split()[0]) for label in labels]
         assert values[0] == 0 and len(values) >= 3, labels
@@ -341,6 +344,23 @@ async def test_chart_text_ticks_crosses_and_thresholds(site, page):
         await expect(page.locator("#chart circle.dot").first).to_be_visible()
         await expect(page.locator("#chart g.flag")).to_have_count(0)  # late, no size problem
         await shot(page, f"chart-late-{suffix}")
+        if shutil.which("restic"):  # three days of snapshots: long "day hour" labels
+            await page.goto(base + "/jobs/laptop-restic")
+            await no_time_labels_overlap(page, width)
+            await shot(page, f"chart-restic-{suffix}")
+
+
+async def no_time_labels_overlap(page: Page, width: int) -> None:
+    """The chart's time labels shown (a phone hides every other one) never overlap, nor touch:
+    a space of 4 px at least between two ("28 02:1828 14:18" read as one)."""
+    spans = await page.locator("#chart svg.chart text.tick:not(.size)").evaluate_all(
+        "texts => texts.filter(t => getComputedStyle(t).display !== 'none'"
+        " && !t.closest('g.threshold'))"
+        ".map(t => { const r = t.getBoundingClientRect(); return [r.left, r.right]; })"
+    )
+    spans.sort()
+    assert len(spans) >= 2, spans
+    assert all(a[1] + 4 <= b[0] for a, b in itertools.pairwise(spans)), f"at {width}: {spans}"
 
 
 async def test_tab_title_and_icon_follow_the_status(site, page):

@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -746,11 +747,12 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
-    with log.open("wb") as stderr:
+    out = tmp_path / "serve.out"
+    with log.open("wb") as stderr, out.open("wb") as stdout:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "service", "serve", "--port", str(port),
             cwd=tmp_path, env=dict(base_env, DATABASE_URL=sqlite_url),
-            stdout=asyncio.subprocess.DEVNULL, stderr=stderr,
+            stdout=stdout, stderr=stderr,
         )  # fmt: skip
     try:
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
@@ -758,6 +760,10 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
                 body = await wait_for_200(client, base + path, process, log)
                 assert body["status"] == "ok"
         assert process.returncode is None
+        # The URL to open, once it answers.
+        assert out.read_text() == (
+            f"backup-monitor: the dashboard is at {base}/ (API: {base}/api/docs)\n"
+        )
         process.send_signal(signal.SIGTERM)
         started = time.monotonic()
         code = await asyncio.wait_for(process.wait(), 15)
@@ -1062,3 +1068,28 @@ async def test_scan_blames_the_database_only_when_it_is_unavailable(
     assert "cannot scan on the database" in result.err, result
     assert "ConnectionRefusedError" in result.err, result
     assert "Traceback" not in result.err, result
+
+
+async def test_a_busy_port_fails_in_one_line_before_any_scan(sqlite_url, base_env, tmp_path):
+    """The port is bound before the app starts: taken, serve says so and exits 1, and the
+    start-up scan never ran (no scan recorded)."""
+    taken = socket.create_server(("127.0.0.1", 0))
+    port = taken.getsockname()[1]
+    try:
+        result = await cli(
+            "serve", "--port", str(port), env=base_env, database_url=sqlite_url, cwd=tmp_path
+        )
+    finally:
+        taken.close()
+    assert result.code == 1, result
+    said = [line for line in result.err.splitlines() if line.startswith("backup-monitor: ")]
+    assert said == [
+        f"backup-monitor: cannot serve on 127.0.0.1:{port}: OSError: [Errno 98] error while "
+        f"attempting to bind on address ('127.0.0.1', {port}): address already in use"
+    ], result
+    assert "scan started" not in result.err, result
+    database = sqlite3.connect(make_url(sqlite_url).database)
+    try:
+        assert database.execute("SELECT count(*) FROM scan_runs").fetchone() == (0,)
+    finally:
+        database.close()

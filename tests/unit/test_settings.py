@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from service.settings import DEFAULT_DATABASE_URL, SettingsError, load_settings
+from service.cli.main import DEFAULT_HOST, DEFAULT_PORT
+from service.settings import DEFAULT_DATABASE_URL, Settings, SettingsError, load_settings
 
 from tests.support import OWNED_SETTINGS
 
@@ -335,3 +336,8 @@ def test_ping_key_is_read_never_shown_and_must_be_key_shaped(
 def test_public_url_loses_its_trailing_slash(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PUBLIC_URL", "https://backups.example.com/monitor/")
     assert load_settings().public_url == "https://backups.example.com/monitor"
+
+
+def test_the_command_lines_help_says_the_settings_real_defaults():
+    defaults = Settings(_env_file=None)
+    assert (defaults.host, defaults.port) == (DEFAULT_HOST, DEFAULT_PORT)
