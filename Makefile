@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 export UV_PYTHON_DOWNLOADS := never
 
-.PHONY: run test demo lint format typecheck bench bench-api venv tools clean
+.PHONY: run test demo lint format typecheck bench bench-api venv runtime tools clean
 
 .tools/bin/uv:
 	python3 -m venv .tools
@@ -15,14 +15,22 @@ export UV_PYTHON_DOWNLOADS := never
 
 $(VENV)/.synced: pyproject.toml uv.lock | $(UV)
 	$(UV) sync --frozen
+	@touch $@ $(VENV)/.synced-runtime
+
+# What serving needs, and nothing of the tools (pytest, playwright, mypy, moto...); a .venv
+# that has them already keeps them (--inexact).
+$(VENV)/.synced-runtime: pyproject.toml uv.lock | $(UV)
+	$(UV) sync --frozen --no-dev --inexact
 	@touch $@
 
 venv: $(VENV)/.synced
 
-run: venv
+runtime: $(VENV)/.synced-runtime
+
+run: runtime
 	$(BIN)/backup-monitor serve
 
-demo: venv
+demo: runtime
 	$(BIN)/backup-monitor demo
 
 # Tools the tests drive: Debian's Chromium (the dashboard's browser tests), promtool (from
