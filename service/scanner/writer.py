@@ -368,9 +368,11 @@ class ScanWriter:
             driver: Any = raw.driver_connection
             # In pieces: encoding 100 000 records at once would hold the event loop.
             for start in range(0, len(rows), COPY_PIECE):
-                # jsonb travels as its text through COPY.
-                piece = [(*row[:-1], None if row[-1] is None else json.dumps(row[-1]))
-                         for row in rows[start : start + COPY_PIECE]]  # fmt: skip
+                piece = rows[start : start + COPY_PIECE]
+                if any(row[-1] is not None for row in piece):  # a remote source's details:
+                    # jsonb travels as its text through COPY (local files have none: as is).
+                    piece = [(*row[:-1], None if row[-1] is None else json.dumps(row[-1]))
+                             for row in piece]  # fmt: skip
                 await driver.copy_records_to_table(
                     "artifacts", records=piece, columns=_COPY_COLUMNS
                 )
