@@ -22,6 +22,8 @@ from markupsafe import Markup
 from pydantic import BaseModel
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from service.core.badges import KEY_PATTERN
+from service.core.jobspec import JOB_NAME_PATTERN, TAG_PATTERN
 from service.http.api.schemas import ErrorOut
 
 HandlerT = TypeVar("HandlerT", bound=Callable[..., Any])
@@ -45,7 +47,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "slug": {
         "description": "a job's name, after the project's ping key (PING_KEY)",
-        "schema": {"type": "string", "pattern": "^[a-z][a-z0-9_.-]{0,99}$"},
+        "schema": {"type": "string", "pattern": JOB_NAME_PATTERN},
     },
     "signal": {
         "description": "`start`, `fail`, `log`, or an exit status (0 success, 1-255 failure)",
@@ -61,7 +63,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "key": {
         "description": "the badge's opaque key (see GET /api/v1/badges)",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9_-]{22}$"},
+        "schema": {"type": "string", "pattern": f"^{KEY_PATTERN}$"},
     },
     "name": {
         "description": "the job's name, or the tag, the badge is for",
@@ -69,7 +71,7 @@ PATH_PARAMETERS: dict[str, dict[str, Any]] = {
     },
     "tag": {
         "description": "a tag the operator made public (PUBLIC_STATUS_TAGS)",
-        "schema": {"type": "string", "pattern": "^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"},
+        "schema": {"type": "string", "pattern": TAG_PATTERN},
     },
     "scan_id": {
         "description": "the scan's id",
