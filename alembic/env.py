@@ -15,6 +15,14 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 target_metadata = Base.metadata
 
+# PostgreSQL: a migration that cannot get its lock within LOCK_TIMEOUT fails (and `serve`
+# retries at its next start) instead of queueing behind a long transaction while every reader
+# of the table queues behind it; STATEMENT_TIMEOUT bounds how long one statement may hold its
+# locks. Session settings, not SET LOCAL: they outlive an autocommit_block() (CREATE INDEX
+# CONCURRENTLY) and hold for the rest of the offline SQL. A migration that needs longer sets
+# its own after these. Squawk (scripts/squawk_migrations.py) requires both in every migration.
+TIMEOUTS = ("SET lock_timeout = '5s'", "SET statement_timeout = '5min'")
+
 
 def database_url() -> str:
     url = config.get_main_option("sqlalchemy.url")
@@ -25,7 +33,15 @@ def database_url() -> str:
     return get_settings().database_url
 
 
+def set_timeouts() -> None:
+    if context.get_context().dialect.name == "postgresql":
+        for statement in TIMEOUTS:
+            context.execute(statement)
+
+
 def run_migrations_offline() -> None:
+    # The SQL that DBAs review (`alembic upgrade head --sql`), PostgreSQL's; every migration
+    # must render without reading rows (tests/integration/test_offline_sql.py).
     context.configure(
         url=database_url(),
         target_metadata=target_metadata,
@@ -33,6 +49,7 @@ def run_migrations_offline() -> None:
         render_as_batch=True,
     )
     with context.begin_transaction():
+        set_timeouts()
         context.run_migrations()
 
 
@@ -44,6 +61,7 @@ def do_run_migrations(connection: Connection) -> None:
             connection=connection, target_metadata=target_metadata, render_as_batch=True
         )
         with context.begin_transaction():
+            set_timeouts()
             context.run_migrations()
 
 

@@ -22,12 +22,26 @@ BIG_ID = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
 def upgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("ping_key", sa.String(64), nullable=True))
-    jobs = sa.table("jobs", sa.column("id", sa.Integer()), sa.column("ping_key", sa.String()))
-    connection = op.get_bind()
-    for (job_id,) in connection.execute(sa.select(jobs.c.id)).all():
-        connection.execute(
-            jobs.update().where(jobs.c.id == job_id).values(ping_key=secrets.token_urlsafe(18))
+    if op.get_context().dialect.name == "postgresql":
+        # One statement, so that offline SQL (`alembic upgrade --sql`, which cannot read rows)
+        # has the step too: 18 bytes from PostgreSQL's strong random source (gen_random_uuid,
+        # PostgreSQL 13+; hashed, so the UUIDs' fixed version bits do not show) in
+        # token_urlsafe's alphabet, the same shape as service.db.models.new_ping_key.
+        op.execute(
+            "UPDATE jobs SET ping_key = translate(encode(substring(sha256("
+            "uuid_send(gen_random_uuid()) || uuid_send(gen_random_uuid())) from 1 for 18), "
+            "'base64'), '+/', '-_')"
         )
+    else:
+        # SQLite (online only): its randomblob() is not meant for secrets; Python's is.
+        jobs = sa.table("jobs", sa.column("id", sa.Integer()), sa.column("ping_key", sa.String()))
+        connection = op.get_bind()
+        for (job_id,) in connection.execute(sa.select(jobs.c.id)).all():
+            connection.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(ping_key=secrets.token_urlsafe(18))
+            )
     with op.batch_alter_table("jobs") as batch:
         batch.alter_column("ping_key", existing_type=sa.String(64), nullable=False)
         batch.create_unique_constraint("uq_jobs_ping_key", ["ping_key"])
