@@ -15,12 +15,12 @@ if config.config_file_name is not None and config.attributes.get("configure_logg
 
 target_metadata = Base.metadata
 
-# PostgreSQL: a migration that cannot get its lock within LOCK_TIMEOUT fails (and `serve`
-# retries at its next start) instead of queueing behind a long transaction while every reader
-# of the table queues behind it; STATEMENT_TIMEOUT bounds how long one statement may hold its
-# locks. Session settings, not SET LOCAL: they outlive an autocommit_block() (CREATE INDEX
-# CONCURRENTLY) and hold for the rest of the offline SQL. A migration that needs longer sets
-# its own after these. Squawk (scripts/squawk_migrations.py) requires both in every migration.
+# PostgreSQL: a migration that cannot get its lock within 5 s fails (and `serve` retries at its
+# next start) instead of queueing behind a long transaction while every reader of the table
+# queues behind it; statement_timeout bounds how long one statement may hold its locks. Session
+# settings, set before the first migration's transaction: they hold through every migration,
+# an autocommit_block() (CREATE INDEX CONCURRENTLY) included, online and in the offline SQL. A
+# step that needs longer sets its own just before it. Squawk requires both (README, Migrations).
 TIMEOUTS = ("SET lock_timeout = '5s'", "SET statement_timeout = '5min'")
 
 
@@ -33,35 +33,42 @@ def database_url() -> str:
     return get_settings().database_url
 
 
-def set_timeouts() -> None:
-    if context.get_context().dialect.name == "postgresql":
-        for statement in TIMEOUTS:
-            context.execute(statement)
-
-
 def run_migrations_offline() -> None:
-    # The SQL that DBAs review (`alembic upgrade head --sql`), PostgreSQL's; every migration
-    # must render without reading rows (tests/integration/test_offline_sql.py).
+    # The SQL that DBAs review (`alembic upgrade head --sql`), PostgreSQL's: every migration
+    # renders without reading rows (tests/integration/test_offline_sql.py). One transaction per
+    # migration, as online.
     context.configure(
         url=database_url(),
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        transaction_per_migration=True,
     )
+    if context.get_context().dialect.name == "postgresql":
+        for statement in TIMEOUTS:
+            context.execute(statement)
     with context.begin_transaction():
-        set_timeouts()
         context.run_migrations()
 
 
 def do_run_migrations(connection: Connection) -> None:
     # Replicas started together all migrate: the lock makes them do it one after the other.
     with migrations_lock(connection):
-        # Batch mode lets ALTER-style migrations run on SQLite too.
+        postgresql = connection.dialect.name == "postgresql"
+        if postgresql:
+            for statement in TIMEOUTS:
+                connection.exec_driver_sql(statement)
+            connection.commit()
+        # Batch mode lets ALTER-style migrations run on SQLite too. PostgreSQL commits each
+        # migration: a constraint added NOT VALID by one is validated by the next without
+        # holding the first one's locks (SQLite runs them all in the lock's one transaction).
         context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            transaction_per_migration=postgresql,
         )
         with context.begin_transaction():
-            set_timeouts()
             context.run_migrations()
 
 
