@@ -135,6 +135,16 @@ def database_url_of(sessionmaker: async_sessionmaker[AsyncSession]) -> URL | Non
     return engine.url if engine is not None else None
 
 
+async def commit_without_waiting(session: AsyncSession) -> None:
+    """On PostgreSQL, let this transaction's COMMIT return before its WAL reaches the disk
+    (synchronous_commit off, for this transaction only): a few milliseconds less per commit.
+    Only for what may be lost when the database server itself crashes (not this process) and
+    is then redone: the transaction's effect is atomic still, and the last ~0.6 s of such
+    commits are all that a server crash can undo."""
+    if is_postgresql(session):
+        await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
+
+
 async def lock_for_write(session: AsyncSession) -> None:
     """On SQLite, take the database write lock now, so that what this transaction reads stays
     true until it commits (PostgreSQL callers lock rows with FOR UPDATE instead)."""
