@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # Local sources are watched with the OS's file notifications: a file landing is judged
     # within seconds. The watched set follows the jobs every WATCH_REFRESH_SECONDS.
     watch_sources: bool = True
+    # `serve` runs on uvloop (libuv: about 1.2x the pings per second of asyncio's own loop);
+    # false: asyncio's loop, e.g. to rule uvloop out when chasing a bug.
+    uvloop: bool = True
     watch_refresh_seconds: float = Field(default=30.0, ge=0.1, le=3600)
     # Tags whose status page (/status/{tag}) anyone may read, without a token: job names and
     # statuses only. Comma-separated; none by default (the page is opt-in, per tag).

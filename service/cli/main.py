@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import json
 import logging
@@ -54,7 +55,8 @@ def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
     gc.freeze()
 
     def listening() -> None:
-        logger.info("serving", extra={"host": args.host, "port": args.port})
+        loop = type(asyncio.get_running_loop()).__module__.split(".")[0]  # uvloop, asyncio
+        logger.info("serving", extra={"host": args.host, "port": args.port, "loop": loop})
         base = f"http://{browse_host(args.host)}:{args.port}"
         print(f"backup-monitor: the dashboard is at {base}/ (API: {base}/api/docs)", flush=True)
 

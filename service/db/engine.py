@@ -123,10 +123,26 @@ def create_sessionmaker(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]
     return async_sessionmaker(engine, expire_on_commit=False)
 
 
+def engine_of(sessionmaker: async_sessionmaker[AsyncSession]) -> AsyncEngine | None:
+    """The engine the sessions are bound to (None for a stand-in without one)."""
+    bind = getattr(sessionmaker, "kw", {}).get("bind")
+    return bind if isinstance(bind, AsyncEngine) else None
+
+
 def database_url_of(sessionmaker: async_sessionmaker[AsyncSession]) -> URL | None:
     """The URL of the database the sessions are bound to (to describe its errors)."""
-    bind = getattr(sessionmaker, "kw", {}).get("bind")  # None for a stand-in without one
-    return bind.url if isinstance(bind, AsyncEngine) else None
+    engine = engine_of(sessionmaker)
+    return engine.url if engine is not None else None
+
+
+async def commit_without_waiting(session: AsyncSession) -> None:
+    """On PostgreSQL, let this transaction's COMMIT return before its WAL reaches the disk
+    (synchronous_commit off, for this transaction only): a few milliseconds less per commit.
+    Only for what may be lost when the database server itself crashes (not this process) and
+    is then redone: the transaction's effect is atomic still, and the last ~0.6 s of such
+    commits are all that a server crash can undo."""
+    if is_postgresql(session):
+        await session.execute(text("SET LOCAL synchronous_commit TO OFF"))
 
 
 async def lock_for_write(session: AsyncSession) -> None:

@@ -32,17 +32,35 @@ from collections.abc import Awaitable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import aiohttp
-from sqlalchemy import and_, exists, func, insert, or_, select, update
+from sqlalchemy import (
+    Row,
+    Table,
+    and_,
+    bindparam,
+    exists,
+    func,
+    insert,
+    or_,
+    select,
+    tuple_,
+    update,
+)
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import aliased
 
 from service.core.clock import Clock, utcnow
 from service.core.visible import quote as visible_quote
-from service.db.engine import claimed, database_url_of, is_postgresql, lock_for_write
+from service.db.engine import (
+    claimed,
+    commit_without_waiting,
+    database_url_of,
+    is_postgresql,
+    lock_for_write,
+)
 from service.db.errors import describe_error, log_failure
 from service.db.models import NotificationAttempt, NotificationDelivery, NotificationEvent
 from service.notify.config import ChannelSet
@@ -88,6 +106,19 @@ class Claimed:
     notice: Notice
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """How a send ended, waiting to be written (`done` once it is committed)."""
+
+    item: Claimed
+    ok: bool
+    at: datetime
+    values: dict[str, Any]  # of the delivery, for a failure
+    detail: str
+    extra: dict[str, Any]  # what the log says about it
+    done: asyncio.Future[None]
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -105,6 +136,9 @@ class Dispatcher:
         self._in_flight: dict[int, Claimed] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # a send ended: its slot is free
+        # Outcomes of sends, written together by one task at a time (started when one comes).
+        self._outcomes: list[Outcome] = []
+        self._recorder: asyncio.Task[None] | None = None
         # One HTTP client session for the dispatcher's lifetime (aiohttp pools its connections):
         # opened when it starts, closed when it stops. Outside run(), each send opens its own.
         self._http: aiohttp.ClientSession | None = None
@@ -212,9 +246,12 @@ class Dispatcher:
 
     async def _cancel_sends(self) -> None:
         sends = list(self._sends)
+        if self._recorder is not None:
+            sends.append(self._recorder)
         for task in sends:
             task.cancel()
         await asyncio.gather(*sends, return_exceptions=True)
+        self._outcomes.clear()  # their sends are cut short: they stay in flight, given back
 
     # --- route ------------------------------------------------------------------------------
 
@@ -223,6 +260,8 @@ class Dispatcher:
         now = self.clock()
         async with self.sessions() as session:
             await lock_for_write(session)
+            # Routing lost to a crash of the database server is routed again, the same way.
+            await commit_without_waiting(session)
             query = (
                 select(
                     NotificationEvent.id,
@@ -320,11 +359,14 @@ class Dispatcher:
         )
         # Checked again in the claim itself: a job deleted since the read is never sent to.
         job_still_there = exists().where(event.id == delivery.event_id, event.job_id.is_not(None))
-        taken_now: list[Claimed] = []
         async with self.sessions() as session:
             # On SQLite, the write lock first: this process's own sends record their outcomes
             # meanwhile, and a read turned into a write after theirs would fail.
             await lock_for_write(session)
+            # A lease lost to a crash of the database server leaves the delivery free: it is
+            # sent again, as after a dispatcher's crash (same event id, for receivers to drop
+            # the copy). Outcomes are committed durably: a delivery recorded stays recorded.
+            await commit_without_waiting(session)
             rows = (
                 await session.execute(
                     select(
@@ -340,6 +382,7 @@ class Dispatcher:
                     .order_by(due.c.event_id, due.c.id)
                 )
             ).all()
+            wanted: list[tuple[Row[Any], Notice]] = []
             for row in rows:
                 if row.job_id is None:  # its job was deleted (SET NULL) since it was routed
                     await self._cancel(session, row.id)
@@ -353,36 +396,66 @@ class Dispatcher:
                 except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
                     await self._unreadable(session, row.id, now, describe_error(exc))
                     continue
-                taken = await claimed(
-                    session,
-                    update(delivery)
-                    .where(delivery.id == row.id, delivery.state == "pending", free)
-                    .where(delivery.attempts == row.attempts, job_still_there)
-                    .values(lease_until=lease, attempts=row.attempts + 1),
-                )
-                if not taken:
-                    continue
-                if row.lease_until is not None:  # the last holder died during its attempt
-                    await session.execute(
-                        update(NotificationAttempt)
-                        .where(
-                            NotificationAttempt.delivery_id == row.id,
-                            NotificationAttempt.finished_at.is_(None),
-                        )
-                        .values(ok=False, detail="abandoned: the dispatcher died during it")
-                    )
-                attempt_id = await session.scalar(
-                    insert(NotificationAttempt)
-                    .values(delivery_id=row.id, started_at=now, detail="")
-                    .returning(NotificationAttempt.id)
-                )
-                assert attempt_id is not None
-                item = Claimed(row.id, attempt_id, row.attempts + 1, row.channel, notice)
-                taken_now.append(item)
+                wanted.append((row, notice))
+            taken_now = await self._lease(session, wanted, now, lease, job_still_there)
             await session.commit()
         for item in taken_now:  # from now on, a stop gives them back
             self._in_flight[item.delivery_id] = item
         return taken_now
+
+    @staticmethod
+    async def _lease(
+        session: AsyncSession,
+        wanted: Sequence[tuple[Row[Any], Notice]],
+        now: datetime,
+        lease: datetime,
+        job_still_there: Any,
+    ) -> list[Claimed]:
+        """Lease the deliveries read (one UPDATE for all) and record an attempt for each taken
+        (one INSERT). Each is fenced by the attempt count read: a delivery another dispatcher
+        leased, tried or finished meanwhile is skipped, as is one whose job was deleted."""
+        if not wanted:
+            return []
+        delivery = NotificationDelivery
+        free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
+        taken_ids = set(
+            await session.scalars(
+                update(delivery)
+                .where(tuple_(delivery.id, delivery.attempts).in_(
+                    [(row.id, row.attempts) for row, _ in wanted]
+                ))
+                .where(delivery.state == "pending", free, job_still_there)
+                .values(lease_until=lease, attempts=delivery.attempts + 1)
+                .returning(delivery.id)
+                .execution_options(synchronize_session=False)
+            )
+        )  # fmt: skip
+        taken = [(row, notice) for row, notice in wanted if row.id in taken_ids]
+        if not taken:
+            return []
+        # The last holder of these died during its attempt.
+        abandoned = [row.id for row, _ in taken if row.lease_until is not None]
+        if abandoned:
+            await session.execute(
+                update(NotificationAttempt)
+                .where(
+                    NotificationAttempt.delivery_id.in_(abandoned),
+                    NotificationAttempt.finished_at.is_(None),
+                )
+                .values(ok=False, detail="abandoned: the dispatcher died during it")
+                .execution_options(synchronize_session=False)
+            )
+        attempts = await session.execute(
+            insert(NotificationAttempt).returning(
+                NotificationAttempt.id, NotificationAttempt.delivery_id
+            ),
+            [{"delivery_id": row.id, "started_at": now, "detail": ""} for row, _ in taken],
+        )
+        attempt_of = {delivery_id: attempt_id for attempt_id, delivery_id in attempts}
+        return [
+            Claimed(row.id, attempt_of[row.id], row.attempts + 1, row.channel, notice)
+            for row, notice in taken
+        ]
 
     @staticmethod
     async def _cancel(session: AsyncSession, delivery_id: int) -> None:
@@ -466,31 +539,85 @@ class Dispatcher:
             logger.error("notification given up: %s", detail, extra=extra)
         else:
             logger.warning("notification attempt failed: %s", detail, extra=extra)
-        delay = 0.5
-        while True:
-            try:
-                async with self.sessions() as session:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._outcomes.append(Outcome(item, ok, now, values, detail[:2000], extra, done))
+        if self._recorder is None or self._recorder.done():
+            self._recorder = asyncio.create_task(self._record_all(), name="notify-outcomes")
+        await done
+
+    async def _record_all(self) -> None:
+        """Write the outcomes waiting, all in one transaction, until none is left (group
+        commit: the more sends end together, the fewer transactions each costs). While the
+        database is away, keep trying: a success not written would be sent again."""
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            delay = 0.5
+            while True:
+                try:
+                    await self._write_outcomes(batch)
+                    break
+                except Exception as exc:
+                    log_failure(
+                        logger, "cannot record notification outcomes yet", exc,
+                        database_url_of(self.sessions), count=len(batch), **batch[0].extra,
+                    )  # fmt: skip
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 10.0)
+            for outcome in batch:
+                if not outcome.done.done():
+                    outcome.done.set_result(None)
+
+    async def _write_outcomes(self, batch: Sequence[Outcome]) -> None:
+        # The tables themselves: an executemany of one UPDATE with bound values per row.
+        deliveries = cast(Table, NotificationDelivery.__table__)
+        attempts = cast(Table, NotificationAttempt.__table__)
+        delivered = [outcome for outcome in batch if outcome.ok]
+        async with self.sessions() as session:
+            if delivered:
+                # A success is the truth whoever holds the lease: recorded while the delivery
+                # is pending, and over a cancellation made while this very attempt was on the
+                # wire (see _outcome_applies).
+                await session.execute(
+                    update(deliveries)
+                    .where(
+                        deliveries.c.id == bindparam("b_id"),
+                        or_(
+                            deliveries.c.state == "pending",
+                            and_(
+                                deliveries.c.state == CANCELLED,
+                                deliveries.c.attempts == bindparam("b_attempts"),
+                            ),
+                        ),
+                    )
+                    .values(state="delivered", delivered_at=bindparam("b_at"), last_error=None,
+                            lease_until=None),
+                    [
+                        {"b_id": o.item.delivery_id, "b_attempts": o.item.attempts, "b_at": o.at}
+                        for o in delivered
+                    ],
+                )  # fmt: skip
+            for outcome in batch:  # failures: few, each with its own next try
+                if not outcome.ok:
                     await session.execute(
                         update(NotificationDelivery)
                         .where(
-                            NotificationDelivery.id == item.delivery_id, _outcome_applies(item, ok)
+                            NotificationDelivery.id == outcome.item.delivery_id,
+                            _outcome_applies(outcome.item, False),
                         )
-                        .values(lease_until=None, **values)
+                        .values(lease_until=None, **outcome.values)
+                        .execution_options(synchronize_session=False)
                     )
-                    await session.execute(
-                        update(NotificationAttempt)
-                        .where(NotificationAttempt.id == item.attempt_id)
-                        .values(finished_at=now, ok=ok, detail=detail[:2000])
-                    )
-                    await session.commit()
-                return
-            except Exception as exc:
-                log_failure(
-                    logger, "cannot record a notification outcome yet", exc,
-                    database_url_of(self.sessions), **extra,
-                )  # fmt: skip
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 10.0)
+            await session.execute(
+                update(attempts)
+                .where(attempts.c.id == bindparam("b_id"))
+                .values(finished_at=bindparam("b_at"), ok=bindparam("b_ok"),
+                        detail=bindparam("b_detail")),
+                [
+                    {"b_id": o.item.attempt_id, "b_at": o.at, "b_ok": o.ok, "b_detail": o.detail}
+                    for o in batch
+                ],
+            )  # fmt: skip
+            await session.commit()
 
     async def release(self, items: Sequence[Claimed]) -> None:
         """Give back deliveries not finished at a stop, so the next start sends them at once."""

@@ -389,4 +389,10 @@ def run_server(
         finally:
             await runner.cleanup()
 
-    asyncio.run(serve())
+    loop_factory = None
+    if settings.uvloop:
+        import uvloop  # only where it serves: the CLI's other commands need not load it
+
+        loop_factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=loop_factory) as loop_runner:
+        loop_runner.run(serve())

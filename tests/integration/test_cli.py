@@ -743,7 +743,9 @@ async def test_bad_setting_is_one_line_naming_it(settings, base_env, tmp_path):
 # --- serve --------------------------------------------------------------------------------------
 
 
-async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, tmp_path):
+@pytest.mark.parametrize("uvloop", ["true", "false"])
+async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, tmp_path, uvloop):
+    """On uvloop (the default) and on asyncio's own loop (UVLOOP=false)."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "serve.log"
@@ -751,7 +753,7 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
     with log.open("wb") as stderr, out.open("wb") as stdout:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "service", "serve", "--port", str(port),
-            cwd=tmp_path, env=dict(base_env, DATABASE_URL=sqlite_url),
+            cwd=tmp_path, env=dict(base_env, DATABASE_URL=sqlite_url, UVLOOP=uvloop),
             stdout=stdout, stderr=stderr,
         )  # fmt: skip
     try:
@@ -777,6 +779,7 @@ async def test_serve_answers_health_and_stops_on_sigterm(sqlite_url, base_env, t
     assert "APScheduler scheduler started." in text
     assert "APScheduler scheduler stopped." in text
     assert "Traceback" not in text
+    assert f"loop={'uvloop' if uvloop == 'true' else 'asyncio'}" in text
 
 
 async def test_sigterm_lets_the_scan_under_way_end_its_job(sqlite_url, base_env, tmp_path):

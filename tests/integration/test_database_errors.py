@@ -11,6 +11,7 @@ import sqlite3
 import tempfile
 import zoneinfo
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import asyncpg
@@ -24,13 +25,13 @@ from service.db.errors import database_unavailable
 from service.notify.config import ChannelSet
 from service.notify.dispatcher import Dispatcher, DispatchOptions, utcnow
 from service.runtime.app import create_app
-from service.runtime.keys import engine_key
+from service.runtime.keys import engine_key, sessionmaker_key
 from service.runtime.tick import DeadlineTick
 from service.scheduler import run_scanner_job
 from service.settings import load_settings
 from service.store.scans import keep_alive
 
-from tests.support import PrivatePostgres, in_thread, missing
+from tests.support import PrivatePostgres, add_job, get_job, in_thread, missing
 
 MAX_CONNECTIONS = 5
 
@@ -301,3 +302,29 @@ async def test_background_work_follows_one_logging_policy(tmp_path: Path, caplog
     finally:
         await away.dispose()
         await tableless.dispose()
+
+
+async def test_the_first_ping_after_a_database_restart_is_stored(running, aiohttp_client):
+    """The ping writer keeps one connection open on PostgreSQL. A restart of the database while
+    it is idle kills that connection: the next ping must still be stored and answered OK (on a
+    new connection), not refused because the old one is dead."""
+    app = create_app(load_settings(database_url=running.url), scheduler=False)
+    client = await aiohttp_client(app)
+    await add_job(
+        app[sessionmaker_key], datetime.now(UTC), name="restarted", schedule={"every": "1d"}
+    )
+    ping_url = f"/ping/{(await get_job(app[sessionmaker_key], 'restarted')).ping_key}"
+    assert (await client.post(ping_url)).status == 200
+    await asyncio.to_thread(running.stop, "fast")
+    await asyncio.to_thread(running.start)
+    response = await client.post(ping_url)
+    assert response.status == 200, await response.text()
+    connection = await asyncpg.connect(running.dsn)
+    try:
+        stored = await connection.fetchval(
+            "SELECT count(*) FROM pings JOIN jobs ON jobs.id = pings.job_id"
+            " WHERE jobs.name = 'restarted'"
+        )
+    finally:
+        await connection.close()
+    assert stored == 2
