@@ -64,13 +64,13 @@ test: lint tools
 
 # What the pre-commit hook checks (.pre-commit-config.yaml; keep the two lists the same), run
 # here directly so that a fresh clone needs no git hook and nothing downloaded. Squawk reads the
-# PostgreSQL SQL of every migration (scripts/squawk_migrations.py).
+# PostgreSQL SQL of every migration (.ci/squawk_migrations.py).
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
-	$(BIN)/python scripts/squawk_migrations.py
+	$(BIN)/python .ci/squawk_migrations.py
 
 # The git hook: the checks above on the files of each commit, with the tools of .venv.
 hooks: venv

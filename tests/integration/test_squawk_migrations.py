@@ -1,4 +1,4 @@
-"""scripts/squawk_migrations.py (make lint, make test, the pre-commit hook): a new migration that
+""".ci/squawk_migrations.py (make lint, make test, the pre-commit hook): a new migration that
 follows README's "Migrations" passes, one that locks a live table the unsafe way fails and is
 named, and an acceptance squawk no longer finds fails too."""
 
@@ -71,13 +71,13 @@ def test_squawk_names_what_a_new_migration_must_fix(tmp_path: Path):
         (alembic / "versions" / f"{revision}_test.py").write_text(text, encoding="utf-8")
     accepted = tmp_path / "accepted.toml"
     accepted.write_text(
-        (REPO / "scripts" / "squawk_accepted.toml").read_text(encoding="utf-8")
+        (REPO / ".ci" / "squawk_accepted.toml").read_text(encoding="utf-8")
         + '\n[0098]\nban-drop-column = "accepted, but 0098 drops no column"\n',
         encoding="utf-8",
     )
 
     result = subprocess.run(
-        [sys.executable, "scripts/squawk_migrations.py", "--script-location", str(alembic),
+        [sys.executable, ".ci/squawk_migrations.py", "--script-location", str(alembic),
          "--accepted", str(accepted), "--keep", str(tmp_path / "sql")],
         cwd=REPO, capture_output=True, text=True, timeout=120,
     )  # fmt: skip

@@ -44,4 +44,4 @@ def command_of(program: str, args: list[str]) -> tuple[str, ...]:
 
 def test_the_git_hook_and_make_lint_run_the_same_checks():
     assert hook_commands() == lint_commands()
-    assert ("python", "scripts/squawk_migrations.py") in lint_commands()
+    assert ("python", ".ci/squawk_migrations.py") in lint_commands()

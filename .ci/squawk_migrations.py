@@ -3,11 +3,11 @@
 Each revision's SQL is what a DBA would run: `alembic upgrade <previous>:<revision> --sql` for
 PostgreSQL (offline mode, run in-process: one alembic import for all of them), one file per
 migration named after it. Squawk reads them with the repository's `.squawk.toml`; a finding
-passes only when scripts/squawk_accepted.toml accepts that rule for that revision, with a
+passes only when .ci/squawk_accepted.toml accepts that rule for that revision, with a
 reason. An accepted finding that no longer occurs fails too, so the list stays true.
 
-    .venv/bin/python scripts/squawk_migrations.py               # what `make lint`/`make test` run
-    .venv/bin/python scripts/squawk_migrations.py --keep sql/   # and keep the SQL to read it
+    .venv/bin/python .ci/squawk_migrations.py               # what `make lint`/`make test` run
+    .venv/bin/python .ci/squawk_migrations.py --keep sql/   # and keep the SQL to read it
 
 Exit status: 0 clean, 1 findings (or stale acceptances), 2 the check itself could not run.
 """
