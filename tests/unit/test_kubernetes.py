@@ -154,9 +154,10 @@ def test_the_deployment_runs_replicas_with_probes_on_the_health_endpoints(render
     assert env["PORT"]["value"] == str(port["containerPort"])
     assert server["args"] == ["serve", "--host", "0.0.0.0"]
     for probe, path in (
-        ("startupProbe", "/health/live"),
+        ("startupProbe", "/health/ready"),
         ("livenessProbe", "/health/live"),
-        ("readinessProbe", "/health/ready"),
+        # README, /health/ready: a readiness probe that must keep pings flowing uses /live.
+        ("readinessProbe", "/health/live"),
     ):
         assert server[probe]["httpGet"] == {"path": path, "port": port["name"]}, probe
 
