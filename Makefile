@@ -40,7 +40,8 @@ demo: runtime
 # borgbackup), OpenSSH's sshd (openssh-server; it lives in /usr/sbin, often not on a user's PATH)
 # and ssh-keygen, ssh, sftp (openssh-client). The S3 peer is moto's server, a dev dependency.
 # systemd-analyze (Debian's systemd) verifies deploy/systemd/backup-monitor.service; the
-# Kubernetes manifests' validator (kubernetes-validate) is a dev dependency.
+# Kubernetes manifests' validators (kubernetes-validate, and the Prometheus Operator's CRD
+# models of cloudcoil-models-prometheus-operator) are dev dependencies.
 # Each is installed when missing and possible (root with apt-get); otherwise its tests skip,
 # saying why (under CI=true they fail instead).
 TOOLS := chromium:chromium,fonts-liberation promtool:prometheus podman:podman runc:runc \
