@@ -13,6 +13,7 @@ have). The PrometheusRule's groups must be deploy/prometheus/alerts.yml's.
 from __future__ import annotations
 
 import copy
+import re
 import runpy
 import shutil
 import subprocess
@@ -322,3 +323,36 @@ def test_the_prometheus_rule_file_is_the_generators_output() -> None:
     generator = runpy.run_path(str(KUSTOMIZE_DIR / "render_rules.py"))
     expected = generator["render"](ALERTS.read_text(encoding="utf-8"))
     assert (KUSTOMIZE_DIR / "prometheusrule.yaml").read_text(encoding="utf-8") == expected
+
+
+def test_the_readmes_overlay_renders_to_valid_resources(tmp_path: Path) -> None:
+    # The README's Kubernetes commands as written: the overlay it writes, built by kustomize
+    # (kubectl's, where installed) from a copy of deploy/, then validated as above.
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: rendering the README's overlay needs it")
+    section = (ROOT / "README.md").read_text().split("\n### Kubernetes\n", 1)[1]
+    (block,) = re.findall(r"```sh\n(.*?)```", section.split("\n### ", 1)[0], flags=re.DOTALL)
+    (overlay,) = re.findall(r"<<'EOF'\n(.*?)\nEOF\n", block, flags=re.DOTALL)
+    assert "cp deploy/jobs.example.yml overlays/prod/jobs.yml" in block
+    shutil.copytree(ROOT / "deploy", tmp_path / "deploy")
+    prod = tmp_path / "overlays" / "prod"
+    prod.mkdir(parents=True)
+    shutil.copy(ROOT / "deploy" / "jobs.example.yml", prod / "jobs.yml")
+    (prod / "kustomization.yaml").write_text(overlay + "\n")
+    done = subprocess.run(
+        [kubectl, "kustomize", str(prod)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    documents = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    for document in documents:
+        assert document["metadata"]["namespace"] == "backups"
+        if document["kind"] in CUSTOM_KINDS:
+            validate_custom(document)
+        else:
+            validate(document, KUBERNETES_VERSIONS[-1])
+    deployment = one(documents, "Deployment")
+    assert deployment["spec"]["replicas"] == 3
+    images = {c["image"] for c in deployment["spec"]["template"]["spec"]["initContainers"]}
+    images |= {c["image"] for c in deployment["spec"]["template"]["spec"]["containers"]}
+    assert images == {"registry.example.com/backup-monitor:0.1.0"}
