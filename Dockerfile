@@ -39,6 +39,12 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 ###############################################################################
 FROM ${PYTHON_IMAGE} AS runtime
 
+# OCI annotations; the version is pyproject.toml's (tests/unit/test_docker_files.py keeps them equal).
+LABEL org.opencontainers.image.title="backup-monitor" \
+      org.opencontainers.image.description="Self-hosted service that watches backup files: inventory, history, cron-aware status, HTTP API and metrics." \
+      org.opencontainers.image.version="0.1.0" \
+      org.opencontainers.image.licenses="MIT"
+
 RUN groupadd --system --gid 10001 backup-monitor \
     && useradd --system --no-log-init --uid 10001 --gid backup-monitor \
         --home-dir /app --shell /usr/sbin/nologin backup-monitor \

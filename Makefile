@@ -39,11 +39,14 @@ demo: runtime
 # and the remote sources' real peers (tests/peers.py): restic and borg (Debian's restic and
 # borgbackup), OpenSSH's sshd (openssh-server; it lives in /usr/sbin, often not on a user's PATH)
 # and ssh-keygen, ssh, sftp (openssh-client). The S3 peer is moto's server, a dev dependency.
+# systemd-analyze (Debian's systemd) verifies deploy/systemd/backup-monitor.service; the
+# Kubernetes manifests' validators (kubernetes-validate, and the Prometheus Operator's CRD
+# models of cloudcoil-models-prometheus-operator) are dev dependencies.
 # Each is installed when missing and possible (root with apt-get); otherwise its tests skip,
 # saying why (under CI=true they fail instead).
 TOOLS := chromium:chromium,fonts-liberation promtool:prometheus podman:podman runc:runc \
 	debootstrap:debootstrap restic:restic borg:borgbackup sshd:openssh-server \
-	ssh-keygen:openssh-client
+	ssh-keygen:openssh-client systemd-analyze:systemd
 
 tools:
 	@for pair in $(TOOLS); do \

@@ -10,6 +10,7 @@ import re
 import sys
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from pythonjsonlogger.json import JsonFormatter
@@ -65,7 +66,17 @@ class TextFormatter(logging.Formatter):
         return redact(f"{head} {pairs}{sep}{trace}")
 
 
+def rfc3339(created: float) -> str:
+    """A record's time as RFC 3339 with its zone and milliseconds: `2026-11-21T03:00:00.123+01:00`
+    (the local zone, as the text lines; UTC in a container)."""
+    return datetime.fromtimestamp(created).astimezone().isoformat(timespec="milliseconds")
+
+
 class _JsonFormatter(JsonFormatter):
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        # logging's default is `2026-11-21 03:00:00,123`: no zone, not RFC 3339.
+        return rfc3339(record.created)
+
     def format(self, record: logging.LogRecord) -> str:
         return redact(super().format(record))
 

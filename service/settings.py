@@ -1,4 +1,12 @@
-"""Service settings, read from the environment (and an optional `.env`)."""
+"""Service settings, read from the environment (and an optional `.env`).
+
+Every secret setting (SECRET_SETTINGS) can also be given as a file: `DATABASE_URL_FILE=/run/
+secrets/database_url` reads the value from that file (Docker and Kubernetes secrets, systemd
+credentials: `API_TOKEN_FILE=%d/api_token` with `LoadCredential=`), its trailing newline dropped.
+When both `X` and `X_FILE` are set, the file wins (an image's default `DATABASE_URL` is in every
+container's environment). A file that cannot be read stops the start with one line naming the
+variable and the path, never the content.
+"""
 
 from __future__ import annotations
 
@@ -8,19 +16,45 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from service.config.settingfile import read_setting_file
 from service.core.jobspec import TAG_PATTERN
 from service.core.problems import problems_of
 from service.core.scan_options import ScanOptions
 from service.core.visible import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
+# The settings that may hold a secret: each can be read from the file `<NAME>_FILE` names.
+SECRET_SETTINGS = ("database_url", "api_token", "metrics_token", "ping_key")
+# A secret file is a line or a few: anything larger is a wrong path.
+MAX_SECRET_BYTES = 64 * 1024
+# Paths are shown whole in errors (a cut path cannot be checked).
+PATH_LIMIT = 4096
 
 
 class SettingsError(Exception):
     """A setting has a bad value; the message names the variable and is one line."""
+
+
+def _read_secret(name: str, path: object) -> str:
+    """The content of the file `<NAME>_FILE` names, its trailing line break dropped."""
+    variable = f"{name.upper()}_FILE"
+    try:
+        data = read_setting_file(str(path), MAX_SECRET_BYTES)
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise SettingsError(
+            f"invalid setting {variable}: cannot read {quote(str(path), PATH_LIMIT)}: {reason}"
+        ) from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SettingsError(
+            f"invalid setting {variable}: {quote(str(path), PATH_LIMIT)} is not UTF-8 text"
+        ) from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 class Settings(BaseSettings):
@@ -88,6 +122,33 @@ class Settings(BaseSettings):
     ping_key: SecretStr | None = None
     ping_create_every_seconds: int = Field(default=86400, ge=1, le=10 * 366 * 86400)
     ping_create_grace_seconds: int = Field(default=3600, ge=0, le=10 * 366 * 86400)
+    # One line per HTTP request (method, path, status, duration, request id) on the logger
+    # `service.access`; off by default (a busy ping endpoint writes a lot).
+    access_log: bool = False
+
+    # Where the secret settings are read from when given as files (see the module's docstring);
+    # read once, at start-up, into the settings above. Not part of the settings' dump.
+    database_url_file: Path | None = Field(default=None, exclude=True)
+    api_token_file: Path | None = Field(default=None, exclude=True)
+    metrics_token_file: Path | None = Field(default=None, exclude=True)
+    ping_key_file: Path | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _secrets_from_files(cls, data: object) -> object:
+        if not isinstance(data, dict):
+            return data
+        given = {str(key).lower(): key for key in data}
+        for name in SECRET_SETTINGS:
+            file_key = given.get(f"{name}_file")
+            if file_key is None or data[file_key] in (None, ""):
+                continue
+            # The file wins over the variable: an image's default (the Dockerfile's
+            # DATABASE_URL) is in every container's environment, and a secret given as a file
+            # is the operator's later, deliberate choice.
+            data = {key: value for key, value in data.items() if str(key).lower() != name}
+            data[name] = _read_secret(name, data[file_key])
+        return data
 
     @field_validator("ping_key")
     @classmethod

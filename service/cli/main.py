@@ -473,10 +473,33 @@ HOST_HELP = f"address to listen on (default: the HOST setting, else {DEFAULT_HOS
 PORT_HELP = f"port to listen on (default: the PORT setting, else {DEFAULT_PORT})"
 
 
+def package_version() -> str:
+    """This installation's version, from the package's metadata."""
+    # lazy: only `--version` needs it (start-up speed)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("backup-monitor")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
+class VersionAction(argparse.Action):
+    """`--version`: the package's version, read only when asked for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=argparse.SUPPRESS, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_args: Any, **_kwargs: Any) -> None:
+        print(f"backup-monitor {package_version()}")
+        parser.exit()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="backup-monitor", description="Watch backup files: inventory, status, history."
     )
+    parser.add_argument("--version", action=VersionAction, help="print the version and exit")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="migrate, apply JOBS_FILE, serve HTTP and scan")

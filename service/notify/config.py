@@ -9,8 +9,10 @@ channels:
 ```
 
 `${NAME}` in any string value is replaced by the environment variable NAME (`$${NAME}` is the
-literal text `${NAME}`). Secrets (passwords, header values, apprise URLs) are SecretStr: they show
-as `**********` in reprs, and no error message quotes them.
+literal text `${NAME}`), or by the content of the file NAME_FILE names when that is set (its
+trailing newline dropped; the file wins: Docker and Kubernetes secrets, systemd credentials),
+as the service's own secret settings are read. Secrets (passwords, header values, apprise
+URLs) are SecretStr: they show as `**********` in reprs, and no error message quotes them.
 
 What is checked here is what can be checked before sending: a CA file that loads, an apprise URL
 that apprise understands. How a notice goes out is service.notify.transports' business; this
@@ -245,12 +247,35 @@ class ChannelsFileError(FileProblems):
     """The channels file cannot be used; `problems` lists every one, each naming its place."""
 
 
+# A secret file holds a line or a few: anything larger is a wrong path.
+MAX_SECRET_FILE_BYTES = 64 * 1024
+
+
+def _variable(name: str, environ: Mapping[str, str]) -> tuple[str | None, str | None]:
+    """NAME's value, from the file NAME_FILE names when it is set (the file wins, as for the
+    service's own settings), else from NAME: (value, None), or (None, why not)."""
+    path = environ.get(f"{name}_FILE")
+    if not path:
+        if name in environ:
+            return environ[name], None
+        return None, f"environment variable {name} is not set"
+    try:
+        data = read_setting_file(path, MAX_SECRET_FILE_BYTES)
+        text = data.decode("utf-8")
+    except OSError as exc:
+        return None, f"{name}_FILE: cannot read {quote(path, 4096)}: {exc.strerror or exc}"
+    except UnicodeDecodeError:
+        return None, f"{name}_FILE: {quote(path, 4096)} is not UTF-8 text"
+    return text.removesuffix("\n").removesuffix("\r"), None
+
+
 def expand_env(
     value: object, environ: Mapping[str, str], where: tuple[str, ...] = ()
 ) -> tuple[object, list[tuple[tuple[str, ...], str]]]:
-    """Replace `${NAME}` in every string of a loaded document.
+    """Replace `${NAME}` in every string of a loaded document (NAME_FILE's content, or NAME).
 
-    Returns the new document and the unset variables, each with the place it was named.
+    Returns the new document and the variables that could not be had, each with the place it
+    was named and why (`environment variable NAME is not set`, `NAME_FILE: cannot read ...`).
     """
     missing: list[tuple[tuple[str, ...], str]] = []
     if isinstance(value, str):
@@ -259,10 +284,11 @@ def expand_env(
             escaped, name = match.groups()
             if escaped:
                 return "${" + name + "}"
-            if name not in environ:
-                missing.append((where, name))
+            found, problem = _variable(name, environ)
+            if problem is not None:
+                missing.append((where, problem))
                 return ""
-            return environ[name]
+            return found or ""
 
         return _ENV_REFERENCE.sub(substitute, value), missing
     if isinstance(value, dict):
@@ -317,14 +343,11 @@ def parse_channel(
             "starting with a letter (at most 100)"
         )
     document, missing = expand_env(document, environ)
-    problems += [
-        f"{_place(label, where)}: environment variable {variable} is not set"
-        for where, variable in missing
-    ]
+    problems += [f"{_place(label, where)}: {problem}" for where, problem in missing]
     try:
         channel = _CHANNEL.validate_python(document)
     except ValidationError as exc:
-        unset_fields = {where for where, _variable in missing}
+        unset_fields = {where for where, _problem in missing}
         for loc, message in validation_problems(exc):
             # A field whose variable is unset is already reported; its empty value is no news.
             if not any(loc[: len(where)] == where for where in unset_fields):
@@ -366,10 +389,7 @@ def parse_defaults(
 ) -> tuple[tuple[str, ...], list[str]]:
     """The `defaults` list: names of declared channels."""
     value, missing = expand_env(value, environ, ("defaults",))
-    problems = [
-        f"{'.'.join(where)}: environment variable {variable} is not set"
-        for where, variable in missing
-    ]
+    problems = [f"{'.'.join(where)}: {problem}" for where, problem in missing]
     if value is None:
         return (), problems
     if isinstance(value, str):

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from service.db.engine import create_engine, create_sessionmaker
 from service.http import health, metrics
+from service.http.access import access_middleware, echo_request_id
 from service.http.api import badges, docs, jobs, pings, scans, silences, tokens
 from service.http.api.coalesce import Coalescer, coalescer_key, invalidate_on_write
 from service.http.api.errors import bad_requests_key, error_middleware
@@ -145,6 +146,7 @@ def create_app(
     """
     app = web.Application(
         middlewares=[
+            access_middleware,
             error_middleware,
             well_formed_middleware,
             auth_middleware,
@@ -155,6 +157,7 @@ def create_app(
     app[coalescer_key] = Coalescer()
     app[bad_requests_key] = LogThrottle()
     app.on_response_prepare.append(on_response_prepare)
+    app.on_response_prepare.append(echo_request_id)
     app[settings_key] = settings = settings or get_settings()
     app[channels_key] = channels if channels is not None else load_channels(settings.channels_file)
     app[scheduler_enabled_key] = scheduler

@@ -35,3 +35,5 @@ watcher_key = web.AppKey("source_watcher", SourceWatcher)
 access_key: web.RequestKey[Access] = web.RequestKey("access")
 # The name of the request's token (`created_by` of a silence it makes).
 caller_key: web.RequestKey[str] = web.RequestKey("caller", str)
+# The request's id (the client's well-formed X-Request-Id, or a new one): service.http.access.
+request_id_key: web.RequestKey[str] = web.RequestKey("request_id", str)

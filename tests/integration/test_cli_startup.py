@@ -44,6 +44,7 @@ def probe(args: list[str], env: dict[str, str], cwd: Path) -> dict[str, object]:
     "args",
     [
         ["--help"],
+        ["--version"],
         ["scan", "--help"],
         ["check", "--help"],
         ["jobs", "apply", "--help"],

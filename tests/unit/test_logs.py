@@ -8,6 +8,7 @@ import logging
 import re
 import shlex
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -251,3 +252,16 @@ def test_text_message_and_values_cannot_forge_lines_or_hide_text(capture: Captur
         in line
     )
     assert line.endswith(' path="evil\\u202egpj.exe" why="a\\u2028b"')
+
+
+def test_json_time_is_rfc3339_with_its_zone(capture: Capture) -> None:
+    buffer = capture("INFO", "json")
+    before = datetime.now(UTC)
+    log.info("tick")
+    (line,) = lines(buffer)
+    stamp = json.loads(line)["time"]
+    # RFC 3339: `T` between date and time, fractional seconds, an explicit offset.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)", stamp), stamp
+    moment = datetime.fromisoformat(stamp)
+    assert moment.tzinfo is not None
+    assert abs((moment - before).total_seconds()) < 5

@@ -54,6 +54,7 @@ def test_defaults() -> None:
         "ping_key": None,
         "ping_create_every_seconds": 86400,
         "ping_create_grace_seconds": 3600,
+        "access_log": False,
         "channels_file": None,
         "public_url": None,
         "notify_retry_seconds": 30.0,
