@@ -65,6 +65,7 @@ def test_defaults() -> None:
         "http_header_timeout_seconds": 15.0,
         "http_max_connections": 1000,
         "watch_sources": True,
+        "uvloop": True,
         "watch_refresh_seconds": 30.0,
         "public_status_tags": (),
     }
