@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -136,6 +137,17 @@ class ScanRun(Base):
     # Moved on by the running scan every HEARTBEAT_SECONDS: a running scan whose heartbeat is
     # older than its lease belongs to a process that died (see service/store/scans.py).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScanCounter(Base):
+    """A running total over every scan that ever finished (count, errors, duration histogram,
+    ...), moved on in the transaction that closes a scan: /metrics reads these few rows, never
+    the whole of scan_runs, and retention deletes old scans without moving a counter back."""
+
+    __tablename__ = "scan_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
 
 
 class JobCheck(Base):

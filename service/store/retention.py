@@ -1,8 +1,15 @@
-"""Retention: pings and finished notifications older than RETENTION_DAYS are deleted.
+"""Retention: pings, finished notifications, scans and status history older than
+RETENTION_DAYS are deleted, so every table that grows with time stays the size of the window.
 
-Each job keeps its newest PINGS_JUDGED pings however old they are, since its status is judged
-from them: a retention pass never changes a verdict. Deletes go in bounded pieces, each its
-own transaction, so a large backlog never holds long locks against the ping writer.
+What a verdict, a notice or an endpoint still needs stays, however old:
+- each job's newest PINGS_JUDGED pings (its status is judged from them);
+- notification events with a delivery still pending;
+- running scans, the newest closed scan of each trigger (/health, /api/v1/status) and the newest
+  scan that did not fail (where the failure streak of /health/ready and /metrics starts);
+  /metrics' scan counters live in scan_counters and do not move when scans go;
+- each job's newest status change (the status it is in now, and since when).
+Deletes go in bounded pieces, each its own transaction, so a large backlog never holds long
+locks against the ping writer or a scan.
 """
 
 from __future__ import annotations
@@ -12,13 +19,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, select
+from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.engine import database_url_of
 from service.db.errors import log_failure
-from service.db.models import NotificationDelivery, NotificationEvent, Ping
+from service.db.models import JobCheck, NotificationDelivery, NotificationEvent, Ping, ScanRun
 from service.store.pings import PINGS_JUDGED
+from service.store.scans import SUCCEEDED
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +37,8 @@ PIECE = 5_000  # rows deleted per transaction
 class Pruned:
     pings: int
     events: int
+    scans: int = 0
+    checks: int = 0
 
 
 async def prune(
@@ -71,15 +81,51 @@ async def prune(
             NotificationEvent.created_at < cutoff, ~pending
         )
         events = await _delete_in_pieces(session, finished, NotificationEvent)
+        scans = await _delete_in_pieces(session, await _old_scans(session, cutoff), ScanRun)
+        checks = await _delete_in_pieces(session, _old_checks(cutoff), JobCheck)
         await session.commit()
-    if pings or events:
-        logger.info("retention", extra={"pings_deleted": pings, "events_deleted": events})
-    return Pruned(pings, events)
+    if pings or events or scans or checks:
+        logger.info(
+            "retention",
+            extra={"pings_deleted": pings, "events_deleted": events, "scans_deleted": scans,
+                   "checks_deleted": checks},
+        )  # fmt: skip
+    return Pruned(pings, events, scans, checks)
 
 
-async def _delete_in_pieces(
-    session: AsyncSession, ids: Select[Any], model: type[Ping] | type[NotificationEvent]
-) -> int:
+async def _old_scans(session: AsyncSession, cutoff: datetime) -> Select[Any]:
+    """Closed scans started before `cutoff`, but the newest closed one of each trigger and the
+    newest that did not fail (a handful of ids, looked up once)."""
+    closed = ScanRun.status != "running"
+    kept = set(
+        (
+            await session.scalars(
+                select(func.max(ScanRun.id)).where(closed).group_by(ScanRun.trigger)
+            )
+        ).all()
+    )
+    kept.add(
+        await session.scalar(select(func.max(ScanRun.id)).where(ScanRun.status.in_(SUCCEEDED))) or 0
+    )
+    # Oldest first, by the started_at index: the rows of a piece are found without a scan.
+    return (
+        select(ScanRun.id)
+        .where(ScanRun.started_at < cutoff, closed, ScanRun.id.not_in(kept))
+        .order_by(ScanRun.started_at)
+    )
+
+
+def _old_checks(cutoff: datetime) -> Select[Any]:
+    """Status changes recorded before `cutoff`, but each job's newest."""
+    newer = JobCheck.__table__.alias("newer")
+    has_newer = exists().where(newer.c.job_id == JobCheck.job_id, newer.c.id > JobCheck.id)
+    return select(JobCheck.id).where(JobCheck.checked_at < cutoff, has_newer)
+
+
+PrunedModel = type[Ping] | type[NotificationEvent] | type[ScanRun] | type[JobCheck]
+
+
+async def _delete_in_pieces(session: AsyncSession, ids: Select[Any], model: PrunedModel) -> int:
     """Delete the rows whose ids `ids` selects, PIECE at a time, committing each piece."""
     total = 0
     while True:
