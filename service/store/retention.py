@@ -4,8 +4,9 @@ RETENTION_DAYS are deleted, so every table that grows with time stays the size o
 What a verdict, a notice or an endpoint still needs stays, however old:
 - each job's newest PINGS_JUDGED pings (its status is judged from them);
 - notification events with a delivery still pending;
-- running scans, the newest closed scan of each trigger (/health, /api/v1/status) and the newest
-  scan that did not fail (where the failure streak of /health/ready and /metrics starts);
+- running scans, the newest closed scan of each trigger (/health, /api/v1/status), and the newest
+  scan that did not fail with every scan since (the failure streak of /health/ready and
+  /metrics);
   /metrics' scan counters live in scan_counters and do not move when scans go;
 - each job's newest status change (the status it is in now, and since when).
 Deletes go in bounded pieces, each its own transaction, so a large backlog never holds long
@@ -94,8 +95,9 @@ async def prune(
 
 
 async def _old_scans(session: AsyncSession, cutoff: datetime) -> Select[Any]:
-    """Closed scans started before `cutoff`, but the newest closed one of each trigger and the
-    newest that did not fail (a handful of ids, looked up once)."""
+    """Closed scans started before `cutoff` and before the newest scan that did not fail (the
+    failure streak since that one is a verdict: /health/ready), but the newest closed one of
+    each trigger (a handful of ids, looked up once)."""
     closed = ScanRun.status != "running"
     kept = set(
         (
@@ -104,15 +106,18 @@ async def _old_scans(session: AsyncSession, cutoff: datetime) -> Select[Any]:
             )
         ).all()
     )
-    kept.add(
-        await session.scalar(select(func.max(ScanRun.id)).where(ScanRun.status.in_(SUCCEEDED))) or 0
+    last_good = await session.scalar(
+        select(func.max(ScanRun.id)).where(ScanRun.status.in_(SUCCEEDED))
     )
     # Oldest first, by the started_at index: the rows of a piece are found without a scan.
     return (
         select(ScanRun.id)
-        .where(ScanRun.started_at < cutoff, closed, ScanRun.id.not_in(kept))
+        .where(
+            ScanRun.started_at < cutoff, closed, ScanRun.id < (last_good or 0),
+            ScanRun.id.not_in(kept),
+        )
         .order_by(ScanRun.started_at)
-    )
+    )  # fmt: skip
 
 
 def _old_checks(cutoff: datetime) -> Select[Any]:
