@@ -4,8 +4,8 @@ encoders write for the same families, in both formats and for every Accept heade
 from __future__ import annotations
 
 import random
-from importlib.metadata import version
 from datetime import UTC, datetime, timedelta, timezone
+from importlib.metadata import version
 from typing import NamedTuple
 
 import pytest
