@@ -21,6 +21,13 @@ from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from tests.support import add_job, make_file
+from tests.unit.test_deploy_files import (
+    EXPORTED,
+    all_panels,
+    load_dashboard,
+    load_rules,
+    metric_names,
+)
 
 DAY = timedelta(days=1)
 WEBHOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
@@ -190,3 +197,41 @@ async def test_tricky_names_and_tags_survive_a_scrape(
                 (clock.now + index * DAY).timestamp()
             )
         assert len([key for key in values if key[0] == "backup_job_status"]) == 6 * len(TRICKY_JOBS)
+
+
+async def test_every_metric_the_alerts_and_dashboard_use_is_in_a_real_scrape(
+    aiohttp_client, make_app, sessionmaker, clock, tmp_path
+):
+    """Names in deploy/ checked against what a running app serves, not against a list."""
+    make_file(tmp_path / "db" / "a.tar", 2048, clock.now - timedelta(hours=1))
+    await add_job(
+        sessionmaker, clock.now - 5 * DAY, name="db", tags=["prod"],
+        source={"type": "local", "path": str(tmp_path / "db")},
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    client = await aiohttp_client(make_app())
+    served: set[str] = set()
+    for accept in PROMETHEUS_ACCEPT.values():
+        response = await client.get("/metrics", headers={"Accept": accept})
+        parse = (
+            text_string_to_metric_families
+            if response.headers["Content-Type"].startswith("application/openmetrics-text")
+            else text_format_string_to_metric_families
+        )
+        families = list(parse(await response.text()))
+        # Family names (histograms: the base name) and sample names (counters' _total).
+        served |= {family.name for family in families}
+        served |= {sample.name for family in families for sample in family.samples}
+    used: set[str] = set()
+    for rule in load_rules():
+        used |= metric_names(rule["expr"])
+    for panel in all_panels(load_dashboard()):
+        for target in panel["targets"]:
+            used |= metric_names(target["expr"])
+    assert used, "no metric found in deploy/"
+    assert used - served == set(), f"used in deploy/ but not served: {sorted(used - served)}"
+    # And the list the unit tests check deploy/ against is what is served.
+    assert EXPORTED - served == set(), sorted(EXPORTED - served)
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+            "process_start_time_seconds", "python_info"} <= served  # fmt: skip
