@@ -1,6 +1,7 @@
 """Running totals of the scans (count, errors, duration histogram, ...), so /metrics reads a few
 rows instead of every scan_runs row (1 000 000 rows: 1.2 s a scrape), and retention can delete
-old scans without moving a counter back. Filled here from the scans recorded so far.
+old scans without moving a counter back. Filled here from the scans recorded so far. And an
+index of the artifacts gone from their source, by when, for retention.
 
 Revision ID: 0013
 Revises: 0010
@@ -27,6 +28,13 @@ def upgrade() -> None:
         "scan_counters",
         sa.Column("name", sa.String(64), primary_key=True),
         sa.Column("value", sa.Float(), nullable=False),
+    )
+    op.create_index(
+        "ix_artifacts_gone_since",
+        "artifacts",
+        ["gone_since"],
+        postgresql_where=sa.text("gone_since IS NOT NULL"),
+        sqlite_where=sa.text("gone_since IS NOT NULL"),
     )
     bind = op.get_bind()
     if bind.dialect.name == "postgresql":
@@ -66,4 +74,5 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    op.drop_index("ix_artifacts_gone_since", table_name="artifacts")
     op.drop_table("scan_counters")

@@ -24,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db.engine import Base, BigId, JSONType, UTCDateTime
 
 NOT_GONE = text("gone_since IS NULL")
+GONE = text("gone_since IS NOT NULL")
 PENDING = text("state = 'pending'")
 # jobs.id and scan_runs.id are INTEGER: a larger number names no row (and PostgreSQL refuses it).
 MAX_INT_ID = 2**31 - 1
@@ -95,6 +96,13 @@ class Artifact(Base):
             sqlite_where=NOT_GONE,
         ),
         Index("ix_artifacts_job_id_mtime", "job_id", "mtime", "id"),
+        # Retention finds the artifacts gone for longer than RETENTION_DAYS without a scan.
+        Index(
+            "ix_artifacts_gone_since",
+            "gone_since",
+            postgresql_where=GONE,
+            sqlite_where=GONE,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

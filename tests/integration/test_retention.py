@@ -7,8 +7,16 @@ from datetime import timedelta
 
 from sqlalchemy import func, insert, select
 
-from service.db.models import JobCheck, NotificationDelivery, NotificationEvent, Ping, ScanRun
+from service.db.models import (
+    Artifact,
+    JobCheck,
+    NotificationDelivery,
+    NotificationEvent,
+    Ping,
+    ScanRun,
+)
 from service.notify.events import event_row
+from service.store import retention
 from service.store.pings import PINGS_JUDGED
 from service.store.retention import prune
 from service.store.scans import failures_in_a_row, read_counters
@@ -198,3 +206,41 @@ async def test_old_status_changes_go_but_each_job_keeps_its_newest(sessionmaker,
         ).all()
     # quiet has changed nothing for 199 days: its newest change says what it is, and since when.
     assert [tuple(row) for row in kept] == [(busy, "ok"), (quiet, "ok")]
+
+
+async def test_artifacts_gone_for_long_go_present_ones_stay(sessionmaker, clock):
+    now = clock()
+    job_id = await add_job(sessionmaker, now - timedelta(days=400), name="db")
+
+    def artifact(path, mtime, gone_since):
+        return {"job_id": job_id, "path": path, "size": 1, "mtime": mtime, "first_seen": mtime,
+                "last_seen": gone_since or now, "gone_since": gone_since}  # fmt: skip
+
+    year_ago = now - timedelta(days=365)
+    rows = [artifact(f"old-{i}.tar", year_ago, year_ago + timedelta(days=7)) for i in range(12)]
+    rows += [
+        artifact("recently-gone.tar", now - timedelta(days=40), now - timedelta(days=30)),
+        artifact("ancient-but-present.tar", year_ago, None),
+    ]
+    async with sessionmaker() as session:
+        await session.execute(insert(Artifact), rows)
+        await session.commit()
+    pruned = await prune(sessionmaker, days=90, now=now)
+    assert pruned.artifacts == 12
+    async with sessionmaker() as session:
+        left = sorted((await session.scalars(select(Artifact.path))).all())
+    assert left == ["ancient-but-present.tar", "recently-gone.tar"]
+
+
+async def test_a_backlog_larger_than_a_piece_goes_in_pieces(sessionmaker, clock, monkeypatch):
+    """Several pieces, each starting after the last: nothing skipped, nothing kept twice."""
+    monkeypatch.setattr(retention, "PIECE", 7)
+    now = clock()
+    old = now - timedelta(days=100)
+    rows = [scan_row("interval", "finished", old + timedelta(minutes=i)) for i in range(50)]
+    rows.append(scan_row("interval", "finished", now))
+    async with sessionmaker() as session:
+        await session.execute(insert(ScanRun), rows)
+        await session.commit()
+    assert (await prune(sessionmaker, days=90, now=now)).scans == 50
+    assert await count(sessionmaker, ScanRun) == 1
