@@ -6,6 +6,7 @@ already recorded (tests/integration/test_migrations.py)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import timedelta
 
@@ -136,4 +137,31 @@ async def test_a_scan_closed_as_abandoned_then_finished_counts_once(sessionmaker
     assert finished[bucket_name(30.0)] == 1 and finished[bucket_name(10.0)] == 0
     assert finished["last_finished_timestamp"] == pytest.approx(
         (clock.now + timedelta(seconds=20)).timestamp()
+    )
+
+
+async def test_scans_closing_at_once_are_all_counted(sessionmaker, clock):
+    """Replicas close their scans at the same moment: each upsert adds, none is lost, none
+    deadlocks (on PostgreSQL the sessions really run in parallel)."""
+    count = 12
+
+    async def one_scan(index: int) -> None:
+        async with sessionmaker() as session:
+            run_id = await record_start(session, "interval", clock.now)
+        async with sessionmaker() as session:
+            status = "failed" if index % 3 == 0 else "finished"
+            report = ScanReport(
+                scan_id=run_id, status=status, error="x" if index % 3 == 0 else None
+            )
+            await record_finish(session, run_id, report, clock.now + timedelta(seconds=index))
+
+    await asyncio.gather(*(one_scan(index) for index in range(count)))
+    async with sessionmaker() as session:
+        counters = await read_counters(session)
+    assert counters["scans"] == count
+    assert counters["failed"] == count // 3
+    assert counters["duration_seconds_sum"] == pytest.approx(sum(range(count)))
+    assert counters[bucket_name(10.0)] == 11  # 0 s to 10 s
+    assert counters["last_finished_timestamp"] == pytest.approx(
+        (clock.now + timedelta(seconds=count - 1)).timestamp()
     )
