@@ -34,7 +34,8 @@ demo: runtime
 	$(BIN)/backup-monitor demo
 
 # Tools the tests drive: Debian's Chromium (the dashboard's browser tests), promtool (from
-# Debian's prometheus package: `promtool check rules` on deploy/prometheus/alerts.yml), and
+# Debian's prometheus package: `promtool check rules` and `promtool test rules` on
+# deploy/prometheus/alerts.yml and alerts.test.yml), and
 # podman, runc and debootstrap (tests/container: the image built on a local Debian base and run),
 # and the remote sources' real peers (tests/peers.py): restic and borg (Debian's restic and
 # borgbackup), OpenSSH's sshd (openssh-server; it lives in /usr/sbin, often not on a user's PATH)

@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -23,6 +24,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service.db.engine import Base, BigId, JSONType, UTCDateTime
 
 NOT_GONE = text("gone_since IS NULL")
+GONE = text("gone_since IS NOT NULL")
 PENDING = text("state = 'pending'")
 # jobs.id and scan_runs.id are INTEGER: a larger number names no row (and PostgreSQL refuses it).
 MAX_INT_ID = 2**31 - 1
@@ -94,6 +96,13 @@ class Artifact(Base):
             sqlite_where=NOT_GONE,
         ),
         Index("ix_artifacts_job_id_mtime", "job_id", "mtime", "id"),
+        # Retention finds the artifacts gone for longer than RETENTION_DAYS without a scan.
+        Index(
+            "ix_artifacts_gone_since",
+            "gone_since",
+            postgresql_where=GONE,
+            sqlite_where=GONE,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
@@ -136,6 +145,17 @@ class ScanRun(Base):
     # Moved on by the running scan every HEARTBEAT_SECONDS: a running scan whose heartbeat is
     # older than its lease belongs to a process that died (see service/store/scans.py).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class ScanCounter(Base):
+    """A running total over every scan that ever finished (count, errors, duration histogram,
+    ...), moved on in the transaction that closes a scan: /metrics reads these few rows, never
+    the whole of scan_runs, and retention deletes old scans without moving a counter back."""
+
+    __tablename__ = "scan_counters"
+
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[float] = mapped_column(Float)
 
 
 class JobCheck(Base):

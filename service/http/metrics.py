@@ -1,24 +1,30 @@
 """Prometheus metrics at /metrics, read from the database at scrape time: right after a restart,
 and the same from every replica.
 
-The per-job families (5 families, 10 samples a job: 20 000 lines for 2 000 jobs) are written by
-a lean encoder of our own that escapes each job's labels once; prometheus-client's encoders
-escape every sample name character by character, which took ~0.2 s for 2 000 jobs. The output is
-byte for byte what prometheus-client writes for the same families (compared in
+The per-job families (6 families, about 12 samples a job: 24 000 lines for 2 000 jobs) are
+written by a lean encoder of our own that escapes each job's labels once; prometheus-client's
+encoders escape every sample name character by character, which took ~0.2 s for 2 000 jobs.
+The output is byte for byte what prometheus-client writes for the same families (compared in
 tests/unit/test_metrics_encoder.py); the service-wide families, the `# EOF` line and the choice
 of format stay with prometheus-client.
+
+Every per-job series carries one label, `backup_job` (never `job`: Prometheus' own target label),
+so replicas' series differ only by their target labels and `max by (backup_job)` merges them;
+tags are series of their own (`backup_job_tag`), so changing a job's tags starts no new series
+of its status (an alert's `for:` timer is not reset).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import exposition
+from prometheus_client import GCCollector, PlatformCollector, ProcessCollector, exposition
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -29,31 +35,47 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.openmetrics import exposition as openmetrics_exposition
 from prometheus_client.registry import Collector, CollectorRegistry
 from prometheus_client.utils import floatToGoString
-from sqlalchemy import case, func, select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.sql.elements import ColumnElement
 
 from service.core.rules import STATUSES
-from service.db.engine import is_postgresql
-from service.db.models import Job, NotificationDelivery, ScanRun
+from service.db.models import Job, NotificationDelivery
 from service.http.api.errors import ApiError
 from service.http.api.openapi import operation
 from service.runtime.keys import sessionmaker_key, settings_key
-from service.store.scans import FAILED, failures_in_a_row
+from service.store.scans import (
+    ARTIFACTS_NEW,
+    DURATION_BUCKETS,
+    DURATION_SUM,
+    ERRORS,
+    FAILED_SCANS,
+    LAST_FINISHED,
+    SCANS,
+    bucket_name,
+    failures_in_a_row,
+    read_counters,
+)
 from service.store.tokens import same_secret
 
-DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0)
-JOB_LABELS = ("job", "tags")
+JOB_LABELS = ("backup_job",)
 
 # The per-job gauge families, (name, help), in the order they are exposed.
 STATUS_FAMILY = ("backup_job_status", "1 for the job's current status, 0 for the others")
+TAG_FAMILY = ("backup_job_tag", "1 for each of the job's tags")
 NEWEST_FAMILY = (
     "backup_job_last_artifact_timestamp_seconds", "Modification time of the newest backup file"
 )  # fmt: skip
 SIZE_FAMILY = ("backup_job_last_artifact_size_bytes", "Size of the newest backup file")
 COUNT_FAMILY = ("backup_job_artifacts", "Backup files present in the job's source")
 DEADLINE_FAMILY = ("backup_job_deadline_timestamp_seconds", "When a new backup is due")
-JOB_FAMILIES = (STATUS_FAMILY, NEWEST_FAMILY, SIZE_FAMILY, COUNT_FAMILY, DEADLINE_FAMILY)
+JOB_FAMILIES = (
+    STATUS_FAMILY,
+    TAG_FAMILY,
+    NEWEST_FAMILY,
+    SIZE_FAMILY,
+    COUNT_FAMILY,
+    DEADLINE_FAMILY,
+)
 
 routes = web.RouteTableDef()
 
@@ -70,21 +92,29 @@ def job_families(jobs: Iterable[Any]) -> list[Metric]:
     """Per-job metrics from the rows of `read_jobs`, as prometheus-client families: the
     reference for `render_job_families`, and what serves the formats that one does not write."""
     status = GaugeMetricFamily(*STATUS_FAMILY, labels=[*JOB_LABELS, "status"])
+    tag = GaugeMetricFamily(*TAG_FAMILY, labels=[*JOB_LABELS, "tag"])
     newest = GaugeMetricFamily(*NEWEST_FAMILY, labels=JOB_LABELS)
     size = GaugeMetricFamily(*SIZE_FAMILY, labels=JOB_LABELS)
     count = GaugeMetricFamily(*COUNT_FAMILY, labels=JOB_LABELS)
     deadline = GaugeMetricFamily(*DEADLINE_FAMILY, labels=JOB_LABELS)
     for job in jobs:
-        labels = [job.name, ",".join(job.tags)]
+        labels = [job.name]
         for name in STATUSES:
             status.add_metric([*labels, name], 1.0 if job.status == name else 0.0)
+        for tag_name in distinct(job.tags):
+            tag.add_metric([*labels, tag_name], 1.0)
         count.add_metric(labels, job.artifact_count)
         if job.last_mtime is not None:
             newest.add_metric(labels, datetime.fromisoformat(job.last_mtime).timestamp())
             size.add_metric(labels, float(job.last_size))
         if job.next_check_at is not None:
             deadline.add_metric(labels, job.next_check_at.timestamp())
-    return [status, newest, size, count, deadline]
+    return [status, tag, newest, size, count, deadline]
+
+
+def distinct(tags: Iterable[str]) -> list[str]:
+    """A job's tags once each, in order: two equal samples would make the exposition invalid."""
+    return list(dict.fromkeys(tags))
 
 
 def escape_label_value(value: str) -> str:
@@ -104,22 +134,25 @@ def _family_header(name: str, documentation: str, *, openmetrics: bool) -> str:
 def render_job_families(jobs: Iterable[Any], *, openmetrics: bool) -> str:
     """The text of `job_families(jobs)` in OpenMetrics or the classic text format, exactly as
     prometheus-client writes it (names and label names need no escaping: they are ours and
-    legacy-valid; labels in sorted order, job < status < tags), without the final `# EOF`."""
+    legacy-valid; labels in sorted order, backup_job < status, backup_job < tag), without the
+    final `# EOF`."""
     one, zero = _go_float(1.0), _go_float(0.0)
-    statuses = [(name, f',status="{escape_label_value(name)}",') for name in STATUSES]
+    statuses = [(name, f',status="{escape_label_value(name)}"') for name in STATUSES]
     status_lines: list[str] = []
+    tag_lines: list[str] = []
     newest: list[str] = []
     size: list[str] = []
     count: list[str] = []
     deadline: list[str] = []
     for job in jobs:
-        name = f'job="{escape_label_value(job.name)}"'
-        tags = f'tags="{escape_label_value(",".join(job.tags))}"'
-        labels = f"{{{name},{tags}}} "
+        name = f'backup_job="{escape_label_value(job.name)}"'
+        labels = f"{{{name}}} "
         current = job.status
         for status, status_label in statuses:
             value = one if status == current else zero
-            status_lines.append(f"backup_job_status{{{name}{status_label}{tags}}} {value}\n")
+            status_lines.append(f"backup_job_status{{{name}{status_label}}} {value}\n")
+        for tag in distinct(job.tags):
+            tag_lines.append(f'backup_job_tag{{{name},tag="{escape_label_value(tag)}"}} {one}\n')
         count.append(f"backup_job_artifacts{labels}{_go_float(job.artifact_count)}\n")
         if job.last_mtime is not None:
             mtime = _go_float(datetime.fromisoformat(job.last_mtime).timestamp())
@@ -133,7 +166,7 @@ def render_job_families(jobs: Iterable[Any], *, openmetrics: bool) -> str:
             )
     out: list[str] = []
     for (family, documentation), lines in zip(
-        JOB_FAMILIES, (status_lines, newest, size, count, deadline), strict=True
+        JOB_FAMILIES, (status_lines, tag_lines, newest, size, count, deadline), strict=True
     ):
         out.append(_family_header(family, documentation, openmetrics=openmetrics))
         out.extend(lines)
@@ -214,21 +247,43 @@ class _Families(Collector):
         return iter(self.families)
 
 
-def _registry(families: list[Metric]) -> CollectorRegistry:
+def _registry(families: list[Metric], *, process: bool = False) -> CollectorRegistry:
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Families(families))
+    if process:
+        # The standard process_* and python_* series of this replica, as prometheus-client's
+        # default registry has them; made per scrape, so nothing lives in module state.
+        ProcessCollector(registry=registry)
+        PlatformCollector(registry=registry)
+        GCCollector(registry=registry)
     return registry
 
 
-def render_metrics(jobs: Sequence[Any], service: list[Metric], encode: Encoder) -> bytes:
-    """The whole exposition: the job families, then the service-wide ones, as `encode` (from
-    choose_encoder) writes them."""
+def build_info() -> Metric:
+    """`backup_monitor_build_info{version} 1`: the installed package's version."""
+    try:
+        installed = version("backup-monitor")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        installed = "unknown"
+    family = GaugeMetricFamily(
+        "backup_monitor_build_info", "The running backup-monitor's version", labels=["version"]
+    )
+    family.add_metric([installed], 1.0)
+    return family
+
+
+def render_metrics(
+    jobs: Sequence[Any], service: list[Metric], encode: Encoder, *, process: bool = True
+) -> bytes:
+    """The whole exposition: the job families, then the service-wide ones and (with `process`)
+    this process's own (process_*, python_*), as `encode` (from choose_encoder) writes them."""
     fmt = lean_format(encode)
     if fmt is None:
-        return encode(_registry([*job_families(jobs), *service]))
+        return encode(_registry([*job_families(jobs), *service], process=process))
     # prometheus-client writes nothing before the first family, and OpenMetrics' `# EOF` after
     # the last: the job families' text goes first, as is.
-    return render_job_families(jobs, openmetrics=fmt).encode() + encode(_registry(service))
+    rest = encode(_registry(service, process=process))
+    return render_job_families(jobs, openmetrics=fmt).encode() + rest
 
 
 async def read_jobs(session: AsyncSession) -> Sequence[Any]:
@@ -252,48 +307,31 @@ async def read_jobs(session: AsyncSession) -> Sequence[Any]:
 
 
 async def read_service_families(session: AsyncSession) -> list[Metric]:
-    seconds: ColumnElement[Any]
-    if is_postgresql(session):
-        seconds = func.extract("epoch", ScanRun.finished_at - ScanRun.started_at)
-    else:
-        seconds = (func.julianday(ScanRun.finished_at) - func.julianday(ScanRun.started_at)) * 86400
-    row = (
-        await session.execute(
-            select(
-                *(
-                    func.coalesce(func.sum(case((seconds <= le, 1), else_=0)), 0)
-                    for le in DURATION_BUCKETS
-                ),
-                func.count(),
-                func.coalesce(func.sum(seconds), 0),
-                func.coalesce(func.sum(ScanRun.errors), 0),
-                # Files ever recorded, from the scans' own counts: a counter that never goes
-                # down when a job is deleted, and no count(*) over every artifact per scrape.
-                func.coalesce(func.sum(ScanRun.artifacts_new), 0),
-                # A scanner that keeps failing must not look alive.
-                func.max(case((ScanRun.status == "finished", ScanRun.finished_at))),
-                func.coalesce(func.sum(case((ScanRun.status.in_(FAILED), 1), else_=0)), 0),
-            ).where(ScanRun.finished_at.is_not(None))
-        )
-    ).one()
-    buckets = [int(value) for value in row[: len(DURATION_BUCKETS)]]
-    scans, duration_sum, errors, seen, last_scan, failed = row[len(DURATION_BUCKETS) :]
+    """The service-wide families: the scans' totals from scan_counters (a few rows, however
+    long the history), the failure streak, and the notification deliveries by state."""
+    counters = await read_counters(session)
+    last = counters.get(LAST_FINISHED)
     scanner = service_families(
-        buckets, int(scans), float(duration_sum), int(errors), int(seen), last_scan,
-        failed=int(failed), failures_in_a_row=await failures_in_a_row(session),
+        [int(counters.get(bucket_name(le), 0)) for le in DURATION_BUCKETS],
+        int(counters.get(SCANS, 0)), counters.get(DURATION_SUM, 0.0),
+        int(counters.get(ERRORS, 0)), int(counters.get(ARTIFACTS_NEW, 0)),
+        None if last is None else datetime.fromtimestamp(last, UTC),
+        failed=int(counters.get(FAILED_SCANS, 0)),
+        failures_in_a_row=await failures_in_a_row(session),
     )  # fmt: skip
-    return scanner + await read_notification_families(session)
+    return [build_info(), *scanner, *await read_notification_families(session)]
 
 
 DELIVERY_STATES = ("pending", "delivered", "failed", "cancelled")
 
 
 def notification_families(counts: Mapping[str, int]) -> list[Metric]:
-    """Deliveries of notices by state (those kept: see RETENTION_DAYS)."""
+    """Deliveries of notices the database holds now, by state: a gauge (retention deletes
+    old ones, so it goes down), named so that nobody takes it for a counter."""
     family = GaugeMetricFamily(
-        "backup_notification_deliveries",
-        "Notification deliveries kept, by state (failed: refused for good or out of retries; "
-        "cancelled: its job was deleted before it was sent)",
+        "backup_notification_deliveries_stored",
+        "Notification deliveries the database holds now (RETENTION_DAYS), by state (failed: "
+        "refused for good or out of retries; cancelled: its job was deleted before it was sent)",
         labels=["state"],
     )
     for state in DELIVERY_STATES:

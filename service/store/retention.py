@@ -1,8 +1,17 @@
-"""Retention: pings and finished notifications older than RETENTION_DAYS are deleted.
+"""Retention: pings, finished notifications, scans and status history older than
+RETENTION_DAYS are deleted, so every table that grows with time stays the size of the window.
 
-Each job keeps its newest PINGS_JUDGED pings however old they are, since its status is judged
-from them: a retention pass never changes a verdict. Deletes go in bounded pieces, each its
-own transaction, so a large backlog never holds long locks against the ping writer.
+What a verdict, a notice or an endpoint still needs stays, however old:
+- each job's newest PINGS_JUDGED pings (its status is judged from them);
+- notification events with a delivery still pending;
+- running scans, the newest closed scan of each trigger (/health, /api/v1/status), and the newest
+  scan that did not fail with every scan since (the failure streak of /health/ready and
+  /metrics);
+  /metrics' scan counters live in scan_counters and do not move when scans go;
+- each job's newest status change (the status it is in now, and since when);
+- every artifact still present (only those gone from their source for longer go).
+Deletes go in bounded pieces, each its own transaction, so a large backlog never holds long
+locks against the ping writer or a scan.
 """
 
 from __future__ import annotations
@@ -12,13 +21,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, delete, exists, select
+from sqlalchemy import Select, delete, exists, func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.db.engine import database_url_of
 from service.db.errors import log_failure
-from service.db.models import NotificationDelivery, NotificationEvent, Ping
+from service.db.models import (
+    Artifact,
+    JobCheck,
+    NotificationDelivery,
+    NotificationEvent,
+    Ping,
+    ScanRun,
+)
 from service.store.pings import PINGS_JUDGED
+from service.store.scans import SUCCEEDED
 
 logger = logging.getLogger(__name__)
 
@@ -29,6 +46,9 @@ PIECE = 5_000  # rows deleted per transaction
 class Pruned:
     pings: int
     events: int
+    scans: int = 0
+    checks: int = 0
+    artifacts: int = 0
 
 
 async def prune(
@@ -71,24 +91,67 @@ async def prune(
             NotificationEvent.created_at < cutoff, ~pending
         )
         events = await _delete_in_pieces(session, finished, NotificationEvent)
+        scans = await _delete_in_pieces(session, await _old_scans(session, cutoff), ScanRun)
+        checks = await _delete_in_pieces(session, _old_checks(cutoff), JobCheck)
+        gone = select(Artifact.id).where(Artifact.gone_since < cutoff)
+        artifacts = await _delete_in_pieces(session, gone, Artifact)
         await session.commit()
-    if pings or events:
-        logger.info("retention", extra={"pings_deleted": pings, "events_deleted": events})
-    return Pruned(pings, events)
+    if pings or events or scans or checks or artifacts:
+        logger.info(
+            "retention",
+            extra={"pings_deleted": pings, "events_deleted": events, "scans_deleted": scans,
+                   "checks_deleted": checks, "artifacts_deleted": artifacts},
+        )  # fmt: skip
+    return Pruned(pings, events, scans, checks, artifacts)
 
 
-async def _delete_in_pieces(
-    session: AsyncSession, ids: Select[Any], model: type[Ping] | type[NotificationEvent]
-) -> int:
-    """Delete the rows whose ids `ids` selects, PIECE at a time, committing each piece."""
+async def _old_scans(session: AsyncSession, cutoff: datetime) -> Select[Any]:
+    """Closed scans started before `cutoff` and before the newest scan that did not fail (the
+    failure streak since that one is a verdict: /health/ready), but the newest closed one of
+    each trigger (a handful of ids, looked up once)."""
+    closed = ScanRun.status != "running"
+    kept = set(
+        (
+            await session.scalars(
+                select(func.max(ScanRun.id)).where(closed).group_by(ScanRun.trigger)
+            )
+        ).all()
+    )
+    last_good = await session.scalar(
+        select(func.max(ScanRun.id)).where(ScanRun.status.in_(SUCCEEDED))
+    )
+    return select(ScanRun.id).where(
+        ScanRun.started_at < cutoff, closed, ScanRun.id < (last_good or 0),
+        ScanRun.id.not_in(kept),
+    )  # fmt: skip
+
+
+def _old_checks(cutoff: datetime) -> Select[Any]:
+    """Status changes recorded before `cutoff`, but each job's newest."""
+    newer = JobCheck.__table__.alias("newer")
+    has_newer = exists().where(newer.c.job_id == JobCheck.job_id, newer.c.id > JobCheck.id)
+    return select(JobCheck.id).where(JobCheck.checked_at < cutoff, has_newer)
+
+
+PrunedModel = type[Ping] | type[NotificationEvent] | type[ScanRun] | type[JobCheck] | type[Artifact]
+
+
+async def _delete_in_pieces(session: AsyncSession, ids: Select[Any], model: PrunedModel) -> int:
+    """Delete the rows whose ids `ids` selects, PIECE at a time in id order, committing each
+    piece. Each piece starts after the last one's highest id: a query from the start again
+    would step over every index entry deleted so far (dead until a vacuum), and a million rows
+    took minutes instead of seconds."""
     total = 0
+    after = 0
     while True:
-        piece = (await session.scalars(ids.limit(PIECE))).all()
+        query = ids.where(model.id > after).order_by(model.id).limit(PIECE)
+        piece = (await session.scalars(query)).all()
         if not piece:
             return total
         await session.execute(delete(model).where(model.id.in_(piece)))
         await session.commit()
         total += len(piece)
+        after = piece[-1]
 
 
 async def run_retention(sessions: async_sessionmaker[AsyncSession], *, days: float) -> None:

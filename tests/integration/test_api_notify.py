@@ -214,7 +214,7 @@ async def test_deleting_a_job_cancels_its_undelivered_notices(
         ]
         assert "1 notices cancelled: the job was deleted" in caplog.text
         metrics = await (await client.get("/metrics")).text()
-        assert 'backup_notification_deliveries{state="cancelled"} 2.0' in metrics
-        assert 'backup_notification_deliveries{state="pending"} 0.0' in metrics
+        assert 'backup_notification_deliveries_stored{state="cancelled"} 2.0' in metrics
+        assert 'backup_notification_deliveries_stored{state="pending"} 0.0' in metrics
     finally:
         await receiver.stop()

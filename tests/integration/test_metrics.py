@@ -21,9 +21,23 @@ from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 
 from tests.support import add_job, make_file
+from tests.unit.test_deploy_files import (
+    EXPORTED,
+    all_panels,
+    load_dashboard,
+    load_rules,
+    metric_names,
+)
 
 DAY = timedelta(days=1)
 WEBHOOK = {"type": "webhook", "url": "http://127.0.0.1:9/hook"}
+
+
+def without_runtime(body: bytes) -> bytes:
+    """The exposition without this process's own families (process_*, python_*)."""
+    runtime = (b"process_", b"python_", b"# HELP process_", b"# TYPE process_", b"# HELP python_",
+               b"# TYPE python_")  # fmt: skip
+    return b"".join(line for line in body.splitlines(keepends=True) if not line.startswith(runtime))
 
 
 def samples(text: str, parse=text_string_to_metric_families):
@@ -55,7 +69,7 @@ async def test_metrics_reflect_the_database(
     classic = await client.get("/metrics")
     assert classic.status == 200
     assert classic.headers["Content-Type"].startswith("text/plain; version=0.0.4")
-    assert 'backup_job_status{job="late",status="critical",tags=""} 1.0' in await classic.text()
+    assert 'backup_job_status{backup_job="late",status="critical"} 1.0' in await classic.text()
     openmetrics = "application/openmetrics-text; version=1.0.0; charset=utf-8"
     response = await client.get("/metrics", headers={"Accept": openmetrics})
     assert response.status == 200
@@ -64,17 +78,23 @@ async def test_metrics_reflect_the_database(
     assert text.rstrip().endswith("# EOF")
     values = samples(text)
 
-    def job(name, tags, **extra):
-        return tuple(sorted({"job": name, "tags": tags, **extra}.items()))
+    def job(name, **extra):
+        return tuple(sorted({"backup_job": name, **extra}.items()))
 
-    assert values[("backup_job_status", job("fresh", "db,prod", status="ok"))] == 1
-    assert values[("backup_job_status", job("fresh", "db,prod", status="critical"))] == 0
-    assert values[("backup_job_status", job("late", "", status="critical"))] == 1
-    assert values[("backup_job_artifacts", job("fresh", "db,prod"))] == 1
-    assert values[("backup_job_last_artifact_size_bytes", job("fresh", "db,prod"))] == 2048
-    newest = values[("backup_job_last_artifact_timestamp_seconds", job("late", ""))]
+    assert values[("backup_job_status", job("fresh", status="ok"))] == 1
+    assert values[("backup_job_status", job("fresh", status="critical"))] == 0
+    assert values[("backup_job_status", job("late", status="critical"))] == 1
+    assert values[("backup_job_tag", job("fresh", tag="db"))] == 1
+    assert values[("backup_job_tag", job("fresh", tag="prod"))] == 1
+    assert not [
+        key for key in values if key[0] == "backup_job_tag" and dict(key[1])["backup_job"] == "late"
+    ]
+    assert not [key for key in values if "tags" in dict(key[1]) or "job" in dict(key[1])]
+    assert values[("backup_job_artifacts", job("fresh"))] == 1
+    assert values[("backup_job_last_artifact_size_bytes", job("fresh"))] == 2048
+    newest = values[("backup_job_last_artifact_timestamp_seconds", job("late"))]
     assert newest == pytest.approx((clock.now - 3 * DAY).timestamp(), abs=1)
-    deadline = values[("backup_job_deadline_timestamp_seconds", job("late", ""))]
+    deadline = values[("backup_job_deadline_timestamp_seconds", job("late"))]
     assert deadline == pytest.approx(
         (clock.now - 3 * DAY + DAY + timedelta(hours=1)).timestamp(), abs=1
     )
@@ -85,7 +105,7 @@ async def test_metrics_reflect_the_database(
     assert values[("backup_last_scan_timestamp_seconds", ())] == pytest.approx(
         clock.now.timestamp(), abs=1
     )
-    deliveries = {state: values[("backup_notification_deliveries", (("state", state),))]
+    deliveries = {state: values[("backup_notification_deliveries_stored", (("state", state),))]
                   for state in ("pending", "delivered", "failed")}  # fmt: skip
     assert deliveries == {"pending": 1, "delivered": 0, "failed": 0}
 
@@ -152,11 +172,17 @@ async def test_tricky_names_and_tags_survive_a_scrape(
         async with sessionmaker() as session:
             families = job_families(await read_jobs(session))
             families += await read_service_families(session)
-        assert body == encode(_registry(families))
+        # The process_* and python_* families of this process differ from one call to the next.
+        assert without_runtime(body) == without_runtime(encode(_registry(families, process=True)))
+        assert b"\nprocess_resident_memory_bytes " in body
 
         values = samples(body.decode(), parse)
         for index, (name, tags) in enumerate(TRICKY_JOBS.items()):
-            labels = {"job": name, "tags": ",".join(tags)}
+            labels = {"backup_job": name}
+            for tag in tags:
+                assert (
+                    values[("backup_job_tag", tuple(sorted({**labels, "tag": tag}.items())))] == 1
+                )
             for status in STATUSES:
                 key = tuple(sorted({**labels, "status": status}.items()))
                 expected = 1 if status == STATUSES[index % len(STATUSES)] else 0
@@ -171,3 +197,41 @@ async def test_tricky_names_and_tags_survive_a_scrape(
                 (clock.now + index * DAY).timestamp()
             )
         assert len([key for key in values if key[0] == "backup_job_status"]) == 6 * len(TRICKY_JOBS)
+
+
+async def test_every_metric_the_alerts_and_dashboard_use_is_in_a_real_scrape(
+    aiohttp_client, make_app, sessionmaker, clock, tmp_path
+):
+    """Names in deploy/ checked against what a running app serves, not against a list."""
+    make_file(tmp_path / "db" / "a.tar", 2048, clock.now - timedelta(hours=1))
+    await add_job(
+        sessionmaker, clock.now - 5 * DAY, name="db", tags=["prod"],
+        source={"type": "local", "path": str(tmp_path / "db")},
+    )  # fmt: skip
+    async with sessionmaker() as session:
+        await BackupScanner(session, clock=clock).scan_all_jobs()
+    client = await aiohttp_client(make_app())
+    served: set[str] = set()
+    for accept in PROMETHEUS_ACCEPT.values():
+        response = await client.get("/metrics", headers={"Accept": accept})
+        parse = (
+            text_string_to_metric_families
+            if response.headers["Content-Type"].startswith("application/openmetrics-text")
+            else text_format_string_to_metric_families
+        )
+        families = list(parse(await response.text()))
+        # Family names (histograms: the base name) and sample names (counters' _total).
+        served |= {family.name for family in families}
+        served |= {sample.name for family in families for sample in family.samples}
+    used: set[str] = set()
+    for rule in load_rules():
+        used |= metric_names(rule["expr"])
+    for panel in all_panels(load_dashboard()):
+        for target in panel["targets"]:
+            used |= metric_names(target["expr"])
+    assert used, "no metric found in deploy/"
+    assert used - served == set(), f"used in deploy/ but not served: {sorted(used - served)}"
+    # And the list the unit tests check deploy/ against is what is served.
+    assert EXPORTED - served == set(), sorted(EXPORTED - served)
+    assert {"process_cpu_seconds_total", "process_resident_memory_bytes", "process_open_fds",
+            "process_start_time_seconds", "python_info"} <= served  # fmt: skip

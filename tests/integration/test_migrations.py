@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Boolean, Integer, String, column, insert, inspect, select, table
+from sqlalchemy import Boolean, Integer, String, column, insert, inspect, select, table, text
 
 from service.db import migrate
 from service.db.engine import Base, JSONType, UTCDateTime, create_engine
+from service.db.models import ScanRun
+from service.store.scans import DURATION_BUCKETS, bucket_name
 
 from tests.support import in_thread
 
@@ -105,3 +108,42 @@ async def test_0006_counts_jobs_at_their_told_status_as_told_of_their_reasons(
     finally:
         await engine.dispose()
     assert found == {"told": late, "paused": None, "new": None}
+
+
+@pytest.mark.parametrize("empty_database_url", ["postgresql", "sqlite"], indirect=True)
+def test_the_migration_fills_the_counters_from_the_scans_recorded(empty_database_url, clock):
+    """Upgrading keeps /metrics' counters where they were: 0013 sums the existing scans."""
+    in_thread(lambda: migrate.upgrade(empty_database_url, "0010"))
+    now = clock.now
+    durations = [0.05, 3.0, 45.0, 1000.0]
+    statuses = ("finished", "failed", "abandoned", "finished")
+    rows = [
+        {"trigger": "interval", "status": status, "started_at": now,
+         "finished_at": now + timedelta(seconds=seconds), "jobs_scanned": 1,
+         "artifacts_new": 2, "artifacts_changed": 0, "artifacts_gone": 0, "errors": 1,
+         "error_details": []}
+        for status, seconds in zip(statuses, durations, strict=True)
+    ]  # fmt: skip
+    rows.append({**rows[0], "status": "running", "finished_at": None})
+
+    async def fill() -> dict[str, float]:
+        engine = create_engine(empty_database_url)
+        try:
+            async with engine.begin() as connection:
+                await connection.execute(insert(ScanRun), rows)
+            in_thread(lambda: migrate.upgrade(empty_database_url, "0013"))
+            async with engine.connect() as connection:
+                result = await connection.execute(text("SELECT name, value FROM scan_counters"))
+                return {name: value for name, value in result.all()}
+        finally:
+            await engine.dispose()
+
+    counters = in_thread(lambda: asyncio.run(fill()))
+    assert counters["scans"] == 4
+    assert counters["failed"] == 2
+    assert counters["errors"] == 4 and counters["artifacts_new"] == 8
+    assert counters["duration_seconds_sum"] == pytest.approx(sum(durations), abs=1e-3)
+    assert [counters[bucket_name(le)] for le in DURATION_BUCKETS] == [1, 1, 1, 2, 2, 2, 3, 3, 3]
+    assert counters["last_finished_timestamp"] == pytest.approx(
+        (now + timedelta(seconds=1000)).timestamp(), abs=1e-3
+    )

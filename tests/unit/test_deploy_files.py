@@ -17,11 +17,14 @@ from tests.support import missing
 
 ROOT = Path(__file__).resolve().parents[2]
 ALERTS = ROOT / "deploy" / "prometheus" / "alerts.yml"
+ALERT_TESTS = ROOT / "deploy" / "prometheus" / "alerts.test.yml"
 DASHBOARD = ROOT / "deploy" / "grafana" / "backup-monitor.json"
 
-# Metric names exported at /metrics. Must match service/http/metrics.py.
+# Metric names exported at /metrics. Must match service/http/metrics.py (and a real scrape
+# has them all: tests/integration/test_metrics.py).
 EXPORTED = {
     "backup_job_status",
+    "backup_job_tag",
     "backup_job_last_artifact_timestamp_seconds",
     "backup_job_last_artifact_size_bytes",
     "backup_job_artifacts",
@@ -33,11 +36,16 @@ EXPORTED = {
     "backup_scanner_consecutive_failures",
     "backup_artifacts_seen_total",
     "backup_last_scan_timestamp_seconds",
-    "backup_notification_deliveries",
+    "backup_notification_deliveries_stored",
+    "backup_monitor_build_info",
 }
 
 METRIC_RE = re.compile(r"backup_[a-z_]+")
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
+# Label matchers and label lists: `backup_job` there is a label, not a metric.
+LABEL_LISTS = re.compile(
+    r"\{[^}]*\}|\b(?:by|on|without|ignoring|group_left|group_right)\s*\([^)]*\)"
+)
 
 REQUIRED_ALERTS = {
     "BackupJobCritical",
@@ -56,7 +64,7 @@ REQUIRED_ALERTS = {
 def metric_names(expr: str) -> set[str]:
     """Metric names used in a PromQL expression, histogram series mapped to their base name."""
     names = set()
-    for name in METRIC_RE.findall(expr):
+    for name in METRIC_RE.findall(LABEL_LISTS.sub(" ", expr)):
         for suffix in HISTOGRAM_SUFFIXES:
             if name.endswith(suffix):
                 name = name.removesuffix(suffix)
@@ -88,6 +96,11 @@ def test_metric_names_helper() -> None:
         " + rate(backup_scans_total[5m]) + backup_scan_duration_seconds_count"
     )
     assert metric_names(expr) == {"backup_scan_duration_seconds", "backup_scans_total"}
+    expr = (
+        'max by (backup_job) (backup_job_artifacts{backup_job=~"a"}) and on (backup_job)'
+        ' backup_job_tag{tag="x"}'
+    )
+    assert metric_names(expr) == {"backup_job_artifacts", "backup_job_tag"}
 
 
 def test_alert_rules_structure() -> None:
@@ -122,10 +135,12 @@ def test_alert_rules_details() -> None:
         if severity is not None:
             assert rules[name]["labels"]["severity"] == severity, name
     assert rules["BackupScanErrors"]["labels"]["severity"] == "warning"
-    assert "absent(backup_last_scan_timestamp_seconds)" in rules["BackupScannerNeverRan"]["expr"]
-    assert "increase(backup_scan_errors_total[1h])" in rules["BackupScanErrors"]["expr"]
+    assert (
+        "absent(max(backup_last_scan_timestamp_seconds))" in rules["BackupScannerNeverRan"]["expr"]
+    )
+    assert "max(increase(backup_scan_errors_total[1h]))" in rules["BackupScanErrors"]["expr"]
     for name in ("BackupJobCritical", "BackupJobLate", "BackupJobWarning", "BackupJobUnknown"):
-        assert "{{ $labels.job }}" in rules[name]["annotations"]["summary"], name
+        assert "{{ $labels.backup_job }}" in rules[name]["annotations"]["summary"], name
     assert "past its deadline" in rules["BackupJobLate"]["annotations"]["summary"]
 
 
@@ -138,14 +153,112 @@ def test_alert_rules_use_exported_metrics() -> None:
     assert used <= EXPORTED, f"unknown metrics: {sorted(used - EXPORTED)}"
 
 
-def test_alert_rules_promtool() -> None:
-    promtool = shutil.which("promtool")
-    if promtool is None:
-        missing("promtool is missing (Debian's prometheus package; `make test` installs it)")
-    result = subprocess.run(
-        [promtool, "check", "rules", str(ALERTS)], capture_output=True, text=True, check=False
+def promtool() -> str:
+    found = shutil.which("promtool")
+    if found is None:
+        missing("promtool is missing (Debian's prometheus package; `make tools` installs it)")
+    return found
+
+
+def run_promtool(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [promtool(), *map(str, args)], capture_output=True, text=True, check=False, timeout=120
     )
+
+
+def test_alert_rules_promtool() -> None:
+    result = run_promtool("check", "rules", ALERTS)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_alert_rules_unit_tests_pass() -> None:
+    result = run_promtool("test", "rules", ALERT_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def test_every_rule_aggregates_across_replicas() -> None:
+    """Every replica exports the same series: a rule without the max fires once per replica."""
+    for rule in load_rules():
+        expr = " ".join(rule["expr"].split())
+        if rule["alert"].startswith("BackupJob"):
+            assert expr.startswith("max by (backup_job) ("), rule["alert"]
+        else:
+            assert re.match(r"(time\(\) - |absent\()?max\(", expr), rule["alert"]
+        assert "job=" not in expr.replace("backup_job=", ""), rule["alert"]
+
+
+def test_every_rule_is_unit_tested_firing_quiet_and_with_three_replicas() -> None:
+    tests = yaml.safe_load(ALERT_TESTS.read_text())
+    assert tests["rule_files"] == [ALERTS.name]
+    firing: set[str] = set()
+    quiet: set[str] = set()
+    replicated: set[str] = set()
+    for test in tests["tests"]:
+        instances = {
+            re.search(r'instance="([^"]+)"', series["series"]).group(1)  # type: ignore[union-attr]
+            for series in test["input_series"]
+        }
+        for case in test["alert_rule_test"]:
+            name = case["alertname"]
+            if case.get("exp_alerts"):
+                firing.add(name)
+                # Three replicas in, exactly one alert (per job) out.
+                if len(instances) >= 3:
+                    replicated.add(name)
+                    assert len(case["exp_alerts"]) == 1, (test["name"], case["eval_time"])
+            else:
+                quiet.add(name)
+    rules = {rule["alert"] for rule in load_rules()}
+    assert rules - firing == set(), "rules never seen firing"
+    assert rules - quiet == set(), "rules never seen quiet"
+    assert rules - replicated == set(), "rules never tested with three replicas"
+
+
+def without_max(expr: str) -> str:
+    """The rule as it was before replicas: `max by (backup_job) (X)` and `max(X)` become X."""
+    return re.sub(r"max(?: by \(backup_job\))? ?\(", "(", expr)
+
+
+def test_the_unit_tests_catch_an_alert_per_replica(tmp_path: Path) -> None:
+    """Against rules that do not aggregate, the promtool tests fail: they would see 3 alerts."""
+    data = yaml.safe_load(ALERTS.read_text())
+    for group in data["groups"]:
+        for rule in group["rules"]:
+            rule["expr"] = without_max(rule["expr"])
+    (tmp_path / ALERTS.name).write_text(yaml.safe_dump(data))
+    (tmp_path / ALERT_TESTS.name).write_text(ALERT_TESTS.read_text())
+    assert run_promtool("check", "rules", tmp_path / ALERTS.name).returncode == 0
+    result = run_promtool("test", "rules", tmp_path / ALERT_TESTS.name)
+    assert result.returncode != 0
+    for name in ("BackupJobCritical", "BackupJobLate", "BackupScannerFailing"):
+        assert f"alertname: {name}," in result.stdout + result.stderr, name
+
+
+def dashboard_exprs() -> list[str]:
+    return [t["expr"] for panel in all_panels(load_dashboard()) for t in panel["targets"]]
+
+
+def test_dashboard_queries_are_valid_promql(tmp_path: Path) -> None:
+    """Each query, with Grafana's variables given values, parsed by promtool as a rule."""
+    values = {"$__rate_interval": "5m", "$backup_job": ".*", "$tag": "db|prod"}
+    rules = []
+    for index, expr in enumerate(dashboard_exprs()):
+        for variable, value in values.items():
+            expr = expr.replace(variable, value)
+        assert "$" not in expr, expr
+        rules.append({"record": f"dashboard:query{index}", "expr": expr})
+    path = tmp_path / "dashboard.rules.yml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    result = run_promtool("check", "rules", path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dashboard_queries_take_the_max_across_replicas() -> None:
+    for expr in dashboard_exprs():
+        assert "max by (backup_job" in expr or "max(" in expr or "max by (le)" in expr, expr
+        assert "job=" not in expr.replace("backup_job=", ""), expr
+        assert "sum(" not in expr and "sum by (le)" not in expr, expr
 
 
 def test_dashboard_panels() -> None:
@@ -167,7 +280,7 @@ def test_dashboard_variables() -> None:
     variables = {v["name"]: v for v in load_dashboard()["templating"]["list"]}
     assert variables["DS_PROMETHEUS"]["type"] == "datasource"
     assert variables["DS_PROMETHEUS"]["query"] == "prometheus"
-    for name in ("job", "tags"):
+    for name in ("backup_job", "tag"):
         assert variables[name]["type"] == "query"
         assert "label_values(" in variables[name]["definition"]
     text = DASHBOARD.read_text()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from datetime import UTC, datetime, timedelta, timezone
+from importlib.metadata import version
 from typing import NamedTuple
 
 import pytest
@@ -15,6 +16,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 from service.http.metrics import (
     JOB_FAMILIES,
     _registry,
+    build_info,
     job_families,
     lean_format,
     render_job_families,
@@ -155,14 +157,27 @@ def test_job_families_byte_identical(jobs: list[JobRow], openmetrics: bool) -> N
 def test_labels_are_escaped_once_per_job_and_never_lost() -> None:
     jobs = tricky_jobs()
     text = render_job_families(jobs, openmetrics=True)
-    assert 'job="all\\\\three\\"at\\nonce\\\\n"' in text
-    assert 'job="non-ASCII: café, Zürich, 日本語, emoji 🎉"' in text
-    assert 'tags="double\\"quote,plain,t1"' in text
+    assert 'backup_job="all\\\\three\\"at\\nonce\\\\n"' in text
+    assert 'backup_job="non-ASCII: café, Zürich, 日本語, emoji 🎉"' in text
+    assert 'backup_job_tag{backup_job="double\\"quote",tag="double\\"quote"} 1.0' in text
+    assert 'backup_job_tag{backup_job="double\\"quote",tag="t1"} 1.0' in text
+    # Tags are series of their own, never a label of the other families.
+    assert "tags=" not in text
     # No raw newline inside a sample line: every line is a comment or a sample.
     for line in text.removesuffix("\n").split("\n"):
         assert line.startswith(("# HELP ", "# TYPE ", *(name for name, _ in JOB_FAMILIES)))
     # 6 status lines a job, whatever its status.
     assert text.count("\nbackup_job_status{") == 6 * len(jobs)
+    # One tag series per distinct tag of a job.
+    tags = sum(len(set(job.tags)) for job in jobs)
+    assert text.count("\nbackup_job_tag{") == tags
+
+
+def test_a_tag_given_twice_is_one_series() -> None:
+    jobs = [JobRow("db", ["prod", "prod", "eu"], "ok", None, None, 0, None)]
+    text = render_job_families(jobs, openmetrics=False)
+    assert text.count('backup_job_tag{backup_job="db",tag="prod"}') == 1
+    assert text == reference(jobs, openmetrics=False)
 
 
 # Accept headers: what Prometheus 2 and 3 send, what curl and browsers send, and the
@@ -222,4 +237,21 @@ def test_whole_exposition_byte_identical(accept: str, last_scan: datetime | None
     service = service_families([0, 1, 2, 3, 4, 5, 6, 7, 8], 9, 1234.5, 3, 10**7, last_scan)
     encode, _ = choose_encoder(accept)
     expected = encode(_registry([*job_families(jobs), *service]))
-    assert render_metrics(jobs, service, encode) == expected
+    assert render_metrics(jobs, service, encode, process=False) == expected
+
+
+@pytest.mark.parametrize("accept", [PROMETHEUS_3, "text/plain", OTHER_ACCEPTS["openmetrics-2.0.0"]])
+def test_the_process_and_python_collectors_follow(accept: str) -> None:
+    encode, _ = choose_encoder(accept)
+    text = render_metrics(tricky_jobs(), [build_info()], encode).decode()
+    for family, kind in (
+        ("process_cpu_seconds_total", "counter"),
+        ("process_resident_memory_bytes", "gauge"),
+        ("process_open_fds", "gauge"),
+        ("process_start_time_seconds", "gauge"),
+        ("python_info", "gauge"),
+        ("backup_monitor_build_info", "gauge"),
+    ):
+        type_name = family.removesuffix("_total") if "openmetrics" in accept else family
+        assert f"# TYPE {type_name} {kind}\n" in text, family
+    assert f'backup_monitor_build_info{{version="{version("backup-monitor")}"}} 1.0' in text
