@@ -18,13 +18,15 @@ from pythonjsonlogger.json import JsonFormatter
 from service.core.visible import visible
 
 # A ping key is a secret (whoever has it can ping: a success ping hides a failing job), and it
-# travels in URL paths: `/ping/KEY`, `/ping/KEY/fail`, a full URL, a request line.
-_PING_KEY = re.compile(r"(/ping/)[^/\s?#\"'&<>]+")
+# travels in URL paths: `/ping/KEY`, `/ping/KEY/fail`, a full URL, a request line. So does a
+# badge's key (`/badge/KEY/name.svg`: whoever has it reads the job's status).
+_PING_KEY = re.compile(r"(/ping/|/badge/)[^/\s?#\"'&<>]+")
 REDACTED = "[key]"
 
 
 def redact(text: str) -> str:
-    """`text` with every ping key of a `/ping/KEY` path replaced (paths and whole lines)."""
+    """`text` with every key of a `/ping/KEY` or `/badge/KEY` path replaced (paths and whole
+    lines)."""
     return _PING_KEY.sub(r"\1" + REDACTED, text)
 
 

@@ -95,3 +95,12 @@ async def test_without_the_setting_no_access_line_but_still_an_id(
     response = await client.get("/health/live", headers={"X-Request-Id": "kept-1"})
     assert response.headers["X-Request-Id"] == "kept-1"
     assert access_records(caplog) == []
+
+
+async def test_badge_keys_are_redacted_in_the_access_log(client: Any, caplog: Any) -> None:
+    """A badge's key lets whoever has it read the job's status: not in the log either."""
+    caplog.set_level(logging.INFO, logger="service.access")
+    await client.get("/badge/0123456789abcdef-secret/db-nightly.svg")
+    (record,) = access_records(caplog)
+    assert record.path == "/badge/[key]/db-nightly.svg"
+    assert "secret" not in str(vars(record))
