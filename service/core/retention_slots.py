@@ -30,7 +30,7 @@ import bisect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta, tzinfo
-from typing import Literal
+from typing import Literal, Protocol
 
 from cronsim import CronSim
 
@@ -42,6 +42,14 @@ SLOT_KINDS: tuple[SlotKind, ...] = ("daily", "weekly", "monthly", "yearly")
 # The most labels a gap message names for one kind (then "and N more").
 LABELS_SHOWN = 6
 _MINUTE = timedelta(minutes=1)
+
+
+class Times(Protocol):
+    """Backup times, aware, oldest first: a list, or a view over a listing (bisected, so only
+    a few of them are ever read)."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: int, /) -> datetime: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +77,7 @@ class Slot:
 
 def retention_slots(
     policy: Retention,
-    backups: Sequence[datetime],
+    backups: Times,
     *,
     schedule: Schedule,
     grace: int,
@@ -150,7 +158,7 @@ def _completed(
     kind: SlotKind,
     first: date,
     zone: tzinfo,
-    backups: Sequence[datetime],
+    backups: Times,
     schedule: Schedule,
     grace: int,
     created_at: datetime,
@@ -188,7 +196,7 @@ def _not_due(
     return "the schedule has no backup due in it"
 
 
-def _newest_in(backups: Sequence[datetime], start: datetime, end: datetime) -> datetime | None:
+def _newest_in(backups: Times, start: datetime, end: datetime) -> datetime | None:
     low = bisect.bisect_left(backups, start)
     high = bisect.bisect_left(backups, end, lo=low)
     return backups[high - 1].astimezone(UTC) if high > low else None

@@ -183,20 +183,26 @@ CASES = [
         now=utc(2026, 11, 30, 12),
         created_at=utc(2026, 11, 27, 15),
         expected=[
-            ("2026-11-29", "kept"), ("2026-11-28", "missing"),
-            ("2026-11-27", "not_expected"), ("2026-11-26", "not_expected"),
-            ("2026-11", "kept"), ("2026-10", "not_expected"),
+            ("2026-11-29", "kept"),
+            ("2026-11-28", "missing"),
+            ("2026-11-27", "not_expected"),
+            ("2026-11-26", "not_expected"),
+            ("2026-11", "kept"),
+            ("2026-10", "not_expected"),
         ],
-    ),  # fmt: skip
+    ),
     Case(
         "a weekday schedule expects nothing on weekends",
         {"daily": 3},
         [utc(2026, 11, 27, 2, 10)],  # Friday
         now=utc(2026, 11, 30, 1),  # Monday, before its backup
         schedule=cron("0 2 * * 1-5"),
-        expected=[("2026-11-29", "not_expected"), ("2026-11-28", "not_expected"),
-                  ("2026-11-27", "kept")],
-    ),  # fmt: skip
+        expected=[
+            ("2026-11-29", "not_expected"),
+            ("2026-11-28", "not_expected"),
+            ("2026-11-27", "kept"),
+        ],
+    ),
     Case(
         # 23:30 with an hour of grace may land on the next day without being late.
         "a fire whose grace ends after the day does not make the day expected",
@@ -212,9 +218,13 @@ CASES = [
         [utc(2026, 11, 20, 3)],
         now=utc(2026, 11, 30, 12),
         schedule=Schedule(every=86400),
-        expected=[("2026-11-29", "not_expected"), ("2026-11-28", "not_expected"),
-                  ("2026-W48", "missing"), ("2026-W47", "kept")],
-    ),  # fmt: skip
+        expected=[
+            ("2026-11-29", "not_expected"),
+            ("2026-11-28", "not_expected"),
+            ("2026-W48", "missing"),
+            ("2026-W47", "kept"),
+        ],
+    ),
     Case(
         "every 12h without grace: each day is expected",
         {"daily": 2},
@@ -261,13 +271,15 @@ def test_slots(case: Case) -> None:
         (ZoneInfo("Pacific/Pago_Pago"), (2026, 11, 30), 24),
     ],
 )
-def test_day_slots_follow_the_zone_length(zone: ZoneInfo, day: tuple[int, int, int], hours: int) -> None:
+def test_day_slots_follow_the_zone_length(
+    zone: ZoneInfo, day: tuple[int, int, int], hours: int
+) -> None:
     now = local(zone, *day, 12)
     [slot] = retention_slots(
         Retention(daily=1), [now - timedelta(hours=1)], schedule=cron("0 3 * * *", zone.key),
         grace=0, created_at=LONG_AGO, now=now,
     )  # fmt: skip
-    assert slot.current and slot.label == "%04d-%02d-%02d" % day
+    assert slot.current and slot.label == "{:04d}-{:02d}-{:02d}".format(*day)
     assert slot.start == local(zone, *day, 0, 0)
     assert slot.end - slot.start == timedelta(hours=hours)
 
@@ -326,9 +338,7 @@ def test_window_start_is_the_oldest_slot_start() -> None:
     # 12 completed months back: November 2025, from midnight in Paris.
     assert window_start(policy, schedule=schedule, now=now) == local(PARIS, 2025, 11, 1)
     assert window_start(Retention(), schedule=schedule, now=now) is None
-    slots = retention_slots(
-        policy, [], schedule=schedule, grace=0, created_at=LONG_AGO, now=now
-    )
+    slots = retention_slots(policy, [], schedule=schedule, grace=0, created_at=LONG_AGO, now=now)
     assert min(slot.start for slot in slots) == local(PARIS, 2025, 11, 1)
 
 
@@ -336,7 +346,7 @@ def test_naive_times_are_refused() -> None:
     with pytest.raises(ValueError, match="aware"):
         retention_slots(
             Retention(daily=1), [], schedule=cron(), grace=0, created_at=LONG_AGO,
-            now=datetime(2026, 1, 1),  # noqa: DTZ001 (the mistake under test)
+            now=datetime(2026, 1, 1),
         )  # fmt: skip
 
 
