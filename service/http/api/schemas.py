@@ -465,7 +465,9 @@ class ReasonChangesOut(_Out):
 class NotificationOut(_Out):
     id: int
     event_id: str = Field(description="what receivers see (X-Event-Id, Message-ID)")
-    kind: Literal["problem", "changed", "recovery", "reminder"]
+    kind: Literal["problem", "changed", "recovery", "reminder", "digest"] = Field(
+        description="`digest`: the restore points the job's `report` sends"
+    )
     created_at: datetime
     status: Status
     previous_status: Status | None
