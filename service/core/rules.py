@@ -19,7 +19,7 @@ from cronsim import CronSim
 
 from service.core.jobspec import JobSpec, Schedule
 from service.core.kinds import Severity, Status
-from service.core.retention_slots import Times, gap_message, missing_slots, retention_slots
+from service.core.retention_slots import Times, gap_message, retention_slots
 from service.core.units import format_duration, format_size
 from service.core.visible import quote
 
@@ -412,7 +412,7 @@ def _retention_reasons(
     slots = retention_slots(
         policy, times, schedule=spec.schedule, grace=spec.grace, created_at=created_at, now=now
     )
-    message = gap_message(policy, slots) if missing_slots(slots) else None
+    message = gap_message(policy, slots)
     if message is None:
         return []
     return [Reason("retention_gap", "critical" if policy.strict else "warning", message)]

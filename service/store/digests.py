@@ -69,7 +69,8 @@ async def digest_of(session: AsyncSession, job: Job, every: int, now: datetime) 
 
 async def send_due_digests(session: AsyncSession, now: datetime) -> list[str]:
     """Write the outbox event of every digest due at `now` (at most DIGEST_BATCH), each with
-    its claim in one transaction; returns the jobs' names."""
+    its claim in one transaction; returns the jobs' names. A paused job's digest is skipped
+    (its next one is due a period later)."""
     due = (
         await session.scalars(
             select(Job)
@@ -89,7 +90,7 @@ async def send_due_digests(session: AsyncSession, now: datetime) -> list[str]:
         if not await claimed(session, claim.values(report_due_at=moved)):
             await session.rollback()  # another replica took it
             continue
-        if report is None:  # no report declared (any more): nothing to send
+        if report is None or job.paused:  # no report (any more), or a paused job: none sent
             await session.commit()
             continue
         digest = await digest_of(session, job, report.every, now)

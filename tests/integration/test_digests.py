@@ -152,3 +152,17 @@ async def test_a_job_without_report_sends_no_digest(sessionmaker, clock, tmp_pat
     async with sessionmaker() as session:
         assert await send_due_digests(session, clock()) == []
     assert await digests(sessionmaker) == []
+
+
+async def test_a_paused_job_sends_no_digest(sessionmaker, clock, tmp_path):
+    await nightly_job(sessionmaker, clock, tmp_path, "ops")
+    async with sessionmaker() as session:
+        job = await session.scalar(select(Job).where(Job.name == "db"))
+        assert job is not None
+        job.paused = True
+        await session.commit()
+    async with sessionmaker() as session:
+        assert await send_due_digests(session, clock()) == []
+        due = await session.scalar(select(Job.report_due_at).where(Job.name == "db"))
+    assert await digests(sessionmaker) == []
+    assert due is not None and due > clock()  # skipped, not retried at every tick
