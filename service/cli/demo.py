@@ -262,6 +262,25 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
             daily("mail-", ".mbox.gz", now - 4 * HOUR, [2 * MiB] * 3),
         ),
         DemoJob(
+            "ledger-retention",
+            "warning (retention_gap): 7 daily and 4 weekly backups should be kept; the "
+            "rotation keeps 5 nights, so 2 days and the older weeks have none",
+            {
+                "description": "Accounting ledger; its rotation was set to 5 copies by mistake",
+                "tags": ["db", "audit"],
+                "source": source("ledger-retention", "*.sql.gz"),
+                "schedule": {"cron": "15 3 * * *", "timezone": "Europe/Paris"},
+                "grace": "1h",
+                "retention": {"daily": 7, "weekly": 4},
+            },
+            [
+                DemoFile(f"ledger-{fire.astimezone(UTC):%Y-%m-%d}.sql.gz", MiB + index, fire)
+                for index, fire in enumerate(
+                    cron_fires("15 3 * * *", ZoneInfo("Europe/Paris"), now, 5, late=6 * 60)
+                )
+            ],
+        ),
+        DemoJob(
             "reports-oversized",
             "warning (too_large): the newest export is above its 5 MiB maximum",
             {

@@ -682,6 +682,52 @@ class Notify(_Strict):
         return tuple(dict.fromkeys(value))
 
 
+# The most periods of each kind a retention policy may name (10 years of days, of weeks...).
+MAX_RETENTION = {"daily": 3660, "weekly": 530, "monthly": 1200, "yearly": 100}
+RETENTION_KINDS = tuple(MAX_RETENTION)
+
+
+def _periods(kind: str) -> Any:
+    return Field(default=0, ge=0, le=MAX_RETENTION[kind], description=f"{kind} slots kept")
+
+
+RetentionCount = Annotated[int, BeforeValidator(_no_bool)]
+
+
+class Retention(_Strict):
+    """What the job's backup tool is meant to keep, grandfather-father-son as restic's and
+    borg's `--keep-daily/weekly/monthly/yearly` define it: one backup in each of the last
+    `daily` calendar days, `weekly` ISO weeks, `monthly` months and `yearly` years, in the
+    schedule's time zone. The slots checked are service.core.retention_slots's."""
+
+    daily: RetentionCount = _periods("daily")
+    weekly: RetentionCount = _periods("weekly")
+    monthly: RetentionCount = _periods("monthly")
+    yearly: RetentionCount = _periods("yearly")
+    # A gap is critical instead of a warning.
+    strict: bool = False
+
+    def count(self, kind: str) -> int:
+        """How many slots of `kind` (daily, weekly, monthly, yearly) the policy keeps."""
+        return int(getattr(self, kind))
+
+
+class Report(_Strict):
+    """A digest of the job's restore points, sent to `channel` every `every` seconds."""
+
+    channel: ChannelName
+    every: PositiveDuration = 7 * 86400
+
+    @field_validator("channel")
+    @classmethod
+    def _known_channel(cls, value: str, info: ValidationInfo) -> str:
+        known: Collection[str] | None = (info.context or {}).get("channels")
+        if known is not None and value not in known:
+            names = ", ".join(sorted(known)) if known else "none: CHANNELS_FILE is not set"
+            raise ValueError(f"no channel {value} (configured channels: {names})")
+        return value
+
+
 class JobSpec(_Strict):
     name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN, "maxLength": 100})
     description: Description = ""
@@ -692,6 +738,9 @@ class JobSpec(_Strict):
     rules: Rules = Rules()
     notify: Notify = Notify()
     paused: bool = False
+    # None: no retention policy is checked; no digest is sent.
+    retention: Retention | None = None
+    report: Report | None = None
 
     @field_validator("name")
     @classmethod

@@ -13,8 +13,9 @@ from service.core.visible import quote
 Severity = Literal["critical", "warning", "unknown"]
 Status = Literal["ok", "warning", "critical", "unknown", "pending", "paused"]
 # What a notice tells: a job entering a bad status, its problems changing, its recovery, a
-# reminder that it is still critical; or `notify test CHANNEL`'s message.
-NoticeKind = Literal["problem", "changed", "recovery", "reminder", "test"]
+# reminder that it is still critical; a digest of its restore points (its `report`); or
+# `notify test CHANNEL`'s message.
+NoticeKind = Literal["problem", "changed", "recovery", "reminder", "digest", "test"]
 NOTICE_KINDS: tuple[NoticeKind, ...] = get_args(NoticeKind)
 _STATUSES: tuple[Status, ...] = get_args(Status)
 

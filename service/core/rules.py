@@ -19,6 +19,7 @@ from cronsim import CronSim
 
 from service.core.jobspec import JobSpec, Schedule
 from service.core.kinds import Severity, Status
+from service.core.retention_slots import Times, gap_message, retention_slots
 from service.core.units import format_duration, format_size
 from service.core.visible import quote
 
@@ -112,6 +113,7 @@ def evaluate(
     runs: RunFacts | None = None,
     undated: Sequence[tuple[str, int, int]] = (),
     last_listed: ArtifactFact | None = None,
+    backup_times: Times | None = None,
 ) -> Evaluation:
     """Judge a job from the artifacts present in its source at `now`.
 
@@ -120,6 +122,8 @@ def evaluate(
     `count` the number present in all. `undated` are the files left out because no date can
     hold their modification time: (path, size, mtime in microseconds). `last_listed`: the
     newest artifact as the previous listing saw it (None: no previous listing).
+    `backup_times`: the times of every artifact present, oldest first, for the retention
+    policy (None: those of `artifacts`, which are then all of them).
     """
     now = _as_utc(now, "now")
     created_at = _as_utc(created_at, "created_at")
@@ -226,6 +230,13 @@ def evaluate(
                 f"at least {min_count} expected",
             )
         )
+
+    if spec.retention is not None and not listing_warnings:
+        # A partial listing may miss the backups of a slot: no gap is claimed from it.
+        times = backup_times
+        if times is None:
+            times = sorted(artifact.mtime.astimezone(UTC) for artifact in artifacts)
+        reasons.extend(_retention_reasons(spec, times, now, created_at))
 
     status = _worst_severity(reasons) if reasons else "ok"
     return Evaluation(
@@ -387,6 +398,24 @@ def _size_reasons(
                 )
             )
     return reasons
+
+
+def _retention_reasons(
+    spec: JobSpec, times: Times, now: datetime, created_at: datetime
+) -> list[Reason]:
+    """`retention_gap` when a slot of the retention policy expected to hold a backup holds none
+    (service.core.retention_slots says which are expected). A file still being written counts:
+    it can only make the current period count, which never makes a gap appear."""
+    policy = spec.retention
+    if policy is None:
+        return []
+    slots = retention_slots(
+        policy, times, schedule=spec.schedule, grace=spec.grace, created_at=created_at, now=now
+    )
+    message = gap_message(policy, slots)
+    if message is None:
+        return []
+    return [Reason("retention_gap", "critical" if policy.strict else "warning", message)]
 
 
 def _listing_reason(warnings: Sequence[str]) -> Reason:

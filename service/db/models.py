@@ -50,6 +50,12 @@ class Job(Base):
     rules: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     notify: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The retention policy checked (null: none) and the restore-points digest (null: none).
+    retention: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    report: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    # When the next digest is due (null: no report declared); claimed by a conditional UPDATE,
+    # so that replicas enqueue each digest once.
+    report_due_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True, index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime)
 

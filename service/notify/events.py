@@ -311,8 +311,10 @@ def event_row(
     channels: Sequence[str] | None,
     now: datetime,
     changes: dict[str, list[str]] | None = None,
+    digest: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The notification_events row for a notice (insert it in the status change's transaction)."""
+    """The notification_events row for a notice (insert it in the status change's transaction,
+    or a digest's claim)."""
     notice = Notice(
         event_id=str(uuid.uuid4()),
         kind=notice_kind_of(kind),
@@ -323,6 +325,7 @@ def event_row(
         latest_artifact=latest_artifact,
         occurred_at=now,
         changes=changes,
+        digest=digest,
     )
     return {
         "event_id": notice.event_id,

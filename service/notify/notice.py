@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from service.core.kinds import NOTICE_KINDS, NoticeKind, Status, notice_kind_of, status_of
 from service.core.units import format_size
@@ -31,6 +32,8 @@ class Notice:
     url: str | None = None  # the job's dashboard page, when PUBLIC_URL is set
     # A "changed" notice: the reason codes that are new, and those gone, since the last notice.
     changes: dict[str, list[str]] | None = None
+    # A "digest" notice: the restore points (see digest_of in service.store.digests).
+    digest: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.occurred_at.tzinfo is None:
@@ -50,6 +53,7 @@ class Notice:
             "occurred_at": self.occurred_at.isoformat(),
             "url": self.url,
             **({} if self.changes is None else {"changes": self._changes()}),
+            **({} if self.digest is None else {"digest": dict(self.digest)}),
         }
 
     def _changes(self) -> dict[str, list[str]]:
@@ -65,6 +69,7 @@ class Notice:
         artifact = data.get("latest_artifact")
         previous = data.get("previous_status")
         changes = data.get("changes")
+        digest = data.get("digest")
         return cls(
             event_id=str(data["event_id"]),
             kind=notice_kind_of(data["kind"]),
@@ -78,6 +83,7 @@ class Notice:
             changes=None
             if changes is None
             else {key: [str(code) for code in changes.get(key) or []] for key in ("new", "gone")},
+            digest=None if digest is None else dict(digest),
         )
 
     def subject(self) -> str:
@@ -92,18 +98,26 @@ class Notice:
             line = f"still {status} {self.job}"
         elif self.kind == "changed":
             line = f"{status} {self.job}: problem changed"
+        elif self.kind == "digest":
+            line = f"digest {self.job}: {digest_summary(self.digest or {})}"
         else:
             line = f"{status} {self.job}{was}"
         return " ".join(visible(f"[{SERVICE}] {line}").split())  # never a line break in a header
 
     def text(self) -> str:
         """The plain-text body: status, reasons, newest file, link and event id."""
+        if self.kind == "digest":
+            lines = [*digest_lines(self.job, self.status, self.digest or {}), ""]
+            return self._ending(lines)
         lines = [self._headline(), *self._what_changed(), ""]
         lines += [f"- {reason.get('message', '')}" for reason in self.reasons]
         if self.reasons:
             lines.append("")
         if self.kind != "test":
             lines += [*describe_artifact(self.latest_artifact), ""]
+        return self._ending(lines)
+
+    def _ending(self, lines: list[str]) -> str:
         if self.url:
             lines.append(f"Dashboard: {self.url}")
         lines.append(f"At: {self.occurred_at.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC")
@@ -134,6 +148,68 @@ class Notice:
             f"New: {', '.join(changes['new']) or 'nothing'}",
             f"Gone: {', '.join(changes['gone']) or 'nothing'}",
         ]
+
+
+def digest_summary(digest: Mapping[str, Any]) -> str:
+    """A digest in a few words: `7 new backups, 1 retention gap`."""
+    count = len(digest.get("points") or ()) + int(digest.get("more") or 0)
+    words = [f"{count} new {'backup' if count == 1 else 'backups'}"]
+    missing = len(digest.get("missing") or ())
+    if digest.get("retention"):
+        words.append(f"{missing} retention {'gap' if missing == 1 else 'gaps'}")
+    return ", ".join(words)
+
+
+def digest_lines(job: str, status: str, digest: Mapping[str, Any]) -> list[str]:
+    """A digest as plain text: the period, the retention slots, each backup made in it."""
+    start, end, zone = digest.get("from", "?"), digest.get("to", "?"), digest.get("timezone", "UTC")
+    lines = [
+        f"Restore points of {job}, from {_when(start, zone)} to {_when(end, zone)} ({zone}).",
+        f"Status now: {status}. Backups present in all: {digest.get('present', '?')}.",
+        "",
+    ]
+    retention = digest.get("retention")
+    if retention:
+        policy = ", ".join(
+            f"{kind} {retention[kind]}"
+            for kind in ("daily", "weekly", "monthly", "yearly")
+            if retention.get(kind)
+        )
+        slots = digest.get("slots") or {}
+        missing = list(digest.get("missing") or ())
+        lines.append(
+            f"Retention ({policy}): {slots.get('kept', 0)} slots kept, "
+            f"{len(missing)} missing, {slots.get('not_expected', 0)} not expected yet."
+        )
+        if missing:
+            lines.append(f"No backup kept for: {', '.join(missing)}.")
+        lines.append("")
+    points = list(digest.get("points") or ())
+    if not points:
+        lines.append("No new backup in this period.")
+    else:
+        lines.append(f"New backups in this period ({len(points) + int(digest.get('more') or 0)}):")
+    for point in points:
+        size = point.get("size")
+        size_text = format_size(size) if isinstance(size, int) else "?"
+        kept = point.get("slots") or []
+        slots_text = f", kept for {', '.join(kept)}" if kept else ""
+        lines.append(
+            f"- {_when(point.get('mtime', '?'), zone)}  {point.get('path', '?')}  "
+            f"{size_text}{slots_text}"
+        )
+    if digest.get("more"):
+        lines.append(f"- and {digest['more']} more (GET /api/v1/jobs/{job}/restore-points)")
+    return lines
+
+
+def _when(moment: object, zone: object) -> str:
+    """An ISO time of a digest as `2026-11-30 03:00` in the digest's zone."""
+    try:
+        parsed = datetime.fromisoformat(str(moment))
+        return f"{parsed.astimezone(ZoneInfo(str(zone))):%Y-%m-%d %H:%M}"
+    except (ValueError, KeyError, OSError):
+        return str(moment)
 
 
 def describe_artifact(artifact: Mapping[str, Any] | None) -> list[str]:

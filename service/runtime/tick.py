@@ -18,6 +18,7 @@ from service.db.errors import log_failure
 from service.db.models import Job, Ping
 from service.runtime.lifecycle import drain
 from service.scanner.scanner import run_scanner
+from service.store.digests import send_due_digests
 
 # The scheduler's log lines keep the logger of the original request, wherever they come from.
 logger = logging.getLogger("service.scheduler")
@@ -161,10 +162,19 @@ class DeadlineTick:
                         stop=self._stopping,
                         names=sorted(claimed),
                     )
-                return sorted(claimed)
             except Exception as exc:  # like the full scan: log, never kill the scheduler
                 log_failure(
                     logger, "Error while running the deadline tick", exc,
                     database_url_of(self.session_factory),
                 )  # fmt: skip
                 return []
+            try:
+                # The restore-points digests due (each written once, whoever ticks).
+                await send_due_digests(session, clock())
+            except Exception as exc:  # a digest waits for the next tick; judging goes on
+                await session.rollback()
+                log_failure(
+                    logger, "Error while writing the digests", exc,
+                    database_url_of(self.session_factory),
+                )  # fmt: skip
+            return sorted(claimed)

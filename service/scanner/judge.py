@@ -35,6 +35,7 @@ from service.notify.events import (
 from service.scanner.state import (
     JobRow,
     JobState,
+    ListedTimes,
     Observation,
     StoredState,
     artifact_summary,
@@ -96,6 +97,7 @@ def judge(
             count=len(ordered), runs=runs,
             undated=listing.undated if listing else (),
             last_listed=last_listed(job.latest_artifact),
+            backup_times=ListedTimes(ordered),
         )  # fmt: skip
         reasons = evaluation.reasons
     if listing is not None or (spec is not None and spec.source is None):

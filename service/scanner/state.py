@@ -9,6 +9,7 @@ aiohttp or the database models.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -24,6 +25,22 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def entry_time(entry: FileEntry) -> datetime:
     """A listed file's modification time, aware UTC."""
     return EPOCH + timedelta(microseconds=entry[2])
+
+
+class ListedTimes:
+    """The times of a listing's files, oldest first, read only where the retention slots
+    bisect them (a listing may hold 200 000 files: they are never all converted)."""
+
+    __slots__ = ("_entries",)
+
+    def __init__(self, entries: Sequence[FileEntry]) -> None:
+        self._entries = entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __getitem__(self, index: int) -> datetime:
+        return entry_time(self._entries[index])
 
 
 def to_microseconds(moment: datetime) -> int:

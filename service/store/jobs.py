@@ -7,7 +7,7 @@ import asyncio
 import logging
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -70,12 +70,19 @@ def stored_declaration(job: Job) -> dict[str, Any]:
     return {name: getattr(job, name) for name in DECLARATION_FIELDS}
 
 
+def first_report_at(spec: JobSpec, now: datetime) -> datetime | None:
+    """When a job's first digest is due: one `report.every` from its declaration (None: no
+    report declared)."""
+    return None if spec.report is None else now + timedelta(seconds=spec.report.every)
+
+
 def new_job(spec: JobSpec, now: datetime) -> Job:
     """A Job row for a fresh declaration, in the `pending` state."""
     return Job(
         name=spec.name,
         ping_key=new_ping_key(),
         **spec.declaration(),
+        report_due_at=first_report_at(spec, now),
         created_at=now,
         updated_at=now,
         status="pending",
@@ -93,6 +100,9 @@ def apply_declaration(job: Job, spec: JobSpec, now: datetime) -> bool:
     if every != (job.notify or {}).get("renotify_every"):
         # A new reminder interval counts from now (the scanner keeps a running one).
         job.renotify_at = renotify_at(job.status, None, None, every, now)
+    if declared["report"] != job.report:
+        # A new digest cadence (or channel) counts from now.
+        job.report_due_at = first_report_at(spec, now)
     job.name = spec.name
     for name, value in declared.items():
         setattr(job, name, value)

@@ -542,3 +542,33 @@ async def test_the_chart_marks_backups_that_never_came(site, page):
         await page.goto(base + "/jobs/db-nightly")
         await expect(page.locator("#chart circle.dot").first).to_be_visible()
         await expect(page.locator("#chart g.missing")).to_have_count(0)
+
+
+async def test_retention_calendar_strip(site, page):
+    """The retention slots as a strip: a word and a symbol in each cell (not colour alone), the
+    missing ones named; no sideways scrolling on a phone."""
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/ledger-retention")
+        await expect(page.locator("#reasons")).to_contain_text("no backup kept for")
+        strip = page.locator("#retention")
+        await expect(strip.locator("h3")).to_have_count(2)  # daily, weekly
+        daily = strip.locator("ol.strip").first
+        await expect(daily.locator("li")).to_have_count(7)
+        missing = daily.locator("li.slot-missing")
+        await expect(missing).to_have_count(2)
+        await expect(missing.first).to_contain_text("✖ missing")
+        await expect(daily.locator("li.slot-kept").first).to_contain_text("✔ kept")
+        # The slot's state is in its text: readable without colour.
+        texts = await daily.locator("li").all_inner_texts()
+        assert all(re.search(r"\d{4}-\d{2}-\d{2}\s+\S+ (kept|missing|not expected yet)", t)
+                   for t in texts), texts  # fmt: skip
+        weekly = await strip.locator("ol.strip").nth(1).locator("li").all_inner_texts()
+        assert len(weekly) == 4 and all(re.match(r"\d{4}-W\d{2}", t) for t in weekly), weekly
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        await strip.scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await strip.screenshot(path=str(ARTIFACTS / f"retention-strip-{suffix}.png"))
+        await shot(page, f"retention-job-{suffix}")

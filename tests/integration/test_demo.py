@@ -35,6 +35,7 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "files-missing": ("critical", {"missing"}),
     "crm-shrinking": ("warning", {"size_drop"}),
     "mail-archive": ("warning", {"too_few"}),
+    "ledger-retention": ("warning", {"retention_gap"}),
     "reports-oversized": ("warning", {"too_large"}),
     "nvr-clock-ahead": ("warning", {"future_mtime"}),
     "nas-offsite": ("unknown", {"source_error"}),
@@ -76,6 +77,9 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert "80 % smaller" in results["crm-shrinking"].reasons[0]["message"]
     assert results["db-nightly"].artifact_count == 14
     assert results["mail-archive"].artifact_count == 3
+    [gap] = results["ledger-retention"].reasons
+    assert gap["message"].startswith("no backup kept for "), gap
+    assert "(daily: 7 kept)" in gap["message"] and "(weekly: 4 kept)" in gap["message"]
     latest = results["db-nightly"].latest_artifact
     assert latest is not None
     assert latest["size"] > 1024 * 1024
@@ -210,7 +214,7 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
 
     restic = shutil.which("restic") is not None  # its job is ok (test_demo_restic_job_...)
     assert status["counts"] == {
-        "ok": 4 + restic, "warning": 4, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
+        "ok": 4 + restic, "warning": 5, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
     }  # fmt: skip
     assert status["status"] == "critical"
     banner = out.read_text()

@@ -26,6 +26,7 @@ jobs:
     grace: 2h
     rules: {min_size: 1MiB, max_size_drop: 50%, min_count: 3}
     notify: {after: 2, for: 10m}
+    retention: {daily: 7, monthly: 12, strict: true}
   - name: offsite
     source:
       type: s3
@@ -90,6 +91,7 @@ async def test_export_round_trips_and_dry_run_writes_nothing(database_url, base_
     }  # fmt: skip
     assert document["jobs"][0]["source"]["type"] == "local"
     assert document["jobs"][0]["notify"] == {"after": 2, "for": 600}
+    assert document["jobs"][0]["retention"] == {"daily": 7, "monthly": 12, "strict": True}
     assert document["jobs"][2]["source"]["secret_access_key"] == "${OFFSITE_SECRET}"
 
     lines = listed.out.splitlines()

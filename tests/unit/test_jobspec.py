@@ -34,6 +34,8 @@ FULL: dict[str, Any] = {
         "for": "30m",
     },
     "paused": True,
+    "retention": {"daily": 7, "weekly": 4, "monthly": 12, "strict": True},
+    "report": {"channel": "ops", "every": "7d"},
 }
 FULL_DECLARATION: dict[str, Any] = {
     "description": "PostgreSQL dump of the main database",
@@ -58,6 +60,8 @@ FULL_DECLARATION: dict[str, Any] = {
     },
     "notify": {"channels": ["ops", "mail"], "renotify_every": 14400, "after": 3, "for": 1800},
     "paused": True,
+    "retention": {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 0, "strict": True},
+    "report": {"channel": "ops", "every": 604800},
 }
 NOTIFY_DEFAULTS = {"channels": None, "renotify_every": None, "after": 1, "for": 0}
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
@@ -121,6 +125,8 @@ def test_minimal_job_defaults() -> None:
         },
         "notify": NOTIFY_DEFAULTS,
         "paused": False,
+        "retention": None,
+        "report": None,
     }
 
 
@@ -778,3 +784,42 @@ def test_notify_after_and_for_refused(notify: dict[str, Any], field: str, messag
     detail = only_detail(with_(MINIMAL, notify=notify))
     assert detail["field"] == field
     assert message in detail["message"]
+
+
+# --- retention and report -------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("retention", "field"),
+    [
+        ({"daily": -1}, "retention.daily"),
+        ({"weekly": True}, "retention.weekly"),
+        ({"monthly": 1201}, "retention.monthly"),
+        ({"yearly": "two"}, "retention.yearly"),
+        ({"hourly": 24}, "retention.hourly"),
+        ({"strict": "maybe"}, "retention.strict"),
+    ],
+)
+def test_bad_retention_is_refused(retention: dict[str, Any], field: str) -> None:
+    assert only_detail(with_(MINIMAL, retention=retention))["field"] == field
+
+
+def test_retention_defaults_to_zeros() -> None:
+    spec = parse_job(with_(MINIMAL, retention={"monthly": 3}))
+    assert spec.declaration()["retention"] == {
+        "daily": 0, "weekly": 0, "monthly": 3, "yearly": 0, "strict": False,
+    }  # fmt: skip
+
+
+def test_report_channel_must_be_configured() -> None:
+    data = with_(MINIMAL, report={"channel": "ops-mail"})
+    with pytest.raises(ValidationError) as caught:
+        parse_job(data, channels={"ops"})
+    [detail] = error_details(caught.value)
+    assert detail["field"] == "report.channel"
+    assert "no channel ops-mail (configured channels: ops)" in detail["message"]
+    spec = parse_job(data, channels={"ops-mail"})
+    assert spec.report is not None and spec.report.every == 7 * 86400
+    assert only_detail(with_(MINIMAL, report={"channel": "ops", "every": 0}))["field"] == (
+        "report.every"
+    )

@@ -206,3 +206,18 @@ def test_a_silence_holds_the_notice_until_its_end() -> None:
     assert result.news.kind is None
     assert result.news.held is not None and result.news.held.reason == "silence"
     assert result.renotify_at == until  # the deadline tick tells it then, if still owed
+
+
+def test_retention_is_judged_on_every_file_listed_not_the_newest_few() -> None:
+    # 40 nightly files: the judge hands evaluate only the newest 12, and the times of all.
+    nightly = spec(schedule={"cron": "0 2 * * *"}, retention={"daily": 30})
+    days = [d for d in range(40) if d != 20]  # the night 20 days ago is gone
+    files = [
+        entry(f"db-{d}.sql.gz", 5000, d * 24 * HOUR + HOUR) for d in sorted(days, reverse=True)
+    ]
+    judged = judge(observation(row(nightly), nightly, files), now=NOW)
+    assert [r.message for r in judged.state.reasons] == [
+        "no backup kept for 2026-11-10 (daily: 30 kept)"
+    ]
+    whole = [entry(f"db-{d}.sql.gz", 5000, d * 24 * HOUR + HOUR) for d in range(39, -1, -1)]
+    assert judge(observation(row(nightly), nightly, whole), now=NOW).state.status == "ok"

@@ -1292,3 +1292,61 @@ def test_a_backup_being_written_is_not_late() -> None:
     assert run(_settling(), artifacts[:-1], now=now).status == "critical"  # late without it
     evaluation = run(_settling(), artifacts, now=now)
     assert (evaluation.status, evaluation.writing) == ("ok", WRITTEN)
+
+
+# --- retention_gap ----------------------------------------------------------------------------
+
+NIGHTLY = {"cron": "0 3 * * *", "timezone": "Europe/Paris"}
+
+
+def monthly_backups(skip: Sequence[int] = ()) -> list[ArtifactFact]:
+    """The 10th of each month of 2026 up to November, 03:00 Paris, and the last 7 nights."""
+    dates = [datetime(2026, month, 10, 2, tzinfo=UTC) for month in range(1, 12)]
+    dates += [T0 - d * DAY for d in range(7)]
+    return [art(moment) for moment in sorted(set(dates)) if moment.month not in skip]
+
+
+@pytest.mark.parametrize(("strict", "severity"), [(False, "warning"), (True, "critical")])
+def test_retention_gap_names_the_missing_months(strict: bool, severity: str) -> None:
+    spec = job(schedule=NIGHTLY, retention={"daily": 7, "monthly": 12, "strict": strict})
+    result = run(spec, monthly_backups(skip=(8, 9)), created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    gap = [r for r in result.reasons if r.code == "retention_gap"]
+    assert gap == [
+        Reason(
+            "retention_gap", severity,  # type: ignore[arg-type]
+            "no backup kept for 2025-12, 2026-08 and 2026-09 (monthly: 12 kept)",
+        )
+    ]  # fmt: skip
+    assert result.status == severity
+
+
+def test_retention_kept_everywhere_is_ok() -> None:
+    spec = job(schedule=NIGHTLY, retention={"daily": 7, "monthly": 10})
+    result = run(spec, monthly_backups(), created_at=datetime(2025, 1, 1, tzinfo=UTC))
+    assert result.status == "ok", result.reasons
+
+
+def test_retention_does_not_blame_a_young_job() -> None:
+    # Declared in June: the earlier months were not the job's to keep.
+    spec = job(schedule=NIGHTLY, retention={"monthly": 12})
+    backups = [b for b in monthly_backups() if b.mtime.month >= 7]
+    assert run(spec, backups, created_at=datetime(2026, 6, 15, tzinfo=UTC)).status == "ok"
+    older = run(spec, backups, created_at=datetime(2026, 5, 31, tzinfo=UTC))
+    assert [r.message for r in older.reasons] == ["no backup kept for 2026-06 (monthly: 12 kept)"]
+
+
+def test_retention_is_not_judged_from_a_partial_listing() -> None:
+    spec = job(schedule=NIGHTLY, retention={"monthly": 12})
+    backups = monthly_backups(skip=(8,))
+    result = run(spec, backups, listing_warnings=["permission denied: /backups/db/2026-08"])
+    assert [r.code for r in result.reasons] == ["source_error"]
+
+
+def test_retention_uses_all_backup_times_given() -> None:
+    # The judge passes only the newest artifacts, and the times of all of them apart.
+    spec = job(schedule=NIGHTLY, retention={"monthly": 12})
+    backups = monthly_backups()
+    newest = backups[-3:]
+    times = [b.mtime for b in backups]
+    assert run(spec, newest, backup_times=times, count=len(backups)).status == "ok"
+    assert run(spec, newest, backup_times=times[-3:]).status == "warning"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
 from aiohttp import web
@@ -29,6 +29,8 @@ from service.http.api.schemas import (
     JobsQuery,
     NotificationPage,
     PageQuery,
+    RestorePointsOut,
+    RestorePointsQuery,
     RunList,
     RunsQuery,
 )
@@ -54,6 +56,7 @@ from service.store.jobs import (
     silences_now,
 )
 from service.store.pings import recent_runs
+from service.store.restore_points import restore_points
 
 routes = web.RouteTableDef()
 T = TypeVar("T")
@@ -326,3 +329,41 @@ async def notifications_handler(request: web.Request) -> web.Response:
     )
     page = {"items": items, "next_before": next_before}
     return respond(NotificationPage.model_validate(page, from_attributes=True))
+
+
+# The range a restore-points request covers when it gives no `from`.
+RESTORE_POINTS_SPAN = timedelta(days=31)
+
+
+@routes.get(JOB + "/restore-points")
+@operation(
+    summary="The backups present in a date range, and the retention slots each one is kept for",
+    tag="jobs", query=RestorePointsQuery, response=RestorePointsOut,
+    description="The evidence an auditor asks for: every backup present in [from, to), newest "
+    "first, with the slots of the job's retention policy (as they stand now) it is the kept "
+    "backup of, and all those slots with their state.",
+)  # fmt: skip
+async def restore_points_handler(request: web.Request) -> web.Response:
+    query = query_of(request, RestorePointsQuery)
+    now = datetime.now(UTC)
+    try:
+        end = (query.to or now).astimezone(UTC)
+        start = (query.from_ or end - RESTORE_POINTS_SPAN).astimezone(UTC)
+    except (OverflowError, ValueError):
+        field = "to" if query.to is not None else "from"
+        message = "a date out of range (years 1 to 9999 in UTC)"
+        raise ApiError(422, "validation_error", f"invalid query parameter: {field}",
+                       [{"field": field, "message": message}]) from None  # fmt: skip
+    job = await load_job(request)
+    async with request.app[sessionmaker_key]() as session:
+        points = await restore_points(
+            session, job, start=start, end=end, now=now, limit=query.limit
+        )
+    spec = points.spec
+    answer = {
+        "job": points.job, "from": points.start, "to": points.end, "timezone": points.timezone,
+        "retention": None if spec is None or spec.retention is None else spec.retention,
+        "slots": [slot.as_dict() for slot in points.slots],
+        "items": points.items, "truncated": points.truncated,
+    }  # fmt: skip
+    return respond(RestorePointsOut.model_validate(answer, from_attributes=True))

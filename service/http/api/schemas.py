@@ -6,7 +6,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Discriminator, Field, field_validator
 from pydantic import Tag as UnionTag
 from pydantic.config import JsonDict
 from pydantic.json_schema import SkipJsonSchema
@@ -19,6 +19,8 @@ from service.core.jobspec import (
     Duration,
     LocalSource,
     Notify,
+    Report,
+    Retention,
     Rules,
     Schedule,
     Tag,
@@ -63,6 +65,19 @@ class ArtifactsQuery(PageQuery):
     include_gone: bool = Field(default=False, description="also list vanished artifacts")
 
 
+class RestorePointsQuery(_Query):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    from_: AwareDatetime | None = Field(
+        default=None, alias="from",
+        description="the range's start, inclusive, with its offset (default: 31 days before `to`)",
+    )  # fmt: skip
+    to: AwareDatetime | None = Field(
+        default=None, description="the range's end, exclusive, with its offset (default: now)"
+    )
+    limit: Limit = 1000
+
+
 class ScanStartQuery(_Query):
     wait: bool = Field(default=False, description="answer when the scan is done (200)")
 
@@ -97,6 +112,8 @@ class JobPatch(BaseModel):
     rules: Rules | None = None
     notify: Notify | None = None
     paused: bool | None = None
+    retention: Retention | None = None
+    report: Report | None = None
 
     @field_validator("name", "schedule")
     @classmethod
@@ -186,6 +203,19 @@ class NotifyOut(_Out):
     )
 
 
+class RetentionOut(_Out):
+    daily: int = Field(description="calendar days, in the schedule's time zone")
+    weekly: int = Field(description="ISO weeks (Monday to Sunday)")
+    monthly: int
+    yearly: int
+    strict: bool = Field(description="a gap is critical instead of a warning")
+
+
+class ReportOut(_Out):
+    channel: str
+    every: int = Field(description="seconds between two digests")
+
+
 class HeldNoticeOut(_Out):
     held: Literal["silence", "for", "after"] = Field(
         description="the first condition not met yet: a silence in force, notify.for (the job "
@@ -216,6 +246,12 @@ class JobOut(_Out):
     rules: RulesOut
     notify: NotifyOut
     paused: bool
+    retention: RetentionOut | None = Field(
+        default=None, description="the retention policy checked (retention_gap); null: none"
+    )
+    report: ReportOut | None = Field(
+        default=None, description="the digest of restore points sent to a channel; null: none"
+    )
     status: Status
     reasons: list[ReasonOut]
     latest_artifact: ArtifactSummary | None
@@ -264,6 +300,51 @@ class ArtifactOut(_Out):
 class ArtifactPage(_Out):
     items: list[ArtifactOut]
     next_before: int | None = Field(description="pass as `before` for the next page")
+
+
+class SlotOut(_Out):
+    kind: Literal["daily", "weekly", "monthly", "yearly"]
+    label: str = Field(description="2026-11-30, 2026-W48 (ISO week), 2026-11, 2026")
+    start: datetime = Field(description="the period's first instant in the schedule's zone")
+    end: datetime = Field(description="the period's end, exclusive")
+    state: Literal["kept", "missing", "not_expected"] = Field(
+        description="`kept`: a backup present in it; `missing`: none, though one was due "
+        "(retention_gap); `not_expected`: none was due (the job is younger, or its schedule "
+        "had no backup due in it: see `why`)"
+    )
+    newest: datetime | None = Field(description="the newest backup in it: the one kept for it")
+    current: bool = Field(description="the period now is in (listed once it holds a backup)")
+    why: str = Field(description="for `not_expected`: why no backup was due in it")
+
+
+class RestorePointOut(_Out):
+    path: str
+    size: int = Field(description="bytes")
+    mtime: datetime
+    first_seen: datetime = Field(description="when this service first saw it")
+    slots: list[str] = Field(
+        description="the labels of the retention slots it is the kept backup of (the newest "
+        "backup of each)"
+    )
+    # Its verification state (verified_at, outcome) joins here once artifacts are verified.
+
+
+class RestorePointsOut(_Out):
+    model_config = ConfigDict(frozen=True, serialize_by_alias=True)
+
+    job: str
+    from_: datetime = Field(alias="from")
+    to: datetime
+    timezone: str = Field(description="the zone the slots are periods of (the schedule's)")
+    retention: RetentionOut | None
+    slots: list[SlotOut] = Field(
+        description="the retention slots now, newest first within each kind (empty without a "
+        "retention policy)"
+    )
+    items: list[RestorePointOut] = Field(
+        description="the backups present in the range, newest first"
+    )
+    truncated: bool = Field(description="more than `limit` backups in the range: narrow it")
 
 
 class HistoryEntry(_Out):
@@ -384,7 +465,9 @@ class ReasonChangesOut(_Out):
 class NotificationOut(_Out):
     id: int
     event_id: str = Field(description="what receivers see (X-Event-Id, Message-ID)")
-    kind: Literal["problem", "changed", "recovery", "reminder"]
+    kind: Literal["problem", "changed", "recovery", "reminder", "digest"] = Field(
+        description="`digest`: the restore points the job's `report` sends"
+    )
     created_at: datetime
     status: Status
     previous_status: Status | None

@@ -81,6 +81,7 @@ from service.http.web.words import (
     describe_notify,
     exact_duration,
     relative_time,
+    retention_rows,
 )
 from service.http.wellformed import read_form
 from service.notify import silences as silence_rules
@@ -100,6 +101,7 @@ from service.store.jobs import (
 )
 from service.store.jobs import status_counts as count_statuses
 from service.store.pings import Run, recent_runs
+from service.store.restore_points import job_slots, job_spec
 from service.store.secrets import BADGES, shared_secret
 from service.store.silences import load_current, silences_page, view_of
 from service.store.tokens import (
@@ -426,6 +428,8 @@ async def job_page(request: web.Request) -> web.Response:
             for a in await chart_artifacts(session, job.id)
         ]
         digest = await status_digest(session)
+        spec = job_spec(job)
+        slots = await job_slots(session, job, spec, now) if spec is not None else ()
         silenced = silence_rules.covering(job.name, job.tags, await load_current(session, now), now)
     async with request.app[sessionmaker_key]() as session:  # its own: a lost race rolls back
         badge_secret = await shared_secret(session, BADGES)
@@ -447,6 +451,8 @@ async def job_page(request: web.Request) -> web.Response:
         if job.source is not None
         else duration_chart(run_points(runs)),
         last_ping=last_ping(runs),
+        retention=retention_rows(spec.retention if spec is not None else None, slots),
+        retention_zone=spec.schedule.zone.key if spec is not None else "UTC",
         history=history,
         runs=runs,
         notices=notices,

@@ -8,6 +8,8 @@ from typing import Any
 
 from cron_descriptor import ExpressionDescriptor, Options
 
+from service.core.jobspec import Retention
+from service.core.retention_slots import Slot
 from service.core.units import format_duration, format_size
 from service.notify.events import Hold, NoticeRule
 
@@ -259,3 +261,41 @@ def describe_details(details: dict[str, Any] | None) -> str:
     if storage and storage != "STANDARD":
         parts.append(f"storage class {storage}")
     return " · ".join(parts)
+
+
+_SLOT_WORDS = {
+    "kept": ("✔", "kept"),
+    "missing": ("✖", "missing"),
+    "not_expected": ("–", "not expected yet"),
+}
+_KIND_WORDS = {"daily": "days", "weekly": "ISO weeks", "monthly": "months", "yearly": "years"}
+
+
+def retention_rows(policy: Retention | None, slots: Sequence[Slot]) -> list[dict[str, Any]]:
+    """The retention calendar strip: one row per kind of slot the policy keeps, its cells
+    oldest first, each with a symbol and a word (never color alone) and a title saying which
+    backup keeps it or why none was due."""
+    if policy is None:
+        return []
+    rows = []
+    for kind, noun in _KIND_WORDS.items():
+        cells = []
+        for slot in reversed([slot for slot in slots if slot.kind == kind]):
+            symbol, word = _SLOT_WORDS[slot.state]
+            if slot.newest is not None:
+                title = f"{slot.label}: kept by the backup of {slot.newest:%Y-%m-%d %H:%M} UTC"
+            elif slot.state == "missing":
+                title = f"{slot.label}: no backup kept, though one was due"
+            else:
+                title = f"{slot.label}: {slot.why}"
+            cells.append({
+                "label": slot.label, "state": slot.state, "symbol": symbol, "word": word,
+                "title": title,
+            })  # fmt: skip
+        if cells:
+            missing = sum(cell["state"] == "missing" for cell in cells)
+            rows.append({
+                "kind": kind, "title": f"the last {policy.count(kind)} {noun}",
+                "summary": f"{missing} missing" if missing else "none missing", "cells": cells,
+            })  # fmt: skip
+    return rows
