@@ -3,7 +3,7 @@ rows instead of every scan_runs row (1 000 000 rows: 1.2 s a scrape), and retent
 old scans without moving a counter back. Filled here from the scans recorded so far.
 
 Revision ID: 0013
-Revises: 0010
+Revises: 0012
 Create Date: 2026-11-30
 """
 
@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0013"
-down_revision: str | None = "0010"
+down_revision: str | None = "0012"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
