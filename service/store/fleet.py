@@ -1,0 +1,147 @@
+"""A PostgreSQL fleet: which replicas are alive, and each one's share of the jobs' listings.
+
+Membership: each replica has a row in `replicas`, leased until `lease_until` and renewed by
+its heartbeat; a replica killed (SIGKILL, OOM, a lost machine) drops out when its lease runs out,
+one that stops cleanly removes its row at once (`leave`). The live replicas, sorted by name,
+share the jobs by their id: the replica at index i of n lists the jobs whose `id % n == i`
+(`share`, a pure rule), about 1/n each.
+
+Listings: a periodic scan claims the jobs of its share that no periodic scan listed in the
+current cycle (`listed_at` older than LISTED_FRACTION of the scan interval), as leases on the
+jobs' rows (service.store.leases), renewed by the heartbeat while the scan runs. Finishing, it
+records `listed_at` on the jobs it listed and gives the leases back. A job whose replica died
+mid-scan keeps its old `listed_at`: once the lease has run out it is due again, for whichever
+replica's share it is in by then. Replicas that see the membership differently for a moment
+(one just joined or died) may both find a job in their share: the lease lets one list it, and
+`listed_at` keeps the other from listing it again in the same cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Sequence
+from datetime import datetime, timedelta
+
+from sqlalchemy import ColumnElement, and_, delete, or_, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from service.db.engine import is_postgresql
+from service.db.models import Job, Replica
+from service.store.leases import IN_PIECE, Leased, claim, release, renew
+
+# A job's listing, leased to one replica at a time.
+LISTINGS = Leased(Job.id, Job.listing_holder, Job.listing_lease_until)
+# A job listed less than this fraction of the scan interval ago is not listed again: the next
+# cycle of the same replica (one interval later, to the scheduler's precision) finds it due.
+LISTED_FRACTION = 0.9
+
+
+def share(members: Sequence[str], name: str) -> tuple[int, int]:
+    """(i, n): the replica `name` lists the jobs whose id % n == i among `members` (itself
+    counted, whether or not the database had it yet)."""
+    ordered = sorted({*members, name})
+    return ordered.index(name), len(ordered)
+
+
+def in_share(index: int, count: int) -> ColumnElement[bool]:
+    """The jobs of the share (index, count)."""
+    return Job.id % count == index
+
+
+async def beat(session: AsyncSession, name: str, *, now: datetime, seconds: float) -> None:
+    """Join the fleet, or stay in it: the replica's membership leased until now + seconds, and
+    the listing leases it holds renewed as long (a long scan keeps its jobs). Commits."""
+    until = now + timedelta(seconds=seconds)
+    insert = postgresql.insert if is_postgresql(session) else sqlite.insert
+    statement = insert(Replica).values(name=name, started_at=now, lease_until=until)
+    await session.execute(
+        statement.on_conflict_do_update(index_elements=[Replica.name], set_={"lease_until": until})
+    )
+    await renew(session, LISTINGS, holder=name, now=now, seconds=seconds)
+    await session.commit()
+
+
+async def members(session: AsyncSession, now: datetime) -> list[str]:
+    """The names of the live replicas (their lease not run out), sorted."""
+    rows = await session.scalars(
+        select(Replica.name).where(Replica.lease_until >= now).order_by(Replica.name)
+    )
+    return list(rows.all())
+
+
+async def leave(session: AsyncSession, name: str) -> None:
+    """Leave the fleet: the membership and the listing leases given back at once (the others
+    take the replica's share at their next scan, not at its leases' expiry). Commits."""
+    await release(session, LISTINGS, holder=name)
+    await session.execute(delete(Replica).where(Replica.name == name))
+    await session.commit()
+
+
+def due(now: datetime, interval_seconds: float) -> ColumnElement[bool]:
+    """The jobs no periodic scan listed in the current cycle."""
+    since = now - timedelta(seconds=interval_seconds * LISTED_FRACTION)
+    return or_(Job.listed_at.is_(None), Job.listed_at < since)
+
+
+async def claim_listings(
+    session: AsyncSession,
+    name: str,
+    *,
+    fleet: Sequence[str],
+    now: datetime,
+    interval_seconds: float,
+    lease_seconds: float,
+) -> dict[str, int]:
+    """Lease to replica `name` the listings of its share of the jobs (among the live `fleet`)
+    due in this cycle: their ids by name. Commits."""
+    index, count = share(fleet, name)
+    rows = await claim(
+        session, LISTINGS, holder=name, now=now, seconds=lease_seconds,
+        where=and_(in_share(index, count), due(now, interval_seconds)), returning=[Job.name],
+    )  # fmt: skip
+    await session.commit()
+    return {job: job_id for job_id, job in rows}
+
+
+async def take_listings(
+    session: AsyncSession,
+    name: str,
+    names: Collection[str],
+    *,
+    fleet: Sequence[str],
+    now: datetime,
+    lease_seconds: float,
+) -> dict[str, int]:
+    """Lease to replica `name` the listings of those of `names` in its share and free (a
+    change seen by every replica's watcher is judged by one): their ids by name. Commits."""
+    index, count = share(fleet, name)
+    taken: dict[str, int] = {}
+    wanted = sorted(names)
+    for start in range(0, len(wanted), IN_PIECE):
+        piece = wanted[start : start + IN_PIECE]
+        rows = await claim(
+            session, LISTINGS, holder=name, now=now, seconds=lease_seconds,
+            where=and_(in_share(index, count), Job.name.in_(piece)), returning=[Job.name],
+        )  # fmt: skip
+        taken.update({job: job_id for job_id, job in rows})
+    await session.commit()
+    return taken
+
+
+async def done_listings(
+    session: AsyncSession,
+    name: str,
+    claimed: Collection[int],
+    *,
+    listed: Collection[int] = (),
+    listed_at: datetime | None = None,
+) -> None:
+    """Give back the listing leases of the jobs `claimed`; those `listed` are recorded as
+    listed at `listed_at` (the cycle's listing: not listed again in this cycle). Commits."""
+    done = set(listed) & set(claimed) if listed_at is not None else set()
+    if done:
+        await release(session, LISTINGS, holder=name, keys=done, values={"listed_at": listed_at})
+    rest = set(claimed) - done
+    if rest:
+        await release(session, LISTINGS, holder=name, keys=rest)
+    await session.commit()
