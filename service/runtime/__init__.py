@@ -11,6 +11,7 @@
 
 Each app builds its own in its cleanup contexts (service/runtime/app.py) and holds them under
 AppKeys (service/runtime/keys.py): nothing here is process-global. `service/scheduler.py` is the
-original request's module-level facade over these. May import aiohttp, the scanner, the store (retention, fleet),
-db, models, errors and settings; imports neither the app, the keys, the API nor the facade.
+original request's module-level facade over these. May import aiohttp, the scanner, the store
+(retention, fleet), db, models, errors and settings; imports neither the app, the keys, the API
+nor the facade.
 """

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -42,7 +43,10 @@ class ScanCoordinator:
         fleet: Fleet | None = None,
     ) -> None:
         self.session_factory = session_factory
-        self.options = options or ScanOptions()
+        options = options or ScanOptions()
+        if fleet is not None and options.replica is None:  # its scan runs name the replica
+            options = dataclasses.replace(options, replica=fleet.name)
+        self.options = options
         # In a PostgreSQL fleet, a scheduled scan lists this replica's share only.
         self.fleet = fleet
         # Set while stopping: a running scan finishes the job in hand, then stops.

@@ -42,6 +42,11 @@ class Leased:
     holder: InstrumentedAttribute[Any]
     until: InstrumentedAttribute[Any]
 
+    @property
+    def table(self) -> Any:
+        """The mapped class the columns belong to."""
+        return self.key.class_
+
     def free(self, holder: str, now: datetime) -> ColumnElement[bool]:
         """The rows `holder` may claim at `now`: nobody's, lapsed, or already its own."""
         return or_(self.until.is_(None), self.until < now, self.holder == holder)
@@ -60,8 +65,8 @@ async def claim(
     returning: Sequence[InstrumentedAttribute[Any]] = (),
 ) -> list[Any]:
     """Lease to `holder` for `seconds` the free rows that meet `where` (at most `limit`, by key);
-    `values` are set on them too. Returns the keys claimed (with `returning`: a row of the key
-    and those columns for each). The caller commits."""
+    `values` are set on them too. Returns the keys claimed, in order (with `returning`: a row
+    of the key and those columns for each). The caller commits."""
     chosen = select(leased.key).where(leased.free(holder, now))
     if where is not None:
         chosen = chosen.where(where)
@@ -69,18 +74,21 @@ async def claim(
     if limit is not None:
         chosen = chosen.limit(limit)
     statement = (
-        update(leased.key.class_)
+        update(leased.table)
         .where(leased.key.in_(chosen.scalar_subquery()))
         .values(
-            {leased.holder: holder, leased.until: now + timedelta(seconds=seconds)},
-            **(values or {}),
+            {
+                leased.holder: holder,
+                leased.until: now + timedelta(seconds=seconds),
+                **{getattr(leased.table, name): value for name, value in (values or {}).items()},
+            }
         )
         .returning(leased.key, *returning)
         .execution_options(synchronize_session=False)
     )
     if returning:
-        return [tuple(row) for row in (await session.execute(statement)).all()]
-    return list((await session.scalars(statement)).all())
+        return sorted(tuple(row) for row in (await session.execute(statement)).all())
+    return sorted((await session.scalars(statement)).all())
 
 
 async def renew(
@@ -89,7 +97,7 @@ async def renew(
     """Move on the expiry of every lease `holder` holds and has not let lapse: how many. The
     caller commits."""
     statement = (
-        update(leased.key.class_)
+        update(leased.table)
         .where(leased.holder == holder, leased.until.is_not(None), leased.until >= now)
         .values({leased.until: now + timedelta(seconds=seconds)})
         .execution_options(synchronize_session=False)
@@ -108,9 +116,15 @@ async def release(
     """Give back `holder`'s leases (those of `keys`, or all), setting `values` on them too: free
     at once for another claimer, instead of at their expiry. How many. The caller commits."""
     base = (
-        update(leased.key.class_)
+        update(leased.table)
         .where(leased.holder == holder)
-        .values({leased.holder: None, leased.until: None}, **(values or {}))
+        .values(
+            {
+                leased.holder: None,
+                leased.until: None,
+                **{getattr(leased.table, name): value for name, value in (values or {}).items()},
+            }
+        )
         .execution_options(synchronize_session=False)
     )
     if keys is None:
