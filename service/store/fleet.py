@@ -7,13 +7,18 @@ share the jobs by their id: the replica at index i of n lists the jobs whose `id
 (`share`, a pure rule), about 1/n each.
 
 Listings: a periodic scan claims the jobs of its share that no periodic scan listed in the
-current cycle (`listed_at` older than LISTED_FRACTION of the scan interval), as leases on the
-jobs' rows (service.store.leases), renewed by the heartbeat while the scan runs. Finishing, it
-records `listed_at` on the jobs it listed and gives the leases back. A job whose replica died
-mid-scan keeps its old `listed_at`: once the lease has run out it is due again, for whichever
-replica's share it is in by then. Replicas that see the membership differently for a moment
-(one just joined or died) may both find a job in their share: the lease lets one list it, and
-`listed_at` keeps the other from listing it again in the same cycle.
+current cycle (`listed_at` older than the scan interval less a slack: `cycle_start`), as
+leases on the jobs' rows (service.store.leases), renewed by the heartbeat while the scan
+runs. Finishing, it records `listed_at` on the jobs it listed and gives the leases back. A job
+whose replica died mid-scan keeps its old `listed_at`: once the lease has run out it is due
+again, for whichever replica's share it is in by then. Replicas that see the membership
+differently for a moment (one just joined or died) may both find a job in their share: the
+lease lets one list it, and `listed_at` keeps the other from listing it again in the cycle.
+
+The watcher's judgements (a file landed) take the same leases, in the same shares, without
+counting as the cycle's listing; the deadline tick claims each due job by a conditional UPDATE
+of its own (service.runtime.tick), whichever replica runs it. The API's "scan now" and the CLI
+list every job, as asked.
 """
 
 from __future__ import annotations
@@ -31,9 +36,13 @@ from service.store.leases import IN_PIECE, Leased, claim, release, renew
 
 # A job's listing, leased to one replica at a time.
 LISTINGS = Leased(Job.id, Job.listing_holder, Job.listing_lease_until)
-# A job listed less than this fraction of the scan interval ago is not listed again: the next
-# cycle of the same replica (one interval later, to the scheduler's precision) finds it due.
-LISTED_FRACTION = 0.9
+# A job listed less than one scan interval ago, minus this slack, is not listed again in this
+# cycle. The slack lets the next scan of the same replica, one interval later, find its jobs
+# due even when the earlier one claimed them late (a busy machine, a slow heartbeat): a tenth
+# of the interval, at least LISTED_SLACK_SECONDS, at most half the interval.
+LISTED_SLACK_SECONDS = 5.0
+# A replica whose lease ran out this many leases ago is forgotten (its row deleted).
+FORGET_AFTER_LEASES = 10
 
 
 def share(members: Sequence[str], name: str) -> tuple[int, int]:
@@ -58,6 +67,9 @@ async def beat(session: AsyncSession, name: str, *, now: datetime, seconds: floa
         statement.on_conflict_do_update(index_elements=[Replica.name], set_={"lease_until": until})
     )
     await renew(session, LISTINGS, holder=name, now=now, seconds=seconds)
+    # The rows of replicas long dead (each start of an unnamed replica is a new name).
+    forgotten = now - timedelta(seconds=FORGET_AFTER_LEASES * seconds)
+    await session.execute(delete(Replica).where(Replica.lease_until < forgotten))
     await session.commit()
 
 
@@ -77,10 +89,15 @@ async def leave(session: AsyncSession, name: str) -> None:
     await session.commit()
 
 
+def cycle_start(now: datetime, interval_seconds: float) -> datetime:
+    """The jobs listed before this moment are due again at `now` (see LISTED_SLACK_SECONDS)."""
+    slack = min(interval_seconds / 2, max(interval_seconds / 10, LISTED_SLACK_SECONDS))
+    return now - timedelta(seconds=interval_seconds - slack)
+
+
 def due(now: datetime, interval_seconds: float) -> ColumnElement[bool]:
     """The jobs no periodic scan listed in the current cycle."""
-    since = now - timedelta(seconds=interval_seconds * LISTED_FRACTION)
-    return or_(Job.listed_at.is_(None), Job.listed_at < since)
+    return or_(Job.listed_at.is_(None), Job.listed_at < cycle_start(now, interval_seconds))
 
 
 async def claim_listings(
