@@ -69,7 +69,11 @@ async def beat(session: AsyncSession, name: str, *, now: datetime, seconds: floa
     await renew(session, LISTINGS, holder=name, now=now, seconds=seconds)
     # The rows of replicas long dead (each start of an unnamed replica is a new name).
     forgotten = now - timedelta(seconds=FORGET_AFTER_LEASES * seconds)
-    await session.execute(delete(Replica).where(Replica.lease_until < forgotten))
+    # (Those another beat is deleting are skipped: two beats never wait for each other.)
+    gone = select(Replica.name).where(Replica.lease_until < forgotten)
+    await session.execute(
+        delete(Replica).where(Replica.name.in_(gone.with_for_update(skip_locked=True)))
+    )
     await session.commit()
 
 
