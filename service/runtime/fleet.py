@@ -129,9 +129,9 @@ class Fleet:
         )
         return Share(now, claimed)
 
-    async def take(self, names: Sequence[str]) -> dict[str, int]:
-        """Of the jobs `names`, those of this replica's share whose listing is free, leased to
-        it (a watcher's judgement: every replica sees the change, one judges it)."""
+    async def take(self, names: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+        """Of the jobs `names`, those of this replica's share it may list now, and the leases
+        taken for them (a watcher's judgement: every replica sees the change, one judges it)."""
         async with self.session_factory() as session:
             return await fleet.take_listings(
                 session, self.name, names, fleet=self.members, now=self.clock(),

@@ -283,8 +283,9 @@ class _Plan:
 class ListingLeases(Protocol):
     """The listing leases of a fleet's replica (service.runtime.fleet.Fleet)."""
 
-    async def take(self, names: Sequence[str]) -> dict[str, int]:
-        """Those of `names` this replica may list now, leased to it: their ids by name."""
+    async def take(self, names: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+        """Those of `names` this replica may list now; the leases taken for them (ids by name),
+        to give back after."""
         ...
 
     async def give_back(self, claimed: Mapping[str, int]) -> None:
@@ -636,8 +637,7 @@ class SourceWatcher:
         taken: Mapping[str, int] = {}
         try:
             if self.leases is not None:
-                taken = await self.leases.take(names)
-                names = sorted(taken)
+                names, taken = await self.leases.take(names)
                 if not names:
                     return
             async with self.session_factory() as session:

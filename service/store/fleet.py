@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Collection, Sequence
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, delete, or_, select
+from sqlalchemy import ColumnElement, and_, delete, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -132,21 +132,27 @@ async def take_listings(
     fleet: Sequence[str],
     now: datetime,
     lease_seconds: float,
-) -> dict[str, int]:
-    """Lease to replica `name` the listings of those of `names` in its share and free (a
-    change seen by every replica's watcher is judged by one): their ids by name. Commits."""
+) -> tuple[list[str], dict[str, int]]:
+    """Of `names`, those in replica `name`'s share that it may list now (a change seen by every
+    replica's watcher is judged by one), sorted; and, by name, the ids of those whose lease it
+    took for this (to give back after). One it holds already (its periodic scan lists it right
+    now) is listed too, its lease left to that scan. Commits."""
     index, count = share(fleet, name)
+    listable: set[str] = set()
     taken: dict[str, int] = {}
     wanted = sorted(names)
     for start in range(0, len(wanted), IN_PIECE):
-        piece = wanted[start : start + IN_PIECE]
+        piece = and_(in_share(index, count), Job.name.in_(wanted[start : start + IN_PIECE]))
+        mine = and_(Job.listing_holder == name, Job.listing_lease_until >= now)
+        held = set((await session.scalars(select(Job.name).where(piece, mine))).all())
+        listable |= held
         rows = await claim(
             session, LISTINGS, holder=name, now=now, seconds=lease_seconds,
-            where=and_(in_share(index, count), Job.name.in_(piece)), returning=[Job.name],
+            where=and_(piece, Job.name.not_in(held) if held else true()), returning=[Job.name],
         )  # fmt: skip
         taken.update({job: job_id for job_id, job in rows})
     await session.commit()
-    return taken
+    return sorted(listable | set(taken)), taken
 
 
 async def done_listings(

@@ -207,3 +207,33 @@ async def test_scheduled_scans_of_three_replicas_list_each_job_once(pg_url, cloc
             assert again == 0
     finally:
         await engine.dispose()
+
+
+async def test_a_watcher_takes_the_jobs_of_its_share_and_leaves_its_scans_leases(pg_url, clock):
+    engine = create_engine(pg_url)
+    sessionmaker = create_sessionmaker(engine)
+    try:
+        ids = await jobs(sessionmaker, clock, 8)  # ids 1..8: r-a's share (of 2) is the even ones
+        names = {job_id: f"job-{index:03d}" for index, job_id in enumerate(ids)}
+        even = [job_id for job_id in ids if job_id % 2 == 0]
+        async with sessionmaker() as session:
+            # r-a's scan lists one of its jobs now; another is held by r-b (a view of the fleet
+            # from a moment ago) until its lease runs out.
+            await claim(session, LISTINGS, holder="r-a", now=clock(), seconds=30,
+                        where=Job.id == even[0])  # fmt: skip
+            await claim(session, LISTINGS, holder="r-b", now=clock(), seconds=30,
+                        where=Job.id == even[1])  # fmt: skip
+            await session.commit()
+            listable, taken = await fleet.take_listings(
+                session, "r-a", list(names.values()), fleet=["r-a", "r-b"], now=clock(),
+                lease_seconds=30,
+            )  # fmt: skip
+            assert listable == sorted(names[job_id] for job_id in even if job_id != even[1])
+            assert taken == {names[job_id]: job_id for job_id in even[2:]}
+            await fleet.done_listings(session, "r-a", list(taken.values()))
+            rows = await session.execute(select(Job.id, Job.listing_holder))
+            holders = {job_id: holder for job_id, holder in rows}
+            assert holders[even[0]] == "r-a" and holders[even[1]] == "r-b"  # left as they were
+            assert {holders[job_id] for job_id in even[2:]} == {None}
+    finally:
+        await engine.dispose()
