@@ -15,6 +15,11 @@ Invariants:
 - a source that becomes watched (after start) is judged at once: what landed before its watch
   was set up is not missed.
 
+In a PostgreSQL fleet (`leases`: service.runtime.fleet.Fleet) every replica sees the same
+change; the replica whose share the job is in judges it, under the job's listing lease, and the
+others leave it (a job whose lease another replica holds for a moment, or a path its owner
+cannot watch, is judged by the periodic scan).
+
 The rules (which file system can be trusted, which jobs a path concerns) are pure functions.
 """
 
