@@ -70,6 +70,13 @@ class Settings(BaseSettings):
     scanner_interval_minutes: float = Field(default=15.0, gt=0, le=7 * 24 * 60)
     # Between full scans, jobs whose deadline passed are judged every TICK_SECONDS.
     tick_seconds: float = Field(default=5.0, ge=0.1, le=3600)
+    # Replicas on one PostgreSQL database split the listings (service/store/fleet.py). Each is
+    # named REPLICA_NAME (default: host name and process id) and beats every third of
+    # FLEET_LEASE_SECONDS; one that stops beating loses its share after FLEET_LEASE_SECONDS.
+    replica_name: str | None = Field(
+        default=None, min_length=1, max_length=128, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:@-]*$"
+    )
+    fleet_lease_seconds: float = Field(default=60.0, ge=1, le=3600)
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=1, le=65535)
     # Colon-separated list (like PATH); empty means "no restriction".

@@ -22,3 +22,4 @@ class ScanOptions:
     scan_roots: tuple[Path, ...] | None = None  # SCAN_ROOTS: local sources must lie inside
     source_timeout: float | None = None  # SOURCE_TIMEOUT_SECONDS: one source listing at most
     clock: Clock | None = None
+    replica: str | None = None  # REPLICA_NAME in a PostgreSQL fleet: named on its scan runs

@@ -86,6 +86,12 @@ class Job(Base):
     # last judgement was not bad) and how many, counted up to notify.after (see bad_streak).
     bad_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     bad_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # PostgreSQL fleets (service/store/fleet.py): the replica listing this job now, until when
+    # (a lease: a replica that died loses it then), and when a periodic scan last listed it (a
+    # job listed in the current cycle is not listed again by another replica).
+    listing_holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    listing_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class Artifact(Base):
@@ -151,6 +157,19 @@ class ScanRun(Base):
     # Moved on by the running scan every HEARTBEAT_SECONDS: a running scan whose heartbeat is
     # older than its lease belongs to a process that died (see service/store/scans.py).
     heartbeat_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The replica that ran it (its REPLICA_NAME); None on SQLite and before 0014.
+    replica: Mapped[str | None] = mapped_column(String(128), nullable=True)
+
+
+class Replica(Base):
+    """A live member of a PostgreSQL fleet: its membership is leased until `lease_until` and
+    renewed by its heartbeat (service/store/fleet.py)."""
+
+    __tablename__ = "replicas"
+
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime] = mapped_column(UTCDateTime)
 
 
 class ScanCounter(Base):

@@ -6,9 +6,12 @@
 - coordinator: `ScanCoordinator`, one full scan at a time for one app, drained on stop.
 - tick: `DeadlineTick`, the jobs due between full scans, with its own ping baseline.
 - scheduling: `ScanScheduler`, one app's APScheduler wiring (full scan, tick, retention).
+- fleet: `Fleet`, this replica's membership of a PostgreSQL fleet (its heartbeat) and its share
+  of the listings (the rules and SQL in service.store.fleet).
 
 Each app builds its own in its cleanup contexts (service/runtime/app.py) and holds them under
 AppKeys (service/runtime/keys.py): nothing here is process-global. `service/scheduler.py` is the
-original request's module-level facade over these. May import aiohttp, the scanner, retention,
-db, models, errors and settings; imports neither the app, the keys, the API nor the facade.
+original request's module-level facade over these. May import aiohttp, the scanner, the store
+(retention, fleet), db, models, errors and settings; imports neither the app, the keys, the API
+nor the facade.
 """

@@ -3,12 +3,16 @@ background components (ping writer, scans, notification dispatcher)."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import os
+import socket
 from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from service.db.engine import create_engine, create_sessionmaker
+from service.core.scan_options import ScanOptions
+from service.db.engine import create_engine, create_sessionmaker, is_postgresql
 from service.http import health, metrics
 from service.http.access import access_middleware, echo_request_id
 from service.http.api import badges, docs, jobs, pings, scans, silences, tokens
@@ -22,11 +26,13 @@ from service.logs import LogThrottle
 from service.notify.config import ChannelSet, load_channels
 from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions
 from service.runtime.coordinator import ScanCoordinator
+from service.runtime.fleet import Fleet
 from service.runtime.keys import (
     channels_key,
     coordinator_key,
     deadline_tick_key,
     engine_key,
+    fleet_key,
     open_access_key,
     ping_writer_key,
     scan_scheduler_key,
@@ -50,6 +56,8 @@ SCAN_DRAIN_SECONDS = 30.0
 PINGS_DRAIN_SECONDS = 30.0
 # How long a stop lets the watcher's judgement under way end.
 WATCH_STOP_SECONDS = 5.0
+# How long a stop lets a heartbeat under way end (then the replica leaves the fleet).
+FLEET_STOP_SECONDS = 5.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -67,15 +75,47 @@ def build_ping_writer(app: web.Application) -> PingWriter:
     return writer
 
 
+def replica_name(settings: Settings) -> str:
+    """REPLICA_NAME, or this host's name and this process's id."""
+    return settings.replica_name or f"{socket.gethostname()}-{os.getpid()}"[:128]
+
+
+def build_fleet(app: web.Application) -> Fleet | None:
+    """This replica's membership in a PostgreSQL fleet, wherever the scheduler runs (SQLite is
+    one process: it lists every job, no fleet). Joins before the first scan, leaves after the
+    last one (its cleanup runs after the scans')."""
+    if not app[scheduler_enabled_key] or not is_postgresql(app[engine_key]):
+        return None
+    settings = app[settings_key]
+    app[fleet_key] = fleet = Fleet(
+        app[sessionmaker_key],
+        replica_name(settings),
+        interval_seconds=settings.scanner_interval_minutes * 60,
+        lease_seconds=settings.fleet_lease_seconds,
+    )
+    return fleet
+
+
+def scan_options(app: web.Application) -> ScanOptions:
+    """The options of this app's scans: the settings', and the replica named on its scan runs
+    in a fleet."""
+    options = app[settings_key].scan_options
+    fleet = app.get(fleet_key)
+    return options if fleet is None else dataclasses.replace(options, replica=fleet.name)
+
+
 def build_scans(app: web.Application) -> Component:
     """This app's scans: its coordinator (one full scan at a time) and, when the scheduler is
     enabled, its own APScheduler with the full scan, the deadline tick and retention."""
     settings = app[settings_key]
     sessions = app[sessionmaker_key]
-    app[coordinator_key] = coordinator = ScanCoordinator(sessions, settings.scan_options)
+    options = scan_options(app)
+    app[coordinator_key] = coordinator = ScanCoordinator(
+        sessions, options, fleet=app.get(fleet_key)
+    )
     if not app[scheduler_enabled_key]:
         return coordinator  # the scans asked for through the API, drained at the stop
-    app[deadline_tick_key] = tick = DeadlineTick(sessions, settings.scan_options)
+    app[deadline_tick_key] = tick = DeadlineTick(sessions, options)
     app[scan_scheduler_key] = scheduler = ScanScheduler(
         coordinator,
         settings.scanner_interval_minutes,
@@ -94,9 +134,10 @@ def build_watcher(app: web.Application) -> SourceWatcher | None:
     settings = app[settings_key]
     app[watcher_key] = watcher = SourceWatcher(
         app[sessionmaker_key],
-        scan_options=settings.scan_options,
+        scan_options=scan_options(app),
         refresh_seconds=settings.watch_refresh_seconds,
         enabled=settings.watch_sources,
+        leases=app.get(fleet_key),
     )
     return watcher
 
@@ -163,6 +204,7 @@ def create_app(
     app[scheduler_enabled_key] = scheduler
     app[open_access_key] = open_access
     app.cleanup_ctx.append(database_ctx)
+    app.cleanup_ctx.append(component_ctx(build_fleet, FLEET_STOP_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_ping_writer, PINGS_DRAIN_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_scans, SCAN_DRAIN_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_watcher, WATCH_STOP_SECONDS))

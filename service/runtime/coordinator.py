@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -12,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.core.scan_options import ScanOptions
 from service.db.engine import database_url_of
 from service.db.errors import log_failure
+from service.runtime.fleet import Fleet, Share
 from service.runtime.lifecycle import drain
 from service.scanner.scanner import run_scanner
 
@@ -38,9 +40,15 @@ class ScanCoordinator:
         self,
         session_factory: async_sessionmaker[AsyncSession],
         options: ScanOptions | None = None,
+        fleet: Fleet | None = None,
     ) -> None:
         self.session_factory = session_factory
-        self.options = options or ScanOptions()
+        options = options or ScanOptions()
+        if fleet is not None and options.replica is None:  # its scan runs name the replica
+            options = dataclasses.replace(options, replica=fleet.name)
+        self.options = options
+        # In a PostgreSQL fleet, a scheduled scan lists this replica's share only.
+        self.fleet = fleet
         # Set while stopping: a running scan finishes the job in hand, then stops.
         self._stopping = asyncio.Event()
         # Full scans in progress, with their scan id once it is recorded.
@@ -84,11 +92,19 @@ class ScanCoordinator:
         task = asyncio.current_task()
         on_start = self._track(task)
         session = self.session_factory()
+        share: Share | None = None
+        listed: list[str] = []
         try:
             logger.info("Scheduled run of the backup scanner started.")
-            await run_scanner(
-                session, self.options, trigger="schedule", stop=self._stopping, on_start=on_start
-            )
+            names = None
+            if self.fleet is not None:
+                share = await self.fleet.claim_share()
+                names = sorted(share.jobs)
+            report = await run_scanner(
+                session, self.options, trigger="schedule", names=names, stop=self._stopping,
+                on_start=on_start,
+            )  # fmt: skip
+            listed = [job.name for job in report.jobs]
             logger.info("Scheduled run of the backup scanner finished successfully.")
         except Exception as exc:
             log_failure(
@@ -98,6 +114,8 @@ class ScanCoordinator:
         finally:
             await session.close()
             logger.debug("Database session closed for the scanner job.")
+            if self.fleet is not None and share is not None:
+                await self.fleet.give_back(share.jobs, listed, share.at)
             if task is not None:  # done with it, even if its task goes on (a direct call)
                 self._runs.pop(task, None)
 

@@ -7,6 +7,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from service.notify.config import ChannelSet
 from service.runtime.coordinator import ScanCoordinator
+from service.runtime.fleet import Fleet
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
 from service.scanner.watch import SourceWatcher
@@ -29,6 +30,8 @@ scan_scheduler_key = web.AppKey("scan_scheduler", ScanScheduler)
 deadline_tick_key = web.AppKey("deadline_tick", DeadlineTick)
 # The notification channels of CHANNELS_FILE, loaded once at start.
 channels_key = web.AppKey("channels", ChannelSet)
+# This replica in a PostgreSQL fleet (only there, and where the scheduler runs).
+fleet_key = web.AppKey("fleet", Fleet)
 # The watcher of local sources (only where the scheduler runs).
 watcher_key = web.AppKey("source_watcher", SourceWatcher)
 # The access the request's bearer token grants (set by the API's auth middleware).

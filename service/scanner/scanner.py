@@ -76,8 +76,10 @@ class BackupScanner:
         stop: asyncio.Event | None = None,
         on_start: Callable[[int], None] | None = None,
         heartbeat_seconds: float = HEARTBEAT_SECONDS,
+        replica: str | None = None,
     ) -> None:
         self.session = session
+        self.replica = replica  # named on the scan's row (a PostgreSQL fleet)
         self.clock = clock
         self.scan_roots = tuple(scan_roots)
         self.source_timeout = source_timeout
@@ -92,9 +94,12 @@ class BackupScanner:
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
         """Scan every job (or those named) and record the run."""
         session = self.session
-        run_id = await record_start(session, self.trigger, self.clock())
+        run_id = await record_start(session, self.trigger, self.clock(), self.replica)
         report = ScanReport(scan_id=run_id, status="finished")
-        logger.info("scan started", extra={"scan_id": run_id, "trigger": self.trigger})
+        logger.info(
+            "scan started",
+            extra={"scan_id": run_id, "trigger": self.trigger, "replica": self.replica or "-"},
+        )
         if self.on_start is not None:
             self.on_start(run_id)
 
@@ -254,5 +259,6 @@ async def run_scanner(
         trigger=trigger,
         stop=stop,
         on_start=on_start,
+        replica=options.replica,
     )
     return await scanner.scan_all_jobs(names)

@@ -15,6 +15,11 @@ Invariants:
 - a source that becomes watched (after start) is judged at once: what landed before its watch
   was set up is not missed.
 
+In a PostgreSQL fleet (`leases`: service.runtime.fleet.Fleet) every replica sees the same
+change; the replica whose share the job is in judges it, under the job's listing lease, and the
+others leave it (a job whose lease another replica holds for a moment, or a path its owner
+cannot watch, is judged by the periodic scan).
+
 The rules (which file system can be trusted, which jobs a path concerns) are pure functions.
 """
 
@@ -30,6 +35,7 @@ import stat
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from pydantic import ValidationError
 from sqlalchemy import select
@@ -279,6 +285,19 @@ class _Plan:
     unwatchable: dict[str, str]
 
 
+class ListingLeases(Protocol):
+    """The listing leases of a fleet's replica (service.runtime.fleet.Fleet)."""
+
+    async def take(self, names: Sequence[str]) -> tuple[list[str], dict[str, int]]:
+        """Those of `names` this replica may list now; the leases taken for them (ids by name),
+        to give back after."""
+        ...
+
+    async def give_back(self, claimed: Mapping[str, int]) -> None:
+        """The leases of `claimed` given back."""
+        ...
+
+
 class SourceWatcher:
     """Watches the local sources of the jobs and judges a job when its files change.
 
@@ -295,8 +314,12 @@ class SourceWatcher:
         coalesce_seconds: float = 1.0,
         enabled: bool = True,
         mounts_file: str = PROC_MOUNTS,
+        leases: ListingLeases | None = None,
     ) -> None:
         self.session_factory = session_factory
+        # In a PostgreSQL fleet every replica sees a change; the replica whose share the job is
+        # in, and that takes its listing lease, judges it.
+        self.leases = leases
         self.scan_options = scan_options or ScanOptions()
         self.refresh_seconds = refresh_seconds
         self.coalesce_seconds = coalesce_seconds
@@ -616,7 +639,12 @@ class SourceWatcher:
             await self._judge(names)
 
     async def _judge(self, names: list[str]) -> None:
+        taken: Mapping[str, int] = {}
         try:
+            if self.leases is not None:
+                names, taken = await self.leases.take(names)
+                if not names:
+                    return
             async with self.session_factory() as session:
                 report = await run_scanner(
                     session, self.scan_options, trigger="watch", stop=self._stop, names=names
@@ -631,6 +659,9 @@ class SourceWatcher:
                 logger, "watch: judging changed sources failed", exc,
                 database_url_of(self.session_factory),
             )  # fmt: skip
+        finally:
+            if taken and self.leases is not None:
+                await self.leases.give_back(taken)
 
 
 def next_gap(gap: float | None, last: float | None, now: float, base: float) -> float:

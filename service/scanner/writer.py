@@ -47,6 +47,8 @@ YIELD_EVERY = 5_000
 COPY_PIECE = 10_000
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
+# Job names looked up by one statement at most.
+NAMES_PIECE = 10_000
 # The columns of a job's state, as the scanner writes them (see state.JobState).
 STATE_FIELDS = ("status", "reasons", "next_check_at", "latest_artifact", "artifact_count",
                 "listing_digest")  # fmt: skip
@@ -131,9 +133,16 @@ def _job_row(row: Any) -> JobRow:
 async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -> list[JobRow]:
     """Every job (or those named), by name: what a scan judges."""
     query = select(*_JOB_COLUMNS).order_by(Job.name)
-    if names is not None:
-        query = query.where(Job.name.in_(names))
-    return [_job_row(row) for row in (await session.execute(query)).all()]
+    if names is None:
+        return [_job_row(row) for row in (await session.execute(query)).all()]
+    # In pieces: a replica's share of a large fleet names more jobs than a statement may carry
+    # parameters (asyncpg: 32 767).
+    wanted = sorted(set(names))
+    jobs: list[JobRow] = []
+    for start in range(0, max(len(wanted), 1), NAMES_PIECE):
+        piece = query.where(Job.name.in_(wanted[start : start + NAMES_PIECE]))
+        jobs += [_job_row(row) for row in (await session.execute(piece)).all()]
+    return jobs
 
 
 @dataclass(slots=True)

@@ -174,12 +174,15 @@ async def failures_in_a_row(session: AsyncSession, page: int = 50) -> int:
         before = rows[-1].id
 
 
-async def record_start(session: AsyncSession, trigger: str, started: datetime) -> int:
-    """Record a scan starting now (committed): its id. A scan whose process died cannot close
-    its own row: each new scan closes those first (close_abandoned), and logs them."""
+async def record_start(
+    session: AsyncSession, trigger: str, started: datetime, replica: str | None = None
+) -> int:
+    """Record a scan starting now (committed), run by `replica` (in a fleet): its id. A scan
+    whose process died cannot close its own row: each new scan closes those first
+    (close_abandoned), and logs them."""
     abandoned = await close_abandoned(session, started)
     run = ScanRun(
-        trigger=trigger, status="running", started_at=started, jobs_scanned=0,
+        trigger=trigger, status="running", started_at=started, replica=replica, jobs_scanned=0,
         artifacts_new=0, artifacts_changed=0, artifacts_gone=0, errors=0, error_details=[],
     )  # fmt: skip
     session.add(run)

@@ -179,3 +179,17 @@ def test_the_s3_benchmark_runs_at_a_tiny_size(base_env):
     assert result["objects"] == 300
     assert result["bare_seconds"] > 0 and result["service_seconds"] > 0
     assert result["service_growth_mb"] >= 0
+
+
+def test_the_fleet_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
+    result = json.loads(
+        run_bench(
+            "fleet.py", base_env, "--jobs", "300", "--replicas", "3", "--cycles", "2",
+            "--database-url", bench_pg_url, "--json",
+        )
+    )  # fmt: skip
+    for cycle in result["cycles"]:
+        assert cycle["each_job_once"] and cycle["share_min"] == cycle["share_max"] == 100
+        assert cycle["rows_updated"] >= 600  # claimed and given back: two writes a job
+    gone = result["after_one_replica_died"]
+    assert gone["replicas"] == 2 and gone["each_job_once"] and gone["share_max"] == 150

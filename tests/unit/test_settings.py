@@ -41,6 +41,8 @@ def test_defaults() -> None:
         "database_url": "sqlite+aiosqlite:///./backup-monitor.db",
         "scanner_interval_minutes": 15.0,
         "tick_seconds": 5.0,
+        "replica_name": None,
+        "fleet_lease_seconds": 60.0,
         "host": "127.0.0.1",
         "port": 8080,
         "scan_roots": (),
@@ -252,6 +254,11 @@ def test_scan_roots_relative_rejected(monkeypatch: pytest.MonkeyPatch, value: st
         ),
         pytest.param(
             "WATCH_REFRESH_SECONDS", "3601", "less than or equal to 3600", id="watch-refresh-long"
+        ),
+        pytest.param("REPLICA_NAME", "two words", "should match", id="replica-name-space"),
+        pytest.param("REPLICA_NAME", "r" * 129, "at most 128", id="replica-name-long"),
+        pytest.param(
+            "FLEET_LEASE_SECONDS", "0.5", "greater than or equal to 1", id="fleet-lease-short"
         ),
     ],
 )
