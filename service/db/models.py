@@ -11,6 +11,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -78,6 +79,8 @@ class Job(Base):
     # last judgement was not bad) and how many, counted up to notify.after (see bad_streak).
     bad_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     bad_count: Mapped[int] = mapped_column(Integer, default=0, server_default=text("0"))
+    # The verification declared (service.core.jobspec.Verify); None: nothing verified.
+    verify: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Artifact(Base):
@@ -106,6 +109,52 @@ class Artifact(Base):
     gone_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # What a remote source knows of it beyond path, size and time (ETag, host, tags, sizes).
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class ArtifactVerification(Base):
+    """The last verification of one artifact (archive read whole, sidecar checksum), when the
+    next one is due, and the lease of the verifier reading it now (several replicas verify each
+    artifact once: a claim is a conditional UPDATE checked by its rowcount)."""
+
+    __tablename__ = "artifact_verifications"
+    __table_args__ = (
+        Index("ix_artifact_verifications_job_id", "job_id"),
+        Index("ix_artifact_verifications_due_at", "due_at"),
+    )
+
+    artifact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The version of the file verified (a file rewritten in place is verified again).
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mtime: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # ok, corrupt, mismatch, unreadable (None: not verified yet); see service.core.rules.
+    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    # What the sidecar check found: ok, missing, foreign, mismatch, none (not asked).
+    sidecar: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    digest: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RepositoryCheck(Base):
+    """The last `restic check` / `borg check --repository-only` of a job's repository."""
+
+    __tablename__ = "repository_checks"
+    __table_args__ = (Index("ix_repository_checks_due_at", "due_at"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ScanRun(Base):
