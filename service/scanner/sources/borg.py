@@ -123,6 +123,17 @@ def advice(message: str) -> str | None:
     return None
 
 
+async def check_repository(
+    source: BorgSource,
+    *,
+    timeout: float,  # noqa: ASYNC109 (out of time: a result, not an error)
+) -> process.RepositoryCheck:
+    """`borg check --repository-only` of the source's repository (every segment's CRCs). Not ok
+    with borg's own error lines when it finds damage, cannot open the repository or takes longer
+    than `timeout`."""
+    raise NotImplementedError
+
+
 class BorgListing:
     """A borg repository as a RemoteSource."""
 

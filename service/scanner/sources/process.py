@@ -36,6 +36,17 @@ _NOISE = ("created new cache", "\r", "Warning: Password input may be echoed")
 
 
 @dataclass(frozen=True, slots=True)
+class RepositoryCheck:
+    """A backup tool's check of its own repository (restic check, borg check): whether it
+    passed, the tool's own error lines (trimmed, secrets scrubbed) or what kept it from
+    running, and how long it took."""
+
+    ok: bool
+    detail: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     status: int
     stdout: bytes

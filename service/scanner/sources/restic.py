@@ -116,6 +116,18 @@ def advice(message: str) -> str | None:
     return None
 
 
+async def check_repository(
+    source: ResticSource,
+    *,
+    read_data_subset: str | None = None,
+    timeout: float,  # noqa: ASYNC109 (out of time: a result, not an error)
+) -> process.RepositoryCheck:
+    """`restic check` of the source's repository (with `--read-data-subset=N%` or `n/t` when
+    given: reads and verifies that share of the pack files). Not ok with restic's own error
+    lines when it finds damage, cannot open the repository or takes longer than `timeout`."""
+    raise NotImplementedError
+
+
 class ResticListing:
     """A restic repository as a RemoteSource."""
 
