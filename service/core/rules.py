@@ -70,14 +70,18 @@ class RunFacts:
     running_since: datetime | None = None  # the start of a run not finished yet
 
 
-# What a verification of an artifact found (artifact_verifications.outcome).
+# What a verification of an artifact found (artifact_verifications.outcome; the engine's words,
+# service.verify.formats.Result, less those that record nothing: changed, stopped).
 VERIFY_OK = "ok"
 VERIFY_CORRUPT = "corrupt"  # a format check failed: the archive cannot be restored whole
-VERIFY_MISMATCH = "mismatch"  # the bytes do not match the sidecar's digest
+VERIFY_MISMATCH = "checksum_mismatch"  # the bytes do not match the sidecar's digest
+VERIFY_SIDECAR_ERROR = "sidecar_error"  # the sidecar is not a checksum file (foreign format)
+VERIFY_TOO_LARGE = "too_large"  # the expansion guard stopped reading (a zip bomb?)
 VERIFY_UNREADABLE = "unreadable"  # the file could not be opened or read
-# What the sidecar check found beside an artifact (artifact_verifications.sidecar).
-SIDECAR_MISSING = "missing"
-SIDECAR_FOREIGN = "foreign"
+VERIFY_OUTCOMES = (
+    VERIFY_OK, VERIFY_CORRUPT, VERIFY_MISMATCH, VERIFY_SIDECAR_ERROR, VERIFY_TOO_LARGE,
+    VERIFY_UNREADABLE,
+)  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +96,7 @@ class VerifiedFact:
     verified_at: datetime | None = None  # None: never verified
     outcome: str | None = None  # VERIFY_*
     detail: str = ""
-    sidecar: str | None = None  # SIDECAR_* when the sidecar could not be used
+    sidecar: str | None = None  # the sidecar compared (None: none was found, or not asked)
     first_seen: datetime | None = None  # when the artifact was first listed (None: not known)
 
 
@@ -301,7 +305,7 @@ def _verify_reasons(
     """The verification reasons of the newest settled artifact and of the repository, and
     when that artifact becomes `unverified` if it is not verified by then (None: not ahead)."""
     verify = spec.verify
-    assert verify is not None  # noqa: S101 (the caller checks)
+    assert verify is not None
     reasons: list[Reason] = []
     unverified_at = None
     if verify.files and judged is not None:
@@ -314,8 +318,8 @@ def _verify_reasons(
             and _as_utc(fact.mtime, "verified mtime") == judged.mtime
         )
         if current:
-            assert fact is not None  # noqa: S101
-            reason = _verified_reason(judged.path, fact, zone)
+            assert fact is not None
+            reason = _verified_reason(judged.path, fact, verify.checksum == "sidecar", zone)
             if reason is not None:
                 reasons.append(reason)
         elif fact is not None and fact.first_seen is not None:
@@ -356,28 +360,41 @@ def _verify_reasons(
     return reasons, unverified_at
 
 
-def _verified_reason(path: str, fact: VerifiedFact, zone: tzinfo) -> Reason | None:
-    """What the last verification of the current version of `path` says, if not all is well."""
-    assert fact.verified_at is not None  # noqa: S101
-    when = _format_time(fact.verified_at, zone)
+def _verified_reason(path: str, fact: VerifiedFact, sidecar: bool, zone: tzinfo) -> Reason | None:
+    """What the last verification of the current version of `path` says, if not all is well.
+    A sidecar that is missing or unreadable is reported, never taken for a mismatch."""
+    assert fact.verified_at is not None
+    when = f"verified {_format_time(fact.verified_at, zone)}"
     detail = fact.detail or "no detail"
     if fact.outcome == VERIFY_CORRUPT:
-        return Reason("corrupt", "critical", f"newest backup {path} is corrupt: {detail} "
-                      f"(verified {when})")  # fmt: skip
+        return Reason("corrupt", "critical", f"newest backup {path} is corrupt: {detail} ({when})")
     if fact.outcome == VERIFY_MISMATCH:
         return Reason(
             "checksum_mismatch", "critical",
-            f"newest backup {path} does not match its checksum: {detail} (verified {when})",
+            f"newest backup {path} does not match its checksum: {detail} ({when})",
         )  # fmt: skip
     if fact.outcome == VERIFY_UNREADABLE:
-        return Reason("source_error", "unknown",
-                      f"newest backup {path} could not be read to verify it: {detail}")  # fmt: skip
-    if fact.sidecar == SIDECAR_MISSING:
-        return Reason("checksum_missing", "warning",
-                      f"newest backup {path} has no checksum file beside it: {detail}")  # fmt: skip
-    if fact.sidecar == SIDECAR_FOREIGN:
-        return Reason("checksum_unreadable", "warning",
-                      f"the checksum file of newest backup {path} cannot be used: {detail}")  # fmt: skip
+        return Reason(
+            "source_error", "unknown", f"newest backup {path} could not be read to verify it: "
+            f"{detail}",
+        )  # fmt: skip
+    if fact.outcome == VERIFY_TOO_LARGE:
+        return Reason(
+            "verify_limit", "warning",
+            f"newest backup {path} was not read through: {detail} ({when}; the limits are "
+            "VERIFY_MAX_RATIO and VERIFY_MAX_EXPANDED)",
+        )  # fmt: skip
+    if fact.outcome == VERIFY_SIDECAR_ERROR:
+        return Reason(
+            "checksum_unreadable", "warning",
+            f"the checksum file of newest backup {path} cannot be used: {detail} ({when})",
+        )  # fmt: skip
+    if sidecar and fact.sidecar is None:
+        return Reason(
+            "checksum_missing", "warning",
+            f"newest backup {path} has no checksum file beside it ({path}.sha256, .sha512, .md5 "
+            f"or a SHA256SUMS, SHA512SUMS, MD5SUMS in its directory; {when})",
+        )  # fmt: skip
     return None
 
 

@@ -130,11 +130,11 @@ class ArtifactVerification(Base):
     size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     mtime: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
-    # ok, corrupt, mismatch, unreadable (None: not verified yet); see service.core.rules.
-    outcome: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # service.core.rules.VERIFY_OUTCOMES (None: not verified yet); detail says where it failed.
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
     detail: Mapped[str] = mapped_column(Text, default="")
-    # What the sidecar check found: ok, missing, foreign, mismatch, none (not asked).
-    sidecar: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The sidecar compared (FILE.sha256, SHA256SUMS, ...); None: none found, or not asked.
+    sidecar: Mapped[str | None] = mapped_column(Text, nullable=True)
     bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     digest: Mapped[str | None] = mapped_column(String(200), nullable=True)

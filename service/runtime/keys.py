@@ -9,6 +9,7 @@ from service.notify.config import ChannelSet
 from service.runtime.coordinator import ScanCoordinator
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.runtime.verifier import Verifier
 from service.scanner.watch import SourceWatcher
 from service.settings import Settings
 from service.store.pings import PingWriter
@@ -31,6 +32,8 @@ deadline_tick_key = web.AppKey("deadline_tick", DeadlineTick)
 channels_key = web.AppKey("channels", ChannelSet)
 # The watcher of local sources (only where the scheduler runs).
 watcher_key = web.AppKey("source_watcher", SourceWatcher)
+# The verifier of artifacts and repositories (only where the scheduler runs).
+verifier_key = web.AppKey("verifier", Verifier)
 # The access the request's bearer token grants (set by the API's auth middleware).
 access_key: web.RequestKey[Access] = web.RequestKey("access")
 # The name of the request's token (`created_by` of a silence it makes).

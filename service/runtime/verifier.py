@@ -26,9 +26,9 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -43,11 +43,15 @@ from service.db.errors import describe_error, log_failure
 from service.db.models import Job
 from service.runtime.lifecycle import drain
 from service.scanner.scanner import run_scanner
+from service.scanner.sources import borg, restic
+from service.settings import Settings
 from service.store import verifications
 from service.store.verifications import DueArtifact, Result
-from service.verify.reading import Changed, Limits, Stopped, read_artifact, repository_check
+from service.verify.budget import Budget
+from service.verify.formats import Limits, Outcome, verify_file
 
 logger = logging.getLogger(__name__)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,7 +63,7 @@ class VerifyOptions:
     poll_seconds: float = 5.0
     lease_seconds: float = 300.0
     retry_seconds: float = 300.0
-    limits: Limits = Limits()
+    limits: Limits = field(default_factory=Limits)
     check_timeout: float = 3600.0
 
 
@@ -99,7 +103,7 @@ class Verifier:
         self.scan_options = scan_options or ScanOptions()
         self.clock = clock or self.scan_options.clock or utcnow
         self.stats = VerifierStats()
-        self._budget: Any = None
+        self._budget: Budget | None = None  # made at the start, shared by the readers
         self._stop = asyncio.Event()
         self._halt = threading.Event()  # the readers' stop signal (they run in threads)
         self._wake = asyncio.Event()
@@ -110,9 +114,8 @@ class Verifier:
         """Start looking for due work (at once, then every VERIFY_POLL_SECONDS)."""
         if self._loop_task is not None:
             return
-        from service.verify.reading import new_budget
-
-        self._budget = new_budget(self.options.bytes_per_second)
+        if self._budget is None:
+            self._budget = Budget(self.options.bytes_per_second)
         self._stop.clear()
         self._halt.clear()
         self._loop_task = asyncio.create_task(self._run(), name="verifier")
@@ -141,8 +144,9 @@ class Verifier:
             try:
                 await self.run_once()
             except Exception as exc:  # the database is away, or a bug: log, try again later
-                log_failure(logger, "verifier: looking for work failed", exc,
-                            database_url_of(self.sessions))  # fmt: skip
+                log_failure(
+                    logger, "verifier: looking for work failed", exc, database_url_of(self.sessions)
+                )
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.options.poll_seconds):
@@ -160,9 +164,7 @@ class Verifier:
             declared = await _declared_jobs(session)
             files = {job.id: job for job in declared if job.verify.files}
             repos = {job.id: job for job in declared if job.verify.repository is not None}
-            settle = {
-                job.id: job.spec.source.settle for job in files.values() if job.spec.source
-            }
+            settle = {job.id: job.spec.source.settle for job in files.values() if job.spec.source}
             await lock_for_write(session)
             await verifications.add_missing(session, list(files))
             await session.commit()
@@ -201,23 +203,31 @@ class Verifier:
 
     async def _verify(self, job: _Declared, due: DueArtifact, lease: datetime) -> None:
         source = job.spec.source
-        assert isinstance(source, LocalSource)  # noqa: S101 (Verify refuses other file sources)
+        assert isinstance(source, LocalSource)
         path = os.path.join(source.path, due.path)
         held = [lease]
         renewer = asyncio.create_task(self._renew(due.artifact_id, held))
         outcome: Result | None = None
+        assert self._budget is not None
         try:
-            try:
-                outcome = await asyncio.to_thread(
-                    read_artifact, path, job.verify, self._budget, self.options.limits,
-                    self._halt, (due.size, due.mtime),
-                )  # fmt: skip
-            except Changed as exc:
+            read = await asyncio.to_thread(
+                _read, path, due, job.verify, self._budget, self.options.limits, self._halt
+            )
+            if read.result == "changed":
                 self.stats.changed += 1
-                logger.info("verify: artifact changed while read, again later",
-                            extra={"job": job.name, "path": due.path, "detail": str(exc)})  # fmt: skip
-            except Stopped:
-                pass
+                logger.info(
+                    "verify: artifact changed while read, again later",
+                    extra={"job": job.name, "path": due.path, "detail": read.detail},
+                )
+            elif read.result != "stopped":
+                outcome = Result(
+                    read.result,
+                    read.detail,
+                    read.sidecar,
+                    read.bytes_read,
+                    read.seconds,
+                    read.digest,
+                )
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
@@ -242,27 +252,42 @@ class Verifier:
                 if outcome.outcome == "unreadable":  # a permission fixed soon: try sooner
                     every = min(every, 3600)
                 recorded = await verifications.record(
-                    session, due, held, outcome, verified_at=now,
+                    session,
+                    due,
+                    held,
+                    outcome,
+                    verified_at=now,
                     due_at=now + timedelta(seconds=every),
-                )  # fmt: skip
+                )
                 await session.commit()
             if not recorded:
-                logger.warning("verify: lease lost, result dropped",
-                               extra={"job": job.name, "path": due.path})  # fmt: skip
+                logger.warning(
+                    "verify: lease lost, result dropped", extra={"job": job.name, "path": due.path}
+                )
                 return
             self.stats.verified += 1
             self.stats.bytes_read += outcome.bytes_read
             logger.log(
                 logging.INFO if outcome.outcome == "ok" else logging.WARNING,
                 "artifact verified",
-                extra={"job": job.name, "path": due.path, "outcome": outcome.outcome,
-                       "bytes": outcome.bytes_read, "seconds": round(outcome.seconds, 3)},
-            )  # fmt: skip
+                extra={
+                    "job": job.name,
+                    "path": due.path,
+                    "outcome": outcome.outcome,
+                    "bytes": outcome.bytes_read,
+                    "seconds": round(outcome.seconds, 3),
+                },
+            )
             if not self._stop.is_set():
                 await self._judge(job.name)
         except Exception as exc:
-            log_failure(logger, "verify: recording the result failed", exc,
-                        database_url_of(self.sessions), job=job.name)  # fmt: skip
+            log_failure(
+                logger,
+                "verify: recording the result failed",
+                exc,
+                database_url_of(self.sessions),
+                job=job.name,
+            )
 
     async def _renew(self, artifact_id: int, held: list[datetime]) -> None:
         """Move the lease on every third of its length while the file is read."""
@@ -276,8 +301,9 @@ class Verifier:
                     kept = await verifications.extend(session, artifact_id, held[0], lease)
                     await session.commit()
             except Exception as exc:
-                log_failure(logger, "verify: renewing a lease failed", exc,
-                            database_url_of(self.sessions))  # fmt: skip
+                log_failure(
+                    logger, "verify: renewing a lease failed", exc, database_url_of(self.sessions)
+                )
                 continue
             if not kept:
                 return
@@ -287,22 +313,34 @@ class Verifier:
 
     async def _check(self, job: _Declared, lease: datetime) -> None:
         source = job.spec.source
-        assert isinstance(source, ResticSource | BorgSource)  # noqa: S101
+        assert isinstance(source, ResticSource | BorgSource)
         repository = job.verify.repository
-        assert repository is not None  # noqa: S101
+        assert repository is not None
         started = time.monotonic()
         result: tuple[bool, str, float] | None = None
+        timeout = self.options.check_timeout
         try:
-            result = await repository_check(
-                source, repository.read_data_subset, self.options.check_timeout
-            )
+            if isinstance(source, ResticSource):
+                subset = repository.read_data_subset
+                check = await restic.check_repository(
+                    source,
+                    read_data_subset=None if subset is None else f"{subset:g}%",
+                    timeout=timeout,
+                )
+            else:
+                check = await borg.check_repository(source, timeout=timeout)
+            result = (check.ok, check.detail, check.seconds)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a check: recorded as a failure to run it
-            logger.error("verify: repository check failed to run",
-                         extra={"job": job.name}, exc_info=exc)  # fmt: skip
-            result = (False, f"the check could not run: {describe_error(exc)}",
-                      time.monotonic() - started)  # fmt: skip
+            logger.error(
+                "verify: repository check failed to run", extra={"job": job.name}, exc_info=exc
+            )
+            result = (
+                False,
+                f"the check could not run: {describe_error(exc)}",
+                time.monotonic() - started,
+            )
         finally:
             await asyncio.shield(self._finish_check(job, lease, result))
 
@@ -311,7 +349,7 @@ class Verifier:
     ) -> None:
         now = self.clock()
         repository = job.verify.repository
-        assert repository is not None  # noqa: S101
+        assert repository is not None
         try:
             async with self.sessions() as session:
                 await lock_for_write(session)
@@ -321,19 +359,33 @@ class Verifier:
                     return
                 ok, detail, seconds = result
                 recorded = await verifications.record_check(
-                    session, job.id, held, ok=ok, detail=detail, seconds=seconds,
-                    checked_at=now, due_at=now + timedelta(seconds=repository.every),
-                )  # fmt: skip
+                    session,
+                    job.id,
+                    held,
+                    ok=ok,
+                    detail=detail,
+                    seconds=seconds,
+                    checked_at=now,
+                    due_at=now + timedelta(seconds=repository.every),
+                )
                 await session.commit()
             if recorded:
                 self.stats.checks += 1
-                logger.log(logging.INFO if ok else logging.WARNING, "repository checked",
-                           extra={"job": job.name, "ok": ok})  # fmt: skip
+                logger.log(
+                    logging.INFO if ok else logging.WARNING,
+                    "repository checked",
+                    extra={"job": job.name, "ok": ok},
+                )
                 if not self._stop.is_set():
                     await self._judge(job.name)
         except Exception as exc:
-            log_failure(logger, "verify: recording a repository check failed", exc,
-                        database_url_of(self.sessions), job=job.name)  # fmt: skip
+            log_failure(
+                logger,
+                "verify: recording a repository check failed",
+                exc,
+                database_url_of(self.sessions),
+                job=job.name,
+            )
 
     async def _judge(self, name: str) -> None:
         """Judge the job again with what was just recorded (as the watcher does)."""
@@ -341,8 +393,13 @@ class Verifier:
             async with self.sessions() as session:
                 await run_scanner(session, self.scan_options, trigger="verify", names=[name])
         except Exception as exc:
-            log_failure(logger, "verify: judging the job failed", exc,
-                        database_url_of(self.sessions), job=name)  # fmt: skip
+            log_failure(
+                logger,
+                "verify: judging the job failed",
+                exc,
+                database_url_of(self.sessions),
+                job=name,
+            )
 
 
 async def _declared_jobs(session: AsyncSession) -> list[_Declared]:
@@ -352,9 +409,7 @@ async def _declared_jobs(session: AsyncSession) -> list[_Declared]:
     columns = [getattr(Job, name) for name in DECLARATION_FIELDS]
     rows = (
         await session.execute(
-            select(Job.id, Job.name, *columns).where(
-                Job.verify.is_not(None), Job.paused.is_(False)
-            )
+            select(Job.id, Job.name, *columns).where(Job.verify.is_not(None), Job.paused.is_(False))
         )
     ).all()
     declared = []
@@ -368,5 +423,45 @@ async def _declared_jobs(session: AsyncSession) -> list[_Declared]:
     return declared
 
 
-# Read from the settings by the app (service.runtime.app.build_verifier).
-OptionsFrom = Callable[[Any], VerifyOptions]
+def _read(
+    path: str,
+    due: DueArtifact,
+    verify: Verify,
+    budget: Budget,
+    limits: Limits,
+    stop: threading.Event,
+) -> Outcome:
+    """Verify one local file (in a worker thread). A file that is not the version listed (its
+    size or time differ: it is being rewritten, the next listing will say) is "changed", as is
+    one that changes while it is read (verify_file sees that)."""
+    try:
+        stat = os.stat(path)
+    except OSError as exc:
+        return Outcome("unreadable", f"{path}: {describe_error(exc)}", 0, 0.0)
+    listed_us = int((due.mtime - _EPOCH) / timedelta(microseconds=1))
+    if stat.st_size != due.size or stat.st_mtime_ns // 1000 != listed_us:
+        return Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
+    return verify_file(
+        Path(path),
+        archive=verify.archive,
+        checksum=verify.checksum == "sidecar",
+        limits=limits,
+        budget=budget,
+        stop=stop,
+    )
+
+
+def options_of(settings: Settings) -> VerifyOptions:
+    """The verifier's options from the VERIFY_* settings."""
+    return VerifyOptions(
+        bytes_per_second=settings.verify_bytes_per_second,
+        workers=settings.verify_workers,
+        poll_seconds=settings.verify_poll_seconds,
+        lease_seconds=settings.verify_lease_seconds,
+        retry_seconds=settings.verify_retry_seconds,
+        limits=Limits(
+            max_ratio=settings.verify_max_ratio,
+            max_expanded_bytes=settings.verify_max_expanded,
+        ),
+        check_timeout=settings.verify_check_timeout_seconds,
+    )

@@ -16,7 +16,8 @@ parts together, one batch at a time:
   with the other unchanged jobs, in one statement.
 
 May import everything the scan needs (SQLAlchemy, the models, service.store.pings,
-service.store.silences, service.settings); the modules it drives import nothing from here.
+service.store.silences, service.store.verifications, service.settings); the modules it drives
+import nothing from here.
 """
 
 from __future__ import annotations

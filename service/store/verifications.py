@@ -171,15 +171,24 @@ async def record(
         update(v)
         .where(v.artifact_id == artifact.artifact_id, v.lease_until == held)
         .values(
-            size=artifact.size, mtime=artifact.mtime, verified_at=verified_at,
-            outcome=result.outcome, detail=result.detail, sidecar=result.sidecar,
-            bytes_read=result.bytes_read, seconds=result.seconds, digest=result.digest,
-            due_at=due_at, lease_until=None,
+            size=artifact.size,
+            mtime=artifact.mtime,
+            verified_at=verified_at,
+            outcome=result.outcome,
+            detail=result.detail,
+            sidecar=result.sidecar,
+            bytes_read=result.bytes_read,
+            seconds=result.seconds,
+            digest=result.digest,
+            due_at=due_at,
+            lease_until=None,
         ),
-    )  # fmt: skip
+    )
 
 
-async def release(session: AsyncSession, artifact_id: int, held: datetime, due_at: datetime) -> None:
+async def release(
+    session: AsyncSession, artifact_id: int, held: datetime, due_at: datetime
+) -> None:
     """Give the lease back without a result: the artifact is due again at `due_at`."""
     v = ArtifactVerification
     await session.execute(
@@ -217,9 +226,16 @@ async def facts_of(session: AsyncSession, job_ids: Collection[int]) -> dict[int,
     rows = (
         await session.execute(
             select(
-                newest.c.job_id, newest.c.path, newest.c.first_seen, v.size, v.mtime,
-                v.verified_at, v.outcome, v.detail, v.sidecar,
-            )  # fmt: skip
+                newest.c.job_id,
+                newest.c.path,
+                newest.c.first_seen,
+                v.size,
+                v.mtime,
+                v.verified_at,
+                v.outcome,
+                v.detail,
+                v.sidecar,
+            )
             .outerjoin(v, v.artifact_id == newest.c.id)
             .where(newest.c.rank <= FACTS_PER_JOB)
         )
@@ -227,10 +243,15 @@ async def facts_of(session: AsyncSession, job_ids: Collection[int]) -> dict[int,
     artifacts: dict[int, dict[str, VerifiedFact]] = {}
     for row in rows:
         artifacts.setdefault(row.job_id, {})[row.path] = VerifiedFact(
-            path=row.path, size=row.size, mtime=row.mtime, verified_at=row.verified_at,
-            outcome=row.outcome, detail=row.detail or "", sidecar=row.sidecar,
+            path=row.path,
+            size=row.size,
+            mtime=row.mtime,
+            verified_at=row.verified_at,
+            outcome=row.outcome,
+            detail=row.detail or "",
+            sidecar=row.sidecar,
             first_seen=row.first_seen,
-        )  # fmt: skip
+        )
     checks = {
         row.job_id: RepositoryFact(row.checked_at, row.ok, row.detail)
         for row in await session.scalars(
@@ -304,17 +325,23 @@ async def record_check(
         update(check)
         .where(check.job_id == job_id, check.lease_until == held)
         .values(
-            ok=ok, detail=detail, seconds=seconds, checked_at=checked_at, due_at=due_at,
+            ok=ok,
+            detail=detail,
+            seconds=seconds,
+            checked_at=checked_at,
+            due_at=due_at,
             lease_until=None,
         ),
-    )  # fmt: skip
+    )
 
 
 async def release_check(session: AsyncSession, job_id: int, held: datetime) -> None:
     """Give the lease back without a result: the check is due again at once."""
     check = RepositoryCheck
     await session.execute(
-        update(check).where(check.job_id == job_id, check.lease_until == held).values(lease_until=None)
+        update(check)
+        .where(check.job_id == job_id, check.lease_until == held)
+        .values(lease_until=None)
     )
 
 

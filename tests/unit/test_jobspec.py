@@ -34,6 +34,7 @@ FULL: dict[str, Any] = {
         "for": "30m",
     },
     "paused": True,
+    "verify": {"archive": True, "checksum": "sidecar", "every": "7d", "unverified_after": "1d"},
 }
 FULL_DECLARATION: dict[str, Any] = {
     "description": "PostgreSQL dump of the main database",
@@ -58,6 +59,13 @@ FULL_DECLARATION: dict[str, Any] = {
     },
     "notify": {"channels": ["ops", "mail"], "renotify_every": 14400, "after": 3, "for": 1800},
     "paused": True,
+    "verify": {
+        "archive": True,
+        "checksum": "sidecar",
+        "every": 604800,
+        "unverified_after": 86400,
+        "repository": None,
+    },
 }
 NOTIFY_DEFAULTS = {"channels": None, "renotify_every": None, "after": 1, "for": 0}
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
@@ -121,6 +129,7 @@ def test_minimal_job_defaults() -> None:
         },
         "notify": NOTIFY_DEFAULTS,
         "paused": False,
+        "verify": None,
     }
 
 
