@@ -198,6 +198,19 @@ async def release(
     )
 
 
+NOT_YET = "not_yet"
+
+
+def state_of(row: ArtifactVerification | None, size: int, mtime: datetime) -> str:
+    """An artifact's verification as shown (API, page): the outcome of its last verification
+    when that was of the version present (same size and time), else NOT_YET."""
+    if row is None or row.verified_at is None or row.outcome is None:
+        return NOT_YET
+    if row.size != size or row.mtime != mtime:
+        return NOT_YET  # rewritten since: the result was of another version
+    return row.outcome
+
+
 async def results_of(
     session: AsyncSession, artifact_ids: Collection[int]
 ) -> dict[int, ArtifactVerification]:
