@@ -10,22 +10,49 @@ from collections.abc import Callable
 class Budget:
     """At most `rate` bytes per second, over every thread that takes from it (None: no limit).
 
-    Thread-safe. `take(n)` blocks until `n` more bytes may be read, or returns False at once
-    when `stop` is set (the wait is abandoned; nothing is read).
+    Thread-safe. It is the virtual-scheduling form of a token bucket (GCRA): each `take(n)`
+    reserves the next n / rate seconds of the shared timeline under a lock and sleeps until its
+    reservation begins. Threads are served in the order they ask; an idle budget saves nothing
+    up (no burst after a pause: a burst is what starves the disks for the others).
     """
 
     def __init__(self, rate: float | None, *, clock: Callable[[], float] = time.monotonic) -> None:
-        raise NotImplementedError
+        self._lock = threading.Lock()
+        self._clock = clock
+        self._rate: float | None = None
+        self._free_at = 0.0  # when the timeline is free: the next reservation starts there
+        self.set_rate(rate)
 
     @property
     def rate(self) -> float | None:
         """Bytes per second (None: unlimited)."""
-        raise NotImplementedError
+        return self._rate
 
     def set_rate(self, rate: float | None) -> None:
         """Change the rate (a configuration reload); takes effect for the next `take`."""
-        raise NotImplementedError
+        if rate is not None and not rate > 0:
+            raise ValueError(f"a budget is a positive number of bytes per second, not {rate!r}")
+        with self._lock:
+            self._rate = rate
 
     def take(self, n: int, stop: threading.Event | None = None) -> bool:
         """Block until `n` bytes may be read; True, or False when `stop` was set first."""
-        raise NotImplementedError
+        if stop is not None and stop.is_set():
+            return False
+        rate = self._rate
+        if rate is None or n <= 0:
+            return True
+        with self._lock:
+            now = self._clock()
+            start = max(self._free_at, now)
+            self._free_at = start + n / rate
+            wait = self._free_at - now - n / rate  # the reservation's start, from now
+        # The bytes are read at the start of their slot; the slot itself is paid by whoever
+        # comes next, so a lone reader of k chunks waits (k - 1) slots in all, a steady stream
+        # exactly `rate`.
+        if wait <= 0:
+            return True
+        if stop is None:
+            time.sleep(wait)
+            return True
+        return not stop.wait(wait)
