@@ -353,16 +353,13 @@ async def read_verification_families(
         "Present artifacts by the outcome of their last verification (none: not verified yet)",
         labels=["outcome"],
     )
-    counts = dict(
-        (
-            await session.execute(
-                select(func.coalesce(v.outcome, "none"), func.count())
-                .join(a, a.id == v.artifact_id)
-                .where(a.gone_since.is_(None))
-                .group_by(func.coalesce(v.outcome, "none"))
-            )
-        ).all()
+    counted = await session.execute(
+        select(v.outcome, func.count())
+        .join(a, a.id == v.artifact_id)
+        .where(a.gone_since.is_(None))
+        .group_by(v.outcome)
     )
+    counts = {outcome or "none": int(count) for outcome, count in counted.all()}
     for outcome in (*VERIFY_OUTCOMES, "none"):
         outcomes.add_metric([outcome], counts.get(outcome, 0))
     families: list[Metric] = [last, repository, outcomes]
