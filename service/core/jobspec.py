@@ -696,15 +696,9 @@ class RepositoryVerify(_Strict):
     """`restic check` / `borg check --repository-only` on their own cadence."""
 
     every: PositiveDuration = DEFAULT_REPOSITORY_EVERY
-    # restic only: --read-data-subset=N% (the share of pack data read and checked).
+    # restic only: --read-data-subset=N% (the share of pack data read and checked; 0 or
+    # none: the structure only).
     read_data_subset: Percent | None = None
-
-    @field_validator("read_data_subset")
-    @classmethod
-    def _some_data(cls, value: float | None) -> float | None:
-        if value is not None and value <= 0:
-            raise ValueError("read_data_subset must be above 0 % (leave it out to read no data)")
-        return value
 
 
 class Verify(_Strict):
@@ -736,8 +730,13 @@ class JobSpec(_Strict):
     rules: Rules = Rules()
     notify: Notify = Notify()
     paused: bool = False
-    # None: nothing verified (opt-in).
-    verify: Verify | None = None
+    # None: nothing verified (opt-in). Which checks apply depends on the source's kind (see
+    # _verifiable): a rule between two fields, checked by the server, as min_size <= max_size.
+    verify: Verify | None = Field(
+        default=None,
+        description="archive and checksum: local sources only; repository: restic and borg "
+        "sources only (read_data_subset: restic only); at least one check",
+    )
 
     @field_validator("name")
     @classmethod

@@ -324,7 +324,7 @@ class Verifier:
                 subset = repository.read_data_subset
                 check = await restic.check_repository(
                     source,
-                    read_data_subset=None if subset is None else f"{subset:g}%",
+                    read_data_subset=f"{subset:g}%" if subset else None,
                     timeout=timeout,
                 )
             else:

@@ -220,7 +220,6 @@ def test_declaration_defaults_and_units():
          "restic's option"),
         ({"archive": True, "checksum": "md5"}, LOCAL, "Input should be 'sidecar' or 'none'"),
         ({"archive": True, "every": 0}, LOCAL, "greater than 0"),
-        ({"repository": {"read_data_subset": "0%"}}, RESTIC, "above 0 %"),
         ({"archive": True, "budget": "1MB/s"}, LOCAL, "Extra inputs are not permitted"),
     ],
 )  # fmt: skip
