@@ -303,8 +303,14 @@ ToolEnvironment = Annotated[
     ],
     Field(
         max_length=50,
+        # Written out whole: pydantic states the key pattern and the values' schema in its own
+        # `patternProperties`, which this one would replace (any key, any value documented).
         json_schema_extra={
-            "patternProperties": {_SECRET_NAME_SCHEMA: {"pattern": SECRET_REF_PATTERN}}
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": 4096, **_NO_NUL_SCHEMA},
+            "patternProperties": {
+                _SECRET_NAME_SCHEMA: {"type": "string", "pattern": SECRET_REF_PATTERN}
+            },
         },
     ),
     AfterValidator(_tool_environment),
