@@ -179,3 +179,11 @@ def test_the_s3_benchmark_runs_at_a_tiny_size(base_env):
     assert result["objects"] == 300
     assert result["bare_seconds"] > 0 and result["service_seconds"] > 0
     assert result["service_growth_mb"] >= 0
+
+
+def test_the_verification_benchmark_runs_at_a_tiny_size(base_env):
+    result = json.loads(
+        run_bench("verify_health.py", base_env, "--megabytes", "2", "--baseline-seconds", "0.2")
+    )
+    assert result["file_bytes"] > 2_000_000  # random data: gzip makes it no smaller
+    assert result["during_ms"]["n"] >= 1 and result["baseline_ms"]["n"] >= 1
