@@ -260,8 +260,9 @@ class _Sniff:
         head = bytes(self.head)
         run = self.run
         fmt = _magic(head) if self.outer else None
-        if fmt is None and _is_tar(head):
-            fmt = "tar"
+        expects_tar = self.hint == "tar" if self.outer else self.tar_hint
+        if fmt is None and (_is_tar(head) or (expects_tar and len(head) == 512 and not any(head))):
+            fmt = "tar"  # (an empty tar is its end marker only)
         where = f"the {self.layer} data of {run.name}" if self.layer else run.name
         if fmt is None:
             expected = self.hint if self.outer else ("tar" if self.tar_hint else None)
@@ -303,6 +304,7 @@ class _Codec:
         self.members = 0
         self.padding = False  # after a member: zero bytes only (tape/block padding)
         self.started = False  # the current member has had bytes
+        self.member_start = 0
         self.decompressor = self._new()
 
     def _new(self) -> _Decompressor:
@@ -319,29 +321,45 @@ class _Codec:
         self.fed += len(data)
         while data:
             if self.padding:
-                if any(data):
-                    self._trailing(start + next(i for i, b in enumerate(bytes(data)) if b))
-                return
+                if not any(data):
+                    return
+                at = next(i for i, b in enumerate(bytes(data)) if b)
+                if self.fmt != "xz":  # xz alone allows streams after padding
+                    self._trailing(start + at)
+                self.padding = False
+                self.decompressor = self._new()
+                start, data = start + at, data[at:]
+                self.member_start = start
             self.started = True
             try:
                 for out in self.decompressor.run(data):
                     self.run.grew(len(out))
                     self.sink.feed(out)
             except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-                raise _Fail(
-                    "corrupt",
-                    f"{self.fmt} data of {self.run.name} is damaged in bytes "
-                    f"{grouped(start)}–{grouped(self.fed)} (member {self.members}): {exc}",
-                ) from None
+                raise self._damaged(exc, start) from None
             if not self.decompressor.eof:
                 return
             rest = self.decompressor.unused
-            start = self.fed - len(rest)  # where the member ended
+            start = self.member_start = self.fed - len(rest)  # where the member ended
             if rest and rest[0] == 0:
                 self.padding = True
             else:
                 self.decompressor = self._new()
             data = rest
+
+    def _damaged(self, exc: Exception, start: int) -> _Fail:
+        said = str(exc).removeprefix("Error -3 while decompressing data: ")
+        member = f"member {self.members} (from byte {grouped(self.member_start)})"
+        if said in ("incorrect data check", "incorrect length check"):
+            where = (
+                f"{member} fails its {'CRC-32' if 'data' in said else 'length'} check at its "
+                f"end (byte {grouped(self.fed)}): some byte of it is damaged"
+            )
+        else:
+            where = (
+                f"{member} cannot be read in bytes {grouped(start)}–{grouped(self.fed)} ({said})"
+            )
+        return _Fail("corrupt", f"{self.fmt} data of {self.run.name} is damaged: {where}")
 
     def _trailing(self, at: int) -> None:
         raise _Fail(
@@ -359,9 +377,7 @@ class _Codec:
                 self.run.grew(len(out))
                 self.sink.feed(out)
         except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-            raise _Fail(
-                "corrupt", f"{self.fmt} data of {self.run.name} is damaged at its end: {exc}"
-            ) from None
+            raise self._damaged(exc, self.fed) from None
         if self.started and not self.decompressor.eof:
             raise _Fail(
                 "corrupt",
@@ -904,8 +920,8 @@ def verify_stream(
             raise _Stopped
 
     seekable = _seekable(read)
-    zip_first = archive and seekable and (hint == "zip" or _magic(_peek(read, 4)) == "zip")
     try:
+        zip_first = archive and seekable and _magic(_peek(read, 4)) == "zip"
         if zip_first:
             stage = None
             if hasher is not None:
