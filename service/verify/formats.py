@@ -113,6 +113,7 @@ class _Stopped(Exception):
 class _Stage(Protocol):
     def feed(self, data: bytes | memoryview) -> None: ...
     def finish(self) -> None: ...
+    def inside(self) -> str: ...  # what was being read when an outer layer failed
 
 
 @dataclass
@@ -156,6 +157,9 @@ class _Null:
 
     def finish(self) -> None:
         pass
+
+    def inside(self) -> str:
+        return ""
 
 
 # Names and magic bytes --------------------------------------------------------------------------
@@ -248,6 +252,9 @@ class _Sniff:
         self.next.feed(bytes(self.head))
         if taken < len(data):
             self.next.feed(data[taken:])
+
+    def inside(self) -> str:
+        return self.next.inside() if self.next is not None else ""
 
     def finish(self) -> None:
         if self.next is None:
@@ -359,7 +366,12 @@ class _Codec:
             where = (
                 f"{member} cannot be read in bytes {grouped(start)}–{grouped(self.fed)} ({said})"
             )
-        return _Fail("corrupt", f"{self.fmt} data of {self.run.name} is damaged: {where}")
+        return _Fail(
+            "corrupt", f"{self.fmt} data of {self.run.name} is damaged: {where}{self.inside()}"
+        )
+
+    def inside(self) -> str:
+        return self.sink.inside()
 
     def _trailing(self, at: int) -> None:
         raise _Fail(
@@ -382,7 +394,8 @@ class _Codec:
             raise _Fail(
                 "corrupt",
                 f"{self.fmt} stream of {self.run.name} is truncated at byte {grouped(self.fed)} "
-                f"(the end of the file, inside member {self.members}): it was cut short",
+                f"(the end of the file, inside member {self.members}): it was cut short"
+                + self.inside(),
             )
         if self.fed == 0:
             raise _Fail("corrupt", f"{self.run.name} is empty: no {self.fmt} data")
@@ -448,6 +461,7 @@ class _ZSTD:
         self.offset = 0  # stream offset of the next byte to walk
         self.frame_start = 0
         self.frames = 0
+        self.unchecked = 0  # frames without a content checksum
         self.state = "magic"
         self.need = 4  # bytes to gather for the state's header
         self.gathered = bytearray()
@@ -521,6 +535,7 @@ class _ZSTD:
                 )
             single = bool(fhd & 0x20)
             self.checksum = bool(fhd & 0x04)
+            self.unchecked += 0 if self.checksum else 1
             size = (0, 1, 2, 4)[fhd & 0x03] + ((1 if single else 0), 2, 4, 8)[fhd >> 6]
             size += 0 if single else 1
             self.pending.append(header)
@@ -601,7 +616,10 @@ class _ZSTD:
         self.frame = None
 
     def _damaged(self, what: str) -> _Fail:
-        return _Fail("corrupt", f"zstd data of {self.run.name} is damaged: {what}")
+        return _Fail("corrupt", f"zstd data of {self.run.name} is damaged: {what}{self.inside()}")
+
+    def inside(self) -> str:
+        return self.sink.inside()
 
     def finish(self) -> None:
         if self.state != "magic" or self.gathered or self.skip:
@@ -609,10 +627,15 @@ class _ZSTD:
                 "corrupt",
                 f"zstd stream of {self.run.name} is truncated at byte {grouped(self.offset)} "
                 f"(the end of the file, inside the frame at byte {grouped(self.frame_start)}): "
-                "it was cut short",
+                "it was cut short" + self.inside(),
             )
         if not self.frames:
             raise _Fail("corrupt", f"{self.run.name} holds no zstd frame")
+        if self.unchecked:
+            self.run.notes.append(
+                f"{self.unchecked} of its {self.frames} zstd frame{'s' if self.frames > 1 else ''} "
+                "carry no checksum (written without one): a changed byte in them may go unseen"
+            )
         self.sink.finish()
 
 
@@ -689,6 +712,11 @@ class _Tar:
 
     def _after(self) -> str:
         return f"after member {self.member!r}" if self.members else "at its start"
+
+    def inside(self) -> str:
+        if self.ended or not self.members:
+            return ""
+        return f"; {'inside' if self.skip else 'after'} tar member {self.member!r}"
 
     def _block(self, block: bytes, at: int) -> None:
         if not any(block):
