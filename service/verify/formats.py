@@ -842,17 +842,15 @@ class _Tar:
 class _Counted:
     """A seekable file read under the budget, counted, stoppable (for zipfile)."""
 
-    def __init__(
-        self, raw: BinaryIO, run: _Run, take: Callable[[int], None], stop: threading.Event | None
-    ) -> None:
+    def __init__(self, raw: BinaryIO, run: _Run, take: Callable[[int], None]) -> None:
         self.raw = raw
         self.run = run
         self.take = take
-        self.stop = stop
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.take(len(data))
+        self.run.read += len(data)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -914,6 +912,117 @@ def _check_zip(raw: _Counted, run: _Run) -> None:
 # The pass -----------------------------------------------------------------------------------------
 
 
+class Verifier:
+    """One artifact's verification, pushed: `feed` each piece of its bytes in order, then
+    `outcome()`. For bytes that arrive in pieces from elsewhere (an S3 object's body read by
+    async code); verify_stream reads a file-like object through it.
+
+    `feed` does the CPU work (hashing, decompressing): call it off the event loop. It neither
+    takes from a budget nor waits: the caller paces its reads (Budget.take before each piece,
+    `stopped()` when its stop event is set). A zip cannot be checked from pieces (its directory
+    is at its end): the outcome says its entries were not checked. `done` is True once more
+    bytes could change nothing (the archive failed and no digest is computed): reading may stop.
+    """
+
+    def __init__(
+        self, name: str, *, archive: bool, expected: Expected | None, limits: Limits
+    ) -> None:
+        self.name = name
+        self.expected = expected
+        self.started = time.monotonic()
+        self.run = _Run(name, limits)
+        self.hasher = hashlib.new(expected.algorithm, usedforsecurity=False) if expected else None
+        hint, tar_hint = hinted(name)
+        self.sniff = _Sniff(self.run, outer=True, hint=hint, tar_hint=tar_hint) if archive else None
+        self.stage: _Stage | None = self.sniff
+        self.failure: _Fail | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return self.run.read
+
+    @property
+    def done(self) -> bool:
+        return self.failure is not None and self.hasher is None
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """The next piece of the artifact (not kept: a reused buffer is fine)."""
+        self.run.read += len(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+        if self.stage is not None:
+            try:
+                self.stage.feed(data)
+            except _Fail as fail:
+                self.failure = fail
+                self.stage = None  # the digest still tells whether it was written damaged
+
+    def outcome(self) -> Outcome:
+        """The verdict, once every byte was fed."""
+        if self.stage is not None:
+            stage, self.stage = self.stage, None
+            try:
+                stage.finish()
+            except _Fail as fail:
+                self.failure = fail
+        if self.sniff is not None and self.sniff.zip and self.failure is None:
+            self.run.notes.append(
+                "zip entries not checked: a zip is read from a seekable file only (its "
+                "directory is at its end), and this stream is not one"
+            )
+        return self._conclude()
+
+    def stopped(self) -> Outcome:
+        """The outcome when reading was stopped part-way."""
+        return self._outcome(
+            "stopped",
+            f"verification of {self.name} was stopped after {grouped(self.run.read)} bytes: "
+            "it is done again later",
+        )
+
+    def unreadable(self, exc: OSError) -> Outcome:
+        """The outcome when reading failed."""
+        return self._outcome(
+            "unreadable",
+            f"{self.name} cannot be read at byte {grouped(self.run.read)}: "
+            f"{exc.strerror or exc.__class__.__name__}",
+        )
+
+    def _outcome(self, result: Result, detail: str, digest: str | None = None) -> Outcome:
+        expected = self.expected
+        checked = tuple(self.run.checked) + ((expected.algorithm,) if digest and expected else ())
+        return Outcome(
+            result, detail, self.run.read, time.monotonic() - self.started, digest, checked,
+            expected.source if expected and digest else None,
+        )  # fmt: skip
+
+    def _conclude(self) -> Outcome:
+        run, expected, failure, name = self.run, self.expected, self.failure, self.name
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        if expected is not None and digest is not None and digest != expected.hexdigest:
+            also = f"; the archive is damaged too: {failure.detail}" if failure else ""
+            return self._outcome(
+                "checksum_mismatch",
+                f"{expected.algorithm} of {name} is {digest}, but {expected.source} expects "
+                f"{expected.hexdigest}: the file is not the one the checksum was written for"
+                + also,
+                digest,
+            )
+        if failure is not None:
+            also = (
+                f"; its {expected.algorithm} matches {expected.source}: it was written damaged"
+                if expected and failure.result == "corrupt"
+                else ""
+            )
+            return self._outcome(failure.result, failure.detail + also, digest)
+        formats = [f"{f} ({run.counts[f]})" if f in run.counts else f for f in run.checked]
+        what = (" and ".join(formats) + " read through") if formats else "no archive format checked"
+        what = "; ".join([what, *run.notes])
+        if expected is not None:
+            what += f"; {expected.algorithm} matches {expected.source}"
+        return self._outcome("ok", f"{grouped(run.read)} bytes read: {what}", digest)
+
+
 def verify_stream(
     read: BinaryIO,
     name: str,
@@ -926,89 +1035,58 @@ def verify_stream(
 ) -> Outcome:
     """Read `read` to its end once: its digest (when `expected` is given: compared with it) and,
     with `archive`, its format read through. `name` is the artifact's name (a format hint and
-    what messages call it). Never raises for bad data or an OS error: it is in the Outcome."""
-    started = time.monotonic()
-    run = _Run(name, limits)
-    hasher = hashlib.new(expected.algorithm, usedforsecurity=False) if expected else None
-    hint, tar_hint = hinted(name)
-    sniff = _Sniff(run, outer=True, hint=hint, tar_hint=tar_hint) if archive else None
-    stage: _Stage | None = sniff
-    failure: _Fail | None = None
-
-    def outcome(result: Result, detail: str, digest: str | None = None) -> Outcome:
-        checked = tuple(run.checked) + ((expected.algorithm,) if digest and expected else ())
-        return Outcome(
-            result, detail, run.read, time.monotonic() - started, digest, checked,
-            expected.source if expected and digest else None,
-        )  # fmt: skip
+    what messages call it). Never raises for bad data or an OS error: it is in the Outcome.
+    A zip is checked when `read` is seekable (then read twice when a digest is computed)."""
+    verifier = Verifier(name, archive=archive, expected=expected, limits=limits)
 
     def take(n: int) -> None:
-        run.read += n
         if not budget.take(n, stop):
             raise _Stopped
 
-    seekable = _seekable(read)
     try:
-        zip_first = archive and seekable and _magic(_peek(read, 4)) == "zip"
-        if zip_first:
-            stage = None
-            if hasher is not None:
-                start = read.tell()
-                _pass(read, hasher, None, take)
-                read.seek(start)
-            try:
-                _check_zip(_Counted(read, run, take, stop), run)
-            except _Fail as fail:
-                failure = fail
-        else:
-            try:
-                stage = _pass(read, hasher, stage, take)
-                if stage is not None:
-                    stage.finish()
-            except _Fail as fail:
-                failure = fail
-                if hasher is not None:  # the digest still tells whether it was written so
-                    _pass(read, hasher, None, take)
-            if sniff is not None and sniff.zip and failure is None:
-                run.notes.append(
-                    "zip entries not checked: a zip is read from a seekable file only (its "
-                    "directory is at its end), and this stream is not one"
-                )
+        if archive and _seekable(read) and _magic(_peek(read, 4)) == "zip":
+            return _verify_zip(read, verifier, take)
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        readinto = getattr(read, "readinto", None)
+        while not verifier.done:
+            if readinto is not None:
+                try:
+                    n = readinto(view) or 0
+                except NotImplementedError:  # a RawIOBase with read() only
+                    readinto = None
+                    continue
+                chunk: bytes | memoryview = view[:n]
+            else:
+                chunk = read.read(CHUNK) or b""
+                n = len(chunk)
+            if not n:
+                break
+            take(n)
+            verifier.feed(chunk)
+        return verifier.outcome()
     except _Stopped:
-        return outcome(
-            "stopped",
-            f"verification of {name} was stopped after {grouped(run.read)} bytes: "
-            "it is done again later",
-        )
+        return verifier.stopped()
     except OSError as exc:
-        return outcome(
-            "unreadable",
-            f"{name} cannot be read at byte {grouped(run.read)}: "
-            f"{exc.strerror or exc.__class__.__name__}",
-        )
-    digest = hasher.hexdigest() if hasher is not None else None
-    if expected is not None and digest is not None and digest != expected.hexdigest:
-        also = f"; the archive is damaged too: {failure.detail}" if failure else ""
-        return Outcome(
-            "checksum_mismatch",
-            f"{expected.algorithm} of {name} is {digest}, but {expected.source} expects "
-            f"{expected.hexdigest}: the file is not the one the checksum was written for{also}",
-            run.read, time.monotonic() - started, digest, (*run.checked, expected.algorithm),
-            expected.source,
-        )  # fmt: skip
-    if failure is not None:
-        also = (
-            f"; its {expected.algorithm} matches {expected.source}: it was written damaged"
-            if expected and failure.result == "corrupt"
-            else ""
-        )
-        return outcome(failure.result, failure.detail + also, digest)
-    formats = [f"{fmt} ({run.counts[fmt]})" if fmt in run.counts else fmt for fmt in run.checked]
-    what = (" and ".join(formats) + " read through") if formats else "no archive format checked"
-    what = "; ".join([what, *run.notes])
-    if expected is not None:
-        what += f"; {expected.algorithm} matches {expected.source}"
-    return outcome("ok", f"{grouped(run.read)} bytes read: {what}", digest)
+        return verifier.unreadable(exc)
+
+
+def _verify_zip(read: BinaryIO, verifier: Verifier, take: Callable[[int], None]) -> Outcome:
+    """A seekable zip: its digest in a first pass (when one is expected), then every entry."""
+    run = verifier.run
+    if verifier.hasher is not None:
+        start = read.tell()
+        while chunk := read.read(CHUNK):
+            take(len(chunk))
+            run.read += len(chunk)
+            verifier.hasher.update(chunk)
+        read.seek(start)
+    try:
+        _check_zip(_Counted(read, run, take), run)
+    except _Fail as fail:
+        verifier.failure = fail
+    verifier.sniff = verifier.stage = None
+    return verifier._conclude()
 
 
 def _seekable(read: BinaryIO) -> bool:
@@ -1023,33 +1101,6 @@ def _peek(read: BinaryIO, n: int) -> bytes:
     head = read.read(n)
     read.seek(start)
     return head or b""
-
-
-def _pass(
-    read: BinaryIO,
-    hasher: hashlib._Hash | None,
-    stage: _Stage | None,
-    take: Callable[[int], None],
-) -> _Stage | None:
-    """Read to the end in CHUNK pieces: each is taken from the budget, hashed, fed to `stage`."""
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    readinto = getattr(read, "readinto", None)
-    while True:
-        if readinto is not None:
-            n = readinto(view)
-            chunk = view[:n] if n else None
-        else:
-            data = read.read(CHUNK)
-            n = len(data)
-            chunk = memoryview(data) if n else None
-        if chunk is None:
-            return stage
-        take(n)
-        if hasher is not None:
-            hasher.update(chunk)
-        if stage is not None:
-            stage.feed(chunk)
 
 
 # A local file -------------------------------------------------------------------------------------

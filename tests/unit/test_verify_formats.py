@@ -25,7 +25,7 @@ import zstandard
 
 from service.verify.budget import Budget
 from service.verify.checksums import Expected
-from service.verify.formats import Limits, Outcome, verify_file, verify_stream
+from service.verify.formats import Limits, Outcome, Verifier, verify_file, verify_stream
 
 UNLIMITED = Budget(None)
 LIMITS = Limits()
@@ -516,3 +516,74 @@ def test_the_stop_event_stops_a_read_under_the_budget(tmp_path):
     already = verify_file(path, archive=True, checksum=False, limits=LIMITS, budget=UNLIMITED,
                           stop=stop)  # fmt: skip
     assert already.result == "stopped"
+
+
+# Pushed in pieces ------------------------------------------------------------------------------
+
+
+def pieces(data: bytes, seed: int) -> list[bytes]:
+    """`data` cut at random places, with runs of tiny pieces (1 byte, around 512)."""
+    rng = random.Random(seed)
+    out, at = [], 0
+    while at < len(data):
+        size = rng.choice([1, 2, 3, 511, 512, 513, 4096, 70_000, 1_100_000])
+        out.append(data[at : at + size])
+        at += size
+    return out
+
+
+@pytest.mark.parametrize("ext", list(COMPRESS))
+def test_any_cutting_of_the_bytes_gives_the_same_verdict(ext):
+    tar = tar_bytes({"a": payload(300_000), "b" * 150: payload(1000, 2), "c": b""})
+    data = COMPRESS[ext](tar)
+    digest = hashlib.sha256(data).hexdigest()
+    for seed in range(3):
+        verifier = Verifier(f"x.tar.{ext}", archive=True, limits=LIMITS,
+                            expected=Expected("sha256", digest, "SHA256SUMS"))  # fmt: skip
+        for piece in pieces(data, seed):
+            verifier.feed(piece)
+        outcome = verifier.outcome()
+        assert outcome.result == "ok", (seed, outcome.detail)
+        assert outcome.checked == (FORMAT[ext], "tar", "sha256")
+        assert outcome.bytes_read == len(data)
+        cut = Verifier(f"x.tar.{ext}", archive=True, expected=None, limits=LIMITS)
+        for piece in pieces(data[: len(data) - 7], seed):
+            cut.feed(piece)
+        assert cut.outcome().result == "corrupt"
+
+
+def test_a_plain_tar_in_pieces_and_a_non_seekable_tar_gz_stream():
+    tar = tar_bytes({"a": payload(100_000), "b": payload(2000, 2)}, tarfile.GNU_FORMAT)
+    verifier = Verifier("x.tar", archive=True, expected=None, limits=LIMITS)
+    for piece in pieces(tar, 5):
+        verifier.feed(piece)
+    assert verifier.outcome().detail.endswith("tar (2 members) read through")
+
+    class Body(io.RawIOBase):  # an HTTP response body: read(n) only, short reads
+        def __init__(self, data: bytes) -> None:
+            self.data = io.BytesIO(data)
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, n: int = -1) -> bytes:
+            return self.data.read(min(n, 1000) if n > 0 else 1000)
+
+    outcome = verify_stream(Body(gzip.compress(tar)), "x.tar.gz", archive=True, expected=None,  # type: ignore[arg-type]
+                            limits=LIMITS, budget=UNLIMITED)  # fmt: skip
+    assert (outcome.result, outcome.checked) == ("ok", ("gzip", "tar"))
+
+
+def test_a_zip_bomb_stops_at_the_limit(tmp_path):
+    path = tmp_path / "bomb.zip"
+    with (
+        zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive,
+        archive.open("zeros", "w", force_zip64=True) as entry,
+    ):
+        for _ in range(64):
+            entry.write(bytes(1024 * 1024))
+    assert path.stat().st_size < 200_000
+    outcome = verify_file(path, archive=True, checksum=False, budget=UNLIMITED,
+                          limits=Limits(max_expanded_bytes=16 * 1024 * 1024))  # fmt: skip
+    assert outcome.result == "too_large"
+    assert "expands to more than 16 777 216 bytes" in outcome.detail
