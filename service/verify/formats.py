@@ -798,17 +798,16 @@ class _Tar:
         pos = 0
         while pos < len(body) and body[pos] != 0:
             space = body.find(b" ", pos)
-            try:
-                length = int(body[pos:space])
-            except ValueError:
+            length = int(body[pos:space]) if body[pos:space].isdigit() else 0
+            if space < 0 or length <= space - pos or pos + length > len(body):
                 raise _Fail(
-                    "corrupt", f"a pax header of {self.where} {self._after()} is damaged"
-                ) from None
+                    "corrupt",
+                    f"a pax header of {self.where} {self._after()} is damaged (byte "
+                    f"{grouped(self.offset)}): the next member's name and size are unknown",
+                )
             record = body[space + 1 : pos + length - 1]
             key, _, value = record.partition(b"=")
             self.pax[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-            if length <= 0:
-                break
             pos += length
 
     def finish(self) -> None:

@@ -587,3 +587,13 @@ def test_a_zip_bomb_stops_at_the_limit(tmp_path):
                           limits=Limits(max_expanded_bytes=16 * 1024 * 1024))  # fmt: skip
     assert outcome.result == "too_large"
     assert "expands to more than 16 777 216 bytes" in outcome.detail
+
+
+def test_a_damaged_pax_header_is_corrupt():
+    tar = tar_bytes({"é" * 120: payload(2000)}, tarfile.PAX_FORMAT)  # a pax header for the name
+    assert tar[156:157] == b"x"
+    record = tar.index(b" path=")
+    damaged = tar[: record - 3] + b"zz" + tar[record - 1 :]  # its length is no number
+    outcome = check(damaged, "a.tar")  # (the pax body is not in the header's checksum)
+    assert outcome.result == "corrupt"
+    assert "a pax header of a.tar at its start is damaged" in outcome.detail
