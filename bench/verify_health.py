@@ -17,28 +17,27 @@ import asyncio
 import gzip
 import json
 import os
-import sys
+import shutil
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import aiohttp
+from aiohttp import web
+from sqlalchemy import select
 
-import aiohttp  # noqa: E402
-from aiohttp import web  # noqa: E402
-from sqlalchemy import select  # noqa: E402
-
-from service.core.jobspec import parse_job  # noqa: E402
-from service.core.scan_options import ScanOptions  # noqa: E402
-from service.db import migrate  # noqa: E402
-from service.db.models import ArtifactVerification  # noqa: E402
-from service.runtime.app import create_app  # noqa: E402
-from service.runtime.keys import sessionmaker_key  # noqa: E402
-from service.runtime.verifier import Verifier, VerifyOptions  # noqa: E402
-from service.scanner.scanner import run_scanner  # noqa: E402
-from service.settings import load_settings  # noqa: E402
-from service.store.jobs import new_job  # noqa: E402
+from service.core.jobspec import parse_job
+from service.core.scan_options import ScanOptions
+from service.db import migrate
+from service.db.models import ArtifactVerification
+from service.runtime.app import create_app
+from service.runtime.keys import sessionmaker_key
+from service.runtime.lifecycle import wait_for_condition
+from service.runtime.verifier import Verifier, VerifyOptions
+from service.scanner.scanner import run_scanner
+from service.settings import load_settings
+from service.store.jobs import new_job
 
 
 def percentile(values: list[float], share: float) -> float:
@@ -105,8 +104,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             await verifier.start()
 
             async def watch() -> None:
-                while verifier.stats.verified < 1:
-                    await asyncio.sleep(0.05)
+                await wait_for_condition(lambda: verifier.stats.verified >= 1, 3600, 0.05)
                 done.set()
 
             watcher = asyncio.create_task(watch())
@@ -116,7 +114,8 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
             await verifier.stop(5)
         async with sessions() as session:
             row = await session.scalar(select(ArtifactVerification))
-        assert row is not None and row.outcome == "ok", row and row.detail
+        assert row is not None, "not verified"
+        assert row.outcome == "ok", row.detail
         report.update(
             verify_seconds=round(seconds, 2),
             verify_mb_per_s=round(size / seconds / 1e6, 1),
@@ -128,9 +127,7 @@ async def main(args: argparse.Namespace) -> dict[str, object]:
         )  # fmt: skip
     finally:
         await runner.cleanup()
-        for path in sorted(work.rglob("*"), reverse=True):
-            path.unlink() if path.is_file() else path.rmdir()
-        work.rmdir()
+        await asyncio.to_thread(shutil.rmtree, work)
     return report
 
 

@@ -6,8 +6,9 @@
   which names to look for, and what one says (`Expected`); pure.
 - formats: `verify_stream`, one pass over an artifact's bytes that computes its digest and reads
   the archive through (gzip, bzip2, xz, zstd, tar inside any of them, zip), with bounded memory
-  and an expansion guard (`Limits`); `verify_file` for a local file and its sidecar. The answer
-  is an `Outcome`: a result word and a sentence saying where it failed.
+  and an expansion guard (`Limits`); `verify_file` for a local file and its sidecar; `Verifier`
+  for bytes pushed in pieces (an S3 body read by async code). The answer is an `Outcome`: a
+  result word and a sentence saying where it failed.
 
 Blocking by design (it reads files and sleeps under the budget): callers run it in worker threads,
 never on the event loop. May import the pure core and the standard library (plus zstandard);

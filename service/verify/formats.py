@@ -113,6 +113,7 @@ class _Stopped(Exception):
 class _Stage(Protocol):
     def feed(self, data: bytes | memoryview) -> None: ...
     def finish(self) -> None: ...
+    def inside(self) -> str: ...  # what was being read when an outer layer failed
 
 
 @dataclass
@@ -156,6 +157,9 @@ class _Null:
 
     def finish(self) -> None:
         pass
+
+    def inside(self) -> str:
+        return ""
 
 
 # Names and magic bytes --------------------------------------------------------------------------
@@ -249,6 +253,9 @@ class _Sniff:
         if taken < len(data):
             self.next.feed(data[taken:])
 
+    def inside(self) -> str:
+        return self.next.inside() if self.next is not None else ""
+
     def finish(self) -> None:
         if self.next is None:
             self._choose()
@@ -260,8 +267,9 @@ class _Sniff:
         head = bytes(self.head)
         run = self.run
         fmt = _magic(head) if self.outer else None
-        if fmt is None and _is_tar(head):
-            fmt = "tar"
+        expects_tar = self.hint == "tar" if self.outer else self.tar_hint
+        if fmt is None and (_is_tar(head) or (expects_tar and len(head) == 512 and not any(head))):
+            fmt = "tar"  # (an empty tar is its end marker only)
         where = f"the {self.layer} data of {run.name}" if self.layer else run.name
         if fmt is None:
             expected = self.hint if self.outer else ("tar" if self.tar_hint else None)
@@ -303,6 +311,7 @@ class _Codec:
         self.members = 0
         self.padding = False  # after a member: zero bytes only (tape/block padding)
         self.started = False  # the current member has had bytes
+        self.member_start = 0
         self.decompressor = self._new()
 
     def _new(self) -> _Decompressor:
@@ -319,29 +328,50 @@ class _Codec:
         self.fed += len(data)
         while data:
             if self.padding:
-                if any(data):
-                    self._trailing(start + next(i for i, b in enumerate(bytes(data)) if b))
-                return
+                if not any(data):
+                    return
+                at = next(i for i, b in enumerate(bytes(data)) if b)
+                if self.fmt != "xz":  # xz alone allows streams after padding
+                    self._trailing(start + at)
+                self.padding = False
+                self.decompressor = self._new()
+                start, data = start + at, data[at:]
+                self.member_start = start
             self.started = True
             try:
                 for out in self.decompressor.run(data):
                     self.run.grew(len(out))
                     self.sink.feed(out)
             except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-                raise _Fail(
-                    "corrupt",
-                    f"{self.fmt} data of {self.run.name} is damaged in bytes "
-                    f"{grouped(start)}–{grouped(self.fed)} (member {self.members}): {exc}",
-                ) from None
+                raise self._damaged(exc, start) from None
             if not self.decompressor.eof:
                 return
             rest = self.decompressor.unused
-            start = self.fed - len(rest)  # where the member ended
+            start = self.member_start = self.fed - len(rest)  # where the member ended
             if rest and rest[0] == 0:
                 self.padding = True
             else:
                 self.decompressor = self._new()
             data = rest
+
+    def _damaged(self, exc: Exception, start: int) -> _Fail:
+        said = str(exc).removeprefix("Error -3 while decompressing data: ")
+        member = f"member {self.members} (from byte {grouped(self.member_start)})"
+        if said in ("incorrect data check", "incorrect length check"):
+            where = (
+                f"{member} fails its {'CRC-32' if 'data' in said else 'length'} check at its "
+                f"end (byte {grouped(self.fed)}): some byte of it is damaged"
+            )
+        else:
+            where = (
+                f"{member} cannot be read in bytes {grouped(start)}–{grouped(self.fed)} ({said})"
+            )
+        return _Fail(
+            "corrupt", f"{self.fmt} data of {self.run.name} is damaged: {where}{self.inside()}"
+        )
+
+    def inside(self) -> str:
+        return self.sink.inside()
 
     def _trailing(self, at: int) -> None:
         raise _Fail(
@@ -359,14 +389,13 @@ class _Codec:
                 self.run.grew(len(out))
                 self.sink.feed(out)
         except (zlib.error, OSError, EOFError, lzma.LZMAError) as exc:
-            raise _Fail(
-                "corrupt", f"{self.fmt} data of {self.run.name} is damaged at its end: {exc}"
-            ) from None
+            raise self._damaged(exc, self.fed) from None
         if self.started and not self.decompressor.eof:
             raise _Fail(
                 "corrupt",
                 f"{self.fmt} stream of {self.run.name} is truncated at byte {grouped(self.fed)} "
-                f"(the end of the file, inside member {self.members}): it was cut short",
+                f"(the end of the file, inside member {self.members}): it was cut short"
+                + self.inside(),
             )
         if self.fed == 0:
             raise _Fail("corrupt", f"{self.run.name} is empty: no {self.fmt} data")
@@ -432,6 +461,7 @@ class _ZSTD:
         self.offset = 0  # stream offset of the next byte to walk
         self.frame_start = 0
         self.frames = 0
+        self.unchecked = 0  # frames without a content checksum
         self.state = "magic"
         self.need = 4  # bytes to gather for the state's header
         self.gathered = bytearray()
@@ -505,6 +535,7 @@ class _ZSTD:
                 )
             single = bool(fhd & 0x20)
             self.checksum = bool(fhd & 0x04)
+            self.unchecked += 0 if self.checksum else 1
             size = (0, 1, 2, 4)[fhd & 0x03] + ((1 if single else 0), 2, 4, 8)[fhd >> 6]
             size += 0 if single else 1
             self.pending.append(header)
@@ -585,7 +616,10 @@ class _ZSTD:
         self.frame = None
 
     def _damaged(self, what: str) -> _Fail:
-        return _Fail("corrupt", f"zstd data of {self.run.name} is damaged: {what}")
+        return _Fail("corrupt", f"zstd data of {self.run.name} is damaged: {what}{self.inside()}")
+
+    def inside(self) -> str:
+        return self.sink.inside()
 
     def finish(self) -> None:
         if self.state != "magic" or self.gathered or self.skip:
@@ -593,10 +627,15 @@ class _ZSTD:
                 "corrupt",
                 f"zstd stream of {self.run.name} is truncated at byte {grouped(self.offset)} "
                 f"(the end of the file, inside the frame at byte {grouped(self.frame_start)}): "
-                "it was cut short",
+                "it was cut short" + self.inside(),
             )
         if not self.frames:
             raise _Fail("corrupt", f"{self.run.name} holds no zstd frame")
+        if self.unchecked:
+            self.run.notes.append(
+                f"{self.unchecked} of its {self.frames} zstd frame{'s' if self.frames > 1 else ''} "
+                "carry no checksum (written without one): a changed byte in them may go unseen"
+            )
         self.sink.finish()
 
 
@@ -673,6 +712,11 @@ class _Tar:
 
     def _after(self) -> str:
         return f"after member {self.member!r}" if self.members else "at its start"
+
+    def inside(self) -> str:
+        if self.ended or not self.members:
+            return ""
+        return f"; {'inside' if self.skip else 'after'} tar member {self.member!r}"
 
     def _block(self, block: bytes, at: int) -> None:
         if not any(block):
@@ -754,17 +798,16 @@ class _Tar:
         pos = 0
         while pos < len(body) and body[pos] != 0:
             space = body.find(b" ", pos)
-            try:
-                length = int(body[pos:space])
-            except ValueError:
+            length = int(body[pos:space]) if body[pos:space].isdigit() else 0
+            if space < 0 or length <= space - pos or pos + length > len(body):
                 raise _Fail(
-                    "corrupt", f"a pax header of {self.where} {self._after()} is damaged"
-                ) from None
+                    "corrupt",
+                    f"a pax header of {self.where} {self._after()} is damaged (byte "
+                    f"{grouped(self.offset)}): the next member's name and size are unknown",
+                )
             record = body[space + 1 : pos + length - 1]
             key, _, value = record.partition(b"=")
             self.pax[key.decode("utf-8", "replace")] = value.decode("utf-8", "replace")
-            if length <= 0:
-                break
             pos += length
 
     def finish(self) -> None:
@@ -798,17 +841,15 @@ class _Tar:
 class _Counted:
     """A seekable file read under the budget, counted, stoppable (for zipfile)."""
 
-    def __init__(
-        self, raw: BinaryIO, run: _Run, take: Callable[[int], None], stop: threading.Event | None
-    ) -> None:
+    def __init__(self, raw: BinaryIO, run: _Run, take: Callable[[int], None]) -> None:
         self.raw = raw
         self.run = run
         self.take = take
-        self.stop = stop
 
     def read(self, n: int = -1) -> bytes:
         data = self.raw.read(n)
         self.take(len(data))
+        self.run.read += len(data)
         return data
 
     def seek(self, offset: int, whence: int = 0) -> int:
@@ -870,6 +911,117 @@ def _check_zip(raw: _Counted, run: _Run) -> None:
 # The pass -----------------------------------------------------------------------------------------
 
 
+class Verifier:
+    """One artifact's verification, pushed: `feed` each piece of its bytes in order, then
+    `outcome()`. For bytes that arrive in pieces from elsewhere (an S3 object's body read by
+    async code); verify_stream reads a file-like object through it.
+
+    `feed` does the CPU work (hashing, decompressing): call it off the event loop. It neither
+    takes from a budget nor waits: the caller paces its reads (Budget.take before each piece,
+    `stopped()` when its stop event is set). A zip cannot be checked from pieces (its directory
+    is at its end): the outcome says its entries were not checked. `done` is True once more
+    bytes could change nothing (the archive failed and no digest is computed): reading may stop.
+    """
+
+    def __init__(
+        self, name: str, *, archive: bool, expected: Expected | None, limits: Limits
+    ) -> None:
+        self.name = name
+        self.expected = expected
+        self.started = time.monotonic()
+        self.run = _Run(name, limits)
+        self.hasher = hashlib.new(expected.algorithm, usedforsecurity=False) if expected else None
+        hint, tar_hint = hinted(name)
+        self.sniff = _Sniff(self.run, outer=True, hint=hint, tar_hint=tar_hint) if archive else None
+        self.stage: _Stage | None = self.sniff
+        self.failure: _Fail | None = None
+
+    @property
+    def bytes_read(self) -> int:
+        return self.run.read
+
+    @property
+    def done(self) -> bool:
+        return self.failure is not None and self.hasher is None
+
+    def feed(self, data: bytes | memoryview) -> None:
+        """The next piece of the artifact (not kept: a reused buffer is fine)."""
+        self.run.read += len(data)
+        if self.hasher is not None:
+            self.hasher.update(data)
+        if self.stage is not None:
+            try:
+                self.stage.feed(data)
+            except _Fail as fail:
+                self.failure = fail
+                self.stage = None  # the digest still tells whether it was written damaged
+
+    def outcome(self) -> Outcome:
+        """The verdict, once every byte was fed."""
+        if self.stage is not None:
+            stage, self.stage = self.stage, None
+            try:
+                stage.finish()
+            except _Fail as fail:
+                self.failure = fail
+        if self.sniff is not None and self.sniff.zip and self.failure is None:
+            self.run.notes.append(
+                "zip entries not checked: a zip is read from a seekable file only (its "
+                "directory is at its end), and this stream is not one"
+            )
+        return self._conclude()
+
+    def stopped(self) -> Outcome:
+        """The outcome when reading was stopped part-way."""
+        return self._outcome(
+            "stopped",
+            f"verification of {self.name} was stopped after {grouped(self.run.read)} bytes: "
+            "it is done again later",
+        )
+
+    def unreadable(self, exc: OSError) -> Outcome:
+        """The outcome when reading failed."""
+        return self._outcome(
+            "unreadable",
+            f"{self.name} cannot be read at byte {grouped(self.run.read)}: "
+            f"{exc.strerror or exc.__class__.__name__}",
+        )
+
+    def _outcome(self, result: Result, detail: str, digest: str | None = None) -> Outcome:
+        expected = self.expected
+        checked = tuple(self.run.checked) + ((expected.algorithm,) if digest and expected else ())
+        return Outcome(
+            result, detail, self.run.read, time.monotonic() - self.started, digest, checked,
+            expected.source if expected and digest else None,
+        )  # fmt: skip
+
+    def _conclude(self) -> Outcome:
+        run, expected, failure, name = self.run, self.expected, self.failure, self.name
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        if expected is not None and digest is not None and digest != expected.hexdigest:
+            also = f"; the archive is damaged too: {failure.detail}" if failure else ""
+            return self._outcome(
+                "checksum_mismatch",
+                f"{expected.algorithm} of {name} is {digest}, but {expected.source} expects "
+                f"{expected.hexdigest}: the file is not the one the checksum was written for"
+                + also,
+                digest,
+            )
+        if failure is not None:
+            also = (
+                f"; its {expected.algorithm} matches {expected.source}: it was written damaged"
+                if expected and failure.result == "corrupt"
+                else ""
+            )
+            return self._outcome(failure.result, failure.detail + also, digest)
+        formats = [f"{f} ({run.counts[f]})" if f in run.counts else f for f in run.checked]
+        what = (" and ".join(formats) + " read through") if formats else "no archive format checked"
+        what = "; ".join([what, *run.notes])
+        if expected is not None:
+            what += f"; {expected.algorithm} matches {expected.source}"
+        return self._outcome("ok", f"{grouped(run.read)} bytes read: {what}", digest)
+
+
 def verify_stream(
     read: BinaryIO,
     name: str,
@@ -882,89 +1034,58 @@ def verify_stream(
 ) -> Outcome:
     """Read `read` to its end once: its digest (when `expected` is given: compared with it) and,
     with `archive`, its format read through. `name` is the artifact's name (a format hint and
-    what messages call it). Never raises for bad data or an OS error: it is in the Outcome."""
-    started = time.monotonic()
-    run = _Run(name, limits)
-    hasher = hashlib.new(expected.algorithm, usedforsecurity=False) if expected else None
-    hint, tar_hint = hinted(name)
-    sniff = _Sniff(run, outer=True, hint=hint, tar_hint=tar_hint) if archive else None
-    stage: _Stage | None = sniff
-    failure: _Fail | None = None
-
-    def outcome(result: Result, detail: str, digest: str | None = None) -> Outcome:
-        checked = tuple(run.checked) + ((expected.algorithm,) if digest and expected else ())
-        return Outcome(
-            result, detail, run.read, time.monotonic() - started, digest, checked,
-            expected.source if expected and digest else None,
-        )  # fmt: skip
+    what messages call it). Never raises for bad data or an OS error: it is in the Outcome.
+    A zip is checked when `read` is seekable (then read twice when a digest is computed)."""
+    verifier = Verifier(name, archive=archive, expected=expected, limits=limits)
 
     def take(n: int) -> None:
-        run.read += n
         if not budget.take(n, stop):
             raise _Stopped
 
-    seekable = _seekable(read)
-    zip_first = archive and seekable and (hint == "zip" or _magic(_peek(read, 4)) == "zip")
     try:
-        if zip_first:
-            stage = None
-            if hasher is not None:
-                start = read.tell()
-                _pass(read, hasher, None, take)
-                read.seek(start)
-            try:
-                _check_zip(_Counted(read, run, take, stop), run)
-            except _Fail as fail:
-                failure = fail
-        else:
-            try:
-                stage = _pass(read, hasher, stage, take)
-                if stage is not None:
-                    stage.finish()
-            except _Fail as fail:
-                failure = fail
-                if hasher is not None:  # the digest still tells whether it was written so
-                    _pass(read, hasher, None, take)
-            if sniff is not None and sniff.zip and failure is None:
-                run.notes.append(
-                    "zip entries not checked: a zip is read from a seekable file only (its "
-                    "directory is at its end), and this stream is not one"
-                )
+        if archive and _seekable(read) and _magic(_peek(read, 4)) == "zip":
+            return _verify_zip(read, verifier, take)
+        buffer = bytearray(CHUNK)
+        view = memoryview(buffer)
+        readinto = getattr(read, "readinto", None)
+        while not verifier.done:
+            if readinto is not None:
+                try:
+                    n = readinto(view) or 0
+                except NotImplementedError:  # a RawIOBase with read() only
+                    readinto = None
+                    continue
+                chunk: bytes | memoryview = view[:n]
+            else:
+                chunk = read.read(CHUNK) or b""
+                n = len(chunk)
+            if not n:
+                break
+            take(n)
+            verifier.feed(chunk)
+        return verifier.outcome()
     except _Stopped:
-        return outcome(
-            "stopped",
-            f"verification of {name} was stopped after {grouped(run.read)} bytes: "
-            "it is done again later",
-        )
+        return verifier.stopped()
     except OSError as exc:
-        return outcome(
-            "unreadable",
-            f"{name} cannot be read at byte {grouped(run.read)}: "
-            f"{exc.strerror or exc.__class__.__name__}",
-        )
-    digest = hasher.hexdigest() if hasher is not None else None
-    if expected is not None and digest is not None and digest != expected.hexdigest:
-        also = f"; the archive is damaged too: {failure.detail}" if failure else ""
-        return Outcome(
-            "checksum_mismatch",
-            f"{expected.algorithm} of {name} is {digest}, but {expected.source} expects "
-            f"{expected.hexdigest}: the file is not the one the checksum was written for{also}",
-            run.read, time.monotonic() - started, digest, (*run.checked, expected.algorithm),
-            expected.source,
-        )  # fmt: skip
-    if failure is not None:
-        also = (
-            f"; its {expected.algorithm} matches {expected.source}: it was written damaged"
-            if expected and failure.result == "corrupt"
-            else ""
-        )
-        return outcome(failure.result, failure.detail + also, digest)
-    formats = [f"{fmt} ({run.counts[fmt]})" if fmt in run.counts else fmt for fmt in run.checked]
-    what = (" and ".join(formats) + " read through") if formats else "no archive format checked"
-    what = "; ".join([what, *run.notes])
-    if expected is not None:
-        what += f"; {expected.algorithm} matches {expected.source}"
-    return outcome("ok", f"{grouped(run.read)} bytes read: {what}", digest)
+        return verifier.unreadable(exc)
+
+
+def _verify_zip(read: BinaryIO, verifier: Verifier, take: Callable[[int], None]) -> Outcome:
+    """A seekable zip: its digest in a first pass (when one is expected), then every entry."""
+    run = verifier.run
+    if verifier.hasher is not None:
+        start = read.tell()
+        while chunk := read.read(CHUNK):
+            take(len(chunk))
+            run.read += len(chunk)
+            verifier.hasher.update(chunk)
+        read.seek(start)
+    try:
+        _check_zip(_Counted(read, run, take), run)
+    except _Fail as fail:
+        verifier.failure = fail
+    verifier.sniff = verifier.stage = None
+    return verifier._conclude()
 
 
 def _seekable(read: BinaryIO) -> bool:
@@ -979,33 +1100,6 @@ def _peek(read: BinaryIO, n: int) -> bytes:
     head = read.read(n)
     read.seek(start)
     return head or b""
-
-
-def _pass(
-    read: BinaryIO,
-    hasher: hashlib._Hash | None,
-    stage: _Stage | None,
-    take: Callable[[int], None],
-) -> _Stage | None:
-    """Read to the end in CHUNK pieces: each is taken from the budget, hashed, fed to `stage`."""
-    buffer = bytearray(CHUNK)
-    view = memoryview(buffer)
-    readinto = getattr(read, "readinto", None)
-    while True:
-        if readinto is not None:
-            n = readinto(view)
-            chunk = view[:n] if n else None
-        else:
-            data = read.read(CHUNK)
-            n = len(data)
-            chunk = memoryview(data) if n else None
-        if chunk is None:
-            return stage
-        take(n)
-        if hasher is not None:
-            hasher.update(chunk)
-        if stage is not None:
-            stage.feed(chunk)
 
 
 # A local file -------------------------------------------------------------------------------------
