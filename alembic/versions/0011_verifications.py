@@ -63,6 +63,7 @@ def upgrade() -> None:
         sa.Column("job_id", sa.Integer(), nullable=False),
         sa.Column("checked_at", TIME, nullable=True),
         sa.Column("ok", sa.Boolean(), nullable=True),
+        sa.Column("damaged", sa.Boolean(), nullable=False),
         sa.Column("detail", sa.Text(), nullable=False),
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.Column("due_at", TIME, nullable=False),

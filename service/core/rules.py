@@ -107,6 +107,9 @@ class RepositoryFact:
     checked_at: datetime | None
     ok: bool | None  # None: never checked
     detail: str = ""
+    # Not ok because the tool found damage; else the check could not run (a lock held by a
+    # backup, a wrong password, the time up): not damage, tried again soon.
+    damaged: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -350,13 +353,17 @@ def _verify_reasons(
             else ""
         )
         where = spec.source.location() if spec.source is not None else "the repository"
-        reasons.append(
-            Reason(
-                "repository_check_failed",
-                "critical",
-                f"the check of {where} failed{when}: {repository.detail or 'no message'}",
-            )
-        )
+        detail = repository.detail or "no message"
+        if repository.damaged:
+            reasons.append(
+                Reason("repository_check_failed", "critical",
+                       f"the check of {where} failed{when}: {detail}")
+            )  # fmt: skip
+        else:
+            reasons.append(
+                Reason("repository_check_error", "unknown",
+                       f"the check of {where} could not run{when}: {detail}")
+            )  # fmt: skip
     return reasons, unverified_at
 
 

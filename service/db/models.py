@@ -151,6 +151,8 @@ class RepositoryCheck(Base):
     job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # Not ok because the tool found damage (else it could not run: a lock, a password, time).
+    damaged: Mapped[bool] = mapped_column(Boolean, default=False)
     detail: Mapped[str] = mapped_column(Text, default="")
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -44,6 +44,7 @@ from service.db.models import Job
 from service.runtime.lifecycle import drain
 from service.scanner.scanner import run_scanner
 from service.scanner.sources import borg, restic
+from service.scanner.sources.process import RepositoryCheck
 from service.settings import Settings
 from service.store import verifications
 from service.store.verifications import DueArtifact, Result
@@ -317,7 +318,7 @@ class Verifier:
         repository = job.verify.repository
         assert repository is not None
         started = time.monotonic()
-        result: tuple[bool, str, float] | None = None
+        result: RepositoryCheck | None = None
         timeout = self.options.check_timeout
         try:
             if isinstance(source, ResticSource):
@@ -329,23 +330,20 @@ class Verifier:
                 )
             else:
                 check = await borg.check_repository(source, timeout=timeout)
-            result = (check.ok, check.detail, check.seconds)
+            result = check
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug in a check: recorded as a failure to run it
             logger.error(
                 "verify: repository check failed to run", extra={"job": job.name}, exc_info=exc
             )
-            result = (
-                False,
-                f"the check could not run: {describe_error(exc)}",
-                time.monotonic() - started,
-            )
+            detail = f"the check could not run: {describe_error(exc)}"
+            result = RepositoryCheck(False, detail, time.monotonic() - started)
         finally:
             await asyncio.shield(self._finish_check(job, lease, result))
 
     async def _finish_check(
-        self, job: _Declared, held: datetime, result: tuple[bool, str, float] | None
+        self, job: _Declared, held: datetime, result: RepositoryCheck | None
     ) -> None:
         now = self.clock()
         repository = job.verify.repository
@@ -357,24 +355,21 @@ class Verifier:
                     await verifications.release_check(session, job.id, held)
                     await session.commit()
                     return
-                ok, detail, seconds = result
+                every = repository.every
+                if not result.ok and not result.damaged:  # could not run: again sooner
+                    every = min(every, max(1, int(self.options.retry_seconds)))
                 recorded = await verifications.record_check(
-                    session,
-                    job.id,
-                    held,
-                    ok=ok,
-                    detail=detail,
-                    seconds=seconds,
-                    checked_at=now,
-                    due_at=now + timedelta(seconds=repository.every),
-                )
+                    session, job.id, held, ok=result.ok, damaged=result.damaged,
+                    detail=result.detail, seconds=result.seconds, checked_at=now,
+                    due_at=now + timedelta(seconds=every),
+                )  # fmt: skip
                 await session.commit()
             if recorded:
                 self.stats.checks += 1
                 logger.log(
-                    logging.INFO if ok else logging.WARNING,
+                    logging.INFO if result.ok else logging.WARNING,
                     "repository checked",
-                    extra={"job": job.name, "ok": ok},
+                    extra={"job": job.name, "ok": result.ok, "damaged": result.damaged},
                 )
                 if not self._stop.is_set():
                     await self._judge(job.name)

@@ -266,7 +266,7 @@ async def facts_of(session: AsyncSession, job_ids: Collection[int]) -> dict[int,
             first_seen=row.first_seen,
         )
     checks = {
-        row.job_id: RepositoryFact(row.checked_at, row.ok, row.detail)
+        row.job_id: RepositoryFact(row.checked_at, row.ok, row.detail, row.damaged)
         for row in await session.scalars(
             select(RepositoryCheck).where(RepositoryCheck.job_id.in_(job_ids))
         )
@@ -290,12 +290,14 @@ async def due_checks(session: AsyncSession, job_ids: Collection[int], now: datet
     row is given one, due at once."""
     if not job_ids:
         return []
-    missing = select(Job.id, literal(""), literal(0.0), literal(now, RepositoryCheck.due_at.type))
+    missing = select(
+        Job.id, literal(""), literal(0.0), literal(False), literal(now, RepositoryCheck.due_at.type)
+    )
     missing = missing.where(Job.id.in_(job_ids)).where(
         ~exists().where(RepositoryCheck.job_id == Job.id)
     )
     statement = _insert(session, RepositoryCheck).from_select(
-        ["job_id", "detail", "seconds", "due_at"], missing
+        ["job_id", "detail", "seconds", "damaged", "due_at"], missing
     )
     await session.execute(statement.on_conflict_do_nothing())
     rows = await session.scalars(
@@ -326,6 +328,7 @@ async def record_check(
     held: datetime,
     *,
     ok: bool,
+    damaged: bool,
     detail: str,
     seconds: float,
     checked_at: datetime,
@@ -339,6 +342,7 @@ async def record_check(
         .where(check.job_id == job_id, check.lease_until == held)
         .values(
             ok=ok,
+            damaged=damaged,
             detail=detail,
             seconds=seconds,
             checked_at=checked_at,

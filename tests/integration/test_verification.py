@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.scan_options import ScanOptions
 from service.db.engine import create_engine, create_sessionmaker
-from service.db.models import Artifact, ArtifactVerification
+from service.db.models import Artifact, ArtifactVerification, RepositoryCheck
 from service.runtime.verifier import Verifier, VerifyOptions
 from service.scanner.scanner import run_scanner
 
@@ -280,3 +280,52 @@ async def test_two_verifiers_verify_each_artifact_once(database_url, tmp_path):
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_restic_repository_is_checked_and_damage_is_critical(
+    sessionmaker, restic_repo, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VERIFY_TEST_SECRET", "correct horse battery")
+    repo = restic_repo(password="correct horse battery")
+    repo.backup({"db.dump": 1_000_000}, datetime.now(UTC) - HOUR)
+    job_id = await add_job(
+        sessionmaker, datetime.now(UTC) - timedelta(days=2), name="offsite",
+        source={"type": "restic", "repository": str(repo.path),
+                "password": "${VERIFY_TEST_SECRET}"},
+        verify={"repository": {"every": "1s", "read_data_subset": "100%"}},
+    )  # fmt: skip
+    await scan(sessionmaker)
+
+    async def checked(ok: bool) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            async with sessionmaker() as session:
+                row = await session.get(RepositoryCheck, job_id)
+                return row is not None and row.ok is ok
+
+        return check
+
+    verifier = Verifier(sessionmaker, FAST)
+    await verifier.start()
+    try:
+        await until(await checked(True), 60, "checked ok")
+        assert (await get_job(sessionmaker, "offsite")).status == "ok"
+        # A bit flipped in the largest pack: reading all the data (100 %) finds it.
+        pack = max((p for p in (repo.path / "data").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)  # fmt: skip
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        pack.chmod(0o600)
+        pack.write_bytes(bytes(data))
+        await until(await checked(False), 60, "checked damaged")
+
+        async def judged() -> bool:
+            return (await get_job(sessionmaker, "offsite")).status == "critical"
+
+        await until(judged, 30, "judged critical")
+    finally:
+        await verifier.stop(5)
+    job = await get_job(sessionmaker, "offsite")
+    assert [r["code"] for r in job.reasons] == ["repository_check_failed"]
+    assert "Pack ID does not match" in job.reasons[0]["message"]
+    assert f"restic repository {repo.path}" in job.reasons[0]["message"]

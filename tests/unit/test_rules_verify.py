@@ -172,8 +172,11 @@ REPOSITORY = {"repository": {"every": "1d", "read_data_subset": "5%"}}
         (None, []),
         (RepositoryFact(None, None), []),  # never checked yet
         (RepositoryFact(T0, True, ""), []),
-        (RepositoryFact(T0, False, "pack 3f2a… is damaged"), [("repository_check_failed",
-                                                              "critical")]),
+        (RepositoryFact(T0, False, "pack 3f2a… is damaged", damaged=True),
+         [("repository_check_failed", "critical")]),
+        # Not damage: the check could not run (a lock held by a backup, a wrong password).
+        (RepositoryFact(T0, False, "pack 3f2a… is damaged (lock)", damaged=False),
+         [("repository_check_error", "unknown")]),
     ],
 )  # fmt: skip
 def test_repository_check(check, expected):
