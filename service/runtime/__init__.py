@@ -6,9 +6,12 @@
 - coordinator: `ScanCoordinator`, one full scan at a time for one app, drained on stop.
 - tick: `DeadlineTick`, the jobs due between full scans, with its own ping baseline.
 - scheduling: `ScanScheduler`, one app's APScheduler wiring (full scan, tick, retention).
+- verifier: `Verifier`, the artifacts' and repositories' verification (service.verify's engine
+  in worker threads, leased per artifact in the database), each result judged at once.
 
 Each app builds its own in its cleanup contexts (service/runtime/app.py) and holds them under
 AppKeys (service/runtime/keys.py): nothing here is process-global. `service/scheduler.py` is the
 original request's module-level facade over these. May import aiohttp, the scanner, retention,
-db, models, errors and settings; imports neither the app, the keys, the API nor the facade.
+db, models, errors, settings, the store's verifications and the verify engine; imports neither
+the app, the keys, the API nor the facade.
 """

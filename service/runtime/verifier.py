@@ -166,12 +166,18 @@ class Verifier:
             files = {job.id: job for job in declared if job.verify.files}
             repos = {job.id: job for job in declared if job.verify.repository is not None}
             settle = {job.id: job.spec.source.settle for job in files.values() if job.spec.source}
-            await lock_for_write(session)
-            await verifications.add_missing(session, list(files))
+            # Each read is committed before the next write: on SQLite, a read turned into a
+            # write fails when another connection wrote in between.
             await session.commit()
-            for due in await verifications.due_artifacts(session, settle, now, free):
+            if files:
                 await lock_for_write(session)
-                won = await verifications.claim(session, due.artifact_id, now, lease)
+                await verifications.add_missing(session, list(files))
+                await session.commit()
+            due_now = await verifications.due_artifacts(session, settle, now, free)
+            await session.commit()
+            for due in due_now:
+                await lock_for_write(session)
+                won = await verifications.claim(session, due.job_id, due.artifact_id, now, lease)
                 await session.commit()
                 if won:
                     self._spawn(self._verify(files[due.job_id], due, lease))

@@ -2,9 +2,10 @@
 the repository checks (repository_checks), and the facts a judgement reads from them.
 
 A verifier leases what it verifies: a claim is a conditional UPDATE of the row (its lease free,
-no other artifact of the job leased), checked by its rowcount, so several replicas verify each
-artifact once; everything it writes afterwards is fenced by the lease it holds. A verifier that
-dies leaves a lease that runs out: the artifact is verified again by the next one.
+no other artifact of the job leased; the claims of one job serialized), checked by its
+rowcount, so several replicas verify each artifact once and one artifact per job at a time;
+everything it writes afterwards is fenced by the lease it holds. A verifier that dies leaves a
+lease that runs out: the artifact is verified again by the next one.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, exists, func, literal, or_, select, update
+from sqlalchemy import and_, exists, func, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -128,10 +129,23 @@ async def due_artifacts(
     return list(chosen.values())
 
 
+# The class of the per-job advisory locks a claim takes on PostgreSQL ("bm" and a counter, as
+# the keys of service.db.engine; the job id is the lock's second key).
+JOB_CLAIM_LOCK = 0x626D_0003
+
+
 async def claim(
-    session: AsyncSession, artifact_id: int, now: datetime, lease_until: datetime
+    session: AsyncSession, job_id: int, artifact_id: int, now: datetime, lease_until: datetime
 ) -> bool:
-    """Lease the artifact until `lease_until`: True when this caller won it."""
+    """Lease the artifact until `lease_until`: True when this caller won it. The claims of one
+    job are serialized (PostgreSQL: a transaction-level advisory lock on the job; SQLite: the
+    caller holds the write lock), so that no two verifiers, on any replica, read two artifacts
+    of one job at a time: each sees the other's lease in its condition."""
+    if is_postgresql(session):
+        await session.execute(
+            text("SELECT pg_advisory_xact_lock(:class, :job)"),
+            {"class": JOB_CLAIM_LOCK, "job": job_id},
+        )
     v = ArtifactVerification
     return await claimed(
         session,

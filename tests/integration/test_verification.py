@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.scan_options import ScanOptions
@@ -268,6 +268,20 @@ async def test_two_verifiers_verify_each_artifact_once(database_url, tmp_path):
         await scan(makers[0])
         options = VerifyOptions(bytes_per_second=10**9, poll_seconds=0.01, workers=4)
         verifiers = [Verifier(maker, options) for maker in makers]
+        most_at_once = 0  # the most artifacts of one job leased at one moment
+
+        async def sample() -> None:
+            nonlocal most_at_once
+            v = ArtifactVerification
+            while True:
+                async with makers[0]() as session:
+                    counts = await session.scalars(
+                        select(func.count()).where(v.lease_until.is_not(None)).group_by(v.job_id)
+                    )
+                    most_at_once = max([most_at_once, *counts])
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample())
         for verifier in verifiers:
             await verifier.start()
         try:
@@ -276,7 +290,11 @@ async def test_two_verifiers_verify_each_artifact_once(database_url, tmp_path):
         finally:
             for verifier in verifiers:
                 await verifier.stop(5)
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        # Each artifact verified once, by one or the other; one artifact per job at a time.
         assert sum(v.stats.verified for v in verifiers) == 12
+        assert most_at_once == 1
     finally:
         for engine in engines:
             await engine.dispose()
