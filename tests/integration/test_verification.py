@@ -27,6 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from service.core.scan_options import ScanOptions
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, ArtifactVerification, RepositoryCheck
+from service.runtime.keys import verifier_key
 from service.runtime.verifier import Verifier, VerifyOptions
 from service.scanner.scanner import run_scanner
 
@@ -347,3 +348,26 @@ async def test_a_restic_repository_is_checked_and_damage_is_critical(
     assert [r["code"] for r in job.reasons] == ["repository_check_failed"]
     assert "Pack ID does not match" in job.reasons[0]["message"]
     assert f"restic repository {repo.path}" in job.reasons[0]["message"]
+
+
+async def test_the_app_runs_the_verifier_where_the_scheduler_runs(
+    sessionmaker, tmp_path, aiohttp_client, make_app
+):
+    path = tmp_path / "db" / "db-7.sql.gz"
+    data = dump(path, 100_000)
+    path.write_bytes(data[:-8])  # the gzip trailer (CRC and length) cut off
+    when = (datetime.now(UTC) - HOUR).timestamp()
+    os.utime(path, (when, when))
+    await declare(sessionmaker, tmp_path / "db", archive=True)
+    app = make_app(scheduler=True, verify_poll_seconds=0.05)
+    await aiohttp_client(app)
+    assert verifier_key in app
+    plain = make_app()
+    await aiohttp_client(plain)
+    assert verifier_key not in plain  # without the scheduler: no verifier
+
+    async def critical() -> bool:
+        return (await get_job(sessionmaker, "db")).status == "critical"
+
+    await until(critical, 30, "the app's verifier found it corrupt")
+    assert [r["code"] for r in (await get_job(sessionmaker, "db")).reasons] == ["corrupt"]
