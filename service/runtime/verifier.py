@@ -220,6 +220,7 @@ class Verifier:
             read = await asyncio.to_thread(
                 _read, path, due, job.verify, self._budget, self.options.limits, self._halt
             )
+            self.stats.bytes_read += read.bytes_read
             if read.result == "changed":
                 self.stats.changed += 1
                 logger.info(
@@ -235,6 +236,10 @@ class Verifier:
                     read.seconds,
                     read.digest,
                 )
+        except Exception as exc:  # a bug in a reader: given back, tried again later
+            logger.error(
+                "verify: reading failed", extra={"job": job.name, "path": due.path}, exc_info=exc
+            )
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
@@ -267,13 +272,15 @@ class Verifier:
                     due_at=now + timedelta(seconds=every),
                 )
                 await session.commit()
+                # Only a result of the newest artifacts can change the job's verdict: the
+                # first verification of a thousand old files judges the job a few times only.
+                matters = recorded and await verifications.among_newest(session, due)
             if not recorded:
                 logger.warning(
                     "verify: lease lost, result dropped", extra={"job": job.name, "path": due.path}
                 )
                 return
             self.stats.verified += 1
-            self.stats.bytes_read += outcome.bytes_read
             logger.log(
                 logging.INFO if outcome.outcome == "ok" else logging.WARNING,
                 "artifact verified",
@@ -285,7 +292,7 @@ class Verifier:
                     "seconds": round(outcome.seconds, 3),
                 },
             )
-            if not self._stop.is_set():
+            if matters and not self._stop.is_set():
                 await self._judge(job.name)
         except Exception as exc:
             log_failure(

@@ -238,6 +238,24 @@ async def results_of(
     return {row.artifact_id: row for row in rows}
 
 
+async def among_newest(session: AsyncSession, artifact: DueArtifact) -> bool:
+    """Whether the artifact is one of its job's FACTS_PER_JOB newest present ones: the ones
+    whose results a judgement reads (an older one's result changes no verdict)."""
+    a = Artifact
+    newer = await session.scalar(
+        select(func.count())
+        .select_from(a)
+        .where(a.job_id == artifact.job_id, a.gone_since.is_(None))
+        .where(
+            or_(
+                a.mtime > artifact.mtime,
+                and_(a.mtime == artifact.mtime, a.id > artifact.artifact_id),
+            )
+        )
+    )
+    return int(newer or 0) < FACTS_PER_JOB
+
+
 async def facts_of(session: AsyncSession, job_ids: Collection[int]) -> dict[int, VerificationFacts]:
     """What verification recorded for each job, as its judgement reads it: its newest present
     artifacts' results (FACTS_PER_JOB, by path) and its repository's last check."""

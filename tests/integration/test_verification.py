@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.scan_options import ScanOptions
 from service.db.engine import create_engine, create_sessionmaker
-from service.db.models import Artifact, ArtifactVerification, RepositoryCheck
+from service.db.models import Artifact, ArtifactVerification, RepositoryCheck, ScanRun
 from service.runtime.keys import verifier_key
 from service.runtime.verifier import Verifier, VerifyOptions
 from service.scanner.scanner import run_scanner
@@ -244,14 +244,21 @@ async def test_stopped_mid_verification_loses_nothing(sessionmaker, tmp_path):
     assert found["db-6.sql.gz"].outcome == "ok"
 
 
-async def test_newest_first_and_one_per_job_at_a_time(sessionmaker, tmp_path):
-    for day in range(3):
+async def test_newest_first_and_only_the_newest_results_judge_the_job(sessionmaker, tmp_path):
+    for day in range(5):
         dump(tmp_path / "db" / f"db-{day}.sql.gz", 20_000, seed=day, age=HOUR * (10 - day))
     job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
     await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id, 3)
+    found = await verify_all(sessionmaker, job_id, 5)
     order = sorted(found, key=lambda path: found[path].verified_at)
-    assert order == ["db-2.sql.gz", "db-1.sql.gz", "db-0.sql.gz"]
+    assert order == [f"db-{day}.sql.gz" for day in (4, 3, 2, 1, 0)]
+    # The results of the 3 newest may change the verdict: the job was judged after each; the
+    # 2 oldest change nothing, and judged nothing.
+    async with sessionmaker() as session:
+        judged = await session.scalar(
+            select(func.count()).select_from(ScanRun).where(ScanRun.trigger == "verify")
+        )
+    assert judged == 3
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
