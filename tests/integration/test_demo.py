@@ -239,7 +239,11 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
             cwd=tmp_path, env=base_env, stdout=stdout, stderr=stderr,
         )  # fmt: skip
     try:
-        status = await wait_for_first_scan(process, f"http://127.0.0.1:{port}", err)
+        base = f"http://127.0.0.1:{port}"
+        await wait_for_first_scan(process, base, err)
+        # The verifier reads the verified jobs' files a moment after the start: their dumps
+        # are then found corrupt and mismatched.
+        status = await wait_for_verified(base, ("pg-verified", "docs-offsite"), err)
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 15)
     finally:
@@ -250,7 +254,7 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
 
     restic = shutil.which("restic") is not None  # its job is ok (test_demo_restic_job_...)
     assert status["counts"] == {
-        "ok": 4 + restic, "warning": 4, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
+        "ok": 4 + restic, "warning": 4, "critical": 6, "unknown": 1, "pending": 1, "paused": 1,
     }  # fmt: skip
     assert status["status"] == "critical"
     banner = out.read_text()
@@ -276,6 +280,28 @@ async def test_demo_command_refuses_a_directory_it_did_not_make(base_env, tmp_pa
     [line] = err.decode().splitlines()
     assert line.startswith(f"backup-monitor: {mine} exists and was not made by the demo")
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+async def wait_for_verified(
+    base: str, names: tuple[str, ...], stderr: Path, timeout: float = 60
+) -> dict:
+    """Poll until the named jobs are critical (verified), then answer /api/v1/status."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+        while True:
+            statuses = []
+            for name in names:
+                async with client.get(f"{base}/api/v1/jobs/{name}") as response:
+                    statuses.append((await response.json())["status"])
+            if all(status == "critical" for status in statuses):
+                async with client.get(f"{base}/api/v1/status") as response:
+                    return dict(await response.json())
+            if loop.time() > deadline:
+                pytest.fail(
+                    f"{names} not verified within {timeout} s ({statuses}):\n{read(stderr)}"
+                )
+            await asyncio.sleep(0.1)
 
 
 async def wait_for_first_scan(
