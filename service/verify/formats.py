@@ -1140,13 +1140,24 @@ def verify_file(
     started = time.monotonic()
     name = path.name
     try:
-        file = open(path, "rb", buffering=0)  # noqa: SIM115 (closed below, whatever happens)
+        # O_NONBLOCK: a FIFO in the way would block the open until a writer came
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
         return Outcome("unreadable", f"{path} cannot be opened: {exc.strerror}", 0, 0.0)
+    try:
+        before = os.fstat(fd)
+        regular = stat.S_ISREG(before.st_mode)
+        if regular:
+            os.set_blocking(fd, True)
+            file = open(fd, "rb", buffering=0)  # noqa: SIM115 (the `with` below closes it)
+    except OSError as exc:
+        os.close(fd)
+        return Outcome("unreadable", f"{path} cannot be read: {exc.strerror}", 0, 0.0)
+    if not regular:
+        os.close(fd)
+        kind = "a directory" if stat.S_ISDIR(before.st_mode) else "a FIFO, a device or a socket"
+        return Outcome("unreadable", f"{path} is {kind}, not a file", 0, 0.0)
     with file:
-        before = os.fstat(file.fileno())
-        if not stat.S_ISREG(before.st_mode):
-            return Outcome("unreadable", f"{path} is not a regular file", 0, 0.0)
         expected, note, sidecar_error = None, "", None
         if checksum:
             try:

@@ -440,20 +440,25 @@ def test_a_foreign_sidecar_is_a_sidecar_error_not_a_mismatch(tmp_path):
 
 
 def test_an_unreadable_file(tmp_path):
-    # Running as root, chmod 000 does not stop a read: a directory (cannot be opened for
-    # reading), a missing file and /proc/self/mem (opens, then fails with EIO at its first
-    # read: the address 0 is not mapped) fail for root too.
+    # Running as root, chmod 000 does not stop a read: a directory (opened, but not a regular
+    # file: reading it fails with EISDIR), a missing file, a FIFO and /proc/self/mem (opens,
+    # then fails with EIO at its first read: the address 0 is not mapped) fail for root too.
     directory = tmp_path / "d.gz"
     directory.mkdir()
     outcome = verify_file(directory, archive=True, checksum=True, limits=LIMITS, budget=UNLIMITED)
     assert (outcome.result, outcome.detail) == (
         "unreadable",
-        f"{directory} cannot be opened: Is a directory",
+        f"{directory} is a directory, not a file",
     )
     gone = verify_file(tmp_path / "gone.gz", archive=True, checksum=False, limits=LIMITS,
                        budget=UNLIMITED)  # fmt: skip
     assert gone.result == "unreadable"
     assert "No such file or directory" in gone.detail
+    fifo = tmp_path / "pipe.gz"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+    assert verify_file(fifo, archive=True, checksum=False, limits=LIMITS, budget=UNLIMITED) == (
+        Outcome("unreadable", f"{fifo} is a FIFO, a device or a socket, not a file", 0, 0.0)
+    )
     with open("/proc/self/mem", "rb", buffering=0) as memory:
         failing = verify_stream(memory, "mem", archive=True, expected=None, limits=LIMITS,
                                 budget=UNLIMITED)  # fmt: skip
