@@ -50,6 +50,9 @@ CHUNK = 1024 * 1024  # bytes read from the file at a time (one reused buffer)
 OUTPUT = 4 * 1024 * 1024  # the most a decompressor is asked to expand at a time
 _ZSTD_BLOCKS = 32  # zstd blocks fed at a time: at most 32 x 128 KiB expanded
 _MAX_TAR_META = 1024 * 1024  # a pax or GNU long-name header larger than this is not believable
+# The memory a decompressor may need for its window: xz -9 needs 65 MiB, zstd --long 128 MiB;
+# an archive that needs more (xz --lzma2=dict=1GiB, zstd --long=31) is "too_large", not read.
+MAX_WINDOW = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -321,7 +324,7 @@ class _Codec:
             return _Zlib()
         if self.fmt == "bzip2":
             return _Needing(bz2.BZ2Decompressor())
-        return _Needing(lzma.LZMADecompressor(format=lzma.FORMAT_XZ))
+        return _Needing(lzma.LZMADecompressor(format=lzma.FORMAT_XZ, memlimit=MAX_WINDOW))
 
     def feed(self, data: bytes | memoryview) -> None:
         start = self.fed
@@ -356,6 +359,13 @@ class _Codec:
 
     def _damaged(self, exc: Exception, start: int) -> _Fail:
         said = str(exc).removeprefix("Error -3 while decompressing data: ")
+        if isinstance(exc, lzma.LZMAError) and "memory usage limit" in said.lower():
+            return _Fail(
+                "too_large",
+                f"xz stream {self.members} of {self.run.name} needs more than "
+                f"{grouped(MAX_WINDOW)} bytes of memory to decompress (a very large dictionary): "
+                "not read",
+            )
         member = f"member {self.members} (from byte {grouped(self.member_start)})"
         if said in ("incorrect data check", "incorrect length check"):
             where = (
@@ -457,7 +467,7 @@ class _ZSTD:
     def __init__(self, run: _Run, sink: _Stage) -> None:
         self.run = run
         self.sink = sink
-        self.dctx = zstandard.ZstdDecompressor()
+        self.dctx = zstandard.ZstdDecompressor(max_window_size=MAX_WINDOW)
         self.offset = 0  # stream offset of the next byte to walk
         self.frame_start = 0
         self.frames = 0
@@ -597,6 +607,12 @@ class _ZSTD:
         try:
             out = self.frame.decompress(data)
         except zstandard.ZstdError as exc:
+            if "too much memory" in str(exc):
+                raise _Fail(
+                    "too_large",
+                    f"zstd frame {self.frames} of {self.run.name} needs a window of more than "
+                    f"{grouped(MAX_WINDOW)} bytes (written with --long=31?): not read",
+                ) from None
             raise self._damaged(
                 f"frame {self.frames} (at byte {grouped(self.frame_start)}) does not decompress "
                 f"near byte {grouped(self.offset)}: {exc}"

@@ -17,6 +17,7 @@ import threading
 import time
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -604,3 +605,24 @@ def test_a_damaged_pax_header_is_corrupt():
     outcome = check(damaged, "a.tar")  # (the pax body is not in the header's checksum)
     assert outcome.result == "corrupt"
     assert "a pax header of a.tar at its start is damaged" in outcome.detail
+
+
+def test_an_archive_that_needs_too_much_memory_is_too_large_not_corrupt():
+    out = io.BytesIO()
+    wide = zstandard.ZstdCompressionParameters(window_log=29, enable_ldm=True)
+    with zstandard.ZstdCompressor(compression_params=wide).stream_writer(out, closefd=False) as w:
+        w.write(payload(100_000))
+    outcome = check(out.getvalue(), "long.zst")
+    assert outcome.result == "too_large"
+    assert "needs a window of more than 268 435 456 bytes" in outcome.detail
+    # an xz whose block header declares a 512 MiB dictionary (compressing with one would take
+    # 500 MB here): the LZMA2 properties byte set to 34, the header's CRC-32 made right again
+    xz = bytearray(lzma.compress(b"abc" * 1000, format=lzma.FORMAT_XZ, preset=0))
+    header = (xz[12] + 1) * 4
+    assert xz[13:16] == b"\0\x21\x01"  # one filter, no sizes; LZMA2, 1 property byte
+    xz[16] = 34
+    xz[12 + header - 4 : 12 + header] = zlib.crc32(xz[12 : 12 + header - 4]).to_bytes(4, "little")
+    assert lzma.decompress(bytes(xz)) == b"abc" * 1000  # a good file, but a greedy one
+    big = check(bytes(xz), "huge-dict.xz")
+    assert big.result == "too_large"
+    assert "needs more than 268 435 456 bytes of memory" in big.detail
