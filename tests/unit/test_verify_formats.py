@@ -12,6 +12,8 @@ import io
 import lzma
 import os
 import random
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
@@ -626,3 +628,19 @@ def test_an_archive_that_needs_too_much_memory_is_too_large_not_corrupt():
     big = check(bytes(xz), "huge-dict.xz")
     assert big.result == "too_large"
     assert "needs more than 268 435 456 bytes of memory" in big.detail
+
+
+@pytest.mark.parametrize("tool", ["sha256sum", "sha512sum", "md5sum"])
+def test_sidecars_written_by_the_coreutils_tools(tool, tmp_path):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    path = write(tmp_path, "db.tar.gz", gzip.compress(tar_bytes({"db": payload(50_000)})))
+    algorithm = tool.removesuffix("sum")
+    for sidecar, argv in ((f"db.tar.gz.{algorithm}", [tool, "db.tar.gz"]),
+                          (f"{algorithm.upper()}SUMS", [tool, "--tag", "db.tar.gz"])):  # fmt: skip
+        listing = subprocess.run(argv, cwd=tmp_path, capture_output=True, check=True).stdout
+        (tmp_path / sidecar).write_bytes(listing)
+        outcome = verify_file(path, archive=True, checksum=True, limits=LIMITS, budget=UNLIMITED)
+        assert (outcome.result, outcome.sidecar) == ("ok", sidecar), outcome.detail
+        assert outcome.checked == ("gzip", "tar", algorithm)
+        (tmp_path / sidecar).unlink()
