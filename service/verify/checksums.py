@@ -20,9 +20,11 @@ _HEX_LENGTH = {"sha256": 64, "sha512": 128, "md5": 32}
 _SUMS = {"SHA256SUMS": "sha256", "SHA512SUMS": "sha512", "MD5SUMS": "md5"}
 # GNU: "<hex>  name" or "<hex> *name" (binary mode); a line starting with "\" has escaped
 # backslashes and newlines in the name.
-_GNU = re.compile(r"^(\\?)([0-9a-fA-F]+)(?: [ *](.*))?$")
-# BSD / shasum --tag: "SHA256 (name) = <hex>"
-_BSD = re.compile(r"^(SHA256|SHA512|MD5) ?\((.*)\) ?= ?([0-9a-fA-F]+)$", re.IGNORECASE)
+_GNU = re.compile(r"^(\\?)([0-9a-fA-F]+)(?:\s[ *]?(.*))?$")
+# BSD / shasum --tag: "SHA256 (name) = <hex>"; openssl dgst: "SHA2-256(name)= <hex>"
+_BSD = re.compile(
+    r"^(SHA256|SHA512|MD5|SHA2-256|SHA2-512) ?\((.*)\) ?= ?([0-9a-fA-F]+)$", re.IGNORECASE
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +112,7 @@ def _parse_line(line: str) -> tuple[str | None, str, str | None] | None:
     """(algorithm named in the line or None, hex digest, file name or None), or None."""
     found = _BSD.match(line.strip())
     if found is not None:
-        return found.group(1).lower(), found.group(3), found.group(2)
+        return found.group(1).lower().replace("2-", ""), found.group(3), found.group(2)
     found = _GNU.match(line.strip())
     if found is None:
         return None

@@ -46,6 +46,8 @@ def test_is_sidecar(name, sidecar):
         f"{A.upper()}\n",  # the digest alone
         f"{A}",  # no newline
         f"SHA256 (dump.sql.gz) = {A}\n",  # BSD / shasum --tag
+        f"SHA2-256(dump.sql.gz)= {A}\n",  # openssl dgst -sha256 (OpenSSL 3)
+        f"{A} dump.sql.gz\n",  # one space (some scripts)
         f"# written by backup.sh\n\n{A}  /backups/db/dump.sql.gz\r\n",  # a path, CRLF, comment
         f"{A}  dump.sql.gz.old\n",  # written before a rename: FILE.sha256 is about FILE
     ],

@@ -12,11 +12,14 @@ import io
 import lzma
 import os
 import random
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
 import tracemalloc
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -440,20 +443,25 @@ def test_a_foreign_sidecar_is_a_sidecar_error_not_a_mismatch(tmp_path):
 
 
 def test_an_unreadable_file(tmp_path):
-    # Running as root, chmod 000 does not stop a read: a directory (cannot be opened for
-    # reading), a missing file and /proc/self/mem (opens, then fails with EIO at its first
-    # read: the address 0 is not mapped) fail for root too.
+    # Running as root, chmod 000 does not stop a read: a directory (opened, but not a regular
+    # file: reading it fails with EISDIR), a missing file, a FIFO and /proc/self/mem (opens,
+    # then fails with EIO at its first read: the address 0 is not mapped) fail for root too.
     directory = tmp_path / "d.gz"
     directory.mkdir()
     outcome = verify_file(directory, archive=True, checksum=True, limits=LIMITS, budget=UNLIMITED)
     assert (outcome.result, outcome.detail) == (
         "unreadable",
-        f"{directory} cannot be opened: Is a directory",
+        f"{directory} is a directory, not a file",
     )
     gone = verify_file(tmp_path / "gone.gz", archive=True, checksum=False, limits=LIMITS,
                        budget=UNLIMITED)  # fmt: skip
     assert gone.result == "unreadable"
     assert "No such file or directory" in gone.detail
+    fifo = tmp_path / "pipe.gz"
+    os.mkfifo(fifo)  # no writer: a blocking open would wait forever
+    assert verify_file(fifo, archive=True, checksum=False, limits=LIMITS, budget=UNLIMITED) == (
+        Outcome("unreadable", f"{fifo} is a FIFO, a device or a socket, not a file", 0, 0.0)
+    )
     with open("/proc/self/mem", "rb", buffering=0) as memory:
         failing = verify_stream(memory, "mem", archive=True, expected=None, limits=LIMITS,
                                 budget=UNLIMITED)  # fmt: skip
@@ -485,7 +493,7 @@ def test_a_file_that_changes_while_it_is_read_is_changed_not_corrupt(tmp_path):
 
     writer = threading.Thread(target=append)
     writer.start()
-    budget = Budget(len(data) / 2 / 0.4)  # ~0.4 s to read it
+    budget = Budget(len(data) / 2 / 1.0)  # ~0.75 s to read it (3 slots of 4)
     outcome = verify_file(path, archive=True, checksum=False, limits=LIMITS, budget=budget)
     writer.join()
     assert outcome.result == "changed"
@@ -509,10 +517,10 @@ def test_the_stop_event_stops_a_read_under_the_budget(tmp_path):
     timer.start()
     started = time.monotonic()
     outcome = verify_file(path, archive=True, checksum=False, limits=LIMITS,
-                          budget=Budget(4 * 1024 * 1024), stop=stop)  # fmt: skip
+                          budget=Budget(1024 * 1024), stop=stop)  # fmt: skip
     timer.join()
     assert outcome.result == "stopped"
-    assert time.monotonic() - started < 1.0  # not the 2 s a whole read would take
+    assert time.monotonic() - started < 3.0  # not the 7 s a whole read would take
     assert 0 < outcome.bytes_read < 8 * 1024 * 1024
     assert "stopped after" in outcome.detail
     already = verify_file(path, archive=True, checksum=False, limits=LIMITS, budget=UNLIMITED,
@@ -599,3 +607,40 @@ def test_a_damaged_pax_header_is_corrupt():
     outcome = check(damaged, "a.tar")  # (the pax body is not in the header's checksum)
     assert outcome.result == "corrupt"
     assert "a pax header of a.tar at its start is damaged" in outcome.detail
+
+
+def test_an_archive_that_needs_too_much_memory_is_too_large_not_corrupt():
+    out = io.BytesIO()
+    wide = zstandard.ZstdCompressionParameters(window_log=29, enable_ldm=True)
+    with zstandard.ZstdCompressor(compression_params=wide).stream_writer(out, closefd=False) as w:
+        w.write(payload(100_000))
+    outcome = check(out.getvalue(), "long.zst")
+    assert outcome.result == "too_large"
+    assert "needs a window of more than 268 435 456 bytes" in outcome.detail
+    # an xz whose block header declares a 512 MiB dictionary (compressing with one would take
+    # 500 MB here): the LZMA2 properties byte set to 34, the header's CRC-32 made right again
+    xz = bytearray(lzma.compress(b"abc" * 1000, format=lzma.FORMAT_XZ, preset=0))
+    header = (xz[12] + 1) * 4
+    assert xz[13:16] == b"\0\x21\x01"  # one filter, no sizes; LZMA2, 1 property byte
+    xz[16] = 34
+    xz[12 + header - 4 : 12 + header] = zlib.crc32(xz[12 : 12 + header - 4]).to_bytes(4, "little")
+    assert lzma.decompress(bytes(xz)) == b"abc" * 1000  # a good file, but a greedy one
+    big = check(bytes(xz), "huge-dict.xz")
+    assert big.result == "too_large"
+    assert "needs more than 268 435 456 bytes of memory" in big.detail
+
+
+@pytest.mark.parametrize("tool", ["sha256sum", "sha512sum", "md5sum"])
+def test_sidecars_written_by_the_coreutils_tools(tool, tmp_path):
+    if shutil.which(tool) is None:
+        pytest.skip(f"{tool} is not installed")
+    path = write(tmp_path, "db.tar.gz", gzip.compress(tar_bytes({"db": payload(50_000)})))
+    algorithm = tool.removesuffix("sum")
+    for sidecar, argv in ((f"db.tar.gz.{algorithm}", [tool, "db.tar.gz"]),
+                          (f"{algorithm.upper()}SUMS", [tool, "--tag", "db.tar.gz"])):  # fmt: skip
+        listing = subprocess.run(argv, cwd=tmp_path, capture_output=True, check=True).stdout
+        (tmp_path / sidecar).write_bytes(listing)
+        outcome = verify_file(path, archive=True, checksum=True, limits=LIMITS, budget=UNLIMITED)
+        assert (outcome.result, outcome.sidecar) == ("ok", sidecar), outcome.detail
+        assert outcome.checked == ("gzip", "tar", algorithm)
+        (tmp_path / sidecar).unlink()
