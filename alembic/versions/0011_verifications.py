@@ -41,6 +41,7 @@ def upgrade() -> None:
         sa.Column("seconds", sa.Float(), nullable=False),
         sa.Column("digest", sa.String(200), nullable=True),
         sa.Column("due_at", TIME, nullable=False),
+        sa.Column("retry_at", TIME, nullable=True),
         sa.Column("lease_until", TIME, nullable=True),
         sa.PrimaryKeyConstraint("artifact_id", name="pk_artifact_verifications"),
         sa.ForeignKeyConstraint(

@@ -139,6 +139,8 @@ class ArtifactVerification(Base):
     seconds: Mapped[float] = mapped_column(Float, default=0.0)
     digest: Mapped[str | None] = mapped_column(String(200), nullable=True)
     due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Not before then: it changed while it was read (set by the release, cleared by a result).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 

@@ -254,10 +254,10 @@ class Verifier:
             async with self.sessions() as session:
                 await lock_for_write(session)
                 if outcome is None:  # changed, or stopped: again later, nothing recorded
-                    retry = 0.0 if self._halt.is_set() else self.options.retry_seconds
-                    await verifications.release(
-                        session, due.artifact_id, held, now + timedelta(seconds=retry)
-                    )
+                    retry = None  # stopped: at once, by the next verifier
+                    if not self._halt.is_set():
+                        retry = now + timedelta(seconds=self.options.retry_seconds)
+                    await verifications.release(session, due.artifact_id, held, retry)
                     await session.commit()
                     return
                 every = job.verify.every

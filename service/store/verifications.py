@@ -96,13 +96,17 @@ async def due_artifacts(
 ) -> list[DueArtifact]:
     """Up to `limit` artifacts to verify now, at most one per job, newest first: settled
     (`settle[job_id]` seconds old), not leased, their job holding no lease, and due (never
-    verified, `every` passed, or rewritten since the version verified)."""
+    verified, `every` passed, or rewritten since the version verified) and not waiting for a
+    retry (it changed while it was read)."""
     if not settle:
         return []
     v, a = ArtifactVerification, Artifact
-    due = or_(
-        v.due_at <= now,
-        and_(v.verified_at.is_not(None), or_(v.size != a.size, v.mtime != a.mtime)),
+    due = and_(
+        or_(
+            v.due_at <= now,
+            and_(v.verified_at.is_not(None), or_(v.size != a.size, v.mtime != a.mtime)),
+        ),
+        or_(v.retry_at.is_(None), v.retry_at <= now),
     )
     rank = func.row_number().over(partition_by=a.job_id, order_by=(a.mtime.desc(), a.id.desc()))
     ranked = (
@@ -195,20 +199,22 @@ async def record(
             seconds=result.seconds,
             digest=result.digest,
             due_at=due_at,
+            retry_at=None,
             lease_until=None,
         ),
     )
 
 
 async def release(
-    session: AsyncSession, artifact_id: int, held: datetime, due_at: datetime
+    session: AsyncSession, artifact_id: int, held: datetime, retry_at: datetime | None
 ) -> None:
-    """Give the lease back without a result: the artifact is due again at `due_at`."""
+    """Give the lease back without a result: the artifact is verified again when due, and not
+    before `retry_at` (None: at once)."""
     v = ArtifactVerification
     await session.execute(
         update(v)
         .where(v.artifact_id == artifact_id, v.lease_until == held)
-        .values(lease_until=None, due_at=due_at)
+        .values(lease_until=None, retry_at=retry_at)
     )
 
 

@@ -378,3 +378,37 @@ async def test_the_app_runs_the_verifier_where_the_scheduler_runs(
 
     await until(critical, 30, "the app's verifier found it corrupt")
     assert [r["code"] for r in (await get_job(sessionmaker, "db")).reasons] == ["corrupt"]
+
+
+async def test_a_file_replaced_with_an_old_time_waits_for_its_retry(sessionmaker, tmp_path):
+    """Replaced (rsync -t, cp -p) after it was verified, before a listing saw the new version:
+    not read again and again, but once VERIFY_RETRY_SECONDS later."""
+    path = tmp_path / "db" / "db-8.sql.gz"
+    dump(path, 50_000)
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    options = VerifyOptions(bytes_per_second=10**9, poll_seconds=0.02, retry_seconds=60)
+    verifier = Verifier(sessionmaker, options)
+    await verifier.start()
+    try:
+        await until(all_verified(sessionmaker, job_id, 1), 30, "verified")
+        # The verified version's size and time, changed behind the listing's back (the
+        # listing is made to say so too: the verifier sees a version that differs on disk).
+        dump(path, 60_000, seed=9, age=2 * HOUR)
+        async with sessionmaker() as session:
+            artifact = await session.scalar(select(Artifact).where(Artifact.job_id == job_id))
+            assert artifact is not None
+            artifact.size += 1  # neither the verified version nor the file on disk
+            await session.commit()
+
+        async def changed() -> bool:
+            return verifier.stats.changed >= 1
+
+        await until(changed, 10, "the difference was seen")
+        seen = verifier.stats.changed
+        await asyncio.sleep(1)  # 50 polls
+        assert verifier.stats.changed == seen  # waiting for its retry, not read in a loop
+    finally:
+        await verifier.stop(5)
+    row = (await rows(sessionmaker, job_id))["db-8.sql.gz"]
+    assert row.retry_at is not None and row.lease_until is None
