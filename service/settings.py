@@ -16,13 +16,21 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BeforeValidator,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from service.config.settingfile import read_setting_file
 from service.core.jobspec import TAG_PATTERN
 from service.core.problems import problems_of
 from service.core.scan_options import ScanOptions
+from service.core.units import parse_size
 from service.core.visible import quote
 
 DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./backup-monitor.db"
@@ -120,6 +128,22 @@ class Settings(BaseSettings):
     # false: asyncio's loop, e.g. to rule uvloop out when chasing a bug.
     uvloop: bool = True
     watch_refresh_seconds: float = Field(default=30.0, ge=0.1, le=3600)
+    # Verification (jobs with `verify:`): the most bytes per second all verifications of this
+    # process read together (a size: 200MB, 1GiB or bytes), how many artifacts are verified at
+    # once (worker threads; one per job at a time), how often due work is looked for, how long a
+    # verifier holds an artifact before another replica may take it over (renewed while it
+    # reads), and when an artifact that changed while it was read is tried again.
+    verify_bytes_per_second: Annotated[int, BeforeValidator(parse_size), Field(ge=1)] = 200_000_000
+    verify_workers: int = Field(default=2, ge=1, le=64)
+    verify_poll_seconds: float = Field(default=5.0, ge=0.05, le=3600)
+    verify_lease_seconds: float = Field(default=300.0, ge=1, le=86400)
+    verify_retry_seconds: float = Field(default=300.0, ge=0.01, le=86400)
+    # Zip-bomb limits: an archive whose content is more than VERIFY_MAX_RATIO times its size,
+    # or more than VERIFY_MAX_EXPANDED bytes, is not read further (reported as corrupt).
+    verify_max_ratio: float = Field(default=1100.0, ge=1, le=1e9)
+    verify_max_expanded: Annotated[int, BeforeValidator(parse_size), Field(ge=1)] = 2**40
+    # How long one repository check (restic check, borg check) may take.
+    verify_check_timeout_seconds: float = Field(default=3600.0, gt=0, le=7 * 86400)
     # Tags whose status page (/status/{tag}) anyone may read, without a token: job names and
     # statuses only. Comma-separated; none by default (the page is opt-in, per tag).
     public_status_tags: Annotated[tuple[str, ...], NoDecode] = ()

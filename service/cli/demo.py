@@ -15,6 +15,8 @@ one, a shrinking one, a missing one, an unreadable source, a pending job, a paus
 from __future__ import annotations
 
 import asyncio
+import gzip
+import hashlib
 import os
 import secrets
 import shlex
@@ -65,6 +67,9 @@ class DemoFile:
     path: str  # relative to the job's source directory
     size: int
     mtime: datetime
+    # The bytes, for files the demo verifies (real archives, sidecars); None: `size` zeros
+    # (sparse: no disk space used).
+    content: bytes | None = None
 
 
 @dataclass(slots=True)
@@ -122,6 +127,23 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
     # Tonight's ERP dump started a moment ago: 256 KiB so far, the usual ones are 3 MiB.
     erp_dumps = daily("erp-", ".sql.gz", now - DAY, [3 * MiB + index * KiB for index in range(6)])
     erp_writing = DemoFile(f"erp-{now.astimezone(UTC):%Y-%m-%d}.sql.gz", 256 * KiB, now)
+    # Verified jobs: real gzip archives, read whole by the verifier once they have settled.
+    # Last night's pg dump was cut short (the disk filled up): its gzip stream ends mid-way.
+    pg_dumps = []
+    for index, f in enumerate(daily("pg-", ".sql.gz", now - 3 * HOUR, [0] * 4)):
+        data = gzip.compress(demo_dump(f.path, 2000 + index), mtime=0)
+        data = data if index else data[: len(data) // 2]
+        pg_dumps.append(DemoFile(f.path, len(data), f.mtime, data))
+    # Each archive with its sha256 sidecar; the newest one's bytes changed after the sum was
+    # written (a copy that went wrong).
+    copies: list[DemoFile] = []
+    for index, f in enumerate(daily("docs-", ".tar.gz", now - 2 * HOUR, [0] * 4)):
+        data = gzip.compress(demo_dump(f.path, 500 + index), mtime=0)
+        summed = data if index else data[:-1] + bytes([data[-1] ^ 0xFF])
+        name = f.path.rsplit("/", 1)[-1]
+        sidecar = f"{hashlib.sha256(summed).hexdigest()}  {name}\n".encode()
+        copies.append(DemoFile(f.path, len(data), f.mtime, data))
+        copies.append(DemoFile(f.path + ".sha256", len(sidecar), f.mtime, sidecar))
     return [
         DemoJob(
             "db-nightly",
@@ -329,6 +351,34 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
             },
         ),
         DemoJob(
+            "pg-verified",
+            "critical (corrupt), once verified: last night's dump is a truncated gzip stream; "
+            "the verifier reads every dump whole (verify.archive) a few seconds after the start",
+            {
+                "description": "Accounting database dump, verified by reading it through",
+                "tags": ["db", "verified"],
+                "source": source("pg-verified", "*.sql.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "verify": {"archive": True, "every": "7d", "unverified_after": "1d"},
+            },
+            pg_dumps,
+        ),
+        DemoJob(
+            "docs-offsite",
+            "critical (checksum_mismatch), once verified: the newest archive does not match "
+            "the sha256 sidecar written next to it (verify.checksum: sidecar)",
+            {
+                "description": "Document archive copied off-site with its checksums",
+                "tags": ["files", "verified"],
+                "source": source("docs-offsite", "*.tar.gz"),
+                "schedule": nightly,
+                "grace": "1h",
+                "verify": {"archive": True, "checksum": "sidecar"},
+            },
+            copies,
+        ),
+        DemoJob(
             "legacy-ftp",
             "paused: a retired server; its old backups would be late, but nobody is told",
             {
@@ -342,6 +392,14 @@ def demo_jobs(backups: Path, now: datetime) -> list[DemoJob]:
             daily("ftp-", ".tar.gz", now - 90 * DAY, [MiB] * 3),
         ),
     ]
+
+
+def demo_dump(name: str, rows: int) -> bytes:
+    """Some SQL worth compressing: `rows` INSERT statements."""
+    lines = [f"-- {name}\n"]
+    insert = "INSERT INTO ledger VALUES ({0}, 'entry {0}', {1});\n"  # a file's text, no query
+    lines += [insert.format(row, row * 37 % 1000) for row in range(rows)]
+    return "".join(lines).encode()
 
 
 def grow(path: Path, growth: DemoGrowth, *, step_seconds: float = 5.0) -> None:
@@ -431,7 +489,9 @@ def build_sandbox(root: Path, now: datetime, *, with_restic: bool | None = None)
         directory = backups / job.name
         directory.mkdir()
         for demo_file in job.files:
-            write_file(directory / demo_file.path, demo_file.size, demo_file.mtime)
+            write_file(
+                directory / demo_file.path, demo_file.size, demo_file.mtime, demo_file.content
+            )
     if with_restic is None:
         with_restic = shutil.which("restic") is not None
     if with_restic:
@@ -526,11 +586,15 @@ def prepare_root(root: Path) -> None:
             child.unlink()
 
 
-def write_file(path: Path, size: int, mtime: datetime) -> None:
-    """A file of `size` bytes (sparse: no disk space used) modified at `mtime`."""
+def write_file(path: Path, size: int, mtime: datetime, content: bytes | None = None) -> None:
+    """A file of `size` bytes (sparse: no disk space used), or of `content`, modified at
+    `mtime`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "wb") as handle:
-        handle.truncate(size)
+        if content is None:
+            handle.truncate(size)
+        else:
+            handle.write(content)
     stamp = mtime.timestamp()
     os.utime(path, (stamp, stamp))
 

@@ -303,8 +303,14 @@ ToolEnvironment = Annotated[
     ],
     Field(
         max_length=50,
+        # Written out whole: pydantic states the key pattern and the values' schema in its own
+        # `patternProperties`, which this one would replace (any key, any value documented).
         json_schema_extra={
-            "patternProperties": {_SECRET_NAME_SCHEMA: {"pattern": SECRET_REF_PATTERN}}
+            "propertyNames": {"pattern": ENV_NAME_PATTERN},
+            "additionalProperties": {"type": "string", "maxLength": 4096, **_NO_NUL_SCHEMA},
+            "patternProperties": {
+                _SECRET_NAME_SCHEMA: {"type": "string", "pattern": SECRET_REF_PATTERN}
+            },
         },
     ),
     AfterValidator(_tool_environment),
@@ -728,6 +734,44 @@ class Report(_Strict):
         return value
 
 
+# Verification (see README "Verification"): local files are read whole (archive) and/or
+# compared with their sidecar checksum; restic and borg repositories are checked by their tool.
+DEFAULT_VERIFY_EVERY = 7 * 86400
+DEFAULT_UNVERIFIED_AFTER = 86400
+DEFAULT_REPOSITORY_EVERY = 86400
+# Where archive and checksum verification can read the files (S3 and SFTP: not yet).
+FILE_VERIFIED_SOURCES = ("local",)
+REPOSITORY_SOURCES = ("restic", "borg")
+
+
+class RepositoryVerify(_Strict):
+    """`restic check` / `borg check --repository-only` on their own cadence."""
+
+    every: PositiveDuration = DEFAULT_REPOSITORY_EVERY
+    # restic only: --read-data-subset=N% (the share of pack data read and checked; 0 or
+    # none: the structure only).
+    read_data_subset: Percent | None = None
+
+
+class Verify(_Strict):
+    """What proves a job's backups restorable: each new settled artifact is verified once, and
+    again every `every`; the newest is `unverified` (warning) when no verification of it is
+    recorded `unverified_after` after it settled."""
+
+    # Read the whole artifact: gzip, bzip2, xz, zstd streams; tar members; zip entries' CRCs.
+    archive: bool = False
+    # sidecar: FILE.sha256 / .sha512 / .md5 or a SHA256SUMS file beside it; none: no checksum.
+    checksum: Literal["sidecar", "none"] = "none"
+    every: PositiveDuration = DEFAULT_VERIFY_EVERY
+    unverified_after: PositiveDuration = DEFAULT_UNVERIFIED_AFTER
+    repository: RepositoryVerify | None = None
+
+    @property
+    def files(self) -> bool:
+        """Whether the artifacts themselves are read (archive or checksum)."""
+        return self.archive or self.checksum != "none"
+
+
 class JobSpec(_Strict):
     name: str = Field(json_schema_extra={"pattern": JOB_NAME_PATTERN, "maxLength": 100})
     description: Description = ""
@@ -741,6 +785,13 @@ class JobSpec(_Strict):
     # None: no retention policy is checked; no digest is sent.
     retention: Retention | None = None
     report: Report | None = None
+    # None: nothing verified (opt-in). Which checks apply depends on the source's kind (see
+    # _verifiable): a rule between two fields, checked by the server, as min_size <= max_size.
+    verify: Verify | None = Field(
+        default=None,
+        description="archive and checksum: local sources only; repository: restic and borg "
+        "sources only (read_data_subset: restic only); at least one check",
+    )
 
     @field_validator("name")
     @classmethod
@@ -757,6 +808,39 @@ class JobSpec(_Strict):
     @classmethod
     def _unique_tags(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(dict.fromkeys(value))
+
+    @model_validator(mode="after")
+    def _verifiable(self) -> JobSpec:
+        verify = self.verify
+        if verify is None:
+            return self
+        kind = self.source.type if self.source is not None else None
+        if kind is None:
+            raise ValueError("verify needs a source: a heartbeat job has no backups to read")
+        if not verify.files and verify.repository is None:
+            raise ValueError(
+                "verify declares nothing to check: set archive: true, checksum: sidecar or "
+                "repository: {...}"
+            )
+        if verify.files and kind not in FILE_VERIFIED_SOURCES:
+            if kind in REPOSITORY_SOURCES:
+                raise ValueError(
+                    f"verify.archive and verify.checksum read files; a {kind} source is checked "
+                    "with verify.repository instead"
+                )
+            raise ValueError(
+                f"verify.archive and verify.checksum are not supported for {kind} sources yet "
+                "(local sources only)"
+            )
+        if verify.repository is not None:
+            if kind not in REPOSITORY_SOURCES:
+                raise ValueError("verify.repository applies to restic and borg sources only")
+            if kind == "borg" and verify.repository.read_data_subset is not None:
+                raise ValueError(
+                    "verify.repository.read_data_subset is restic's option; borg's check is "
+                    "--repository-only"
+                )
+        return self
 
     def declaration(self) -> dict[str, Any]:
         """The JSON-ready declaration (integers for durations and sizes), without the name."""

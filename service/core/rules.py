@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import heapq
 import statistics
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from fractions import Fraction
 from typing import get_args
@@ -71,6 +71,57 @@ class RunFacts:
     running_since: datetime | None = None  # the start of a run not finished yet
 
 
+# What a verification of an artifact found (artifact_verifications.outcome; the engine's words,
+# service.verify.formats.Result, less those that record nothing: changed, stopped).
+VERIFY_OK = "ok"
+VERIFY_CORRUPT = "corrupt"  # a format check failed: the archive cannot be restored whole
+VERIFY_MISMATCH = "checksum_mismatch"  # the bytes do not match the sidecar's digest
+VERIFY_SIDECAR_ERROR = "sidecar_error"  # the sidecar is not a checksum file (foreign format)
+VERIFY_TOO_LARGE = "too_large"  # the expansion guard stopped reading (a zip bomb?)
+VERIFY_UNREADABLE = "unreadable"  # the file could not be opened or read
+VERIFY_OUTCOMES = (
+    VERIFY_OK, VERIFY_CORRUPT, VERIFY_MISMATCH, VERIFY_SIDECAR_ERROR, VERIFY_TOO_LARGE,
+    VERIFY_UNREADABLE,
+)  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class VerifiedFact:
+    """The last verification recorded for one present artifact (by path), as the evaluation
+    needs it. `size` and `mtime` are those of the version verified: a result for another
+    version (the file was rewritten since) does not count for the current one."""
+
+    path: str
+    size: int | None = None
+    mtime: datetime | None = None
+    verified_at: datetime | None = None  # None: never verified
+    outcome: str | None = None  # VERIFY_*
+    detail: str = ""
+    sidecar: str | None = None  # the sidecar compared (None: none was found, or not asked)
+    first_seen: datetime | None = None  # when the artifact was first listed (None: not known)
+
+
+@dataclass(frozen=True, slots=True)
+class RepositoryFact:
+    """The last check of a restic or borg repository."""
+
+    checked_at: datetime | None
+    ok: bool | None  # None: never checked
+    detail: str = ""
+    # Not ok because the tool found damage; else the check could not run (a lock held by a
+    # backup, a wrong password, the time up): not damage, tried again soon.
+    damaged: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationFacts:
+    """What verification recorded for a job: its newest artifacts' results, by path, and its
+    repository's last check."""
+
+    artifacts: Mapping[str, VerifiedFact] = field(default_factory=dict)
+    repository: RepositoryFact | None = None
+
+
 @dataclass(frozen=True, slots=True)
 class Reason:
     """Why a job is not ok: a stable code, its severity and a sentence a person can act on."""
@@ -99,6 +150,8 @@ class Evaluation:
     writing: ArtifactFact | None = None
     # When `writing` may have settled: the job is judged again then (see next_check).
     settles_at: datetime | None = None
+    # When the newest settled artifact, not verified yet, becomes `unverified` (see next_check).
+    unverified_at: datetime | None = None
 
 
 def evaluate(
@@ -114,6 +167,7 @@ def evaluate(
     undated: Sequence[tuple[str, int, int]] = (),
     last_listed: ArtifactFact | None = None,
     backup_times: Times | None = None,
+    verification: VerificationFacts | None = None,
 ) -> Evaluation:
     """Judge a job from the artifacts present in its source at `now`.
 
@@ -124,6 +178,9 @@ def evaluate(
     newest artifact as the previous listing saw it (None: no previous listing).
     `backup_times`: the times of every artifact present, oldest first, for the retention
     policy (None: those of `artifacts`, which are then all of them).
+    `verification`: what verification recorded (used when the job declares `verify`). Its
+    reasons are about the newest settled artifact only (a corrupt older one is shown with its
+    file, not judged: the newest is the one a restore would use) and the repository.
     """
     now = _as_utc(now, "now")
     created_at = _as_utc(created_at, "created_at")
@@ -220,6 +277,12 @@ def evaluate(
         what = "newest settled backup" if writing is not None else "newest backup"
         reasons.extend(_size_reasons(spec, judged, previous[-SIZE_DROP_WINDOW:], what))
 
+    unverified_at = None
+    if spec.verify is not None:
+        facts = verification or VerificationFacts()
+        verify_reasons, unverified_at = _verify_reasons(spec, judged, facts, settle, now, zone)
+        reasons.extend(verify_reasons)
+
     min_count = spec.rules.min_count
     if min_count is not None and count < min_count:
         reasons.append(
@@ -241,8 +304,116 @@ def evaluate(
     status = _worst_severity(reasons) if reasons else "ok"
     return Evaluation(
         status=status, reasons=tuple(reasons), deadline=deadline, newest=newest,
-        writing=writing, settles_at=settles_at,
+        writing=writing, settles_at=settles_at, unverified_at=unverified_at,
     )  # fmt: skip
+
+
+def _verify_reasons(
+    spec: JobSpec,
+    judged: ArtifactFact | None,
+    facts: VerificationFacts,
+    settle: int,
+    now: datetime,
+    zone: tzinfo,
+) -> tuple[list[Reason], datetime | None]:
+    """The verification reasons of the newest settled artifact and of the repository, and
+    when that artifact becomes `unverified` if it is not verified by then (None: not ahead)."""
+    verify = spec.verify
+    assert verify is not None
+    reasons: list[Reason] = []
+    unverified_at = None
+    if verify.files and judged is not None:
+        fact = facts.artifacts.get(judged.path)
+        current = (
+            fact is not None
+            and fact.verified_at is not None
+            and fact.size == judged.size
+            and fact.mtime is not None
+            and _as_utc(fact.mtime, "verified mtime") == judged.mtime
+        )
+        if current:
+            assert fact is not None
+            reason = _verified_reason(judged.path, fact, verify.checksum == "sidecar", zone)
+            if reason is not None:
+                reasons.append(reason)
+        elif fact is not None and fact.first_seen is not None:
+            # Settled when its time is `settle` old, and not before it was first listed (a file
+            # copied in with an old time settles when it lands).
+            settled_at = max(
+                judged.mtime + timedelta(seconds=settle), _as_utc(fact.first_seen, "first_seen")
+            )
+            due = settled_at + timedelta(seconds=verify.unverified_after)
+            if now > due:
+                reasons.append(
+                    Reason(
+                        "unverified",
+                        "warning",
+                        f"newest backup {judged.path} is not verified "
+                        f"{format_duration((now - settled_at).total_seconds())} after it "
+                        f"settled (the limit is {format_duration(verify.unverified_after)}); "
+                        "verification is behind (VERIFY_BYTES_PER_SECOND) or cannot read it",
+                    )
+                )
+            else:
+                unverified_at = due + _INSTANT
+    repository = facts.repository
+    if verify.repository is not None and repository is not None and repository.ok is False:
+        when = (
+            f" at {_format_time(repository.checked_at, zone)}"
+            if repository.checked_at is not None
+            else ""
+        )
+        where = spec.source.location() if spec.source is not None else "the repository"
+        detail = repository.detail or "no message"
+        if repository.damaged:
+            reasons.append(
+                Reason("repository_check_failed", "critical",
+                       f"the check of {where} failed{when}: {detail}")
+            )  # fmt: skip
+        else:
+            reasons.append(
+                Reason("repository_check_error", "unknown",
+                       f"the check of {where} could not run{when}: {detail}")
+            )  # fmt: skip
+    return reasons, unverified_at
+
+
+def _verified_reason(path: str, fact: VerifiedFact, sidecar: bool, zone: tzinfo) -> Reason | None:
+    """What the last verification of the current version of `path` says, if not all is well.
+    A sidecar that is missing or unreadable is reported, never taken for a mismatch."""
+    assert fact.verified_at is not None
+    when = f"verified {_format_time(fact.verified_at, zone)}"
+    detail = fact.detail or "no detail"
+    if fact.outcome == VERIFY_CORRUPT:
+        return Reason("corrupt", "critical", f"newest backup {path} is corrupt: {detail} ({when})")
+    if fact.outcome == VERIFY_MISMATCH:
+        return Reason(
+            "checksum_mismatch", "critical",
+            f"newest backup {path} does not match its checksum: {detail} ({when})",
+        )  # fmt: skip
+    if fact.outcome == VERIFY_UNREADABLE:
+        return Reason(
+            "source_error", "unknown", f"newest backup {path} could not be read to verify it: "
+            f"{detail}",
+        )  # fmt: skip
+    if fact.outcome == VERIFY_TOO_LARGE:
+        return Reason(
+            "verify_limit", "warning",
+            f"newest backup {path} was not read through: {detail} ({when}; the limits are "
+            "VERIFY_MAX_RATIO and VERIFY_MAX_EXPANDED)",
+        )  # fmt: skip
+    if fact.outcome == VERIFY_SIDECAR_ERROR:
+        return Reason(
+            "checksum_unreadable", "warning",
+            f"the checksum file of newest backup {path} cannot be used: {detail} ({when})",
+        )  # fmt: skip
+    if sidecar and fact.sidecar is None:
+        return Reason(
+            "checksum_missing", "warning",
+            f"newest backup {path} has no checksum file beside it ({path}.sha256, .sha512, .md5 "
+            f"or a SHA256SUMS, SHA512SUMS, MD5SUMS in its directory; {when})",
+        )  # fmt: skip
+    return None
 
 
 def being_written(
@@ -287,7 +458,8 @@ def next_check(
     Candidates: the deadline; the first instant an open run is past `max_duration` (the newest
     start only, as run_facts says; a finished or superseded run has none); the instant a
     newest file dated in the future stops being so (its deadline then counts from its date);
-    the instant a newest file being written may have settled (its size is judged then).
+    the instant a newest file being written may have settled (its size is judged then); the
+    instant the newest settled artifact, still not verified, becomes `unverified`.
     """
     now = _as_utc(now, "now")
     if evaluation.deadline is None:  # paused, or nothing could be listed: nothing to wait for
@@ -301,6 +473,8 @@ def next_check(
     candidates = [evaluation.deadline]
     if evaluation.settles_at is not None:
         candidates.append(evaluation.settles_at)
+    if evaluation.unverified_at is not None:
+        candidates.append(evaluation.unverified_at)
     max_duration = spec.rules.max_duration
     if max_duration is not None and runs is not None and runs.running_since is not None:
         # run_overdue holds once the run is strictly longer than max_duration.

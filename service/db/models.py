@@ -92,6 +92,8 @@ class Job(Base):
     listing_holder: Mapped[str | None] = mapped_column(String(128), nullable=True)
     listing_lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     listed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # The verification declared (service.core.jobspec.Verify); None: nothing verified.
+    verify: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
 
 
 class Artifact(Base):
@@ -127,6 +129,56 @@ class Artifact(Base):
     gone_since: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
     # What a remote source knows of it beyond path, size and time (ETag, host, tags, sizes).
     details: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+
+
+class ArtifactVerification(Base):
+    """The last verification of one artifact (archive read whole, sidecar checksum), when the
+    next one is due, and the lease of the verifier reading it now (several replicas verify each
+    artifact once: a claim is a conditional UPDATE checked by its rowcount)."""
+
+    __tablename__ = "artifact_verifications"
+    __table_args__ = (
+        Index("ix_artifact_verifications_job_id", "job_id"),
+        Index("ix_artifact_verifications_due_at", "due_at"),
+    )
+
+    artifact_id: Mapped[int] = mapped_column(
+        BigId, ForeignKey("artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    # The version of the file verified (a file rewritten in place is verified again).
+    size: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    mtime: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    verified_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    # service.core.rules.VERIFY_OUTCOMES (None: not verified yet); detail says where it failed.
+    outcome: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    # The sidecar compared (FILE.sha256, SHA256SUMS, ...); None: none found, or not asked.
+    sidecar: Mapped[str | None] = mapped_column(Text, nullable=True)
+    bytes_read: Mapped[int] = mapped_column(BigInteger, default=0)
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    digest: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # Not before then: it changed while it was read (set by the release, cleared by a result).
+    retry_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+
+
+class RepositoryCheck(Base):
+    """The last `restic check` / `borg check --repository-only` of a job's repository."""
+
+    __tablename__ = "repository_checks"
+    __table_args__ = (Index("ix_repository_checks_due_at", "due_at"),)
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
+    ok: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    # Not ok because the tool found damage (else it could not run: a lock, a password, time).
+    damaged: Mapped[bool] = mapped_column(Boolean, default=False)
+    detail: Mapped[str] = mapped_column(Text, default="")
+    seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    due_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime, nullable=True)
 
 
 class ScanRun(Base):

@@ -38,11 +38,18 @@ from prometheus_client.utils import floatToGoString
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from service.core.rules import STATUSES
-from service.db.models import Job, NotificationDelivery
+from service.core.rules import STATUSES, VERIFY_OUTCOMES
+from service.db.models import (
+    Artifact,
+    ArtifactVerification,
+    Job,
+    NotificationDelivery,
+    RepositoryCheck,
+)
 from service.http.api.errors import ApiError
 from service.http.api.openapi import operation
-from service.runtime.keys import sessionmaker_key, settings_key
+from service.runtime.keys import sessionmaker_key, settings_key, verifier_key
+from service.runtime.verifier import VerifierStats
 from service.store.scans import (
     ARTIFACTS_NEW,
     DURATION_BUCKETS,
@@ -346,6 +353,69 @@ async def read_notification_families(session: AsyncSession) -> list[Metric]:
     return notification_families({state: int(count) for state, count in rows.all()})
 
 
+async def read_verification_families(
+    session: AsyncSession, stats: VerifierStats | None
+) -> list[Metric]:
+    """Verification: when each verifying job's artifacts were last verified, its repository's
+    last check, the present artifacts by verification outcome (from the database: the same on
+    every replica), and what this process's verifier read (a counter, since it started)."""
+    v, a = ArtifactVerification, Artifact
+    last = GaugeMetricFamily(
+        "backup_verification_last_timestamp_seconds",
+        "When an artifact of the job was last verified",
+        labels=JOB_LABELS,
+    )
+    rows = await session.execute(
+        select(Job.name, func.max(v.verified_at))
+        .join(v, v.job_id == Job.id)
+        .group_by(Job.id, Job.name)
+    )
+    for name, verified_at in rows.all():
+        if verified_at is not None:
+            last.add_metric([name], verified_at.timestamp())
+    repository = GaugeMetricFamily(
+        "backup_repository_check_ok",
+        "1 when the last check of the job's repository passed, 0 when it failed",
+        labels=JOB_LABELS,
+    )
+    checks = await session.execute(
+        select(Job.name, RepositoryCheck.ok)
+        .join(RepositoryCheck, RepositoryCheck.job_id == Job.id)
+        .where(RepositoryCheck.ok.is_not(None))
+    )
+    for name, ok in checks.all():
+        repository.add_metric([name], 1.0 if ok else 0.0)
+    outcomes = GaugeMetricFamily(
+        "backup_verification_artifacts",
+        "Present artifacts by the outcome of their last verification (none: not verified yet)",
+        labels=["outcome"],
+    )
+    counted = await session.execute(
+        select(v.outcome, func.count())
+        .join(a, a.id == v.artifact_id)
+        .where(a.gone_since.is_(None))
+        .group_by(v.outcome)
+    )
+    counts = {outcome or "none": int(count) for outcome, count in counted.all()}
+    for outcome in (*VERIFY_OUTCOMES, "none"):
+        outcomes.add_metric([outcome], counts.get(outcome, 0))
+    families: list[Metric] = [last, repository, outcomes]
+    if stats is not None:
+        families += [
+            CounterMetricFamily(
+                "backup_verification_read_bytes",
+                "Bytes read by this process's verifications since it started",
+                value=stats.bytes_read,
+            ),
+            CounterMetricFamily(
+                "backup_verifications",
+                "Artifacts verified by this process since it started",
+                value=stats.verified,
+            ),
+        ]
+    return families
+
+
 def encoder_for(accept: str) -> tuple[Encoder, str]:
     """prometheus-client's format for this Accept header; the classic text one when the header
     is malformed (its parser raises on some, e.g. `openmetrics-text; version=x`: a 500)."""
@@ -376,6 +446,10 @@ async def metrics(request: web.Request) -> web.Response:
     async with request.app[sessionmaker_key]() as session:
         jobs = await read_jobs(session)
         service = await read_service_families(session)
+        verifier = request.app.get(verifier_key)
+        service += await read_verification_families(
+            session, verifier.stats if verifier is not None else None
+        )
     # OpenMetrics for scrapers that ask for it (Prometheus does), the classic text otherwise.
     encode, content_type = encoder_for(request.headers.get("Accept", ""))
     # ~15 ms of pure Python for 2 000 jobs: not on the event loop.

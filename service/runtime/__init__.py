@@ -8,10 +8,12 @@
 - scheduling: `ScanScheduler`, one app's APScheduler wiring (full scan, tick, retention).
 - fleet: `Fleet`, this replica's membership of a PostgreSQL fleet (its heartbeat) and its share
   of the listings (the rules and SQL in service.store.fleet).
+- verifier: `Verifier`, the artifacts' and repositories' verification (service.verify's engine
+  in worker threads, leased per artifact in the database), each result judged at once.
 
 Each app builds its own in its cleanup contexts (service/runtime/app.py) and holds them under
 AppKeys (service/runtime/keys.py): nothing here is process-global. `service/scheduler.py` is the
 original request's module-level facade over these. May import aiohttp, the scanner, the store
-(retention, fleet), db, models, errors and settings; imports neither the app, the keys, the API
-nor the facade.
+(retention, fleet, verifications), db, models, errors, settings and the verify engine; imports
+neither the app, the keys, the API nor the facade.
 """

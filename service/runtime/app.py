@@ -1,5 +1,5 @@
 """The aiohttp application: routes, middlewares, and the lifecycle of the engine and of the
-background components (ping writer, scans, notification dispatcher)."""
+background components (ping writer, scans, watcher, verifier, notification dispatcher)."""
 
 from __future__ import annotations
 
@@ -39,11 +39,13 @@ from service.runtime.keys import (
     scheduler_enabled_key,
     sessionmaker_key,
     settings_key,
+    verifier_key,
     watcher_key,
 )
 from service.runtime.lifecycle import Component, component_ctx
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.runtime.verifier import Verifier, options_of
 from service.scanner.watch import SourceWatcher
 from service.settings import Settings, get_settings
 from service.store.pings import PingWriter
@@ -58,6 +60,9 @@ PINGS_DRAIN_SECONDS = 30.0
 WATCH_STOP_SECONDS = 5.0
 # How long a stop lets a heartbeat under way end (then the replica leaves the fleet).
 FLEET_STOP_SECONDS = 5.0
+# How long a stop waits for the verifications under way to notice it (they stop at their next
+# read and give their leases back: nothing is lost, they are verified again later).
+VERIFY_STOP_SECONDS = 5.0
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
@@ -142,6 +147,18 @@ def build_watcher(app: web.Application) -> SourceWatcher | None:
     return watcher
 
 
+def build_verifier(app: web.Application) -> Verifier | None:
+    """The verifier runs wherever the scheduler does (every replica: each artifact is leased in
+    the database). Stops before the scans and the engine."""
+    if not app[scheduler_enabled_key]:
+        return None
+    settings = app[settings_key]
+    app[verifier_key] = verifier = Verifier(
+        app[sessionmaker_key], options_of(settings), scan_options=settings.scan_options
+    )
+    return verifier
+
+
 def build_dispatcher(app: web.Application) -> Dispatcher | None:
     """The notification dispatcher runs wherever the scheduler does (every replica: they
     share the work through the database)."""
@@ -208,6 +225,7 @@ def create_app(
     app.cleanup_ctx.append(component_ctx(build_ping_writer, PINGS_DRAIN_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_scans, SCAN_DRAIN_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_watcher, WATCH_STOP_SECONDS))
+    app.cleanup_ctx.append(component_ctx(build_verifier, VERIFY_STOP_SECONDS))
     app.cleanup_ctx.append(component_ctx(build_dispatcher, STOP_GRACE))
     for module in (
         health,

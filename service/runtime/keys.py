@@ -10,6 +10,7 @@ from service.runtime.coordinator import ScanCoordinator
 from service.runtime.fleet import Fleet
 from service.runtime.scheduling import ScanScheduler
 from service.runtime.tick import DeadlineTick
+from service.runtime.verifier import Verifier
 from service.scanner.watch import SourceWatcher
 from service.settings import Settings
 from service.store.pings import PingWriter
@@ -34,6 +35,8 @@ channels_key = web.AppKey("channels", ChannelSet)
 fleet_key = web.AppKey("fleet", Fleet)
 # The watcher of local sources (only where the scheduler runs).
 watcher_key = web.AppKey("source_watcher", SourceWatcher)
+# The verifier of artifacts and repositories (only where the scheduler runs).
+verifier_key = web.AppKey("verifier", Verifier)
 # The access the request's bearer token grants (set by the API's auth middleware).
 access_key: web.RequestKey[Access] = web.RequestKey("access")
 # The name of the request's token (`created_by` of a silence it makes).

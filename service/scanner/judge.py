@@ -20,6 +20,7 @@ from service.core.rules import (
     Evaluation,
     Reason,
     RunFacts,
+    VerificationFacts,
     evaluate,
     next_check,
 )
@@ -76,9 +77,11 @@ def judge(
     now: datetime,
     seen_at: datetime | None = None,
     silenced_until: datetime | None = None,
+    verification: VerificationFacts | None = None,
 ) -> Judgement:
     """Judge the observed job at `now` (rules.evaluate), from the facts read at `seen_at`
-    (default: now). A source that could not be listed keeps the inventory as it was."""
+    (default: now), with what verification recorded. A source that could not be listed keeps
+    the inventory as it was."""
     job, spec, listing = observation.job, observation.spec, observation.listing
     ordered = observation.ordered
     newest = [
@@ -97,7 +100,7 @@ def judge(
             count=len(ordered), runs=runs,
             undated=listing.undated if listing else (),
             last_listed=last_listed(job.latest_artifact),
-            backup_times=ListedTimes(ordered),
+            backup_times=ListedTimes(ordered), verification=verification,
         )  # fmt: skip
         reasons = evaluation.reasons
     if listing is not None or (spec is not None and spec.source is None):

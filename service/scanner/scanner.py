@@ -16,7 +16,8 @@ parts together, one batch at a time:
   with the other unchanged jobs, in one statement.
 
 May import everything the scan needs (SQLAlchemy, the models, service.store.pings,
-service.store.silences, service.settings); the modules it drives import nothing from here.
+service.store.silences, service.store.verifications, service.settings); the modules it drives
+import nothing from here.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from pathlib import Path
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from service.core.clock import Clock, utcnow
-from service.core.rules import RunFacts
+from service.core.rules import RunFacts, VerificationFacts
 from service.core.scan_options import ScanOptions
 from service.db.errors import describe_error
 from service.notify.silences import SilenceLookup
@@ -43,7 +44,7 @@ from service.scanner.state import JobResult, JobRow, Observation, ScanReport
 from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, present_sizes, read_jobs
 
 # A module, not names: service.store.pings uses this package's rules (the import order is free).
-from service.store import pings
+from service.store import pings, verifications
 from service.store.scans import (
     HEARTBEAT_SECONDS,
     keep_alive,
@@ -160,6 +161,8 @@ class BackupScanner:
         facts_read_at = self.clock()
         facts = await pings.run_facts_of(session, pinged) if pinged else {}
         silences = SilenceLookup(await load_current(session, facts_read_at), facts_read_at)
+        verified = [o.job.id for o in batch if o.job.declaration.get("verify")]
+        checks = await verifications.facts_of(session, verified) if verified else {}
         await session.commit()  # end the read transaction before any write
         for observation in batch:
             job = observation.job
@@ -167,7 +170,9 @@ class BackupScanner:
             try:
                 # A job with no ping when the scan began was seen pingless then.
                 seen_at = facts_read_at if job.id in self._pinged else self._pinged_at
-                judgement = self._judge(observation, facts.get(job.id), seen_at, silenced_until)
+                judgement = self._judge(
+                    observation, facts.get(job.id), seen_at, silenced_until, checks.get(job.id)
+                )
             except Exception as exc:  # a bug, or data no rule foresaw: this job only
                 judgement = self._unjudged(observation, exc, silenced_until)
             result = _result(judgement)
@@ -188,12 +193,14 @@ class BackupScanner:
         runs: RunFacts | None = None,
         seen_at: datetime | None = None,
         silenced_until: datetime | None = None,
+        verification: VerificationFacts | None = None,
     ) -> Judgement:
         """Judge the job now (the one read of the clock for it; the rules are pure)."""
         job = observation.job
         judgement = judge(
-            observation, runs, now=self.clock(), seen_at=seen_at, silenced_until=silenced_until
-        )
+            observation, runs, now=self.clock(), seen_at=seen_at, silenced_until=silenced_until,
+            verification=verification,
+        )  # fmt: skip
         state = judgement.state
         if state.status != job.status or observation.source_error:
             logger.log(

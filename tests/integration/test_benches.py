@@ -193,3 +193,24 @@ def test_the_fleet_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
         assert cycle["rows_updated"] >= 600  # claimed and given back: two writes a job
     gone = result["after_one_replica_died"]
     assert gone["replicas"] == 2 and gone["each_job_once"] and gone["share_max"] == 150
+
+
+def test_the_verification_benchmark_runs_at_a_tiny_size(base_env):
+    result = json.loads(
+        run_bench("verify_health.py", base_env, "--megabytes", "2", "--baseline-seconds", "0.2")
+    )
+    assert result["file_bytes"] > 2_000_000  # random data: gzip makes it no smaller
+    assert result["during_ms"]["n"] >= 1 and result["baseline_ms"]["n"] >= 1
+
+
+def test_the_verify_benchmark_runs_at_a_tiny_size(base_env):
+    for tool in ("gzip", "sha256sum"):
+        if shutil.which(tool) is None:
+            missing(f"{tool} is missing: bench/verify.py measures the verification against it")
+    result = json.loads(run_bench("verify.py", base_env, "--size", "2MB", "--runs", "1", "--json"))
+    # The script itself fails (exit 1) unless both verifications said ok with the right digest.
+    assert result["problems"] == []
+    assert result["text_bytes"] == 2_000_000
+    assert 0 < result["compressed_bytes"] < 2_000_000
+    assert set(result["seconds"]) == {"gzip -t", "verify gzip", "sha256sum", "verify sha256"}
+    assert result["gzip_ratio"] > 0 and result["sha256_ratio"] > 0

@@ -18,6 +18,7 @@ from service.cli import demo
 from service.config.jobsfile import load_jobs_file
 from service.core.scan_options import ScanOptions
 from service.db.models import Artifact, Job, NotificationEvent
+from service.runtime.verifier import Verifier, VerifyOptions
 from service.scanner.scanner import run_scanner
 from service.settings import Settings
 
@@ -40,6 +41,9 @@ EXPECTED: dict[str, tuple[str, set[str]]] = {
     "nvr-clock-ahead": ("warning", {"future_mtime"}),
     "nas-offsite": ("unknown", {"source_error"}),
     "photos-weekly": ("pending", set()),
+    # Not verified yet at the first scan (the verifier reads them a moment later: see below).
+    "pg-verified": ("ok", set()),
+    "docs-offsite": ("ok", set()),
     "legacy-ftp": ("paused", set()),
 }
 ALL_STATUSES = {"ok", "warning", "critical", "unknown", "pending", "paused"}
@@ -105,6 +109,42 @@ async def test_demo_sandbox_shows_every_status(database_url, sessionmaker, tmp_p
     assert len(paths) == 6
     assert {path.split("/")[0] for path in paths} == {"web01", "db01"}
     assert all(path.endswith(".qcow2") for path in paths)
+
+
+async def test_demo_verified_jobs_are_corrupt_and_mismatched(database_url, sessionmaker, tmp_path):
+    now = datetime.now(UTC).replace(microsecond=0)
+    root = tmp_path / "demo"
+    demo.build_sandbox(root, now, with_restic=False)
+    settings = Settings(_env_file=None, database_url=database_url, scan_roots=())
+    await demo.prepare(settings, root, now)
+    names = ["pg-verified", "docs-offsite"]
+    async with sessionmaker() as session:
+        await run_scanner(session, ScanOptions(), trigger="cli", names=names)
+    verifier = Verifier(sessionmaker, VerifyOptions(poll_seconds=0.05))
+    await verifier.start()
+    try:
+
+        async def judged() -> bool:
+            async with sessionmaker() as session:
+                rows = await session.execute(
+                    select(Job.name, Job.reasons).where(Job.name.in_(names))
+                )
+                return all(reasons for _, reasons in rows.all())
+
+        deadline = asyncio.get_running_loop().time() + 30
+        while not await judged():
+            assert asyncio.get_running_loop().time() < deadline, "not judged within 30 s"
+            await asyncio.sleep(0.05)
+    finally:
+        await verifier.stop(5)
+    async with sessionmaker() as session:
+        jobs = {
+            job.name: job for job in await session.scalars(select(Job).where(Job.name.in_(names)))
+        }
+    assert jobs["pg-verified"].status == "critical"
+    assert [r["code"] for r in jobs["pg-verified"].reasons] == ["corrupt"]
+    assert jobs["docs-offsite"].status == "critical"
+    assert [r["code"] for r in jobs["docs-offsite"].reasons] == ["checksum_mismatch"]
 
 
 async def test_demo_restic_job_watches_a_real_repository(database_url, sessionmaker, tmp_path):
@@ -203,7 +243,11 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
             cwd=tmp_path, env=base_env, stdout=stdout, stderr=stderr,
         )  # fmt: skip
     try:
-        status = await wait_for_first_scan(process, f"http://127.0.0.1:{port}", err)
+        base = f"http://127.0.0.1:{port}"
+        await wait_for_first_scan(process, base, err)
+        # The verifier reads the verified jobs' files a moment after the start: their dumps
+        # are then found corrupt and mismatched.
+        status = await wait_for_verified(base, ("pg-verified", "docs-offsite"), err)
         process.send_signal(signal.SIGTERM)
         code = await asyncio.wait_for(process.wait(), 15)
     finally:
@@ -214,7 +258,7 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
 
     restic = shutil.which("restic") is not None  # its job is ok (test_demo_restic_job_...)
     assert status["counts"] == {
-        "ok": 4 + restic, "warning": 5, "critical": 4, "unknown": 1, "pending": 1, "paused": 1,
+        "ok": 4 + restic, "warning": 5, "critical": 6, "unknown": 1, "pending": 1, "paused": 1,
     }  # fmt: skip
     assert status["status"] == "critical"
     banner = out.read_text()
@@ -240,6 +284,28 @@ async def test_demo_command_refuses_a_directory_it_did_not_make(base_env, tmp_pa
     [line] = err.decode().splitlines()
     assert line.startswith(f"backup-monitor: {mine} exists and was not made by the demo")
     assert [p.name for p in mine.iterdir()] == ["thesis.tex"]
+
+
+async def wait_for_verified(
+    base: str, names: tuple[str, ...], stderr: Path, timeout: float = 60
+) -> dict:
+    """Poll until the named jobs are critical (verified), then answer /api/v1/status."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as client:
+        while True:
+            statuses = []
+            for name in names:
+                async with client.get(f"{base}/api/v1/jobs/{name}") as response:
+                    statuses.append((await response.json())["status"])
+            if all(status == "critical" for status in statuses):
+                async with client.get(f"{base}/api/v1/status") as response:
+                    return dict(await response.json())
+            if loop.time() > deadline:
+                pytest.fail(
+                    f"{names} not verified within {timeout} s ({statuses}):\n{read(stderr)}"
+                )
+            await asyncio.sleep(0.1)
 
 
 async def wait_for_first_scan(

@@ -13,7 +13,13 @@ from prometheus_client.parser import (
 
 from service.core.rules import STATUSES
 from service.db.models import Job
-from service.http.metrics import _registry, job_families, read_jobs, read_service_families
+from service.http.metrics import (
+    _registry,
+    job_families,
+    read_jobs,
+    read_service_families,
+    read_verification_families,
+)
 from service.notify.config import parse_channels
 from service.notify.dispatcher import Dispatcher
 from service.runtime.app import create_app
@@ -172,6 +178,8 @@ async def test_tricky_names_and_tags_survive_a_scrape(
         async with sessionmaker() as session:
             families = job_families(await read_jobs(session))
             families += await read_service_families(session)
+            # No verifier without the scheduler: no process counters.
+            families += await read_verification_families(session, None)
         # The process_* and python_* families of this process differ from one call to the next.
         assert without_runtime(body) == without_runtime(encode(_registry(families, process=True)))
         assert b"\nprocess_resident_memory_bytes " in body

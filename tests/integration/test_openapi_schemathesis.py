@@ -265,6 +265,13 @@ SEMANTIC_REJECTIONS = {
     "channels": re.compile(r"^no channel .* \(configured channels: "),
     # Two fields compared with each other.
     "sizes": re.compile(r"^min_size \(\d+ bytes\) is larger than max_size \(\d+ bytes\)$"),
+    # Which verification a job's kind of source supports (verify against source.type).
+    "verify": re.compile(
+        r"^verify needs a source: |^verify declares nothing to check: "
+        r"|^verify\.archive and verify\.checksum (read files|are not supported for) "
+        r"|^verify\.repository applies to restic and borg sources only$"
+        r"|^verify\.repository\.read_data_subset is restic's option; "
+    ),
     # A silence's window, against the server's clock (over already, too long, too far ahead).
     "silence window": re.compile(
         r"^this silence would already be over: |^ends_at \(.*\) is not after starts_at "

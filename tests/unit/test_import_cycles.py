@@ -105,6 +105,7 @@ MAY_IMPORT = {
     "service.config": {"service.core", "service.db", "service.store"},
     "service.notify": {"service.core", "service.db", "service.config"},
     "service.store": {"service.core", "service.db", "service.notify", "service.scanner"},
+    "service.verify": {"service.core"},
     "service.http.api": {
         "service.core", "service.db", "service.store", "service.notify", "service.runtime",
         "service.http", "service.logs",

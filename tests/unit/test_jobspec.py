@@ -36,6 +36,7 @@ FULL: dict[str, Any] = {
     "paused": True,
     "retention": {"daily": 7, "weekly": 4, "monthly": 12, "strict": True},
     "report": {"channel": "ops", "every": "7d"},
+    "verify": {"archive": True, "checksum": "sidecar", "every": "7d", "unverified_after": "1d"},
 }
 FULL_DECLARATION: dict[str, Any] = {
     "description": "PostgreSQL dump of the main database",
@@ -62,6 +63,13 @@ FULL_DECLARATION: dict[str, Any] = {
     "paused": True,
     "retention": {"daily": 7, "weekly": 4, "monthly": 12, "yearly": 0, "strict": True},
     "report": {"channel": "ops", "every": 604800},
+    "verify": {
+        "archive": True,
+        "checksum": "sidecar",
+        "every": 604800,
+        "unverified_after": 86400,
+        "repository": None,
+    },
 }
 NOTIFY_DEFAULTS = {"channels": None, "renotify_every": None, "after": 1, "for": 0}
 MINIMAL: dict[str, Any] = {"name": "heartbeat", "schedule": {"every": 3600}}
@@ -127,6 +135,7 @@ def test_minimal_job_defaults() -> None:
         "paused": False,
         "retention": None,
         "report": None,
+        "verify": None,
     }
 
 

@@ -24,6 +24,20 @@ def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     return tmp_path
 
 
+def test_verify_sizes_take_units(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERIFY_BYTES_PER_SECOND", "50MiB")
+    monkeypatch.setenv("VERIFY_MAX_EXPANDED", "10GB")
+    settings = load_settings()
+    assert settings.verify_bytes_per_second == 50 * 2**20
+    assert settings.verify_max_expanded == 10 * 10**9
+
+
+def test_verify_budget_is_positive(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VERIFY_BYTES_PER_SECOND", "0")
+    with pytest.raises(SettingsError, match="VERIFY_BYTES_PER_SECOND"):
+        load_settings()
+
+
 def fails(monkeypatch: pytest.MonkeyPatch, variable: str, value: str) -> str:
     """Set one variable, expect load_settings() to fail, return the message."""
     monkeypatch.setenv(variable, value)
@@ -70,6 +84,14 @@ def test_defaults() -> None:
         "uvloop": True,
         "watch_refresh_seconds": 30.0,
         "public_status_tags": (),
+        "verify_bytes_per_second": 200_000_000,
+        "verify_workers": 2,
+        "verify_poll_seconds": 5.0,
+        "verify_lease_seconds": 300.0,
+        "verify_retry_seconds": 300.0,
+        "verify_max_ratio": 1100.0,
+        "verify_max_expanded": 2**40,
+        "verify_check_timeout_seconds": 3600.0,
     }
     assert settings.database_url == DEFAULT_DATABASE_URL
 

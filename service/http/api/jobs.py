@@ -15,13 +15,15 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.jobspec import JobSpec, parse_job
 from service.core.visible import quote
-from service.db.models import Job
+from service.db.models import Artifact, ArtifactVerification, Job
 from service.http.api.coalesce import coalescer_key
 from service.http.api.errors import ApiError
 from service.http.api.openapi import operation
 from service.http.api.schemas import (
+    ArtifactOut,
     ArtifactPage,
     ArtifactsQuery,
+    ArtifactVerificationOut,
     HistoryPage,
     JobList,
     JobOut,
@@ -38,6 +40,7 @@ from service.http.api.validation import encode, invalid, json_object, query_of, 
 from service.http.auth import public_origin, shows_ping_keys
 from service.notify.silences import SilenceLookup
 from service.runtime.keys import access_key, channels_key, sessionmaker_key, settings_key
+from service.store import verifications
 from service.store.jobs import (
     Action,
     JobFilter,
@@ -280,8 +283,32 @@ async def artifacts_handler(request: web.Request) -> web.Response:
             include_gone=query.include_gone,
         ),
     )  # fmt: skip
-    page = {"items": rows, "next_before": next_before}
-    return respond(ArtifactPage.model_validate(page, from_attributes=True))
+    async with request.app[sessionmaker_key]() as session:
+        results = await verifications.results_of(session, [row.id for row in rows])
+    now = datetime.now(UTC)
+    items = [artifact_out(row, results.get(row.id), now) for row in rows]
+    return respond(ArtifactPage(items=items, next_before=next_before))
+
+
+def artifact_out(
+    artifact: Artifact, verification: ArtifactVerification | None, now: datetime
+) -> ArtifactOut:
+    """An artifact as the API answers it, with its verification (None: not looked at)."""
+    out = ArtifactOut.model_validate(artifact, from_attributes=True)
+    if verification is None:
+        return out
+    lease = verification.lease_until
+    view = ArtifactVerificationOut.model_validate(
+        {
+            "state": verifications.state_of(verification, artifact.size, artifact.mtime),
+            "verified_at": verification.verified_at, "outcome": verification.outcome,
+            "detail": verification.detail, "sidecar": verification.sidecar,
+            "bytes_read": verification.bytes_read, "seconds": verification.seconds,
+            "digest": verification.digest, "next_at": verification.due_at,
+            "verifying": lease is not None and lease >= now,
+        }
+    )  # fmt: skip
+    return out.model_copy(update={"verification": view})
 
 
 @routes.get(JOB + "/history")

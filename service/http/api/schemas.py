@@ -25,6 +25,7 @@ from service.core.jobspec import (
     Schedule,
     Tag,
     Tags,
+    Verify,
 )
 from service.core.kinds import Severity, Status
 from service.store.tokens import TOKEN_NAME_PATTERN
@@ -114,6 +115,7 @@ class JobPatch(BaseModel):
     paused: bool | None = None
     retention: Retention | None = None
     report: Report | None = None
+    verify: Verify | None = None
 
     @field_validator("name", "schedule")
     @classmethod
@@ -235,6 +237,19 @@ class HeldNoticeOut(_Out):
     judgements: int = Field(description="bad judgements in a row still needed by notify.after")
 
 
+class RepositoryVerifyOut(_Out):
+    every: int = Field(description="seconds")
+    read_data_subset: float | None = Field(default=None, description="percent (restic)")
+
+
+class VerifyOut(_Out):
+    archive: bool
+    checksum: Literal["sidecar", "none"]
+    every: int = Field(description="seconds")
+    unverified_after: int = Field(description="seconds")
+    repository: RepositoryVerifyOut | None = None
+
+
 class JobOut(_Out):
     id: int
     name: str
@@ -252,6 +267,7 @@ class JobOut(_Out):
     report: ReportOut | None = Field(
         default=None, description="the digest of restore points sent to a channel; null: none"
     )
+    verify: VerifyOut | None = Field(default=None, description="null: nothing verified")
     status: Status
     reasons: list[ReasonOut]
     latest_artifact: ArtifactSummary | None
@@ -295,6 +311,34 @@ class ArtifactOut(_Out):
         description="what a remote source tells of it: an object's etag; a snapshot's host, "
         "tags, paths; an archive's sizes",
     )
+    verification: ArtifactVerificationOut | None = Field(
+        default=None,
+        description="its verification (jobs with verify.archive or verify.checksum); null: not "
+        "verified by this job, or not looked at yet",
+    )
+
+
+VerificationState = Literal[
+    "ok", "corrupt", "checksum_mismatch", "sidecar_error", "too_large", "unreadable", "not_yet"
+]
+
+
+class ArtifactVerificationOut(_Out):
+    state: VerificationState = Field(
+        description="the outcome of the last verification of the version present; not_yet: "
+        "never verified, or rewritten since"
+    )
+    verified_at: datetime | None = Field(description="when it was last verified")
+    outcome: VerificationState | None = Field(
+        description="what the last verification found (of the version then present)"
+    )
+    detail: str = Field(description="which check failed and where; what was checked")
+    sidecar: str | None = Field(description="the checksum file compared; null: none was")
+    bytes_read: int
+    seconds: float
+    digest: str | None = Field(description="the digest computed (hex), when a sidecar was read")
+    next_at: datetime = Field(description="when it is due to be verified again")
+    verifying: bool = Field(description="a verifier holds it now")
 
 
 class ArtifactPage(_Out):

@@ -82,11 +82,13 @@ from service.http.web.words import (
     exact_duration,
     relative_time,
     retention_rows,
+    verification_mark,
 )
 from service.http.wellformed import read_form
 from service.notify import silences as silence_rules
 from service.runtime.keys import channels_key, sessionmaker_key, settings_key
 from service.settings import Settings
+from service.store import verifications
 from service.store.jobs import (
     Action,
     JobFilter,
@@ -402,6 +404,11 @@ async def index(request: web.Request) -> web.Response:
     )
 
 
+def reads_files(verify: dict[str, Any] | None) -> bool:
+    """Whether a stored `verify` reads the job's files (archive or checksum)."""
+    return bool(verify and (verify.get("archive") or verify.get("checksum") == "sidecar"))
+
+
 @routes.get("/jobs/{job}")
 @_page("Dashboard: one job, its chart, history and files", errors=(303, 404))
 async def job_page(request: web.Request) -> web.Response:
@@ -420,6 +427,7 @@ async def job_page(request: web.Request) -> web.Response:
         )
         runs = await recent_runs(session, job.id, RUNS_SHOWN)
         notices, _ = await notifications_page(session, job.id, limit=NOTICES_SHOWN, before=None)
+        checks = await verifications.results_of(session, [file.id for file in files])
         flagged = await flagged_paths(session, job.id)
         if job.latest_artifact and has_size_reason(job.reasons):
             flagged.add(job.latest_artifact["path"])
@@ -461,6 +469,13 @@ async def job_page(request: web.Request) -> web.Response:
         held=held_words(job, now),
         duration=format_duration,
         files=files,
+        # A mark per file when the job reads its files (verify.archive or verify.checksum).
+        verifies=bool(
+            job.verify and (job.verify.get("archive") or job.verify.get("checksum") == "sidecar")
+        ),
+        checks=checks,
+        verification_state=verifications.state_of,
+        verification_mark=verification_mark,
         artifact_words=artifact_words(job.source),
         artifact_name=artifact_name,
         describe_details=describe_details,

@@ -299,3 +299,21 @@ def retention_rows(policy: Retention | None, slots: Sequence[Slot]) -> list[dict
                 "summary": f"{missing} missing" if missing else "none missing", "cells": cells,
             })  # fmt: skip
     return rows
+
+
+# A verification state (service.store.verifications.state_of) as a file's mark on the job page:
+# (the badge's colour class, its words). The detail is shown as text beside it.
+VERIFICATION_MARKS: dict[str, tuple[str, str]] = {
+    "ok": ("s-ok", "✓ ok"),
+    "corrupt": ("s-critical", "✗ corrupt"),
+    "checksum_mismatch": ("s-critical", "✗ checksum mismatch"),
+    "sidecar_error": ("s-warning", "checksum file unusable"),
+    "too_large": ("s-warning", "not read through"),
+    "unreadable": ("s-unknown", "unreadable"),
+    "not_yet": ("s-pending", "not yet"),
+}
+
+
+def verification_mark(state: str) -> tuple[str, str]:
+    """The mark of a file on the job page for its verification state."""
+    return VERIFICATION_MARKS.get(state, ("s-unknown", state))

@@ -24,7 +24,7 @@ from typing import Any
 
 from service.core.jobspec import BorgSource
 from service.scanner.sources import process
-from service.scanner.sources.base import KnownSizes, Listing, SourceError
+from service.scanner.sources.base import KnownSizes, Listing, SourceError, nothing_known
 from service.scanner.sources.secrets import environment, resolve
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -121,6 +121,27 @@ def advice(message: str) -> str | None:
     if "connection closed by remote host" in lowered or "remote: " in lowered:
         return "check the ssh connection (host, key, BORG_RSH in env)"
     return None
+
+
+async def check_repository(
+    source: BorgSource,
+    *,
+    timeout: float,  # noqa: ASYNC109 (out of time: a result, not an error)
+) -> process.RepositoryCheck:
+    """`borg check --repository-only` of the source's repository (every segment entry's CRC, the
+    index against the segments; no passphrase needed). Not ok with borg's own error lines when
+    it finds damage (`damaged`), cannot open the repository or takes longer than `timeout`. It
+    holds the repository's lock while it runs."""
+    listing = BorgListing(source, nothing_known)
+    return await process.check_repository(
+        ["borg", "check", "--repository-only"], listing._environment, where=listing.label,
+        advice=advice, damage=_damaged, timeout=timeout,
+    )  # fmt: skip
+
+
+def _damaged(finished: process.Finished) -> bool:
+    said = finished.stderr.lower()
+    return "errors found" in said or "integrity error" in said
 
 
 class BorgListing:

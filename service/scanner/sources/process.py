@@ -36,6 +36,20 @@ _NOISE = ("created new cache", "\r", "Warning: Password input may be echoed")
 
 
 @dataclass(frozen=True, slots=True)
+class RepositoryCheck:
+    """A backup tool's check of its own repository (restic check, borg check): whether it
+    passed, the tool's own error lines (trimmed, secrets scrubbed) or what kept it from
+    running, and how long it took. `damaged`: the tool found the repository damaged (not ok
+    for another reason, such as its lock held by a backup, a wrong password or the time being
+    up, is not damage: check again later)."""
+
+    ok: bool
+    detail: str
+    seconds: float
+    damaged: bool = False
+
+
+@dataclass(frozen=True, slots=True)
 class Finished:
     status: int
     stdout: bytes
@@ -275,3 +289,65 @@ async def sized_listing(
             f"({how}, newest first, a minute per scan): the next scans size them"
         )
     return listing
+
+
+# Repository checks -----------------------------------------------------------------------------
+
+CHECK_LINES = 5  # a check's error lines shown: the first ones (what) and its last (the verdict)
+_CHECK_LINE_CHARS = 240
+# Lines of a check's report that list objects one by one (borg's index comparison).
+_CHECK_NOISE = ("ID: ", "committed index:", "rebuilt index:")
+
+
+def check_lines(stderr: str, secrets: Sequence[str]) -> str:
+    """A check's own error lines, trimmed: the first CHECK_LINES - 1 meaningful ones and the
+    last (the verdict), each at most _CHECK_LINE_CHARS long, secrets scrubbed."""
+    lines = [line.strip() for line in stderr.splitlines()]
+    kept = [line for line in lines if line and not line.startswith((*_NOISE, *_CHECK_NOISE))
+            and "GetPassWarning" not in line and not line.startswith("[")]  # fmt: skip
+    if len(kept) > CHECK_LINES:
+        kept = [*kept[: CHECK_LINES - 1], "...", kept[-1]]
+    shown = [line if len(line) <= _CHECK_LINE_CHARS else line[: _CHECK_LINE_CHARS - 1] + "…"
+             for line in kept]  # fmt: skip
+    return scrub(" / ".join(shown), secrets)
+
+
+async def check_repository(
+    argv: Sequence[str],
+    environment: Callable[[], Awaitable[tuple[dict[str, str], list[str]]]],
+    *,
+    where: str,
+    advice: Callable[[str], str | None],
+    damage: Callable[[Finished], bool],
+    timeout: float,  # noqa: ASYNC109 (out of time: a result, not an error)
+) -> RepositoryCheck:
+    """Run a tool's repository check (`argv`) with `environment()`'s env and secrets, at most
+    `timeout` seconds (then killed). `damage` tells from the finished run whether the tool found
+    the repository damaged (rather than failing to check it)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    what = " ".join(os.path.basename(arg) if n == 0 else arg for n, arg in enumerate(argv[:2]))
+    secrets: list[str] = []
+    try:
+        async with asyncio.timeout(timeout):
+            env, secrets = await environment()
+            finished = await run(argv, env)
+    except TimeoutError:
+        return RepositoryCheck(
+            False,
+            f"{what} of {where} did not finish within {timeout:g} s: it was stopped (a larger "
+            "repository needs a longer timeout)",
+            loop.time() - started,
+        )
+    except SourceError as exc:
+        return RepositoryCheck(False, scrub(str(exc), secrets), loop.time() - started)
+    seconds = loop.time() - started
+    if finished.status == 0:
+        return RepositoryCheck(True, f"{what} of {where} found no errors", seconds)
+    said = check_lines(finished.stderr, secrets) or f"exit status {finished.status}"
+    if damage(finished):
+        return RepositoryCheck(False, f"{what} found {where} damaged: {said}", seconds, True)
+    hint = advice(said)
+    return RepositoryCheck(
+        False, f"{what} could not check {where}: {said}" + (f" ({hint})" if hint else ""), seconds
+    )

@@ -25,12 +25,13 @@ from typing import Any
 
 from service.core.jobspec import ResticSource
 from service.scanner.sources import process
-from service.scanner.sources.base import KnownSizes, Listing, SourceError
+from service.scanner.sources.base import KnownSizes, Listing, SourceError, nothing_known
 from service.scanner.sources.secrets import environment, expand, read_secret_file
 
 STATS_CONCURRENCY = 3
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # RFC 3339 as restic writes it: nanoseconds, an offset or Z.
+_SUBSET = re.compile(r"\d+(\.\d+)?%|\d+/\d+")  # restic check --read-data-subset
 _TIME = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
 
 
@@ -114,6 +115,29 @@ def advice(message: str) -> str | None:
     if "password" in lowered:
         return "check password or password_file"
     return None
+
+
+async def check_repository(
+    source: ResticSource,
+    *,
+    read_data_subset: str | None = None,
+    timeout: float,  # noqa: ASYNC109 (out of time: a result, not an error)
+) -> process.RepositoryCheck:
+    """`restic check` of the source's repository (with `--read-data-subset=N%` or `n/t` when
+    given: reads and verifies that share of the pack files). Not ok with restic's own error
+    lines when it finds damage (`damaged`), cannot open the repository or takes longer than
+    `timeout`. restic 0.14's check holds the repository's exclusive lock while it runs (a
+    backup starting meanwhile fails on the lock): later versions take a shared one."""
+    if read_data_subset is not None and not _SUBSET.fullmatch(read_data_subset):
+        raise ValueError(
+            f"read_data_subset is a percentage (5%) or a part (1/7), not {read_data_subset!r}"
+        )
+    subset = [f"--read-data-subset={read_data_subset}"] if read_data_subset else []
+    listing = ResticListing(source, nothing_known)
+    return await process.check_repository(
+        ["restic", "check", *subset], listing._environment, where=listing.label, advice=advice,
+        damage=lambda finished: "repository contains errors" in finished.stderr, timeout=timeout,
+    )  # fmt: skip
 
 
 class ResticListing:

@@ -1,0 +1,414 @@
+"""Verification in the service (issue 14): real files, real archives, real databases, the real
+verifier in worker threads; on PostgreSQL and SQLite.
+
+A good dump is verified ok; a truncated gzip makes the job critical (`corrupt`); a sidecar that
+does not match makes it critical (`checksum_mismatch`); a file rewritten while it is read is not
+called corrupt and is verified again; two verifiers on one PostgreSQL verify each artifact once;
+a verifier stopped in the middle loses nothing (the next one verifies the artifact).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gzip
+import hashlib
+import os
+import random
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from service.core.scan_options import ScanOptions
+from service.db.engine import create_engine, create_sessionmaker
+from service.db.models import Artifact, ArtifactVerification, RepositoryCheck, ScanRun
+from service.runtime.keys import verifier_key
+from service.runtime.verifier import Verifier, VerifyOptions
+from service.scanner.scanner import run_scanner
+
+from tests.support import add_job, get_job
+
+HOUR = timedelta(hours=1)
+FAST = VerifyOptions(bytes_per_second=10**9, poll_seconds=0.05, retry_seconds=0.1)
+
+
+async def until(condition: Callable[[], Awaitable[bool]], within: float, what: str) -> None:
+    """Wait for `condition` (polled), failing after `within` seconds."""
+    started = time.monotonic()
+    while not await condition():
+        if time.monotonic() - started > within:
+            pytest.fail(f"{what}: not within {within:g} s")
+        await asyncio.sleep(0.05)
+
+
+def dump(path: Path, size: int, *, seed: int = 1, age: timedelta = HOUR) -> bytes:
+    """A gzip dump of `size` bytes of (incompressible) data, written `age` ago."""
+    data = gzip.compress(random.Random(seed).randbytes(size), compresslevel=1)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    when = (datetime.now(UTC) - age).timestamp()
+    os.utime(path, (when, when))
+    return data
+
+
+def sidecar(path: Path, data: bytes) -> None:
+    path.with_name(path.name + ".sha256").write_text(
+        f"{hashlib.sha256(data).hexdigest()}  {path.name}\n"
+    )
+
+
+async def declare(sessionmaker, directory: Path, name: str = "db", **verify: Any) -> int:
+    return await add_job(
+        sessionmaker, datetime.now(UTC) - timedelta(days=2), name=name,
+        source={"type": "local", "path": str(directory), "pattern": "*.gz"},
+        verify=verify or {"archive": True, "checksum": "sidecar"},
+    )  # fmt: skip
+
+
+async def scan(sessionmaker, *names: str) -> None:
+    async with sessionmaker() as session:
+        await run_scanner(session, ScanOptions(), trigger="manual", names=list(names) or None)
+
+
+async def rows(sessionmaker, job_id: int) -> dict[str, ArtifactVerification]:
+    async with sessionmaker() as session:
+        found = await session.execute(
+            select(Artifact.path, ArtifactVerification)
+            .join(ArtifactVerification, ArtifactVerification.artifact_id == Artifact.id)
+            .where(Artifact.job_id == job_id, Artifact.gone_since.is_(None))
+        )
+        return {path: row for path, row in found.all()}
+
+
+def all_verified(sessionmaker, job_id: int, count: int) -> Callable[[], Awaitable[bool]]:
+    async def check() -> bool:
+        found = await rows(sessionmaker, job_id)
+        return len(found) == count and all(r.verified_at is not None for r in found.values())
+
+    return check
+
+
+async def verify_all(sessionmaker, job_id: int, count: int = 1) -> dict[str, ArtifactVerification]:
+    verifier = Verifier(sessionmaker, FAST)
+    await verifier.start()
+    try:
+        await until(all_verified(sessionmaker, job_id, count), 30, "verified")
+    finally:
+        await verifier.stop(5)
+    return await rows(sessionmaker, job_id)
+
+
+async def test_a_good_dump_is_verified_ok_and_shown(
+    sessionmaker, tmp_path, aiohttp_client, make_app
+):
+    data = dump(tmp_path / "db" / "db-1.sql.gz", 200_000)
+    sidecar(tmp_path / "db" / "db-1.sql.gz", data)
+    job_id = await declare(sessionmaker, tmp_path / "db")
+    await scan(sessionmaker)
+    found = await verify_all(sessionmaker, job_id)
+    row = found["db-1.sql.gz"]
+    assert row.outcome == "ok", row.detail
+    assert row.sidecar == "db-1.sql.gz.sha256"
+    assert row.bytes_read == len(data)
+    assert row.digest == hashlib.sha256(data).hexdigest()
+    job = await get_job(sessionmaker, "db")
+    assert job.status == "ok", job.reasons
+
+    client = await aiohttp_client(make_app())
+    answer = await (await client.get("/api/v1/jobs/db/artifacts")).json()
+    (item,) = answer["items"]
+    assert item["verification"]["state"] == "ok"
+    assert item["verification"]["bytes_read"] == len(data)
+    assert item["verification"]["verifying"] is False
+    page = await (await client.get("/jobs/db")).text()
+    assert "✓ ok" in page
+    metrics = await (await client.get("/metrics")).text()
+    assert 'backup_verification_last_timestamp_seconds{job="db",tags=""}' in metrics
+    assert 'backup_verification_artifacts{outcome="ok"} 1.0' in metrics
+
+
+async def test_a_truncated_gzip_is_corrupt(sessionmaker, tmp_path, aiohttp_client, make_app):
+    path = tmp_path / "db" / "db-2.sql.gz"
+    data = dump(path, 300_000)
+    cut = data[: len(data) // 2]
+    path.write_bytes(cut)
+    when = (datetime.now(UTC) - HOUR).timestamp()
+    os.utime(path, (when, when))
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    found = await verify_all(sessionmaker, job_id)
+    assert found["db-2.sql.gz"].outcome == "corrupt"
+    # The verifier had the job judged again at once.
+    job = await get_job(sessionmaker, "db")
+    assert job.status == "critical"
+    (reason,) = job.reasons
+    assert reason["code"] == "corrupt"
+    assert reason["message"].startswith("newest backup db-2.sql.gz is corrupt: ")
+    assert found["db-2.sql.gz"].detail in reason["message"]
+
+    client = await aiohttp_client(make_app())
+    page = await (await client.get("/jobs/db")).text()
+    assert "✗ corrupt" in page
+
+
+async def test_a_sidecar_mismatch_is_checksum_mismatch(sessionmaker, tmp_path):
+    path = tmp_path / "db" / "db-3.sql.gz"
+    dump(path, 100_000)
+    sidecar(path, b"other bytes")
+    job_id = await declare(sessionmaker, tmp_path / "db", checksum="sidecar")
+    await scan(sessionmaker)
+    found = await verify_all(sessionmaker, job_id)
+    assert found["db-3.sql.gz"].outcome == "checksum_mismatch"
+    job = await get_job(sessionmaker, "db")
+    assert job.status == "critical"
+    assert [r["code"] for r in job.reasons] == ["checksum_mismatch"]
+    assert hashlib.sha256(b"other bytes").hexdigest() in job.reasons[0]["message"]
+    assert "db-3.sql.gz.sha256" in job.reasons[0]["message"]
+
+
+async def test_a_missing_sidecar_is_reported_not_a_mismatch(sessionmaker, tmp_path):
+    dump(tmp_path / "db" / "db-4.sql.gz", 50_000)
+    job_id = await declare(sessionmaker, tmp_path / "db")
+    await scan(sessionmaker)
+    found = await verify_all(sessionmaker, job_id)
+    assert found["db-4.sql.gz"].outcome == "ok"
+    job = await get_job(sessionmaker, "db")
+    assert job.status == "warning"
+    assert [r["code"] for r in job.reasons] == ["checksum_missing"]
+
+
+async def test_a_file_rewritten_while_read_is_not_corrupt_and_verified_again(
+    sessionmaker, tmp_path
+):
+    path = tmp_path / "db" / "db-5.sql.gz"
+    dump(path, 3_000_000)
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    # 1 MB/s: the first read takes about 3 s; the file is rewritten during it.
+    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05, retry_seconds=0.1)
+    verifier = Verifier(sessionmaker, slow)
+    await verifier.start()
+    try:
+
+        async def leased() -> bool:
+            row = (await rows(sessionmaker, job_id)).get("db-5.sql.gz")
+            return row is not None and row.lease_until is not None
+
+        await until(leased, 10, "the verifier took the file")
+        await asyncio.sleep(0.3)  # well into the read (the budget lets 1 MB a second through)
+        new = dump(path, 100_000, seed=2, age=timedelta(minutes=30))  # in place, new content
+
+        async def retried() -> bool:
+            return verifier.stats.changed >= 1
+
+        await until(retried, 15, "the change was seen")
+        row = (await rows(sessionmaker, job_id))["db-5.sql.gz"]
+        assert row.outcome is None and row.verified_at is None  # nothing recorded
+        assert (await get_job(sessionmaker, "db")).status == "ok"
+        # The next listing records the new version; it is verified then.
+        await scan(sessionmaker)
+        await until(all_verified(sessionmaker, job_id, 1), 15, "verified again")
+    finally:
+        await verifier.stop(5)
+    row = (await rows(sessionmaker, job_id))["db-5.sql.gz"]
+    assert row.outcome == "ok", row.detail
+    assert row.size == len(new) and row.bytes_read == len(new)
+    assert (await get_job(sessionmaker, "db")).status == "ok"
+
+
+async def test_stopped_mid_verification_loses_nothing(sessionmaker, tmp_path):
+    dump(tmp_path / "db" / "db-6.sql.gz", 4_000_000)
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    slow = VerifyOptions(bytes_per_second=500_000, poll_seconds=0.05)
+    first = Verifier(sessionmaker, slow)
+    await first.start()
+
+    async def leased() -> bool:
+        row = (await rows(sessionmaker, job_id)).get("db-6.sql.gz")
+        return row is not None and row.lease_until is not None
+
+    await until(leased, 10, "the verifier took the file")
+    started = time.monotonic()
+    await first.stop(5)
+    assert time.monotonic() - started < 3  # the reader stopped at its next read
+    row = (await rows(sessionmaker, job_id))["db-6.sql.gz"]
+    assert row.verified_at is None and row.lease_until is None  # given back, nothing recorded
+    # The next start verifies it.
+    found = await verify_all(sessionmaker, job_id)
+    assert found["db-6.sql.gz"].outcome == "ok"
+
+
+async def test_newest_first_and_only_the_newest_results_judge_the_job(sessionmaker, tmp_path):
+    for day in range(5):
+        dump(tmp_path / "db" / f"db-{day}.sql.gz", 20_000, seed=day, age=HOUR * (10 - day))
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    found = await verify_all(sessionmaker, job_id, 5)
+    order = sorted(found, key=lambda path: found[path].verified_at)
+    assert order == [f"db-{day}.sql.gz" for day in (4, 3, 2, 1, 0)]
+    # The results of the 3 newest may change the verdict: the job was judged after each; the
+    # 2 oldest change nothing, and judged nothing.
+    async with sessionmaker() as session:
+        judged = await session.scalar(
+            select(func.count()).select_from(ScanRun).where(ScanRun.trigger == "verify")
+        )
+    assert judged == 3
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_two_verifiers_verify_each_artifact_once(database_url, tmp_path):
+    engines = [create_engine(database_url) for _ in range(2)]
+    makers: list[async_sessionmaker[AsyncSession]] = [create_sessionmaker(e) for e in engines]
+    try:
+        ids = []
+        for number in range(4):
+            directory = tmp_path / f"j{number}"
+            for day in range(3):
+                dump(directory / f"d{day}.gz", 30_000, seed=number * 10 + day,
+                     age=HOUR * (5 - day))  # fmt: skip
+            ids.append(await declare(makers[0], directory, name=f"j{number}", archive=True))
+        await scan(makers[0])
+        options = VerifyOptions(bytes_per_second=10**9, poll_seconds=0.01, workers=4)
+        verifiers = [Verifier(maker, options) for maker in makers]
+        most_at_once = 0  # the most artifacts of one job leased at one moment
+
+        async def sample() -> None:
+            nonlocal most_at_once
+            v = ArtifactVerification
+            while True:
+                async with makers[0]() as session:
+                    counts = await session.scalars(
+                        select(func.count()).where(v.lease_until.is_not(None)).group_by(v.job_id)
+                    )
+                    most_at_once = max([most_at_once, *counts])
+                await asyncio.sleep(0.005)
+
+        sampler = asyncio.create_task(sample())
+        for verifier in verifiers:
+            await verifier.start()
+        try:
+            for job_id in ids:
+                await until(all_verified(makers[0], job_id, 3), 30, "all verified")
+        finally:
+            for verifier in verifiers:
+                await verifier.stop(5)
+            sampler.cancel()
+            await asyncio.gather(sampler, return_exceptions=True)
+        # Each artifact verified once, by one or the other; one artifact per job at a time.
+        assert sum(v.stats.verified for v in verifiers) == 12
+        assert most_at_once == 1
+    finally:
+        for engine in engines:
+            await engine.dispose()
+
+
+async def test_a_restic_repository_is_checked_and_damage_is_critical(
+    sessionmaker, restic_repo, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("VERIFY_TEST_SECRET", "correct horse battery")
+    repo = restic_repo(password="correct horse battery")
+    repo.backup({"db.dump": 1_000_000}, datetime.now(UTC) - HOUR)
+    job_id = await add_job(
+        sessionmaker, datetime.now(UTC) - timedelta(days=2), name="offsite",
+        source={"type": "restic", "repository": str(repo.path),
+                "password": "${VERIFY_TEST_SECRET}"},
+        verify={"repository": {"every": "1s", "read_data_subset": "100%"}},
+    )  # fmt: skip
+    await scan(sessionmaker)
+
+    async def checked(ok: bool) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            async with sessionmaker() as session:
+                row = await session.get(RepositoryCheck, job_id)
+                return row is not None and row.ok is ok
+
+        return check
+
+    verifier = Verifier(sessionmaker, FAST)
+    await verifier.start()
+    try:
+        await until(await checked(True), 60, "checked ok")
+        assert (await get_job(sessionmaker, "offsite")).status == "ok"
+        # A bit flipped in the largest pack: reading all the data (100 %) finds it.
+        pack = max((p for p in (repo.path / "data").rglob("*") if p.is_file()),
+                   key=lambda p: p.stat().st_size)  # fmt: skip
+        data = bytearray(pack.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        pack.chmod(0o600)
+        pack.write_bytes(bytes(data))
+        await until(await checked(False), 60, "checked damaged")
+
+        async def judged() -> bool:
+            return (await get_job(sessionmaker, "offsite")).status == "critical"
+
+        await until(judged, 30, "judged critical")
+    finally:
+        await verifier.stop(5)
+    job = await get_job(sessionmaker, "offsite")
+    assert [r["code"] for r in job.reasons] == ["repository_check_failed"]
+    assert "Pack ID does not match" in job.reasons[0]["message"]
+    assert f"restic repository {repo.path}" in job.reasons[0]["message"]
+
+
+async def test_the_app_runs_the_verifier_where_the_scheduler_runs(
+    sessionmaker, tmp_path, aiohttp_client, make_app
+):
+    path = tmp_path / "db" / "db-7.sql.gz"
+    data = dump(path, 100_000)
+    path.write_bytes(data[:-8])  # the gzip trailer (CRC and length) cut off
+    when = (datetime.now(UTC) - HOUR).timestamp()
+    os.utime(path, (when, when))
+    await declare(sessionmaker, tmp_path / "db", archive=True)
+    app = make_app(scheduler=True, verify_poll_seconds=0.05)
+    await aiohttp_client(app)
+    assert verifier_key in app
+    plain = make_app()
+    await aiohttp_client(plain)
+    assert verifier_key not in plain  # without the scheduler: no verifier
+
+    async def critical() -> bool:
+        return (await get_job(sessionmaker, "db")).status == "critical"
+
+    await until(critical, 30, "the app's verifier found it corrupt")
+    assert [r["code"] for r in (await get_job(sessionmaker, "db")).reasons] == ["corrupt"]
+
+
+async def test_a_file_replaced_with_an_old_time_waits_for_its_retry(sessionmaker, tmp_path):
+    """Replaced (rsync -t, cp -p) after it was verified, before a listing saw the new version:
+    not read again and again, but once VERIFY_RETRY_SECONDS later."""
+    path = tmp_path / "db" / "db-8.sql.gz"
+    dump(path, 50_000)
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    options = VerifyOptions(bytes_per_second=10**9, poll_seconds=0.02, retry_seconds=60)
+    verifier = Verifier(sessionmaker, options)
+    await verifier.start()
+    try:
+        await until(all_verified(sessionmaker, job_id, 1), 30, "verified")
+        # The verified version's size and time, changed behind the listing's back (the
+        # listing is made to say so too: the verifier sees a version that differs on disk).
+        dump(path, 60_000, seed=9, age=2 * HOUR)
+        async with sessionmaker() as session:
+            artifact = await session.scalar(select(Artifact).where(Artifact.job_id == job_id))
+            assert artifact is not None
+            artifact.size += 1  # neither the verified version nor the file on disk
+            await session.commit()
+
+        async def changed() -> bool:
+            return verifier.stats.changed >= 1
+
+        await until(changed, 10, "the difference was seen")
+        seen = verifier.stats.changed
+        await asyncio.sleep(1)  # 50 polls
+        assert verifier.stats.changed == seen  # waiting for its retry, not read in a loop
+    finally:
+        await verifier.stop(5)
+    row = (await rows(sessionmaker, job_id))["db-8.sql.gz"]
+    assert row.retry_at is not None and row.lease_until is None
