@@ -128,7 +128,7 @@ async def test_a_good_dump_is_verified_ok_and_shown(
     page = await (await client.get("/jobs/db")).text()
     assert "✓ ok" in page
     metrics = await (await client.get("/metrics")).text()
-    assert 'backup_verification_last_timestamp_seconds{job="db",tags=""}' in metrics
+    assert 'backup_verification_last_timestamp_seconds{backup_job="db"}' in metrics
     assert 'backup_verification_artifacts{outcome="ok"} 1.0' in metrics
 
 
