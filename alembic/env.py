@@ -6,7 +6,7 @@ import logging.config
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from service.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from service.db import models  # registers the tables on Base.metadata
 from service.db.engine import Base, create_engine, migrations_lock
 
 config = context.config
@@ -31,6 +31,7 @@ def run_migrations_offline() -> None:
         target_metadata=target_metadata,
         literal_binds=True,
         render_as_batch=True,
+        include_object=models.include_object,
     )
     with context.begin_transaction():
         context.run_migrations()
@@ -41,7 +42,10 @@ def do_run_migrations(connection: Connection) -> None:
     with migrations_lock(connection):
         # Batch mode lets ALTER-style migrations run on SQLite too.
         context.configure(
-            connection=connection, target_metadata=target_metadata, render_as_batch=True
+            connection=connection,
+            target_metadata=target_metadata,
+            render_as_batch=True,
+            include_object=models.include_object,
         )
         with context.begin_transaction():
             context.run_migrations()
