@@ -47,8 +47,9 @@ def include_object(
 
 class Job(Base):
     __tablename__ = "jobs"
-    # The job list by status (`?status=`, the dashboard's pages of one status), by name.
-    __table_args__ = (Index("ix_jobs_status_name", "status", "name"),)
+    # The job list by status then name (`?status=`), and the dashboard's worst-first order of
+    # every job sorted from this index alone (migration 0015).
+    __table_args__ = (Index("ix_jobs_status_name", "status", "name", "id"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)

@@ -195,7 +195,7 @@ async def job_statuses(session: AsyncSession, where: JobFilter) -> list[tuple[st
 TRIGRAM = 3  # pg_trgm finds a text of at least this many characters by its index
 
 
-def by_name(postgresql: bool, where: JobFilter) -> ColumnElement[Any]:
+def by_name(postgresql: bool, where: JobFilter) -> ColumnElement[str]:
     """The order by name. A text search on PostgreSQL sorts its matches (found by the trigram
     indexes, migration 0015) instead of walking the name index until `limit` of them came by:
     matches often share a prefix ("mysql-..."), so that walk read thousands of rows before the
@@ -203,7 +203,7 @@ def by_name(postgresql: bool, where: JobFilter) -> ColumnElement[Any]:
     same collation) but no index gives it in order."""
     if postgresql and where.q and len(where.q) >= TRIGRAM:
         return Job.name + ""
-    return Job.name
+    return Job.name.expression
 
 
 async def list_jobs(
