@@ -6,7 +6,7 @@ import logging.config
 from sqlalchemy.engine import Connection
 
 from alembic import context
-from service.db import models  # noqa: F401  (registers the tables on Base.metadata)
+from service.db import models  # registers the tables on Base.metadata
 from service.db.engine import Base, create_engine, migrations_lock
 
 config = context.config
@@ -43,6 +43,7 @@ def run_migrations_offline() -> None:
         literal_binds=True,
         render_as_batch=True,
         transaction_per_migration=True,
+        include_object=models.include_object,
     )
     if context.get_context().dialect.name == "postgresql":
         for statement in TIMEOUTS:
@@ -67,6 +68,7 @@ def do_run_migrations(connection: Connection) -> None:
             target_metadata=target_metadata,
             render_as_batch=True,
             transaction_per_migration=postgresql,
+            include_object=models.include_object,
         )
         with context.begin_transaction():
             context.run_migrations()

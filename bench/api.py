@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import sys
 import tempfile
@@ -57,6 +58,9 @@ from sqlalchemy.engine import make_url
 
 from service.core.jobspec import parse_job
 from service.db.models import Job
+from service.http.web.paging import JOBS_PER_PAGE
+from service.http.web.queries import STATUS_ORDER
+from service.http.web.views import TOKEN_COOKIE
 from service.store.jobs import new_job
 from service.store.tokens import hash_token, new_token
 
@@ -80,11 +84,13 @@ from probes import BackendCpu, machine_cpu, process_cpu_seconds
 
 DEFAULT_DATABASE_URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_api"
 TARGET_P99_MS = 50.0
+DASHBOARD_P99_MS = 300.0  # the issue's, for `/` at 2 000 jobs
 
 KINDS = ("pg", "mysql", "files", "mail", "vm", "ldap", "git", "s3sync")
 # How a fleet of backups looks on a normal day: mostly ok, a few in every other state.
 STATUS_WEIGHTS = {"ok": 70, "warning": 8, "critical": 7, "unknown": 5, "pending": 5, "paused": 5}
 QUERY_TEXT = "mysql"
+LAST_PAGE = 100  # the dashboard's last page at 10 000 jobs (past the end: the last page)
 RULES: tuple[dict[str, Any], ...] = (
     {"min_size": "1MiB", "max_size_drop": "50%"},
     {"min_count": 7},
@@ -295,6 +301,8 @@ class Target:
     server: str  # "bare" or "service"
     issue: bool = False  # one of the issue's targets
     check: Callable[[Any, Fleet], list[str]] | None = None
+    html: bool = False  # the body is a page (checked as text), not JSON
+    p99_ms: float = TARGET_P99_MS
 
 
 def _check_page(keep: Callable[[Job], bool]) -> Callable[[Any, Fleet], list[str]]:
@@ -325,6 +333,28 @@ def _check_status(body: Any, fleet: Fleet) -> list[str]:
     return problems
 
 
+def _check_dashboard(page: int) -> Callable[[Any, Fleet], list[str]]:
+    """The check of the dashboard's page `page` (the last one when there are fewer): its
+    rows, worst first then by name, and the summary counts of every job."""
+
+    def check(body: Any, fleet: Fleet) -> list[str]:
+        problems = []
+        ordered = sorted(fleet.jobs, key=lambda job: (STATUS_ORDER[job.status], job.name))
+        shown_page = min(page, max(1, -(-len(ordered) // JOBS_PER_PAGE)))
+        start = (shown_page - 1) * JOBS_PER_PAGE
+        names = [job.name for job in ordered[start : start + JOBS_PER_PAGE]]
+        got = re.findall(r'<tr data-job="([^"]+)"', body)
+        if got != names:
+            problems.append(f"{len(got)} rows {got[:2]}..., expected {names[:2]}...")
+        counts = dict(re.findall(r'data-status="(\w+)"><strong>(\d+)</strong>', body))
+        expected = {status: str(fleet.statuses.get(status, 0)) for status in STATUS_WEIGHTS}
+        if {status: counts.get(status) for status in expected} != expected:
+            problems.append(f"counts {counts}, expected {expected}")
+        return problems
+
+    return check
+
+
 TARGETS = (
     Target("bare", "/constant", "bare",
            check=lambda body, _fleet: [] if body.get("status") == "ok" else [f"body {body}"]),
@@ -337,6 +367,10 @@ TARGETS = (
            check=_check_page(lambda job: job.status == "critical")),
     Target("q", f"/api/v1/jobs?limit=100&q={QUERY_TEXT}", "service",
            check=_check_page(lambda job: Fleet.matches(job, QUERY_TEXT))),
+    Target("dashboard", "/", "service", check=_check_dashboard(1), html=True,
+           p99_ms=DASHBOARD_P99_MS),
+    Target("dashboard-last", f"/?page={LAST_PAGE}", "service", check=_check_dashboard(LAST_PAGE),
+           html=True, p99_ms=DASHBOARD_P99_MS),
 )  # fmt: skip
 TARGET_KEYS = tuple(target.key for target in TARGETS)
 
@@ -450,18 +484,19 @@ def summarize(target: Target, measure: Measure, body_bytes: int) -> dict[str, An
         "other_cpu_percent": percent(
             measure.machine_cpu - measure.server_cpu - measure.postgres_cpu - measure.client_cpu
         ),
-        "p99_target_ms": TARGET_P99_MS,
-        "pass": bool(ordered) and p99 < TARGET_P99_MS and not measure.errors,
+        "p99_target_ms": target.p99_ms,
+        "pass": bool(ordered) and p99 < target.p99_ms and not measure.errors,
     }
 
 
-async def probe(session: aiohttp.ClientSession, url: str) -> tuple[Any, int]:
-    """One request outside the measurement: the body (parsed) and its size."""
+async def probe(session: aiohttp.ClientSession, url: str, html: bool) -> tuple[Any, int]:
+    """One request outside the measurement: the body (parsed, or text for a page) and its
+    size."""
     async with session.get(url) as response:
         raw = await response.read()
         if response.status != 200:
             raise BenchError(f"GET {url}: HTTP {response.status}: {raw[:300]!r}")
-    return json.loads(raw), len(raw)
+    return raw.decode() if html else json.loads(raw), len(raw)
 
 
 # --------------------------------------------------------------------------------------------
@@ -480,7 +515,8 @@ async def run(args: argparse.Namespace, log_dir: Path, say: Callable[[str], None
         service = start_service(url, bootstrap, log_dir, profile)
         servers.append(service)
         token = await create_db_token(url) if args.auth == "db" else bootstrap
-        headers = {"Authorization": f"Bearer {token}"}
+        # The API reads the bearer token, the dashboard its login cookie.
+        headers = {"Authorization": f"Bearer {token}", "Cookie": f"{TOKEN_COOKIE}={token}"}
         async with aiohttp.ClientSession(headers=headers) as session:
             await wait_until(bare, session, "/constant", lambda _body: True, "an answer")
             say("waiting for the service and its startup scan (on the empty database) ...")
@@ -518,7 +554,7 @@ async def run(args: argparse.Namespace, log_dir: Path, say: Callable[[str], None
         ) as session:
             for target in targets:
                 target_url = bases[target.server] + target.path
-                body, size = await probe(session, target_url)
+                body, size = await probe(session, target_url, target.html)
                 problems = target.check(body, fleet) if target.check else []
                 if problems:
                     raise BenchError(f"GET {target.path}: wrong answer: {'; '.join(problems)}")
@@ -537,9 +573,11 @@ async def run(args: argparse.Namespace, log_dir: Path, say: Callable[[str], None
     bad_exits = {name: code for name, code in codes.items() if code not in (0, None)}
     if bad_exits:
         say(f"warning: server exit codes {bad_exits}; logs in {log_dir}")
-    bare_rps = results[0]["requests_per_second"]
+    bare_rps, bare_p99 = results[0]["requests_per_second"], results[0]["p99_ms"]
     for result in results:
         result["vs_bare"] = round(result["requests_per_second"] / bare_rps, 4)
+        # On a loaded machine the bare handler's own p99 says how much is the machine's.
+        result["p99_vs_bare"] = round(result["p99_ms"] / bare_p99, 2) if bare_p99 else None
     return {
         "database": make_url(url).render_as_string(hide_password=True),
         "python": sys.version.split()[0],
@@ -633,7 +671,8 @@ def print_report(result: dict[str, Any]) -> None:
             continue
         mark = " (issue target)" if r["issue_target"] else ""
         lines.append(
-            f"{r['path']:42} p99 {r['p99_ms']:8.2f} ms (target < {r['p99_target_ms']:g} ms)"
+            f"{r['path']:42} p99 {r['p99_ms']:8.2f} ms, {r['p99_vs_bare']}x the bare"
+            f" handler's (target < {r['p99_target_ms']:g} ms)"
             f"  {verdict(r['pass'])}{mark}"
         )
     errors = {r["path"]: r["errors"] for r in result["results"] if r["errors"]}

@@ -202,16 +202,35 @@ async def job_statuses(session: AsyncSession, where: JobFilter) -> list[tuple[st
     return [(name, status, list(tags or ())) for name, status, tags in rows]
 
 
+TRIGRAM = 3  # pg_trgm finds a text of at least this many characters by its index
+
+
+def by_name(postgresql: bool, where: JobFilter) -> ColumnElement[str]:
+    """The order by name. A text search on PostgreSQL sorts its matches (found by the trigram
+    indexes, migration 0015) instead of walking the name index until `limit` of them came by:
+    matches often share a prefix ("mysql-..."), so that walk read thousands of rows before the
+    first one (27 ms against 8 at 10 000 jobs). `name || ''` sorts as `name` does (same text,
+    same collation) but no index gives it in order."""
+    if postgresql and where.q and len(where.q) >= TRIGRAM:
+        return Job.name + ""
+    return Job.name.expression
+
+
 async def list_jobs(
     session: AsyncSession, where: JobFilter, *, limit: int, offset: int
 ) -> tuple[list[Job], int]:
     """A page of jobs (by name) matching `where`, and how many match in all."""
     postgresql = is_postgresql(session)
-    total = await session.scalar(filtered(select(func.count()).select_from(Job), postgresql, where))
-    jobs = await session.scalars(
-        filtered(select(Job), postgresql, where).order_by(Job.name).limit(limit).offset(offset)
-    )
-    return list(jobs), total or 0
+    count = filtered(select(func.count()).select_from(Job), postgresql, where)
+    # One statement, one round trip: the count is computed once (an uncorrelated subquery)
+    # and rides on each row of the page; only a page past the end needs it asked apart.
+    page = filtered(select(Job, count.scalar_subquery()), postgresql, where)
+    rows = (
+        await session.execute(page.order_by(by_name(postgresql, where)).limit(limit).offset(offset))
+    ).all()
+    if rows:
+        return [job for job, _ in rows], rows[0][1]
+    return [], (await session.scalar(count) or 0) if offset else 0
 
 
 async def status_counts(session: AsyncSession) -> dict[str, int]:

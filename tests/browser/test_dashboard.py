@@ -23,12 +23,13 @@ from sqlalchemy import select, update
 
 from service.cli.demo import build_sandbox, prepare
 from service.config.jobsfile import apply_jobs, parse_declarations
+from service.core.jobspec import parse_job
 from service.db.models import Job
 from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
-from service.store.jobs import status_counts
+from service.store.jobs import new_job, status_counts
 from service.store.tokens import create_token
 
 CHROMIUM = Path("/usr/bin/chromium")
@@ -572,3 +573,38 @@ async def test_retention_calendar_strip(site, page):
         ARTIFACTS.mkdir(exist_ok=True)
         await strip.screenshot(path=str(ARTIFACTS / f"retention-strip-{suffix}.png"))
         await shot(page, f"retention-job-{suffix}")
+
+
+async def test_the_list_in_pages_keeps_its_filters_at_both_widths(site, page):
+    """250 more jobs: the list comes in pages of 100, its page links keep the filter and fit
+    on a phone, and the counts stay those of every job."""
+    now = datetime.now(UTC)
+    async with site["sessionmaker"]() as session:
+        for index in range(250):
+            declared = {
+                "name": f"fleet-{index:03d}",
+                "tags": ["fleet"],
+                "schedule": {"every": "1d"},
+            }
+            session.add(new_job(parse_job(declared), now))
+        await session.commit()
+        counts = await status_counts(session)
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/?tag=fleet&page=2")
+        await expect(page.locator("#jobs tbody tr")).to_have_count(100)
+        await expect(page.locator("#shown")).to_contain_text("Jobs 101–200 of 250 matching")
+        current = page.locator('#pages-top a[aria-current="page"]')
+        await expect(current).to_have_text("2")
+        await expect(page.locator('.counts a[data-status="all"] strong')).to_have_text(
+            str(sum(counts.values()))
+        )
+        scroll = await page.evaluate("document.documentElement.scrollWidth")
+        assert scroll <= width, f"the paged list scrolls sideways at {width} px ({scroll} px)"
+        await shot(page, f"pages-{suffix}")
+        await page.locator("#pages-bottom a[rel=next]").click()
+        await expect(page).to_have_url(base + "/?tag=fleet&page=3")
+        await expect(page.locator("#jobs tbody tr")).to_have_count(50)
+        await expect(page.locator("#pages-top a[rel=next]")).to_have_count(0)

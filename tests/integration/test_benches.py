@@ -102,7 +102,16 @@ def test_the_api_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
     assert result["artifacts"] == 60
     assert result["scans_during_run"] == 0
     measured = {r["target"]: r for r in result["results"]}
-    assert set(measured) == {"bare", "live", "jobs", "status", "critical", "q"}
+    assert set(measured) == {
+        "bare",
+        "live",
+        "jobs",
+        "status",
+        "critical",
+        "q",
+        "dashboard",
+        "dashboard-last",
+    }
     assert all(r["requests"] > 0 and not r["errors"] for r in measured.values()), measured
 
 

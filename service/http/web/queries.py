@@ -7,7 +7,8 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import Row, case, func, select, text
+from sqlalchemy import Row, case, func, select, text, true, type_coerce
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.db.engine import is_postgresql
@@ -27,17 +28,43 @@ ROW_COLUMNS = (
 )  # fmt: skip
 
 
-async def jobs_worst_first(session: AsyncSession, where: JobFilter) -> list[Row[Any]]:
+async def jobs_worst_first(
+    session: AsyncSession, where: JobFilter, *, limit: int, offset: int
+) -> tuple[list[Row[Any]], int]:
+    """A page of the jobs matching `where`, worst first then by name (a stable order: names
+    are unique), and how many match in all."""
+    postgresql = is_postgresql(session)
     rank = case(STATUS_ORDER, value=Job.status, else_=len(STATUS_ORDER))
-    query = filtered(select(*ROW_COLUMNS), is_postgresql(session), where)
-    return list(await session.execute(query.order_by(rank, Job.name)))
+    # The order is found on narrow rows (status, name, id: ix_jobs_status_name alone when
+    # nothing filters), and only the page's wide rows are read: sorting every wide row to
+    # reach the last page of 10 000 took 57 ms and spilled to disk, this 15.
+    page = (
+        filtered(select(Job.id, rank.label("rank")), postgresql, where)
+        .order_by(rank, Job.name)
+        .limit(limit)
+        .offset(offset)
+        .subquery()
+    )
+    count = filtered(select(func.count()).select_from(Job), postgresql, where)
+    query = (
+        select(*ROW_COLUMNS, count.scalar_subquery().label("total"))
+        .join(page, page.c.id == Job.id)
+        .order_by(page.c.rank, Job.name)
+    )
+    rows = list(await session.execute(query))
+    if rows:
+        return rows, rows[0].total
+    return [], (await session.scalar(count) or 0) if offset else 0
 
 
 async def all_tags(session: AsyncSession) -> list[str]:
-    tags: set[str] = set()
-    for row in await session.scalars(select(Job.tags)):
-        tags.update(row or ())
-    return sorted(tags)
+    """Every tag of every job, sorted (one row a distinct tag)."""
+    if is_postgresql(session):
+        each = func.jsonb_array_elements_text(type_coerce(Job.tags, JSONB)).table_valued("value")
+    else:
+        each = func.json_each(Job.tags).table_valued("value")
+    query = select(each.c.value).select_from(Job).join(each, true()).distinct()
+    return sorted(str(tag) for tag in await session.scalars(query))
 
 
 async def recent_sizes(

@@ -24,6 +24,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast, get_args
@@ -60,6 +61,7 @@ from service.http.web.charts import (
     sparkline,
 )
 from service.http.web.icons import IconStatus, favicon_ico, status_svg, worst_status
+from service.http.web.paging import JOBS_PER_PAGE, pager, requested_page
 from service.http.web.queries import (
     all_tags,
     chart_artifacts,
@@ -368,15 +370,24 @@ def held_words(job: Job, now: datetime) -> str | None:
 
 @routes.get("/")
 @_page(
-    "Dashboard: every job, worst first", description="Filters: `status`, `tag`, `q`.",
+    "Dashboard: every job, worst first, 100 a page",
+    description="Filters: `status`, `tag`, `q`; `page` (1-based; past the end: the last).",
     errors=(303,),
 )  # fmt: skip
 async def index(request: web.Request) -> web.Response:
     access = await require_viewer(request)
     where = page_filter(request)
+    wanted = requested_page(request.query.get("page"))
     now = datetime.now(UTC)
     async with request.app[sessionmaker_key]() as session:
-        jobs = await jobs_worst_first(session, where)
+        jobs, total = await jobs_worst_first(
+            session, where, limit=JOBS_PER_PAGE, offset=(wanted - 1) * JOBS_PER_PAGE
+        )
+        pages = pager(wanted, total, asdict(where))
+        if not jobs and pages.page < wanted:  # past the end: the last page
+            jobs, total = await jobs_worst_first(
+                session, where, limit=JOBS_PER_PAGE, offset=(pages.page - 1) * JOBS_PER_PAGE
+            )
         sizes = await recent_sizes(session, [job.id for job in jobs])
         counts = await count_statuses(session)
         tags = await all_tags(session)
@@ -396,6 +407,7 @@ async def index(request: web.Request) -> web.Response:
         counts=counts,
         icon=worst_status(counts),
         total=sum(counts.values()),
+        pager=pages,
         where=where,
         tags=tags,
         digest=digest,
