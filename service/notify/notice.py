@@ -160,6 +160,14 @@ def digest_summary(digest: Mapping[str, Any]) -> str:
     return ", ".join(words)
 
 
+# A restore point's verification state (service.store.verifications.state_of) in a digest.
+_VERIFICATION_WORDS = {
+    "ok": "ok", "corrupt": "CORRUPT", "checksum_mismatch": "CHECKSUM MISMATCH",
+    "sidecar_error": "checksum file unusable", "too_large": "not read through (limit)",
+    "unreadable": "unreadable", "not_yet": "not yet",
+}  # fmt: skip
+
+
 def digest_lines(job: str, status: str, digest: Mapping[str, Any]) -> list[str]:
     """A digest as plain text: the period, the retention slots, each backup made in it."""
     start, end, zone = digest.get("from", "?"), digest.get("to", "?"), digest.get("timezone", "UTC")
@@ -194,9 +202,13 @@ def digest_lines(job: str, status: str, digest: Mapping[str, Any]) -> list[str]:
         size_text = format_size(size) if isinstance(size, int) else "?"
         kept = point.get("slots") or []
         slots_text = f", kept for {', '.join(kept)}" if kept else ""
+        verified = point.get("verification")
+        verified_text = (
+            f", verification: {_VERIFICATION_WORDS.get(verified, verified)}" if verified else ""
+        )
         lines.append(
             f"- {_when(point.get('mtime', '?'), zone)}  {point.get('path', '?')}  "
-            f"{size_text}{slots_text}"
+            f"{size_text}{slots_text}{verified_text}"
         )
     if digest.get("more"):
         lines.append(f"- and {digest['more']} more (GET /api/v1/jobs/{job}/restore-points)")

@@ -59,6 +59,7 @@ async def digest_of(session: AsyncSession, job: Job, every: int, now: datetime) 
                 "mtime": point.mtime.isoformat(),
                 "first_seen": point.first_seen.isoformat(),
                 "slots": list(point.slots),
+                "verification": point.verification,
             }
             for point in points.items
         ],

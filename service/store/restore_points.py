@@ -2,9 +2,9 @@
 (service.core.retention_slots) each one is kept for. What an auditor asks for, and what the
 job page's calendar strip and the digest show.
 
-Two queries at most: the present artifacts in the range (newest first, bounded), and, when the
-job declares a retention policy, the times of the present artifacts since its oldest slot began
-(the index on (job_id, mtime) serves both).
+Three queries at most: the present artifacts in the range (newest first, bounded), when the
+job declares a retention policy the times of the present artifacts since its oldest slot began
+(the index on (job_id, mtime) serves both), and when it verifies its files their results.
 """
 
 from __future__ import annotations
@@ -20,19 +20,24 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from service.core.jobspec import JobSpec, parse_job
 from service.core.retention_slots import Slot, retention_slots, slots_of, window_start
 from service.db.models import Artifact, Job
+from service.store import verifications
 from service.store.jobs import stored_declaration
+from service.store.verifications import NOT_YET
 
 
 @dataclass(frozen=True, slots=True)
 class RestorePoint:
     """One backup present: where, how big, when written and first seen, the slots it is kept
-    for. (Its verification state joins here once artifacts are verified: issue 14.)"""
+    for, and what verification found of this version of it (None: the job verifies no files;
+    `not_yet`: not verified yet, or rewritten since)."""
 
     path: str
     size: int
     mtime: datetime
     first_seen: datetime
     slots: tuple[str, ...]
+    verification: str | None = None
+    verified_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,27 +92,30 @@ async def restore_points(
     slots = await job_slots(session, job, spec, now) if spec is not None else ()
     rows = (
         await session.execute(
-            select(Artifact.path, Artifact.size, Artifact.mtime, Artifact.first_seen)
+            select(Artifact.id, Artifact.path, Artifact.size, Artifact.mtime, Artifact.first_seen)
             .where(Artifact.job_id == job.id, Artifact.gone_since.is_(None))
             .where(Artifact.mtime >= start, Artifact.mtime < end)
             .order_by(Artifact.mtime.desc(), Artifact.id.desc())
             .limit(limit + 1)
         )
     ).all()
-    items = [
-        RestorePoint(
-            row.path,
-            row.size,
-            row.mtime,
-            row.first_seen,
-            tuple(slot.label for slot in slots_of(row.mtime, slots)),
-        )
-        for row in rows[:limit]
-    ]
+    truncated, rows = len(rows) > limit, rows[:limit]
+    verified = spec is not None and spec.verify is not None and spec.verify.files
+    results = await verifications.results_of(session, [row.id for row in rows]) if verified else {}
+    items = []
+    for row in rows:
+        result = results.get(row.id)
+        state = verifications.state_of(result, row.size, row.mtime) if verified else None
+        items.append(
+            RestorePoint(
+                row.path, row.size, row.mtime, row.first_seen,
+                tuple(slot.label for slot in slots_of(row.mtime, slots)),
+                verification=state,
+                verified_at=result.verified_at if result and state != NOT_YET else None,
+            )
+        )  # fmt: skip
     zone = spec.schedule.zone.key if spec is not None else "UTC"
-    return RestorePoints(
-        job.name, start, end, zone, spec, items, slots, truncated=len(rows) > limit
-    )
+    return RestorePoints(job.name, start, end, zone, spec, items, slots, truncated=truncated)
 
 
 def slot_summary(slots: Sequence[Slot]) -> dict[str, int]:

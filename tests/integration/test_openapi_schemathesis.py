@@ -265,6 +265,7 @@ SEMANTIC_REJECTIONS = {
     "channels": re.compile(r"^no channel .* \(configured channels: "),
     # Two fields compared with each other.
     "sizes": re.compile(r"^min_size \(\d+ bytes\) is larger than max_size \(\d+ bytes\)$"),
+    "durations": re.compile(r"^min_duration \(\d+ s\) is longer than max_duration \(\d+ s\)$"),
     # Which verification a job's kind of source supports (verify against source.type).
     "verify": re.compile(
         r"^verify needs a source: |^verify declares nothing to check: "

@@ -63,3 +63,13 @@ def test_digest_summary_words() -> None:
     assert digest_summary({"points": [{}], "retention": {"daily": 1}, "missing": []}) == (
         "1 new backup, 0 retention gaps"
     )
+
+
+def test_a_digest_says_what_verification_found() -> None:
+    points = [
+        {**DIGEST["points"][0], "verification": "ok"},  # type: ignore[index]
+        {**DIGEST["points"][1], "verification": "corrupt"},  # type: ignore[index]
+    ]
+    lines = digest_notice({**DIGEST, "points": points}).text().splitlines()
+    assert lines[7].endswith("kept for 2026-11-30, 2026-W49, verification: ok")
+    assert lines[8].endswith("7 B, verification: CORRUPT")

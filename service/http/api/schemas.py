@@ -370,7 +370,14 @@ class RestorePointOut(_Out):
         description="the labels of the retention slots it is the kept backup of (the newest "
         "backup of each)"
     )
-    # Its verification state (verified_at, outcome) joins here once artifacts are verified.
+    verification: VerificationState | None = Field(
+        description="what the last verification of this version found (see the artifacts' "
+        "`verification.state`); null: the job verifies no files (`verify.archive`, "
+        "`verify.checksum`)"
+    )
+    verified_at: datetime | None = Field(
+        description="when this version was verified; null: not yet, or not verified"
+    )
 
 
 class RestorePointsOut(_Out):
