@@ -4,10 +4,11 @@
   `verify.every`, and again when it was rewritten since the version verified; the newest first;
   one artifact per job at a time; and the repository of a restic or borg job every
   `verify.repository.every`.
-- Where: a local file is read in a worker thread (asyncio.to_thread); an S3 object is streamed
-  (service.runtime.s3_verify: its body read on the loop, each piece checked in a worker thread,
-  never on disk); at most VERIFY_WORKERS artifacts at once, under one byte budget shared by all
-  of them (VERIFY_BYTES_PER_SECOND); the event loop only claims, records and re-judges.
+- Where: a local file is read in a worker thread (asyncio.to_thread); an S3 object or an SFTP
+  file is streamed (service.runtime.remote_verify: read on the loop, each piece checked in a
+  worker thread, never on disk); at most VERIFY_WORKERS artifacts at once, under one byte
+  budget shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only claims, records
+  and re-judges.
 - Several replicas: each artifact (and each repository check) is leased in the database by a
   conditional UPDATE checked by its rowcount (service.store.verifications); the lease is renewed
   while the file is read, and what is recorded is fenced by it.
@@ -43,6 +44,7 @@ from service.core.jobspec import (
     LocalSource,
     ResticSource,
     S3Source,
+    SftpSource,
     Verify,
     parse_job,
 )
@@ -51,11 +53,12 @@ from service.db.engine import database_url_of, lock_for_write
 from service.db.errors import describe_error, log_failure
 from service.db.models import Job
 from service.runtime.lifecycle import drain
-from service.runtime.s3_verify import verify_object
+from service.runtime.remote_verify import verify_s3_object, verify_sftp_file
 from service.scanner.scanner import run_scanner
 from service.scanner.sources import borg, restic
 from service.scanner.sources.process import RepositoryCheck
 from service.scanner.sources.s3 import S3Listing
+from service.scanner.sources.sftp import SftpListing
 from service.settings import Settings
 from service.store import verifications
 from service.store.verifications import DueArtifact, Result
@@ -221,15 +224,20 @@ class Verifier:
 
     async def _verify(self, job: _Declared, due: DueArtifact, lease: datetime) -> None:
         source = job.spec.source
-        assert isinstance(source, LocalSource | S3Source)
+        assert isinstance(source, LocalSource | S3Source | SftpSource)
         held = [lease]
         renewer = asyncio.create_task(self._renew(due.artifact_id, held))
         outcome: Result | None = None
         assert self._budget is not None
         try:
             if isinstance(source, S3Source):  # streamed: never on disk
-                read = await verify_object(
+                read = await verify_s3_object(
                     S3Listing(source), due, job.verify, self._budget, self.options.limits,
+                    self._halt,
+                )  # fmt: skip
+            elif isinstance(source, SftpSource):
+                read = await verify_sftp_file(
+                    SftpListing(source), due, job.verify, self._budget, self.options.limits,
                     self._halt,
                 )  # fmt: skip
             else:
