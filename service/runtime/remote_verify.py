@@ -122,7 +122,12 @@ async def _stream(body: Any, verifier: Verifier, budget: Budget, stop: threading
 
     pending = bytearray()
     while not verifier.done:
-        data = await body.read(CHUNK - len(pending))
+        try:
+            data = await body.read(CHUNK - len(pending))
+        except Exception:
+            if pending:  # what arrived is checked: the error then says at which byte
+                await asyncio.to_thread(step, bytes(pending))
+            raise
         if data:
             pending += data
             if len(pending) < CHUNK:

@@ -256,3 +256,84 @@ async def test_a_50_mb_object_is_streamed_in_bounded_memory(s3_server, sessionma
     grown = peak - baseline
     print(f"50 MB object verified: RSS grew {grown / 1e6:.1f} MB")
     assert grown < 20_000_000, f"RSS grew {grown} bytes while {length} were streamed"
+
+
+async def test_stopped_mid_stream_loses_nothing(s3_server, sessionmaker):
+    bucket = s3_server.create_bucket()
+    await put(s3_server, bucket, {"db/slow.sql.gz": gzip.compress(noise(4_000_000), 1)})
+    job_id = await declare(s3_server, sessionmaker, bucket, archive=True)
+    await scan(sessionmaker)
+    first = Verifier(sessionmaker, VerifyOptions(bytes_per_second=500_000, poll_seconds=0.05))
+    await first.start()
+
+    async def leased() -> bool:
+        row = (await rows(sessionmaker, job_id)).get("slow.sql.gz")
+        return row is not None and row.lease_until is not None
+
+    await until(leased, 10, "the verifier took the object")
+    await asyncio.sleep(0.3)
+    started = time.monotonic()
+    await first.stop(5)
+    assert time.monotonic() - started < 3  # the reader stopped at its next piece
+    row = (await rows(sessionmaker, job_id))["slow.sql.gz"]
+    assert row.verified_at is None and row.lease_until is None  # given back, nothing recorded
+    found = await verify_all(sessionmaker, job_id)
+    assert found["slow.sql.gz"].outcome == "ok", found["slow.sql.gz"].detail
+
+
+async def cutting_proxy(port: int, after: int) -> asyncio.Server:
+    """A TCP proxy to 127.0.0.1:`port` that closes each connection once `after` bytes of
+    answers went through it (a connection dropped in the middle of a body)."""
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, cut: bool) -> None:
+        sent = 0
+        try:
+            while data := await reader.read(65536):
+                if cut and sent + len(data) > after:
+                    writer.write(data[: after - sent])
+                    await writer.drain()
+                    break
+                sent += len(data)
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.close()
+
+    async def handle(client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
+        server_r, server_w = await asyncio.open_connection("127.0.0.1", port)
+        up = asyncio.create_task(pipe(client_r, server_w, False))
+        await pipe(server_r, client_w, True)
+        up.cancel()
+        server_w.close()
+
+    return await asyncio.start_server(handle, "127.0.0.1", 0)
+
+
+async def test_a_connection_cut_mid_body_is_unreadable_never_corrupt(s3_server, sessionmaker):
+    bucket = s3_server.create_bucket()
+    data = gzip.compress(noise(600_000), 1)
+    await put(s3_server, bucket, {"db/cut.sql.gz": data})
+    proxy = await cutting_proxy(s3_server.port, after=200_000)
+    port = proxy.sockets[0].getsockname()[1]
+    try:
+        job_id = await add_job(
+            sessionmaker, datetime.now(UTC) - timedelta(days=2), name="s3db",
+            source={"type": "s3", "bucket": bucket, "prefix": "db/",
+                    "endpoint_url": f"http://127.0.0.1:{port}",
+                    "access_key_id": s3_server.access_key_id,
+                    "secret_access_key": "${" + SECRET_ENV + "}"},
+            verify={"archive": True},
+        )  # fmt: skip
+        await scan(sessionmaker)
+        found = await verify_all(sessionmaker, job_id)
+    finally:
+        proxy.close()
+        await proxy.wait_closed()
+    row = found["cut.sql.gz"]
+    assert row.outcome == "unreadable", row.detail
+    assert f"s3://{bucket}/db/cut.sql.gz cannot be read at byte " in row.detail
+    assert 0 < row.bytes_read < len(data)
+    assert f"at byte {grouped(row.bytes_read)}: " in row.detail
+    assert "the connection was dropped in the middle of the answer" in row.detail

@@ -277,6 +277,7 @@ class S3Listing:
         """What went wrong, where, and what to check; never a secret (botocore's own texts
         hold none: an error's code and message, an endpoint's URL). `key`: the object that
         was being read (None: the bucket was being listed)."""
+        from aiohttp import ClientPayloadError
         from botocore import exceptions as errors
         from botocore.parsers import ResponseParserError
 
@@ -344,6 +345,13 @@ class S3Listing:
             return (
                 f"{where}: the answer is not a valid S3 listing ({type(exc).__name__}); check "
                 "that endpoint_url is an S3-compatible service"
+            )
+        if isinstance(
+            exc, ClientPayloadError | errors.ResponseStreamingError | errors.IncompleteReadError
+        ):
+            return (
+                f"{where}: the connection was dropped in the middle of the answer "
+                f"({type(exc).__name__}); check the network and the service's health"
             )
         if isinstance(exc, errors.BotoCoreError):
             return f"{where}: {type(exc).__name__}: {str(exc)[:300]}"
