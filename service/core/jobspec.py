@@ -739,8 +739,8 @@ class Report(_Strict):
 DEFAULT_VERIFY_EVERY = 7 * 86400
 DEFAULT_UNVERIFIED_AFTER = 86400
 DEFAULT_REPOSITORY_EVERY = 86400
-# Where archive and checksum verification can read the files (S3 and SFTP: not yet).
-FILE_VERIFIED_SOURCES = ("local",)
+# Where archive and checksum verification can read the files (S3 and SFTP: streamed).
+FILE_VERIFIED_SOURCES = ("local", "s3", "sftp")
 REPOSITORY_SOURCES = ("restic", "borg")
 
 
@@ -830,7 +830,7 @@ class JobSpec(_Strict):
                 )
             raise ValueError(
                 f"verify.archive and verify.checksum are not supported for {kind} sources yet "
-                "(local sources only)"
+                "(local, s3 and sftp sources only)"
             )
         if verify.repository is not None:
             if kind not in REPOSITORY_SOURCES:

@@ -10,6 +10,8 @@
   of the listings (the rules and SQL in service.store.fleet).
 - verifier: `Verifier`, the artifacts' and repositories' verification (service.verify's engine
   in worker threads, leased per artifact in the database), each result judged at once.
+- remote_verify: an S3 object or an SFTP file verified by streaming it over its source's own
+  connection (never on disk), for the verifier.
 
 Each app builds its own in its cleanup contexts (service/runtime/app.py) and holds them under
 AppKeys (service/runtime/keys.py): nothing here is process-global. `service/scheduler.py` is the

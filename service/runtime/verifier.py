@@ -4,9 +4,11 @@
   `verify.every`, and again when it was rewritten since the version verified; the newest first;
   one artifact per job at a time; and the repository of a restic or borg job every
   `verify.repository.every`.
-- Where: the reading runs in worker threads (asyncio.to_thread, at most VERIFY_WORKERS at once)
-  under one byte budget shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only
-  claims, records and re-judges.
+- Where: a local file is read in a worker thread (asyncio.to_thread); an S3 object or an SFTP
+  file is streamed (service.runtime.remote_verify: read on the loop, each piece checked in a
+  worker thread, never on disk); at most VERIFY_WORKERS artifacts at once, under one byte
+  budget shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only claims, records
+  and re-judges.
 - Several replicas: each artifact (and each repository check) is leased in the database by a
   conditional UPDATE checked by its rowcount (service.store.verifications); the lease is renewed
   while the file is read, and what is recorded is fenced by it.
@@ -36,15 +38,27 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.clock import Clock, utcnow
-from service.core.jobspec import BorgSource, JobSpec, LocalSource, ResticSource, Verify, parse_job
+from service.core.jobspec import (
+    BorgSource,
+    JobSpec,
+    LocalSource,
+    ResticSource,
+    S3Source,
+    SftpSource,
+    Verify,
+    parse_job,
+)
 from service.core.scan_options import ScanOptions
 from service.db.engine import database_url_of, lock_for_write
 from service.db.errors import describe_error, log_failure
 from service.db.models import Job
 from service.runtime.lifecycle import drain
+from service.runtime.remote_verify import verify_s3_object, verify_sftp_file
 from service.scanner.scanner import run_scanner
 from service.scanner.sources import borg, restic
 from service.scanner.sources.process import RepositoryCheck
+from service.scanner.sources.s3 import S3Listing
+from service.scanner.sources.sftp import SftpListing
 from service.settings import Settings
 from service.store import verifications
 from service.store.verifications import DueArtifact, Result
@@ -210,16 +224,27 @@ class Verifier:
 
     async def _verify(self, job: _Declared, due: DueArtifact, lease: datetime) -> None:
         source = job.spec.source
-        assert isinstance(source, LocalSource)
-        path = os.path.join(source.path, due.path)
+        assert isinstance(source, LocalSource | S3Source | SftpSource)
         held = [lease]
         renewer = asyncio.create_task(self._renew(due.artifact_id, held))
         outcome: Result | None = None
         assert self._budget is not None
         try:
-            read = await asyncio.to_thread(
-                _read, path, due, job.verify, self._budget, self.options.limits, self._halt
-            )
+            if isinstance(source, S3Source):  # streamed: never on disk
+                read = await verify_s3_object(
+                    S3Listing(source), due, job.verify, self._budget, self.options.limits,
+                    self._halt,
+                )  # fmt: skip
+            elif isinstance(source, SftpSource):
+                read = await verify_sftp_file(
+                    SftpListing(source), due, job.verify, self._budget, self.options.limits,
+                    self._halt,
+                )  # fmt: skip
+            else:
+                path = os.path.join(source.path, due.path)
+                read = await asyncio.to_thread(
+                    _read, path, due, job.verify, self._budget, self.options.limits, self._halt
+                )
             self.stats.bytes_read += read.bytes_read
             if read.result == "changed":
                 self.stats.changed += 1

@@ -39,8 +39,8 @@ from service.verify.checksums import (
     sidecar_names,
 )  # fmt: skip
 
-__all__ = ["CHUNK", "Limits", "Outcome", "Result", "Verifier", "grouped", "verify_file",
-           "verify_stream"]  # fmt: skip
+__all__ = ["CHUNK", "Limits", "Outcome", "Result", "Stopped", "Verifier", "grouped",
+           "verify_file", "verify_stream", "with_sidecar"]  # fmt: skip
 
 CHUNK = 1024 * 1024  # bytes read from the file at a time (one reused buffer)
 
@@ -351,6 +351,13 @@ def verify_file(
             f"{now}): it is verified again once it settles",
             found.bytes_read, seconds, found.digest, found.checked, found.sidecar,
         )  # fmt: skip
+    return with_sidecar(found, seconds, sidecar_error, note)
+
+
+def with_sidecar(found: Outcome, seconds: float, sidecar_error: str | None, note: str) -> Outcome:
+    """The outcome of a pass (`found`) told with what the sidecar search found: a sidecar that
+    cannot be read (`sidecar_error`: the result when the pass was ok, else said too), or a
+    note (none found, not listed) added to an ok result. `seconds`: the whole verification's."""
     detail = found.detail
     if sidecar_error is not None:
         if found.result == "ok":

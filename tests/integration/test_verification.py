@@ -98,6 +98,11 @@ async def verify_all(sessionmaker, job_id: int, count: int = 1) -> dict[str, Art
     await verifier.start()
     try:
         await until(all_verified(sessionmaker, job_id, count), 30, "verified")
+
+        async def idle() -> bool:  # the job judged with the results (not cut short by stop)
+            return verifier.busy == 0
+
+        await until(idle, 30, "the verifier done")
     finally:
         await verifier.stop(5)
     return await rows(sessionmaker, job_id)

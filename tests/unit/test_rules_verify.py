@@ -206,17 +206,18 @@ def test_declaration_defaults_and_units():
     assert restic.verify.repository.read_data_subset == 5.0
 
 
+def test_s3_sources_verify_archives_and_checksums():
+    spec = job({"archive": True, "checksum": "sidecar"}, {"type": "s3", "bucket": "backups"})
+    assert spec.verify is not None and spec.verify.files
+    assert spec.verify.archive and spec.verify.checksum == "sidecar"
+
+
 @pytest.mark.parametrize(
     ("verify", "source", "message"),
     [
         ({"archive": True}, None, "verify needs a source"),
         ({}, LOCAL, "verify declares nothing to check"),
         ({"archive": False, "checksum": "none"}, LOCAL, "verify declares nothing to check"),
-        ({"archive": True}, {"type": "s3", "bucket": "backups"},
-         "not supported for s3 sources yet"),
-        ({"checksum": "sidecar"}, {"type": "sftp", "host": "h", "username": "u",
-                                   "key_file": "/k", "known_hosts": "/kh", "path": "/b"},
-         "not supported for sftp sources yet"),
         ({"archive": True}, RESTIC, "checked with verify.repository instead"),
         (REPOSITORY, LOCAL, "applies to restic and borg sources only"),
         ({"repository": {"read_data_subset": "5%"}}, {"type": "borg", "repository": "/b"},

@@ -110,3 +110,29 @@ def test_details_are_plain_json_ready_dicts_and_small() -> None:
     assert json.loads(json.dumps(details)) == {"etag": f"{7:032x}", "storage_class": "STANDARD"}
     # entries, paths, times, details and etags: ~310 bytes an object (~395 with plain dicts)
     assert used / len(objects) < 350, used / len(objects)
+
+
+def test_errors_of_a_read_name_the_object_and_the_permission_it_needs():
+    from botocore.exceptions import ClientError
+
+    from service.core.jobspec import S3Source
+    from service.scanner.sources.s3 import S3Listing
+
+    listing = S3Listing(S3Source.model_validate({"type": "s3", "bucket": "backups",
+                                                 "prefix": "db/"}))  # fmt: skip
+
+    def error(code: str, status: int) -> ClientError:
+        answer: Any = {"Error": {"Code": code, "Message": "no"},
+                       "ResponseMetadata": {"HTTPStatusCode": status}}  # fmt: skip
+        return ClientError(answer, "GetObject")
+
+    denied = error("AccessDenied", 403)
+    assert "may not list the bucket; check that they allow s3:ListBucket on backups" in (
+        listing.explain(denied)
+    )
+    assert "may not read db/a.gz; check that they allow s3:GetObject on backups/db/a.gz" in (
+        listing.explain(denied, key="db/a.gz")
+    )
+    gone = listing.explain(error("NoSuchKey", 404), key="db/a.gz")
+    assert gone == "bucket backups at AWS S3: object db/a.gz is gone (deleted since it was listed)"
+    assert listing.key("a.gz") == "db/a.gz"

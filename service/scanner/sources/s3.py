@@ -20,11 +20,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -213,7 +214,11 @@ class S3Listing:
         )  # fmt: skip
         return key_id, secret
 
-    async def list(self) -> Listing:
+    @contextlib.asynccontextmanager
+    async def client(self) -> AsyncIterator[Any]:
+        """An aiobotocore S3 client for this source: its endpoint, region, addressing,
+        credentials, timeouts and retries (the listing's, and the verifier's reads). The secret
+        lives only in the client. Errors are botocore's: `explain` tells them."""
         spec = self.spec
         key_id, secret = self._credentials()
         loader = await _prepare()
@@ -230,6 +235,19 @@ class S3Listing:
             connector_args={"resolver": self._resolver} if self._resolver else None,
             user_agent_extra="backup-monitor",
         )
+        async with session.create_client(
+            "s3", endpoint_url=spec.endpoint_url, region_name=self.region,
+            aws_access_key_id=key_id, aws_secret_access_key=secret, config=config,
+        ) as client:  # fmt: skip
+            del secret
+            yield client
+
+    def key(self, path: str) -> str:
+        """The object key of a path below the prefix (as listed)."""
+        return self.spec.prefix + path
+
+    async def list(self) -> Listing:
+        spec = self.spec
         parameters: dict[str, Any] = {"Bucket": spec.bucket, "Prefix": spec.prefix}
         if not spec.recursive:
             parameters["Delimiter"] = "/"
@@ -238,11 +256,7 @@ class S3Listing:
         classes: dict[str, str] = {}
         cut = len(spec.prefix)
         try:
-            async with session.create_client(
-                "s3", endpoint_url=spec.endpoint_url, region_name=self.region,
-                aws_access_key_id=key_id, aws_secret_access_key=secret, config=config,
-            ) as client:  # fmt: skip
-                del secret
+            async with self.client() as client:
                 pages = client.get_paginator("list_objects_v2").paginate(
                     **parameters, PaginationConfig={"PageSize": PAGE_SIZE}
                 )
@@ -251,15 +265,19 @@ class S3Listing:
                         raise MalformedAnswer
                     add_objects(listing, page.get("Contents", ()), cut, matches, classes)
                     del page
+        except SourceError:  # a secret that cannot be resolved: told as it is
+            raise
         except Exception as exc:  # botocore's and aiohttp's errors, told for people
             raise SourceError(self.explain(exc)) from None
         if any("\\" in entry[0] for entry in listing.entries):
             drop_collisions(listing)
         return listing
 
-    def explain(self, exc: Exception) -> str:
+    def explain(self, exc: Exception, *, key: str | None = None) -> str:
         """What went wrong, where, and what to check; never a secret (botocore's own texts
-        hold none: an error's code and message, an endpoint's URL)."""
+        hold none: an error's code and message, an endpoint's URL). `key`: the object that
+        was being read (None: the bucket was being listed)."""
+        from aiohttp import ClientPayloadError
         from botocore import exceptions as errors
         from botocore.parsers import ResponseParserError
 
@@ -275,11 +293,17 @@ class S3Listing:
                     f"{where}: the credentials were refused ({code}): check access_key_id and "
                     "the secret (secret_access_key or secret_access_key_file)"
                 )
+            if key is not None and (code in ("NoSuchKey", "404") or status == 404):
+                return f"{where}: object {key} is gone (deleted since it was listed)"
             if code == "AccessDenied" or status == 403:
+                may, allow = (
+                    ("list the bucket", f"s3:ListBucket on {bucket}")
+                    if key is None
+                    else (f"read {key}", f"s3:GetObject on {bucket}/{key}")
+                )
                 return (
                     f"{where}: access denied ({code or status}): the credentials were "
-                    f"accepted but may not list the bucket; check that they allow "
-                    f"s3:ListBucket on {bucket}"
+                    f"accepted but may not {may}; check that they allow {allow}"
                 )
             if code in WRONG_REGION:
                 return f"{where}: the bucket is in another region ({code}); check region"
@@ -322,11 +346,19 @@ class S3Listing:
                 f"{where}: the answer is not a valid S3 listing ({type(exc).__name__}); check "
                 "that endpoint_url is an S3-compatible service"
             )
+        if isinstance(
+            exc, ClientPayloadError | errors.ResponseStreamingError | errors.IncompleteReadError
+        ):
+            return (
+                f"{where}: the connection was dropped in the middle of the answer "
+                f"({type(exc).__name__}); check the network and the service's health"
+            )
         if isinstance(exc, errors.BotoCoreError):
             return f"{where}: {type(exc).__name__}: {str(exc)[:300]}"
         if isinstance(exc, OSError):  # raised by aiohttp below botocore's own checks
             return f"{where}: {_reason(exc)}; check endpoint_url and the network"
-        return f"{where}: the listing failed ({type(exc).__name__}); check endpoint_url"
+        failed = "the listing" if key is None else f"reading {key}"
+        return f"{where}: {failed} failed ({type(exc).__name__}); check endpoint_url"
 
 
 def _reason(error: object) -> str:

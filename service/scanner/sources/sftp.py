@@ -17,11 +17,12 @@ Invariants:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import socket
 import stat
 from collections import deque
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, cast
 
@@ -92,7 +93,12 @@ class SftpListing:
         self.timeout: float | None = spec.timeout
         self.where = f"{spec.username}@{spec.host}:{spec.port}"
 
-    async def list(self) -> Listing:
+    @contextlib.asynccontextmanager
+    async def session(self, doing: str) -> AsyncIterator[SFTPClient]:
+        """An SFTP session on the declared host (known_hosts, key, password as declared; bytes
+        paths), closed on every way out, cancellation included. Connecting errors and a
+        connection lost inside are SourceErrors (`doing`: what was being done, for them);
+        the SFTP errors of one request are the caller's."""
         known_hosts, key = await asyncio.to_thread(self._read_files)
         options = await self._options(known_hosts, key)
         try:
@@ -109,15 +115,32 @@ class SftpListing:
                     f"{self.where} does not offer SFTP ({_describe(exc)}): check the server's "
                     "`Subsystem sftp` setting and the user's shell"
                 ) from None
-            return await self._walk(sftp)
-        except (asyncssh.Error, OSError) as exc:  # the connection lost while listing
+            yield sftp
+        except _LOST as exc:
             raise SourceError(
-                f"the connection to {self.where} was lost while listing {self.spec.path}: "
-                f"{_describe(exc)}"
+                f"the connection to {self.where} was lost while {doing}: {_describe(exc)}"
+            ) from None
+        except asyncssh.SFTPError:  # one request's answer: the caller's to tell
+            raise
+        except (asyncssh.Error, OSError) as exc:  # the connection lost
+            raise SourceError(
+                f"the connection to {self.where} was lost while {doing}: {_describe(exc)}"
             ) from None
         finally:  # every way out, cancellation included
             connection.close()
             await connection.wait_closed()
+
+    def remote(self, path: str) -> bytes:
+        """The remote path of a path below the root (as listed)."""
+        root = self.spec.path.encode("utf-8", "surrogateescape")
+        return root.rstrip(b"/") + b"/" + path.encode("utf-8", "surrogateescape")
+
+    async def list(self) -> Listing:
+        async with self.session(f"listing {self.spec.path}") as sftp:
+            try:
+                return await self._walk(sftp)
+            except asyncssh.SFTPError as exc:  # _walk tells its own: none should be left
+                raise self._root_error(exc) from None
 
     async def _options(
         self, known_hosts: SSHKnownHosts, key: asyncssh.SSHKey | None
