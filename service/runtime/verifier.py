@@ -6,11 +6,11 @@
   `verify.repository.every`.
 - Where: the reading runs in the verifier's own VERIFY_WORKERS threads, under one byte budget
   shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only claims, records and
-  re-judges. The threads run `nice` steps below the process (Linux schedules threads on their
-  own): decompression takes a whole core, and a CPU-bound reader at the same priority slowed a
-  rescan of 2 000 jobs by 30-60 % on two cores, the budget notwithstanding (a thread and a
-  process slowed it alike: the cores, not the GIL; bench/verify_scan.py). Below, it reads with
-  the CPU the scans, the API and the database leave idle.
+  re-judges. The threads run at the lowest priority (nice 19; Linux schedules threads on their
+  own): decompression takes a whole core, and a reader at the process's priority slowed a
+  rescan of 2 000 jobs by 30-100 % on two cores, the budget notwithstanding (a thread and a
+  process slowed it alike: the cores, not the GIL; bench/verify_scan.py). Low, it reads with
+  the CPU the scans, the API and the database leave idle (all of it on an idle machine).
 - Several replicas: each artifact (and each repository check) is leased in the database by a
   conditional UPDATE checked by its rowcount (service.store.verifications); the lease is renewed
   while the file is read, and what is recorded is fenced by it.
@@ -72,7 +72,7 @@ class VerifyOptions:
     retry_seconds: float = 300.0
     limits: Limits = field(default_factory=Limits)
     check_timeout: float = 3600.0
-    nice: int = 10  # the readers' priority below the process's (0: the same)
+    nice: int = 19  # the readers' priority below the process's (0: the same; 19: the lowest)
 
 
 @dataclass(frozen=True, slots=True)

@@ -430,12 +430,13 @@ def thread_nices() -> list[int]:
 async def test_the_reader_runs_below_the_process_priority(sessionmaker, tmp_path):
     # A reader at the process's priority took a core from the scans (bench/verify_scan.py).
     base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    if base > 9:
+    low = min(19, base + VerifyOptions().nice)
+    if low == base:
         pytest.skip(f"this process already runs at nice {base}")
     dump(tmp_path / "db" / "db-9.sql.gz", 4_000_000)
     job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
     await scan(sessionmaker)
-    assert base + 10 not in thread_nices()
+    assert low not in thread_nices()
     verifier = Verifier(sessionmaker, VerifyOptions(bytes_per_second=500_000, poll_seconds=0.05))
     await verifier.start()
     try:
@@ -446,7 +447,7 @@ async def test_the_reader_runs_below_the_process_priority(sessionmaker, tmp_path
 
         await until(leased, 10, "the verifier took the file")
         await asyncio.sleep(0.2)
-        assert base + 10 in thread_nices()  # the reader, while it reads
+        assert low in thread_nices()  # the reader, while it reads
         assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop
     finally:
         await verifier.stop(5)
