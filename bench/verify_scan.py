@@ -18,8 +18,10 @@ times each:
 The verification is started before each timed rescan and stopped after it (its lease given
 back, so the next run reads the file again); a run in which the verification ended before the
 rescan did is reported as an error (use a larger --megabytes). Target (issue 14): a rescan is
-slowed by < 20 % by a verification under the default budget, best against best (the median is
-printed too); unlimited is reported for information. Exit status 0 whatever the target says; 1
+slowed by < 20 % by a verification under the default budget, judged on the median over the runs
+of each rescan's time over that of the rescan alone just before it (the machine's load drifts
+between runs; best against best and median against median are printed too); unlimited is
+reported for information. Exit status 0 whatever the target says; 1
 when something went wrong (wrong counts, a verification that did not last).
 """
 
@@ -190,9 +192,13 @@ def build_result(args: argparse.Namespace, size: int, runs: dict[str, Any]) -> d
         if mode != "alone":
             entry["slowdown_best"] = round(best[mode] / best["alone"] - 1, 3)
             entry["slowdown_median"] = round(median[mode] / median["alone"] - 1, 3)
+            # Each run against the rescan alone just before it (the machine's load drifts):
+            # the median of those ratios is what the target is judged on.
+            paired = [t / alone for t, alone in zip(seconds[mode], seconds["alone"], strict=True)]
+            entry["slowdown_paired"] = round(statistics.median(paired) - 1, 3)
             entry["verify_mb_per_s"] = [r["verify_mb_per_s"] for r in runs[mode]]
         result[mode] = entry
-    result["pass"] = result["budget"]["slowdown_best"] < TARGET_SLOWDOWN
+    result["pass"] = result["budget"]["slowdown_paired"] < TARGET_SLOWDOWN
     return result
 
 
@@ -215,8 +221,9 @@ def print_report(result: dict[str, Any]) -> None:
         )
         if mode != "alone":
             line += (
-                f"  slowdown {entry['slowdown_best']:+.0%}"
-                f" (median {entry['slowdown_median']:+.0%});"
+                f"  slowdown {entry['slowdown_paired']:+.0%} paired"
+                f" (best {entry['slowdown_best']:+.0%},"
+                f" median {entry['slowdown_median']:+.0%});"
                 f" verify {entry['verify_mb_per_s']} MB/s"
             )
         lines.append(line + f"  max loop lag {entry['max_loop_lag_ms']} ms")
@@ -224,7 +231,7 @@ def print_report(result: dict[str, Any]) -> None:
     lines += [
         "",
         f"target: a rescan slowed by < {result['target_slowdown']:.0%} under the budget"
-        f" (best against best): {result['budget']['slowdown_best']:+.1%}"
+        f" (median of paired runs): {result['budget']['slowdown_paired']:+.1%}"
         f"  {verdict(result['pass'])}",
     ]
     print("\n".join(lines))
