@@ -97,7 +97,7 @@ async def one_rescan(sessions: Any, mode: str, args: argparse.Namespace) -> dict
     verifier = None
     if mode != "alone":
         rate = args.rate if mode == "budget" else args.unlimited_rate
-        options = VerifyOptions(bytes_per_second=rate, nice=args.nice)
+        options = VerifyOptions(bytes_per_second=rate)
         verifier = Verifier(sessions, options)
         read_from = time.perf_counter()
         await verifier.start()
@@ -177,7 +177,6 @@ def build_result(args: argparse.Namespace, size: int, runs: dict[str, Any]) -> d
         "file_bytes": size,
         "rate": args.rate,
         "unlimited_rate": args.unlimited_rate,
-        "nice": args.nice,
         "runs": args.runs,
         "target_slowdown": TARGET_SLOWDOWN,
     }
@@ -210,8 +209,7 @@ def print_report(result: dict[str, Any]) -> None:
         f" (code {result['code']}, Python {result['python']})",
         f"{result['jobs']} jobs x {result['files_per_job']} files; verified file"
         f" {result['file_bytes'] / 1e6:.0f} MB (gzip of dump-like text); budget"
-        f" {result['rate'] / 1e6:g} MB/s; readers at nice +{result['nice']}; {result['runs']} runs"
-        " each, alternating",
+        f" {result['rate'] / 1e6:g} MB/s; {result['runs']} runs each, alternating",
         "",
     ]
     for mode in MODES:
@@ -252,9 +250,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--unlimited-rate", type=int, default=UNLIMITED,
                         help="the 'unlimited' mode's budget (10**12: none to speak of; the"
                              " tiny-size test lowers it so that a small file lasts)")  # fmt: skip
-    parser.add_argument("--nice", type=int, default=VerifyOptions().nice,
-                        help="the readers' nice steps below the process (default"
-                             f" {VerifyOptions().nice}; 0: the same priority)")  # fmt: skip
     parser.add_argument("--database-url", default=DEFAULT_DATABASE_URL,
                         help="dropped and recreated; its name must contain 'bench'")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print the report as JSON")

@@ -4,13 +4,9 @@
   `verify.every`, and again when it was rewritten since the version verified; the newest first;
   one artifact per job at a time; and the repository of a restic or borg job every
   `verify.repository.every`.
-- Where: the reading runs in the verifier's own VERIFY_WORKERS threads, under one byte budget
-  shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only claims, records and
-  re-judges. The threads run at the lowest priority (nice 19; Linux schedules threads on their
-  own): decompression takes a whole core, and a reader at the process's priority slowed a
-  rescan of 2 000 jobs by 30-100 % on two cores, the budget notwithstanding (a thread and a
-  process slowed it alike: the cores, not the GIL; bench/verify_scan.py). Low, it reads with
-  the CPU the scans, the API and the database leave idle (all of it on an idle machine).
+- Where: the reading runs in worker threads (asyncio.to_thread, at most VERIFY_WORKERS at once)
+  under one byte budget shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only
+  claims, records and re-judges.
 - Several replicas: each artifact (and each repository check) is leased in the database by a
   conditional UPDATE checked by its rowcount (service.store.verifications); the lease is renewed
   while the file is read, and what is recorded is fenced by it.
@@ -26,12 +22,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -72,7 +66,6 @@ class VerifyOptions:
     retry_seconds: float = 300.0
     limits: Limits = field(default_factory=Limits)
     check_timeout: float = 3600.0
-    nice: int = 19  # the readers' priority below the process's (0: the same; 19: the lowest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +110,6 @@ class Verifier:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
-        self._readers: ThreadPoolExecutor | None = None  # made at the start, shut at the stop
 
     async def start(self) -> None:
         """Start looking for due work (at once, then every VERIFY_POLL_SECONDS)."""
@@ -125,12 +117,6 @@ class Verifier:
             return
         if self._budget is None:
             self._budget = Budget(self.options.bytes_per_second)
-        self._readers = ThreadPoolExecutor(
-            self.options.workers,
-            "verify",
-            initializer=lower_priority,
-            initargs=(self.options.nice,),
-        )
         self._stop.clear()
         self._halt.clear()
         self._loop_task = asyncio.create_task(self._run(), name="verifier")
@@ -148,9 +134,6 @@ class Verifier:
         self._wake.set()
         await drain([self._loop_task, *self._work], grace)
         self._loop_task = None
-        if self._readers is not None:  # a reader still running stops at its next read
-            self._readers.shutdown(wait=False, cancel_futures=True)
-            self._readers = None
 
     @property
     def busy(self) -> int:
@@ -233,13 +216,9 @@ class Verifier:
         renewer = asyncio.create_task(self._renew(due.artifact_id, held))
         outcome: Result | None = None
         assert self._budget is not None
-        assert self._readers is not None
         try:
-            read = await asyncio.get_running_loop().run_in_executor(
-                self._readers,
-                functools.partial(
-                    _read, path, due, job.verify, self._budget, self.options.limits, self._halt
-                ),
+            read = await asyncio.to_thread(
+                _read, path, due, job.verify, self._budget, self.options.limits, self._halt
             )
             self.stats.bytes_read += read.bytes_read
             if read.result == "changed":
@@ -450,18 +429,6 @@ async def _declared_jobs(session: AsyncSession) -> list[_Declared]:
         if spec.verify is not None and spec.source is not None:
             declared.append(_Declared(row.id, row.name, spec, spec.verify))
     return declared
-
-
-def lower_priority(steps: int) -> None:
-    """Run the calling thread `steps` nice steps below where it is (Linux: each thread has its
-    own nice value; a thread cannot be raised again without privileges). Where the system
-    refuses or has no such call, the thread stays as it is."""
-    if steps <= 0 or not hasattr(os, "setpriority"):
-        return
-    thread = threading.get_native_id()
-    with contextlib.suppress(OSError):
-        now = os.getpriority(os.PRIO_PROCESS, thread)
-        os.setpriority(os.PRIO_PROCESS, thread, min(19, now + steps))
 
 
 def _read(

@@ -10,12 +10,10 @@ a verifier stopped in the middle loses nothing (the next one verifies the artifa
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gzip
 import hashlib
 import os
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -30,7 +28,7 @@ from service.core.scan_options import ScanOptions
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, ArtifactVerification, RepositoryCheck, ScanRun
 from service.runtime.keys import verifier_key
-from service.runtime.verifier import Verifier, VerifyOptions, lower_priority
+from service.runtime.verifier import Verifier, VerifyOptions
 from service.scanner.scanner import run_scanner
 
 from tests.support import add_job, get_job
@@ -414,56 +412,3 @@ async def test_a_file_replaced_with_an_old_time_waits_for_its_retry(sessionmaker
         await verifier.stop(5)
     row = (await rows(sessionmaker, job_id))["db-8.sql.gz"]
     assert row.retry_at is not None and row.lease_until is None
-
-
-def thread_nices() -> list[int]:
-    """The nice value of every thread of this process (Linux: /proc/self/task/*/stat)."""
-    nices = []
-    for stat in Path("/proc/self/task").glob("*/stat"):
-        with contextlib.suppress(OSError):  # a thread that ended meanwhile
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-            nices.append(int(fields[16]))  # field 19 of stat(5); fields[0] is field 3
-    return nices
-
-
-@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="Linux: threads have a nice")
-async def test_the_reader_runs_below_the_process_priority(sessionmaker, tmp_path):
-    # A reader at the process's priority took a core from the scans (bench/verify_scan.py).
-    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    low = min(19, base + VerifyOptions().nice)
-    if low == base:
-        pytest.skip(f"this process already runs at nice {base}")
-    dump(tmp_path / "db" / "db-9.sql.gz", 4_000_000)
-    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
-    await scan(sessionmaker)
-    assert low not in thread_nices()
-    verifier = Verifier(sessionmaker, VerifyOptions(bytes_per_second=500_000, poll_seconds=0.05))
-    await verifier.start()
-    try:
-
-        async def leased() -> bool:
-            row = (await rows(sessionmaker, job_id)).get("db-9.sql.gz")
-            return row is not None and row.lease_until is not None
-
-        await until(leased, 10, "the verifier took the file")
-        await asyncio.sleep(0.2)
-        assert low in thread_nices()  # the reader, while it reads
-        assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base  # the loop
-    finally:
-        await verifier.stop(5)
-
-
-def test_lower_priority_moves_the_calling_thread_only():
-    main = threading.get_native_id()
-    base = os.getpriority(os.PRIO_PROCESS, main)
-    seen: list[int] = []
-
-    def work() -> None:
-        lower_priority(3)
-        seen.append(os.getpriority(os.PRIO_PROCESS, threading.get_native_id()))
-
-    worker = threading.Thread(target=work)
-    worker.start()
-    worker.join()
-    assert seen == [min(19, base + 3)]
-    assert os.getpriority(os.PRIO_PROCESS, main) == base
