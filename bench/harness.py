@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import logging
 import math
 import os
+import random
 import signal
 import socket
 import statistics
@@ -25,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,6 +43,7 @@ from sqlalchemy.engine import make_url
 from service.db import migrate
 
 REPO = Path(__file__).resolve().parent.parent
+DAY_NS = 86_400 * 10**9
 STARTUP_TIMEOUT = 60.0
 
 
@@ -114,6 +118,98 @@ def create_database(url: str) -> None:
     if not is_sqlite(url):
         asyncio.run(pg_admin(url, f'CREATE DATABASE "{make_url(url).database}"'))
     migrate.upgrade(url)
+
+
+# --------------------------------------------------------------------------------------------
+# Trees of job directories, and a dump-like gzip file
+
+
+def job_name(index: int, width: int) -> str:
+    return f"job-{index:0{width}d}"
+
+
+def build_tree(root: Path, jobs: int, files: int, seed: int = 1) -> dict[str, Any]:
+    """J directories of F sparse files, 1-4 KiB, mtimes spread over the last F days.
+
+    File k of F is (F - k) days old (plus up to 6 h of jitter), so the newest backup of every
+    job is recent and every job judges `ok` with `every: 1d`.
+    """
+    started = time.perf_counter()
+    width = max(4, len(str(jobs)))
+    file_width = max(4, len(str(files)))
+    now_ns = time.time_ns()
+
+    def one_job(index: int) -> int:
+        rng = random.Random(seed * 1_000_003 + index)
+        directory = root / job_name(index, width)
+        directory.mkdir()
+        total = 0
+        for k in range(1, files + 1):
+            path = directory / f"backup-{k:0{file_width}d}.tar.gz"
+            size = rng.randint(1024, 4096)
+            age_ns = (files - k) * DAY_NS + rng.randint(60, 6 * 3600) * 10**9
+            mtime_ns = now_ns - age_ns
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+            try:
+                os.ftruncate(fd, size)
+                os.utime(fd, ns=(mtime_ns, mtime_ns))
+            finally:
+                os.close(fd)
+            total += size
+        return total
+
+    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
+        total_bytes = sum(pool.map(one_job, range(1, jobs + 1)))
+    return {
+        "seconds": time.perf_counter() - started,
+        "files": jobs * files,
+        "apparent_bytes": total_bytes,
+    }
+
+
+def job_spec(root: Path, name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "schedule": {"every": "1d"},
+        "source": {"type": "local", "path": str(root / name), "pattern": "*.tar.gz"},
+    }
+
+
+BLOCK = 16 * 1024
+POOL = 512  # distinct 16 KiB blocks of text, in a random order: gzip's 32 KiB window sees no repeat
+
+
+def dump_block(rng: random.Random) -> bytes:
+    """16 KiB of dump-like text (SQL INSERT lines; ~3:1 under gzip)."""
+    lines = []
+    size = 0
+    while size < BLOCK:
+        day = f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
+        line = (
+            f"INSERT INTO orders VALUES ({rng.randrange(10**9)}, "
+            f"'customer-{rng.randrange(10**6)}', {rng.random() * 1000:.2f}, "
+            f"'{day} {rng.randrange(24):02d}:{rng.randrange(60):02d}:00', "
+            f"'{rng.choice(['paid', 'open', 'shipped', 'refunded'])}');\n"
+        )
+        lines.append(line)
+        size += len(line)
+    return "".join(lines).encode()[:BLOCK]
+
+
+def write_gzip_dump(path: Path, megabytes: float, member_text_mb: int = 16) -> int:
+    """A gzip file of at least `megabytes` MB (10**6 bytes) of compressed dump-like text: one
+    gzip member of `member_text_mb` MB of text, compressed once (level 6, gzip's default) and
+    written again and again (a valid multi-member gzip file; every member is decompressed and
+    checked by a reader, so the work per byte is that of one long member). Its size."""
+    rng = random.Random(14)
+    pool = [dump_block(rng) for _ in range(POOL)]
+    text = b"".join(rng.choices(pool, k=member_text_mb * 10**6 // BLOCK))
+    member = gzip.compress(text, compresslevel=6, mtime=0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as out:
+        for _ in range(max(1, math.ceil(megabytes * 10**6 / len(member)))):
+            out.write(member)
+    return path.stat().st_size
 
 
 # --------------------------------------------------------------------------------------------

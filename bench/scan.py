@@ -23,15 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -48,10 +45,13 @@ from service.scanner.sources import SourceError, list_sources, open_source
 
 from harness import (
     BenchError,
+    build_tree,
     check_disposable,
     code_version,
     create_database,
     drop_database,
+    job_name,
+    job_spec,
     verdict,
 )
 from probes import (
@@ -68,54 +68,6 @@ FIND_ARGS = ("-type", "f", "-printf", r"%p %s %T@\n")
 TARGET_FIRST_RATIO = 5.0
 TARGET_RESCAN_RATIO = 2.0
 TARGET_PEAK_RSS_MB = 250.0
-DAY_NS = 86_400 * 10**9
-
-
-# --------------------------------------------------------------------------------------------
-# The tree
-
-
-def job_name(index: int, width: int) -> str:
-    return f"job-{index:0{width}d}"
-
-
-def build_tree(root: Path, jobs: int, files: int, seed: int = 1) -> dict[str, Any]:
-    """J directories of F sparse files, 1-4 KiB, mtimes spread over the last F days.
-
-    File k of F is (F - k) days old (plus up to 6 h of jitter), so the newest backup of every
-    job is recent and every job judges `ok` with `every: 1d`.
-    """
-    started = time.perf_counter()
-    width = max(4, len(str(jobs)))
-    file_width = max(4, len(str(files)))
-    now_ns = time.time_ns()
-
-    def one_job(index: int) -> int:
-        rng = random.Random(seed * 1_000_003 + index)
-        directory = root / job_name(index, width)
-        directory.mkdir()
-        total = 0
-        for k in range(1, files + 1):
-            path = directory / f"backup-{k:0{file_width}d}.tar.gz"
-            size = rng.randint(1024, 4096)
-            age_ns = (files - k) * DAY_NS + rng.randint(60, 6 * 3600) * 10**9
-            mtime_ns = now_ns - age_ns
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.ftruncate(fd, size)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
-            total += size
-        return total
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        total_bytes = sum(pool.map(one_job, range(1, jobs + 1)))
-    return {
-        "seconds": time.perf_counter() - started,
-        "files": jobs * files,
-        "apparent_bytes": total_bytes,
-    }
 
 
 def run_find(root: Path) -> float:
@@ -203,14 +155,6 @@ async def walk_only(root: Path, jobs: int) -> float:
     async for result in list_sources(sources, 300):
         assert not isinstance(result, SourceError), result
     return time.perf_counter() - started
-
-
-def job_spec(root: Path, name: str) -> dict[str, Any]:
-    return {
-        "name": name,
-        "schedule": {"every": "1d"},
-        "source": {"type": "local", "path": str(root / name), "pattern": "*.tar.gz"},
-    }
 
 
 async def run_scans(

@@ -33,24 +33,7 @@ from service.core.units import parse_size
 from service.verify.budget import Budget
 from service.verify.formats import Limits, verify_file
 
-BLOCK = 16 * 1024
-POOL = 512  # distinct 16 KiB blocks of text, in a random order: gzip's 32 KiB window sees no repeat
-
-
-def dump_block(rng: random.Random) -> bytes:
-    lines = []
-    size = 0
-    while size < BLOCK:
-        day = f"2026-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}"
-        line = (
-            f"INSERT INTO orders VALUES ({rng.randrange(10**9)}, "
-            f"'customer-{rng.randrange(10**6)}', {rng.random() * 1000:.2f}, "
-            f"'{day} {rng.randrange(24):02d}:{rng.randrange(60):02d}:00', "
-            f"'{rng.choice(['paid', 'open', 'shipped', 'refunded'])}');\n"
-        )
-        lines.append(line)
-        size += len(line)
-    return "".join(lines).encode()[:BLOCK]
+from harness import POOL, dump_block
 
 
 def write_dump(path: Path, size: int) -> None:

@@ -223,3 +223,19 @@ def test_the_verify_benchmark_runs_at_a_tiny_size(base_env):
     assert 0 < result["compressed_bytes"] < 2_000_000
     assert set(result["seconds"]) == {"gzip -t", "verify gzip", "sha256sum", "verify sha256"}
     assert result["gzip_ratio"] > 0 and result["sha256_ratio"] > 0
+
+
+def test_the_verify_scan_benchmark_runs_at_a_tiny_size(base_env, bench_pg_url):
+    # Slow budgets, so that a few MB last every rescan (the script fails when one does not).
+    result = json.loads(
+        run_bench(
+            "verify_scan.py", base_env, "--jobs", "20", "--files", "2", "--megabytes", "4",
+            "--runs", "1", "--rate", "1000000", "--unlimited-rate", "2000000",
+            "--database-url", bench_pg_url, "--json",
+        )
+    )  # fmt: skip
+    assert result["jobs"] == 20 and result["file_bytes"] >= 4_000_000
+    for mode in ("alone", "budget", "unlimited"):
+        assert len(result[mode]["runs"]) == 1 and result[mode]["best_seconds"] > 0
+    assert result["budget"]["verify_mb_per_s"][0] > 0
+    assert isinstance(result["pass"], bool)
