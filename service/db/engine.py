@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from datetime import UTC, datetime
@@ -155,6 +156,7 @@ async def lock_for_write(session: AsyncSession) -> None:
 # PostgreSQL advisory lock keys, one per piece of start-up work that replicas started together
 # must do one after the other (any fixed 64-bit numbers; "bm" and a counter).
 MIGRATIONS_LOCK = 0x626D_0001
+MIGRATIONS_LOCK_POLL = 0.1  # seconds between tries of a process waiting for the migrations
 JOBS_FILE_LOCK = 0x626D_0002
 
 
@@ -163,7 +165,8 @@ def migrations_lock(connection: Connection) -> Iterator[None]:
     """Hold the database for the migrations run inside: a second process waits, then finds the
     schema up to date (without it, two replicas create the same tables and one crashes).
 
-    PostgreSQL: a session-level advisory lock, so that the migrations may commit as they like.
+    PostgreSQL: a session-level advisory lock, so that the migrations may commit as they like
+    (and build indexes CONCURRENTLY).
     SQLite: the database write lock taken now (BEGIN IMMEDIATE; others wait up to the busy
     timeout) and held until the end, which runs every migration in one transaction.
     """
@@ -175,7 +178,14 @@ def migrations_lock(connection: Connection) -> Iterator[None]:
             connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATIONS_LOCK})
             connection.commit()
 
-        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK})
+        # Tried, not waited for inside a transaction: the holder's CREATE INDEX CONCURRENTLY
+        # waits for every transaction open in the database, and one blocked on this lock
+        # would never end (a deadlock). Between tries, no transaction is open here.
+        while not connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": MIGRATIONS_LOCK}
+        ).scalar():
+            connection.commit()
+            time.sleep(MIGRATIONS_LOCK_POLL)
         connection.commit()
         try:
             yield
