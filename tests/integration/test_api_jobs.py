@@ -604,11 +604,15 @@ async def test_concurrent_full_scan_requests_start_one_scan(client, app, backups
         answers = await asyncio.gather(*(client.post("/api/v1/scans") for _ in range(4)))
         statuses = sorted(answer.status for answer in answers)
         assert statuses == [202, 409, 409, 409], statuses
-        for _ in range(200):
+        # The next round starts once this scan has ended (under load it may take seconds: a
+        # round started while it runs would rightly get four 409s).
+        for _ in range(3000):
             scans = await (await client.get("/api/v1/scans?limit=1")).json()
             if scans["items"][0]["status"] != "running":
                 break
             await asyncio.sleep(0.02)
+        else:
+            pytest.fail("the scan did not end within 60 s")
 
 
 async def test_without_tokens_other_sites_cannot_change_anything(client):
