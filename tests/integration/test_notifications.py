@@ -283,14 +283,15 @@ async def test_one_jobs_notices_arrive_in_order(sessionmaker, clock, receiver):
     await add_job(sessionmaker, clock(), name="web")
     alert, recovery = await add_events(sessionmaker, "db", 2)
     (other,) = await add_events(sessionmaker, "web", 1)
-    slow = DispatchOptions(poll_seconds=0.05, retry_seconds=0.3, max_attempts=5)
+    # The retry 2 s later: the second round below comes well before it, even on a busy machine.
+    slow = DispatchOptions(poll_seconds=0.05, retry_seconds=2.0, max_attempts=5)
     receiver.answers = [500]  # the first request (db's alert) fails
     dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), slow)
     await dispatcher.run_once()
     assert [body["event_id"] for body in receiver.arrived] == [alert, other]
     await dispatcher.run_once()  # the alert's retry is not due: the recovery must wait
     assert receiver.event_ids() == [other]
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(20):
         while len(receiver.delivered) < 3:
             await dispatcher.run_once()
             await asyncio.sleep(0.05)
