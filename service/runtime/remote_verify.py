@@ -22,7 +22,6 @@ small files read first, at most MAX_SIDECAR_BYTES each.
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ from service.scanner.sources.base import SourceError
 from service.scanner.sources.s3 import S3Listing
 from service.scanner.sources.sftp import SftpListing, mtime_us, sftp_reason, shown
 from service.store.verifications import DueArtifact
-from service.verify.budget import Budget
+from service.verify.budget import Budget, StopSignal
 from service.verify.checksums import (
     MAX_SIDECAR_BYTES,
     Expected,
@@ -78,7 +77,7 @@ def _not_found(exc: Exception) -> bool:
     return code in ("NoSuchKey", "404", "NotFound") or status == 404
 
 
-async def _take(budget: Budget, n: int, stop: threading.Event) -> None:
+async def _take(budget: Budget, n: int, stop: StopSignal) -> None:
     """`n` bytes from the budget (sleeping in a thread, off the loop); Stopped once told to."""
     if not await asyncio.to_thread(budget.take, n, stop):
         raise Stopped
@@ -111,7 +110,7 @@ def _too_large(sidecar: str, size: int) -> SidecarError:
     )
 
 
-async def _stream(body: Any, verifier: Verifier, budget: Budget, stop: threading.Event) -> None:
+async def _stream(body: Any, verifier: Verifier, budget: Budget, stop: StopSignal) -> None:
     """Feed the body to `verifier` in CHUNK pieces, each taken from the budget and fed in a
     worker thread; stops early once more bytes could change nothing (verifier.done)."""
 
@@ -146,7 +145,7 @@ async def verify_s3_object(
     verify: Verify,
     budget: Budget,
     limits: Limits,
-    stop: threading.Event,
+    stop: StopSignal,
 ) -> Outcome:
     """Verify the object of artifact `due` (see the module docstring). Never raises for what
     the endpoint answers: it is in the Outcome."""
@@ -250,7 +249,7 @@ async def verify_sftp_file(
     verify: Verify,
     budget: Budget,
     limits: Limits,
-    stop: threading.Event,
+    stop: StopSignal,
 ) -> Outcome:
     """Verify the file of artifact `due` on an SFTP source (see the module docstring). Never
     raises for what the server answers: it is in the Outcome."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +28,7 @@ from typing import BinaryIO
 from service.verify._pipeline import Fail, Limits, Result, Run, Stage, Stopped, grouped
 from service.verify._streams import Sniff, hinted, magic
 from service.verify._zip import Counted, check_zip
-from service.verify.budget import Budget
+from service.verify.budget import Budget, StopSignal
 from service.verify.checksums import (
     MAX_SIDECAR_BYTES,
     Expected,
@@ -196,7 +195,7 @@ def verify_stream(
     expected: Expected | None,
     limits: Limits,
     budget: Budget,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
 ) -> Outcome:
     """Read `read` to its end once: its digest (when `expected` is given: compared with it) and,
     with `archive`, its format read through. `name` is the artifact's name (a format hint and
@@ -299,7 +298,7 @@ def verify_file(
     checksum: bool,
     limits: Limits,
     budget: Budget,
-    stop: threading.Event | None = None,
+    stop: StopSignal | None = None,
 ) -> Outcome:
     """Verify a local file: with `checksum`, against the first sidecar found next to it
     (checksums.sidecar_names); a file that changes while it is read is "changed"."""

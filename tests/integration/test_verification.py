@@ -14,6 +14,7 @@ import gzip
 import hashlib
 import os
 import random
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -458,3 +459,93 @@ async def test_restore_points_say_what_verification_found(
     }
     plain = await client.get("/api/v1/jobs/plain/restore-points", params={"from": since})
     assert {item["verification"] for item in (await plain.json())["items"]} == {None}
+
+
+# --- the worker processes ----------------------------------------------------------------------
+
+
+def read_proc(name: str) -> str:
+    return Path("/proc", name).read_text()
+
+
+def stat_of(pid: int) -> dict[str, int]:
+    """A process's parent, session and nice value, from /proc/PID/stat (proc(5))."""
+    fields = read_proc(f"{pid}/stat").rpartition(")")[2].split()  # from the 3rd field on
+    return {"parent": int(fields[1]), "session": int(fields[3]), "nice": int(fields[16])}
+
+
+def verify_workers() -> list[int]:
+    """The pids of this process's verification workers (spawned: `spawn_main` in their
+    command line; the resource tracker is not one)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            parent = stat_of(int(entry))["parent"]
+            command = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:  # ended meanwhile
+            continue
+        if parent == os.getpid() and b"spawn_main" in command:
+            found.append(int(entry))
+    return found
+
+
+async def one_worker_started() -> int:
+    """The pid of the one verification worker, once it has started (it lowers its priority
+    first thing)."""
+
+    async def lowered() -> bool:
+        workers = verify_workers()  # the pool starts its workers as they are needed: one
+        return len(workers) == 1 and stat_of(workers[0])["nice"] == 19
+
+    await until(lowered, 20, "a worker process at nice 19")
+    (worker,) = verify_workers()
+    return worker
+
+
+async def test_files_are_read_by_worker_processes_of_the_lowest_priority(sessionmaker, tmp_path):
+    """The CPU work runs in worker processes at nice 19, each in a session of its own whose
+    scheduling group (Linux's autogroup) is at nice 19 too: a scan, a ping or the API gets
+    the cores first (bench/verify_scan.py measures it)."""
+    dump(tmp_path / "db" / "db-7.sql.gz", 3_000_000)
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05)
+    verifier = Verifier(sessionmaker, slow)
+    await verifier.start()
+    try:
+        worker = await one_worker_started()
+        assert stat_of(worker)["session"] == worker != os.getsid(0)  # a session of its own
+        if read_proc("sys/kernel/sched_autogroup_enabled").strip() == "1":
+            autogroup = read_proc(f"{worker}/autogroup")  # "/autogroup-123 nice 19"
+            assert autogroup.split()[-1] == "19", autogroup
+    finally:
+        await verifier.stop(5)
+    assert verify_workers() == []  # stopped with the verifier
+    assert (await rows(sessionmaker, job_id))["db-7.sql.gz"].verified_at is None  # given back
+
+
+async def test_a_worker_process_killed_mid_read_loses_nothing(sessionmaker, tmp_path, caplog):
+    """A worker killed in the middle of a read (the OOM killer, an operator): nothing is
+    recorded, the artifact is given back and read again by a new worker; the verifier goes
+    on."""
+    dump(tmp_path / "db" / "db-8.sql.gz", 3_000_000)
+    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
+    await scan(sessionmaker)
+    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05, retry_seconds=0.2)
+    verifier = Verifier(sessionmaker, slow)
+    await verifier.start()
+    try:
+        killed = await one_worker_started()
+        await asyncio.sleep(0.5)  # into the read (1 MB a second of 3 MB)
+        os.kill(killed, signal.SIGKILL)
+
+        await until(all_verified(sessionmaker, job_id, 1), 30, "verified by a new worker")
+        assert killed not in verify_workers()
+        assert "verify: reading failed" in caplog.text  # said, with the broken pool's error
+    finally:
+        await verifier.stop(5)
+    row = (await rows(sessionmaker, job_id))["db-8.sql.gz"]
+    assert row.outcome == "ok", row.detail
+    assert row.bytes_read == row.size

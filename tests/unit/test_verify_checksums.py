@@ -1,13 +1,17 @@
-"""Sidecar names and contents (pure), and the budget shared by verification threads."""
+"""Sidecar names and contents (pure), and the budget shared by verification threads and
+worker processes."""
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 import time
+from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 
 import pytest
 
-from service.verify.budget import Budget
+from service.verify.budget import Budget, SharedStop
 from service.verify.checksums import (
     Expected,
     NoSidecarEntry,
@@ -16,6 +20,8 @@ from service.verify.checksums import (
     parse_sidecar,
     sidecar_names,
 )  # fmt: skip
+from service.verify.formats import Limits
+from service.verify.process import start_worker, verify_local
 
 A = "a" * 64
 B = "b" * 64
@@ -152,3 +158,39 @@ def test_a_stopped_take_returns_false_at_once():
     assert budget.take(10**12)
     with pytest.raises(ValueError, match="positive number"):
         budget.set_rate(0)
+
+
+def test_the_budget_and_the_stop_signal_are_shared_with_worker_processes(tmp_path):
+    """A worker process (started as the verifier starts its own) takes from the same timeline
+    as the service: with 1 s of it reserved here, the worker's read waits about 1 s; the stop
+    set here stops the worker's next wait."""
+    path = tmp_path / "x.bin"
+    path.write_bytes(b"x" * 1000)
+    stat = path.stat()
+    budget, stop = Budget(1e6), SharedStop()
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=context, initializer=start_worker,
+                             initargs=(budget.state, stop)) as workers:  # fmt: skip
+        verify = partial(verify_local, str(path), stat.st_size, stat.st_mtime_ns // 1000,
+                         False, False, Limits())  # fmt: skip
+        assert workers.submit(verify).result(60).ok  # started, nothing reserved: no wait
+        budget.take(1_000_000)  # 1 s of the shared timeline
+        started = time.monotonic()
+        outcome = workers.submit(verify).result(60)
+        assert outcome.ok, outcome
+        assert 0.8 <= time.monotonic() - started < 5
+        budget.take(10_000_000)  # 10 s now: the worker waits, until told to stop
+        waiting = workers.submit(verify)
+        time.sleep(0.3)
+        stop.set()
+        assert waiting.result(5).result == "stopped"
+
+
+def test_the_shared_stop_waits_until_set_or_timeout():
+    stop = SharedStop()
+    started = time.monotonic()
+    assert stop.wait(0.1) is False and 0.09 <= time.monotonic() - started < 1
+    threading.Timer(0.1, stop.set).start()
+    assert stop.wait(10) is True and stop.is_set()
+    stop.clear()
+    assert not stop.is_set()
