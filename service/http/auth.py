@@ -23,7 +23,14 @@ from service.runtime.keys import (
     sessionmaker_key,
     settings_key,
 )
-from service.store.tokens import OPEN_ACCESS_NAME, Access, Grant, any_token, grant_of
+from service.store.tokens import (
+    OPEN_ACCESS_NAME,
+    Access,
+    Grant,
+    any_token,
+    bootstrap_grant,
+    grant_of,
+)
 
 _CHALLENGE = {"WWW-Authenticate": 'Bearer realm="backup-monitor"'}
 
@@ -116,6 +123,10 @@ async def grant_for(
     (check_open_request)."""
     configured = app[settings_key].api_token
     bootstrap = configured.get_secret_value() if configured is not None else None
+    if presented is not None:
+        grant = bootstrap_grant(presented, bootstrap)  # no session: it is read on every request
+        if grant is not None:
+            return grant
     async with app[sessionmaker_key]() as session:
         if presented is None:
             if bootstrap is None and not await any_token(session):
@@ -128,7 +139,7 @@ async def grant_for(
                     "one with `backup-monitor tokens create NAME` (or set API_TOKEN)"
                 )
             raise _unauthorized("send the header `Authorization: Bearer <token>`")
-        grant = await grant_of(session, presented, bootstrap)
+        grant = await grant_of(session, presented)
     if grant is None:
         raise _unauthorized("the token is not valid (unknown or revoked)")
     return grant

@@ -9,10 +9,11 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from sqlalchemy import (
     ColumnElement,
+    Row,
     Select,
     delete,
     exists,
@@ -118,7 +119,33 @@ def notice_rule(notify: Mapping[str, Any] | None) -> NoticeRule:
     return NoticeRule(int(notify.get("after") or 1), int(notify.get("for") or 0))
 
 
-def held_notice(job: Job, silenced_until: datetime | None = None) -> Hold | None:
+class JudgedJob(Protocol):
+    """What held_notice reads of a job: a Job, or a row of its HELD_NOTICE_COLUMNS."""
+
+    @property
+    def checked_at(self) -> datetime | None: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def reasons(self) -> list[dict[str, str]]: ...
+    @property
+    def notified_status(self) -> str | None: ...
+    @property
+    def notified_reasons(self) -> list[dict[str, str]] | None: ...
+    @property
+    def bad_since(self) -> datetime | None: ...
+    @property
+    def bad_count(self) -> int: ...
+    @property
+    def notify(self) -> dict[str, Any]: ...
+
+
+HELD_NOTICE_COLUMNS = tuple(
+    name for name in JudgedJob.__dict__ if isinstance(JudgedJob.__dict__[name], property)
+)
+
+
+def held_notice(job: JudgedJob, silenced_until: datetime | None = None) -> Hold | None:
     """The notice the job owes and holds back, as its last judgement left it (pure rule:
     service.notify.events.owed_notice), `silenced_until` the end of the silence covering it
     now; None when nothing is held."""
@@ -217,19 +244,26 @@ def by_name(postgresql: bool, where: JobFilter) -> ColumnElement[str]:
 
 
 async def list_jobs(
-    session: AsyncSession, where: JobFilter, *, limit: int, offset: int
-) -> tuple[list[Job], int]:
-    """A page of jobs (by name) matching `where`, and how many match in all."""
+    session: AsyncSession,
+    where: JobFilter,
+    columns: Sequence[ColumnElement[Any]],
+    *,
+    limit: int,
+    offset: int,
+) -> tuple[list[Row[Any]], int]:
+    """A page of jobs (by name) matching `where`, as rows of `columns` (plain rows, not ORM
+    entities: the API reads a page for every request, and loading a whole Job costs several
+    times what its columns do), and how many match in all."""
     postgresql = is_postgresql(session)
     count = filtered(select(func.count()).select_from(Job), postgresql, where)
     # One statement, one round trip: the count is computed once (an uncorrelated subquery)
     # and rides on each row of the page; only a page past the end needs it asked apart.
-    page = filtered(select(Job, count.scalar_subquery()), postgresql, where)
+    page = filtered(select(*columns, count.scalar_subquery()), postgresql, where)
     rows = (
         await session.execute(page.order_by(by_name(postgresql, where)).limit(limit).offset(offset))
     ).all()
     if rows:
-        return [job for job, _ in rows], rows[0][1]
+        return list(rows), rows[0][-1]
     return [], (await session.scalar(count) or 0) if offset else 0
 
 

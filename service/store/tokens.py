@@ -156,17 +156,18 @@ BOOTSTRAP_NAME = "API_TOKEN"
 OPEN_ACCESS_NAME = "anonymous"
 
 
-async def grant_of(
-    session: AsyncSession, presented: str, bootstrap: str | None = None
-) -> Grant | None:
-    """The access a presented token grants and its name, or None when it is not a valid token.
-
-    `bootstrap` is API_TOKEN from the environment: a read-write token that lives outside the
-    database.
-    """
-    digest = hash_token(presented)
-    if bootstrap is not None and hmac.compare_digest(digest, hash_token(bootstrap)):
+def bootstrap_grant(presented: str, bootstrap: str | None) -> Grant | None:
+    """What a presented token grants when it is `bootstrap`, API_TOKEN from the environment: a
+    read-write token that lives outside the database (None: it is not)."""
+    if bootstrap is not None and hmac.compare_digest(hash_token(presented), hash_token(bootstrap)):
         return Grant("read-write", BOOTSTRAP_NAME)
+    return None
+
+
+async def grant_of(session: AsyncSession, presented: str) -> Grant | None:
+    """The access a presented token of the database grants and its name, or None when it is
+    not a valid token (API_TOKEN is bootstrap_grant's)."""
+    digest = hash_token(presented)
     row = (
         await session.execute(
             select(ApiToken.token_hash, ApiToken.read_only, ApiToken.name).where(

@@ -55,9 +55,15 @@ async def declare(client, clock, name: str, folder: Path | None, **notify: Any) 
 
 
 async def job_json(client, name: str) -> dict[str, Any]:
+    """The job as GET /api/v1/jobs/{name} answers it; the list (read from rows of columns, not
+    from Job entities) answers it alike, held notice included."""
     response = await client.get(f"/api/v1/jobs/{name}")
     assert response.status == 200
-    return await response.json()
+    job = await response.json()
+    listed = await client.get("/api/v1/jobs", params={"q": name})
+    assert listed.status == 200
+    assert [item for item in (await listed.json())["items"] if item["name"] == name] == [job]
+    return job
 
 
 async def told(sessionmaker, name: str) -> list[tuple[str, str]]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
-from typing import TypeVar
+from typing import Any, TypeVar, cast
 
 from aiohttp import web
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from service.core.jobspec import JobSpec, parse_job
@@ -42,9 +42,11 @@ from service.notify.silences import SilenceLookup
 from service.runtime.keys import access_key, channels_key, sessionmaker_key, settings_key
 from service.store import verifications
 from service.store.jobs import (
+    HELD_NOTICE_COLUMNS,
     Action,
     JobFilter,
     JobNameTaken,
+    JudgedJob,
     act_on_job,
     artifacts_page,
     create_job,
@@ -75,24 +77,43 @@ def known_channels(request: web.Request) -> frozenset[str]:
 _STORED = tuple(
     name for name in JobOut.model_fields if name not in ("ping_key", "ping_url", "notice")
 )
+_READ = (*_STORED, "ping_key")
+# What job_fields reads of a job: the list reads these columns only (no ORM entities).
+JOB_OUT_COLUMNS = tuple(
+    Job.__table__.c[name] for name in dict.fromkeys((*_READ, *HELD_NOTICE_COLUMNS))
+)
 
 
-def job_out(job: Job, ping_base: str | None, silences: SilenceLookup | None = None) -> JobOut:
-    """The job as the API answers it; `ping_base` (scheme://host) makes its full ping URL, and
-    None hides the ping key (see ping_base_of); `silences` as they stand now (a notice held
-    by one shows as held)."""
-    fields = {name: getattr(job, name) for name in _STORED}
-    until = silences.silenced_until(job.name, job.tags or ()) if silences is not None else None
-    held = held_notice(job, until)
+def job_fields(
+    job: Job | Row[Any], ping_base: str | None, silences: SilenceLookup | None = None
+) -> dict[str, Any]:
+    """The job as the API answers it, as JobOut's input: a Job or a row of JOB_OUT_COLUMNS.
+    `ping_base` (scheme://host) makes its full ping URL, and None hides the ping key (see
+    ping_base_of); `silences` as they stand now (a notice held by one shows as held)."""
+    fields = {name: getattr(job, name) for name in _READ}
+    until = (
+        silences.silenced_until(fields["name"], fields["tags"] or ())
+        if silences is not None
+        else None
+    )
+    judged = cast(JudgedJob, job)  # a row of JOB_OUT_COLUMNS has what held_notice reads
+    held = held_notice(judged, until)
+    fields["notice"] = None
     if held is not None:
         fields["notice"] = {
-            "held": held.reason, "kind": held.kind, "bad_since": job.bad_since,
+            "held": held.reason, "kind": held.kind, "bad_since": judged.bad_since,
             "until": held.until, "judgements": held.judgements,
         }  # fmt: skip
     if ping_base is None:
-        return JobOut.model_validate({**fields, "ping_key": None, "ping_url": None})
-    url = f"{ping_base}/ping/{job.ping_key}"
-    return JobOut.model_validate({**fields, "ping_key": job.ping_key, "ping_url": url})
+        fields["ping_key"] = fields["ping_url"] = None
+    else:
+        fields["ping_url"] = f"{ping_base}/ping/{fields['ping_key']}"
+    return fields
+
+
+def job_out(job: Job, ping_base: str | None, silences: SilenceLookup | None = None) -> JobOut:
+    """One job as the API answers it (see job_fields)."""
+    return JobOut.model_validate(job_fields(job, ping_base, silences))
 
 
 async def answer_job(request: web.Request, job: Job, status: int = 200) -> web.Response:
@@ -148,14 +169,15 @@ async def list_jobs_handler(request: web.Request) -> web.Response:
 
     async def page() -> bytes:
         async with request.app[sessionmaker_key]() as session:
-            jobs, total = await list_jobs(
+            rows, total = await list_jobs(
                 session,
                 JobFilter(query.status, query.tag, query.q),
+                JOB_OUT_COLUMNS,
                 limit=query.limit,
                 offset=query.offset,
             )
             silences = await silences_now(session, datetime.now(UTC))
-        items = [job_out(job, ping_base, silences) for job in jobs]
+        items = [JobOut.model_validate(job_fields(row, ping_base, silences)) for row in rows]
         return encode(JobList(items=items, total=total))
 
     key = ("jobs", query, ping_base)  # a read-only caller never shares a page with keys
