@@ -9,12 +9,30 @@ import uuid
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from service.core.kinds import NoticeKind, Status, notice_kind_of
 from service.notify.notice import Notice
 
 PROBLEMS: tuple[Status, ...] = ("warning", "critical", "unknown")
+
+
+class NoticeState(Protocol):
+    """What decides a job's next notice, as stored: its judgement, what people were last told,
+    its run of bad judgements (a Job, a row of its columns, or the scanner's snapshot)."""
+
+    @property
+    def status(self) -> str: ...
+    @property
+    def reasons(self) -> list[dict[str, str]]: ...
+    @property
+    def notified_status(self) -> str | None: ...
+    @property
+    def notified_reasons(self) -> list[dict[str, str]] | None: ...
+    @property
+    def bad_since(self) -> datetime | None: ...
+    @property
+    def bad_count(self) -> int: ...
 
 
 def reason_codes(reasons: Iterable[Mapping[str, Any]]) -> frozenset[str]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 from service.core.jobspec import JobSpec
 from service.core.kinds import Status
 from service.core.rules import ArtifactFact, Reason
+from service.notify.events import NoticeState
 from service.scanner.sources.base import FileEntry, Listing
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -72,26 +73,14 @@ def last_listed(summary: dict[str, Any] | None) -> ArtifactFact | None:
         return None
 
 
-class StoredState(Protocol):
+class StoredState(NoticeState, Protocol):
     """What a judgement's aftermath (history row, notice, reminder, run of bad judgements)
     depends on, as stored: the job as the scan read it (JobRow), or as the writer claimed it."""
 
     @property
-    def status(self) -> str: ...
-    @property
-    def reasons(self) -> list[dict[str, str]]: ...
-    @property
     def status_changed_at(self) -> datetime | None: ...
     @property
     def renotify_at(self) -> datetime | None: ...
-    @property
-    def notified_status(self) -> str | None: ...
-    @property
-    def notified_reasons(self) -> list[dict[str, str]] | None: ...
-    @property
-    def bad_since(self) -> datetime | None: ...
-    @property
-    def bad_count(self) -> int: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -43,7 +43,14 @@ from service.db.models import (
     ScanRun,
     new_ping_key,
 )
-from service.notify.events import Hold, NoticeRule, Streak, owed_notice, renotify_at
+from service.notify.events import (
+    Hold,
+    NoticeRule,
+    NoticeState,
+    Streak,
+    owed_notice,
+    renotify_at,
+)
 from service.notify.outbox import JOB_DELETED, cancel_notices_of
 from service.notify.silences import SilenceLookup
 from service.scanner.scanner import run_scanner
@@ -119,30 +126,19 @@ def notice_rule(notify: Mapping[str, Any] | None) -> NoticeRule:
     return NoticeRule(int(notify.get("after") or 1), int(notify.get("for") or 0))
 
 
-class JudgedJob(Protocol):
+class JudgedJob(NoticeState, Protocol):
     """What held_notice reads of a job: a Job, or a row of its HELD_NOTICE_COLUMNS."""
 
     @property
     def checked_at(self) -> datetime | None: ...
     @property
-    def status(self) -> str: ...
-    @property
-    def reasons(self) -> list[dict[str, str]]: ...
-    @property
-    def notified_status(self) -> str | None: ...
-    @property
-    def notified_reasons(self) -> list[dict[str, str]] | None: ...
-    @property
-    def bad_since(self) -> datetime | None: ...
-    @property
-    def bad_count(self) -> int: ...
-    @property
     def notify(self) -> dict[str, Any]: ...
 
 
-HELD_NOTICE_COLUMNS = tuple(
-    name for name in JudgedJob.__dict__ if isinstance(JudgedJob.__dict__[name], property)
-)
+HELD_NOTICE_COLUMNS = (
+    "checked_at", "status", "reasons", "notified_status", "notified_reasons", "bad_since",
+    "bad_count", "notify",
+)  # fmt: skip
 
 
 def held_notice(job: JudgedJob, silenced_until: datetime | None = None) -> Hold | None:
