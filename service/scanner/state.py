@@ -3,8 +3,8 @@ judgement decides (JobState), and what a scan reports (JobResult, ScanReport).
 
 Plain data and the conversions at its edges (a listed file's time, the stored form of the newest
 artifact and of the reasons). No I/O. May import: the standard library, service.core.jobspec,
-service.core.kinds, service.core.rules and service.scanner.sources.base; never SQLAlchemy,
-aiohttp or the database models.
+service.core.kinds, service.core.rules, service.scanner.sources.base and the pure
+service.notify.events (NoticeState); never SQLAlchemy, aiohttp or the database models.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ ALLOWED = {
         "service.core.jobspec",
         "service.core.kinds",
         "service.core.rules",
+        "service.notify.events",
         "service.scanner.sources.base",
     },
     "inventory.py": {"service.scanner.sources.base"},
