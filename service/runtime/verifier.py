@@ -39,6 +39,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.clock import Clock, utcnow
 from service.core.jobspec import (
+    DECLARATION_FIELDS,
     BorgSource,
     JobSpec,
     LocalSource,
@@ -437,8 +438,6 @@ class Verifier:
 
 async def _declared_jobs(session: AsyncSession) -> list[_Declared]:
     """The jobs, not paused, whose valid declaration has `verify`."""
-    from service.core.jobspec import DECLARATION_FIELDS
-
     columns = [getattr(Job, name) for name in DECLARATION_FIELDS]
     rows = (
         await session.execute(
