@@ -46,6 +46,7 @@ from service.verify.checksums import (
 )  # fmt: skip
 from service.verify.formats import (
     CHUNK,
+    NOT_LISTED,
     Limits,
     Outcome,
     Stopped,
@@ -57,8 +58,6 @@ from service.verify.formats import (
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # What a finished pass can say about the bytes: only these are judged against a change.
 _JUDGED = ("ok", "corrupt", "checksum_mismatch", "too_large")
-# What is found before a byte is read when the version there is not the one listed.
-_NOT_LISTED = Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
 
 
 def _version(answer: dict[str, Any]) -> tuple[str, int, int]:
@@ -219,7 +218,7 @@ async def verify_s3_object(
                 before = _version(answer)
                 listed = (due.size, int((due.mtime - _EPOCH) / timedelta(seconds=1)))
                 if before[1:] != listed:
-                    return _NOT_LISTED
+                    return NOT_LISTED
                 verifier = Verifier(
                     due.path.rpartition("/")[2],
                     archive=verify.archive,
@@ -306,7 +305,7 @@ async def verify_sftp_file(
                 before = _sftp_version(await file.stat())
                 listed = (due.size, int((due.mtime - _EPOCH) / timedelta(microseconds=1)))
                 if before != listed:
-                    return _NOT_LISTED
+                    return NOT_LISTED
                 verifier = Verifier(due.path.rpartition("/")[2], archive=verify.archive,
                                     expected=expected, limits=limits)  # fmt: skip
                 stage = "read"

@@ -64,7 +64,7 @@ from service.settings import Settings
 from service.store import verifications
 from service.store.verifications import DueArtifact, Result
 from service.verify.budget import Budget
-from service.verify.formats import Limits, Outcome, verify_file
+from service.verify.formats import NOT_LISTED, Limits, Outcome, verify_file
 
 logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -469,10 +469,10 @@ def _read(
     try:
         stat = os.stat(path)
     except OSError as exc:
-        return Outcome("unreadable", f"{path}: {describe_error(exc)}", 0, 0.0)
+        return Outcome("unreadable", f"{path} cannot be read: {exc.strerror}", 0, 0.0)
     listed_us = int((due.mtime - _EPOCH) / timedelta(microseconds=1))
     if stat.st_size != due.size or stat.st_mtime_ns // 1000 != listed_us:
-        return Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
+        return NOT_LISTED
     return verify_file(
         Path(path),
         archive=verify.archive,
@@ -480,6 +480,7 @@ def _read(
         limits=limits,
         budget=budget,
         stop=stop,
+        artifact=due.path,
     )
 
 
