@@ -1,8 +1,9 @@
 """What the benchmarks share: a disposable database, the service and a bare aiohttp handler in
 processes of their own, a webhook receiver, bulk rows made from the ORM models, a tree of job
-directories (its jobs declared, a scan's totals), the report's small pieces (bench/probes.py reads processes and the machine). The scripts beside this file
-are thin: each sets up its case, measures it against a reference taken in the same run, and
-prints the ratio (see bench/README.md).
+directories (its jobs declared, a scan's totals), the report's small pieces (bench/probes.py
+reads processes and the machine). The scripts beside this file are thin: each sets up its case,
+measures it against a reference taken in the same run, and prints the ratio (see
+bench/README.md).
 
 A benchmark's database is dropped and recreated: its name (or SQLite file name) must contain
 `bench`, or nothing is touched.
