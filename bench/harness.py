@@ -1,8 +1,9 @@
 """What the benchmarks share: a disposable database, the service and a bare aiohttp handler in
-processes of their own, a webhook receiver, bulk rows made from the ORM models, the report's
-small pieces (bench/probes.py reads processes and the machine). The scripts beside this file
-are thin: each sets up its case, measures it against a reference taken in the same run, and
-prints the ratio (see bench/README.md).
+processes of their own, a webhook receiver, bulk rows made from the ORM models, a tree of job
+directories (its jobs declared, a scan's totals), the report's small pieces (bench/probes.py
+reads processes and the machine). The scripts beside this file are thin: each sets up its case,
+measures it against a reference taken in the same run, and prints the ratio (see
+bench/README.md).
 
 A benchmark's database is dropped and recreated: its name (or SQLite file name) must contain
 `bench`, or nothing is touched.
@@ -26,8 +27,9 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -40,7 +42,10 @@ from sqlalchemy import Column, Table, inspect
 from sqlalchemy.dialects.postgresql.asyncpg import dialect as asyncpg_dialect
 from sqlalchemy.engine import make_url
 
+from service.config.jobsfile import apply_jobs
+from service.core.jobspec import JobSpec, parse_job
 from service.db import migrate
+from service.scanner.scanner import ScanReport
 
 REPO = Path(__file__).resolve().parent.parent
 DAY_NS = 86_400 * 10**9
@@ -120,6 +125,20 @@ def create_database(url: str) -> None:
     migrate.upgrade(url)
 
 
+@contextmanager
+def fresh_database(url: str) -> Iterator[None]:
+    """A created and migrated database (create_database) for the block, dropped after it; a
+    failure to drop it is reported, never hiding the block's own error."""
+    try:
+        create_database(url)
+        yield
+    finally:
+        try:
+            drop_database(url)
+        except Exception as exc:
+            print(f"error: could not drop the database: {exc}", file=sys.stderr)
+
+
 # --------------------------------------------------------------------------------------------
 # Trees of job directories, and a dump-like gzip file
 
@@ -172,6 +191,34 @@ def job_spec(root: Path, name: str) -> dict[str, Any]:
         "name": name,
         "schedule": {"every": "1d"},
         "source": {"type": "local", "path": str(root / name), "pattern": "*.tar.gz"},
+    }
+
+
+def job_specs(root: Path, jobs: int) -> list[JobSpec]:
+    """The declarations of build_tree's J jobs, one per directory, in order."""
+    width = max(4, len(str(jobs)))
+    return [parse_job(job_spec(root, job_name(i, width))) for i in range(1, jobs + 1)]
+
+
+async def declare_jobs(
+    sessionmaker: Any, specs: Sequence[JobSpec], clock: Callable[[], datetime]
+) -> None:
+    """Declare the jobs (as a jobs file does, created at `clock()`); BenchError unless each one
+    was created."""
+    async with sessionmaker() as session:
+        applied = await apply_jobs(session, specs, clock=clock)
+    if len(applied.created) != len(specs):
+        raise BenchError(f"declared {len(applied.created)} jobs, expected {len(specs)}")
+
+
+def scan_totals(report: ScanReport) -> dict[str, int]:
+    """What a scan found, summed over its jobs."""
+    return {
+        "jobs_scanned": len(report.jobs),
+        "artifacts_new": sum(j.new for j in report.jobs),
+        "artifacts_changed": sum(j.changed for j in report.jobs),
+        "artifacts_gone": sum(j.gone for j in report.jobs),
+        "errors": sum(1 for j in report.jobs if j.error),
     }
 
 

@@ -36,11 +36,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
-from service.config.jobsfile import apply_jobs
-from service.core.jobspec import parse_job
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, ScanRun
-from service.scanner.scanner import BackupScanner, ScanReport
+from service.scanner.scanner import BackupScanner
 from service.scanner.sources import SourceError, list_sources, open_source
 
 from harness import (
@@ -48,10 +46,10 @@ from harness import (
     build_tree,
     check_disposable,
     code_version,
-    create_database,
-    drop_database,
-    job_name,
-    job_spec,
+    declare_jobs,
+    fresh_database,
+    job_specs,
+    scan_totals,
     verdict,
 )
 from probes import (
@@ -82,16 +80,6 @@ def run_find(root: Path) -> float:
 # The scans
 
 
-def report_totals(report: ScanReport) -> dict[str, int]:
-    return {
-        "jobs_scanned": len(report.jobs),
-        "artifacts_new": sum(j.new for j in report.jobs),
-        "artifacts_changed": sum(j.changed for j in report.jobs),
-        "artifacts_gone": sum(j.gone for j in report.jobs),
-        "errors": sum(1 for j in report.jobs if j.error),
-    }
-
-
 async def scan_once(sessionmaker: Any, label: str, profile_dir: Path | None) -> dict[str, Any]:
     process_peak = peak_rss_mb()  # the reset below forgets it
     rss_before = current_rss_mb()
@@ -117,7 +105,7 @@ async def scan_once(sessionmaker: Any, label: str, profile_dir: Path | None) -> 
     return {
         "seconds": seconds,
         "status": report.status,
-        "totals": report_totals(report),
+        "totals": scan_totals(report),
         "scan_run": stored,
         "job_statuses": dict(Counter(j.status for j in report.jobs)),
         "loop_lag": lag.summary(),
@@ -145,11 +133,9 @@ def check_counts(label: str, scan: dict[str, Any], jobs: int, new: int) -> list[
 
 async def walk_only(root: Path, jobs: int) -> float:
     """The scanner's listing cost alone: every job's source through the walker, no DB."""
-    width = max(4, len(str(jobs)))
     started = time.perf_counter()
     sources = []
-    for index in range(1, jobs + 1):
-        spec = parse_job(job_spec(root, job_name(index, width)))
+    for spec in job_specs(root, jobs):
         assert spec.source is not None
         sources.append(open_source(spec.source))
     async for result in list_sources(sources, 300):
@@ -163,14 +149,10 @@ async def run_scans(
     engine = create_engine(url)
     try:
         sessionmaker = create_sessionmaker(engine)
-        width = max(4, len(str(jobs)))
-        specs = [parse_job(job_spec(root, job_name(i, width))) for i in range(1, jobs + 1)]
+        specs = job_specs(root, jobs)
         started = time.perf_counter()
-        async with sessionmaker() as session:
-            applied = await apply_jobs(session, specs, clock=lambda: datetime.now(UTC))
+        await declare_jobs(sessionmaker, specs, clock=lambda: datetime.now(UTC))
         declare_seconds = time.perf_counter() - started
-        if len(applied.created) != jobs:
-            raise BenchError(f"declared {len(applied.created)} jobs, expected {jobs}")
         del specs
 
         baseline_peak, baseline_current = peak_rss_mb(), current_rss_mb()
@@ -361,7 +343,6 @@ def main(argv: list[str] | None = None) -> int:
     say = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     root: Path | None = None
     created_root = False
-    database_created = False
     try:
         check_disposable(args.database_url)
         if args.profile:
@@ -372,18 +353,18 @@ def main(argv: list[str] | None = None) -> int:
         say(f"  {tree['files']} files in {tree['seconds']:.1f} s")
 
         say("creating and migrating the database ...")
-        database_created = True
-        create_database(args.database_url)
+        with fresh_database(args.database_url):
+            say("warming the page cache (find, untimed) ...")
+            run_find(root)
+            find_runs = [run_find(root) for _ in range(3)]
+            say(f"  find: {', '.join(f'{t:.3f}' for t in find_runs)} s")
 
-        say("warming the page cache (find, untimed) ...")
-        run_find(root)
-        find_runs = [run_find(root) for _ in range(3)]
-        say(f"  find: {', '.join(f'{t:.3f}' for t in find_runs)} s")
-
-        say("scanning (first scan, then rescans) ...")
-        scans = asyncio.run(
-            run_scans(args.database_url, root, args.jobs, args.files, args.rescans, args.profile)
-        )
+            say("scanning (first scan, then rescans) ...")
+            scans = asyncio.run(
+                run_scans(
+                    args.database_url, root, args.jobs, args.files, args.rescans, args.profile
+                )
+            )
         result = build_result(args, tree, find_runs, scans)
         if args.profile:
             result["profiles"] = sorted(str(p) for p in args.profile.glob("*.prof"))
@@ -391,11 +372,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if database_created:
-            try:
-                drop_database(args.database_url)
-            except Exception as exc:  # report, but do not hide the main error
-                print(f"error: could not drop the database: {exc}", file=sys.stderr)
         if root is not None and not args.keep_tree:
             if created_root:
                 shutil.rmtree(root, ignore_errors=True)

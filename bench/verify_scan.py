@@ -43,11 +43,10 @@ from typing import Any
 
 from sqlalchemy.engine import make_url
 
-from service.config.jobsfile import apply_jobs
 from service.core.jobspec import parse_job
 from service.db.engine import create_engine, create_sessionmaker
 from service.runtime.verifier import Verifier, VerifyOptions
-from service.scanner.scanner import BackupScanner, ScanReport
+from service.scanner.scanner import BackupScanner
 from service.settings import Settings
 
 from harness import (
@@ -55,10 +54,10 @@ from harness import (
     build_tree,
     check_disposable,
     code_version,
-    create_database,
-    drop_database,
-    job_name,
-    job_spec,
+    declare_jobs,
+    fresh_database,
+    job_specs,
+    scan_totals,
     verdict,
     write_gzip_dump,
 )
@@ -71,16 +70,6 @@ TARGET_SLOWDOWN = 0.20
 MODES = ("alone", "budget", "unlimited")
 
 
-def totals(report: ScanReport) -> dict[str, int]:
-    return {
-        "jobs": len(report.jobs),
-        "new": sum(j.new for j in report.jobs),
-        "changed": sum(j.changed for j in report.jobs),
-        "gone": sum(j.gone for j in report.jobs),
-        "errors": sum(1 for j in report.jobs if j.error),
-    }
-
-
 async def scan(sessions: Any) -> tuple[float, dict[str, int], dict[str, Any]]:
     async with sessions() as session:
         with LagMonitor() as lag:
@@ -89,7 +78,7 @@ async def scan(sessions: Any) -> tuple[float, dict[str, int], dict[str, Any]]:
             seconds, cpu = time.perf_counter() - started, time.thread_time() - cpu
     if report.status != "finished":
         raise BenchError(f"scan {report.status}")
-    return seconds, totals(report), {**lag.summary(), "loop_cpu_seconds": round(cpu, 3)}
+    return seconds, scan_totals(report), {**lag.summary(), "loop_cpu_seconds": round(cpu, 3)}
 
 
 async def one_rescan(sessions: Any, mode: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -113,7 +102,8 @@ async def one_rescan(sessions: Any, mode: str, args: argparse.Namespace) -> dict
         if verifier is not None:
             stop_at, taken = time.perf_counter(), verifier.bytes_taken
             await verifier.stop(30)
-    expected = {"jobs": args.jobs + 1, "new": 0, "changed": 0, "gone": 0, "errors": 0}
+    expected = {"jobs_scanned": args.jobs + 1, "artifacts_new": 0, "artifacts_changed": 0,
+                "artifacts_gone": 0, "errors": 0}  # fmt: skip
     if counts != expected:
         raise BenchError(f"rescan ({mode}): counts {counts}, expected {expected}")
     if not lasted:
@@ -131,8 +121,7 @@ async def measure(url: str, root: Path, big: Path, args: argparse.Namespace) -> 
     engine = create_engine(url)
     try:
         sessions = create_sessionmaker(engine)
-        width = max(4, len(str(args.jobs)))
-        specs = [parse_job(job_spec(root, job_name(i, width))) for i in range(1, args.jobs + 1)]
+        specs = job_specs(root, args.jobs)
         specs.append(
             parse_job(
                 {
@@ -143,14 +132,9 @@ async def measure(url: str, root: Path, big: Path, args: argparse.Namespace) -> 
                 }
             )
         )
-        async with sessions() as session:
-            applied = await apply_jobs(
-                session, specs, clock=lambda: datetime.now(UTC) - timedelta(days=1)
-            )
-        if len(applied.created) != args.jobs + 1:
-            raise BenchError(f"declared {len(applied.created)} jobs, expected {args.jobs + 1}")
+        await declare_jobs(sessions, specs, clock=lambda: datetime.now(UTC) - timedelta(days=1))
         _, first, _ = await scan(sessions)
-        if first["new"] != args.jobs * args.files + 1 or first["errors"]:
+        if first["artifacts_new"] != args.jobs * args.files + 1 or first["errors"]:
             raise BenchError(f"first scan: {first}")
         runs: dict[str, list[dict[str, Any]]] = {mode: [] for mode in MODES}
         for index in range(args.runs):
@@ -261,7 +245,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     say = (lambda _m: None) if args.json else (lambda m: print(m, file=sys.stderr, flush=True))
     work = Path(tempfile.mkdtemp(prefix="bm-bench-verify-scan-")).resolve()
-    database_created = False
     try:
         check_disposable(args.database_url)
         root, big = work / "jobs", work / "big" / "dump.sql.gz"
@@ -271,20 +254,14 @@ def main(argv: list[str] | None = None) -> int:
         size = write_gzip_dump(big, args.megabytes)
         old = time.time() - 3600  # settled: verified at once
         os.utime(big, (old, old))
-        database_created = True
-        create_database(args.database_url)
-        say("scanning once, then rescans: alone, under the budget, unlimited ...")
-        runs = asyncio.run(measure(args.database_url, root, big, args))
+        with fresh_database(args.database_url):
+            say("scanning once, then rescans: alone, under the budget, unlimited ...")
+            runs = asyncio.run(measure(args.database_url, root, big, args))
         result = build_result(args, size, runs)
     except (BenchError, OSError, TimeoutError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
-        if database_created:
-            try:
-                drop_database(args.database_url)
-            except Exception as exc:  # report, but do not hide the main error
-                print(f"error: could not drop the database: {exc}", file=sys.stderr)
         shutil.rmtree(work, ignore_errors=True)
     if args.json:
         print(json.dumps(result, indent=2))

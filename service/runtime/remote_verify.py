@@ -45,6 +45,7 @@ from service.verify.checksums import (
 )  # fmt: skip
 from service.verify.formats import (
     CHUNK,
+    NOT_LISTED,
     Limits,
     Outcome,
     Stopped,
@@ -101,6 +102,30 @@ async def _find_sidecar(path: str, fetch: Fetch) -> tuple[Expected | None, str]:
             not_listed.append(str(exc))
     looked = ", ".join(sidecar_names(path))
     return None, "; ".join(not_listed) or f"no checksum sidecar (looked for {looked})"
+
+
+def _changed(where: str, was: str, now_size: int | None, found: Outcome, started: float) -> Outcome:
+    """The outcome of an artifact that changed while it was read: not judged, verified again
+    later. `was`: the version read; `now_size`: its size now, None when it is gone."""
+    now = "is gone" if now_size is None else f"is {grouped(now_size)} bytes"
+    return Outcome(
+        "changed",
+        f"{where} changed while it was read (it was {was}; it now {now}): it is verified again "
+        "later",
+        found.bytes_read, time.monotonic() - started, found.digest, found.checked, found.sidecar,
+    )  # fmt: skip
+
+
+def _unreadable(
+    where: str, reason: str, verifier: Verifier, reading: bool, started: float
+) -> Outcome:
+    """The outcome of an artifact that cannot be read (gone, refused, a connection lost), with
+    the byte it was read up to when it failed while being read."""
+    at = f" at byte {grouped(verifier.bytes_read)}" if reading else ""
+    return Outcome(
+        "unreadable", f"{where} cannot be read{at}: {reason}", verifier.bytes_read,
+        time.monotonic() - started,
+    )  # fmt: skip
 
 
 def _too_large(sidecar: str, size: int) -> SidecarError:
@@ -192,7 +217,7 @@ async def verify_s3_object(
                 before = _version(answer)
                 listed = (due.size, int((due.mtime - _EPOCH) / timedelta(seconds=1)))
                 if before[1:] != listed:
-                    return Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
+                    return NOT_LISTED
                 verifier = Verifier(
                     due.path.rpartition("/")[2],
                     archive=verify.archive,
@@ -213,25 +238,15 @@ async def verify_s3_object(
                         raise
                     after = None
                 if after != before:
-                    now = "is gone" if after is None else f"is {grouped(after[1])} bytes"
-                    return Outcome(
-                        "changed",
-                        f"{where} changed while it was read (it was {grouped(before[1])} bytes, "
-                        f"ETag {before[0]}; it now {now}): it is verified again later",
-                        found.bytes_read, time.monotonic() - started, found.digest,
-                        found.checked, found.sidecar,
-                    )  # fmt: skip
+                    was = f"{grouped(before[1])} bytes, ETag {before[0]}"
+                    return _changed(where, was, None if after is None else after[1], found, started)
     except Stopped:
         return verifier.stopped()
     except SourceError as exc:  # the secret cannot be resolved
-        return Outcome("unreadable", f"{where} cannot be read: {exc}", 0, 0.0)
+        return _unreadable(where, str(exc), verifier, False, started)
     except Exception as exc:  # the endpoint's answers and the connection's errors
         said = listing.explain(exc, key=key)
-        at = f" at byte {grouped(verifier.bytes_read)}" if stage == "read" else ""
-        return Outcome(
-            "unreadable", f"{where} cannot be read{at}: {said}", verifier.bytes_read,
-            time.monotonic() - started,
-        )  # fmt: skip
+        return _unreadable(where, said, verifier, stage == "read", started)
     return with_sidecar(found, time.monotonic() - started, sidecar_error, note)
 
 
@@ -289,7 +304,7 @@ async def verify_sftp_file(
                 before = _sftp_version(await file.stat())
                 listed = (due.size, int((due.mtime - _EPOCH) / timedelta(microseconds=1)))
                 if before != listed:
-                    return Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
+                    return NOT_LISTED
                 verifier = Verifier(due.path.rpartition("/")[2], archive=verify.archive,
                                     expected=expected, limits=limits)  # fmt: skip
                 stage = "read"
@@ -302,22 +317,12 @@ async def verify_sftp_file(
                 except (asyncssh.SFTPNoSuchFile, asyncssh.SFTPNoSuchPath):
                     after = None
                 if after != before:
-                    now = "is gone" if after is None else f"is {grouped(after[0])} bytes"
-                    return Outcome(
-                        "changed",
-                        f"{where} changed while it was read (it was {grouped(before[0])} bytes, "
-                        f"now {now}): it is verified again once it settles",
-                        found.bytes_read, time.monotonic() - started, found.digest,
-                        found.checked, found.sidecar,
-                    )  # fmt: skip
+                    was = f"{grouped(before[0])} bytes"
+                    return _changed(where, was, None if after is None else after[0], found, started)
     except Stopped:
         return verifier.stopped()
     except SourceError as exc:  # cannot connect, refused, the connection lost
-        at = f" at byte {grouped(verifier.bytes_read)}" if stage == "read" else ""
-        return Outcome("unreadable", f"{where} cannot be read{at}: {exc}",
-                       verifier.bytes_read, time.monotonic() - started)  # fmt: skip
+        return _unreadable(where, str(exc), verifier, stage == "read", started)
     except asyncssh.SFTPError as exc:  # gone, permission denied, a failed read
-        at = f" at byte {grouped(verifier.bytes_read)}" if stage == "read" else ""
-        return Outcome("unreadable", f"{where} cannot be read{at}: {sftp_reason(exc)}",
-                       verifier.bytes_read, time.monotonic() - started)  # fmt: skip
+        return _unreadable(where, sftp_reason(exc), verifier, stage == "read", started)
     return with_sidecar(found, time.monotonic() - started, sidecar_error, note)

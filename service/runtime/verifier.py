@@ -41,6 +41,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from service.core.clock import Clock, utcnow
 from service.core.jobspec import (
+    DECLARATION_FIELDS,
     BorgSource,
     JobSpec,
     LocalSource,
@@ -298,8 +299,8 @@ class Verifier:
         checksum = verify.checksum == "sidecar"
         try:
             return await asyncio.get_running_loop().run_in_executor(
-                processes, verify_local, path, due.size, listed_us, verify.archive, checksum,
-                self.options.limits,
+                processes, verify_local, path, due.path, due.size, listed_us, verify.archive,
+                checksum, self.options.limits,
             )  # fmt: skip
         except BrokenProcessPool:
             if self._processes is processes:
@@ -473,8 +474,6 @@ class Verifier:
 
 async def _declared_jobs(session: AsyncSession) -> list[_Declared]:
     """The jobs, not paused, whose valid declaration has `verify`."""
-    from service.core.jobspec import DECLARATION_FIELDS
-
     columns = [getattr(Job, name) for name in DECLARATION_FIELDS]
     rows = (
         await session.execute(

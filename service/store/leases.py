@@ -1,5 +1,12 @@
 """Leases: a row of a table held by one holder (a replica) until a moment, the one primitive
-every fleet lease uses (a job's listing here; an artifact's verification could use the same).
+every fleet lease uses (a job's listing).
+
+The verifier's leases (service/store/verifications.py) are not these: each is one row claimed
+by its key under a per-job condition (one artifact of a job at a time, serialized by an
+advisory lock), holds no holder column, and is fenced by its own expiry (`lease_until ==
+held`), with no renewal of everything a replica holds. What the two share, a conditional
+UPDATE checked by its rowcount, has its one home in service.db.engine (`claimed`,
+`rows_changed`).
 
 A leased table has three columns: its key, the holder, and the lease's expiry. A lease is free
 when it has no expiry, when its expiry is past (its holder died, or let it lapse) or when the

@@ -38,7 +38,7 @@ from service.verify.checksums import (
     sidecar_names,
 )  # fmt: skip
 
-__all__ = ["CHUNK", "Limits", "Outcome", "Result", "Stopped", "Verifier", "grouped",
+__all__ = ["CHUNK", "NOT_LISTED", "Limits", "Outcome", "Result", "Stopped", "Verifier", "grouped",
            "verify_file", "verify_stream", "with_sidecar"]  # fmt: skip
 
 CHUNK = 1024 * 1024  # bytes read from the file at a time (one reused buffer)
@@ -71,6 +71,11 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return self.result == "ok"
+
+
+# Found before a byte is read, by every source: the version there is not the one listed (it is
+# being rewritten; the next listing will say).
+NOT_LISTED = Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
 
 
 # The pass -----------------------------------------------------------------------------------------
@@ -270,12 +275,12 @@ def _peek(read: BinaryIO, n: int) -> bytes:
 # A local file -------------------------------------------------------------------------------------
 
 
-def _find_sidecar(path: Path) -> tuple[Expected | None, str]:
-    """The first sidecar next to `path` that gives its digest, and a note on what was found
-    (SidecarError: one that cannot be read as a checksum file)."""
+def _find_sidecar(path: Path, name: str) -> tuple[Expected | None, str]:
+    """The first sidecar next to `path` (artifact `name`) that gives its digest, and a note on
+    what was found (SidecarError: one that cannot be read as a checksum file)."""
     not_listed = []
-    for sidecar in sidecar_names(path.name):
-        candidate = path.parent / sidecar
+    for sidecar in sidecar_names(name):
+        candidate = path.parent / sidecar.rpartition("/")[2]
         try:
             with open(candidate, "rb") as file:
                 content = file.read(MAX_SIDECAR_BYTES + 1)
@@ -284,10 +289,10 @@ def _find_sidecar(path: Path) -> tuple[Expected | None, str]:
         except OSError as exc:
             raise SidecarError(f"sidecar {sidecar} cannot be read: {exc.strerror}") from None
         try:
-            return parse_sidecar(sidecar, content, path.name), ""
+            return parse_sidecar(sidecar, content, name), ""
         except NoSidecarEntry as exc:
             not_listed.append(str(exc))
-    looked = ", ".join(sidecar_names(path.name))
+    looked = ", ".join(sidecar_names(name))
     return None, "; ".join(not_listed) or f"no checksum sidecar (looked for {looked})"
 
 
@@ -299,9 +304,12 @@ def verify_file(
     limits: Limits,
     budget: Budget,
     stop: StopSignal | None = None,
+    artifact: str | None = None,
 ) -> Outcome:
     """Verify a local file: with `checksum`, against the first sidecar found next to it
-    (checksums.sidecar_names); a file that changes while it is read is "changed"."""
+    (checksums.sidecar_names); a file that changes while it is read is "changed". `artifact`:
+    its path relative to the source root ("/"-separated; default its name), as the sidecars
+    are named in the outcome (the same for every source: "sub/SHA256SUMS")."""
     started = time.monotonic()
     name = path.name
     try:
@@ -326,7 +334,7 @@ def verify_file(
         expected, note, sidecar_error = None, "", None
         if checksum:
             try:
-                expected, note = _find_sidecar(path)
+                expected, note = _find_sidecar(path, artifact or name)
             except SidecarError as exc:
                 sidecar_error = str(exc)
         found = verify_stream(

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from service.verify.budget import Budget, StopSignal
-from service.verify.formats import Limits, Outcome, verify_file
+from service.verify.formats import NOT_LISTED, Limits, Outcome, verify_file
 
 NICE = 19
 
@@ -76,18 +76,25 @@ def start_worker(budget_state: Any, stop: StopSignal) -> None:
 
 
 def verify_local(
-    path: str, size: int, mtime_us: int, archive: bool, checksum: bool, limits: Limits
+    path: str,
+    artifact: str,
+    size: int,
+    mtime_us: int,
+    archive: bool,
+    checksum: bool,
+    limits: Limits,
 ) -> Outcome:
-    """Verify one local file (in a worker process). A file that is not the version listed (its
-    size or time in microseconds differ: it is being rewritten, the next listing will say) is
-    "changed", as is one that changes while it is read (verify_file sees that)."""
+    """Verify one local file (in a worker process); `artifact`: its path in its source. A file
+    that is not the version listed (its size or time in microseconds differ: it is being
+    rewritten, the next listing will say) is "changed", as is one that changes while it is read
+    (verify_file sees that)."""
     (worker,) = _worker
     try:
         stat = os.stat(path)
     except OSError as exc:
-        return Outcome("unreadable", f"{path} cannot be read: {exc.strerror or exc}", 0, 0.0)
+        return Outcome("unreadable", f"{path} cannot be read: {exc.strerror}", 0, 0.0)
     if stat.st_size != size or stat.st_mtime_ns // 1000 != mtime_us:
-        return Outcome("changed", "not the version listed (rewritten since)", 0, 0.0)
+        return NOT_LISTED
     return verify_file(
         Path(path),
         archive=archive,
@@ -95,4 +102,5 @@ def verify_local(
         limits=limits,
         budget=worker.budget,
         stop=worker.stop,
+        artifact=artifact,
     )

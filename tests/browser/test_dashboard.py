@@ -6,6 +6,7 @@ pages (desktop and phone width) land in tests/artifacts/ for a person to look at
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import os
@@ -24,9 +25,10 @@ from sqlalchemy import select, update
 from service.cli.demo import build_sandbox, prepare
 from service.config.jobsfile import apply_jobs, parse_declarations
 from service.core.jobspec import parse_job
-from service.db.models import Job
+from service.db.models import ArtifactVerification, Job
 from service.runtime.app import create_app
 from service.runtime.keys import sessionmaker_key
+from service.runtime.verifier import Verifier, VerifyOptions
 from service.scanner.scanner import BackupScanner
 from service.settings import load_settings
 from service.store.jobs import new_job, status_counts
@@ -608,3 +610,47 @@ async def test_the_list_in_pages_keeps_its_filters_at_both_widths(site, page):
         await expect(page).to_have_url(base + "/?tag=fleet&page=3")
         await expect(page.locator("#jobs tbody tr")).to_have_count(50)
         await expect(page.locator("#pages-top a[rel=next]")).to_have_count(0)
+
+
+async def test_verified_files_at_desktop_and_phone_width(site, page):
+    """The per-file verification marks with their findings (a checksum mismatch gives two
+    64-digit digests): no sideways scrolling, and on a phone each file is a card whose name is
+    as wide as the page, not a column a few letters wide beside the finding."""
+    sessionmaker = site["sessionmaker"]
+    verifier = Verifier(sessionmaker, VerifyOptions(bytes_per_second=10**9, poll_seconds=0.05))
+    await verifier.start()
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                async with sessionmaker() as session:
+                    job_id = await session.scalar(select(Job.id).where(Job.name == "docs-offsite"))
+                    outcomes = set(
+                        await session.scalars(
+                            select(ArtifactVerification.outcome).where(
+                                ArtifactVerification.job_id == job_id
+                            )
+                        )
+                    )
+                if "checksum_mismatch" in outcomes and None not in outcomes:
+                    break
+                await asyncio.sleep(0.1)
+    finally:
+        await verifier.stop(5)
+    base = site["base"]
+    await log_in(page, base, site["reader"])
+    for width, height, suffix in ((1366, 900, "desktop"), (390, 844, "phone")):
+        await page.set_viewport_size({"width": width, "height": height})
+        await page.goto(base + "/jobs/docs-offsite")
+        files = page.locator("#files")
+        await expect(files.locator("td.verified .badge").first).to_contain_text("checksum mismatch")
+        assert await page.evaluate("document.documentElement.scrollWidth") <= width
+        table = await files.locator("table").bounding_box()
+        name = await files.locator("tbody td:first-child > span").first.bounding_box()
+        finding = await files.locator("tbody td.verified").first.bounding_box()
+        assert table is not None and name is not None and finding is not None
+        # The name on one line (about 1.5 rem high), the finding at least half the table.
+        assert name["height"] < 40, name
+        assert finding["width"] >= table["width"] * 0.4, (finding, table)
+        await files.scroll_into_view_if_needed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        await files.screenshot(path=str(ARTIFACTS / f"verified-files-{suffix}.png"))

@@ -1,17 +1,17 @@
-"""Verification in the service (issue 14): real files, real archives, real databases, the real
-verifier in worker threads; on PostgreSQL and SQLite.
+"""Verification in the service (issue 14), what only local files show: real files, real
+archives, real databases, the real verifier in worker threads; on PostgreSQL and SQLite.
 
-A good dump is verified ok; a truncated gzip makes the job critical (`corrupt`); a sidecar that
-does not match makes it critical (`checksum_mismatch`); a file rewritten while it is read is not
-called corrupt and is verified again; two verifiers on one PostgreSQL verify each artifact once;
-a verifier stopped in the middle loses nothing (the next one verifies the artifact).
+The newest artifact is verified first and only the newest results judge the job; two verifiers
+on one PostgreSQL verify each artifact once; a restic repository is checked; the app runs the
+verifier where the scheduler runs; a file replaced with an old time waits for its retry. The
+cases every source shares (ok, corrupt, checksum mismatch, missing sidecar, changed while read,
+unreadable, stopped) are in test_verification_sources.py, on local, S3 and SFTP sources.
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import os
 import random
 import signal
@@ -55,12 +55,6 @@ def dump(path: Path, size: int, *, seed: int = 1, age: timedelta = HOUR) -> byte
     when = (datetime.now(UTC) - age).timestamp()
     os.utime(path, (when, when))
     return data
-
-
-def sidecar(path: Path, data: bytes) -> None:
-    path.with_name(path.name + ".sha256").write_text(
-        f"{hashlib.sha256(data).hexdigest()}  {path.name}\n"
-    )
 
 
 async def declare(sessionmaker, directory: Path, name: str = "db", **verify: Any) -> int:
@@ -107,147 +101,6 @@ async def verify_all(sessionmaker, job_id: int, count: int = 1) -> dict[str, Art
     finally:
         await verifier.stop(5)
     return await rows(sessionmaker, job_id)
-
-
-async def test_a_good_dump_is_verified_ok_and_shown(
-    sessionmaker, tmp_path, aiohttp_client, make_app
-):
-    data = dump(tmp_path / "db" / "db-1.sql.gz", 200_000)
-    sidecar(tmp_path / "db" / "db-1.sql.gz", data)
-    job_id = await declare(sessionmaker, tmp_path / "db")
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    row = found["db-1.sql.gz"]
-    assert row.outcome == "ok", row.detail
-    assert row.sidecar == "db-1.sql.gz.sha256"
-    assert row.bytes_read == len(data)
-    assert row.digest == hashlib.sha256(data).hexdigest()
-    job = await get_job(sessionmaker, "db")
-    assert job.status == "ok", job.reasons
-
-    client = await aiohttp_client(make_app())
-    answer = await (await client.get("/api/v1/jobs/db/artifacts")).json()
-    (item,) = answer["items"]
-    assert item["verification"]["state"] == "ok"
-    assert item["verification"]["bytes_read"] == len(data)
-    assert item["verification"]["verifying"] is False
-    page = await (await client.get("/jobs/db")).text()
-    assert "✓ ok" in page
-    metrics = await (await client.get("/metrics")).text()
-    assert 'backup_verification_last_timestamp_seconds{backup_job="db"}' in metrics
-    assert 'backup_verification_artifacts{outcome="ok"} 1.0' in metrics
-
-
-async def test_a_truncated_gzip_is_corrupt(sessionmaker, tmp_path, aiohttp_client, make_app):
-    path = tmp_path / "db" / "db-2.sql.gz"
-    data = dump(path, 300_000)
-    cut = data[: len(data) // 2]
-    path.write_bytes(cut)
-    when = (datetime.now(UTC) - HOUR).timestamp()
-    os.utime(path, (when, when))
-    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    assert found["db-2.sql.gz"].outcome == "corrupt"
-    # The verifier had the job judged again at once.
-    job = await get_job(sessionmaker, "db")
-    assert job.status == "critical"
-    (reason,) = job.reasons
-    assert reason["code"] == "corrupt"
-    assert reason["message"].startswith("newest backup db-2.sql.gz is corrupt: ")
-    assert found["db-2.sql.gz"].detail in reason["message"]
-
-    client = await aiohttp_client(make_app())
-    page = await (await client.get("/jobs/db")).text()
-    assert "✗ corrupt" in page
-
-
-async def test_a_sidecar_mismatch_is_checksum_mismatch(sessionmaker, tmp_path):
-    path = tmp_path / "db" / "db-3.sql.gz"
-    dump(path, 100_000)
-    sidecar(path, b"other bytes")
-    job_id = await declare(sessionmaker, tmp_path / "db", checksum="sidecar")
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    assert found["db-3.sql.gz"].outcome == "checksum_mismatch"
-    job = await get_job(sessionmaker, "db")
-    assert job.status == "critical"
-    assert [r["code"] for r in job.reasons] == ["checksum_mismatch"]
-    assert hashlib.sha256(b"other bytes").hexdigest() in job.reasons[0]["message"]
-    assert "db-3.sql.gz.sha256" in job.reasons[0]["message"]
-
-
-async def test_a_missing_sidecar_is_reported_not_a_mismatch(sessionmaker, tmp_path):
-    dump(tmp_path / "db" / "db-4.sql.gz", 50_000)
-    job_id = await declare(sessionmaker, tmp_path / "db")
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    assert found["db-4.sql.gz"].outcome == "ok"
-    job = await get_job(sessionmaker, "db")
-    assert job.status == "warning"
-    assert [r["code"] for r in job.reasons] == ["checksum_missing"]
-
-
-async def test_a_file_rewritten_while_read_is_not_corrupt_and_verified_again(
-    sessionmaker, tmp_path
-):
-    path = tmp_path / "db" / "db-5.sql.gz"
-    dump(path, 3_000_000)
-    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
-    await scan(sessionmaker)
-    # 1 MB/s: the first read takes about 3 s; the file is rewritten during it.
-    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05, retry_seconds=0.1)
-    verifier = Verifier(sessionmaker, slow)
-    await verifier.start()
-    try:
-
-        async def leased() -> bool:
-            row = (await rows(sessionmaker, job_id)).get("db-5.sql.gz")
-            return row is not None and row.lease_until is not None
-
-        await until(leased, 10, "the verifier took the file")
-        await asyncio.sleep(0.3)  # well into the read (the budget lets 1 MB a second through)
-        new = dump(path, 100_000, seed=2, age=timedelta(minutes=30))  # in place, new content
-
-        async def retried() -> bool:
-            return verifier.stats.changed >= 1
-
-        await until(retried, 15, "the change was seen")
-        row = (await rows(sessionmaker, job_id))["db-5.sql.gz"]
-        assert row.outcome is None and row.verified_at is None  # nothing recorded
-        assert (await get_job(sessionmaker, "db")).status == "ok"
-        # The next listing records the new version; it is verified then.
-        await scan(sessionmaker)
-        await until(all_verified(sessionmaker, job_id, 1), 15, "verified again")
-    finally:
-        await verifier.stop(5)
-    row = (await rows(sessionmaker, job_id))["db-5.sql.gz"]
-    assert row.outcome == "ok", row.detail
-    assert row.size == len(new) and row.bytes_read == len(new)
-    assert (await get_job(sessionmaker, "db")).status == "ok"
-
-
-async def test_stopped_mid_verification_loses_nothing(sessionmaker, tmp_path):
-    dump(tmp_path / "db" / "db-6.sql.gz", 4_000_000)
-    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
-    await scan(sessionmaker)
-    slow = VerifyOptions(bytes_per_second=500_000, poll_seconds=0.05)
-    first = Verifier(sessionmaker, slow)
-    await first.start()
-
-    async def leased() -> bool:
-        row = (await rows(sessionmaker, job_id)).get("db-6.sql.gz")
-        return row is not None and row.lease_until is not None
-
-    await until(leased, 10, "the verifier took the file")
-    started = time.monotonic()
-    await first.stop(5)
-    assert time.monotonic() - started < 3  # the reader stopped at its next read
-    row = (await rows(sessionmaker, job_id))["db-6.sql.gz"]
-    assert row.verified_at is None and row.lease_until is None  # given back, nothing recorded
-    # The next start verifies it.
-    found = await verify_all(sessionmaker, job_id)
-    assert found["db-6.sql.gz"].outcome == "ok"
 
 
 async def test_newest_first_and_only_the_newest_results_judge_the_job(sessionmaker, tmp_path):
@@ -504,16 +357,23 @@ async def one_worker_started() -> int:
     return worker
 
 
+async def reading_slowly(sessionmaker, path: Path) -> tuple[int, Verifier]:
+    """A job with a 3 MB dump at `path`, listed, and a verifier started that reads it at 1 MB a
+    second (retried 0.2 s after a failure); the job's id and the verifier."""
+    dump(path, 3_000_000)
+    job_id = await declare(sessionmaker, path.parent, archive=True)
+    await scan(sessionmaker)
+    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05, retry_seconds=0.2)
+    verifier = Verifier(sessionmaker, slow)
+    await verifier.start()
+    return job_id, verifier
+
+
 async def test_files_are_read_by_worker_processes_of_the_lowest_priority(sessionmaker, tmp_path):
     """The CPU work runs in worker processes at nice 19, each in a session of its own whose
     scheduling group (Linux's autogroup) is at nice 19 too: a scan, a ping or the API gets
     the cores first (bench/verify_scan.py measures it)."""
-    dump(tmp_path / "db" / "db-7.sql.gz", 3_000_000)
-    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
-    await scan(sessionmaker)
-    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05)
-    verifier = Verifier(sessionmaker, slow)
-    await verifier.start()
+    job_id, verifier = await reading_slowly(sessionmaker, tmp_path / "db" / "db-7.sql.gz")
     try:
         worker = await one_worker_started()
         assert stat_of(worker)["session"] == worker != os.getsid(0)  # a session of its own
@@ -530,12 +390,7 @@ async def test_a_worker_process_killed_mid_read_loses_nothing(sessionmaker, tmp_
     """A worker killed in the middle of a read (the OOM killer, an operator): nothing is
     recorded, the artifact is given back and read again by a new worker; the verifier goes
     on."""
-    dump(tmp_path / "db" / "db-8.sql.gz", 3_000_000)
-    job_id = await declare(sessionmaker, tmp_path / "db", archive=True)
-    await scan(sessionmaker)
-    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05, retry_seconds=0.2)
-    verifier = Verifier(sessionmaker, slow)
-    await verifier.start()
+    job_id, verifier = await reading_slowly(sessionmaker, tmp_path / "db" / "db-8.sql.gz")
     try:
         killed = await one_worker_started()
         await asyncio.sleep(0.5)  # into the read (1 MB a second of 3 MB)

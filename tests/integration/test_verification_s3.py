@@ -1,17 +1,16 @@
-"""Verification of S3 objects by streaming them (issue 14): moto's real S3 server in its own
-process (tests/peers.py), the real scanner and the real verifier; on PostgreSQL and SQLite.
+"""Verification of S3 objects by streaming them (issue 14), what only S3 shows: moto's real S3
+server in its own process (tests/peers.py), the real scanner and the real verifier; on
+PostgreSQL and SQLite.
 
-A good .tar.gz object is ok (and its sidecar object matches); a truncated .gz object is corrupt
-at its byte; a SHA256SUMS object that does not match is a checksum_mismatch; an object replaced
-while it is read is not judged and is verified again; an object deleted after its listing is
-unreadable, never corrupt; a 50 MB object is verified without its size in memory.
+A 50 MB object is verified without its size in memory; a connection cut in the middle of a body
+is unreadable, never corrupt. The cases every source shares are in
+test_verification_sources.py (which uses this module's objects and environment).
 """
 
 from __future__ import annotations
 
 import asyncio
 import gzip
-import hashlib
 import io
 import random
 import tarfile
@@ -21,28 +20,30 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 
 from service.core.scan_options import ScanOptions
-from service.db.models import ArtifactVerification, Job
-from service.runtime.verifier import Verifier, VerifyOptions
+from service.runtime.verifier import Verifier
 from service.scanner.scanner import run_scanner
 from service.verify.formats import grouped
 
 from tests.integration.test_verification import FAST, all_verified, rows, until, verify_all
 from tests.peers import S3Server
-from tests.support import add_job, get_job
+from tests.support import add_job
 
 SECRET_ENV = "BM_TEST_S3_VERIFY_SECRET"
 
 
-@pytest.fixture(autouse=True)
-def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+def s3_environment(server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
     """The job's secret in the environment; botocore never looks beyond this machine."""
-    monkeypatch.setenv(SECRET_ENV, s3_server.secret_access_key)
+    monkeypatch.setenv(SECRET_ENV, server.secret_access_key)
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+
+
+@pytest.fixture(autouse=True)
+def s3_env(s3_server: S3Server, monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    s3_environment(s3_server, monkeypatch, tmp_path)
 
 
 async def put(server: S3Server, bucket: str, objects: dict[str, bytes]) -> None:
@@ -66,13 +67,6 @@ async def scan(sessionmaker: Any) -> None:
         await run_scanner(session, ScanOptions(), trigger="manual")
 
 
-async def judged(sessionmaker: Any, name: str, status: str) -> Job:
-    """The job, judged by the verifier with the recorded result, with this status."""
-    job = await get_job(sessionmaker, name)
-    assert job.status == status, job.reasons
-    return job
-
-
 def tar_gz(members: dict[str, bytes]) -> bytes:
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w:gz", compresslevel=1) as tar:
@@ -85,125 +79,6 @@ def tar_gz(members: dict[str, bytes]) -> bytes:
 
 def noise(size: int, seed: int = 1) -> bytes:
     return random.Random(seed).randbytes(size)
-
-
-async def test_a_good_tar_gz_object_and_its_sidecar_are_ok(s3_server, sessionmaker):
-    bucket = s3_server.create_bucket()
-    data = tar_gz({"dump.sql": noise(300_000), "etc/conf": b"x = 1\n"})
-    digest = hashlib.sha256(data).hexdigest()
-    await put(s3_server, bucket, {
-        "db/2026-11-30.tar.gz": data,
-        "db/2026-11-30.tar.gz.sha256": f"{digest}  2026-11-30.tar.gz\n".encode(),
-    })  # fmt: skip
-    job_id = await declare(s3_server, sessionmaker, bucket)
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    row = found["2026-11-30.tar.gz"]
-    assert row.outcome == "ok", row.detail
-    assert "gzip and tar (2 members) read through" in row.detail
-    assert row.sidecar == "2026-11-30.tar.gz.sha256"
-    assert row.digest == digest
-    assert row.bytes_read == len(data)
-    assert (await get_job(sessionmaker, "s3db")).status == "ok"
-
-
-async def test_a_truncated_gz_object_is_corrupt_at_its_byte(s3_server, sessionmaker):
-    bucket = s3_server.create_bucket()
-    data = gzip.compress(noise(400_000), compresslevel=1)
-    cut = data[: len(data) // 2]
-    await put(s3_server, bucket, {"db/2026-11-29.sql.gz": cut})
-    job_id = await declare(s3_server, sessionmaker, bucket, archive=True)
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    row = found["2026-11-29.sql.gz"]
-    assert row.outcome == "corrupt", row.detail
-    assert f"truncated at byte {grouped(len(cut))}" in row.detail
-    job = await judged(sessionmaker, "s3db", "critical")
-    assert [r["code"] for r in job.reasons] == ["corrupt"]
-
-
-async def test_a_sums_object_that_does_not_match_is_checksum_mismatch(s3_server, sessionmaker):
-    bucket = s3_server.create_bucket()
-    data = gzip.compress(noise(100_000), compresslevel=1)
-    other = hashlib.sha256(b"other bytes").hexdigest()
-    await put(s3_server, bucket, {
-        "db/2026-11-28.sql.gz": data,
-        "db/SHA256SUMS": f"{'0' * 64}  2026-11-27.sql.gz\n{other}  2026-11-28.sql.gz\n".encode(),
-    })  # fmt: skip
-    job_id = await declare(s3_server, sessionmaker, bucket, checksum="sidecar")
-    await scan(sessionmaker)
-    found = await verify_all(sessionmaker, job_id)
-    row = found["2026-11-28.sql.gz"]
-    assert row.outcome == "checksum_mismatch", row.detail
-    assert row.sidecar == "SHA256SUMS"
-    assert other in row.detail and hashlib.sha256(data).hexdigest() in row.detail
-    job = await judged(sessionmaker, "s3db", "critical")
-    assert [r["code"] for r in job.reasons] == ["checksum_mismatch"]
-
-
-async def test_an_object_replaced_while_read_is_not_corrupt_and_verified_again(
-    s3_server, sessionmaker
-):
-    bucket = s3_server.create_bucket()
-    await put(s3_server, bucket, {"db/big.sql.gz": gzip.compress(noise(3_000_000), 1)})
-    job_id = await declare(s3_server, sessionmaker, bucket, archive=True)
-    await scan(sessionmaker)
-    # 1 MB/s: the first read takes about 3 s; the object is replaced during it.
-    slow = VerifyOptions(bytes_per_second=1_000_000, poll_seconds=0.05, retry_seconds=0.1)
-    verifier = Verifier(sessionmaker, slow)
-    await verifier.start()
-    try:
-
-        async def leased() -> bool:
-            row = (await rows(sessionmaker, job_id)).get("big.sql.gz")
-            return row is not None and row.lease_until is not None
-
-        await until(leased, 10, "the verifier took the object")
-        await asyncio.sleep(0.5)  # well into the read
-        new = gzip.compress(noise(100_000, seed=2), 1)
-        await put(s3_server, bucket, {"db/big.sql.gz": new})
-
-        async def retried() -> bool:
-            return verifier.stats.changed >= 1
-
-        await until(retried, 15, "the change was seen")
-        row = (await rows(sessionmaker, job_id))["big.sql.gz"]
-        assert row.outcome is None and row.verified_at is None  # nothing recorded
-        assert (await get_job(sessionmaker, "s3db")).status != "critical"
-        await asyncio.sleep(1.1)  # a LastModified of another second than the listing's
-        await scan(sessionmaker)  # the new version listed: verified then
-        await until(all_verified(sessionmaker, job_id, 1), 15, "verified again")
-    finally:
-        await verifier.stop(5)
-    row = (await rows(sessionmaker, job_id))["big.sql.gz"]
-    assert row.outcome == "ok", row.detail
-    assert row.bytes_read == len(new)
-
-
-async def test_an_object_deleted_after_its_listing_is_unreadable_not_corrupt(
-    s3_server, sessionmaker
-):
-    bucket = s3_server.create_bucket()
-    await put(s3_server, bucket, {"db/gone.sql.gz": gzip.compress(noise(10_000), 1)})
-    job_id = await declare(s3_server, sessionmaker, bucket, archive=True)
-    await scan(sessionmaker)
-    async with s3_server.client() as client:
-        await client.delete_object(Bucket=bucket, Key="db/gone.sql.gz")
-    verifier = Verifier(sessionmaker, FAST)
-    await verifier.start()
-    try:
-        await until(all_verified(sessionmaker, job_id, 1), 30, "verified")
-    finally:
-        await verifier.stop(5)
-    # The job judged again since: the listing marked the artifact gone; its result stays.
-    async with sessionmaker() as session:
-        row = await session.scalar(
-            select(ArtifactVerification).where(ArtifactVerification.job_id == job_id)
-        )
-    assert row is not None
-    assert row.outcome == "unreadable", row.detail
-    assert f"s3://{bucket}/db/gone.sql.gz cannot be read" in row.detail
-    assert "is gone" in row.detail
 
 
 def rss() -> int:
@@ -250,29 +125,6 @@ async def test_a_50_mb_object_is_streamed_in_bounded_memory(s3_server, sessionma
     grown = peak - baseline
     print(f"50 MB object verified: RSS grew {grown / 1e6:.1f} MB")
     assert grown < 20_000_000, f"RSS grew {grown} bytes while {length} were streamed"
-
-
-async def test_stopped_mid_stream_loses_nothing(s3_server, sessionmaker):
-    bucket = s3_server.create_bucket()
-    await put(s3_server, bucket, {"db/slow.sql.gz": gzip.compress(noise(4_000_000), 1)})
-    job_id = await declare(s3_server, sessionmaker, bucket, archive=True)
-    await scan(sessionmaker)
-    first = Verifier(sessionmaker, VerifyOptions(bytes_per_second=500_000, poll_seconds=0.05))
-    await first.start()
-
-    async def leased() -> bool:
-        row = (await rows(sessionmaker, job_id)).get("slow.sql.gz")
-        return row is not None and row.lease_until is not None
-
-    await until(leased, 10, "the verifier took the object")
-    await asyncio.sleep(0.3)
-    started = time.monotonic()
-    await first.stop(5)
-    assert time.monotonic() - started < 3  # the reader stopped at its next piece
-    row = (await rows(sessionmaker, job_id))["slow.sql.gz"]
-    assert row.verified_at is None and row.lease_until is None  # given back, nothing recorded
-    found = await verify_all(sessionmaker, job_id)
-    assert found["slow.sql.gz"].outcome == "ok", found["slow.sql.gz"].detail
 
 
 async def cutting_proxy(port: int, after: int) -> asyncio.Server:

@@ -171,8 +171,8 @@ def test_the_budget_and_the_stop_signal_are_shared_with_worker_processes(tmp_pat
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=context, initializer=start_worker,
                              initargs=(budget.state, stop)) as workers:  # fmt: skip
-        verify = partial(verify_local, str(path), stat.st_size, stat.st_mtime_ns // 1000,
-                         False, False, Limits())  # fmt: skip
+        verify = partial(verify_local, str(path), path.name, stat.st_size,
+                         stat.st_mtime_ns // 1000, False, False, Limits())  # fmt: skip
         assert workers.submit(verify).result(60).ok  # started, nothing reserved: no wait
         budget.take(1_000_000)  # 1 s of the shared timeline
         started = time.monotonic()
