@@ -94,14 +94,16 @@ async def run(args: argparse.Namespace) -> int:
     engine = create_engine(args.database_url)
     sessions = create_sessionmaker(engine)
     options = DispatchOptions(poll_seconds=0.05, concurrency=args.concurrency)
+    slots = Dispatcher(sessions, channels, options).slots("hook")  # the plain POSTs' too
     problems = 0
-    print(f"backup-monitor notification benchmark — {args.database_url} (code {code_version()})")
+    print(f"backup-monitor notification benchmark — {args.database_url} (code {code_version()}, "
+          f"{slots} sends at once)")  # fmt: skip
     try:
         for label, jobs, per_job in (
             ("many jobs", args.jobs, args.per_job),
             ("one job", 1, args.jobs * args.per_job),
         ):
-            prefix = "many" if jobs > 1 else "one"
+            prefix = label.split()[0]  # "many", "one": --jobs 1 makes two one-job backlogs
             rows = await backlog(sessions, jobs, per_job, prefix)
             receiver.bodies.clear()
             seconds = await drain(Dispatcher(sessions, channels, options), receiver, len(rows))
@@ -111,7 +113,7 @@ async def run(args: argparse.Namespace) -> int:
             ordered = jobs > 1 or seen == expected
             receiver.bodies.clear()
             reference = await plain_posts(
-                receiver.url, [row["payload"] for row in rows], args.concurrency
+                receiver.url, [row["payload"] for row in rows], slots
             )
             count = len(rows)
             print(
@@ -131,7 +133,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--per-job", type=int, default=5)
-    parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument("--concurrency", type=int, default=None, help="default: by channel type")
     parser.add_argument("--database-url", default=URL)
     args = parser.parse_args()
     create_database(args.database_url)  # dropped first, and migrated
