@@ -1,7 +1,8 @@
 """Notification delivery on PostgreSQL: how fast a backlog of notices drains to a webhook,
 next to plain aiohttp POSTs of the same bodies to the same receiver, in the same run.
 
-    .venv/bin/python bench/notify.py [--jobs 200] [--per-job 5] [--database-url URL]
+    .venv/bin/python bench/notify.py [--jobs 200] [--per-job 5] [--backlog both|many|one]
+        [--concurrency N] [--database-url URL]
 
 The dispatcher runs as in `serve` (`Dispatcher.start`, a send per delivery, `concurrency` per
 channel) until the receiver has every notice.
@@ -103,6 +104,8 @@ async def run(args: argparse.Namespace) -> int:
             ("many jobs", args.jobs, args.per_job),
             ("one job", 1, args.jobs * args.per_job),
         ):
+            if args.backlog not in ("both", label.split()[0]):
+                continue
             prefix = label.split()[0]  # "many", "one": --jobs 1 makes two one-job backlogs
             rows = await backlog(sessions, jobs, per_job, prefix)
             receiver.bodies.clear()
@@ -112,9 +115,7 @@ async def run(args: argparse.Namespace) -> int:
             exact = sorted(seen) == sorted(expected)
             ordered = jobs > 1 or seen == expected
             receiver.bodies.clear()
-            reference = await plain_posts(
-                receiver.url, [row["payload"] for row in rows], slots
-            )
+            reference = await plain_posts(receiver.url, [row["payload"] for row in rows], slots)
             count = len(rows)
             print(
                 f"{label:>9}: {count} notices in {seconds:.2f} s = {count / seconds:,.0f}/s; "
@@ -134,6 +135,7 @@ def main() -> int:
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--per-job", type=int, default=5)
     parser.add_argument("--concurrency", type=int, default=None, help="default: by channel type")
+    parser.add_argument("--backlog", choices=("both", "many", "one"), default="both")
     parser.add_argument("--database-url", default=URL)
     args = parser.parse_args()
     create_database(args.database_url)  # dropped first, and migrated

@@ -174,16 +174,16 @@ class Dispatcher:
             while not stop.is_set():
                 self._freed.clear()  # before the claim: a send ending during it wakes us after
                 try:
-                    started = await self._round()
+                    _started, more = await self._round()
                     failures = 0
                 except Exception as exc:
                     failures += 1
-                    started = 0
+                    more = False
                     log_failure(
                         logger, "notification round failed", exc, database_url_of(self.sessions)
                     )
-                if started:
-                    continue  # there may be more
+                if more:
+                    continue
                 pause = self.options.poll_seconds * min(2**failures, 30)
                 # A freed slot may let a waiting delivery go; not while the database fails.
                 wakes = [stop.wait(), *([self._freed.wait()] if not failures else [])]
@@ -222,21 +222,27 @@ class Dispatcher:
     async def run_once(self) -> int:
         """One round, and wait for its sends (for tests and one-off use; `run` never waits for
         a round's sends). Returns the deliveries attempted."""
-        started = await self._round()
+        started, _more = await self._round()
         await self._wait_for_sends()
         return started
 
-    async def _round(self) -> int:
+    async def _round(self) -> tuple[int, bool]:
         """Route, claim what is due where a slot is free and start sending it. Returns the
-        deliveries started. (Reminders are not made here: the judgement at a reminder's due
-        time writes it, with the job's reasons as they are then; see service.notify.events.)"""
-        await self.route()
+        deliveries started, and whether there may be more to do at once: more events to
+        route, or a channel given chains that still has a free slot (one of the deliveries
+        read was cancelled, or another dispatcher took it). A channel whose slots are all
+        taken waits for one to be freed. (Reminders are not made here: the judgement at a
+        reminder's due time writes it, with the job's reasons as they are then; see
+        service.notify.events.)"""
+        routed = await self.route()
         claimed = await self.claim()
         for item in claimed:
             task = asyncio.create_task(self._send(item), name=f"notify-{item.delivery_id}")
             self._sends.add(task)
             task.add_done_callback(self._sent)
-        return len(claimed)
+        in_use = Counter(item.channel for item in self._in_flight.values())
+        room = any(in_use[item.channel] < self.slots(item.channel) for item in claimed)
+        return len(claimed), routed >= BATCH or room
 
     async def _send(self, item: Claimed) -> None:
         """Send a chain: each next delivery once the one before it is delivered and recorded
@@ -345,7 +351,8 @@ class Dispatcher:
         delivery, event = NotificationDelivery, NotificationEvent
         # Event ids follow a job's changes (each is written under the job's row lock);
         # delivery ids need not (another replica may route an earlier event later).
-        order = (delivery.event_id, delivery.id)
+        # (A job's event has one delivery per channel: in the order of the pending index.)
+        order = delivery.event_id
         queue = (delivery.channel, delivery.job_name)  # one job's deliveries to one channel
         free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
         ready = and_(delivery.next_attempt_at <= now, free)
@@ -371,11 +378,6 @@ class Dispatcher:
         # An earlier event of the job that another dispatcher is routing right now has no
         # delivery yet to wait behind: wait for the event itself.
         earlier_event = aliased(NotificationEvent)
-        unrouted_before = exists().where(
-            earlier_event.job_name == pending.c.job_name,
-            earlier_event.routed_at.is_(None),
-            earlier_event.id < pending.c.event_id,
-        )
         # The chains, ranked in each channel by their oldest event, so that a channel with
         # many (a dead one, retried) cannot crowd out the others.
         chains = (
@@ -385,8 +387,14 @@ class Dispatcher:
                 .over(partition_by=pending.c.channel, order_by=(pending.c.head, pending.c.job_name))
                 .label("rank"),
             )
-            .where(pending.c.place <= CHAIN, pending.c.held == 0, ~unrouted_before)
+            .where(pending.c.place <= CHAIN, pending.c.held == 0)
             .subquery()
+        )
+        # Checked on the chains kept only (a chain ends before the first it finds).
+        unrouted_before = exists().where(
+            earlier_event.job_name == chains.c.job_name,
+            earlier_event.routed_at.is_(None),
+            earlier_event.id < chains.c.event_id,
         )
         # Checked again in the claim itself: a job deleted since the read is never sent to.
         job_still_there = exists().where(event.id == delivery.event_id, event.job_id.is_not(None))
@@ -411,24 +419,22 @@ class Dispatcher:
                         event.job_id,
                     )
                     .join(event, event.id == chains.c.event_id)
-                    .where(chains.c.rank <= most)
+                    .where(chains.c.rank <= most, ~unrouted_before)
                     .order_by(chains.c.head, chains.c.job_name, chains.c.place)
                 )
             ).all()
             wanted: list[list[tuple[Row[Any], Notice]]] = []
-            cut: set[tuple[str, str]] = set()  # chains that end before this row
+            taking = None  # the chain the rows read go to (each chain's rows come together)
             for row in rows:
                 key = (row.channel, row.job_name)
-                if key in cut:
-                    continue
-                if row.place > 1:  # the next of a chain taken: it waits behind the one before
-                    notice = self._readable(row)
-                    if notice is None:  # sent (or cancelled, or given up) when it is first
-                        cut.add(key)
+                if row.place > 1:  # the next of a chain: it goes after the one before it
+                    notice = self._readable(row) if key == taking else None
+                    if notice is None:  # dealt with when it comes first; the chain ends here
+                        taking = None
                     else:
                         wanted[-1].append((row, notice))
                     continue
-                cut.add(key)  # until it is taken
+                taking = None
                 if row.job_id is None:  # its job was deleted (SET NULL) since it was routed
                     await self._cancel(session, row.id)
                     continue
@@ -442,7 +448,7 @@ class Dispatcher:
                     await self._unreadable(session, row.id, now, describe_error(exc))
                     continue
                 wanted.append([(row, notice)])
-                cut.discard(key)
+                taking = key
             taken_now = await self._lease(session, wanted, now, lease, job_still_there)
             await session.commit()
         for item in taken_now:  # from now on, a stop gives them back
