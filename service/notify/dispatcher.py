@@ -143,8 +143,11 @@ class Dispatcher:
         self.channels = channels
         self.options = options
         self.clock = clock
-        # Claimed and not yet recorded (a stop gives back those cut short): the slots in use.
+        # Claimed and not yet recorded (a stop gives back those cut short), by chain.
         self._in_flight: dict[int, Claimed] = {}
+        # The slots in use: each chain's channel until its last send is answered (its outcome
+        # is written after, while the slot goes to the next claim), by chain.
+        self._sending: dict[int, str] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # a send ended: its slot is free
         # Outcomes of sends, written together by one task at a time (started when one comes).
@@ -240,7 +243,7 @@ class Dispatcher:
             task = asyncio.create_task(self._send(item), name=f"notify-{item.delivery_id}")
             self._sends.add(task)
             task.add_done_callback(self._sent)
-        in_use = Counter(item.channel for item in self._in_flight.values())
+        in_use = Counter(self._sending.values())
         room = any(in_use[item.channel] < self.slots(item.channel) for item in claimed)
         return len(claimed), routed >= BATCH or room
 
@@ -249,16 +252,26 @@ class Dispatcher:
         (its attempt started in the same transaction). It holds one slot of its channel."""
         slot = item.delivery_id
         current: Claimed | None = item
-        while current is not None:
-            self._in_flight[slot] = current
-            try:
-                current = await self._deliver(current)
-            except Exception as exc:  # a bug: its lease runs out and the chain is tried again
-                logger.error("notification send failed", extra={"channel": item.channel},
-                             exc_info=exc)  # fmt: skip
-                break
+        try:
+            while current is not None:
+                self._in_flight[slot] = current
+                try:
+                    ended = await self._attempt(current)
+                    if not current.after:  # its last send is answered: the slot is free
+                        self._free(slot)
+                    current = await self._record(current, **ended)
+                except Exception as exc:  # a bug: its lease runs out, the chain goes again
+                    logger.error("notification send failed", extra={"channel": item.channel},
+                                 exc_info=exc)  # fmt: skip
+                    break
+        finally:
+            self._free(slot)
         # Cancelled (a stop), it stays in flight, for stop to give back.
         del self._in_flight[slot]
+
+    def _free(self, slot: int) -> None:
+        if self._sending.pop(slot, None) is not None:
+            self._freed.set()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
@@ -345,7 +358,7 @@ class Dispatcher:
         now = self.clock()
         # The most chains one channel may have under way (a channel gone from the file: "").
         most = max(map(self.slots, [*self.channels.channels, ""]))
-        in_use = Counter(item.channel for item in self._in_flight.values())
+        in_use = Counter(self._sending.values())
         full = [name for name, used in in_use.items() if used >= self.slots(name)]
         lease = now + timedelta(seconds=self.options.lease_seconds)
         delivery, event = NotificationDelivery, NotificationEvent
@@ -453,6 +466,7 @@ class Dispatcher:
             await session.commit()
         for item in taken_now:  # from now on, a stop gives them back
             self._in_flight[item.delivery_id] = item
+            self._sending[item.delivery_id] = item.channel
         return taken_now
 
     def slots(self, channel: str) -> int:
@@ -575,6 +589,10 @@ class Dispatcher:
     async def _deliver(self, item: Claimed) -> Claimed | None:
         """Send one delivery and record how it ended; returns the next of its chain, its
         attempt started, if this one was delivered and the next may go."""
+        return await self._record(item, **await self._attempt(item))
+
+    async def _attempt(self, item: Claimed) -> dict[str, Any]:
+        """Send one delivery; returns how it ended, as `_record` takes it."""
         channel = self.channels.channels.get(item.channel)
         try:
             if channel is None:
@@ -583,14 +601,14 @@ class Dispatcher:
                 )
             outcome = await deliver(channel, item.notice, self._http)
         except DeliveryError as exc:
-            return await self._record(item, ok=False, detail=str(exc), permanent=exc.permanent)
+            return {"ok": False, "detail": str(exc), "permanent": exc.permanent}
         except Exception as exc:  # a bug in a channel must not stop the others
             logger.error(
                 "notification channel failed", extra={"channel": item.channel}, exc_info=exc
             )
-            detail = f"internal error: {describe_error(exc)}"
-            return await self._record(item, ok=False, detail=detail, permanent=False)
-        return await self._record(item, ok=True, detail=outcome, permanent=False)
+            return {"ok": False, "detail": f"internal error: {describe_error(exc)}",
+                    "permanent": False}  # fmt: skip
+        return {"ok": True, "detail": outcome, "permanent": False}
 
     async def _record(
         self, item: Claimed, *, ok: bool, detail: str, permanent: bool
