@@ -71,7 +71,7 @@ from service.notify.transports import DeliveryError, client_session, deliver
 
 logger = logging.getLogger(__name__)
 
-BATCH = 100  # events routed, reminders claimed, per round
+BATCH = 500  # events routed per round
 # Sends at once to one channel, by its type: an HTTP server takes many; a mail server may
 # refuse a client's tenth connection, and apprise's services are someone else's.
 SLOTS = {"webhook": 32}
@@ -172,12 +172,20 @@ class Dispatcher:
             extra={"channels": ",".join(self.channels.channels) or "-"},
         )
         failures = 0
+        loop = asyncio.get_running_loop()
+        # The outbox is read for new events at every round until one finds none, then once a
+        # poll (a round woken by a freed slot only claims: an event written meanwhile queues
+        # behind the deliveries already routed anyway).
+        route_at = loop.time()
         self._open_http()
         try:
             while not stop.is_set():
                 self._freed.clear()  # before the claim: a send ending during it wakes us after
                 try:
-                    _started, more = await self._round()
+                    route = loop.time() >= route_at
+                    routed, _started, more = await self._round(route=route)
+                    if route and routed < BATCH:
+                        route_at = loop.time() + self.options.poll_seconds
                     failures = 0
                 except Exception as exc:
                     failures += 1
@@ -225,19 +233,19 @@ class Dispatcher:
     async def run_once(self) -> int:
         """One round, and wait for its sends (for tests and one-off use; `run` never waits for
         a round's sends). Returns the deliveries attempted."""
-        started, _more = await self._round()
+        _routed, started, _more = await self._round()
         await self._wait_for_sends()
         return started
 
-    async def _round(self) -> tuple[int, bool]:
-        """Route, claim what is due where a slot is free and start sending it. Returns the
-        deliveries started, and whether there may be more to do at once: more events to
-        route, or a channel given chains that still has a free slot (one of the deliveries
-        read was cancelled, or another dispatcher took it). A channel whose slots are all
-        taken waits for one to be freed. (Reminders are not made here: the judgement at a
-        reminder's due time writes it, with the job's reasons as they are then; see
-        service.notify.events.)"""
-        routed = await self.route()
+    async def _round(self, *, route: bool = True) -> tuple[int, int, bool]:
+        """Route (if `route`), claim what is due where a slot is free and start sending it.
+        Returns the events routed, the deliveries started, and whether there may be more to do
+        at once: more events to route, or a channel given chains that still has a free slot
+        (one of the deliveries read was cancelled, or another dispatcher took it). A channel
+        whose slots are all taken waits for one to be freed. (Reminders are not made here:
+        the judgement at a reminder's due time writes it, with the job's reasons as they are
+        then; see service.notify.events.)"""
+        routed = await self.route() if route else 0
         claimed = await self.claim()
         for item in claimed:
             task = asyncio.create_task(self._send(item), name=f"notify-{item.delivery_id}")
@@ -245,7 +253,7 @@ class Dispatcher:
             task.add_done_callback(self._sent)
         in_use = Counter(self._sending.values())
         room = any(in_use[item.channel] < self.slots(item.channel) for item in claimed)
-        return len(claimed), routed >= BATCH or room
+        return routed, len(claimed), routed >= BATCH or room
 
     async def _send(self, item: Claimed) -> None:
         """Send a chain: each next delivery once the one before it is delivered and recorded
