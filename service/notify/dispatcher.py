@@ -4,16 +4,20 @@ Every step is a short transaction, so any number of dispatchers (one per replica
 the work, and a crash at any point loses nothing:
 
 - route: an event not yet routed gets one delivery per channel (the job's, or the defaults);
-- claim: a due delivery is leased (`lease_until`) and its attempt recorded, then sent with no
-  transaction open; the outcome is recorded after. A dispatcher that dies mid-delivery leaves
-  the lease to expire and the attempt unfinished: the delivery is tried again.
+- claim: the due deliveries of a job to a channel are leased (`lease_until`) together, up to
+  CHAIN, in event order (a chain), and the first one's attempt recorded; it is sent with no
+  transaction open. Its outcome is recorded after, and in the same transaction the next one's
+  attempt is started (or, after a failure, the rest of the chain given back: it waits behind
+  the failed one). A dispatcher that dies mid-delivery leaves the leases to expire and the
+  attempt unfinished: the delivery is tried again, and the rest of its chain after it.
 
-Each claimed delivery is sent by a task of its own, and each channel has its own slots
-(`concurrency`): a delivery is claimed only when its channel has a free slot, and the
-dispatcher claims again as soon as a send ends. A channel that hangs holds at most its own
-`concurrency` slots, each until its timeout; other channels are never delayed by it. Other jobs
-on the hung channel are: when hung sends fill all its slots, their notices wait for a free slot,
-at most that channel's timeout per wave. One job's notice held by a receiver holds one slot.
+Each chain is sent by a task of its own, and each channel has its own slots (`concurrency`, by
+default 32 for a webhook and 8 for the other types): a chain is claimed only when its channel
+has a free slot, and the slot is free again as soon as the chain's last send is answered (its
+outcome is written meanwhile). A channel that hangs holds at most its own slots, each until its
+timeout; other channels are never delayed by it. Other jobs on the hung channel are: when hung
+sends fill all its slots, their notices wait for a free slot, at most that channel's timeout
+per wave. One job's notice held by a receiver holds one slot.
 
 Deliveries of one job to one channel go out in event order, so a recovery never arrives
 before the alert it ends. A delivery recorded as delivered is never sent again; the window
