@@ -4,16 +4,20 @@ Every step is a short transaction, so any number of dispatchers (one per replica
 the work, and a crash at any point loses nothing:
 
 - route: an event not yet routed gets one delivery per channel (the job's, or the defaults);
-- claim: a due delivery is leased (`lease_until`) and its attempt recorded, then sent with no
-  transaction open; the outcome is recorded after. A dispatcher that dies mid-delivery leaves
-  the lease to expire and the attempt unfinished: the delivery is tried again.
+- claim: the due deliveries of a job to a channel are leased (`lease_until`) together, up to
+  CHAIN, in event order (a chain), and the first one's attempt recorded; it is sent with no
+  transaction open. Its outcome is recorded after, and in the same transaction the next one's
+  attempt is started (or, after a failure, the rest of the chain given back: it waits behind
+  the failed one). A dispatcher that dies mid-delivery leaves the leases to expire and the
+  attempt unfinished: the delivery is tried again, and the rest of its chain after it.
 
-Each claimed delivery is sent by a task of its own, and each channel has its own slots
-(`concurrency`): a delivery is claimed only when its channel has a free slot, and the
-dispatcher claims again as soon as a send ends. A channel that hangs holds at most its own
-`concurrency` slots, each until its timeout; other channels are never delayed by it. Other jobs
-on the hung channel are: when hung sends fill all its slots, their notices wait for a free slot,
-at most that channel's timeout per wave. One job's notice held by a receiver holds one slot.
+Each chain is sent by a task of its own, and each channel has its own slots (`concurrency`, by
+default 32 for a webhook and 8 for the other types): a chain is claimed only when its channel
+has a free slot, and the slot is free again as soon as the chain's last send is answered (its
+outcome is written meanwhile). A channel that hangs holds at most its own slots, each until its
+timeout; other channels are never delayed by it. Other jobs on the hung channel are: when hung
+sends fill all its slots, their notices wait for a free slot, at most that channel's timeout
+per wave. One job's notice held by a receiver holds one slot.
 
 Deliveries of one job to one channel go out in event order, so a recovery never arrives
 before the alert it ends. A delivery recorded as delivered is never sent again; the window
@@ -41,6 +45,7 @@ from sqlalchemy import (
     Table,
     and_,
     bindparam,
+    case,
     exists,
     func,
     insert,
@@ -70,7 +75,12 @@ from service.notify.transports import DeliveryError, client_session, deliver
 
 logger = logging.getLogger(__name__)
 
-BATCH = 100  # events routed, reminders claimed, per round
+BATCH = 500  # events routed per round
+# Sends at once to one channel, by its type: an HTTP server takes many; a mail server may
+# refuse a client's tenth connection, and apprise's services are someone else's.
+SLOTS = {"webhook": 32}
+DEFAULT_SLOTS = 8
+CHAIN = 100  # deliveries of one job to one channel leased at once, sent one after the other
 MAX_BACKOFF = 3600.0
 # A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
 # history, not news: it is kept, not sent.
@@ -91,24 +101,29 @@ class DispatchOptions:
     lease_seconds: float = 300.0
     retry_seconds: float = 30.0
     max_attempts: int = 24
-    concurrency: int = 8  # sends at once to one channel (each channel has its own slots)
+    # Sends (chains) at once to one channel, each channel its own slots; None: by its type.
+    concurrency: int | None = None
     public_url: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A delivery this dispatcher holds: what to send, where, and its attempt's row."""
+    """A delivery this dispatcher holds: what to send, where, and its attempt's row; and the
+    next ones of its job to its channel, leased with it, to send after it (their attempts are
+    not started: `attempt_id` 0, `attempts` as read)."""
 
     delivery_id: int
     attempt_id: int
     attempts: int
     channel: str
     notice: Notice
+    after: tuple[Claimed, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """How a send ended, waiting to be written (`done` once it is committed)."""
+    """How a send ended, waiting to be written (`done` once it is committed, with the next
+    delivery of the chain if it was delivered and that one's attempt is started with it)."""
 
     item: Claimed
     ok: bool
@@ -116,7 +131,7 @@ class Outcome:
     values: dict[str, Any]  # of the delivery, for a failure
     detail: str
     extra: dict[str, Any]  # what the log says about it
-    done: asyncio.Future[None]
+    done: asyncio.Future[Claimed | None]
 
 
 class Dispatcher:
@@ -132,8 +147,11 @@ class Dispatcher:
         self.channels = channels
         self.options = options
         self.clock = clock
-        # Claimed and not yet recorded (a stop gives back those cut short): the slots in use.
+        # Claimed and not yet recorded (a stop gives back those cut short), by chain.
         self._in_flight: dict[int, Claimed] = {}
+        # The slots in use: each chain's channel until its last send is answered (its outcome
+        # is written after, while the slot goes to the next claim), by chain.
+        self._sending: dict[int, str] = {}
         self._sends: set[asyncio.Task[None]] = set()
         self._freed = asyncio.Event()  # a send ended: its slot is free
         # Outcomes of sends, written together by one task at a time (started when one comes).
@@ -158,21 +176,29 @@ class Dispatcher:
             extra={"channels": ",".join(self.channels.channels) or "-"},
         )
         failures = 0
+        loop = asyncio.get_running_loop()
+        # The outbox is read for new events at every round until one finds none, then once a
+        # poll (a round woken by a freed slot only claims: an event written meanwhile queues
+        # behind the deliveries already routed anyway).
+        route_at = loop.time()
         self._open_http()
         try:
             while not stop.is_set():
                 self._freed.clear()  # before the claim: a send ending during it wakes us after
                 try:
-                    started = await self._round()
+                    route = loop.time() >= route_at
+                    routed, _started, more = await self._round(route=route)
+                    if route and routed < BATCH:
+                        route_at = loop.time() + self.options.poll_seconds
                     failures = 0
                 except Exception as exc:
                     failures += 1
-                    started = 0
+                    more = False
                     log_failure(
                         logger, "notification round failed", exc, database_url_of(self.sessions)
                     )
-                if started:
-                    continue  # there may be more
+                if more:
+                    continue
                 pause = self.options.poll_seconds * min(2**failures, 30)
                 # A freed slot may let a waiting delivery go; not while the database fails.
                 wakes = [stop.wait(), *([self._freed.wait()] if not failures else [])]
@@ -211,30 +237,53 @@ class Dispatcher:
     async def run_once(self) -> int:
         """One round, and wait for its sends (for tests and one-off use; `run` never waits for
         a round's sends). Returns the deliveries attempted."""
-        started = await self._round()
+        _routed, started, _more = await self._round()
         await self._wait_for_sends()
         return started
 
-    async def _round(self) -> int:
-        """Route, claim what is due where a slot is free and start sending it. Returns the
-        deliveries started. (Reminders are not made here: the judgement at a reminder's due
-        time writes it, with the job's reasons as they are then; see service.notify.events.)"""
-        await self.route()
+    async def _round(self, *, route: bool = True) -> tuple[int, int, bool]:
+        """Route (if `route`), claim what is due where a slot is free and start sending it.
+        Returns the events routed, the deliveries started, and whether there may be more to do
+        at once: more events to route, or a channel given chains that still has a free slot
+        (one of the deliveries read was cancelled, or another dispatcher took it). A channel
+        whose slots are all taken waits for one to be freed. (Reminders are not made here:
+        the judgement at a reminder's due time writes it, with the job's reasons as they are
+        then; see service.notify.events.)"""
+        routed = await self.route() if route else 0
         claimed = await self.claim()
         for item in claimed:
             task = asyncio.create_task(self._send(item), name=f"notify-{item.delivery_id}")
             self._sends.add(task)
             task.add_done_callback(self._sent)
-        return len(claimed)
+        in_use = Counter(self._sending.values())
+        room = any(in_use[item.channel] < self.slots(item.channel) for item in claimed)
+        return routed, len(claimed), routed >= BATCH or room
 
     async def _send(self, item: Claimed) -> None:
+        """Send a chain: each next delivery once the one before it is delivered and recorded
+        (its attempt started in the same transaction). It holds one slot of its channel."""
+        slot = item.delivery_id
+        current: Claimed | None = item
         try:
-            await self._deliver(item)
-        except Exception as exc:  # a bug: its lease runs out and the delivery is tried again
-            logger.error("notification send failed", extra={"channel": item.channel},
-                         exc_info=exc)  # fmt: skip
+            while current is not None:
+                self._in_flight[slot] = current
+                try:
+                    ended = await self._attempt(current)
+                    if not current.after:  # its last send is answered: the slot is free
+                        self._free(slot)
+                    current = await self._record(current, **ended)
+                except Exception as exc:  # a bug: its lease runs out, the chain goes again
+                    logger.error("notification send failed", extra={"channel": item.channel},
+                                 exc_info=exc)  # fmt: skip
+                    break
+        finally:
+            self._free(slot)
         # Cancelled (a stop), it stays in flight, for stop to give back.
-        del self._in_flight[item.delivery_id]
+        del self._in_flight[slot]
+
+    def _free(self, slot: int) -> None:
+        if self._sending.pop(slot, None) is not None:
+            self._freed.set()
 
     def _sent(self, task: asyncio.Task[None]) -> None:
         self._sends.discard(task)
@@ -313,49 +362,64 @@ class Dispatcher:
     # --- claim and deliver ------------------------------------------------------------------
 
     async def claim(self) -> list[Claimed]:
-        """Lease the due deliveries (the oldest of each job and channel), as many per channel as
-        it has free slots, recording an attempt for each; a lease taken by another dispatcher
-        meanwhile is skipped."""
+        """Lease the due deliveries, as many chains per channel as it has free slots, recording
+        an attempt for the first of each; a lease taken by another dispatcher meanwhile is
+        skipped. A chain is the oldest pending deliveries of one job to one channel, in event
+        order, all due and free, up to CHAIN: its first is sent now, each next one after the
+        one before it is delivered (see `Claimed.after`)."""
         now = self.clock()
-        in_use = Counter(item.channel for item in self._in_flight.values())
-        full = [name for name, used in in_use.items() if used >= self.options.concurrency]
+        # The most chains one channel may have under way (a channel gone from the file: "").
+        most = max(map(self.slots, [*self.channels.channels, ""]))
+        in_use = Counter(self._sending.values())
+        full = [name for name, used in in_use.items() if used >= self.slots(name)]
         lease = now + timedelta(seconds=self.options.lease_seconds)
         delivery, event = NotificationDelivery, NotificationEvent
-        earlier = aliased(NotificationDelivery)
-        waiting_behind = exists().where(
-            earlier.channel == delivery.channel,
-            earlier.job_name == delivery.job_name,
-            earlier.state == "pending",
-            # Event ids follow a job's changes (each is written under the job's row lock);
-            # delivery ids need not (another replica may route an earlier event later).
-            earlier.event_id < delivery.event_id,
-        )
-        # An earlier event of the job that another dispatcher is routing right now has no
-        # delivery yet to wait behind: wait for the event itself.
-        earlier_event = aliased(NotificationEvent)
-        unrouted_before = exists().where(
-            earlier_event.job_name == delivery.job_name,
-            earlier_event.routed_at.is_(None),
-            earlier_event.id < delivery.event_id,
-        )
+        # Event ids follow a job's changes (each is written under the job's row lock);
+        # delivery ids need not (another replica may route an earlier event later).
+        # (A job's event has one delivery per channel: in the order of the pending index.)
+        order = delivery.event_id
+        queue = (delivery.channel, delivery.job_name)  # one job's deliveries to one channel
         free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
-        # The oldest due deliveries of each channel, ranked, so that a channel with many (a
-        # dead one, retried) cannot crowd out the others.
-        rank = func.row_number().over(
-            partition_by=delivery.channel, order_by=(delivery.event_id, delivery.id)
-        )
-        due = (
+        ready = and_(delivery.next_attempt_at <= now, free)
+        # Each pending delivery with its place in its job's queue to its channel, and how many
+        # of the queue up to it are not ready (held by a lease, or waiting for a retry).
+        pending = (
             select(
                 delivery.id,
                 delivery.event_id,
                 delivery.attempts,
                 delivery.channel,
+                delivery.job_name,
                 delivery.lease_until,
-                rank.label("rank"),
+                func.row_number().over(partition_by=queue, order_by=order).label("place"),
+                func.sum(case((ready, 0), else_=1))
+                .over(partition_by=queue, order_by=order)
+                .label("held"),
+                func.min(delivery.event_id).over(partition_by=queue).label("head"),
             )
-            .where(delivery.state == "pending", delivery.next_attempt_at <= now, free)
-            .where(~waiting_behind, ~unrouted_before, delivery.channel.not_in(full))
+            .where(delivery.state == "pending", delivery.channel.not_in(full))
             .subquery()
+        )
+        # An earlier event of the job that another dispatcher is routing right now has no
+        # delivery yet to wait behind: wait for the event itself.
+        earlier_event = aliased(NotificationEvent)
+        # The chains, ranked in each channel by their oldest event, so that a channel with
+        # many (a dead one, retried) cannot crowd out the others.
+        chains = (
+            select(
+                pending,
+                func.dense_rank()
+                .over(partition_by=pending.c.channel, order_by=(pending.c.head, pending.c.job_name))
+                .label("rank"),
+            )
+            .where(pending.c.place <= CHAIN, pending.c.held == 0)
+            .subquery()
+        )
+        # Checked on the chains kept only (a chain ends before the first it finds).
+        unrouted_before = exists().where(
+            earlier_event.job_name == chains.c.job_name,
+            earlier_event.routed_at.is_(None),
+            earlier_event.id < chains.c.event_id,
         )
         # Checked again in the claim itself: a job deleted since the read is never sent to.
         job_still_there = exists().where(event.id == delivery.event_id, event.job_id.is_not(None))
@@ -370,25 +434,37 @@ class Dispatcher:
             rows = (
                 await session.execute(
                     select(
-                        due.c.id,
-                        due.c.attempts,
-                        due.c.channel,
-                        due.c.lease_until,
+                        chains.c.id,
+                        chains.c.attempts,
+                        chains.c.channel,
+                        chains.c.job_name,
+                        chains.c.lease_until,
+                        chains.c.place,
                         event.payload,
                         event.job_id,
                     )
-                    .join(event, event.id == due.c.event_id)
-                    .where(due.c.rank <= self.options.concurrency)
-                    .order_by(due.c.event_id, due.c.id)
+                    .join(event, event.id == chains.c.event_id)
+                    .where(chains.c.rank <= most, ~unrouted_before)
+                    .order_by(chains.c.head, chains.c.job_name, chains.c.place)
                 )
             ).all()
-            wanted: list[tuple[Row[Any], Notice]] = []
+            wanted: list[list[tuple[Row[Any], Notice]]] = []
+            taking = None  # the chain the rows read go to (each chain's rows come together)
             for row in rows:
+                key = (row.channel, row.job_name)
+                if row.place > 1:  # the next of a chain: it goes after the one before it
+                    notice = self._readable(row) if key == taking else None
+                    if notice is None:  # dealt with when it comes first; the chain ends here
+                        taking = None
+                    else:
+                        wanted[-1].append((row, notice))
+                    continue
+                taking = None
                 if row.job_id is None:  # its job was deleted (SET NULL) since it was routed
                     await self._cancel(session, row.id)
                     continue
                 # No more than can be sent at once: each starts as soon as it is leased.
-                if in_use[row.channel] >= self.options.concurrency:
+                if in_use[row.channel] >= self.slots(row.channel):
                     continue
                 in_use[row.channel] += 1
                 try:
@@ -396,45 +472,75 @@ class Dispatcher:
                 except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
                     await self._unreadable(session, row.id, now, describe_error(exc))
                     continue
-                wanted.append((row, notice))
+                wanted.append([(row, notice)])
+                taking = key
             taken_now = await self._lease(session, wanted, now, lease, job_still_there)
             await session.commit()
         for item in taken_now:  # from now on, a stop gives them back
             self._in_flight[item.delivery_id] = item
+            self._sending[item.delivery_id] = item.channel
         return taken_now
+
+    def slots(self, channel: str) -> int:
+        """How many sends at once to this channel: a webhook takes more than a mail server."""
+        if self.options.concurrency is not None:
+            return self.options.concurrency
+        declared = self.channels.channels.get(channel)
+        return SLOTS.get(declared.type if declared is not None else "", DEFAULT_SLOTS)
+
+    def _readable(self, row: Row[Any]) -> Notice | None:
+        """The notice of a delivery after the first of a chain, or None if it must not ride
+        along (its job deleted, its notice unreadable: dealt with when it comes first)."""
+        if row.job_id is None:
+            return None
+        try:
+            return self._notice(row.payload)
+        except (KeyError, TypeError, ValueError):
+            return None
 
     @staticmethod
     async def _lease(
         session: AsyncSession,
-        wanted: Sequence[tuple[Row[Any], Notice]],
+        wanted: Sequence[Sequence[tuple[Row[Any], Notice]]],
         now: datetime,
         lease: datetime,
         job_still_there: Any,
     ) -> list[Claimed]:
-        """Lease the deliveries read (one UPDATE for all) and record an attempt for each taken
-        (one INSERT). Each is fenced by the attempt count read: a delivery another dispatcher
-        leased, tried or finished meanwhile is skipped, as is one whose job was deleted."""
+        """Lease the chains read (one UPDATE for all) and record an attempt for the first of
+        each taken (one INSERT). Each delivery is fenced by the attempt count read: one another
+        dispatcher leased, tried or finished meanwhile is skipped, as is one whose job was
+        deleted, and a chain ends before the first one skipped."""
         if not wanted:
             return []
         delivery = NotificationDelivery
         free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
+        firsts = [chain[0][0].id for chain in wanted]
         taken_ids = set(
             await session.scalars(
                 update(delivery)
                 .where(tuple_(delivery.id, delivery.attempts).in_(
-                    [(row.id, row.attempts) for row, _ in wanted]
+                    [(row.id, row.attempts) for chain in wanted for row, _ in chain]
                 ))
                 .where(delivery.state == "pending", free, job_still_there)
-                .values(lease_until=lease, attempts=delivery.attempts + 1)
+                .values(lease_until=lease,
+                        attempts=delivery.attempts + case((delivery.id.in_(firsts), 1), else_=0))
                 .returning(delivery.id)
                 .execution_options(synchronize_session=False)
             )
         )  # fmt: skip
-        taken = [(row, notice) for row, notice in wanted if row.id in taken_ids]
-        if not taken:
+        chains, past_a_skipped = [], []
+        for chain in wanted:
+            end = next((n for n, (row, _) in enumerate(chain) if row.id not in taken_ids), None)
+            if end != 0:
+                chains.append(chain[:end])
+            skipped_on = chain[end:] if end is not None else []
+            past_a_skipped += [(row.id, row.attempts) for row, _ in skipped_on]
+        # Leased behind one that was not: given back (never tried, their counts unchanged).
+        await _give_back(session, [key for key in past_a_skipped if key[0] in taken_ids])
+        if not chains:
             return []
         # The last holder of these died during its attempt.
-        abandoned = [row.id for row, _ in taken if row.lease_until is not None]
+        abandoned = [chain[0][0].id for chain in chains if chain[0][0].lease_until is not None]
         if abandoned:
             await session.execute(
                 update(NotificationAttempt)
@@ -445,17 +551,13 @@ class Dispatcher:
                 .values(ok=False, detail="abandoned: the dispatcher died during it")
                 .execution_options(synchronize_session=False)
             )
-        attempts = await session.execute(
-            insert(NotificationAttempt).returning(
-                NotificationAttempt.id, NotificationAttempt.delivery_id
-            ),
-            [{"delivery_id": row.id, "started_at": now, "detail": ""} for row, _ in taken],
-        )
-        attempt_of = {delivery_id: attempt_id for attempt_id, delivery_id in attempts}
+        attempt_of = await _start_attempts(session, [chain[0][0].id for chain in chains], now)
         return [
-            Claimed(row.id, attempt_of[row.id], row.attempts + 1, row.channel, notice)
-            for row, notice in taken
-        ]
+            Claimed(first.id, attempt_of[first.id], first.attempts + 1, first.channel, notice,
+                    tuple(Claimed(row.id, 0, row.attempts, row.channel, later)
+                          for row, later in rest))
+            for (first, notice), *rest in chains
+        ]  # fmt: skip
 
     @staticmethod
     async def _cancel(session: AsyncSession, delivery_id: int) -> None:
@@ -496,7 +598,13 @@ class Dispatcher:
             notice = dataclasses.replace(notice, url=url)
         return notice
 
-    async def _deliver(self, item: Claimed) -> None:
+    async def _deliver(self, item: Claimed) -> Claimed | None:
+        """Send one delivery and record how it ended; returns the next of its chain, its
+        attempt started, if this one was delivered and the next may go."""
+        return await self._record(item, **await self._attempt(item))
+
+    async def _attempt(self, item: Claimed) -> dict[str, Any]:
+        """Send one delivery; returns how it ended, as `_record` takes it."""
         channel = self.channels.channels.get(item.channel)
         try:
             if channel is None:
@@ -505,19 +613,22 @@ class Dispatcher:
                 )
             outcome = await deliver(channel, item.notice, self._http)
         except DeliveryError as exc:
-            await self._record(item, ok=False, detail=str(exc), permanent=exc.permanent)
+            return {"ok": False, "detail": str(exc), "permanent": exc.permanent}
         except Exception as exc:  # a bug in a channel must not stop the others
             logger.error(
                 "notification channel failed", extra={"channel": item.channel}, exc_info=exc
             )
-            detail = f"internal error: {describe_error(exc)}"
-            await self._record(item, ok=False, detail=detail, permanent=False)
-        else:
-            await self._record(item, ok=True, detail=outcome, permanent=False)
+            return {"ok": False, "detail": f"internal error: {describe_error(exc)}",
+                    "permanent": False}  # fmt: skip
+        return {"ok": True, "detail": outcome, "permanent": False}
 
-    async def _record(self, item: Claimed, *, ok: bool, detail: str, permanent: bool) -> None:
+    async def _record(
+        self, item: Claimed, *, ok: bool, detail: str, permanent: bool
+    ) -> Claimed | None:
         """Write the outcome; while the database is away, keep trying (a success not written
-        would be sent again)."""
+        would be sent again). Returns the next delivery of the chain, its attempt started, if
+        this one was delivered; a failure gives the rest of the chain back (they wait behind
+        it)."""
         now = self.clock()
         values: dict[str, Any]
         if ok:
@@ -539,11 +650,11 @@ class Dispatcher:
             logger.error("notification given up: %s", detail, extra=extra)
         else:
             logger.warning("notification attempt failed: %s", detail, extra=extra)
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Claimed | None] = asyncio.get_running_loop().create_future()
         self._outcomes.append(Outcome(item, ok, now, values, detail[:2000], extra, done))
         if self._recorder is None or self._recorder.done():
             self._recorder = asyncio.create_task(self._record_all(), name="notify-outcomes")
-        await done
+        return await done
 
     async def _record_all(self) -> None:
         """Write the outcomes waiting, all in one transaction, until none is left (group
@@ -554,7 +665,7 @@ class Dispatcher:
             delay = 0.5
             while True:
                 try:
-                    await self._write_outcomes(batch)
+                    nexts = await self._write_outcomes(batch)
                     break
                 except Exception as exc:
                     log_failure(
@@ -563,11 +674,14 @@ class Dispatcher:
                     )  # fmt: skip
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 10.0)
-            for outcome in batch:
+            for outcome, next_one in zip(batch, nexts, strict=True):
                 if not outcome.done.done():
-                    outcome.done.set_result(None)
+                    outcome.done.set_result(next_one)
 
-    async def _write_outcomes(self, batch: Sequence[Outcome]) -> None:
+    async def _write_outcomes(self, batch: Sequence[Outcome]) -> list[Claimed | None]:
+        """Write the outcomes in one transaction, and start the attempt of the next delivery
+        of each chain whose delivery succeeded; give back the rest of the others' chains.
+        Returns, for each outcome, the next delivery started, or None."""
         # The tables themselves: an executemany of one UPDATE with bound values per row.
         deliveries = cast(Table, NotificationDelivery.__table__)
         attempts = cast(Table, NotificationAttempt.__table__)
@@ -617,14 +731,62 @@ class Dispatcher:
                     for o in batch
                 ],
             )  # fmt: skip
+            nexts = await self._start_next(session, batch)
             await session.commit()
+        return nexts
+
+    async def _start_next(
+        self, session: AsyncSession, batch: Sequence[Outcome]
+    ) -> list[Claimed | None]:
+        """In the outcomes' transaction: lease again and start the attempt of the next
+        delivery of each chain whose delivery succeeded (fenced as a claim is: still pending,
+        its count as read, its job still there); give back the rest of every other chain."""
+        now = self.clock()
+        delivery = NotificationDelivery
+        wanted = [o.item.after[0] for o in batch if o.ok and o.item.after]
+        started: set[int] = set()
+        if wanted:
+            job_still_there = exists().where(
+                NotificationEvent.id == delivery.event_id, NotificationEvent.job_id.is_not(None)
+            )
+            started = set(
+                await session.scalars(
+                    update(delivery)
+                    .where(tuple_(delivery.id, delivery.attempts).in_(
+                        [(item.delivery_id, item.attempts) for item in wanted]
+                    ))
+                    .where(delivery.state == "pending", job_still_there)
+                    .values(lease_until=now + timedelta(seconds=self.options.lease_seconds),
+                            attempts=delivery.attempts + 1)
+                    .returning(delivery.id)
+                    .execution_options(synchronize_session=False)
+                )
+            )  # fmt: skip
+        attempt_of = await _start_attempts(session, sorted(started), now)
+        nexts: list[Claimed | None] = []
+        back: list[Claimed] = []
+        for outcome in batch:
+            after = outcome.item.after
+            if after and after[0].delivery_id in started:
+                first, *rest = after
+                nexts.append(dataclasses.replace(
+                    first, attempt_id=attempt_of[first.delivery_id], attempts=first.attempts + 1,
+                    after=tuple(rest),
+                ))  # fmt: skip
+            else:
+                nexts.append(None)
+                back += after
+        await _give_back(session, [(item.delivery_id, item.attempts) for item in back])
+        return nexts
 
     async def release(self, items: Sequence[Claimed]) -> None:
         """Give back deliveries not finished at a stop, so the next start sends them at once."""
         if not items:
             return
         now = self.clock()
+        untried = [(later.delivery_id, later.attempts) for item in items for later in item.after]
         async with self.sessions() as session:
+            await _give_back(session, untried)
             for item in items:  # unless another dispatcher has taken it over since
                 await session.execute(
                     update(NotificationDelivery)
@@ -659,6 +821,37 @@ def _outcome_applies(item: Claimed, ok: bool) -> Any:
     if not ok:
         return and_(pending, this_attempt)
     return or_(pending, and_(NotificationDelivery.state == CANCELLED, this_attempt))
+
+
+async def _start_attempts(
+    session: AsyncSession, delivery_ids: Sequence[int], now: datetime
+) -> dict[int, int]:
+    """Record an attempt started now for each of these deliveries (one INSERT); returns each
+    delivery's attempt id."""
+    if not delivery_ids:
+        return {}
+    attempts = await session.execute(
+        insert(NotificationAttempt).returning(
+            NotificationAttempt.id, NotificationAttempt.delivery_id
+        ),
+        [{"delivery_id": delivery_id, "started_at": now, "detail": ""}
+         for delivery_id in delivery_ids],
+    )  # fmt: skip
+    return {delivery_id: attempt_id for attempt_id, delivery_id in attempts}
+
+
+async def _give_back(session: AsyncSession, keys: Sequence[tuple[int, int]]) -> None:
+    """Free the leases of deliveries leased in a chain and never tried, given as (id, attempt
+    count as read): unless another dispatcher has taken one over since, or it has ended."""
+    if not keys:
+        return
+    delivery = NotificationDelivery
+    await session.execute(
+        update(delivery)
+        .where(tuple_(delivery.id, delivery.attempts).in_(list(keys)), delivery.state == "pending")
+        .values(lease_until=None)
+        .execution_options(synchronize_session=False)
+    )
 
 
 async def _first_of(waits: Sequence[Awaitable[Any]], within: float) -> None:

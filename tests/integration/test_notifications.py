@@ -298,6 +298,62 @@ async def test_one_jobs_notices_arrive_in_order(sessionmaker, clock, receiver):
     assert receiver.event_ids() == [other, alert, recovery]
 
 
+async def test_a_failure_in_a_job_s_chain_gives_the_rest_back_untried(
+    sessionmaker, clock, receiver
+):
+    """One job's four notices are leased together and sent one after the other: the second
+    fails, so the last two go back untried (no attempt counted or recorded) and wait behind
+    it; once it is retried, the rest follow in order."""
+    await add_job(sessionmaker, clock(), name="db")
+    events = await add_events(sessionmaker, "db", 4)
+    receiver.answers = [200, 500]
+    slow = DispatchOptions(poll_seconds=0.05, retry_seconds=2.0, max_attempts=5)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), slow)
+    assert await dispatcher.run_once() == 1  # one chain
+    assert [body["event_id"] for body in receiver.arrived] == events[:2]
+    rows = await deliveries(sessionmaker)
+    assert [(row.state, row.attempts, row.lease_until) for row in rows] == [
+        ("delivered", 1, None),
+        ("pending", 1, None),
+        ("pending", 0, None),
+        ("pending", 0, None),
+    ]
+    assert [len(await attempts_of(sessionmaker, row.id)) for row in rows] == [1, 1, 0, 0]
+    assert await dispatcher.run_once() == 0  # the failed one's retry is not due: all wait
+    async with asyncio.timeout(20):
+        while len(receiver.delivered) < 4:
+            await dispatcher.run_once()
+            await asyncio.sleep(0.05)
+    assert receiver.event_ids() == events
+    rows = await deliveries(sessionmaker)
+    assert [(row.state, row.attempts) for row in rows] == [("delivered", 1), ("delivered", 2)] + [
+        ("delivered", 1)
+    ] * 2
+
+
+async def test_a_stop_mid_chain_gives_the_untried_rest_back(sessionmaker, clock, receiver):
+    await add_job(sessionmaker, clock(), name="db")
+    events = await add_events(sessionmaker, "db", 3)
+    receiver.hold.add(events[1])
+    channels = webhooks("ops", url=receiver.url)
+    dispatcher = Dispatcher(sessionmaker, channels, FAST)
+    await dispatcher.start()
+    await receiver.wait_until(lambda: len(receiver.arrived) == 2)
+    await dispatcher.stop(STOP_GRACE)  # the second is held: cut short
+    rows = await deliveries(sessionmaker)
+    assert [(row.state, row.attempts, row.lease_until) for row in rows] == [
+        ("delivered", 1, None),
+        ("pending", 1, None),
+        ("pending", 0, None),
+    ]
+    assert await attempts_of(sessionmaker, rows[2].id) == []
+    receiver.hold.clear()
+    receiver.release()
+    await dispatch_until_idle(Dispatcher(sessionmaker, channels, FAST))
+    assert receiver.event_ids() == events  # the held one sent again, the rest after it
+    assert [row.state for row in await deliveries(sessionmaker)] == ["delivered"] * 3
+
+
 async def test_concurrent_dispatchers_deliver_each_event_once(sessionmaker, clock, receiver):
     names = [f"job{n}" for n in range(5)]
     for name in names:
