@@ -1,8 +1,9 @@
 """The scan pipeline: list the jobs' sources ahead while the observations ready are settled.
 
 A producer lists the sources in job order (Observer.observe) and queues what it saw, up to
-WALK_AHEAD observations ahead; the consumer takes whatever is ready as one batch and hands it
-to `settle` (judge and write: the caller's business). Listing and writing overlap, and a slow
+WALK_AHEAD observations ahead; the consumer takes what is ready, waiting up to BATCH_WAIT for
+WALK_AHEAD of them, as one batch and hands it to `settle` (judge and write: the caller's
+business). Listing and writing overlap, and a slow
 database never lets the listings pile up beyond WALK_AHEAD.
 
 Sources stay behind their port (service.scanner.sources): the observer only awaits one result
@@ -21,7 +22,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from contextlib import aclosing
+from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Literal
 
@@ -45,6 +46,11 @@ logger = logging.getLogger(__name__)
 
 # Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
 WALK_AHEAD = 64
+# How long the writer waits for a batch to fill before settling what it has. Each batch costs a
+# few round trips to the database, and while the walking thread holds the GIL every round trip
+# waits up to a switch interval (5 ms) for it on its way back: settling the two or three jobs
+# ready at each turn (800 batches for 2 000 jobs) made the database's waits most of a rescan.
+BATCH_WAIT = 0.2
 
 # One result per source, in order, as each is ready: its listing or the SourceError that
 # stopped it; each source may take `limit` seconds (see sources.list_sources).
@@ -108,13 +114,7 @@ async def run_pipeline(
     producer = asyncio.create_task(produce())
     try:
         while (first := await ready.get()) is not None:
-            batch = [first]
-            while len(batch) < WALK_AHEAD and not ready.empty():
-                item = ready.get_nowait()
-                if item is None:
-                    ready.put_nowait(None)  # seen again by the outer loop
-                    break
-                batch.append(item)
+            batch = await _fill([first], ready)
             results.extend(await settle(batch))
             if stop.is_set() and len(results) < len(jobs):
                 return "interrupted"
@@ -125,6 +125,22 @@ async def run_pipeline(
     if failure:
         raise failure[0]
     return "interrupted" if len(results) < len(jobs) else "finished"
+
+
+async def _fill(
+    batch: list[Observation], ready: asyncio.Queue[Observation | None]
+) -> list[Observation]:
+    """The batch with what else comes within BATCH_WAIT, up to WALK_AHEAD observations; the end
+    of the observations (None) is left in the queue for the caller."""
+    with suppress(TimeoutError):
+        async with asyncio.timeout(BATCH_WAIT):
+            while len(batch) < WALK_AHEAD:
+                item = ready.get_nowait() if not ready.empty() else await ready.get()
+                if item is None:
+                    ready.put_nowait(None)  # seen again by the caller
+                    break
+                batch.append(item)
+    return batch
 
 
 class Observer:

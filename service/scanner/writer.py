@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
@@ -38,7 +38,7 @@ from service.db.models import Artifact, Job, JobCheck, NotificationEvent
 from service.notify.events import event_row, located, problem_codes, reason_changes
 from service.scanner.inventory import InventoryDiff, Known
 from service.scanner.judge import Aftermath, Judgement, aftermath
-from service.scanner.state import JobResult, JobRow, entry_time, to_microseconds
+from service.scanner.state import EPOCH, JobResult, JobRow, entry_time, to_microseconds
 
 logger = logging.getLogger(__name__)
 
@@ -346,8 +346,10 @@ class ScanWriter:
                 inventory.compare(entries[start : start + YIELD_EVERY])
             inventory.finish(listing)
             details = listing.details
-            new += [(job.id, entry[0], entry[1], entry_time(entry), now, now,
-                     details.get(entry[0])) for entry in inventory.new]  # fmt: skip
+            # entry_time inlined: a first scan builds a row for each of hundreds of thousands.
+            new += [(job.id, path, size, EPOCH + timedelta(microseconds=mtime_us), now, now,
+                     details.get(path) if details else None)
+                    for path, size, mtime_us in inventory.new]  # fmt: skip
             changed += [{"artifact_id": artifact_id, "size": entry[1], "mtime": entry_time(entry),
                          "last_seen": now, "details": details.get(entry[0])}
                         for artifact_id, entry in inventory.changed]  # fmt: skip

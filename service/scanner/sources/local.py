@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import functools
 import os
 import re
 import stat
@@ -43,9 +44,8 @@ class LocalSource:
     def walk(self, cancel: threading.Event) -> Listing:
         """List the matching files (blocking: run it in a worker thread)."""
         root = self.path
-        real_root = os.path.realpath(root)
         if self.scan_roots and not path_within_roots(root, self.scan_roots):
-            raise SourceError(f"{root} resolves to {real_root}, outside SCAN_ROOTS")
+            raise SourceError(f"{root} resolves to {os.path.realpath(root)}, outside SCAN_ROOTS")
         try:
             root_stat = os.stat(root)
         except OSError as exc:
@@ -53,86 +53,99 @@ class LocalSource:
         if not stat.S_ISDIR(root_stat.st_mode):
             raise SourceError(f"cannot read {root}: not a directory")
 
-        # Compiled here, in the walking thread: sources are made on the event loop, and a long
-        # glob takes milliseconds to compile (a 300 KB one took seconds). fnmatch.fnmatchcase
-        # would compile the same regex; this is once per walk, not per file.
+        # Compiled in the walking thread: sources are made on the event loop, and a long glob
+        # takes milliseconds to compile (a 300 KB one took seconds); once per pattern.
         matches = _matcher(self.pattern, self.exclude)
         listing = Listing()
-        visited = {(root_stat.st_dev, root_stat.st_ino)}
-        pending: list[tuple[str, str]] = [("", root)]
-        while pending:
-            rel_dir, dir_path = pending.pop()
+        walk = _Walk(root, self.recursive, matches, listing, {(root_stat.st_dev, root_stat.st_ino)})
+        while walk.pending:
+            rel_dir, dir_path = walk.pending.pop()
             if cancel.is_set():
                 raise Cancelled
             try:
-                self._scan_directory(
-                    dir_path, rel_dir, real_root, matches, listing, pending, visited
-                )
+                walk.directory(dir_path, rel_dir)
             except OSError as exc:  # unreadable, or failed while being read (ESTALE, EIO)
                 if not rel_dir:
                     raise SourceError(f"cannot read {root}: {_describe(exc)}") from None
                 listing.warnings.append(f"cannot read {display_path(dir_path)}: {_describe(exc)}")
-        if any("\\" in entry[0] for entry in listing.entries):
+        if walk.escaped:
             _drop_escape_collisions(listing)
         return listing
 
-    def _scan_directory(
-        self,
-        dir_path: str,
-        rel_dir: str,
-        real_root: str,
-        matches: Matcher,
-        listing: Listing,
-        pending: list[tuple[str, str]],
-        visited: set[tuple[int, int]],
-    ) -> None:
-        """The hot loop: one lstat per matching regular file, like find(1)."""
-        append = listing.entries.append
-        prefix = f"{rel_dir}/" if rel_dir else ""
-        with os.scandir(dir_path) as iterator:
-            for entry in iterator:
-                name = entry.name
-                if not entry.is_file(follow_symlinks=False):
-                    self._visit_special(entry, prefix + name, real_root, matches, listing,
-                                        pending, visited)  # fmt: skip
-                    continue
-                if not matches(name):
-                    continue
-                try:
-                    info = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue  # removed between the directory read and the stat (rotation)
-                except OSError as exc:
-                    listing.warnings.append(
-                        f"cannot read {display_path(prefix + name)}: {_describe(exc)}"
-                    )
-                    continue
-                path = prefix + name
-                if not path.isascii():
-                    path = display_path(path)
-                append((path, info.st_size, info.st_mtime_ns // 1000))
 
-    def _visit_special(
-        self,
-        entry: os.DirEntry[str],
-        rel: str,
-        real_root: str,
-        matches: Matcher,
-        listing: Listing,
-        pending: list[tuple[str, str]],
+class _Walk:
+    """One walk's state: the directories still to read, those seen (loops), the root's real
+    path (resolved when a symlink first needs it), whether a name was shown escaped."""
+
+    __slots__ = ("_real_root", "escaped", "listing", "matches", "pending", "recursive", "root",
+                 "visited")  # fmt: skip
+
+    def __init__(
+        self, root: str, recursive: bool, matches: Matcher, listing: Listing,
         visited: set[tuple[int, int]],
-    ) -> None:
-        """A symlink or a directory: followed only inside the source, each directory once."""
+    ) -> None:  # fmt: skip
+        self.root, self.recursive, self.matches, self.listing = root, recursive, matches, listing
+        self.visited = visited
+        self.pending: list[tuple[str, str]] = [("", root)]
+        self.escaped = False
+        self._real_root: Path | None = None
+
+    def real_root(self) -> Path:
+        if self._real_root is None:
+            self._real_root = Path(os.path.realpath(self.root))
+        return self._real_root
+
+    def shown(self, path: str) -> str:
+        """display_path, noting whether it escaped anything."""
+        if path.isascii():
+            return path
+        display = display_path(path)
+        if display != path:
+            self.escaped = True
+        return display
+
+    def directory(self, dir_path: str, rel_dir: str) -> None:
+        """The hot loop: one lstat per matching regular file, like find(1), relative to the
+        directory's descriptor (the kernel resolves one name, not the whole path)."""
+        append, matches, shown = self.listing.entries.append, self.matches, self.shown
+        prefix = f"{rel_dir}/" if rel_dir else ""
+        fd = os.open(dir_path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            with os.scandir(fd) as iterator:
+                for entry in iterator:
+                    name = entry.name
+                    if not entry.is_file(follow_symlinks=False):
+                        self.special(entry, os.path.join(dir_path, name), prefix + name)
+                        continue
+                    if not matches(name):
+                        continue
+                    try:
+                        info = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed between the directory read and the stat (rotation)
+                    except OSError as exc:
+                        self.listing.warnings.append(
+                            f"cannot read {display_path(prefix + name)}: {_describe(exc)}"
+                        )
+                        continue
+                    append((shown(prefix + name), info.st_size, info.st_mtime_ns // 1000))
+        finally:
+            os.close(fd)
+
+    def special(self, entry: os.DirEntry[str], path: str, rel: str) -> None:
+        """A symlink or a directory (`path`: its path through the root): followed only inside
+        the source, each directory once."""
+        listing = self.listing
         is_link = entry.is_symlink()
         if not is_link and not (self.recursive and entry.is_dir(follow_symlinks=False)):
             return  # a directory without recursion, a socket, a FIFO, a device
         try:
             if is_link:
-                target = os.path.realpath(entry.path)
-                if not path_within_roots(target, [Path(real_root)]):
+                target = os.path.realpath(path)
+                if not path_within_roots(target, [self.real_root()]):
                     listing.skipped.append(f"{display_path(rel)}: symlink out of the source")
                     return
-                info = os.stat(entry.path)  # follows the link; a loop raises ELOOP
+                info = os.stat(path)  # follows the link; a loop raises ELOOP
             else:
                 info = entry.stat(follow_symlinks=False)
         except FileNotFoundError:
@@ -150,17 +163,22 @@ class LocalSource:
             key = (info.st_dev, info.st_ino)
             if not self.recursive:
                 return
-            if key in visited:
+            if key in self.visited:
                 listing.skipped.append(f"{display_path(rel)}: directory already visited (loop)")
                 return
-            visited.add(key)
-            pending.append((rel, entry.path))
-        elif stat.S_ISREG(info.st_mode) and matches(entry.name):
-            listing.entries.append((display_path(rel), info.st_size, info.st_mtime_ns // 1000))
+            self.visited.add(key)
+            self.pending.append((rel, path))
+        elif stat.S_ISREG(info.st_mode) and self.matches(entry.name):
+            listing.entries.append((self.shown(rel), info.st_size, info.st_mtime_ns // 1000))
 
 
 def _matcher(pattern: str, exclude: Sequence[str]) -> Matcher:
     """A file name test: it matches `pattern` and none of `exclude` (one regex for all)."""
+    return _compiled(pattern, tuple(exclude))
+
+
+@functools.lru_cache(maxsize=256)  # thousands of jobs share a handful of patterns
+def _compiled(pattern: str, exclude: tuple[str, ...]) -> Matcher:
     wanted = fnmatch.translate(pattern)
     if not exclude:
         return re.compile(wanted).match

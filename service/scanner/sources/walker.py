@@ -22,15 +22,18 @@ import itertools
 import logging
 import threading
 import time
+from array import array
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import Any
 
 from service.scanner.sources.base import (
     MTIME_MAX_US,
     MTIME_MIN_US,
     Cancelled,
+    FileEntry,
     Listing,
     Source,
     SourceError,
@@ -77,11 +80,27 @@ def finish(listing: Listing) -> Listing:
         digest = hashlib.blake2b(digest_size=20)
         if listing.undated:  # part of what was seen: a change among them is a new listing
             digest.update(repr(sorted(listing.undated)).encode())
-        # In slices: one repr() of 100 000 entries would hold the GIL, and so the event loop.
+        # In slices: hashing 100 000 entries at once would hold the GIL, and so the event loop.
         for start in range(0, len(entries), 4096):
-            digest.update(repr(entries[start : start + 4096]).encode())
+            _digest_entries(digest, entries[start : start + 4096])
         listing.fingerprint = digest.hexdigest()
     return listing
+
+
+def _digest_entries(digest: Any, entries: list[FileEntry]) -> None:
+    """Feed entries to the digest: their count, the paths NUL-separated (no path holds a NUL),
+    then the sizes and times as 64-bit integers; three C-level passes instead of a repr() of
+    every tuple (a third of the cost). Integers beyond 64 bits (never from a filesystem): repr."""
+    if not entries:
+        return
+    paths, sizes, times = zip(*entries, strict=True)
+    try:
+        numbers = array("q", sizes).tobytes() + array("q", times).tobytes()
+    except (OverflowError, TypeError):
+        numbers = repr((sizes, times)).encode()
+    digest.update(f"{len(entries)}\0".encode())
+    digest.update("\0".join(paths).encode("utf-8", "surrogatepass"))
+    digest.update(numbers)
 
 
 def _still_blocked(label: str) -> SourceError | None:
