@@ -11,7 +11,7 @@ default), declares one job per directory plus one that verifies the big file
 times each:
 
 - alone: nothing else runs;
-- budget: a Verifier (the service's, with its worker processes) reads the big file under the
+- budget: a Verifier (the service's, same process, same engine) reads the big file under the
   default byte budget (VERIFY_BYTES_PER_SECOND) during the whole rescan;
 - unlimited: the same with no budget to speak of (10**12 bytes/s).
 
@@ -90,7 +90,7 @@ async def one_rescan(sessions: Any, mode: str, args: argparse.Namespace) -> dict
         verifier = Verifier(sessions, options)
         await verifier.start()
         async with asyncio.timeout(60):
-            # Claimed, its worker process started and reading (or already done: said below).
+            # Claimed and reading (or already done: said below).
             while not verifier.bytes_taken and not verifier.stats.verified:  # noqa: ASYNC110
                 await asyncio.sleep(0.01)
         read_from = time.perf_counter()  # its first piece taken: the verifier's rate from here

@@ -22,6 +22,7 @@ small files read first, at most MAX_SIDECAR_BYTES each.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -34,7 +35,7 @@ from service.scanner.sources.base import SourceError
 from service.scanner.sources.s3 import S3Listing
 from service.scanner.sources.sftp import SftpListing, mtime_us, sftp_reason, shown
 from service.store.verifications import DueArtifact
-from service.verify.budget import Budget, StopSignal
+from service.verify.budget import Budget
 from service.verify.checksums import (
     MAX_SIDECAR_BYTES,
     Expected,
@@ -78,7 +79,7 @@ def _not_found(exc: Exception) -> bool:
     return code in ("NoSuchKey", "404", "NotFound") or status == 404
 
 
-async def _take(budget: Budget, n: int, stop: StopSignal) -> None:
+async def _take(budget: Budget, n: int, stop: threading.Event) -> None:
     """`n` bytes from the budget (sleeping in a thread, off the loop); Stopped once told to."""
     if not await asyncio.to_thread(budget.take, n, stop):
         raise Stopped
@@ -135,7 +136,7 @@ def _too_large(sidecar: str, size: int) -> SidecarError:
     )
 
 
-async def _stream(body: Any, verifier: Verifier, budget: Budget, stop: StopSignal) -> None:
+async def _stream(body: Any, verifier: Verifier, budget: Budget, stop: threading.Event) -> None:
     """Feed the body to `verifier` in CHUNK pieces, each taken from the budget and fed in a
     worker thread; stops early once more bytes could change nothing (verifier.done)."""
 
@@ -170,7 +171,7 @@ async def verify_s3_object(
     verify: Verify,
     budget: Budget,
     limits: Limits,
-    stop: StopSignal,
+    stop: threading.Event,
 ) -> Outcome:
     """Verify the object of artifact `due` (see the module docstring). Never raises for what
     the endpoint answers: it is in the Outcome."""
@@ -264,7 +265,7 @@ async def verify_sftp_file(
     verify: Verify,
     budget: Budget,
     limits: Limits,
-    stop: StopSignal,
+    stop: threading.Event,
 ) -> Outcome:
     """Verify the file of artifact `due` on an SFTP source (see the module docstring). Never
     raises for what the server answers: it is in the Outcome."""

@@ -4,8 +4,8 @@
   `verify.every`, and again when it was rewritten since the version verified; the newest first;
   one artifact per job at a time; and the repository of a restic or borg job every
   `verify.repository.every`.
-- Where: a local file is read in a worker process of the lowest priority
-  (service.verify.process: scans, pings and the API get the CPU first); an S3 object or an SFTP
+- Where: a local file is read in a worker process of the lowest priority (service.runtime.
+  local_verify: scans, pings and the API get the cores first); an S3 object or an SFTP
   file is streamed (service.runtime.remote_verify: read on the loop, each piece checked in a
   worker thread, never on disk); at most VERIFY_WORKERS artifacts at once, under one byte
   budget shared by all of them (VERIFY_BYTES_PER_SECOND); the event loop only claims, records
@@ -26,11 +26,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import multiprocessing
 import os
+import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -56,6 +54,7 @@ from service.db.engine import database_url_of, lock_for_write
 from service.db.errors import describe_error, log_failure
 from service.db.models import Job
 from service.runtime.lifecycle import drain
+from service.runtime.local_verify import verify_local_file
 from service.runtime.remote_verify import verify_s3_object, verify_sftp_file
 from service.scanner.scanner import run_scanner
 from service.scanner.sources import borg, restic
@@ -65,9 +64,8 @@ from service.scanner.sources.sftp import SftpListing
 from service.settings import Settings
 from service.store import verifications
 from service.store.verifications import DueArtifact, Result
-from service.verify.budget import Budget, SharedStop
-from service.verify.formats import Limits, Outcome
-from service.verify.process import start_worker, verify_local
+from service.verify.budget import Budget
+from service.verify.formats import Limits
 
 logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -124,9 +122,7 @@ class Verifier:
         self.stats = VerifierStats()
         self._budget: Budget | None = None  # made at the start, shared by the readers
         self._stop = asyncio.Event()
-        # The readers' stop signal (they run in threads and in worker processes).
-        self._halt = SharedStop()
-        self._processes: ProcessPoolExecutor | None = None  # made when a local file is due
+        self._halt = threading.Event()  # the readers' stop signal (they run in threads)
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
@@ -154,9 +150,6 @@ class Verifier:
         self._wake.set()
         await drain([self._loop_task, *self._work], grace)
         self._loop_task = None
-        processes, self._processes = self._processes, None
-        if processes is not None:  # each stops at its next read (told by _halt)
-            await asyncio.to_thread(processes.shutdown, wait=True, cancel_futures=True)
 
     @property
     def bytes_taken(self) -> int:
@@ -255,7 +248,10 @@ class Verifier:
                     self._halt,
                 )  # fmt: skip
             else:
-                read = await self._read_local(os.path.join(source.path, due.path), due, job.verify)
+                path = os.path.join(source.path, due.path)
+                read = await verify_local_file(
+                    path, due, job.verify, self._budget, self.options.limits, self._halt
+                )
             self.stats.bytes_read += read.bytes_read
             if read.result == "changed":
                 self.stats.changed += 1
@@ -272,7 +268,7 @@ class Verifier:
                     read.seconds,
                     read.digest,
                 )
-        except Exception as exc:  # a bug in a reader, a worker process killed: tried again later
+        except Exception as exc:  # a bug in a reader, a worker killed: tried again later
             logger.error(
                 "verify: reading failed", extra={"job": job.name, "path": due.path}, exc_info=exc
             )
@@ -281,32 +277,6 @@ class Verifier:
             await asyncio.gather(renewer, return_exceptions=True)
             # Shielded: a stop that cancels this task still gives the lease back.
             await asyncio.shield(self._finish(job, due, held[0], outcome))
-
-    async def _read_local(self, path: str, due: DueArtifact, verify: Verify) -> Outcome:
-        """Verify a local file in a worker process (made on first use, VERIFY_WORKERS of them).
-        A worker that dies (killed, out of memory) breaks its pool: the verifications in it
-        raise (given back, tried again later) and the next one starts a new pool."""
-        processes = self._processes
-        if processes is None:
-            assert self._budget is not None
-            processes = self._processes = ProcessPoolExecutor(
-                self.options.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=start_worker,
-                initargs=(self._budget.state, self._halt),
-            )
-        listed_us = int((due.mtime - _EPOCH) / timedelta(microseconds=1))
-        checksum = verify.checksum == "sidecar"
-        try:
-            return await asyncio.get_running_loop().run_in_executor(
-                processes, verify_local, path, due.path, due.size, listed_us, verify.archive,
-                checksum, self.options.limits,
-            )  # fmt: skip
-        except BrokenProcessPool:
-            if self._processes is processes:
-                self._processes = None
-            processes.shutdown(wait=False, cancel_futures=True)
-            raise
 
     async def _finish(
         self, job: _Declared, due: DueArtifact, held: datetime, outcome: Result | None

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import stat
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from typing import BinaryIO
 from service.verify._pipeline import Fail, Limits, Result, Run, Stage, Stopped, grouped
 from service.verify._streams import Sniff, hinted, magic
 from service.verify._zip import Counted, check_zip
-from service.verify.budget import Budget, StopSignal
+from service.verify.budget import Pacer
 from service.verify.checksums import (
     MAX_SIDECAR_BYTES,
     Expected,
@@ -199,8 +200,8 @@ def verify_stream(
     archive: bool,
     expected: Expected | None,
     limits: Limits,
-    budget: Budget,
-    stop: StopSignal | None = None,
+    budget: Pacer,
+    stop: threading.Event | None = None,
 ) -> Outcome:
     """Read `read` to its end once: its digest (when `expected` is given: compared with it) and,
     with `archive`, its format read through. `name` is the artifact's name (a format hint and
@@ -302,8 +303,8 @@ def verify_file(
     archive: bool,
     checksum: bool,
     limits: Limits,
-    budget: Budget,
-    stop: StopSignal | None = None,
+    budget: Pacer,
+    stop: threading.Event | None = None,
     artifact: str | None = None,
 ) -> Outcome:
     """Verify a local file: with `checksum`, against the first sidecar found next to it

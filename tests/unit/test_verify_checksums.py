@@ -1,17 +1,13 @@
-"""Sidecar names and contents (pure), and the budget shared by verification threads and
-worker processes."""
+"""Sidecar names and contents (pure), and the budget shared by verification threads."""
 
 from __future__ import annotations
 
-import multiprocessing
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
-from functools import partial
 
 import pytest
 
-from service.verify.budget import Budget, SharedStop
+from service.verify.budget import Budget
 from service.verify.checksums import (
     Expected,
     NoSidecarEntry,
@@ -20,8 +16,6 @@ from service.verify.checksums import (
     parse_sidecar,
     sidecar_names,
 )  # fmt: skip
-from service.verify.formats import Limits
-from service.verify.process import start_worker, verify_local
 
 A = "a" * 64
 B = "b" * 64
@@ -116,6 +110,7 @@ def test_an_unlimited_budget_never_waits():
     started = time.monotonic()
     assert all(budget.take(1 << 30) for _ in range(1000))
     assert time.monotonic() - started < 0.5
+    assert budget.taken == 1000 << 30  # counted though never waited for
 
 
 def test_the_budget_is_shared_by_threads():
@@ -135,6 +130,7 @@ def test_the_budget_is_shared_by_threads():
         thread.join()
     assert len(done) == 4
     assert max(done) - started >= 0.45  # 39 slots of 12.5 ms before the last take
+    assert budget.taken == 10_000_000  # every thread's takes, none lost
 
 
 def test_a_lone_reader_waits_one_slot_per_take_after_the_first():
@@ -158,39 +154,3 @@ def test_a_stopped_take_returns_false_at_once():
     assert budget.take(10**12)
     with pytest.raises(ValueError, match="positive number"):
         budget.set_rate(0)
-
-
-def test_the_budget_and_the_stop_signal_are_shared_with_worker_processes(tmp_path):
-    """A worker process (started as the verifier starts its own) takes from the same timeline
-    as the service: with 1 s of it reserved here, the worker's read waits about 1 s; the stop
-    set here stops the worker's next wait."""
-    path = tmp_path / "x.bin"
-    path.write_bytes(b"x" * 1000)
-    stat = path.stat()
-    budget, stop = Budget(1e6), SharedStop()
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, mp_context=context, initializer=start_worker,
-                             initargs=(budget.state, stop)) as workers:  # fmt: skip
-        verify = partial(verify_local, str(path), path.name, stat.st_size,
-                         stat.st_mtime_ns // 1000, False, False, Limits())  # fmt: skip
-        assert workers.submit(verify).result(60).ok  # started, nothing reserved: no wait
-        budget.take(1_000_000)  # 1 s of the shared timeline
-        started = time.monotonic()
-        outcome = workers.submit(verify).result(60)
-        assert outcome.ok, outcome
-        assert 0.8 <= time.monotonic() - started < 5
-        budget.take(10_000_000)  # 10 s now: the worker waits, until told to stop
-        waiting = workers.submit(verify)
-        time.sleep(0.3)
-        stop.set()
-        assert waiting.result(5).result == "stopped"
-
-
-def test_the_shared_stop_waits_until_set_or_timeout():
-    stop = SharedStop()
-    started = time.monotonic()
-    assert stop.wait(0.1) is False and 0.09 <= time.monotonic() - started < 1
-    threading.Timer(0.1, stop.set).start()
-    assert stop.wait(10) is True and stop.is_set()
-    stop.clear()
-    assert not stop.is_set()
