@@ -54,7 +54,7 @@ from service.db.engine import database_url_of, lock_for_write
 from service.db.errors import describe_error, log_failure
 from service.db.models import Job
 from service.runtime.lifecycle import drain
-from service.runtime.local_verify import verify_local_file
+from service.runtime.local_verify import WorkerDied, verify_local_file
 from service.runtime.remote_verify import verify_s3_object, verify_sftp_file
 from service.scanner.scanner import run_scanner
 from service.scanner.sources import borg, restic
@@ -268,7 +268,14 @@ class Verifier:
                     read.seconds,
                     read.digest,
                 )
-        except Exception as exc:  # a bug in a reader, a worker killed: tried again later
+        except WorkerDied as exc:  # killed: by the service's stop (systemd stops them all)?
+            stopping = self._halt.is_set()
+            logger.log(
+                logging.INFO if stopping else logging.ERROR,
+                "verify: reading failed",
+                extra={"job": job.name, "path": due.path, "error": str(exc)},
+            )
+        except Exception as exc:  # a bug in a reader: given back, tried again later
             logger.error(
                 "verify: reading failed", extra={"job": job.name, "path": due.path}, exc_info=exc
             )

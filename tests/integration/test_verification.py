@@ -397,7 +397,9 @@ async def test_a_worker_process_killed_mid_read_loses_nothing(sessionmaker, tmp_
         os.kill(killed, signal.SIGKILL)
         await until(all_verified(sessionmaker, job_id, 1), 30, "verified by a new worker")
         assert killed not in verify_workers()
-        assert "killed by signal 9" in caplog.text  # said, as the reading's failure
+        failures = [r for r in caplog.records if r.getMessage() == "verify: reading failed"]
+        assert failures and "killed by signal 9" in failures[0].error  # type: ignore[attr-defined]
+        assert failures[0].levelname == "ERROR"  # not the service's own stop
     finally:
         await verifier.stop(5)
     row = (await rows(sessionmaker, job_id))["db-8.sql.gz"]
