@@ -73,19 +73,20 @@ async def verify_local_file(
     assert worker.stdout is not None
     assert worker.stderr is not None
     said = asyncio.create_task(worker.stderr.read())
+    answered = False
     try:
         await _say(worker.stdin, json.dumps(request).encode() + b"\n")
         while line := await worker.stdout.readline():
             message: dict[str, Any] = json.loads(line)
             if "outcome" in message:
-                found = message["outcome"]
+                found, answered = message["outcome"], True
                 return Outcome(**{**found, "checked": tuple(found["checked"])})
             go = await asyncio.to_thread(budget.take, int(message["take"]), stop)
             await _say(worker.stdin, b"go\n" if go else b"stop\n")
         code = await worker.wait()
         raise WorkerDied(f"the verification process ended ({_ended(code)}) without an outcome")
     finally:
-        if worker.returncode is None:
+        if not answered and worker.returncode is None:  # cancelled, or an error here
             with contextlib.suppress(ProcessLookupError):
                 worker.kill()
         with contextlib.suppress(TimeoutError):  # a read stuck in the kernel (a dead NFS server)
