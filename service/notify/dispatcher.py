@@ -81,6 +81,9 @@ BATCH = 500  # events routed per round
 SLOTS = {"webhook": 32}
 DEFAULT_SLOTS = 8
 CHAIN = 100  # deliveries of one job to one channel leased at once, sent one after the other
+# Deliveries leased by one claim at most beyond the chains' first ones: its UPDATE names each
+# by two parameters, and PostgreSQL (asyncpg) and SQLite take at most 32 767 a statement.
+MAX_LEASED = 4000
 MAX_BACKOFF = 3600.0
 # A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
 # history, not news: it is kept, not sent.
@@ -445,19 +448,22 @@ class Dispatcher:
                     )
                     .join(event, event.id == chains.c.event_id)
                     .where(chains.c.rank <= most, ~unrouted_before)
-                    .order_by(chains.c.head, chains.c.job_name, chains.c.place)
+                    .order_by(chains.c.head, chains.c.job_name, chains.c.channel, chains.c.place)
                 )
             ).all()
             wanted: list[list[tuple[Row[Any], Notice]]] = []
             taking = None  # the chain the rows read go to (each chain's rows come together)
+            leasing = 0  # rows in `wanted`: the lease's UPDATE names each (two parameters)
             for row in rows:
                 key = (row.channel, row.job_name)
                 if row.place > 1:  # the next of a chain: it goes after the one before it
-                    notice = self._readable(row) if key == taking else None
+                    capped = leasing >= MAX_LEASED  # the rest goes in a later claim
+                    notice = self._readable(row) if key == taking and not capped else None
                     if notice is None:  # dealt with when it comes first; the chain ends here
                         taking = None
                     else:
                         wanted[-1].append((row, notice))
+                        leasing += 1
                     continue
                 taking = None
                 if row.job_id is None:  # its job was deleted (SET NULL) since it was routed
@@ -466,13 +472,14 @@ class Dispatcher:
                 # No more than can be sent at once: each starts as soon as it is leased.
                 if in_use[row.channel] >= self.slots(row.channel):
                     continue
-                in_use[row.channel] += 1
                 try:
                     notice = self._notice(row.payload)
                 except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
                     await self._unreadable(session, row.id, now, describe_error(exc))
                     continue
+                in_use[row.channel] += 1
                 wanted.append([(row, notice)])
+                leasing += 1
                 taking = key
             taken_now = await self._lease(session, wanted, now, lease, job_still_there)
             await session.commit()
