@@ -200,3 +200,18 @@ def test_finish_sets_aside_the_files_no_date_can_hold() -> None:
     # The same dated files without the undated ones are another listing.
     plain = finish(Listing(entries=[e for e in entries if e[0] in ("min", "epoch", "max")]))
     assert plain.fingerprint != listing.fingerprint and not plain.undated
+
+
+def test_listings_that_differ_never_share_a_fingerprint():
+    """A path holding a NUL (an S3 key may) cannot pass for two paths, nor sizes for paths."""
+    from service.scanner.sources.walker import finish
+
+    def fingerprint(*entries: tuple[str, int, int]) -> str | None:
+        return finish(Listing(entries=list(entries))).fingerprint
+
+    when = 1_700_000_000_000_000
+    assert fingerprint(("a\0b", 1, when), ("c", 1, when)) != fingerprint(
+        ("a", 1, when), ("b\0c", 1, when)
+    )
+    assert fingerprint(("a", 1, when)) != fingerprint(("a", 2, when))
+    assert fingerprint(("a", 1, when)) == fingerprint(("a", 1, when))

@@ -88,18 +88,23 @@ def finish(listing: Listing) -> Listing:
 
 
 def _digest_entries(digest: Any, entries: list[FileEntry]) -> None:
-    """Feed entries to the digest: their count, the paths NUL-separated (no path holds a NUL),
-    then the sizes and times as 64-bit integers; three C-level passes instead of a repr() of
-    every tuple (a third of the cost). Integers beyond 64 bits (never from a filesystem): repr."""
+    """Feed entries to the digest without ambiguity: their count, each path's length and the
+    paths NUL-joined (an S3 key may hold a NUL: the lengths say where each ends), then the sizes
+    and times as 64-bit integers, each block led by its byte length; a few C-level passes instead
+    of a repr() of every tuple (a third of the cost). Integers beyond 64 bits (never from a
+    filesystem): repr, tagged so that it never reads as the integers."""
     if not entries:
         return
     paths, sizes, times = zip(*entries, strict=True)
     try:
-        numbers = array("q", sizes).tobytes() + array("q", times).tobytes()
+        numbers = b"q" + array("q", sizes).tobytes() + array("q", times).tobytes()
     except (OverflowError, TypeError):
-        numbers = repr((sizes, times)).encode()
-    digest.update(f"{len(entries)}\0".encode())
-    digest.update("\0".join(paths).encode("utf-8", "surrogatepass"))
+        numbers = b"r" + repr((sizes, times)).encode()
+    joined = "\0".join(paths).encode("utf-8", "surrogatepass")
+    lengths = array("q", map(len, paths)).tobytes()
+    digest.update(f"{len(entries)}:{len(joined)}:{len(numbers)}:".encode())
+    digest.update(lengths)
+    digest.update(joined)
     digest.update(numbers)
 
 
