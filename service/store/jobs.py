@@ -135,10 +135,14 @@ class JudgedJob(NoticeState, Protocol):
     def notify(self) -> dict[str, Any]: ...
 
 
-HELD_NOTICE_COLUMNS = (
-    "checked_at", "status", "reasons", "notified_status", "notified_reasons", "bad_since",
-    "bad_count", "notify",
-)  # fmt: skip
+HELD_NOTICE_COLUMNS = tuple(
+    dict.fromkeys(
+        name
+        for protocol in reversed(JudgedJob.__mro__)
+        for name, member in vars(protocol).items()
+        if isinstance(member, property)
+    )
+)  # what JudgedJob (and the NoticeState it extends) reads: never a list kept by hand
 
 
 def held_notice(job: JudgedJob, silenced_until: datetime | None = None) -> Hold | None:
