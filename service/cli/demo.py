@@ -36,7 +36,7 @@ from cronsim import CronSim
 from sqlalchemy import update
 
 from service.config.jobsfile import apply_jobs, load_declarations
-from service.core.jobspec import path_within_roots
+from service.core.paths import path_within_roots
 from service.db import migrate
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Job

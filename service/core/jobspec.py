@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic import Tag as UnionTag
 
+from service.core.paths import path_within_roots
 from service.core.problems import problems_of
 from service.core.units import (
     DURATION_PATTERN,
@@ -882,12 +883,6 @@ def check_cron(expression: str, zone: ZoneInfo) -> None:
         raise ValueError(f"bad cron expression {quote(expression)}: {exc}") from None
     except StopIteration:
         raise ValueError(f"cron expression {quote(expression)} never fires") from None
-
-
-def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
-    """True when `path`, symlinks and `..` resolved, lies inside one of `roots`."""
-    real = os.path.realpath(path)
-    return any(real == str(root) or real.startswith(str(root).rstrip("/") + "/") for root in roots)
 
 
 def parse_job(

@@ -31,7 +31,6 @@ from pydantic import ValidationError
 from service.core.jobspec import JobSpec, error_details, parse_job
 from service.db.errors import describe_error
 from service.scanner.sources import (
-    CHUNK,
     KnownSizes,
     Listing,
     RemoteSource,
@@ -46,6 +45,9 @@ logger = logging.getLogger(__name__)
 
 # Listings walked ahead of the writer; the writer commits up to this many changed jobs at once.
 WALK_AHEAD = 64
+# Jobs whose sources are handed to the lister at once. Walker processes walk all of them while
+# the writer settles what is ready (with a few dozen, they would wait for each next handful).
+OBSERVED_AT_ONCE = 256
 # How long the writer waits for a batch to fill before settling what it has. Each batch costs a
 # few round trips to the database, and while the walking thread holds the GIL every round trip
 # waits up to a switch interval (5 ms) for it on its way back: settling the two or three jobs
@@ -89,7 +91,7 @@ async def run_pipeline(
     results: list[JobResult],
     stop: asyncio.Event,
 ) -> Outcome:
-    """Observe the jobs, CHUNK at a time, while settling the batches ready; each batch's
+    """Observe the jobs, OBSERVED_AT_ONCE at a time, while settling the batches ready; each batch's
     results are appended to `results`, in job order. "interrupted" when `stop` was set before
     every job was settled, else "finished". A failure of the observer (a bug) is raised once
     the observations it made are settled; a failure of `settle` is raised at once."""
@@ -98,10 +100,10 @@ async def run_pipeline(
 
     async def produce() -> None:
         try:
-            for start in range(0, len(jobs), CHUNK):
+            for start in range(0, len(jobs), OBSERVED_AT_ONCE):
                 if stop.is_set():
                     break
-                async with aclosing(observe(jobs[start : start + CHUNK])) as seen:
+                async with aclosing(observe(jobs[start : start + OBSERVED_AT_ONCE])) as seen:
                     async for observation in seen:
                         await ready.put(observation)
                         if stop.is_set():

@@ -40,6 +40,8 @@ from service.notify.silences import SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
 from service.scanner.pipeline import Observer, Outcome, run_pipeline
 from service.scanner.sources.base import KnownSizes, nothing_known
+from service.scanner.sources.lister import list_any
+from service.scanner.sources.walk_process import MIN_SOURCES, WALKER_PROCESSES, WalkerPool
 from service.scanner.state import JobResult, JobRow, Observation, ScanReport
 from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, present_sizes, read_jobs
 
@@ -139,10 +141,16 @@ class BackupScanner:
 
     async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> Outcome:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
+        pool = WalkerPool(WALKER_PROCESSES) if len(jobs) >= MIN_SOURCES else None
         observer = Observer(
-            scan_roots=self.scan_roots, source_timeout=self.source_timeout, known_of=self._known_of
-        )
-        return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
+            scan_roots=self.scan_roots, source_timeout=self.source_timeout,
+            known_of=self._known_of, lister=functools.partial(list_any, pool=pool),
+        )  # fmt: skip
+        try:
+            return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
+        finally:
+            if pool is not None:
+                await pool.aclose()
 
     def _known_of(self, job: JobRow) -> KnownSizes:
         """How a source reads the sizes stored for this job's present artifacts (nothing when

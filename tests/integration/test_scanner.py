@@ -280,6 +280,43 @@ async def test_stop_event_finishes_current_job_then_stops(sessionmaker, clock, t
     assert run is not None and run.status == "interrupted" and run.finished_at is not None
 
 
+async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_path, monkeypatch):
+    """From MIN_SOURCES jobs on, the walks run in walker processes: the same artifacts, the
+    same verdicts, a rescan that finds nothing new; a job's broken source is its own."""
+    from service.scanner.sources import walk_process
+
+    started: list[object] = []
+    start = walk_process.WalkerPool._start
+
+    async def counted(pool: walk_process.WalkerPool) -> walk_process.Walker:
+        started.append(await start(pool))
+        return started[-1]
+
+    monkeypatch.setattr(walk_process.WalkerPool, "_start", counted)
+    jobs = walk_process.MIN_SOURCES + 6
+    for index in range(jobs):
+        directory = tmp_path / f"job-{index:03d}"
+        make_file(directory / "old.tar", 100, clock.now - 2 * DAY)
+        make_file(directory / "new.tar", 100 + index, clock.now - HOUR)
+        await add_job(sessionmaker, clock.now, name=f"job-{index:03d}", source=local(directory))
+    await add_job(sessionmaker, clock.now, name="zz-missing", source=local(tmp_path / "nowhere"))
+
+    first = await scan(sessionmaker, clock)
+    assert started  # the walks ran in walker processes
+    assert [(j.name, j.status, j.new) for j in first.jobs[:2]] == [
+        ("job-000", "ok", 2), ("job-001", "ok", 2),
+    ]  # fmt: skip
+    assert sum(j.new for j in first.jobs) == 2 * jobs
+    assert [j.status for j in first.jobs].count("ok") == jobs
+    assert first.jobs[-1].status == "unknown" and "nowhere" in (first.jobs[-1].error or "")
+    latest = (await get_job(sessionmaker, "job-005")).latest_artifact
+    assert latest is not None and latest["path"] == "new.tar" and latest["size"] == 105
+
+    clock.advance(minutes=5)
+    again = await scan(sessionmaker, clock)
+    assert sum(j.new + j.changed + j.gone for j in again.jobs) == 0
+
+
 async def test_heartbeat_job_without_source(sessionmaker, clock):
     await add_job(sessionmaker, clock.now - 3 * DAY, name="pushed", schedule={"every": "1d"})
     await add_job(sessionmaker, clock.now, name="fresh", schedule={"every": "1d"})

@@ -13,9 +13,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import assert_never
+from typing import TYPE_CHECKING, assert_never
 
-from service.core import jobspec
 from service.scanner.sources.base import (
     Cancelled,
     FileEntry,
@@ -28,6 +27,9 @@ from service.scanner.sources.base import (
 )  # fmt: skip
 from service.scanner.sources.local import LocalSource
 from service.scanner.sources.walker import CHUNK, list_sources
+
+if TYPE_CHECKING:
+    from service.core import jobspec
 
 __all__ = [
     "CHUNK", "Cancelled", "FileEntry", "KnownSizes", "Listing", "LocalSource", "RemoteSource",
@@ -43,6 +45,8 @@ def open_source(
 ) -> Source | RemoteSource:
     """The source implementation for a job's declared source. `known`: the sizes stored for
     the job's present artifacts, for sources whose artifacts never change (sized once)."""
+    from service.core import jobspec  # here: the walker processes import this package lean
+
     if isinstance(spec, jobspec.LocalSource):
         return LocalSource(
             spec.path, spec.pattern, recursive=spec.recursive, scan_roots=scan_roots,

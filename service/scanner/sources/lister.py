@@ -1,4 +1,5 @@
-"""Listing a mix of sources: local walks in a worker thread (walker.list_sources), remote
+"""Listing a mix of sources: local walks in a worker thread (walker.list_sources) or, given a
+pool and enough of them, in walker processes (walk_process.list_in_processes), remote
 listings as tasks on the event loop, each under its own time limit and its kind's concurrency
 limit, so one slow bucket or repository holds one slot, never the others. Results come back in
 the sources' order, each a Listing or the SourceError that stopped it."""
@@ -11,6 +12,8 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
 from service.scanner.sources.base import Listing, RemoteSource, Source, SourceError
+from service.scanner.sources.local import LocalSource
+from service.scanner.sources.walk_process import WalkerPool, list_in_processes
 from service.scanner.sources.walker import finish, list_sources
 
 logger = logging.getLogger(__name__)
@@ -25,10 +28,11 @@ def is_remote(source: AnySource) -> bool:
 
 
 async def list_any(
-    sources: Sequence[AnySource], limit: float
+    sources: Sequence[AnySource], limit: float, pool: WalkerPool | None = None
 ) -> AsyncGenerator[Listing | SourceError, None]:
     """One result per source, in order. `limit`: seconds a source may take, unless it has its
-    own `timeout`; a remote source's time starts once it has a slot of its kind."""
+    own `timeout`; a remote source's time starts once it has a slot of its kind. `pool`: the
+    scan's walker processes (None: local sources are walked in a thread)."""
     local: list[Source] = [source for source in sources if not is_remote(source)]  # type: ignore[misc]
     slots: dict[str, asyncio.Semaphore] = {}
     tasks: dict[int, asyncio.Task[Listing | SourceError]] = {}
@@ -38,7 +42,14 @@ async def list_any(
             slot = slots.setdefault(remote.kind, asyncio.Semaphore(REMOTE_CONCURRENCY))
             tasks[index] = asyncio.create_task(list_remote(remote, slot, limit))
     try:
-        async with aclosing(list_sources(local, limit)) as walked:
+        walking = (
+            list_in_processes(local, limit, pool)  # type: ignore[arg-type]
+            if pool is not None
+            and local
+            and all(isinstance(source, LocalSource) for source in local)
+            else list_sources(local, limit)
+        )
+        async with aclosing(walking) as walked:
             for index in range(len(sources)):
                 task = tasks.get(index)
                 yield await task if task is not None else await anext(walked)

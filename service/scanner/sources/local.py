@@ -11,7 +11,7 @@ import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from service.core.jobspec import path_within_roots
+from service.core.paths import path_within_roots
 from service.scanner.sources.base import Cancelled, Listing, SourceError
 
 Matcher = Callable[[str], object]

@@ -108,7 +108,9 @@ def _digest_entries(digest: Any, entries: list[FileEntry]) -> None:
     digest.update(numbers)
 
 
-def _still_blocked(label: str) -> SourceError | None:
+def still_blocked(label: str) -> SourceError | None:
+    """The error to report at once for a path whose earlier walk timed out and has not
+    returned (None: nothing is blocked there)."""
     with _hung_lock:
         starts = _hung.get(label)
         if not starts:
@@ -120,8 +122,24 @@ def _still_blocked(label: str) -> SourceError | None:
     )
 
 
+def register_hung(label: str, token: int, started: float) -> None:
+    """A walk of `label` (its `token`, begun at `started`, time.monotonic) timed out and has
+    not returned: until unregister_hung, the path is reported at once as still blocked."""
+    with _hung_lock:
+        _hung.setdefault(label, {})[token] = started
+
+
+def unregister_hung(label: str, token: int) -> None:
+    """The walk `token` of `label` has returned (or never hung: then nothing changes)."""
+    with _hung_lock:
+        starts = _hung.get(label, {})
+        starts.pop(token, None)
+        if not starts:
+            _hung.pop(label, None)
+
+
 def _walk_one(source: Source, cancel: threading.Event) -> Listing | SourceError:
-    blocked = _still_blocked(source.label)
+    blocked = still_blocked(source.label)
     if blocked is not None:
         return blocked
     try:
@@ -151,11 +169,7 @@ def _walk_chunk(sources: Sequence[Source], progress: _Progress) -> None:
         with progress.lock:
             # The watchdog registers a timed-out walk under this same lock: whichever comes
             # first, the registration is undone here once the walk has returned.
-            with _hung_lock:
-                starts = _hung.get(source.label, {})
-                starts.pop(token, None)
-                if not starts:
-                    _hung.pop(source.label, None)
+            unregister_hung(source.label, token)
             if progress.cancel.is_set() or result is None:
                 return  # the watchdog gave up on this source: its result is no longer wanted
             progress.done.append(result)
@@ -205,9 +219,8 @@ async def list_sources(
                         if not finished and not ready and waiting and overdue:
                             progress.cancel.set()
                             stuck = part[index + len(progress.done)]
-                            timed_out = _timed_out(stuck, limit)
-                            with _hung_lock:
-                                _hung.setdefault(stuck.label, {})[progress.token] = started
+                            timed_out = timeout_error(stuck, limit)
+                            register_hung(stuck.label, progress.token, started)
                     for result in ready:
                         yield result
                     handed += len(ready)
@@ -228,7 +241,7 @@ async def list_sources(
             index += handed
 
 
-def _timed_out(source: Source, limit: float) -> SourceError:
+def timeout_error(source: Source, limit: float) -> SourceError:
     return SourceError(
         f"listing {source.label} took longer than {limit:g} s (SOURCE_TIMEOUT_SECONDS); "
         "is the storage hung?"

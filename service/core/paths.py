@@ -1,0 +1,15 @@
+"""Where a path lies, symlinks resolved: the one test the declarations (a source inside
+SCAN_ROOTS) and the walker (a symlink inside its source) share. Standard library only: the
+walker processes import it without the declarations' pydantic."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
+    """True when `path`, symlinks and `..` resolved, lies inside one of `roots`."""
+    real = os.path.realpath(path)
+    return any(real == str(root) or real.startswith(str(root).rstrip("/") + "/") for root in roots)

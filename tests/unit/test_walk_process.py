@@ -1,0 +1,191 @@
+"""Local walks in walker processes (service/scanner/sources/walk_process.py): the same listings
+as a walk in a thread, in order, each source under its own time limit, with real processes (a
+stopped process is a walk that hangs, a killed one a walker that dies)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import astuple
+from pathlib import Path
+
+from service.scanner.sources import Listing, LocalSource, SourceError, list_sources, walker
+from service.scanner.sources.walk_process import Walker, WalkerPool, list_in_processes
+
+
+def write(path: Path, size: int, mtime: float) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"x" * size)
+    os.utime(path, (mtime, mtime))
+
+
+def awkward_tree(root: Path) -> list[LocalSource]:
+    """Sources over what a walk must get right: a 0-byte file, names that are not UTF-8 (one
+    escaping like a real name), symlinks (loops, out of the source, dangling, inside), a
+    directory loop, a subdirectory, a date no datetime holds, temporary files, a root that is
+    missing, a file as a root, a root outside SCAN_ROOTS."""
+    now = time.time()
+    backups = root / "awkward"
+    write(root / "outside" / "secret.tar", 9, now)
+    write(backups / "good.tar", 100, now - 7200)
+    write(backups / "empty.tar", 0, now - 3600)
+    write(backups / "partial.tar.tmp", 5, now)
+    write(backups / "a\\xff.tar", 7, now - 60)
+    for raw in (b"caf\xe9-\xff.tar", b"a\xff.tar"):
+        with open(os.path.join(os.fsencode(backups), raw), "wb") as handle:
+            handle.write(b"12345")
+    os.symlink("loop-b.tar", backups / "loop-a.tar")
+    os.symlink("loop-a.tar", backups / "loop-b.tar")
+    os.symlink(root / "outside" / "secret.tar", backups / "escape.tar")
+    os.symlink("good.tar", backups / "inside-link.tar")
+    os.symlink("/nonexistent/target", backups / "dangling.tar")
+    write(backups / "sub" / "deep.tar", 50, now - 10800)
+    os.symlink("..", backups / "sub" / "up")
+    write(backups / "future.tar", 1, 0)
+    os.utime(backups / "future.tar", ns=(0, 10**20))  # far ahead, as far as the filesystem keeps
+    many = [LocalSource(str(root / f"many-{i}"), "*.gz") for i in range(3)]
+    for i in range(3):
+        for k in range(i + 2):
+            write(root / f"many-{i}" / f"dump-{k}.gz", k + 1, now - k * 86400)
+    return [
+        LocalSource(str(backups), "*.tar", recursive=True),
+        LocalSource(str(backups), "*.tar"),
+        LocalSource(str(backups), "*", exclude=["*.tmp"]),
+        *many,
+        LocalSource(str(root / "missing"), "*"),
+        LocalSource(str(backups / "good.tar"), "*"),
+        LocalSource(str(backups), "*", scan_roots=[root / "outside"]),
+    ]
+
+
+async def in_thread(sources: Sequence[LocalSource]) -> list[Listing | SourceError]:
+    return [result async for result in list_sources(sources, 30)]
+
+
+async def in_processes(
+    sources: Sequence[LocalSource], pool: WalkerPool, limit: float = 30
+) -> list[Listing | SourceError]:
+    return [result async for result in list_in_processes(sources, limit, pool)]
+
+
+def same(result: Listing | SourceError) -> object:
+    return astuple(result) if isinstance(result, Listing) else ("error", str(result))
+
+
+async def test_the_listings_are_those_of_a_walk_in_a_thread(tmp_path):
+    sources = awkward_tree(tmp_path)
+    expected = [same(result) for result in await in_thread(sources)]
+    for size in (1, 2, 3):
+        pool = WalkerPool(size)
+        try:
+            got = [same(result) for result in await in_processes(sources, pool)]
+            again = [same(result) for result in await in_processes(sources, pool)]  # reused
+        finally:
+            await pool.aclose()
+        assert got == expected
+        assert again == expected
+    listed = await in_thread(sources[:1])
+    assert isinstance(listed[0], Listing)
+    assert "caf\\xe9-\\xff.tar" in [entry[0] for entry in listed[0].entries]
+    assert isinstance((await in_thread(sources[-3:-2]))[0], SourceError)  # the test means it
+
+
+class StoppedFirst(WalkerPool):
+    """Its first walker process is stopped (SIGSTOP) as soon as it starts: a walk that hangs
+    like one on a dead NFS mount, until killed."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.stopped: list[Walker] = []
+
+    async def _start(self) -> Walker:
+        walker = await super()._start()
+        if not self.stopped:
+            walker.process.send_signal(signal.SIGSTOP)
+            self.stopped.append(walker)
+        return walker
+
+
+async def test_a_walk_that_hangs_times_out_alone_and_its_path_stays_blocked_until_it_ends(
+    tmp_path,
+):
+    sources = awkward_tree(tmp_path)[3:6]  # the three `many-*` directories
+    expected = [same(result) for result in await in_thread(sources)]
+    pool = StoppedFirst(1)
+    try:
+        started = time.monotonic()
+        results = await in_processes(sources, pool, limit=0.5)
+        assert time.monotonic() - started < 5
+        assert "took longer than 0.5 s" in str(results[0])
+        assert [same(result) for result in results[1:]] == expected[1:]
+        # The killed process has ended (SIGKILL works on a stopped process): not blocked.
+        for _ in range(100):
+            if sources[0].label not in walker._hung:
+                break
+            await asyncio.sleep(0.02)
+        assert sources[0].label not in walker._hung
+        assert pool.stopped[0].process.returncode == -signal.SIGKILL
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+    finally:
+        await pool.aclose()
+
+
+async def test_a_path_still_blocked_is_reported_at_once_and_not_sent(tmp_path):
+    sources = awkward_tree(tmp_path)[3:6]
+    walker.register_hung(sources[1].label, -1, time.monotonic())
+    pool = WalkerPool(1)
+    try:
+        results = await in_processes(sources, pool)
+    finally:
+        walker.unregister_hung(sources[1].label, -1)
+        await pool.aclose()
+    assert "still blocked" in str(results[1])
+    assert isinstance(results[0], Listing) and isinstance(results[2], Listing)
+
+
+class KilledFirst(WalkerPool):
+    """Its first walker process is killed as soon as it starts."""
+
+    async def _start(self) -> Walker:
+        walker = await super()._start()
+        if not getattr(self, "killed", False):
+            self.killed = True
+            walker.kill()
+        return walker
+
+
+async def test_a_walker_that_dies_fails_its_source_and_the_rest_are_walked(tmp_path):
+    sources = awkward_tree(tmp_path)[3:6]
+    pool = KilledFirst(1)
+    try:
+        results = await in_processes(sources, pool)
+    finally:
+        await pool.aclose()
+    assert isinstance(results[0], SourceError)
+    assert "the walker process ended (killed by signal 9)" in str(results[0])
+    assert all(isinstance(result, Listing) and result.entries for result in results[1:])
+
+
+class Counted(WalkerPool):
+    def __init__(self, size: int) -> None:
+        super().__init__(size)
+        self.started: list[Walker] = []
+
+    async def _start(self) -> Walker:
+        self.started.append(await super()._start())
+        return self.started[-1]
+
+
+async def test_a_caller_that_stops_listening_leaves_no_process_behind(tmp_path):
+    sources = awkward_tree(tmp_path)[3:6] * 20
+    pool = Counted(2)
+    listings = list_in_processes(sources, 30, pool)
+    assert isinstance(await anext(listings), Listing)
+    await listings.aclose()  # the walks under way are killed
+    assert len(pool.started) == 2
+    await pool.aclose()
+    assert all(walker.process.returncode is not None for walker in pool.started)
+    assert not pool._idle and not pool._busy
