@@ -40,6 +40,7 @@ import threading
 import time
 import traceback
 from collections.abc import AsyncGenerator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -176,26 +177,32 @@ async def list_in_processes(
     into the pool's size of contiguous parts, each walked by a process of its own."""
     size = -(-len(sources) // pool.size)  # ceil: `pool.size` parts at most
     parts = [sources[start : start + size] for start in range(0, len(sources), size)]
-    queues: list[asyncio.Queue[Listing | SourceError]] = [asyncio.Queue() for _ in parts]
+    queues: list[asyncio.Queue[Listing | SourceError | _Failed]] = [asyncio.Queue() for _ in parts]
 
     async def walk(part: Sequence[LocalSource], queue: asyncio.Queue[Any]) -> None:
-        async for result in _walk_part(part, limit, pool):
-            queue.put_nowait(result)
+        try:
+            async for result in _walk_part(part, limit, pool):
+                queue.put_nowait(result)
+        except Exception as exc:  # a bug: raised to our caller in its turn
+            queue.put_nowait(_Failed(exc))
 
     tasks = [asyncio.create_task(walk(p, q)) for p, q in zip(parts, queues, strict=True)]
     try:
-        for task, part, queue in zip(tasks, parts, queues, strict=True):
+        for part, queue in zip(parts, queues, strict=True):
             for _ in part:
-                getting = asyncio.ensure_future(queue.get())
-                await asyncio.wait({getting, task}, return_when=asyncio.FIRST_COMPLETED)
-                if not getting.done():  # the part's walk failed (a bug): raise it here
-                    getting.cancel()
-                    task.result()
-                yield getting.result()
+                result = await queue.get()
+                if isinstance(result, _Failed):
+                    raise result.error
+                yield result
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@dataclass(frozen=True, slots=True)
+class _Failed:
+    error: Exception
 
 
 _tokens = itertools.count()
