@@ -189,3 +189,18 @@ async def test_a_caller_that_stops_listening_leaves_no_process_behind(tmp_path):
     await pool.aclose()
     assert all(walker.process.returncode is not None for walker in pool.started)
     assert not pool._idle and not pool._busy
+
+
+class NoProcesses(WalkerPool):
+    """The system gives no more processes (fork fails with EAGAIN under a process limit)."""
+
+    async def _start(self) -> Walker:
+        raise BlockingIOError(11, "Resource temporarily unavailable")
+
+
+async def test_without_processes_a_thread_walks_the_sources(tmp_path):
+    sources = awkward_tree(tmp_path)
+    expected = [same(result) for result in await in_thread(sources)]
+    pool = NoProcesses(2)
+    assert [same(result) for result in await in_processes(sources, pool)] == expected
+    await pool.aclose()

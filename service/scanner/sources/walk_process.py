@@ -48,6 +48,7 @@ from service.scanner.sources.base import Listing, SourceError
 from service.scanner.sources.local import LocalSource
 from service.scanner.sources.walker import (
     finish,
+    list_sources,
     register_hung,
     still_blocked,
     timeout_error,
@@ -214,8 +215,14 @@ async def _walk_part(
     index = 0
     while index < len(sources):
         rest = sources[index:]
+        try:
+            walker = await pool.take()
+        except OSError as exc:  # no process to be had (EAGAIN, ENOMEM): a thread walks them
+            logger.warning("cannot start a walker process: %s; walking in a thread", exc)
+            async for result in list_sources(rest, limit):
+                yield result
+            return
         blocked = [still_blocked(source.label) for source in rest]
-        walker = await pool.take()
         ended = False  # the process was killed or died: not given back
         try:
             await walker.send([s for s, b in zip(rest, blocked, strict=True) if b is None])
