@@ -22,7 +22,7 @@ import logging
 from collections.abc import Sequence
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Table, bindparam, or_, select, update
@@ -38,13 +38,13 @@ from service.db.models import Artifact, Job, JobCheck, NotificationEvent
 from service.notify.events import event_row, located, problem_codes, reason_changes
 from service.scanner.inventory import InventoryDiff, Known
 from service.scanner.judge import Aftermath, Judgement, aftermath
-from service.scanner.state import EPOCH, JobResult, JobRow, entry_time, to_microseconds
+from service.scanner.state import JobResult, JobRow, entry_time, to_microseconds
 
 logger = logging.getLogger(__name__)
 
 # Entries diffed, or rows copied, between two chances for the event loop to run other tasks.
 YIELD_EVERY = 5_000
-COPY_PIECE = 10_000
+INSERT_PIECE = 10_000  # rows per INSERT on PostgreSQL: the loop answers between them
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
 # Job names looked up by one statement at most.
@@ -98,7 +98,6 @@ _MARK_GONE = (
     .where(_artifacts.c.id == bindparam("artifact_id"))
     .values(gone_since=bindparam("gone_since"), last_seen=bindparam("last_seen"))
 )
-_COPY_COLUMNS = ("job_id", "path", "size", "mtime", "first_seen", "last_seen", "details")
 
 _JOB_COLUMNS = (
     Job.id, Job.name, *(getattr(Job, name) for name in DECLARATION_FIELDS), Job.created_at,
@@ -329,7 +328,7 @@ class ScanWriter:
         for row in rows:
             known[row.job_id][row.path] = Known(row.id, row.size, to_microseconds(row.mtime))
 
-        new: list[tuple[Any, ...]] = []
+        new: list[_NewArtifacts] = []
         changed: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
         for change in changes:
@@ -346,10 +345,8 @@ class ScanWriter:
                 inventory.compare(entries[start : start + YIELD_EVERY])
             inventory.finish(listing)
             details = listing.details
-            # entry_time inlined: a first scan builds a row for each of hundreds of thousands.
-            new += [(job.id, path, size, EPOCH + timedelta(microseconds=mtime_us), now, now,
-                     details.get(path) if details else None)
-                    for path, size, mtime_us in inventory.new]  # fmt: skip
+            if inventory.new:
+                new.append(_NewArtifacts(job.id, now, inventory.new, details))
             changed += [{"artifact_id": artifact_id, "size": entry[1], "mtime": entry_time(entry),
                          "last_seen": now, "details": details.get(entry[0])}
                         for artifact_id, entry in inventory.changed]  # fmt: skip
@@ -369,31 +366,79 @@ class ScanWriter:
         if gone:
             await session.execute(_MARK_GONE, gone)
 
-    async def _insert_artifacts(self, rows: list[tuple[Any, ...]]) -> None:
-        """COPY on PostgreSQL (the jobs are claimed: no concurrent writer); elsewhere an INSERT
-        that skips a path already present."""
+    async def _insert_artifacts(self, new: list[_NewArtifacts]) -> None:
+        """On PostgreSQL, one INSERT from arrays per INSERT_PIECE rows (the jobs are claimed: no
+        concurrent writer); elsewhere an INSERT that skips a path already present."""
         session = self.session
-        if is_postgresql(session):
-            connection = await session.connection()
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            # In pieces: encoding 100 000 records at once would hold the event loop.
-            for start in range(0, len(rows), COPY_PIECE):
-                piece = rows[start : start + COPY_PIECE]
-                if any(row[-1] is not None for row in piece):  # a remote source's details:
-                    # jsonb travels as its text through COPY (local files have none: as is).
-                    piece = [(*row[:-1], None if row[-1] is None else json.dumps(row[-1]))
-                             for row in piece]  # fmt: skip
-                await driver.copy_records_to_table(
-                    "artifacts", records=piece, columns=_COPY_COLUMNS
-                )
+        if not is_postgresql(session):
+            rows = [
+                {"job_id": part.job_id, "path": path, "size": size,
+                 "mtime": entry_time((path, size, mtime_us)), "first_seen": part.now,
+                 "last_seen": part.now, "details": part.details.get(path)}
+                for part in new for path, size, mtime_us in part.entries
+            ]  # fmt: skip
+            statement = sqlite.insert(Artifact).on_conflict_do_nothing(
+                index_elements=["job_id", "path"], index_where=Artifact.gone_since.is_(None)
+            )
+            await session.execute(statement, rows)
             return
-        statement = sqlite.insert(Artifact).on_conflict_do_nothing(
-            index_elements=["job_id", "path"], index_where=Artifact.gone_since.is_(None)
-        )
-        await session.execute(
-            statement, [dict(zip(_COPY_COLUMNS, row, strict=True)) for row in rows]
-        )
+        connection = await session.connection()
+        raw = await connection.get_raw_connection()
+        driver: Any = raw.driver_connection
+        columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        for part in new:
+            jobs, paths, sizes, times, seen, extra = columns
+            count = len(part.entries)
+            names, part_sizes, part_times = zip(*part.entries, strict=True)
+            jobs += [part.job_id] * count
+            paths += names
+            sizes += part_sizes
+            times += part_times
+            seen += [to_microseconds(part.now)] * count
+            # jsonb travels as its text (a remote source's details; local files have none).
+            details = part.details
+            extra += (
+                [json.dumps(details[name]) if name in details else None for name in names]
+                if details
+                else [None] * count
+            )
+            if len(jobs) >= INSERT_PIECE:
+                await driver.execute(_INSERT_ARTIFACTS, *columns)
+                await asyncio.sleep(0)
+                for column in columns:
+                    column.clear()
+        if columns[0]:
+            await driver.execute(_INSERT_ARTIFACTS, *columns)
+
+
+@dataclass(frozen=True, slots=True)
+class _NewArtifacts:
+    """A job's artifacts to insert: its listing's new entries, seen first at `now`."""
+
+    job_id: int
+    now: datetime
+    entries: list[tuple[str, int, int]]  # FileEntry: (path, size, mtime_us)
+    details: dict[str, dict[str, Any]]
+
+
+def _instant(microseconds: str) -> str:
+    """SQL of the instant `microseconds` (a bigint expression) after the epoch, exact over the
+    whole range of datetime (interval arithmetic on whole seconds and microseconds: a float
+    product would round the far-future times a filesystem keeps)."""
+    return (
+        f"timestamptz 'epoch' + ({microseconds} / 1000000) * interval '1 second'"
+        f" + ({microseconds} % 1000000) * interval '1 microsecond'"
+    )
+
+
+# New artifacts from arrays: asyncpg encodes a list of ints or texts in one C loop, where COPY
+# took a datetime built for each row and encoded three per row (most of a first scan's CPU).
+_INSERT_ARTIFACTS = f"""
+INSERT INTO artifacts (job_id, path, size, mtime, first_seen, last_seen, details)
+SELECT j, p, s, {_instant("m")}, {_instant("n")}, {_instant("n")}, d::jsonb
+FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
+    AS u(j, p, s, m, n, d)
+"""  # noqa: S608 (no outside text: the column expressions are ours)
 
 
 def _event(judgement: Judgement, stored: _Claimed, kind: str) -> dict[str, Any]:

@@ -317,6 +317,41 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     assert sum(j.new + j.changed + j.gone for j in again.jobs) == 0
 
 
+async def test_modification_times_are_stored_to_the_microsecond_over_the_whole_range(
+    sessionmaker, clock, tmp_path
+):
+    """Every mtime a date holds is stored exactly (no float on the way: a far-future time off by
+    a microsecond would read as a changed file at every scan)."""
+    backups = tmp_path / "times"
+    wanted = {  # microseconds since the epoch
+        "old.tar": -62_135_510_399_999_999,  # 0001-01-02, and a microsecond
+        "before-1970.tar": -1_234_567,
+        "now.tar": 1_700_000_000_123_457,
+        "far.tar": 9_007_199_254_740_993,  # 2^53 + 1: a double cannot hold it
+        "last.tar": 253_402_041_599_999_999,  # 9999-12-28 23:59:59.999999
+    }
+    kept = {}
+    for name, microseconds in wanted.items():
+        path = make_file(backups / name, 10, clock.now)
+        os.utime(path, ns=(microseconds * 1000, microseconds * 1000))
+        if path.stat().st_mtime_ns == microseconds * 1000:  # what this filesystem keeps
+            kept[name] = microseconds
+    assert {"before-1970.tar", "now.tar", "far.tar"} <= set(kept)
+    await add_job(sessionmaker, clock.now, name="times", source=local(backups))
+
+    first = await scan(sessionmaker, clock)
+    assert first.jobs[0].new == len(wanted)
+    epoch = datetime(1970, 1, 1, tzinfo=clock.now.tzinfo)
+    stored = {
+        a.path: (a.mtime - epoch) // timedelta(microseconds=1)
+        for a in await artifacts(sessionmaker)
+    }
+    assert {name: stored[name] for name in kept} == kept
+    clock.advance(minutes=5)
+    again = await scan(sessionmaker, clock)
+    assert (again.jobs[0].new, again.jobs[0].changed, again.jobs[0].gone) == (0, 0, 0)
+
+
 async def test_heartbeat_job_without_source(sessionmaker, clock):
     await add_job(sessionmaker, clock.now - 3 * DAY, name="pushed", schedule={"every": "1d"})
     await add_job(sessionmaker, clock.now, name="fresh", schedule={"every": "1d"})
