@@ -34,6 +34,7 @@ import itertools
 import logging
 import marshal
 import os
+import signal
 import struct
 import sys
 import threading
@@ -65,7 +66,8 @@ MIN_SOURCES = 64
 # Walker processes of a scan: one per core, and never more than 4. With 2 cores, 2 walkers and
 # the service's own loop share them; the walks of a rescan, the biggest part of its work, are
 # then spread over both.
-WALKER_PROCESSES = max(1, min(4, os.cpu_count() or 1))
+WALKER_PROCESSES = max(1, min(4, len(os.sched_getaffinity(0))))
+AHEAD = 32  # listings a walker process may have ready before they are taken
 
 
 def _frame(payload: Any) -> bytes:
@@ -178,14 +180,19 @@ async def list_in_processes(
     into the pool's size of contiguous parts, each walked by a process of its own."""
     size = -(-len(sources) // pool.size)  # ceil: `pool.size` parts at most
     parts = [sources[start : start + size] for start in range(0, len(sources), size)]
-    queues: list[asyncio.Queue[Listing | SourceError | _Failed]] = [asyncio.Queue() for _ in parts]
+    # Each part walks at most AHEAD listings ahead of our caller (then its process waits on a
+    # full pipe): a run of big jobs is never all in memory at once.
+    queues: list[asyncio.Queue[Listing | SourceError | _Failed]] = [
+        asyncio.Queue(maxsize=AHEAD) for _ in parts
+    ]
 
     async def walk(part: Sequence[LocalSource], queue: asyncio.Queue[Any]) -> None:
         try:
-            async for result in _walk_part(part, limit, pool):
-                queue.put_nowait(result)
+            async with contextlib.aclosing(_walk_part(part, limit, pool)) as results:
+                async for result in results:
+                    await queue.put(result)
         except Exception as exc:  # a bug: raised to our caller in its turn
-            queue.put_nowait(_Failed(exc))
+            await queue.put(_Failed(exc))
 
     tasks = [asyncio.create_task(walk(p, q)) for p, q in zip(parts, queues, strict=True)]
     try:
@@ -287,4 +294,6 @@ def _walked(source: LocalSource, never: threading.Event) -> tuple[Any, ...]:
 
 
 if __name__ == "__main__":
+    # Ctrl-C in a terminal reaches the whole process group: the service decides, and ends us.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     serve(sys.stdin.buffer, sys.stdout.buffer)
