@@ -7,8 +7,9 @@ business). Listing and writing overlap, and a slow
 database never lets the listings pile up beyond WALK_AHEAD.
 
 Sources stay behind their port (service.scanner.sources): the observer only awaits one result
-per source, in order, from a lister (list_sources runs local walks in worker threads; a remote
-source's lister awaits its API on the event loop instead). Nothing here blocks the loop.
+per source, in order, from a lister (local walks run in a worker thread, or in walker processes
+for a big scan; a remote source's lister awaits its API on the event loop instead). Nothing here
+blocks the loop.
 
 May import: the standard library, pydantic's ValidationError, service.core.jobspec,
 service.db.errors (describe_error), service.scanner.sources and service.scanner.state; never

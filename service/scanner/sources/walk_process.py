@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import marshal
 import os
@@ -50,6 +49,7 @@ from service.scanner.sources.local import LocalSource
 from service.scanner.sources.walker import (
     finish,
     list_sources,
+    new_token,
     register_hung,
     still_blocked,
     timeout_error,
@@ -213,9 +213,6 @@ class _Failed:
     error: Exception
 
 
-_tokens = itertools.count()
-
-
 async def _walk_part(
     sources: Sequence[LocalSource], limit: float, pool: WalkerPool
 ) -> AsyncGenerator[Listing | SourceError, None]:
@@ -243,7 +240,7 @@ async def _walk_part(
                     async with asyncio.timeout(limit):
                         result = await walker.result(source.label)
                 except TimeoutError:
-                    token = next(_tokens)
+                    token = new_token()
                     register_hung(source.label, token, started)
                     ended = True
                     pool.discard(walker, functools.partial(unregister_hung, source.label, token))

@@ -122,6 +122,11 @@ def still_blocked(label: str) -> SourceError | None:
     )
 
 
+def new_token() -> int:
+    """A walk's token, unique in this process (threads and walker processes draw from one)."""
+    return next(_tokens)
+
+
 def register_hung(label: str, token: int, started: float) -> None:
     """A walk of `label` (its `token`, begun at `started`, time.monotonic) timed out and has
     not returned: until unregister_hung, the path is reported at once as still blocked."""
@@ -160,7 +165,7 @@ def _walk_chunk(sources: Sequence[Source], progress: _Progress) -> None:
         with progress.lock:
             if progress.cancel.is_set():
                 return
-            token = progress.token = next(_tokens)
+            token = progress.token = new_token()
             progress.started = time.monotonic()
         try:
             result: Listing | SourceError | None = _walk_one(source, progress.cancel)
