@@ -43,7 +43,14 @@ from service.scanner.sources.base import KnownSizes, nothing_known
 from service.scanner.sources.lister import list_any
 from service.scanner.sources.walk_process import MIN_SOURCES, WALKER_PROCESSES, WalkerPool
 from service.scanner.state import JobResult, JobRow, Observation, ScanReport
-from service.scanner.writer import TOUCH_BATCH, Change, ScanWriter, present_sizes, read_jobs
+from service.scanner.writer import (
+    TOUCH_BATCH,
+    Change,
+    ScanWriter,
+    count_jobs,
+    present_sizes,
+    read_jobs,
+)
 
 # A module, not names: service.store.pings uses this package's rules (the import order is free).
 from service.store import pings, verifications
@@ -107,13 +114,16 @@ class BackupScanner:
             self.on_start(run_id)
 
         heartbeat = self._keep_alive(run_id)
+        walkers: WalkerPool | None = None
         try:
+            # Started first: their interpreters start while the jobs are read.
+            walkers = await self._walkers(names)
             jobs = await read_jobs(session, names)
             # Most jobs never ping: read runs only for those that did (one query per scan).
             self._pinged_at = self.clock()
             self._pinged = await pings.jobs_with_pings(session, [job.id for job in jobs])
             await session.commit()  # end the read transaction
-            report.status = await self._pipeline(jobs, report.jobs)
+            report.status = await self._pipeline(jobs, report.jobs, walkers)
             await self._writer.flush_touched()
         except BaseException as exc:
             # The database went away, a bug, or the task was cancelled: the run must not stay
@@ -126,6 +136,9 @@ class BackupScanner:
             with suppress(Exception):
                 await record_finish(session, run_id, report, self.clock())
             raise
+        finally:
+            if walkers is not None:
+                await walkers.aclose()
         if report.status == "interrupted":
             logger.warning("scan interrupted", extra={"scan_id": run_id})
         # Before the finish: once the run reads finished, its task ends with no more waiting.
@@ -139,18 +152,24 @@ class BackupScanner:
             return None
         return asyncio.create_task(keep_alive(engine, run_id, self.clock, self.heartbeat_seconds))
 
-    async def _pipeline(self, jobs: Sequence[JobRow], results: list[JobResult]) -> Outcome:
+    async def _walkers(self, names: Sequence[str] | None) -> WalkerPool | None:
+        """Walker processes for a scan of MIN_SOURCES jobs or more (None: walks in a thread)."""
+        count = len(names) if names is not None else await count_jobs(self.session)
+        if count < MIN_SOURCES:
+            return None
+        pool = WalkerPool(WALKER_PROCESSES)
+        await pool.start()
+        return pool
+
+    async def _pipeline(
+        self, jobs: Sequence[JobRow], results: list[JobResult], walkers: WalkerPool | None
+    ) -> Outcome:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
-        pool = WalkerPool(WALKER_PROCESSES) if len(jobs) >= MIN_SOURCES else None
         observer = Observer(
             scan_roots=self.scan_roots, source_timeout=self.source_timeout,
-            known_of=self._known_of, lister=functools.partial(list_any, pool=pool),
+            known_of=self._known_of, lister=functools.partial(list_any, pool=walkers),
         )  # fmt: skip
-        try:
-            return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
-        finally:
-            if pool is not None:
-                await pool.aclose()
+        return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
 
     def _known_of(self, job: JobRow) -> KnownSizes:
         """How a source reads the sizes stored for this job's present artifacts (nothing when

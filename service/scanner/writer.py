@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, bindparam, or_, select, update
+from sqlalchemy import Table, bindparam, func, or_, select, update
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -127,6 +127,10 @@ def _job_row(row: Any) -> JobRow:
         bad_since=row.bad_since,
         bad_count=row.bad_count,
     )
+
+
+async def count_jobs(session: AsyncSession) -> int:
+    return (await session.execute(select(func.count()).select_from(Job))).scalar_one()
 
 
 async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -> list[JobRow]:

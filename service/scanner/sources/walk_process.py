@@ -128,6 +128,16 @@ class WalkerPool:
         self._busy: set[Walker] = set()
         self._ending: set[asyncio.Task[None]] = set()
 
+    async def start(self) -> None:
+        """Start the pool's processes now (they start up while the caller goes on); one that
+        cannot be started is tried again when needed."""
+        for _ in range(self.size - len(self._idle) - len(self._busy)):
+            try:
+                self._idle.append(await self._start())
+            except OSError as exc:
+                logger.warning("cannot start a walker process: %s", exc)
+                return
+
     async def take(self) -> Walker:
         walker = self._idle.pop() if self._idle else await self._start()
         self._busy.add(walker)
@@ -176,10 +186,11 @@ class WalkerPool:
 async def list_in_processes(
     sources: Sequence[LocalSource], limit: float, pool: WalkerPool
 ) -> AsyncGenerator[Listing | SourceError, None]:
-    """One result per source, in order, as walker.list_sources gives them: the sources split
-    into the pool's size of contiguous parts, each walked by a process of its own."""
-    size = -(-len(sources) // pool.size)  # ceil: `pool.size` parts at most
-    parts = [sources[start : start + size] for start in range(0, len(sources), size)]
+    """One result per source, in order, as walker.list_sources gives them: the sources dealt
+    into the pool's size of parts (source i to part i mod size, so that the parts' walks keep
+    pace with each other as the results are taken in order), each walked by a process of its
+    own."""
+    parts = [sources[first :: pool.size] for first in range(min(pool.size, len(sources)))]
     # Each part walks at most AHEAD listings ahead of our caller (then its process waits on a
     # full pipe): a run of big jobs is never all in memory at once.
     queues: list[asyncio.Queue[Listing | SourceError | _Failed]] = [
@@ -196,12 +207,11 @@ async def list_in_processes(
 
     tasks = [asyncio.create_task(walk(p, q)) for p, q in zip(parts, queues, strict=True)]
     try:
-        for part, queue in zip(parts, queues, strict=True):
-            for _ in part:
-                result = await queue.get()
-                if isinstance(result, _Failed):
-                    raise result.error
-                yield result
+        for index in range(len(sources)):
+            result = await queues[index % len(parts)].get()
+            if isinstance(result, _Failed):
+                raise result.error
+            yield result
     finally:
         for task in tasks:
             task.cancel()
