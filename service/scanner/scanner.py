@@ -162,7 +162,10 @@ class BackupScanner:
         return pool
 
     async def _pipeline(
-        self, jobs: Sequence[JobRow], results: list[JobResult], walkers: WalkerPool | None
+        self,
+        jobs: Sequence[JobRow],
+        results: list[JobResult],
+        walkers: WalkerPool | None = None,
     ) -> Outcome:
         """List sources ahead while writing what is ready: "finished" or "interrupted"."""
         observer = Observer(
