@@ -13,8 +13,10 @@ directory, then times:
 - a rescan of the unchanged tree (best of 3);
 
 and reports the ratios against `find` (and the CPU seconds of both: on a loaded machine the
-wall-clock ratio wanders, the CPU one much less), the peak RSS of this process and the worst
-event-loop lag seen by a 10 ms ticker running beside the scans. The database is dropped at
+wall-clock ratio wanders, the CPU one much less), the peak RSS of this process, the worst
+event-loop lag seen by a 10 ms ticker running beside the scans, and the latency of the service's
+own `/health/live` route, served by this process on the scans' event loop, as a client in another
+process sees it during each scan (a request every 15 ms). The database is dropped at
 the end, the tree removed unless --keep-tree. The exit status is 0 whatever the targets say; it
 is non-zero only when something went wrong (including wrong artifact counts).
 """
@@ -31,15 +33,19 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from aiohttp import web
 from sqlalchemy import func, select
 from sqlalchemy.engine import make_url
 
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, ScanRun
+from service.http import health
 from service.scanner.scanner import BackupScanner
 from service.scanner.sources import SourceError, list_sources, open_source
 
@@ -55,6 +61,7 @@ from harness import (
     verdict,
 )
 from probes import (
+    HttpProbe,
     LagMonitor,
     Profiler,
     current_rss_mb,
@@ -71,6 +78,8 @@ TARGET_FIRST_RATIO_LARGE = 4.0
 LARGE_TREE_FILES = 200_000
 TARGET_RESCAN_RATIO = 1.5
 TARGET_PEAK_RSS_MB = 300.0
+LIVE_PATH = "/health/live"
+TARGET_LIVE_P99_MS = 50.0  # during the scan, at 1M files (issue 16)
 
 
 def cpu_seconds(who: int) -> float:
@@ -92,17 +101,39 @@ def run_find(root: Path) -> tuple[float, float]:
 # The scans
 
 
-async def scan_once(sessionmaker: Any, label: str, profile_dir: Path | None) -> dict[str, Any]:
+@asynccontextmanager
+async def live_server() -> AsyncIterator[str]:
+    """The service's own /health/live route (service/http/health.py, not a copy) served by this
+    process on its running event loop, the one the scans run in, on a free port: its URL."""
+    routes = [r for r in health.routes if isinstance(r, web.RouteDef) and r.path == LIVE_PATH]
+    if not routes:
+        raise BenchError(f"service.http.health has no {LIVE_PATH} route")
+    app = web.Application()
+    app.add_routes(routes)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}{LIVE_PATH}"
+    finally:
+        await runner.cleanup()
+
+
+async def scan_once(
+    sessionmaker: Any, label: str, profile_dir: Path | None, live_url: str
+) -> dict[str, Any]:
     process_peak = peak_rss_mb()  # the reset below forgets it
     rss_before = current_rss_mb()
     reset = reset_peak_rss()
     async with sessionmaker() as session:
         scanner = BackupScanner(session, trigger="bench")
-        with LagMonitor() as lag, Profiler(profile_dir, label):
-            started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
-            report = await scanner.scan_all_jobs()
-            seconds = time.perf_counter() - started
-            cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu
+        async with HttpProbe(live_url) as live:
+            with LagMonitor() as lag, Profiler(profile_dir, label):
+                started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
+                report = await scanner.scan_all_jobs()
+                seconds = time.perf_counter() - started
+                cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu
         scan_peak = peak_since_reset_mb() if reset else None
         row = (
             await session.execute(select(ScanRun).where(ScanRun.id == report.scan_id))
@@ -123,12 +154,20 @@ async def scan_once(sessionmaker: Any, label: str, profile_dir: Path | None) -> 
         "scan_run": stored,
         "job_statuses": dict(Counter(j.status for j in report.jobs)),
         "loop_lag": lag.summary(),
+        "health_live": live_verdict(live.summary()),
         # The process's peak so far (ru_maxrss, kept across the reset), this scan's own peak
         # (VmHWM since the reset) and the RSS it started from.
         "peak_rss_mb": round(max(process_peak, peak_rss_mb(), scan_peak or 0.0), 1),
         "scan_peak_rss_mb": round(scan_peak, 1) if scan_peak is not None else None,
         "rss_before_mb": round(rss_before, 1) if rss_before is not None else None,
     }
+
+
+def live_verdict(summary: dict[str, Any]) -> dict[str, Any]:
+    """A scan's /health/live summary with its verdict: p99 under the target; None (no verdict)
+    when no request was made during the scan (a tiny one)."""
+    p99 = summary["p99_ms"]
+    return {**summary, "pass": None if p99 is None else p99 < TARGET_LIVE_P99_MS}
 
 
 def check_counts(label: str, scan: dict[str, Any], jobs: int, new: int) -> list[str]:
@@ -170,11 +209,12 @@ async def run_scans(
         del specs
 
         baseline_peak, baseline_current = peak_rss_mb(), current_rss_mb()
-        first = await scan_once(sessionmaker, "first_scan", profile_dir)
-        rescans_done = []
-        for attempt in range(rescans):
-            label = "rescan" if attempt == 0 else f"rescan_{attempt + 1}"
-            rescans_done.append(await scan_once(sessionmaker, label, profile_dir))
+        async with live_server() as live_url:
+            first = await scan_once(sessionmaker, "first_scan", profile_dir, live_url)
+            rescans_done = []
+            for attempt in range(rescans):
+                label = "rescan" if attempt == 0 else f"rescan_{attempt + 1}"
+                rescans_done.append(await scan_once(sessionmaker, label, profile_dir, live_url))
         after_current = current_rss_mb()
 
         async with sessionmaker() as session:
@@ -217,6 +257,10 @@ def build_result(
     peak = max(s["peak_rss_mb"] for s in [first, *scans["rescans"]])
     first_ratio = first["seconds"] / find_best
     rescan_ratio = rescan_best["seconds"] / find_best
+    live = [first["health_live"], *(s["health_live"] for s in scans["rescans"])]
+    # FAIL when a scan's p99 missed the target; no verdict when no scan saw a request.
+    verdicts = [s["pass"] for s in live if s["pass"] is not None]
+    live_pass = all(verdicts) if verdicts else None
     expected_new = args.jobs * args.files
     problems = check_counts("first scan", first, args.jobs, expected_new)
     for index, rescan in enumerate(scans["rescans"], 1):
@@ -252,6 +296,7 @@ def build_result(
             "scan_run": first["scan_run"],
             "job_statuses": first["job_statuses"],
             "loop_lag": first["loop_lag"],
+            "health_live": first["health_live"],
         },
         "rescan": {
             "best_seconds": round(rescan_best["seconds"], 3),
@@ -268,8 +313,14 @@ def build_result(
             ),
             "scan_run": rescan_best["scan_run"],
             "loop_lag": rescan_best["loop_lag"],
+            "health_live": [s["health_live"] for s in scans["rescans"]],
         },
         "walk_only_seconds": round(scans["walk_only_seconds"], 3),
+        "health_live": {
+            "target_p99_ms": TARGET_LIVE_P99_MS,
+            "worst_p99_ms": max((s["p99_ms"] for s in live if s["requests"]), default=None),
+            "pass": live_pass,
+        },
         "memory": {
             "baseline_peak_rss_mb": scans["baseline_peak_rss_mb"],
             "baseline_current_rss_mb": scans["baseline_current_rss_mb"],
@@ -289,6 +340,10 @@ def print_report(result: dict[str, Any]) -> None:
         result["find"], result["first_scan"], result["rescan"], result["memory"]
     )  # fmt: skip
     lag1, lag2 = first["loop_lag"], rescan["loop_lag"]
+    live_target = result["health_live"]["target_p99_ms"]
+    live_scans = [("first scan", first["health_live"])] + [
+        (f"rescan {index}", live) for index, live in enumerate(rescan["health_live"], 1)
+    ]
     runs = ", ".join(f"{t:.3f}" for t in find["runs"])
     rescan_runs = ", ".join(f"{t:.3f}" for t in rescan["runs"])
     lines = [
@@ -319,6 +374,7 @@ def print_report(result: dict[str, Any]) -> None:
         f" {lag1['over_50ms']} of {lag1['samples']} ticks > 50 ms)",
         f"max loop lag, rescan:      {lag2['max_ms']:8.2f} ms  (p99 {lag2['p99_ms']} ms,"
         f" {lag2['over_50ms']} of {lag2['samples']} ticks > 50 ms)",
+        *(live_line(label, live, live_target) for label, live in live_scans),
         "",
         f"first scan: {first['artifacts_new']} artifacts new; scan_runs row {first['scan_run']};"
         f" job statuses {first['job_statuses']}",
@@ -331,6 +387,17 @@ def print_report(result: dict[str, Any]) -> None:
     if result.get("profiles"):
         lines.append(f"(profiled with cProfile: times are inflated) {result['profiles']}")
     print("\n".join(lines))
+
+
+def live_line(label: str, live: dict[str, Any], target_ms: float) -> str:
+    head = f"{LIVE_PATH}, {label}:".ljust(27)
+    if not live["requests"]:
+        return f"{head}no request during the scan (too short)"
+    return (
+        f"{head}p99 {live['p99_ms']:6.1f} ms  (target < {target_ms:g} ms)  {verdict(live['pass'])}"
+        f"  (p50 {live['p50_ms']:.1f} ms, max {live['max_ms']:.1f} ms; {live['requests']}"
+        f" requests, {live['failed']} failed)"
+    )
 
 
 # --------------------------------------------------------------------------------------------
