@@ -1,7 +1,7 @@
 """What the benchmarks read about processes and the machine (Linux /proc): a process's CPU
 seconds, the PostgreSQL backends serving a database and their CPU, the machine's busy time, this
-process's RSS and its high-water mark, the event loop's lag, an HTTP endpoint's latency seen from
-another process, and cProfile around a block.
+process's RSS and its high-water mark (and its children's), the event loop's lag, an HTTP
+endpoint's latency seen from another process, and cProfile around a block.
 
 Each reader is a plain function or a small sampler with start/stop (or `with`); none of them
 changes what it measures, beyond the sampler's own small task (or its client process).
@@ -145,6 +145,83 @@ def peak_since_reset_mb() -> float | None:
     return _proc_status_mb("VmHWM")
 
 
+def children_of(pid: int) -> list[int]:
+    """Every process under `pid`, children and theirs (Linux /proc/PID/task/TID/children)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        parent = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue  # gone meanwhile
+        for task in tasks:
+            try:
+                with open(f"/proc/{parent}/task/{task}/children", encoding="ascii") as children:
+                    pids = [int(child) for child in children.read().split()]
+            except OSError:
+                continue
+            found += pids
+            todo += pids
+    return found
+
+
+def rss_mb_of(pid: int) -> float:
+    """A process's VmRSS (0 when it is gone)."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+@dataclass
+class TreeRss:
+    """The RSS of this process and of the processes under it (a scan's walker processes)
+    summed, sampled every `interval` beside the block (`with`): the highest sum seen, and the
+    children's share of it. A sample, not a high-water mark: a peak between two samples is
+    missed. `exclude`: processes left out (a probe's client)."""
+
+    exclude: set[int] = field(default_factory=set)
+    interval: float = 0.05
+    peak_mb: float = 0.0
+    children_mb: float = 0.0  # at the peak
+    most_children: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        children = [pid for pid in children_of(os.getpid()) if pid not in self.exclude]
+        own = rss_mb_of(os.getpid())
+        theirs = sum(rss_mb_of(pid) for pid in children)
+        self.most_children = max(self.most_children, len(children))
+        if own + theirs > self.peak_mb:
+            self.peak_mb, self.children_mb = own + theirs, theirs
+
+    async def _run(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(self.interval)
+
+    def __enter__(self) -> TreeRss:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+        self.sample()
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "peak_mb": round(self.peak_mb, 1),
+            "children_mb": round(self.children_mb, 1),
+            "most_children": self.most_children,
+        }
+
+
 @dataclass
 class LagMonitor:
     """A ticker beside the scan: how late does a 10 ms sleep wake up?"""
@@ -216,7 +293,7 @@ def probe_http(url: str, interval: float, timeout: float) -> None:
             results.append((round(1000 * (seconds if ok else max(seconds, timeout)), 3), ok))
         # Sleep until the next request is due, or until stdin closes (the stop).
         next_at = max(next_at + interval, time.perf_counter())
-        if select.select([sys.stdin], [], [], next_at - time.perf_counter())[0]:
+        if select.select([sys.stdin], [], [], max(0.0, next_at - time.perf_counter()))[0]:
             break
     print(json.dumps(results), flush=True)
 
@@ -251,6 +328,11 @@ class HttpProbe:
             raise RuntimeError(f"the HTTP probe of {self.url} did not start ({line!r})")
         return self
 
+    @property
+    def pid(self) -> int:
+        assert self._process is not None
+        return self._process.pid
+
     async def __aexit__(self, *_exc: object) -> None:
         process = self._process
         assert process is not None
@@ -265,6 +347,8 @@ class HttpProbe:
             process.kill()
             await process.wait()
             raise RuntimeError(f"the HTTP probe of {self.url} did not stop") from None
+        if process.returncode != 0:
+            raise RuntimeError(f"the HTTP probe of {self.url} exited {process.returncode}")
         self.results = [(ms, ok) for ms, ok in json.loads(output)]
 
     def summary(self) -> dict[str, Any]:

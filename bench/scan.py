@@ -64,6 +64,7 @@ from probes import (
     HttpProbe,
     LagMonitor,
     Profiler,
+    TreeRss,
     current_rss_mb,
     peak_rss_mb,
     peak_since_reset_mb,
@@ -129,7 +130,7 @@ async def scan_once(
     async with sessionmaker() as session:
         scanner = BackupScanner(session, trigger="bench")
         async with HttpProbe(live_url) as live:
-            with LagMonitor() as lag, Profiler(profile_dir, label):
+            with LagMonitor() as lag, TreeRss({live.pid}) as tree, Profiler(profile_dir, label):
                 started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
                 report = await scanner.scan_all_jobs()
                 seconds = time.perf_counter() - started
@@ -159,6 +160,8 @@ async def scan_once(
         # (VmHWM since the reset) and the RSS it started from.
         "peak_rss_mb": round(max(process_peak, peak_rss_mb(), scan_peak or 0.0), 1),
         "scan_peak_rss_mb": round(scan_peak, 1) if scan_peak is not None else None,
+        # This process and its walker processes together, sampled every 50 ms.
+        "with_children_rss": tree.summary(),
         "rss_before_mb": round(rss_before, 1) if rss_before is not None else None,
     }
 
@@ -255,6 +258,9 @@ def build_result(
     first = scans["first"]
     rescan_best = min(scans["rescans"], key=lambda s: s["seconds"])
     peak = max(s["peak_rss_mb"] for s in [first, *scans["rescans"]])
+    with_children = max(
+        (s["with_children_rss"] for s in [first, *scans["rescans"]]), key=lambda t: t["peak_mb"]
+    )
     first_ratio = first["seconds"] / find_best
     rescan_ratio = rescan_best["seconds"] / find_best
     live = [first["health_live"], *(s["health_live"] for s in scans["rescans"])]
@@ -327,8 +333,11 @@ def build_result(
             "peak_rss_mb": peak,
             "added_by_first_scan_mb": _delta(first["scan_peak_rss_mb"], first["rss_before_mb"]),
             "current_rss_after_mb": scans["current_rss_after_mb"],
+            "with_children": with_children,
+            "first_scan_with_children": first["with_children_rss"],
             "target_mb": TARGET_PEAK_RSS_MB,
-            "pass": peak <= TARGET_PEAK_RSS_MB,
+            # The service's memory is its process's and its walkers' together.
+            "pass": max(peak, with_children["peak_mb"]) <= TARGET_PEAK_RSS_MB,
         },
         "artifact_rows": scans["artifact_rows"],
         "count_problems": problems,
@@ -340,6 +349,7 @@ def print_report(result: dict[str, Any]) -> None:
         result["find"], result["first_scan"], result["rescan"], result["memory"]
     )  # fmt: skip
     lag1, lag2 = first["loop_lag"], rescan["loop_lag"]
+    children, first_children = memory["with_children"], memory["first_scan_with_children"]
     live_target = result["health_live"]["target_p99_ms"]
     live_scans = [("first scan", first["health_live"])] + [
         (f"rescan {index}", live) for index, live in enumerate(rescan["health_live"], 1)
@@ -364,12 +374,17 @@ def print_report(result: dict[str, Any]) -> None:
         f"   {rescan['ratio_vs_find']:6.2f}x find  (target <= {rescan['target_ratio']:g}x)"
         f"  {verdict(rescan['pass'])}   [{rescan_runs}]  (CPU {rescan['cpu_seconds']:.3f} s)",
         f"peak RSS:                  {memory['peak_rss_mb']:8.1f} MB"
+        f"  (with its walker processes {children['peak_mb']:.1f} MB)"
         f"  (target <= {memory['target_mb']:g} MB)  {verdict(memory['pass'])}",
         f"  before the scans: {memory['baseline_current_rss_mb']} MB RSS"
         f" ({memory['baseline_peak_rss_mb']:.1f} MB peak so far: imports, migrations, jobs);",
         f"  first scan: {first['rss_before_mb']} -> {first['peak_rss_mb']} MB peak"
         f" (+{memory['added_by_first_scan_mb']} MB); rescans: {rescan['rss_before_mb']} ->"
         f" {rescan['peak_rss_mb']} MB peak; after the scans: {memory['current_rss_after_mb']} MB",
+        f"  with its walker processes (sampled every 50 ms): {children['peak_mb']} MB at the"
+        f" peak, {children['children_mb']} MB of it in up to {children['most_children']}"
+        f" children; first scan {first_children['peak_mb']} MB"
+        f" ({first_children['children_mb']} MB in children)",
         f"max loop lag, first scan:  {lag1['max_ms']:8.2f} ms  (p99 {lag1['p99_ms']} ms,"
         f" {lag1['over_50ms']} of {lag1['samples']} ticks > 50 ms)",
         f"max loop lag, rescan:      {lag2['max_ms']:8.2f} ms  (p99 {lag2['p99_ms']} ms,"
