@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gzip
 import json
 import logging
 import math
+import multiprocessing
 import os
 import random
 import signal
@@ -28,7 +30,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -151,39 +153,61 @@ def build_tree(root: Path, jobs: int, files: int, seed: int = 1) -> dict[str, An
     """J directories of F sparse files, 1-4 KiB, mtimes spread over the last F days.
 
     File k of F is (F - k) days old (plus up to 6 h of jitter), so the newest backup of every
-    job is recent and every job judges `ok` with `every: 1d`.
+    job is recent and every job judges `ok` with `every: 1d`. The same arguments make the same
+    tree (each job's sizes and ages come from its own seeded generator).
+
+    The files are made by forked worker processes (two per core, at most 8), each a range of
+    job directories: creating a file is mostly the kernel's work (openat, ftruncate, futimens,
+    close), which threads could only overlap as far as the GIL lets them. Call it before any
+    thread or event loop is started (fork).
     """
     started = time.perf_counter()
     width = max(4, len(str(jobs)))
-    file_width = max(4, len(str(files)))
     now_ns = time.time_ns()
-
-    def one_job(index: int) -> int:
-        rng = random.Random(seed * 1_000_003 + index)
-        directory = root / job_name(index, width)
-        directory.mkdir()
-        total = 0
-        for k in range(1, files + 1):
-            path = directory / f"backup-{k:0{file_width}d}.tar.gz"
-            size = rng.randint(1024, 4096)
-            age_ns = (files - k) * DAY_NS + rng.randint(60, 6 * 3600) * 10**9
-            mtime_ns = now_ns - age_ns
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            try:
-                os.ftruncate(fd, size)
-                os.utime(fd, ns=(mtime_ns, mtime_ns))
-            finally:
-                os.close(fd)
-            total += size
-        return total
-
-    with ThreadPoolExecutor(max_workers=min(8, (os.cpu_count() or 2) * 2)) as pool:
-        total_bytes = sum(pool.map(one_job, range(1, jobs + 1)))
+    workers = min(8, (os.cpu_count() or 2) * 2, jobs)
+    step = max(1, math.ceil(jobs / (workers * 8)))  # several ranges a worker: they even out
+    firsts = range(1, jobs + 1, step)
+    lasts = [min(first + step - 1, jobs) for first in firsts]
+    some_jobs = functools.partial(
+        build_jobs, str(root), files=files, width=width, now_ns=now_ns, seed=seed
+    )
+    context = multiprocessing.get_context("fork")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        total_bytes = sum(pool.map(some_jobs, firsts, lasts))
     return {
         "seconds": time.perf_counter() - started,
         "files": jobs * files,
         "apparent_bytes": total_bytes,
     }
+
+
+def build_jobs(root: str, first: int, last: int, files: int, width: int, now_ns: int,
+               seed: int) -> int:  # fmt: skip
+    """Job directories `first`..`last` of build_tree, in a worker process: their bytes."""
+    file_width = max(4, len(str(files)))
+    total = 0
+    for index in range(first, last + 1):
+        rng = random.Random(seed * 1_000_003 + index)
+        directory = os.path.join(root, job_name(index, width))
+        os.mkdir(directory)
+        # Files made relative to the directory's descriptor: the kernel resolves one name.
+        dir_fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            for k in range(1, files + 1):
+                size = rng.randint(1024, 4096)
+                age_ns = (files - k) * DAY_NS + rng.randint(60, 6 * 3600) * 10**9
+                mtime_ns = now_ns - age_ns
+                name = f"backup-{k:0{file_width}d}.tar.gz"
+                fd = os.open(name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dir_fd)
+                try:
+                    os.ftruncate(fd, size)  # sparse: no data block is written
+                    os.utime(fd, ns=(mtime_ns, mtime_ns))
+                finally:
+                    os.close(fd)
+                total += size
+        finally:
+            os.close(dir_fd)
+    return total
 
 
 def job_spec(root: Path, name: str) -> dict[str, Any]:

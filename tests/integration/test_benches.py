@@ -80,6 +80,15 @@ def test_the_scan_benchmark_runs_at_a_tiny_size(kind, bench_url, base_env):
     assert result["artifact_rows"] == 12
     assert result["first_scan"]["scan_run"]["artifacts_new"] == 12
     assert result["rescan"]["scan_run"]["artifacts_new"] == 0
+    # /health/live probed from another process during each scan (a tiny scan may see none).
+    live = [result["first_scan"]["health_live"], *result["rescan"]["health_live"]]
+    assert len(live) == 2
+    for scan in live:
+        assert set(scan) == {"requests", "failed", "p50_ms", "p99_ms", "max_ms", "pass"}
+        assert scan["failed"] == 0
+        assert (scan["p99_ms"] is None) == (scan["requests"] == 0) == (scan["pass"] is None)
+    assert result["health_live"]["target_p99_ms"] == 50
+    assert "pass" in result["health_live"]
 
 
 def test_the_ping_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
