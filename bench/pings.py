@@ -40,7 +40,7 @@ from service.db.engine import create_engine, create_sessionmaker
 from service.store.jobs import new_job
 
 import harness
-from probes import BackendCpu, machine_cpu, process_cpu_seconds
+from probes import BackendCpu, machine_cpu, process_cpu_seconds, process_system_seconds
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_pings"
 TOKEN = "bench-token-for-the-ping-benchmark"
@@ -116,6 +116,7 @@ class Cost:
     the benchmark's database, this process (the clients), and the machine's busy share."""
 
     server: float
+    server_system: float  # of which in the kernel
     postgres: float
     clients: float
     machine_busy: float
@@ -124,12 +125,15 @@ class Cost:
 async def costed(server: harness.Server, database: str, run: Awaitable[Load]) -> tuple[Load, Cost]:
     backends = BackendCpu(database)
     backends.start()
-    server_before, clients_before = process_cpu_seconds(server.process.pid), time.process_time()
+    pid = server.process.pid
+    server_before, clients_before = process_cpu_seconds(pid), time.process_time()
+    system_before = process_system_seconds(pid)
     busy_before, total_before = machine_cpu()
     result = await run
     busy, total = machine_cpu()
     cost = Cost(
-        server=process_cpu_seconds(server.process.pid) - server_before,
+        server=process_cpu_seconds(pid) - server_before,
+        server_system=process_system_seconds(pid) - system_before,
         postgres=backends.stop(),
         clients=time.process_time() - clients_before,
         machine_busy=(busy - busy_before) / max(1, total - total_before),
@@ -151,7 +155,8 @@ def line(name: str, latencies: list[float], seconds: float, reference: float | N
 def cost_line(cost: Cost, requests: int) -> str:
     each = 1000 / max(1, requests)
     return (
-        f"{'':28} CPU ms a request: server {cost.server * each:.3f}, postgres "
+        f"{'':28} CPU ms a request: server {cost.server * each:.3f} (system "
+        f"{cost.server_system * each:.3f}), postgres "
         f"{cost.postgres * each:.3f}, clients {cost.clients * each:.3f}; machine "
         f"{cost.machine_busy:.0%} busy"
     )
