@@ -21,8 +21,8 @@ import argparse
 import asyncio
 import os
 import shlex
-import subprocess
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -164,7 +164,8 @@ def cost_line(cost: Cost, requests: int) -> str:
 
 def record_profile(server: harness.Server, args: argparse.Namespace) -> subprocess.Popen[bytes]:
     """py-spy on the service for the measured part of the pings (it starts after the warm-up)."""
-    command = shlex.split(os.environ.get("PY_SPY", "py-spy")) + [
+    command = [
+        *shlex.split(os.environ.get("PY_SPY", "py-spy")),
         "record", "--pid", str(server.process.pid), "--duration", str(int(args.seconds)),
         "--rate", "250", "--format", "raw", "--output", args.py_spy,
     ]  # fmt: skip
@@ -224,7 +225,7 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=100)
     parser.add_argument("--py-spy", metavar="FILE",
-                        help="record the service with py-spy during the measured pings")  # fmt: skip
+                        help="record the service with py-spy during the pings")  # fmt: skip
     parser.add_argument("--database-url", default=URL,
                         help="dropped and recreated; its name must contain 'bench'")  # fmt: skip
     args = parser.parse_args()
