@@ -2,33 +2,45 @@
 aiohttp handler measured in the same run; every ping answered OK must be stored.
 
     .venv/bin/python bench/pings.py [--seconds 10] [--warmup 2] [--concurrency 64] [--jobs 100]
-                                    [--database-url URL]
+                                    [--database-url URL] [--py-spy FILE]
 
 The service and the bare handler each run in their own process (bench/harness.py); the
 load comes from this process. Targets: at least 3 000 pings/s on this 2-core machine (issue 4),
 and at least 0.5x the bare handler's requests/s in the same run (issue 16). The bare handler runs
 on asyncio's own loop; the service on uvloop unless UVLOOP=false is in the environment.
+
+It also reports the CPU each request cost (server processes, PostgreSQL backends, this load
+generator, from /proc over the whole load, warm-up included): on a shared machine that varies
+less than the rates. `--py-spy FILE` records the service during the measured pings (collapsed
+stacks; the `py-spy` command, or PY_SPY="uv tool run --from py-spy py-spy").
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shlex
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 import aiohttp
 import asyncpg
+from sqlalchemy.engine import make_url
 
 from service.core.jobspec import parse_job
 from service.db.engine import create_engine, create_sessionmaker
 from service.store.jobs import new_job
 
 import harness
+from probes import BackendCpu, machine_cpu, process_cpu_seconds, process_system_seconds
 
 URL = "postgresql+asyncpg://postgres@127.0.0.1:5432/bm_bench_pings"
 TOKEN = "bench-token-for-the-ping-benchmark"
@@ -61,9 +73,12 @@ async def stored_pings(url: str) -> int:
         await connection.close()
 
 
+Load = tuple[list[float], int, int]
+
+
 async def load(
     urls: list[str], method: str, concurrency: int, warmup: float, seconds: float
-) -> tuple[list[float], int, int]:
+) -> Load:
     """(latencies of the measured requests, OKs in all, failures in all)."""
     latencies: list[float] = []
     oks = failures = 0
@@ -95,6 +110,37 @@ async def load(
     return latencies, oks, failures
 
 
+@dataclass
+class Cost:
+    """CPU seconds spent during one load: the server's process, the PostgreSQL backends of
+    the benchmark's database, this process (the clients), and the machine's busy share."""
+
+    server: float
+    server_system: float  # of which in the kernel
+    postgres: float
+    clients: float
+    machine_busy: float
+
+
+async def costed(server: harness.Server, database: str, run: Awaitable[Load]) -> tuple[Load, Cost]:
+    backends = BackendCpu(database)
+    backends.start()
+    pid = server.process.pid
+    server_before, clients_before = process_cpu_seconds(pid), time.process_time()
+    system_before = process_system_seconds(pid)
+    busy_before, total_before = machine_cpu()
+    result = await run
+    busy, total = machine_cpu()
+    cost = Cost(
+        server=process_cpu_seconds(pid) - server_before,
+        server_system=process_system_seconds(pid) - system_before,
+        postgres=backends.stop(),
+        clients=time.process_time() - clients_before,
+        machine_busy=(busy - busy_before) / max(1, total - total_before),
+    )
+    return result, cost
+
+
 def line(name: str, latencies: list[float], seconds: float, reference: float | None) -> str:
     ordered = sorted(latencies)
     rate = len(ordered) / seconds
@@ -106,27 +152,60 @@ def line(name: str, latencies: list[float], seconds: float, reference: float | N
     )
 
 
+def cost_line(cost: Cost, requests: int) -> str:
+    each = 1000 / max(1, requests)
+    return (
+        f"{'':28} CPU ms a request: server {cost.server * each:.3f} (system "
+        f"{cost.server_system * each:.3f}), postgres "
+        f"{cost.postgres * each:.3f}, clients {cost.clients * each:.3f}; machine "
+        f"{cost.machine_busy:.0%} busy"
+    )
+
+
+def record_profile(server: harness.Server, args: argparse.Namespace) -> subprocess.Popen[bytes]:
+    """py-spy on the service for the measured part of the pings (it starts after the warm-up)."""
+    command = [
+        *shlex.split(os.environ.get("PY_SPY", "py-spy")),
+        "record", "--pid", str(server.process.pid), "--duration", str(int(args.seconds)),
+        "--rate", "250", "--format", "raw", "--output", args.py_spy,
+    ]  # fmt: skip
+    return subprocess.Popen(
+        ["sh", "-c", f"sleep {args.warmup} && exec {shlex.join(command)}"],
+        stdout=subprocess.DEVNULL,
+    )
+
+
 async def measure(args: argparse.Namespace, keys: list[str], log_dir: Path) -> int:
     service = harness.start_service(args.database_url, TOKEN, log_dir)
     bare = harness.start_bare(log_dir)
+    database = make_url(args.database_url).database or ""
     try:
         async with aiohttp.ClientSession() as session:
             await harness.wait_until(service, session, "/health/live", lambda _: True, "live")
             await harness.wait_until(bare, session, "/constant", lambda _: True, "bare")
-        bare_latencies, _, _ = await load(
-            [bare.base + "/constant"], "GET", args.concurrency, args.warmup, args.seconds
-        )
+        (bare_latencies, bare_oks, _), bare_cost = await costed(
+            bare, "", load([bare.base + "/constant"], "GET", args.concurrency, args.warmup,
+                           args.seconds)
+        )  # fmt: skip
         urls = [f"{service.base}/ping/{key}" for key in keys]
         before = await stored_pings(args.database_url)
-        pings, oks, failures = await load(urls, "POST", args.concurrency, args.warmup, args.seconds)
+        profiler = record_profile(service, args) if args.py_spy else None
+        (pings, oks, failures), ping_cost = await costed(
+            service, database,
+            load(urls, "POST", args.concurrency, args.warmup, args.seconds),
+        )  # fmt: skip
         stored = await stored_pings(args.database_url) - before
+        if profiler is not None:
+            profiler.wait()
     finally:
         service.stop()
         bare.stop()
     reference = len(bare_latencies) / args.seconds
     print(f"{args.concurrency} clients, {args.seconds:g} s measured after {args.warmup:g} s")
     print(line("bare aiohttp handler", bare_latencies, args.seconds, None))
+    print(cost_line(bare_cost, bare_oks))
     print(line("POST /ping/{key} (stored)", pings, args.seconds, reference))
+    print(cost_line(ping_cost, oks + failures))
     print(f"pings answered OK: {oks}, stored: {stored}, failed requests: {failures}")
     rate = len(pings) / args.seconds
     verdict = "PASS" if rate >= 3000 else "FAIL"
@@ -145,6 +224,8 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--jobs", type=int, default=100)
+    parser.add_argument("--py-spy", metavar="FILE",
+                        help="record the service with py-spy during the pings")  # fmt: skip
     parser.add_argument("--database-url", default=URL,
                         help="dropped and recreated; its name must contain 'bench'")  # fmt: skip
     args = parser.parse_args()

@@ -46,6 +46,16 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def process_system_seconds(pid: int) -> float:
+    """stime of a process alone (the kernel's share: system calls, the network stack)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+    except OSError:
+        return 0.0
+    return int(fields[12]) / os.sysconf("SC_CLK_TCK")
+
+
 def backends_of(database: str) -> list[int]:
     """The PostgreSQL backends connected to `database`, by their process title
     (`postgres: 15/main: USER DATABASE HOST(PORT) STATE`)."""

@@ -8,6 +8,7 @@ a 400 that says what was wrong, logged as one line, before a handler can trip ov
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 
@@ -26,6 +27,9 @@ _HOST = re.compile(
 )
 
 
+# Remembered: a server sees the same few Host values on every request (and the check builds a
+# URL each time); bounded, so a client sending ever new ones cannot grow it.
+@functools.lru_cache(maxsize=256)
 def host_problem(host: str) -> str | None:
     """Why `host` (a Host header) is not `name[:port]`, or None when it is."""
     match = _HOST.fullmatch(host)

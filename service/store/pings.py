@@ -73,7 +73,13 @@ class PingWriter:
 
     def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
         self._sessionmaker = sessionmaker
-        self._queue: asyncio.Queue[tuple[Received, asyncio.Future[bool]]] = asyncio.Queue()
+        # The pings waiting for the next batch, in arrival order: a plain list the writer swaps
+        # out whole (an asyncio.Queue costs a coroutine and a counter per ping, on the
+        # busiest path of the service).
+        self._waiting: list[tuple[Received, asyncio.Future[bool]]] = []
+        self._wake = asyncio.Event()  # set when a ping waits
+        self._idle = asyncio.Event()  # set when no ping waits nor is being written
+        self._idle.set()
         self._task: asyncio.Task[None] | None = None
         # PostgreSQL: the connection the batches are written on, opened at the first batch and
         # after a failure (a restarted database leaves it dead).
@@ -86,10 +92,10 @@ class PingWriter:
         """Store what is queued (for up to `grace` seconds), then stop."""
         if self._task is None:
             return
-        # Not waiting on the queue alone: a writer that has ended would never empty it.
-        joined = asyncio.create_task(self._queue.join())
-        await asyncio.wait({joined, self._task}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
-        joined.cancel()
+        # Not waiting for the idle writer alone: a writer that has ended would never be.
+        idle = asyncio.create_task(self._idle.wait())
+        await asyncio.wait({idle, self._task}, timeout=grace, return_when=asyncio.FIRST_COMPLETED)
+        idle.cancel()
         self._task.cancel()
         await asyncio.gather(self._task, return_exceptions=True)
         self._task = None
@@ -99,19 +105,21 @@ class PingWriter:
         if self._task is None or self._task.done():
             raise RuntimeError("the ping writer is not running")
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        await self._queue.put((ping, future))
+        self._waiting.append((ping, future))
+        self._idle.clear()
+        self._wake.set()
         return await future
 
     async def _run(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < BATCH_LIMIT:
-                batch.append(self._queue.get_nowait())
-            try:
+            await self._wake.wait()
+            self._wake.clear()
+            # Every ping waiting now, in batches of BATCH_LIMIT at most (_write never raises).
+            while self._waiting:
+                batch = self._waiting[:BATCH_LIMIT]
+                del self._waiting[:BATCH_LIMIT]
                 await self._write(batch)
-            finally:
-                for _ in batch:
-                    self._queue.task_done()
+            self._idle.set()
 
     async def _write(self, batch: Sequence[tuple[Received, asyncio.Future[bool]]]) -> None:
         """Store a batch and answer each of its pings; never raises, so the writer lives on."""
