@@ -15,11 +15,11 @@ import contextlib
 import dataclasses
 import json
 import logging
-import sys
 import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from service.children import python_module
 from service.core.jobspec import Verify
 from service.store.verifications import DueArtifact
 from service.verify.budget import Budget
@@ -27,7 +27,7 @@ from service.verify.formats import CHUNK, Limits, Outcome
 
 logger = logging.getLogger(__name__)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-WORKER = (sys.executable, "-m", "service.verify.worker")
+WORKER = "service.verify.worker"
 
 
 GRANT_SECONDS = 0.05  # the budget is granted a worker about this much reading at a time
@@ -65,9 +65,10 @@ async def verify_local_file(
         "limits": dataclasses.asdict(limits),
         "grant": grant_of(budget.rate),
     }
+    command, env = python_module(WORKER)
     worker = await asyncio.create_subprocess_exec(
-        *WORKER, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE, start_new_session=True, env=env,
     )  # fmt: skip
     assert worker.stdin is not None
     assert worker.stdout is not None

@@ -390,28 +390,29 @@ class ScanWriter:
         raw = await connection.get_raw_connection()
         driver: Any = raw.driver_connection
         columns: tuple[list[Any], ...] = ([], [], [], [], [], [])
+        jobs, paths, sizes, times, seen, extra = columns
         for part in new:
-            jobs, paths, sizes, times, seen, extra = columns
-            count = len(part.entries)
-            names, part_sizes, part_times = zip(*part.entries, strict=True)
-            jobs += [part.job_id] * count
-            paths += names
-            sizes += part_sizes
-            times += part_times
-            seen += [to_microseconds(part.now)] * count
-            # jsonb travels as its text (a remote source's details; local files have none).
             details = part.details
-            extra += (
-                [json.dumps(details[name]) if name in details else None for name in names]
-                if details
-                else [None] * count
-            )
-            if len(jobs) >= INSERT_PIECE:
-                await driver.execute(_INSERT_ARTIFACTS, *columns)
-                await asyncio.sleep(0)
-                for column in columns:
-                    column.clear()
-        if columns[0]:
+            for start in range(0, len(part.entries), INSERT_PIECE):  # a job of a million files
+                piece = part.entries[start : start + INSERT_PIECE]
+                names, piece_sizes, piece_times = zip(*piece, strict=True)
+                jobs += [part.job_id] * len(piece)
+                paths += names
+                sizes += piece_sizes
+                times += piece_times
+                seen += [to_microseconds(part.now)] * len(piece)
+                # jsonb travels as its text (a remote source's details; local files have none).
+                extra += (
+                    [json.dumps(details[name]) if name in details else None for name in names]
+                    if details
+                    else [None] * len(piece)
+                )
+                if len(jobs) >= INSERT_PIECE:
+                    await driver.execute(_INSERT_ARTIFACTS, *columns)
+                    await asyncio.sleep(0)
+                    for column in columns:
+                        column.clear()
+        if jobs:
             await driver.execute(_INSERT_ARTIFACTS, *columns)
 
 

@@ -285,7 +285,7 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     same verdicts, a rescan that finds nothing new; a job's broken source is its own."""
     from service.scanner.sources import walk_process
 
-    started: list[object] = []
+    started: list[walk_process.Walker] = []
     start = walk_process.WalkerPool._start
 
     async def counted(pool: walk_process.WalkerPool) -> walk_process.Walker:
@@ -315,6 +315,7 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     clock.advance(minutes=5)
     again = await scan(sessionmaker, clock)
     assert sum(j.new + j.changed + j.gone for j in again.jobs) == 0
+    assert all(walker.process.returncode is not None for walker in started)  # ended with the scan
 
 
 async def test_modification_times_are_stored_to_the_microsecond_over_the_whole_range(

@@ -5,8 +5,10 @@ stopped process is a walk that hangs, a killed one a walker that dies)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import astuple
@@ -109,27 +111,36 @@ class StoppedFirst(WalkerPool):
         return walker
 
 
-async def test_a_walk_that_hangs_times_out_alone_and_its_path_stays_blocked_until_it_ends(
+async def test_a_walk_that_hangs_times_out_alone_and_its_path_stays_blocked_until_it_answers(
     tmp_path,
 ):
     sources = awkward_tree(tmp_path)[3:6]  # the three `many-*` directories
     expected = [same(result) for result in await in_thread(sources)]
+    again = LocalSource(sources[0].path, "*")  # another job on the same path
     pool = StoppedFirst(1)
     try:
         started = time.monotonic()
-        results = await in_processes(sources, pool, limit=0.5)
-        assert time.monotonic() - started < 5
-        assert "took longer than 0.5 s" in str(results[0])
-        assert [same(result) for result in results[1:]] == expected[1:]
-        # The killed process has ended (SIGKILL works on a stopped process): not blocked.
-        for _ in range(100):
-            if sources[0].label not in walker._hung:
+        results = await in_processes([*sources, again], pool, limit=2)
+        assert time.monotonic() - started < 10
+        assert "took longer than 2 s" in str(results[0])
+        assert [same(result) for result in results[1:3]] == expected[1:]
+        assert "still blocked" in str(results[3])  # no second wait on the dead mount
+        # Until the hung walk answers, the path is reported at once, scan after scan.
+        assert "still blocked" in str((await in_processes(sources[:1], pool))[0])
+        hung = pool.stopped[0]
+        assert hung.process.returncode is None  # abandoned, not killed: it may yet answer
+        hung.process.send_signal(signal.SIGCONT)  # the storage answers
+        for _ in range(250):
+            if sources[0].label not in walker._hung and hung.process.returncode is not None:
                 break
             await asyncio.sleep(0.02)
         assert sources[0].label not in walker._hung
-        assert pool.stopped[0].process.returncode == -signal.SIGKILL
+        assert hung.process.returncode == -signal.SIGKILL  # then it is ended
         assert [same(result) for result in await in_processes(sources, pool)] == expected
     finally:
+        for stopped in pool.stopped:
+            with contextlib.suppress(ProcessLookupError):  # ended already
+                stopped.process.send_signal(signal.SIGCONT)
         await pool.aclose()
 
 
@@ -146,27 +157,110 @@ async def test_a_path_still_blocked_is_reported_at_once_and_not_sent(tmp_path):
     assert isinstance(results[0], Listing) and isinstance(results[2], Listing)
 
 
-class KilledFirst(WalkerPool):
-    """Its first walker process is killed as soon as it starts."""
+# A walker process that answers for the first source it is asked for, then dies (exit 3).
+ANSWERS_ONCE = """
+import marshal, os, struct, sys
+size = struct.unpack("<I", sys.stdin.buffer.read(4))[0]
+marshal.loads(sys.stdin.buffer.read(size))
+answer = marshal.dumps(("ok", [("first.gz", 1, 0)], [], [], [], "fingerprint"))
+sys.stdout.buffer.write(struct.pack("<I", len(answer)) + answer)
+sys.stdout.buffer.flush()
+os._exit(3)
+"""
+
+
+class Scripted(WalkerPool):
+    """Its first `count` walker processes run `script` instead of the walker."""
+
+    def __init__(self, size: int, script: str, count: int) -> None:
+        super().__init__(size)
+        self.script, self.count = script, count
 
     async def _start(self) -> Walker:
-        walker = await super()._start()
-        if not getattr(self, "killed", False):
-            self.killed = True
-            walker.kill()
-        return walker
+        if self.count <= 0:
+            return await super()._start()
+        self.count -= 1
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", self.script,
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        return Walker(process)
 
 
-async def test_a_walker_that_dies_fails_its_source_and_the_rest_are_walked(tmp_path):
+async def test_a_walker_that_dies_fails_the_source_it_was_walking_and_the_rest_are_walked(
+    tmp_path,
+):
     sources = awkward_tree(tmp_path)[3:6]
-    pool = KilledFirst(1)
+    expected = [same(result) for result in await in_thread(sources)]
+    pool = Scripted(1, ANSWERS_ONCE, 1)
     try:
         results = await in_processes(sources, pool)
     finally:
         await pool.aclose()
-    assert isinstance(results[0], SourceError)
-    assert "the walker process ended (killed by signal 9)" in str(results[0])
-    assert all(isinstance(result, Listing) and result.entries for result in results[1:])
+    assert isinstance(results[0], Listing) and results[0].entries == [("first.gz", 1, 0)]
+    assert isinstance(results[1], SourceError)
+    assert "internal error listing" in str(results[1])
+    assert "the walker process ended (exit status 3)" in str(results[1])
+    assert [same(result) for result in results[2:]] == expected[2:]
+
+
+async def test_walkers_that_end_without_a_word_leave_the_walk_to_a_thread(tmp_path, caplog):
+    sources = awkward_tree(tmp_path)
+    expected = [same(result) for result in await in_thread(sources)]
+    pool = Scripted(2, "raise SystemExit(1)", 100)  # e.g. the module cannot be imported
+    try:
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+    finally:
+        await pool.aclose()
+    assert pool.warned
+    assert "walking in a thread" in caplog.text
+
+
+async def test_an_idle_walker_that_died_is_replaced(tmp_path):
+    sources = awkward_tree(tmp_path)[3:6]
+    expected = [same(result) for result in await in_thread(sources)]
+    pool = Counted(1)
+    try:
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+        first = pool.started[0]
+        first.kill()  # between two runs of jobs: the OOM killer, an administrator
+        await first.process.wait()
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+        assert len(pool.started) == 2
+    finally:
+        await pool.aclose()
+
+
+async def test_a_walker_outlives_a_sigterm_to_the_process_group(tmp_path):
+    """systemd's stop sends SIGTERM to every process of the unit: the service ends its walkers
+    itself, after its scan has stopped cleanly."""
+    sources = awkward_tree(tmp_path)[3:6]
+    expected = [same(result) for result in await in_thread(sources)]
+    pool = Counted(1)
+    try:
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+        pool.started[0].process.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.2)
+        assert pool.started[0].process.returncode is None
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+        assert len(pool.started) == 1
+    finally:
+        await pool.aclose()
+
+
+async def test_a_service_package_in_the_working_directory_is_not_what_walks(tmp_path, monkeypatch):
+    sources = awkward_tree(tmp_path / "tree")
+    expected = [same(result) for result in await in_thread(sources)]
+    impostor = tmp_path / "elsewhere" / "service"
+    impostor.mkdir(parents=True)
+    (impostor / "__init__.py").write_text("raise SystemExit('the wrong service')\n")
+    monkeypatch.chdir(impostor.parent)
+    pool = WalkerPool(2)
+    try:
+        assert [same(result) for result in await in_processes(sources, pool)] == expected
+    finally:
+        await pool.aclose()
+    assert not pool.warned  # walked by walker processes, not by the thread fallback
 
 
 class Counted(WalkerPool):
