@@ -13,7 +13,7 @@ from typing import ClassVar
 import pytest
 
 from service.scanner.sources import Listing, LocalSource, SourceError
-from service.scanner.sources.lister import REMOTE_CONCURRENCY, AnySource, list_any
+from service.scanner.sources.lister import REMOTE_AHEAD, REMOTE_CONCURRENCY, AnySource, list_any
 
 
 class Remote:
@@ -22,6 +22,7 @@ class Remote:
     running: ClassVar[dict[str, int]] = {}
     most: ClassVar[dict[str, int]] = {}
     cancelled: ClassVar[list[str]] = []
+    listed: ClassVar[list[str]] = []  # whose listing has begun
 
     def __init__(self, label: str, *, kind: str = "s3", delay: float = 0.0,
                  error: Exception | None = None, timeout: float | None = None) -> None:  # fmt: skip
@@ -30,6 +31,7 @@ class Remote:
         )  # fmt: skip
 
     async def list(self) -> Listing:
+        Remote.listed.append(self.label)
         running = Remote.running
         running[self.kind] = running.get(self.kind, 0) + 1
         Remote.most[self.kind] = max(Remote.most.get(self.kind, 0), running[self.kind])
@@ -48,7 +50,7 @@ class Remote:
 
 @pytest.fixture(autouse=True)
 def fresh_counts() -> None:
-    Remote.running, Remote.most, Remote.cancelled = {}, {}, []
+    Remote.running, Remote.most, Remote.cancelled, Remote.listed = {}, {}, [], []
 
 
 async def results(sources: list[AnySource], limit: float = 5.0) -> list[Listing | SourceError]:
@@ -124,3 +126,17 @@ async def test_a_caller_that_stops_listening_leaves_nothing_running() -> None:
         assert isinstance(await anext(listings), Listing)
     assert sorted(Remote.cancelled) == ["second", "third"]
     assert Remote.running == {"s3": 0}
+
+
+async def test_remote_listings_run_at_most_remote_ahead_of_the_one_taken() -> None:
+    """Their listings wait in memory until taken: a long run of buckets is not all listed at
+    once."""
+    sources: list[AnySource] = [Remote(f"r{n}") for n in range(REMOTE_AHEAD * 3)]
+    async with aclosing(list_any(sources, 60)) as listings:
+        assert isinstance(await anext(listings), Listing)
+        await asyncio.sleep(0.1)  # what has begun has ended
+        assert len(Remote.listed) == REMOTE_AHEAD
+    found = await results(sources)
+    assert [result.entries[0][0] for result in found if isinstance(result, Listing)] == [
+        f"r{n}/a" for n in range(REMOTE_AHEAD * 3)
+    ]

@@ -1,8 +1,8 @@
 """Where backups are listed from: the ports (base: `Source` for local walks, `RemoteSource` for
 remote listings), the local filesystem (local; walker: in a thread, walk_process: in walker
-processes), one adapter per remote kind (s3, sftp,
-restic, borg: each its own module, imported only when a job uses it), the lister that lists a
-mix of them in order (lister), and `open_source` for a job's declared source.
+processes), one adapter per remote kind (s3, sftp, restic, borg: each its own module, imported
+only when a job uses it), the lister that lists a mix of them in order (lister), and
+`open_source` for a job's declared source.
 
 May import the pure core, service.config (secrets in files are read through its guarded reader),
 service.children (how the walker processes start) and the standard library (an adapter: its own

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 
 # Listings of one kind (s3, sftp, restic, borg) under way at once, in one scan.
 REMOTE_CONCURRENCY = 4
+# Remote listings started ahead of the one being taken.
+REMOTE_AHEAD = 32
 AnySource = Source | RemoteSource
 
 
@@ -36,11 +38,19 @@ async def list_any(
     local: list[Source] = [source for source in sources if not is_remote(source)]  # type: ignore[misc]
     slots: dict[str, asyncio.Semaphore] = {}
     tasks: dict[int, asyncio.Task[Listing | SourceError]] = {}
-    for index, source in enumerate(sources):
-        if is_remote(source):
-            remote: RemoteSource = source  # type: ignore[assignment]
+    remotes = iter([index for index, source in enumerate(sources) if is_remote(source)])
+    upcoming = next(remotes, None)
+
+    def start_until(end: int) -> None:
+        """Start listing the remote sources before `end` (at most REMOTE_AHEAD beyond what
+        has been taken: their listings wait in memory until then)."""
+        nonlocal upcoming
+        while upcoming is not None and upcoming < end:
+            remote: RemoteSource = sources[upcoming]  # type: ignore[assignment]
             slot = slots.setdefault(remote.kind, asyncio.Semaphore(REMOTE_CONCURRENCY))
-            tasks[index] = asyncio.create_task(list_remote(remote, slot, limit))
+            tasks[upcoming] = asyncio.create_task(list_remote(remote, slot, limit))
+            upcoming = next(remotes, None)
+
     try:
         walking = (
             list_in_processes(local, limit, pool)  # type: ignore[arg-type]
@@ -51,7 +61,8 @@ async def list_any(
         )
         async with aclosing(walking) as walked:
             for index in range(len(sources)):
-                task = tasks.get(index)
+                start_until(index + REMOTE_AHEAD)
+                task = tasks.pop(index, None)
                 yield await task if task is not None else await anext(walked)
     finally:
         for task in tasks.values():
