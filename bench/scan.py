@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, ScanRun
 from service.http import health
+from service.runtime.server import settle_startup_objects
 from service.scanner.scanner import BackupScanner
 from service.scanner.sources import SourceError, open_source
 from service.scanner.sources.lister import list_any
@@ -223,6 +224,7 @@ async def run_scans(
         await declare_jobs(sessionmaker, specs, clock=lambda: datetime.now(UTC))
         declare_seconds = time.perf_counter() - started
         del specs
+        settle_startup_objects()  # as `serve` does once started (service/runtime/server.py)
 
         baseline_peak, baseline_current = peak_rss_mb(), current_rss_mb()
         async with live_server() as live_url:

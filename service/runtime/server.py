@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import resource
@@ -355,12 +356,21 @@ async def start_server(
     )
     try:
         await runner.setup()
+        settle_startup_objects()
         await GuardedSite(runner, host, port, listener).start()
     except BaseException:
         listener.close()
         await runner.cleanup()
         raise
     return runner
+
+
+def settle_startup_objects() -> None:
+    """What the start-up made (modules, schemas, the app, the models: ~150 000 objects) lives
+    as long as the process: moved out of the garbage collector's sight. Each full collection
+    would walk them all on the event loop, and a scan of 1M files triggers a few: each stalled
+    every request for 110 ms (asyncio's slow-callback log, bench/scan.py)."""
+    gc.freeze()
 
 
 def run_server(

@@ -49,6 +49,7 @@ INSERT_PIECE = 10_000  # rows per INSERT on PostgreSQL: the loop answers between
 TOUCH_BATCH = 500
 # Job names looked up by one statement at most.
 NAMES_PIECE = 10_000
+JOBS_PIECE = 500  # job rows decoded at a time: a few milliseconds of the event loop each
 # The columns of a job's state, as the scanner writes them (see state.JobState).
 STATE_FIELDS = ("status", "reasons", "next_check_at", "latest_artifact", "artifact_count",
                 "listing_digest")  # fmt: skip
@@ -136,12 +137,26 @@ async def count_jobs(session: AsyncSession) -> int:
 async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -> list[JobRow]:
     """Every job (or those named), by name: what a scan judges."""
     query = select(*_JOB_COLUMNS).order_by(Job.name)
+    jobs: list[JobRow] = []
     if names is None:
-        return [_job_row(row) for row in (await session.execute(query)).all()]
+        # In pieces too: decoding 10 000 jobs' rows at once would hold the event loop. (A job
+        # renamed between two pieces may come twice: once.)
+        seen: set[int] = set()
+        after: str | None = None  # the last name read
+        while rows := (
+            await session.execute(
+                query.limit(JOBS_PIECE)
+                if after is None
+                else query.where(Job.name > after).limit(JOBS_PIECE)
+            )
+        ).all():
+            jobs += [_job_row(row) for row in rows if row.id not in seen]
+            seen.update(row.id for row in rows)
+            after = rows[-1].name
+        return jobs
     # In pieces: a replica's share of a large fleet names more jobs than a statement may carry
     # parameters (asyncpg: 32 767).
     wanted = sorted(set(names))
-    jobs: list[JobRow] = []
     for start in range(0, max(len(wanted), 1), NAMES_PIECE):
         piece = query.where(Job.name.in_(wanted[start : start + NAMES_PIECE]))
         jobs += [_job_row(row) for row in (await session.execute(piece)).all()]

@@ -353,6 +353,18 @@ async def test_modification_times_are_stored_to_the_microsecond_over_the_whole_r
     assert (again.jobs[0].new, again.jobs[0].changed, again.jobs[0].gone) == (0, 0, 0)
 
 
+async def test_jobs_are_read_in_pieces_each_once_in_name_order(sessionmaker, clock, monkeypatch):
+    from service.scanner import writer
+
+    monkeypatch.setattr(writer, "JOBS_PIECE", 2)
+    names = ["e", "a", "d", "b", "c"]
+    for name in names:
+        await add_job(sessionmaker, clock.now, name=name)
+    async with sessionmaker() as session:
+        jobs = await writer.read_jobs(session)
+    assert [job.name for job in jobs] == sorted(names)
+
+
 async def test_heartbeat_job_without_source(sessionmaker, clock):
     await add_job(sessionmaker, clock.now - 3 * DAY, name="pushed", schedule={"every": "1d"})
     await add_job(sessionmaker, clock.now, name="fresh", schedule={"every": "1d"})

@@ -73,6 +73,7 @@ MIN_SOURCES = 64
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 WALKER_PROCESSES = max(1, min(4, _CPUS or 1))
 AHEAD = 32  # listings a walker process may have ready before they are taken
+NICE = 5  # a walker's niceness, added to the service's
 # Walker processes in a row that end without an answer before a thread walks instead: the
 # module cannot be imported, the system kills them (memory), they cannot be started.
 START_ATTEMPTS = 2
@@ -395,4 +396,6 @@ if __name__ == "__main__":
     # decides, and ends us (the end of our input, or SIGKILL).
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # Below the service: when its event loop has a request to answer, it goes first.
+    os.nice(NICE)
     serve(sys.stdin.buffer, sys.stdout.buffer)
