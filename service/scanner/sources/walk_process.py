@@ -230,7 +230,9 @@ class WalkerPool:
             finally:
                 unregister_hung(label, token)
                 walker.kill()
-                await walker.ended()
+                with contextlib.suppress(TimeoutError):  # still stuck in the kernel: let it be
+                    async with asyncio.timeout(5):
+                        await walker.ended()
 
         walker.abandoned = asyncio.create_task(wait_then_kill())
 
