@@ -22,10 +22,11 @@ import asyncio
 import hashlib
 import json
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from contextlib import aclosing, suppress
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
@@ -64,7 +65,8 @@ Lister = Callable[
 # by the scanner when a source asks.
 KnownOf = Callable[[JobRow], KnownSizes]
 Observe = Callable[[Sequence[JobRow]], AsyncGenerator[Observation, None]]
-Settle = Callable[[Sequence[Observation]], Awaitable[list[JobResult]]]
+# Settle a batch on one of the writer's lanes (its number: lanes are used one batch at a time).
+Settle = Callable[[Sequence[Observation], int], Coroutine[Any, Any, list[JobResult]]]
 Outcome = Literal["finished", "interrupted"]
 
 # Validated declarations by their JSON text: dumping one costs a fraction of validating it, and
@@ -91,11 +93,14 @@ async def run_pipeline(
     settle: Settle,
     results: list[JobResult],
     stop: asyncio.Event,
+    lanes: int = 1,
 ) -> Outcome:
-    """Observe the jobs, OBSERVED_AT_ONCE at a time, while settling the batches ready; each batch's
-    results are appended to `results`, in job order. "interrupted" when `stop` was set before
-    every job was settled, else "finished". A failure of the observer (a bug) is raised once
-    the observations it made are settled; a failure of `settle` is raised at once."""
+    """Observe the jobs, OBSERVED_AT_ONCE at a time, while settling the batches ready, up to
+    `lanes` batches at once (each on a lane of its own: one batch is written while the next
+    is judged and written beside it); each batch's results are appended to `results`, in job
+    order. "interrupted" when `stop` was set before every job was settled, else "finished". A
+    failure of the observer (a bug) is raised once the observations it made are settled; a
+    failure of `settle` is raised once the batches before it are settled."""
     ready: asyncio.Queue[Observation | None] = asyncio.Queue(maxsize=WALK_AHEAD)
     failure: list[BaseException] = []
 
@@ -115,13 +120,27 @@ async def run_pipeline(
         await ready.put(None)
 
     producer = asyncio.create_task(produce())
+    settling: deque[tuple[int, asyncio.Task[list[JobResult]]]] = deque()  # in job order
     try:
         while (first := await ready.get()) is not None:
             batch = await _fill([first], ready)
-            results.extend(await settle(batch))
-            if stop.is_set() and len(results) < len(jobs):
-                return "interrupted"
+            if len(settling) == lanes:  # every lane busy: the oldest batch first
+                _, oldest = settling.popleft()
+                results.extend(await oldest)
+                if stop.is_set():
+                    break
+            busy = {lane for lane, _ in settling}
+            lane = min(set(range(lanes)) - busy)
+            settling.append((lane, asyncio.create_task(settle(batch, lane))))
+        while settling:
+            _, oldest = settling.popleft()
+            results.extend(await oldest)
+        if stop.is_set() and len(results) < len(jobs):
+            return "interrupted"
     finally:
+        for _, task in settling:  # a batch failed, or we were cancelled: the others end too
+            task.cancel()
+        await asyncio.gather(*(task for _, task in settling), return_exceptions=True)
         if not producer.done():
             producer.cancel()
         await asyncio.gather(producer, return_exceptions=True)

@@ -35,6 +35,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 from service.core.clock import Clock, utcnow
 from service.core.rules import RunFacts, VerificationFacts
 from service.core.scan_options import ScanOptions
+from service.db.engine import is_postgresql
 from service.db.errors import describe_error
 from service.notify.silences import SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
@@ -98,6 +99,9 @@ class BackupScanner:
         self.on_start = on_start  # told the scan id once the run is recorded
         self.heartbeat_seconds = heartbeat_seconds
         self._writer = ScanWriter(session)
+        # The writer's lanes: this session's, and for a big scan on PostgreSQL one more on a
+        # session of its own (see _lanes_for).
+        self._lanes: list[ScanWriter] = [self._writer]
         self._pinged: set[int] = set()
         self._pinged_at: datetime | None = None  # when _pinged was read
 
@@ -118,13 +122,15 @@ class BackupScanner:
         try:
             # Started first: their interpreters start while the jobs are read.
             walkers = await self._walkers(names)
+            self._lanes = self._lanes_for(big=walkers is not None)
             jobs = await read_jobs(session, names)
             # Most jobs never ping: read runs only for those that did (one query per scan).
             self._pinged_at = self.clock()
             self._pinged = await pings.jobs_with_pings(session, [job.id for job in jobs])
             await session.commit()  # end the read transaction
             report.status = await self._pipeline(jobs, report.jobs, walkers)
-            await self._writer.flush_touched()
+            for writer in self._lanes:
+                await writer.flush_touched()
         except BaseException as exc:
             # The database went away, a bug, or the task was cancelled: the run must not stay
             # "running" forever, and must say why. Best effort, the original error is what
@@ -139,6 +145,9 @@ class BackupScanner:
         finally:
             if walkers is not None:
                 await walkers.aclose()
+            for writer in self._lanes[1:]:
+                await writer.session.close()
+            self._lanes = [self._writer]
         if report.status == "interrupted":
             logger.warning("scan interrupted", extra={"scan_id": run_id})
         # Before the finish: once the run reads finished, its task ends with no more waiting.
@@ -161,6 +170,16 @@ class BackupScanner:
         await pool.start()
         return pool
 
+    def _lanes_for(self, big: bool) -> list[ScanWriter]:
+        """The writer's lanes for a scan: two for a big scan on PostgreSQL (one batch is
+        written while the next is judged and written beside it, on its own connection:
+        PostgreSQL's inserts of a first scan, most of its time, then run on two cores), else
+        one. The batches hold other jobs, claimed by each (SKIP LOCKED); SQLite has one writer."""
+        engine = self.session.bind
+        if not big or not isinstance(engine, AsyncEngine) or not is_postgresql(self.session):
+            return [self._writer]
+        return [self._writer, ScanWriter(AsyncSession(engine, expire_on_commit=False))]
+
     async def _pipeline(
         self,
         jobs: Sequence[JobRow],
@@ -172,7 +191,9 @@ class BackupScanner:
             scan_roots=self.scan_roots, source_timeout=self.source_timeout,
             known_of=self._known_of, lister=functools.partial(list_any, pool=walkers),
         )  # fmt: skip
-        return await run_pipeline(jobs, observer.observe, self._settle, results, self.stop)
+        return await run_pipeline(
+            jobs, observer.observe, self._settle, results, self.stop, lanes=len(self._lanes)
+        )
 
     def _known_of(self, job: JobRow) -> KnownSizes:
         """How a source reads the sizes stored for this job's present artifacts (nothing when
@@ -182,9 +203,11 @@ class BackupScanner:
             return nothing_known
         return functools.partial(present_sizes, engine, job.id)
 
-    async def _settle(self, batch: Sequence[Observation]) -> list[JobResult]:
-        """Judge each observed job; write those that changed, touch the others."""
-        session, writer = self.session, self._writer
+    async def _settle(self, batch: Sequence[Observation], lane: int = 0) -> list[JobResult]:
+        """Judge each observed job; write those that changed, touch the others (on the
+        writer's lane `lane`)."""
+        writer = self._lanes[lane]
+        session = writer.session
         results: list[JobResult] = []
         changes: list[Change] = []
         pinged = [o.job.id for o in batch if o.job.id in self._pinged]

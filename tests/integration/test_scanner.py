@@ -311,6 +311,11 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     assert first.jobs[-1].status == "unknown" and "nowhere" in (first.jobs[-1].error or "")
     latest = (await get_job(sessionmaker, "job-005")).latest_artifact
     assert latest is not None and latest["path"] == "new.tar" and latest["size"] == 105
+    async with sessionmaker() as session:  # on PostgreSQL written on two lanes: each job once
+        checks = (await session.execute(text("SELECT job_id FROM job_checks"))).scalars().all()
+        stored = (await session.execute(text("SELECT count(*) FROM artifacts"))).scalar_one()
+    assert len(checks) == len(set(checks)) == jobs + 1
+    assert stored == 2 * jobs
 
     clock.advance(minutes=5)
     again = await scan(sessionmaker, clock)
