@@ -146,7 +146,8 @@ class BackupScanner:
             if walkers is not None:
                 await walkers.aclose()
             for writer in self._lanes[1:]:
-                await writer.session.close()
+                with suppress(Exception):  # a database gone: the scan's own error is what counts
+                    await writer.session.close()
             self._lanes = [self._writer]
         if report.status == "interrupted":
             logger.warning("scan interrupted", extra={"scan_id": run_id})
