@@ -77,7 +77,7 @@ async def child(mode: str, peer: dict[str, Any], bucket: str) -> dict[str, Any]:
 
     from service.core.jobspec import S3Source
     from service.scanner.sources import s3
-    from service.scanner.sources.walker import finish
+    from service.scanner.sources.fingerprint import finish
 
     def spec(prefix: str) -> S3Source:
         return S3Source(type="s3", bucket=bucket, prefix=prefix, exclude=[],

@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # not imported: pathlib is a tenth of a walker process's start-up
+    from pathlib import Path
 
 
-def path_within_roots(path: str, roots: Sequence[Path]) -> bool:
+def path_within_roots(path: str, roots: Sequence[str | Path]) -> bool:
     """True when `path`, symlinks and `..` resolved, lies inside one of `roots`."""
     real = os.path.realpath(path)
     return any(real == str(root) or real.startswith(str(root).rstrip("/") + "/") for root in roots)

@@ -8,13 +8,22 @@ import asyncio
 import contextlib
 import os
 import signal
+import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from dataclasses import astuple
 from pathlib import Path
 
-from service.scanner.sources import Listing, LocalSource, SourceError, list_sources, walker
+from service.children import python_module
+from service.scanner.sources import (
+    Listing,
+    LocalSource,
+    SourceError,
+    list_sources,
+    walk_child,
+    walker,
+)
 from service.scanner.sources.walk_process import Walker, WalkerPool, list_in_processes
 
 
@@ -261,6 +270,24 @@ async def test_a_service_package_in_the_working_directory_is_not_what_walks(tmp_
     finally:
         await pool.aclose()
     assert not pool.warned  # walked by walker processes, not by the thread fallback
+
+
+def test_a_walker_process_starts_without_the_service_s_heavy_modules():
+    """Every big scan starts its walkers (two on two cores): the modules they import are their
+    start-up CPU (asyncio, logging, pathlib and the scanner's own took 150 ms of CPU each, the
+    walk itself needs 40)."""
+    command, env = python_module(walk_child.__name__)
+    heavy = ["asyncio", "logging", "pathlib", "pydantic", "sqlalchemy", "service.core.jobspec",
+             "service.scanner.sources.walker", "traceback"]  # fmt: skip
+    probe = (
+        f"import runpy, sys; sys.argv = ['walk_child']; sys.stdin = open('/dev/null');"
+        f"runpy.run_module({walk_child.__name__!r}, run_name='__main__', alter_sys=True);"
+        f"print([name for name in {heavy!r} if name in sys.modules])"
+    )
+    done = subprocess.run(
+        [command[0], "-P", "-c", probe], env=env, capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == "[]", done.stdout
 
 
 class Counted(WalkerPool):

@@ -186,7 +186,7 @@ async def test_results_are_handed_on_before_the_chunk_is_done():
 
 def test_finish_sets_aside_the_files_no_date_can_hold() -> None:
     from service.scanner.sources.base import MTIME_MAX_US, MTIME_MIN_US
-    from service.scanner.sources.walker import finish
+    from service.scanner.sources.fingerprint import finish
 
     far = 9_999_999_999_999_000_000
     entries = [
@@ -204,7 +204,7 @@ def test_finish_sets_aside_the_files_no_date_can_hold() -> None:
 
 def test_listings_that_differ_never_share_a_fingerprint():
     """A path holding a NUL (an S3 key may) cannot pass for two paths, nor sizes for paths."""
-    from service.scanner.sources.walker import finish
+    from service.scanner.sources.fingerprint import finish
 
     def fingerprint(*entries: tuple[str, int, int]) -> str | None:
         return finish(Listing(entries=list(entries))).fingerprint

@@ -12,9 +12,10 @@ from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 
 from service.scanner.sources.base import Listing, RemoteSource, Source, SourceError
+from service.scanner.sources.fingerprint import finish
 from service.scanner.sources.local import LocalSource
 from service.scanner.sources.walk_process import WalkerPool, list_in_processes
-from service.scanner.sources.walker import finish, list_sources
+from service.scanner.sources.walker import list_sources
 
 logger = logging.getLogger(__name__)
 

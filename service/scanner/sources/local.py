@@ -9,10 +9,13 @@ import re
 import stat
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from service.core.paths import path_within_roots
 from service.scanner.sources.base import Cancelled, Listing, SourceError
+
+if TYPE_CHECKING:  # not imported: the walker processes start without pathlib
+    from pathlib import Path
 
 Matcher = Callable[[str], object]
 
@@ -33,7 +36,7 @@ def _describe(exc: OSError) -> str:
 class LocalSource:
     def __init__(
         self, path: str, pattern: str = "*", *, recursive: bool = False,
-        scan_roots: Sequence[Path] = (), exclude: Sequence[str] = (),
+        scan_roots: Sequence[str | Path] = (), exclude: Sequence[str] = (),
     ) -> None:  # fmt: skip
         self.path = self.label = path
         self.pattern = pattern
@@ -88,11 +91,11 @@ class _Walk:
         self.visited = visited
         self.pending: list[tuple[str, str]] = [("", root)]
         self.escaped = False
-        self._real_root: Path | None = None
+        self._real_root: str | None = None
 
-    def real_root(self) -> Path:
+    def real_root(self) -> str:
         if self._real_root is None:
-            self._real_root = Path(os.path.realpath(self.root))
+            self._real_root = os.path.realpath(self.root)
         return self._real_root
 
     def shown(self, path: str) -> str:

@@ -4,11 +4,11 @@ every core, instead of in a thread that shares the service's GIL.
 A walk in a thread costs the event loop twice: its Python per-file loop holds the GIL the loop
 needs, and every lstat gives it up, so the walk and the judging and writing take turns instead
 of overlapping (py-spy of a 200 000-file rescan: 86 % in the walking thread). A walker process
-has its own interpreter: it walks and orders and fingerprints each listing (LocalSource.walk
-and walker.finish, the same code as a thread), and sends it back as one compact frame; the
-service decodes it in one C call (marshal).
+has its own interpreter (walk_child: it walks, orders and fingerprints each listing with the
+code a thread runs, and sends it back as one compact frame); the service decodes it in one C
+call (marshal).
 
-`WalkerPool` keeps up to `size` walker processes for one scan (`python -m` this module, through
+`WalkerPool` keeps up to `size` walker processes for one scan (`python -m walk_child`, through
 service.children; each serves request after request until its input ends).
 `list_in_processes` deals a run of local sources into `size` parts, walks each in a process of
 its own, and yields the results in the sources' order, each source under its own time limit as
@@ -19,14 +19,8 @@ walked by a new process. A walker that dies fails the source it was walking; wal
 without a word (the module cannot be imported, no process can be started) leave the walk to a
 thread.
 
-Frames, both ways: a 4-byte little-endian length, then a `marshal` payload. The request: a list
-of (path, pattern, exclude, recursive, scan_roots), one per source. Each answer, in order:
-("ok", entries, warnings, skipped, undated, fingerprint), ("error", message) for a SourceError,
-or ("bug", message, traceback) for anything else (logged by the service).
-
-May import the standard library, service.children and this package's base, local and walker
-modules; the child imports nothing else (it starts in a few tens of milliseconds: no pydantic,
-no database).
+May import the standard library, service.children and this package's base, local, walker and
+walk_child modules.
 """
 
 from __future__ import annotations
@@ -36,22 +30,17 @@ import contextlib
 import logging
 import marshal
 import os
-import signal
-import struct
-import sys
-import threading
 import time
-import traceback
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from service.children import python_module
+from service.scanner.sources import walk_child
 from service.scanner.sources.base import Listing, SourceError
 from service.scanner.sources.local import LocalSource
+from service.scanner.sources.walk_child import HEADER, frame
 from service.scanner.sources.walker import (
-    finish,
     list_sources,
     new_token,
     register_hung,
@@ -62,8 +51,6 @@ from service.scanner.sources.walker import (
 
 logger = logging.getLogger(__name__)
 
-MODULE = "service.scanner.sources.walk_process"
-_HEADER = struct.Struct("<I")
 # Scans of fewer jobs walk their local sources in a thread: starting a process costs more than
 # walking a few directories.
 MIN_SOURCES = 64
@@ -73,15 +60,9 @@ MIN_SOURCES = 64
 _CPUS = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 WALKER_PROCESSES = max(1, min(4, _CPUS or 1))
 AHEAD = 32  # listings a walker process may have ready before they are taken
-NICE = 5  # a walker's niceness, added to the service's
 # Walker processes in a row that end without an answer before a thread walks instead: the
 # module cannot be imported, the system kills them (memory), they cannot be started.
 START_ATTEMPTS = 2
-
-
-def _frame(payload: Any) -> bytes:
-    data = marshal.dumps(payload)
-    return _HEADER.pack(len(data)) + data
 
 
 class WalkerDied(Exception):
@@ -110,8 +91,8 @@ class Walker:
         assert stdout is not None
         try:
             while True:
-                header = await stdout.readexactly(_HEADER.size)
-                payload = await stdout.readexactly(*_HEADER.unpack(header))
+                header = await stdout.readexactly(HEADER.size)
+                payload = await stdout.readexactly(*HEADER.unpack(header))
                 # Our own child's frames, over its pipes: nothing else writes them.
                 await self.answers.put(marshal.loads(payload))  # noqa: S302
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -128,7 +109,7 @@ class Walker:
             for s in sources
         ]
         try:
-            stdin.write(_frame(request))
+            stdin.write(frame(request))
             await stdin.drain()
         except (ConnectionError, RuntimeError) as exc:  # RuntimeError: uvloop's closed pipe
             raise WalkerDied(f"the walker process is gone ({exc})") from None
@@ -201,7 +182,7 @@ class WalkerPool:
         return walker
 
     async def _start(self) -> Walker:
-        command, env = python_module(MODULE)
+        command, env = python_module(walk_child.__name__)
         process = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
         )
@@ -364,40 +345,3 @@ async def _walk_part(
                 pool.give_back(walker)
             elif not done:  # our caller stopped listening mid-part: the answers are unwanted
                 pool.discard(walker)
-
-
-def serve(requests: BinaryIO, answers: BinaryIO) -> None:
-    """The walker process: walk each request's sources in order, one answer each, until the
-    input ends."""
-    never = threading.Event()  # a walk is stopped by killing the process
-    while header := requests.read(_HEADER.size):
-        request = marshal.loads(requests.read(*_HEADER.unpack(header)))  # noqa: S302 (the service's)
-        for path, pattern, exclude, recursive, roots in request:
-            source = LocalSource(
-                path, pattern, recursive=recursive, exclude=exclude,
-                scan_roots=[Path(root) for root in roots],
-            )  # fmt: skip
-            answers.write(_frame(_walked(source, never)))
-            answers.flush()
-
-
-def _walked(source: LocalSource, never: threading.Event) -> tuple[Any, ...]:
-    try:
-        listing = finish(source.walk(never))
-    except SourceError as exc:
-        return ("error", str(exc))
-    except Exception as exc:  # a bug or an unexpected OS error: this source only
-        message = f"internal error listing {source.label}: {type(exc).__name__}: {exc}"
-        return ("bug", message, traceback.format_exc())
-    return ("ok", listing.entries, listing.warnings, listing.skipped, listing.undated,
-            listing.fingerprint)  # fmt: skip
-
-
-if __name__ == "__main__":
-    # Ctrl-C in a terminal and systemd's stop reach the whole process group: the service
-    # decides, and ends us (the end of our input, or SIGKILL).
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    # Below the service: when its event loop has a request to answer, it goes first.
-    os.nice(NICE)
-    serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -16,35 +16,21 @@ neither starve other work of threads nor keep the process from exiting.
 from __future__ import annotations
 
 import asyncio
-import bisect
-import hashlib
 import itertools
 import logging
 import threading
 import time
-from array import array
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, field
-from operator import itemgetter
-from typing import Any
 
-from service.scanner.sources.base import (
-    MTIME_MAX_US,
-    MTIME_MIN_US,
-    Cancelled,
-    FileEntry,
-    Listing,
-    Source,
-    SourceError,
-)
+from service.scanner.sources.base import Cancelled, Listing, Source, SourceError
+from service.scanner.sources.fingerprint import finish
 
 logger = logging.getLogger(__name__)
 
 CHUNK = 32
 _POLL_SECONDS = 0.05  # how often finished results are handed on while a chunk is walked
-_oldest_first = itemgetter(2, 0)  # (mtime_us, path)
-_mtime = itemgetter(2)
 
 # Walks that timed out and have not returned: label -> {walk token: time.monotonic() of start}.
 # Several jobs may share a path; each walk removes only its own token.
@@ -62,50 +48,6 @@ class _Progress:
     done: list[Listing | SourceError] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)  # when the current source began
     token: int = -1  # the current walk's token
-
-
-def finish(listing: Listing) -> Listing:
-    """Order the entries oldest first by (mtime, path), set aside those no date can hold, and
-    fingerprint them (in the thread: on a job of 200 000 files this is half a second the event
-    loop does not wait for)."""
-    entries = listing.entries
-    entries.sort(key=_oldest_first)
-    # Sorted by time, the undatable ones are at both ends: two bisections, no pass over all.
-    low = bisect.bisect_left(entries, MTIME_MIN_US, key=_mtime)
-    high = bisect.bisect_right(entries, MTIME_MAX_US, key=_mtime)
-    if low or high < len(entries):
-        listing.undated.extend(entries[:low] + entries[high:])
-        entries[:] = entries[low:high]
-    if not listing.warnings:  # an incomplete listing is never remembered as the last good one
-        digest = hashlib.blake2b(digest_size=20)
-        if listing.undated:  # part of what was seen: a change among them is a new listing
-            digest.update(repr(sorted(listing.undated)).encode())
-        # In slices: hashing 100 000 entries at once would hold the GIL, and so the event loop.
-        for start in range(0, len(entries), 4096):
-            _digest_entries(digest, entries[start : start + 4096])
-        listing.fingerprint = digest.hexdigest()
-    return listing
-
-
-def _digest_entries(digest: Any, entries: list[FileEntry]) -> None:
-    """Feed entries to the digest without ambiguity: their count, each path's length and the
-    paths NUL-joined (an S3 key may hold a NUL: the lengths say where each ends), then the sizes
-    and times as 64-bit integers, each block led by its byte length; a few C-level passes instead
-    of a repr() of every tuple (a third of the cost). Integers beyond 64 bits (never from a
-    filesystem): repr, tagged so that it never reads as the integers."""
-    if not entries:
-        return
-    paths, sizes, times = zip(*entries, strict=True)
-    try:
-        numbers = b"q" + array("q", sizes).tobytes() + array("q", times).tobytes()
-    except (OverflowError, TypeError):
-        numbers = b"r" + repr((sizes, times)).encode()
-    joined = "\0".join(paths).encode("utf-8", "surrogatepass")
-    lengths = array("q", map(len, paths)).tobytes()
-    digest.update(f"{len(entries)}:{len(joined)}:{len(numbers)}:".encode())
-    digest.update(lengths)
-    digest.update(joined)
-    digest.update(numbers)
 
 
 def still_blocked(label: str) -> SourceError | None:
