@@ -29,6 +29,7 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -126,6 +127,8 @@ class Verifier:
         self._wake = asyncio.Event()
         self._loop_task: asyncio.Task[None] | None = None
         self._work: set[asyncio.Task[None]] = set()
+        # Leases being given back (or results recorded) by work that was cancelled: see _hand_in.
+        self._handing_in: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Start looking for due work (at once, then every VERIFY_POLL_SECONDS)."""
@@ -148,7 +151,16 @@ class Verifier:
         self._stop.set()
         self._halt.set()
         self._wake.set()
-        await drain([self._loop_task, *self._work], grace)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        # The look for work first: one under way still claims what it found, and starts it
+        # (the readers halted: its leases are given back at once). Work started meanwhile was
+        # not waited for: its leases were given back, if at all, after the service had stopped.
+        await drain([self._loop_task], grace)
+        await drain(list(self._work), max(0.0, deadline - loop.time()))
+        # Work cancelled above still hands in its lease (shielded): as long as a cancelled
+        # task may unwind.
+        await drain(list(self._handing_in), 5)
         self._loop_task = None
 
     @property
@@ -227,6 +239,14 @@ class Verifier:
 
         task.add_done_callback(done)
 
+    async def _hand_in(self, finish: Coroutine[Any, Any, None]) -> None:
+        """Run `finish` (a result recorded, a lease given back) to its end even when the work
+        awaiting it is cancelled by a stop; stop() waits for it."""
+        task = asyncio.ensure_future(finish)
+        self._handing_in.add(task)
+        task.add_done_callback(self._handing_in.discard)
+        await asyncio.shield(task)
+
     # --- one artifact ---------------------------------------------------------------------
 
     async def _verify(self, job: _Declared, due: DueArtifact, lease: datetime) -> None:
@@ -282,8 +302,7 @@ class Verifier:
         finally:
             renewer.cancel()
             await asyncio.gather(renewer, return_exceptions=True)
-            # Shielded: a stop that cancels this task still gives the lease back.
-            await asyncio.shield(self._finish(job, due, held[0], outcome))
+            await self._hand_in(self._finish(job, due, held[0], outcome))
 
     async def _finish(
         self, job: _Declared, due: DueArtifact, held: datetime, outcome: Result | None
@@ -392,7 +411,7 @@ class Verifier:
             detail = f"the check could not run: {describe_error(exc)}"
             result = RepositoryCheck(False, detail, time.monotonic() - started)
         finally:
-            await asyncio.shield(self._finish_check(job, lease, result))
+            await self._hand_in(self._finish_check(job, lease, result))
 
     async def _finish_check(
         self, job: _Declared, held: datetime, result: RepositoryCheck | None

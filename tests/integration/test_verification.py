@@ -11,6 +11,7 @@ unreadable, stopped) are in test_verification_sources.py, on local, S3 and SFTP 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gzip
 import os
 import random
@@ -405,3 +406,43 @@ async def test_a_worker_process_killed_mid_read_loses_nothing(sessionmaker, tmp_
     row = (await rows(sessionmaker, job_id))["db-8.sql.gz"]
     assert row.outcome == "ok", row.detail
     assert row.bytes_read == row.size
+
+
+class StoppedAtItsFirstClaim(Verifier):
+    """Stopped while it is claiming work: in the middle of its look for work, the service's
+    stop (or a test's end) comes between two claims."""
+
+    stopping: asyncio.Task[None] | None = None
+
+    def _spawn(self, work: Any) -> None:
+        super()._spawn(work)
+        if self.stopping is None:
+            self.stopping = asyncio.create_task(self.stop(5))
+
+    async def _finish(self, *args: Any) -> None:
+        await asyncio.sleep(0.5)  # a lease given back over a slow connection
+        await super()._finish(*args)
+
+
+async def test_a_stop_between_two_claims_waits_for_all_the_work_and_its_leases(
+    sessionmaker, tmp_path
+):
+    """The stop waited for the work started before it, not for what the look for work under
+    way claimed and started after it: that work gave its leases back after the stop (the test
+    had disposed of its engine: a connection opened at the loop's end, never closed), or never
+    (the process gone), leaving the artifacts unverified until their leases ran out."""
+    jobs = []
+    for index in range(3):  # one artifact due at a time per job: three jobs, three claims
+        dump(tmp_path / f"db{index}" / "db.sql.gz", 20_000, seed=index)
+        jobs.append(await declare(sessionmaker, tmp_path / f"db{index}", name=f"db{index}"))
+    await scan(sessionmaker)
+    verifier = StoppedAtItsFirstClaim(sessionmaker, dataclasses.replace(FAST, workers=3))
+    await verifier.start()
+    await until(lambda: asyncio.sleep(0, verifier.stopping is not None), 30, "a claim")
+    assert verifier.stopping is not None
+    await verifier.stopping
+    assert verifier.busy == 0
+    others = asyncio.all_tasks() - {asyncio.current_task()}
+    assert not [task for task in others if "verifier.py" in repr(task.get_coro())]
+    for job_id in jobs:
+        assert [row.lease_until for row in (await rows(sessionmaker, job_id)).values()] == [None]
