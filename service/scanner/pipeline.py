@@ -69,22 +69,29 @@ Observe = Callable[[Sequence[JobRow]], AsyncGenerator[Observation, None]]
 Settle = Callable[[Sequence[Observation], int], Coroutine[Any, Any, list[JobResult]]]
 Outcome = Literal["finished", "interrupted"]
 
-# Validated declarations by their JSON text: dumping one costs a fraction of validating it, and
-# a JobSpec is frozen data. SCAN_ROOTS are not part of it: the walk checks them, with symlinks
-# resolved at that moment.
-_specs: dict[str, JobSpec] = {}
+# Validated declarations by their JSON text as read (JobRow.declaration_json), each with its
+# source's JSON (part of a listing's digest): validating a declaration costs a lot more than
+# keeping it, and a JobSpec is frozen data. SCAN_ROOTS are not part of it: the walk checks them,
+# with symlinks resolved at that moment.
+_specs: dict[str, tuple[JobSpec, str]] = {}
 _SPECS_KEPT = 50_000
 
 
 def job_spec(job: JobRow) -> JobSpec:
     """The job's validated declaration (raises pydantic.ValidationError)."""
-    key = json.dumps(job.declaration, sort_keys=True)
-    spec = _specs.get(key)
-    if spec is None:
+    return _parsed(job)[0]
+
+
+def _parsed(job: JobRow) -> tuple[JobSpec, str]:
+    """The job's validated declaration and its source's JSON (sorted keys)."""
+    parsed = _specs.get(job.declaration_json)
+    if parsed is None:
         if len(_specs) >= _SPECS_KEPT:
             _specs.clear()
-        spec = _specs[key] = parse_job(job.declaration)
-    return spec
+        spec = parse_job(job.declaration)
+        source = json.dumps(spec.declaration()["source"], sort_keys=True)
+        parsed = _specs[job.declaration_json] = (spec, source)
+    return parsed
 
 
 async def run_pipeline(
@@ -241,6 +248,6 @@ def observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
         logger.info("entry skipped", extra={"job": job.name, "detail": note})
     digest = None
     if listing.fingerprint is not None:
-        source = json.dumps(spec.declaration()["source"], sort_keys=True)
+        source = _parsed(job)[1]  # kept with `spec`, made from the same declaration
         digest = hashlib.blake2b(f"{source}\0{listing.fingerprint}".encode(), digest_size=20)
     return Observation(job, spec, listing, digest=digest.hexdigest() if digest else None)

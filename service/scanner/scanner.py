@@ -29,6 +29,7 @@ from collections.abc import Callable, Sequence
 from contextlib import suppress
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
@@ -215,12 +216,12 @@ class BackupScanner:
         facts_read_at = self.clock()
         facts = await pings.run_facts_of(session, pinged) if pinged else {}
         silences = SilenceLookup(await load_current(session, facts_read_at), facts_read_at)
-        verified = [o.job.id for o in batch if o.job.declaration.get("verify")]
+        verified = [o.job.id for o in batch if _declared(o, "verify")]
         checks = await verifications.facts_of(session, verified) if verified else {}
         await session.commit()  # end the read transaction before any write
         for observation in batch:
             job = observation.job
-            silenced_until = silences.silenced_until(job.name, job.declaration.get("tags") or ())
+            silenced_until = silences.silenced_until(job.name, _declared(observation, "tags") or ())
             try:
                 # A job with no ping when the scan began was seen pingless then.
                 seen_at = facts_read_at if job.id in self._pinged else self._pinged_at
@@ -284,6 +285,14 @@ def _result(judgement: Judgement) -> JobResult:
         job.name, state.status, state.stored_reasons(), state.latest_artifact,
         state.artifact_count, error=judgement.error,
     )  # fmt: skip
+
+
+def _declared(observation: Observation, field: str) -> Any:
+    """A field of the job's declaration: from its validated spec, else (a declaration that no
+    longer validates) as stored."""
+    if observation.spec is not None:
+        return getattr(observation.spec, field)
+    return observation.job.declaration.get(field)
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:

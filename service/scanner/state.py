@@ -9,6 +9,7 @@ service.notify.events (NoticeState); never SQLAlchemy, aiohttp or the database m
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -89,7 +90,9 @@ class JobRow:
 
     id: int
     name: str
-    declaration: dict[str, Any]
+    # The declaration (with the name) as JSON text, as read: the key of its validated JobSpec
+    # (pipeline.job_spec), decoded only when something needs the data itself (`declaration`).
+    declaration_json: str
     created_at: datetime
     status: str
     reasons: list[dict[str, str]]
@@ -106,6 +109,12 @@ class JobRow:
     notified_reasons: list[dict[str, str]] | None = None
     bad_since: datetime | None = None
     bad_count: int = 0
+
+    @property
+    def declaration(self) -> dict[str, Any]:
+        """The declaration as data (decoded at each call)."""
+        declared: dict[str, Any] = json.loads(self.declaration_json)
+        return declared
 
 
 @dataclass(frozen=True, slots=True)

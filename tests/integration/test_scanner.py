@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
+from service.core.jobspec import parse_job
 from service.core.scan_options import ScanOptions
 from service.db.models import Artifact, JobCheck, NotificationEvent, ScanRun
 from service.scanner.scanner import BackupScanner, run_scanner
@@ -368,6 +369,30 @@ async def test_jobs_are_read_in_pieces_each_once_in_name_order(sessionmaker, clo
     async with sessionmaker() as session:
         jobs = await writer.read_jobs(session)
     assert [job.name for job in jobs] == sorted(names)
+
+
+async def test_a_job_read_for_a_scan_holds_its_declaration_exactly(sessionmaker, clock):
+    """The declaration is read as JSON text (the key of its validated JobSpec): decoded, it is
+    the declaration stored, every field (text that JSON must escape, integer, boolean, JSON,
+    null)."""
+    from service.scanner import writer
+    from service.scanner.pipeline import job_spec
+
+    declared = parse_job({
+        "name": "db-main", "description": 'a "quoted" line\nbreak \u00e9\u2603 \\',
+        "tags": ["db", "prod"],
+        "source": {"type": "local", "path": "/backups/db", "pattern": "*.sql.gz",
+                   "exclude": ["*.tmp"], "settle": "5m"},
+        "schedule": {"cron": "0 2 * * *", "timezone": "Europe/Paris"}, "grace": "1h30m",
+        "rules": {"min_size": "1MiB", "max_size_drop": "50%"}, "paused": True,
+        "verify": {"archive": True},
+    })  # fmt: skip
+    await add_job(sessionmaker, clock.now, **{"name": declared.name, **declared.declaration()})
+    async with sessionmaker() as session:
+        [job] = await writer.read_jobs(session)
+    assert job.declaration == {"name": declared.name, **declared.declaration()}
+    assert job.declaration["retention"] is None and job.declaration["paused"] is True
+    assert job_spec(job) == declared
 
 
 async def test_heartbeat_job_without_source(sessionmaker, clock):

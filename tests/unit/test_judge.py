@@ -3,6 +3,7 @@ job's new state and what it means against the state stored; no database."""
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -31,7 +32,8 @@ def spec(**fields: Any) -> JobSpec:
 def row(declared: JobSpec, **fields: Any) -> JobRow:
     """The job as a scan reads it: pending, never looked at; `fields` override."""
     values: dict[str, Any] = {
-        "id": 1, "name": declared.name, "declaration": declared.declaration(),
+        "id": 1, "name": declared.name,
+        "declaration_json": json.dumps({"name": declared.name, **declared.declaration()}),
         "created_at": CREATED, "status": "pending", "reasons": [], "next_check_at": None,
         "checked_at": None, "status_changed_at": None, "latest_artifact": None,
         "artifact_count": 0, "listing_digest": None, **fields,
