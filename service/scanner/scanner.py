@@ -27,7 +27,7 @@ import functools
 import logging
 from collections.abc import Callable, Sequence
 from contextlib import suppress
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ from service.core.rules import RunFacts, VerificationFacts
 from service.core.scan_options import ScanOptions
 from service.db.engine import is_postgresql
 from service.db.errors import describe_error
-from service.notify.silences import SilenceLookup
+from service.notify.silences import Silence, SilenceLookup
 from service.scanner.judge import Judgement, judge, must_write, unjudged
 from service.scanner.pipeline import Observer, Outcome, run_pipeline
 from service.scanner.sources.base import KnownSizes, nothing_known
@@ -69,6 +69,10 @@ from service.store.silences import load_current
 __all__ = ["BackupScanner", "JobResult", "ScanReport", "run_scanner"]
 
 logger = logging.getLogger(__name__)
+
+# How long a scan uses the silences it read before reading them again: a silence set during a
+# scan applies to the jobs judged from then on, within this.
+SILENCES_FRESH = timedelta(seconds=1)
 
 
 class BackupScanner:
@@ -105,6 +109,7 @@ class BackupScanner:
         self._lanes: list[ScanWriter] = [self._writer]
         self._pinged: set[int] = set()
         self._pinged_at: datetime | None = None  # when _pinged was read
+        self._silences: tuple[datetime, list[Silence]] | None = None  # when read, and what
 
     async def scan_all_jobs(self, names: Sequence[str] | None = None) -> ScanReport:
         """Scan every job (or those named) and record the run."""
@@ -156,6 +161,15 @@ class BackupScanner:
         await _stop(heartbeat)
         await record_finish(session, run_id, report, self.clock())
         return report
+
+    async def _current_silences(self, session: AsyncSession, now: datetime) -> list[Silence]:
+        """The silences that may apply now, read again once SILENCES_FRESH older than `now`:
+        read for every batch, with their transaction, they took 9 % of this process's samples
+        in a rescan of 2 000 jobs (py-spy). (Those read earlier and over by now are judged over
+        by the lookup.)"""
+        if self._silences is None or now - self._silences[0] > SILENCES_FRESH:
+            self._silences = (now, await load_current(session, now))
+        return self._silences[1]
 
     def _keep_alive(self, run_id: int) -> asyncio.Task[None] | None:
         engine = self.session.bind
@@ -215,7 +229,9 @@ class BackupScanner:
         pinged = [o.job.id for o in batch if o.job.id in self._pinged]
         facts_read_at = self.clock()
         facts = await pings.run_facts_of(session, pinged) if pinged else {}
-        silences = SilenceLookup(await load_current(session, facts_read_at), facts_read_at)
+        silences = SilenceLookup(
+            await self._current_silences(session, facts_read_at), facts_read_at
+        )
         verified = [o.job.id for o in batch if _declared(o, "verify")]
         checks = await verifications.facts_of(session, verified) if verified else {}
         await session.commit()  # end the read transaction before any write

@@ -403,3 +403,24 @@ async def test_created_by_names_the_caller_without_a_stored_token(
     response = await client.post("/api/v1/silences", json=body, headers=headers)
     assert response.status == 201, await response.text()
     assert (await response.json())["created_by"] == who
+
+
+async def test_a_scan_reads_the_silences_again_once_they_are_a_second_old(sessionmaker, clock):
+    """A scan judges its jobs in batches; reading the silences for each batch was a tenth of a
+    rescan's CPU. They are read again once SILENCES_FRESH old: a silence set during a scan
+    applies to the jobs judged a second later."""
+    from service.scanner.scanner import SILENCES_FRESH, BackupScanner
+
+    now = clock()
+    async with sessionmaker() as session:
+        scanner = BackupScanner(session, clock=clock)
+        assert await scanner._current_silences(session, now) == []
+        await create_silence(
+            session, jobs=["db"], tags=[], starts_at=now, ends_at=now + timedelta(hours=1),
+            comment="set during the scan", created_by="t", now=now,
+        )  # fmt: skip
+        assert await scanner._current_silences(session, now + SILENCES_FRESH) == []
+        later = now + SILENCES_FRESH + timedelta(milliseconds=1)
+        current = await scanner._current_silences(session, later)
+    assert [s.comment for s in current] == ["set during the scan"]
+    assert silenced_until("db", [], current, later) == now + timedelta(hours=1)
