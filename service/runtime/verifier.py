@@ -69,6 +69,10 @@ from service.verify.budget import Budget
 from service.verify.formats import Limits
 
 logger = logging.getLogger(__name__)
+
+# How long a stop waits, after its grace, for cancelled work to unwind and give its leases back
+# (a reader's end waits up to 5 s for a worker process, then 1 s for its last words).
+UNWIND_SECONDS = 8.0
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -157,10 +161,17 @@ class Verifier:
         # (the readers halted: its leases are given back at once). Work started meanwhile was
         # not waited for: its leases were given back, if at all, after the service had stopped.
         await drain([self._loop_task], grace)
-        await drain(list(self._work), max(0.0, deadline - loop.time()))
-        # Work cancelled above still hands in its lease (shielded): as long as a cancelled
-        # task may unwind.
-        await drain(list(self._handing_in), 5)
+        if left := self._work | self._handing_in:
+            _, pending = await asyncio.wait(left, timeout=max(0.0, deadline - loop.time()))
+            for task in pending:
+                task.cancel()
+        # Cancelled work still hands in its lease (_hand_in) once it has unwound: a reader's
+        # end may take 6 s (a worker stuck in the kernel). Waited for, within UNWIND_SECONDS.
+        end = loop.time() + UNWIND_SECONDS
+        while (left := self._work | self._handing_in) and loop.time() < end:
+            await asyncio.wait(left, timeout=end - loop.time())
+        for task in self._work | self._handing_in:
+            task.cancel()
         self._loop_task = None
 
     @property
