@@ -73,6 +73,7 @@ logger = logging.getLogger(__name__)
 # How long a stop waits, after its grace, for cancelled work to unwind and give its leases back
 # (a reader's end waits up to 5 s for a worker process, then 1 s for its last words).
 UNWIND_SECONDS = 8.0
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 

@@ -3,7 +3,8 @@ walk each request's local sources in order, one answer each, until the input end
 
 It runs LocalSource.walk and fingerprint.finish, the very code a walking thread runs, and
 imports nothing else: no asyncio, no logging, no pydantic. Its start-up is paid by every big
-scan, twice on two cores (40 ms of CPU each, against 150 ms with the service's scanner modules).
+scan, twice on two cores (0.09 s of CPU each, measured, against 0.17-0.20 s when it imported
+the service's scanner modules).
 
 Frames, both ways: a 4-byte little-endian length, then a `marshal` payload. The request: a list
 of (path, pattern, exclude, recursive, scan_roots), one per source. Each answer, in order:
