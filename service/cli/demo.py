@@ -22,6 +22,7 @@ import secrets
 import shlex
 import shutil
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -706,6 +707,13 @@ def start(settings: Settings, directory: Path, now: datetime) -> Sandbox:
     return Sandbox(root=root, database_url=url, own_database=own, settings=demo_settings)
 
 
+def command_path() -> str:
+    """How to run this command from another terminal: the `backup-monitor` script beside this
+    interpreter (a virtualenv's bin/ is not on everyone's PATH), else its bare name."""
+    script = Path(sys.executable).with_name("backup-monitor")
+    return str(script) if script.is_file() else "backup-monitor"
+
+
 def banner(sandbox: Sandbox, host: str, port: int) -> str:
     """Where to look, printed before serving."""
     base = f"http://{browse_host(host)}:{port}"
@@ -722,7 +730,7 @@ def banner(sandbox: Sandbox, host: str, port: int) -> str:
         f"            {base}/api/v1/status",
         f"            {base}/health/ready",
         "  scan from another terminal:",
-        f"            DATABASE_URL={shlex.quote(shown_url)} backup-monitor scan",
+        f"            DATABASE_URL={shlex.quote(shown_url)} {shlex.quote(command_path())} scan",
         "  The first scan runs now; stop with Ctrl-C.",
     ]
     return "\n".join(lines)

@@ -94,8 +94,9 @@ def read_jobs_step(settings: Settings, what: str, work: Callable[[Any], Awaitabl
     # lazy: imported when the command runs (start-up speed)
     import asyncio
 
-    from service.runtime.startup import database_step, with_session
+    from service.runtime.startup import database_step, require_schema, with_session
 
+    require_schema(settings, what)
     return database_step(settings, what, lambda: asyncio.run(with_session(settings, work)))
 
 
@@ -191,7 +192,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
         return await run_scanner(session, settings.scan_options, trigger="cli", names=names)
 
     report = scan_step(settings, lambda: asyncio.run(with_session(settings, work)))
-    worst = worst_status(job.status for job in report.jobs)
+    # No job at all is no "OK": a check run against the wrong database must not pass (as `check`).
+    worst = worst_status(job.status for job in report.jobs) if report.jobs else "unknown"
     if args.format == "json":
         document = {"status": worst, "jobs": [job.as_dict() for job in report.jobs]}
         print(json.dumps(document, indent=2))
@@ -217,12 +219,14 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         unknown_job,
     )
     from service.core.visible import quote
-    from service.runtime.startup import upgrade_database, with_session
+    from service.runtime.startup import require_schema, upgrade_database, with_session
 
     if args.max_age is not None and not args.max_age > 0:
         raise CliError("--max-age: a number of minutes above 0", code=NAGIOS_CODES["unknown"])
     if args.scan and settings.auto_migrate:
         upgrade_database(settings)
+    else:
+        require_schema(settings, "check")
 
     async def work(session: Any) -> list[JobState]:
         if args.job is not None:

@@ -691,12 +691,13 @@ def _format_sizes(size: int, limit: int) -> tuple[str, str]:
 
 
 def _format_drop(drop: float, limit: float) -> str:
-    """The drop in percent, with as many decimals as needed to read as above the limit."""
-    for decimals in range(4):
+    """The drop in percent, with as many decimals as needed to read as above the limit, and
+    never as 100 unless the file is empty (99.5 % is a truncated dump, 100 % an empty one)."""
+    for decimals in range(12):  # 1 byte against a median of a terabyte: 99.9999999999
         text = f"{drop:.{decimals}f}"
-        if float(text) > limit:
+        if float(text) > limit and (float(text) < 100 or drop >= 100):
             return text
-    return f"{drop:.4f}"
+    return f"{drop:.12f}"
 
 
 def _as_utc(moment: datetime, name: str) -> datetime:

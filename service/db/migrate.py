@@ -64,14 +64,19 @@ async def _stored_revisions(database_url: str) -> set[str]:
         await engine.dispose()
 
 
-def at_head(database_url: str) -> bool:
-    """Whether the database is migrated to this code's head revision (one query; blocking).
-    A SQLite file that does not exist yet is not, and is not created here."""
+def stored_revisions(database_url: str) -> set[str]:
+    """The revisions the database records (one query; blocking): none for a database never
+    migrated. A SQLite file that does not exist yet has none, and is not created here."""
     if database_url.startswith("sqlite"):
         database = make_url(database_url).database
         if not database or database == ":memory:" or not Path(database).is_file():
-            return False
-    return asyncio.run(_stored_revisions(database_url)) == {head_revision()}
+            return set()
+    return asyncio.run(_stored_revisions(database_url))
+
+
+def at_head(database_url: str) -> bool:
+    """Whether the database is migrated to this code's head revision (one query; blocking)."""
+    return stored_revisions(database_url) == {head_revision()}
 
 
 def alembic_config(database_url: str) -> Config:

@@ -74,7 +74,11 @@ NEWEST_FAMILY = (
 )  # fmt: skip
 SIZE_FAMILY = ("backup_job_last_artifact_size_bytes", "Size of the newest backup file")
 COUNT_FAMILY = ("backup_job_artifacts", "Backup files present in the job's source")
-DEADLINE_FAMILY = ("backup_job_deadline_timestamp_seconds", "When a new backup is due")
+DEADLINE_FAMILY = (
+    "backup_job_deadline_timestamp_seconds",
+    "The next moment the job's verdict can change (a backup due, a new file settled, a run's "
+    "time limit); a late job keeps its passed deadline",
+)
 JOB_FAMILIES = (
     STATUS_FAMILY,
     TAG_FAMILY,

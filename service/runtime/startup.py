@@ -71,6 +71,18 @@ def upgrade_database(settings: Settings) -> None:
     database_step(settings, "run the migrations", lambda: migrate.upgrade(settings.database_url))
 
 
+def require_schema(settings: Settings, what: str) -> None:
+    """Before a command that only reads: a database never migrated (a SQLite file that is not
+    there yet: not created) is told in one line that says what to do, not as a missing table."""
+    url = settings.database_url
+    if not database_step(settings, what, lambda: migrate.stored_revisions(url)):
+        raise StartupError(
+            f"cannot {what}: the database {safe_url(url)} has no tables yet (is DATABASE_URL "
+            "the service's?); `backup-monitor db upgrade` creates them, and so does starting "
+            "the service"
+        )
+
+
 async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
     """`work(session)` on an engine of its own, disposed after."""
     engine = create_engine(settings.database_url)
@@ -87,6 +99,9 @@ def apply_file(settings: Settings, path: str, *, prune: bool, dry_run: bool = Fa
     `dry_run`: only read, and return what applying would do to the jobs (JobsPlan.render)."""
     channels = load_channels(settings.channels_file).channels
     declared = load_declarations(path, settings.scan_roots, channels)
+
+    if dry_run:  # nothing is migrated by a dry run
+        require_schema(settings, "apply the jobs")
 
     async def work(session: Any) -> str:
         if dry_run:

@@ -437,6 +437,41 @@ async def empty_database(kind: str, directory: Path) -> AsyncIterator[str]:
         await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_read_only_commands_on_a_database_never_migrated_say_what_to_do(
+    kind, base_env, tmp_path
+):
+    """`check`, `jobs list`, `jobs export` and `jobs apply --dry-run` migrate nothing: on a new
+    database (a SQLite file not there yet, e.g. run from another directory) each says in one
+    line that it has no tables and how to make them, creates no file, and `check` is UNKNOWN.
+    A `scan` that finds no job at all is UNKNOWN too, never OK."""
+    jobs_file = tmp_path / "jobs.yml"
+    jobs_file.write_text(jobs_yaml("  - name: nightly\n    schedule: {every: 1d}\n"))
+    async with empty_database(kind, tmp_path) as url:
+        for command, code, what in [
+            (("check",), 3, "check"),
+            (("jobs", "list"), 1, "list the jobs"),
+            (("jobs", "export"), 1, "export the jobs"),
+            (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs"),
+        ]:
+            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path)
+            assert result.code == code, result
+            lines = result.err.strip().splitlines()
+            assert lines == [
+                f"backup-monitor: cannot {what}: the database {url} has no tables yet (is "
+                "DATABASE_URL the service's?); `backup-monitor db upgrade` creates them, and so "
+                "does starting the service"
+            ], result
+            if command == ("check",):
+                assert result.out == f"UNKNOWN - {lines[0].removeprefix('backup-monitor: ')}\n"
+            assert not (tmp_path / "fresh.db").exists()
+        scanned = await cli("scan", env=base_env, database_url=url, cwd=tmp_path)
+        assert scanned.code == 3, scanned  # migrated, then no job to judge
+        assert "(no jobs declared: see `backup-monitor jobs apply`)" in scanned.out, scanned
+        listed = await cli("jobs", "list", env=base_env, database_url=url, cwd=tmp_path)
+        assert listed.code == 0, listed  # migrated by the scan: now an empty list
+
+
 # Each replica imports everything, says so, then waits for one byte on stdin: the test releases
 # them all with one write each, so their work starts in the same instant (start-up takes seconds).
 _AT_THE_SAME_INSTANT = (

@@ -264,7 +264,9 @@ async def test_demo_command_builds_prepares_and_serves(base_env, tmp_path):
     banner = out.read_text()
     assert str(root) in banner
     assert f"http://127.0.0.1:{port}/api/v1/status" in banner
-    assert f"DATABASE_URL=sqlite+aiosqlite:///{root / 'demo.db'} backup-monitor scan" in banner
+    script = Path(sys.executable).with_name("backup-monitor")  # the venv's, off the PATH
+    assert script.is_file()
+    assert f"DATABASE_URL=sqlite+aiosqlite:///{root / 'demo.db'} {script} scan" in banner
     assert (root / "demo.db").is_file()
     assert "APScheduler scheduler stopped." in err.read_text()
 

@@ -476,6 +476,22 @@ def test_size_drop_percent_never_reads_as_within_the_limit() -> None:
     assert "50.1 % smaller" in reason(evaluation, "size_drop").message
 
 
+@pytest.mark.parametrize(
+    ("previous", "newest", "fragment"),
+    [
+        pytest.param([2_000_000] * 3, 10_000, "99.5 % smaller", id="truncated-is-not-empty"),
+        pytest.param([10**12] * 3, 1, "99.9999999999 % smaller", id="one-byte-of-a-terabyte"),
+        pytest.param([2_000_000] * 3, 0, "100 % smaller", id="empty-is-100"),
+    ],
+)
+def test_size_drop_percent_reads_as_100_only_for_an_empty_file(
+    previous: list[int], newest: int, fragment: str
+) -> None:
+    # A dump cut at 0.5 % of its size must not read as an empty file.
+    evaluation = run(job(rules={"max_size_drop": 50}), series([*previous, newest]))
+    assert fragment in reason(evaluation, "size_drop").message
+
+
 def test_size_drop_previous_in_mtime_then_path_order() -> None:
     # One mtime for all: the order is by path, so "e" is the newest and "a" to "d" the previous.
     artifacts = [
