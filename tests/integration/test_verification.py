@@ -252,6 +252,14 @@ async def test_a_file_replaced_with_an_old_time_waits_for_its_retry(sessionmaker
     await verifier.start()
     try:
         await until(all_verified(sessionmaker, job_id, 1), 30, "verified")
+
+        async def idle() -> bool:
+            return verifier.busy == 0
+
+        # The result recorded, the verifier judges the job: a scan that lists the directory. Had
+        # it listed the file replaced below, it would record that version (over the size set
+        # below, if it writes last), and the verifier would read a file as listed: nothing to see.
+        await until(idle, 30, "the job judged with the result")
         # The verified version's size and time, changed behind the listing's back (the
         # listing is made to say so too: the verifier sees a version that differs on disk).
         dump(path, 60_000, seed=9, age=2 * HOUR)
