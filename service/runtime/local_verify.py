@@ -93,6 +93,14 @@ async def verify_local_file(
         with contextlib.suppress(TimeoutError):  # a read stuck in the kernel (a dead NFS server)
             async with asyncio.timeout(5):
                 await worker.wait()
+        if worker.returncode is None:
+            # Answered but not gone yet (at its low priority, on a machine busy for seconds):
+            # it has nothing left to do, and a process left running would outlive the verifier.
+            with contextlib.suppress(ProcessLookupError):
+                worker.kill()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1):
+                    await worker.wait()
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(1):
                 problems = (await said).decode(errors="replace").strip()
