@@ -204,7 +204,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """The Nagios/Icinga check. By default it judges from the database alone: the statuses
-    the service's scans and pings left, read in one query, nothing migrated or written (cheap
+    the service's scans and pings left, read in one query after the schema's version (a
+    database never migrated is told as such), nothing migrated or written (cheap
     enough to run every minute, and harmless on a replica). `--scan` scans the selected jobs
     first (a scan run is recorded, as `scan` does)."""
     # lazy: imported when the command runs (start-up speed)
