@@ -94,10 +94,10 @@ def read_jobs_step(settings: Settings, what: str, work: Callable[[Any], Awaitabl
     # lazy: imported when the command runs (start-up speed)
     import asyncio
 
-    from service.runtime.startup import database_step, require_schema, with_session
+    from service.runtime.startup import database_step, schema_checked, with_session
 
-    require_schema(settings, what)
-    return database_step(settings, what, lambda: asyncio.run(with_session(settings, work)))
+    checked = schema_checked(settings, what, work)
+    return database_step(settings, what, lambda: asyncio.run(with_session(settings, checked)))
 
 
 def cmd_jobs_list(settings: Settings, _args: argparse.Namespace) -> int:
@@ -176,7 +176,7 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
     from service.cli.check import job_names, unknown_job
     from service.core.rules import worst_status
-    from service.runtime.startup import upgrade_database, with_session
+    from service.runtime.startup import schema_checked, upgrade_database, with_session
     from service.scanner.scanner import run_scanner
 
     if settings.auto_migrate:
@@ -191,7 +191,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
                 raise CliError(unknown_job(args.job, known), code=NAGIOS_CODES["unknown"])
         return await run_scanner(session, settings.scan_options, trigger="cli", names=names)
 
-    report = scan_step(settings, lambda: asyncio.run(with_session(settings, work)))
+    checked = work if settings.auto_migrate else schema_checked(settings, "scan", work)
+    report = scan_step(settings, lambda: asyncio.run(with_session(settings, checked)))
     # No job at all is no "OK": a check run against the wrong database must not pass (as `check`).
     worst = worst_status(job.status for job in report.jobs) if report.jobs else "unknown"
     if args.format == "json":
@@ -204,8 +205,8 @@ def cmd_scan(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
     """The Nagios/Icinga check. By default it judges from the database alone: the statuses
-    the service's scans and pings left, read in one query after the schema's version (a
-    database never migrated is told as such), nothing migrated or written (cheap
+    the service's scans and pings left, read in one query after a catalog lookup (a database
+    never migrated is told as such), nothing migrated or written (cheap
     enough to run every minute, and harmless on a replica). `--scan` scans the selected jobs
     first (a scan run is recorded, as `scan` does)."""
     # lazy: imported when the command runs (start-up speed)
@@ -220,14 +221,13 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
         unknown_job,
     )
     from service.core.visible import quote
-    from service.runtime.startup import require_schema, upgrade_database, with_session
+    from service.runtime.startup import schema_checked, upgrade_database, with_session
 
     if args.max_age is not None and not args.max_age > 0:
         raise CliError("--max-age: a number of minutes above 0", code=NAGIOS_CODES["unknown"])
-    if args.scan and settings.auto_migrate:
+    migrated = args.scan and settings.auto_migrate
+    if migrated:
         upgrade_database(settings)
-    else:
-        require_schema(settings, "check")
 
     async def work(session: Any) -> list[JobState]:
         if args.job is not None:
@@ -244,7 +244,8 @@ def cmd_check(settings: Settings, args: argparse.Namespace) -> int:
             states = await read_states(session, name=args.job, tag=args.tag)
         return states
 
-    states = scan_step(settings, lambda: asyncio.run(with_session(settings, work)), "check")
+    checked = work if migrated else schema_checked(settings, "check", work)
+    states = scan_step(settings, lambda: asyncio.run(with_session(settings, checked)), "check")
     if not states:
         what = f"no job has the tag {quote(args.tag)}" if args.tag else "no jobs declared"
         raise CliError(what, code=NAGIOS_CODES["unknown"])
@@ -262,11 +263,11 @@ def scan_step(settings: Settings, step: Callable[[], T], what: str = "scan") -> 
     database refused included, is a bug and says so, with its traceback in the log."""
     # lazy: imported when the command runs (start-up speed)
     from service.db.errors import database_unavailable, describe_database_error, describe_error
-    from service.runtime.startup import safe_url
+    from service.runtime.startup import StartupError, safe_url
 
     try:
         return step()
-    except (KeyboardInterrupt, CliError):
+    except (KeyboardInterrupt, CliError, StartupError):
         raise
     except Exception as exc:
         if database_unavailable(exc):

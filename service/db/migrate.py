@@ -64,19 +64,27 @@ async def _stored_revisions(database_url: str) -> set[str]:
         await engine.dispose()
 
 
-def stored_revisions(database_url: str) -> set[str]:
-    """The revisions the database records (one query; blocking): none for a database never
-    migrated. A SQLite file that does not exist yet has none, and is not created here."""
-    if database_url.startswith("sqlite"):
-        database = make_url(database_url).database
-        if not database or database == ":memory:" or not Path(database).is_file():
-            return set()
-    return asyncio.run(_stored_revisions(database_url))
+def missing_sqlite_file(database_url: str) -> str | None:
+    """The path of a SQLite database file that is not there yet (connecting would create it,
+    empty), absolute; None for any other database, a file that exists, or a `file:` URI (its
+    query says what a connection may do: ask the database)."""
+    if not database_url.startswith("sqlite"):
+        return None
+    database = make_url(database_url).database
+    if not database or database == ":memory:" or database.startswith("file:"):
+        return None
+    path = Path(database)
+    return None if path.is_file() else str(path.absolute())
 
 
 def at_head(database_url: str) -> bool:
-    """Whether the database is migrated to this code's head revision (one query; blocking)."""
-    return stored_revisions(database_url) == {head_revision()}
+    """Whether the database is migrated to this code's head revision (one query; blocking).
+    A SQLite file that does not exist yet is not, and is not created here."""
+    if database_url.startswith("sqlite") and (
+        ":memory:" in database_url or missing_sqlite_file(database_url) is not None
+    ):
+        return False
+    return asyncio.run(_stored_revisions(database_url)) == {head_revision()}
 
 
 def alembic_config(database_url: str) -> Config:

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from service.config.jobsfile import apply_jobs, dry_run_jobs, load_declarations
@@ -71,16 +72,30 @@ def upgrade_database(settings: Settings) -> None:
     database_step(settings, "run the migrations", lambda: migrate.upgrade(settings.database_url))
 
 
-def require_schema(settings: Settings, what: str) -> None:
-    """Before a command that only reads: a database never migrated (a SQLite file that is not
-    there yet: not created) is told in one line that says what to do, not as a missing table."""
+def schema_checked(
+    settings: Settings, what: str, work: Callable[[Any], Awaitable[T]]
+) -> Callable[[Any], Awaitable[T]]:
+    """`work(session)` for a command that migrates nothing, told in one line when the database
+    was never migrated, not as a missing table: a SQLite file not there (not created, raised
+    now), or no `jobs` table (a catalog lookup on the work's own connection, which needs no
+    grant on any table: a monitoring role that may read `jobs` only can run it)."""
     url = settings.database_url
-    if not database_step(settings, what, lambda: migrate.stored_revisions(url)):
+    hint = "(is DATABASE_URL the service's?); `backup-monitor db upgrade` makes it"
+    if (path := migrate.missing_sqlite_file(url)) is not None:
         raise StartupError(
-            f"cannot {what}: the database {safe_url(url)} has no tables yet (is DATABASE_URL "
-            "the service's?); `backup-monitor db upgrade` creates them, and so does starting "
-            "the service"
+            f"cannot {what}: the database file {path} does not exist {hint}, and so does "
+            "starting the service"
         )
+
+    async def checked(session: Any) -> T:
+        if not await session.run_sync(lambda sync: inspect(sync.connection()).has_table("jobs")):
+            raise StartupError(
+                f"cannot {what}: the database {safe_url(url)} has no tables yet {hint}, and so "
+                "does starting the service"
+            )
+        return await work(session)
+
+    return checked
 
 
 async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:
@@ -100,17 +115,16 @@ def apply_file(settings: Settings, path: str, *, prune: bool, dry_run: bool = Fa
     channels = load_channels(settings.channels_file).channels
     declared = load_declarations(path, settings.scan_roots, channels)
 
-    if dry_run:  # nothing is migrated by a dry run
-        require_schema(settings, "apply the jobs")
-
     async def work(session: Any) -> str:
         if dry_run:
             return (await dry_run_jobs(session, declared.jobs, prune=prune)).render()
         result = await apply_jobs(session, declared.jobs, silences=declared.silences, prune=prune)
         return result.summary()
 
+    # Nothing is migrated by a dry run.
+    run = schema_checked(settings, "apply the jobs", work) if dry_run else work
     return database_step(
-        settings, "apply the jobs", lambda: asyncio.run(with_session(settings, work))
+        settings, "apply the jobs", lambda: asyncio.run(with_session(settings, run))
     )
 
 

@@ -35,6 +35,7 @@ from service.config.jobsfile import apply_jobs, parse_jobs_document
 from service.db import migrate
 from service.db.engine import create_engine, create_sessionmaker
 from service.db.models import Artifact, Job, JobCheck, ScanRun
+from service.runtime.startup import safe_url
 from service.scanner.scanner import run_scanner
 
 from tests.support import (
@@ -441,27 +442,34 @@ async def empty_database(kind: str, directory: Path) -> AsyncIterator[str]:
 async def test_read_only_commands_on_a_database_never_migrated_say_what_to_do(
     kind, base_env, tmp_path
 ):
-    """`check`, `jobs list`, `jobs export` and `jobs apply --dry-run` migrate nothing: on a new
-    database (a SQLite file not there yet, e.g. run from another directory) each says in one
-    line that it has no tables and how to make them, creates no file, and `check` is UNKNOWN.
-    A `scan` that finds no job at all is UNKNOWN too, never OK."""
+    """`check`, `jobs list`, `jobs export`, `jobs apply --dry-run` and a `scan` with
+    AUTO_MIGRATE=false migrate nothing: on a new database (a SQLite file not there yet, e.g. run
+    from another directory) each says in one line that it was never made and how to make it,
+    creates no file, and the Nagios checks are UNKNOWN. A `scan` that finds no job at all is
+    UNKNOWN too, never OK."""
     jobs_file = tmp_path / "jobs.yml"
     jobs_file.write_text(jobs_yaml("  - name: nightly\n    schedule: {every: 1d}\n"))
+    hint = (
+        "(is DATABASE_URL the service's?); `backup-monitor db upgrade` makes it, and so does "
+        "starting the service"
+    )
     async with empty_database(kind, tmp_path) as url:
-        for command, code, what in [
-            (("check",), 3, "check"),
-            (("jobs", "list"), 1, "list the jobs"),
-            (("jobs", "export"), 1, "export the jobs"),
-            (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs"),
+        never = (
+            f"the database file {tmp_path / 'fresh.db'} does not exist"
+            if kind == "sqlite"
+            else f"the database {safe_url(url)} has no tables yet"
+        )
+        for command, code, what, settings in [
+            (("check",), 3, "check", {}),
+            (("jobs", "list"), 1, "list the jobs", {}),
+            (("jobs", "export"), 1, "export the jobs", {}),
+            (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs", {}),
+            (("scan",), 3, "scan", {"AUTO_MIGRATE": "false"}),
         ]:
-            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path)
+            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path, **settings)
             assert result.code == code, result
             lines = result.err.strip().splitlines()
-            assert lines == [
-                f"backup-monitor: cannot {what}: the database {url} has no tables yet (is "
-                "DATABASE_URL the service's?); `backup-monitor db upgrade` creates them, and so "
-                "does starting the service"
-            ], result
+            assert lines == [f"backup-monitor: cannot {what}: {never} {hint}"], result
             if command == ("check",):
                 assert result.out == f"UNKNOWN - {lines[0].removeprefix('backup-monitor: ')}\n"
             assert not (tmp_path / "fresh.db").exists()
@@ -470,6 +478,48 @@ async def test_read_only_commands_on_a_database_never_migrated_say_what_to_do(
         assert "(no jobs declared: see `backup-monitor jobs apply`)" in scanned.out, scanned
         listed = await cli("jobs", "list", env=base_env, database_url=url, cwd=tmp_path)
         assert listed.code == 0, listed  # migrated by the scan: now an empty list
+
+
+async def declare_nightly(url: str) -> None:
+    engine = create_engine(url)
+    try:
+        await add_job(create_sessionmaker(engine), datetime.now(UTC), name="nightly",
+                      schedule={"every": "1d"})  # fmt: skip
+    finally:
+        await engine.dispose()
+
+
+async def test_check_reads_a_sqlite_uri_read_only(sqlite_url, base_env, tmp_path):
+    """A `file:` URI (here `mode=ro`, as a monitoring host would open it) is asked, not taken
+    for a file name that does not exist."""
+    await declare_nightly(sqlite_url)
+    path = make_url(sqlite_url).database
+    uri = f"sqlite+aiosqlite:///file:{path}?mode=ro&uri=true"
+    for command in (("check",), ("jobs", "list")):
+        result = await cli(*command, env=base_env, database_url=uri, cwd=tmp_path)
+        assert "nightly" in result.out, result
+        assert "no tables" not in result.err and "does not exist" not in result.err, result
+
+
+async def test_check_runs_as_a_role_that_may_read_the_jobs_only(pg_url, base_env, tmp_path):
+    """A least-privilege monitoring role (SELECT on `jobs`, nothing else) can run `check`: the
+    probe for a never-migrated database is a catalog lookup, no table read."""
+    await declare_nightly(pg_url)
+    role = f"bm_watch_{uuid.uuid4().hex[:8]}"
+    await pg_admin(f'CREATE ROLE "{role}" LOGIN')
+    try:
+        await pg_admin(f'GRANT SELECT ON jobs TO "{role}"', url=pg_url)
+        watcher = make_url(pg_url).set(username=role, password=None)
+        owner = await cli("check", env=base_env, database_url=pg_url, cwd=tmp_path)
+        result = await cli(
+            "check", env=base_env, cwd=tmp_path,
+            database_url=watcher.render_as_string(hide_password=False),
+        )  # fmt: skip
+        assert "nightly" in owner.out, owner
+        assert (result.code, result.out) == (owner.code, owner.out), result
+    finally:
+        await pg_admin(f'REVOKE ALL ON jobs FROM "{role}"', url=pg_url)
+        await pg_admin(f'DROP ROLE IF EXISTS "{role}"')
 
 
 # Each replica imports everything, says so, then waits for one byte on stdin: the test releases
