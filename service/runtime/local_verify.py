@@ -87,27 +87,31 @@ async def verify_local_file(
         code = await worker.wait()
         raise WorkerDied(f"the verification process ended ({_ended(code)}) without an outcome")
     finally:
-        if not answered and worker.returncode is None:  # cancelled, or an error here
-            with contextlib.suppress(ProcessLookupError):
-                worker.kill()
-        with contextlib.suppress(TimeoutError):  # a read stuck in the kernel (a dead NFS server)
-            async with asyncio.timeout(5):
-                await worker.wait()
-        if worker.returncode is None:
-            # Answered but not gone yet (at its low priority, on a machine busy for seconds):
-            # it has nothing left to do, and a process left running would outlive the verifier.
-            with contextlib.suppress(ProcessLookupError):
-                worker.kill()
+        try:
+            if not answered and worker.returncode is None:  # cancelled, or an error here
+                with contextlib.suppress(ProcessLookupError):
+                    worker.kill()
+            # A read stuck in the kernel (a dead NFS server) may keep even a killed one.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(5):
+                    await worker.wait()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(1):
-                    await worker.wait()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(1):
-                problems = (await said).decode(errors="replace").strip()
-                if problems:
-                    logger.warning("verification worker: %s", problems, extra={"path": path})
-        said.cancel()
-        worker.stdin.close()
+                    problems = (await said).decode(errors="replace").strip()
+                    if problems:
+                        logger.warning("verification worker: %s", problems, extra={"path": path})
+        finally:  # also when those waits are cancelled (the verifier stopping)
+            said.cancel()
+            worker.stdin.close()
+            if worker.returncode is None:
+                # Answered but not gone yet (at its low priority, on a machine busy for
+                # seconds), or the wait cancelled: a process left running would outlive the
+                # verifier.
+                with contextlib.suppress(ProcessLookupError):
+                    worker.kill()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1):
+                        await worker.wait()
 
 
 async def _say(stdin: asyncio.StreamWriter, line: bytes) -> None:
