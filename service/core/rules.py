@@ -697,7 +697,7 @@ def _format_drop(drop: float, limit: float) -> str:
         text = f"{drop:.{decimals}f}"
         if float(text) > limit and (float(text) < 100 or drop >= 100):
             return text
-    return f"{drop:.12f}"
+    return "over 99.999999999999"  # 1 byte of a petabyte: not "100", that is an empty file
 
 
 def _as_utc(moment: datetime, name: str) -> datetime:

@@ -77,7 +77,8 @@ COUNT_FAMILY = ("backup_job_artifacts", "Backup files present in the job's sourc
 DEADLINE_FAMILY = (
     "backup_job_deadline_timestamp_seconds",
     "The next moment the job's verdict can change (a backup due, a new file settled, a run's "
-    "time limit); a late job keeps its passed deadline",
+    "time limit, a verification due, a future-dated file's date); a late job keeps its passed "
+    "deadline",
 )
 JOB_FAMILIES = (
     STATUS_FAMILY,

@@ -482,6 +482,7 @@ def test_size_drop_percent_never_reads_as_within_the_limit() -> None:
         pytest.param([2_000_000] * 3, 10_000, "99.5 % smaller", id="truncated-is-not-empty"),
         pytest.param([10**12] * 3, 1, "99.9999999999 % smaller", id="one-byte-of-a-terabyte"),
         pytest.param([2_000_000] * 3, 0, "100 % smaller", id="empty-is-100"),
+        pytest.param([10**16] * 3, 1, "over 99.999999999999 % smaller", id="one-byte-of-10-pb"),
     ],
 )
 def test_size_drop_percent_reads_as_100_only_for_an_empty_file(
