@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 import threading
 import time
 
@@ -215,3 +216,17 @@ def test_listings_that_differ_never_share_a_fingerprint():
     )
     assert fingerprint(("a", 1, when)) != fingerprint(("a", 2, when))
     assert fingerprint(("a", 1, when)) == fingerprint(("a", 1, when))
+
+
+def test_finish_orders_by_time_then_path() -> None:
+    """Two plain sorts give exactly the order of one sort on (mtime, path), ties included."""
+    from service.scanner.sources.fingerprint import finish
+
+    rng = random.Random(16)
+    entries = [
+        (f"f{rng.randrange(10**6):07d}-{i}", i, rng.choice([5, 7, 7, 9]) * 10**15)
+        for i in range(5000)
+    ]
+    rng.shuffle(entries)
+    listing = finish(Listing(entries=list(entries)))
+    assert listing.entries == sorted(entries, key=lambda e: (e[2], e[0]))

@@ -17,7 +17,7 @@ from typing import Any
 
 from service.scanner.sources.base import MTIME_MAX_US, MTIME_MIN_US, FileEntry, Listing
 
-_oldest_first = itemgetter(2, 0)  # (mtime_us, path)
+_path = itemgetter(0)
 _mtime = itemgetter(2)
 
 
@@ -25,7 +25,11 @@ def finish(listing: Listing) -> Listing:
     """Order the entries oldest first by (mtime, path), set aside those no date can hold, and
     fingerprint them."""
     entries = listing.entries
-    entries.sort(key=_oldest_first)
+    # By path, then (stable) by time: (mtime, path) order in two sorts of plain keys, 3x less
+    # than one sort on (mtime, path) tuples (127 against 411 ms for 100 000 files). Each sort
+    # holds the GIL, and in a walking thread so the event loop, that long.
+    entries.sort(key=_path)
+    entries.sort(key=_mtime)
     # Sorted by time, the undatable ones are at both ends: two bisections, no pass over all.
     low = bisect.bisect_left(entries, MTIME_MIN_US, key=_mtime)
     high = bisect.bisect_right(entries, MTIME_MAX_US, key=_mtime)
