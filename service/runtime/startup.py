@@ -21,8 +21,9 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 
 from service.config.jobsfile import apply_jobs, dry_run_jobs, load_declarations
 from service.config.yamlfile import FileProblems
@@ -93,9 +94,41 @@ def schema_checked(
                 f"cannot {what}: the database {safe_url(url)} has no tables yet {hint}, and so "
                 "does starting the service"
             )
-        return await work(session)
+        try:
+            return await work(session)
+        except DBAPIError as exc:
+            # A column or table this version reads and the database lacks: say why, if its
+            # schema is another version's (asked only now: a read that works needs no grant
+            # on the version table).
+            if (why := await other_schema(session)) is not None:
+                raise StartupError(f"cannot {what}: the database {safe_url(url)} {why}") from exc
+            raise
 
     return checked
+
+
+async def other_schema(session: Any) -> str | None:
+    """Why the database's tables are not this version's (migrated to an older revision, or by a
+    newer version), or None when they are, or when the version table cannot be read."""
+    try:
+        await session.rollback()
+        read = text("SELECT version_num FROM alembic_version")
+        stored = set(await session.scalars(read))
+    except DBAPIError:
+        return None
+    head = migrate.head_revision()
+    if stored == {head}:
+        return None
+    found = ", ".join(sorted(stored)) or "none"
+    if all(revision < head for revision in stored):
+        return (
+            f"is at schema revision {found}, older than this version's {head}: "
+            "`backup-monitor db upgrade` brings it up to date, and so does starting the service"
+        )
+    return (
+        f"is at schema revision {found}, not this version's {head}: it was migrated by a "
+        "newer backup-monitor, run that one"
+    )
 
 
 async def with_session(settings: Settings, work: Callable[[Any], Awaitable[T]]) -> T:

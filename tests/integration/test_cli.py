@@ -480,6 +480,43 @@ async def test_read_only_commands_on_a_database_never_migrated_say_what_to_do(
         assert listed.code == 0, listed  # migrated by the scan: now an empty list
 
 
+@pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
+async def test_read_only_commands_on_an_older_schema_say_to_upgrade(kind, base_env, tmp_path):
+    """A database migrated by an older version (a column this one reads is missing): the
+    commands that migrate nothing name its revision and the way up, in one line, instead of
+    the SQL error, and change nothing. (`check` and `jobs list` read only columns that old
+    schemas have: they still answer.)"""
+    jobs_file = tmp_path / "jobs.yml"
+    jobs_file.write_text(jobs_yaml("  - name: nightly\n    schedule: {every: 1d}\n"))
+    async with empty_database(kind, tmp_path) as url:
+        await asyncio.to_thread(migrate.upgrade, url)
+        await declare_nightly(url)
+        await asyncio.to_thread(migrate.downgrade, url, "0012")  # before jobs.listing_holder
+        head = migrate.head_revision()
+        told = (
+            f"the database {safe_url(url)} is at schema revision 0012, older than this "
+            f"version's {head}: `backup-monitor db upgrade` brings it up to date, and so does "
+            "starting the service"
+        )
+        for command, code, what, settings in [
+            (("jobs", "export"), 1, "export the jobs", {}),
+            (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs", {}),
+            (("scan",), 3, "scan", {"AUTO_MIGRATE": "false"}),
+        ]:
+            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path, **settings)
+            assert result.code == code, result
+            lines = result.err.strip().splitlines()
+            assert lines == [f"backup-monitor: cannot {what}: {told}"], result
+        for command in (("check",), ("jobs", "list")):
+            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path)
+            assert "nightly" in result.out and not result.err, result
+        assert await asyncio.to_thread(migrate.at_head, url) is False  # nothing migrated
+        upgraded = await cli("db", "upgrade", env=base_env, database_url=url, cwd=tmp_path)
+        assert upgraded.code == 0, upgraded
+        listed = await cli("jobs", "list", env=base_env, database_url=url, cwd=tmp_path)
+        assert listed.code == 0 and "nightly" in listed.out, listed
+
+
 async def declare_nightly(url: str) -> None:
     engine = create_engine(url)
     try:
