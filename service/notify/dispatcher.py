@@ -525,9 +525,7 @@ class Dispatcher:
         taken_ids = set(
             await session.scalars(
                 update(delivery)
-                .where(tuple_(delivery.id, delivery.attempts).in_(
-                    [(row.id, row.attempts) for chain in wanted for row, _ in chain]
-                ))
+                .where(_as_read([(row.id, row.attempts) for chain in wanted for row, _ in chain]))
                 .where(delivery.state == "pending", free, job_still_there)
                 .values(lease_until=lease,
                         attempts=delivery.attempts + case((delivery.id.in_(firsts), 1), else_=0))
@@ -759,9 +757,7 @@ class Dispatcher:
             started = set(
                 await session.scalars(
                     update(delivery)
-                    .where(tuple_(delivery.id, delivery.attempts).in_(
-                        [(item.delivery_id, item.attempts) for item in wanted]
-                    ))
+                    .where(_as_read([(item.delivery_id, item.attempts) for item in wanted]))
                     .where(delivery.state == "pending", job_still_there)
                     .values(lease_until=now + timedelta(seconds=self.options.lease_seconds),
                             attempts=delivery.attempts + 1)
@@ -847,6 +843,17 @@ async def _start_attempts(
     return {delivery_id: attempt_id for attempt_id, delivery_id in attempts}
 
 
+def _as_read(keys: Sequence[tuple[int, int]]) -> Any:
+    """The deliveries given as (id, attempt count as read), each as it was read: found by its
+    id (the primary key; a list of pairs alone is a scan of every pending delivery), fenced by
+    its count (one tried or taken over since is left alone)."""
+    delivery = NotificationDelivery
+    return and_(
+        delivery.id.in_([key[0] for key in keys]),
+        tuple_(delivery.id, delivery.attempts).in_(list(keys)),
+    )
+
+
 async def _give_back(session: AsyncSession, keys: Sequence[tuple[int, int]]) -> None:
     """Free the leases of deliveries leased in a chain and never tried, given as (id, attempt
     count as read): unless another dispatcher has taken one over since, or it has ended."""
@@ -855,7 +862,7 @@ async def _give_back(session: AsyncSession, keys: Sequence[tuple[int, int]]) -> 
     delivery = NotificationDelivery
     await session.execute(
         update(delivery)
-        .where(tuple_(delivery.id, delivery.attempts).in_(list(keys)), delivery.state == "pending")
+        .where(_as_read(keys), delivery.state == "pending")
         .values(lease_until=None)
         .execution_options(synchronize_session=False)
     )
