@@ -353,6 +353,14 @@ class NotificationDelivery(Base):
             postgresql_where=PENDING,
             sqlite_where=PENDING,
         ),
+        # "Which are the oldest pending deliveries of this channel?" (a claim reads them)
+        Index(
+            "ix_notification_deliveries_pending_by_event",
+            "channel",
+            "event_id",
+            postgresql_where=PENDING,
+            sqlite_where=PENDING,
+        ),
     )
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True)

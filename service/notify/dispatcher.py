@@ -32,10 +32,11 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from itertools import takewhile
 from typing import Any, cast
 from urllib.parse import quote
 
@@ -47,11 +48,14 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
-    func,
     insert,
+    literal,
+    literal_column,
     or_,
     select,
+    text,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -81,6 +85,9 @@ BATCH = 500  # events routed per round
 SLOTS = {"webhook": 32}
 DEFAULT_SLOTS = 8
 CHAIN = 100  # deliveries of one job to one channel leased at once, sent one after the other
+# The oldest pending deliveries of a channel a claim reads first: enough for a chain and for a
+# chain per slot of one notice each; read again whole only if they held too few ready queues.
+READ_FIRST = CHAIN + 4 * max(SLOTS.values())
 # Deliveries leased by one claim at most beyond the chains' first ones: its UPDATE names each
 # by two parameters, and PostgreSQL (asyncpg) and SQLite take at most 32 767 a statement.
 MAX_LEASED = 4000
@@ -88,6 +95,13 @@ MAX_BACKOFF = 3600.0
 # A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
 # history, not news: it is kept, not sent.
 STALE_AFTER = timedelta(days=1)
+# A pending delivery, with 'pending' written in the statement, not bound: a prepared statement's
+# generic plan may use the partial indexes of pending deliveries only then.
+PENDING = NotificationDelivery.state == literal_column("'pending'")
+# How often the channels gone from the file are looked for (_gone_channels).
+GONE_EVERY = 60.0
+# How often at most deliveries routed in a burst have PostgreSQL count them (_new_statistics).
+STATISTICS_EVERY = 60.0
 # How long a stopping dispatcher lets deliveries under way finish before it cancels them.
 STOP_GRACE = 5.0
 
@@ -164,6 +178,9 @@ class Dispatcher:
         # opened when it starts, closed when it stops. Outside run(), each send opens its own.
         self._http: aiohttp.ClientSession | None = None
         self._stop = asyncio.Event()
+        self._statistics_at = 0.0  # (loop time) see _new_statistics
+        self._gone: tuple[str, ...] = ()  # see _gone_channels, and when to look again
+        self._gone_at = 0.0
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
@@ -360,7 +377,29 @@ class Dispatcher:
                 .values(routed_at=now)
             )
             await session.commit()
+        if len(deliveries) >= BATCH:
+            await self._new_statistics(len(deliveries))
         return len(events)
+
+    async def _new_statistics(self, added: int) -> None:
+        """After a burst of deliveries (a mount gone: a thousand jobs critical at once), have
+        PostgreSQL count the pending ones again, at most once a minute. Its planner otherwise
+        plans the claims on counts from before the burst (autovacuum takes up to a minute, and
+        never comes when the burst is small beside the table's history) and takes the pending
+        indexes for small: each claim then reads every pending delivery."""
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._statistics_at:
+            return
+        self._statistics_at = loop.time() + STATISTICS_EVERY
+        async with self.sessions() as session:
+            if not is_postgresql(session):
+                return
+            try:
+                await session.execute(text("ANALYZE notification_deliveries"))
+                await session.commit()
+            except Exception as exc:  # not the owner of the table, say: the claims still work
+                logger.warning("cannot analyze the deliveries after %d new ones: %s", added,
+                               describe_error(exc))  # fmt: skip
 
     # --- claim and deliver ------------------------------------------------------------------
 
@@ -371,61 +410,13 @@ class Dispatcher:
         order, all due and free, up to CHAIN: its first is sent now, each next one after the
         one before it is delivered (see `Claimed.after`)."""
         now = self.clock()
-        # The most chains one channel may have under way (a channel gone from the file: "").
-        most = max(map(self.slots, [*self.channels.channels, ""]))
         in_use = Counter(self._sending.values())
-        full = [name for name, used in in_use.items() if used >= self.slots(name)]
         lease = now + timedelta(seconds=self.options.lease_seconds)
-        delivery, event = NotificationDelivery, NotificationEvent
-        # Event ids follow a job's changes (each is written under the job's row lock);
-        # delivery ids need not (another replica may route an earlier event later).
-        # (A job's event has one delivery per channel: in the order of the pending index.)
-        order = delivery.event_id
-        queue = (delivery.channel, delivery.job_name)  # one job's deliveries to one channel
-        free = or_(delivery.lease_until.is_(None), delivery.lease_until < now)
-        ready = and_(delivery.next_attempt_at <= now, free)
-        # Each pending delivery with its place in its job's queue to its channel, and how many
-        # of the queue up to it are not ready (held by a lease, or waiting for a retry).
-        pending = (
-            select(
-                delivery.id,
-                delivery.event_id,
-                delivery.attempts,
-                delivery.channel,
-                delivery.job_name,
-                delivery.lease_until,
-                func.row_number().over(partition_by=queue, order_by=order).label("place"),
-                func.sum(case((ready, 0), else_=1))
-                .over(partition_by=queue, order_by=order)
-                .label("held"),
-                func.min(delivery.event_id).over(partition_by=queue).label("head"),
-            )
-            .where(delivery.state == "pending", delivery.channel.not_in(full))
-            .subquery()
-        )
-        # An earlier event of the job that another dispatcher is routing right now has no
-        # delivery yet to wait behind: wait for the event itself.
-        earlier_event = aliased(NotificationEvent)
-        # The chains, ranked in each channel by their oldest event, so that a channel with
-        # many (a dead one, retried) cannot crowd out the others.
-        chains = (
-            select(
-                pending,
-                func.dense_rank()
-                .over(partition_by=pending.c.channel, order_by=(pending.c.head, pending.c.job_name))
-                .label("rank"),
-            )
-            .where(pending.c.place <= CHAIN, pending.c.held == 0)
-            .subquery()
-        )
-        # Checked on the chains kept only (a chain ends before the first it finds).
-        unrouted_before = exists().where(
-            earlier_event.job_name == chains.c.job_name,
-            earlier_event.routed_at.is_(None),
-            earlier_event.id < chains.c.event_id,
-        )
+        event = NotificationEvent
         # Checked again in the claim itself: a job deleted since the read is never sent to.
-        job_still_there = exists().where(event.id == delivery.event_id, event.job_id.is_not(None))
+        job_still_there = exists().where(
+            event.id == NotificationDelivery.event_id, event.job_id.is_not(None)
+        )
         async with self.sessions() as session:
             # On SQLite, the write lock first: this process's own sends record their outcomes
             # meanwhile, and a read turned into a write after theirs would fail.
@@ -434,59 +425,87 @@ class Dispatcher:
             # sent again, as after a dispatcher's crash (same event id, for receivers to drop
             # the copy). Outcomes are committed durably: a delivery recorded stays recorded.
             await commit_without_waiting(session)
-            rows = (
-                await session.execute(
-                    select(
-                        chains.c.id,
-                        chains.c.attempts,
-                        chains.c.channel,
-                        chains.c.job_name,
-                        chains.c.lease_until,
-                        chains.c.place,
-                        event.payload,
-                        event.job_id,
-                    )
-                    .join(event, event.id == chains.c.event_id)
-                    .where(chains.c.rank <= most, ~unrouted_before)
-                    .order_by(chains.c.head, chains.c.job_name, chains.c.channel, chains.c.place)
-                )
-            ).all()
-            wanted: list[list[tuple[Row[Any], Notice]]] = []
-            taking = None  # the chain the rows read go to (each chain's rows come together)
+            chains = await self._chains(session, in_use, now)
+            events = await _events_of(session, [row for chain in chains for row in chain])
+            wanted: list[list[tuple[Any, Notice]]] = []
             leasing = 0  # rows in `wanted`: the lease's UPDATE names each (two parameters)
-            for row in rows:
-                key = (row.channel, row.job_name)
-                if row.place > 1:  # the next of a chain: it goes after the one before it
-                    capped = leasing >= MAX_LEASED  # the rest goes in a later claim
-                    notice = self._readable(row) if key == taking and not capped else None
-                    if notice is None:  # dealt with when it comes first; the chain ends here
-                        taking = None
-                    else:
-                        wanted[-1].append((row, notice))
-                        leasing += 1
+            for first, *rest in chains:
+                head = events[first.event_id]
+                if head.waits:  # an earlier event of its job is being routed: wait for it
                     continue
-                taking = None
-                if row.job_id is None:  # its job was deleted (SET NULL) since it was routed
-                    await self._cancel(session, row.id)
+                if head.job_id is None:  # its job was deleted (SET NULL) since it was routed
+                    await self._cancel(session, first.id)
                     continue
                 # No more than can be sent at once: each starts as soon as it is leased.
-                if in_use[row.channel] >= self.slots(row.channel):
+                if in_use[first.channel] >= self.slots(first.channel):
                     continue
                 try:
-                    notice = self._notice(row.payload)
+                    notice = self._notice(head.payload)
                 except (KeyError, TypeError, ValueError) as exc:  # written by hand, or a bug
-                    await self._unreadable(session, row.id, now, describe_error(exc))
+                    await self._unreadable(session, first.id, now, describe_error(exc))
                     continue
-                in_use[row.channel] += 1
-                wanted.append([(row, notice)])
-                leasing += 1
-                taking = key
+                in_use[first.channel] += 1
+                taking = [(first, notice)]
+                # Each next one goes after the one before it. The chain ends before one that
+                # must not ride along (dealt with when it comes first), or at MAX_LEASED (the
+                # rest goes in a later claim).
+                for row in rest:
+                    later = events[row.event_id]
+                    next_notice = None if later.waits else self._readable(later)
+                    if next_notice is None or leasing + len(taking) >= MAX_LEASED:
+                        break
+                    taking.append((row, next_notice))
+                wanted.append(taking)
+                leasing += len(taking)
             taken_now = await self._lease(session, wanted, now, lease, job_still_there)
             await session.commit()
         for item in taken_now:  # from now on, a stop gives them back
             self._in_flight[item.delivery_id] = item
             self._sending[item.delivery_id] = item.channel
         return taken_now
+
+    async def _chains(
+        self, session: AsyncSession, in_use: Counter[str], now: datetime
+    ) -> list[list[Row[Any]]]:
+        """The chains to claim, oldest first: of each channel with a free slot, the first
+        queues whose head is ready (`first_chains`), read from its oldest pending deliveries,
+        as many as that takes. Each channel is read on its own (those gone from the file too),
+        so that one with many (a dead one, retried) cannot crowd out the others."""
+        channel = NotificationDelivery.channel
+        names = [*self.channels.channels, *await self._gone_channels(session)]
+        groups = [channel == name for name in names if in_use[name] < self.slots(name)]
+
+        def room(name: str) -> int:
+            return self.slots(name) - in_use[name]
+
+        chains: list[list[Row[Any]]] = []
+        limit: int | None = READ_FIRST
+        while groups:
+            read = await _oldest_pending(session, groups, limit)
+            again = []
+            for group, rows in zip(groups, read, strict=True):
+                found, short = first_chains(rows, now, room)
+                if short and len(rows) == limit:  # more may come after what was read
+                    again.append(group)
+                else:
+                    chains += found
+            groups, limit = again, None  # those read again, whole
+        return sorted(chains, key=lambda chain: chain[0].event_id)
+
+    async def _gone_channels(self, session: AsyncSession) -> tuple[str, ...]:
+        """The channels gone from the file that pending deliveries still name (routed before it
+        changed, or by a replica with another file): each send to them fails, and is recorded
+        so. Looked for when the dispatcher starts, then once a minute (it reads every pending
+        delivery's channel)."""
+        loop = asyncio.get_running_loop()
+        if loop.time() >= self._gone_at:
+            channel = NotificationDelivery.channel
+            found = await session.scalars(
+                select(channel).distinct().where(PENDING, channel.not_in(self.channels.channels))
+            )
+            self._gone = tuple(sorted(found))
+            self._gone_at = loop.time() + GONE_EVERY
+        return self._gone
 
     def slots(self, channel: str) -> int:
         """How many sends at once to this channel: a webhook takes more than a mail server."""
@@ -495,7 +514,7 @@ class Dispatcher:
         declared = self.channels.channels.get(channel)
         return SLOTS.get(declared.type if declared is not None else "", DEFAULT_SLOTS)
 
-    def _readable(self, row: Row[Any]) -> Notice | None:
+    def _readable(self, row: EventOf) -> Notice | None:
         """The notice of a delivery after the first of a chain, or None if it must not ride
         along (its job deleted, its notice unreadable: dealt with when it comes first)."""
         if row.job_id is None:
@@ -809,6 +828,94 @@ class Dispatcher:
                 .values(finished_at=now, ok=False, detail="interrupted: the service stopped")
             )
             await session.commit()
+
+
+def is_ready(row: Any, now: datetime) -> bool:
+    """A pending delivery that may be sent now: due, and held by no lease."""
+    return bool(row.next_attempt_at <= now and (row.lease_until is None or row.lease_until < now))
+
+
+def first_chains(
+    rows: Sequence[Row[Any]], now: datetime, room: Callable[[str], int]
+) -> tuple[list[list[Row[Any]]], bool]:
+    """Of the oldest pending deliveries of one or more channels, in event order, the chains to
+    claim: of each channel, the first queues (one job's deliveries to it) whose head is ready,
+    as many as `room(channel)`. A chain is its queue's deliveries from the head, up to CHAIN,
+    ending before the first that is not ready (held by a lease, or waiting for a retry); a
+    queue whose head is not ready waits behind it. Returns them, and whether a channel found
+    fewer than it has room for. (Event ids follow a job's changes, each written under the job's
+    row lock; delivery ids need not: another replica may route an earlier event later.)"""
+    queues: dict[tuple[str, str], list[Row[Any]]] = {}
+    for row in rows:
+        queues.setdefault((row.channel, row.job_name), []).append(row)
+    left: dict[str, int] = {}
+    chains = []
+    for (channel, _job), queue in queues.items():
+        wanted = left.setdefault(channel, room(channel))
+        chain = list(takewhile(lambda row: is_ready(row, now), queue[:CHAIN]))
+        if chain and wanted > 0:
+            chains.append(chain)
+            left[channel] = wanted - 1
+    return chains, any(wanted > 0 for wanted in left.values())
+
+
+async def _oldest_pending(
+    session: AsyncSession, groups: Sequence[Any], limit: int | None
+) -> list[list[Row[Any]]]:
+    """The oldest pending deliveries of each group of channels (a condition), at most `limit`
+    each, in event order: one statement."""
+    delivery = NotificationDelivery
+    parts = [
+        select(
+            select(
+                literal(number).label("part"), delivery.id, delivery.event_id, delivery.attempts,
+                delivery.channel, delivery.job_name, delivery.lease_until,
+                delivery.next_attempt_at,
+            )
+            .where(PENDING, group)
+            .order_by(delivery.event_id)
+            .limit(limit)
+            .subquery()
+        )
+        for number, group in enumerate(groups)
+    ]  # fmt: skip
+    read: list[list[Row[Any]]] = [[] for _ in groups]
+    for row in await session.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
+        read[row.part].append(row)
+    for rows in read:  # (a union keeps no order)
+        rows.sort(key=lambda row: row.event_id)
+    return read
+
+
+@dataclass(frozen=True, slots=True)
+class EventOf:
+    """What a claim needs of a delivery's event: its notice, whether its job is still there,
+    and whether it waits for an earlier event of its job that is not routed yet."""
+
+    payload: Any
+    job_id: int | None
+    waits: bool
+
+
+async def _events_of(session: AsyncSession, rows: Sequence[Row[Any]]) -> dict[int, EventOf]:
+    """The events of these deliveries, by event id. An earlier event of the job that another
+    dispatcher is routing right now has no delivery yet to wait behind: the delivery waits
+    for the event itself."""
+    if not rows:
+        return {}
+    event = NotificationEvent
+    earlier = aliased(NotificationEvent)
+    unrouted_before = exists().where(
+        earlier.job_name == event.job_name,
+        earlier.routed_at.is_(None),
+        earlier.id < event.id,
+    )
+    read = await session.execute(
+        select(event.id, event.payload, event.job_id, unrouted_before.label("waits")).where(
+            event.id.in_(sorted({row.event_id for row in rows}))
+        )
+    )
+    return {row.id: EventOf(row.payload, row.job_id, bool(row.waits)) for row in read}
 
 
 def _outcome_applies(item: Claimed, ok: bool) -> Any:

@@ -30,7 +30,14 @@ from service.db.models import (
     NotificationEvent,
 )
 from service.notify.config import ChannelSet, parse_channels
-from service.notify.dispatcher import STOP_GRACE, Dispatcher, DispatchOptions, backoff
+from service.notify.dispatcher import (
+    BATCH,
+    READ_FIRST,
+    STOP_GRACE,
+    Dispatcher,
+    DispatchOptions,
+    backoff,
+)
 from service.notify.events import event_row
 from service.runtime.app import create_app
 from service.runtime.tick import DeadlineTick
@@ -296,6 +303,58 @@ async def test_one_jobs_notices_arrive_in_order(sessionmaker, clock, receiver):
             await dispatcher.run_once()
             await asyncio.sleep(0.05)
     assert receiver.event_ids() == [other, alert, recovery]
+
+
+async def test_a_ready_queue_behind_many_held_deliveries_is_found(sessionmaker, clock, receiver):
+    """A claim reads a channel's oldest pending deliveries first: when they are all held (a job
+    whose first notice is on the wire, and many more behind it), it reads on, and another
+    job's notice goes; the held job's wait behind their head."""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_job(sessionmaker, clock(), name="web")
+    await add_events(sessionmaker, "db", READ_FIRST + 5)
+    (other,) = await add_events(sessionmaker, "web", 1)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+    await dispatcher.route()
+    async with sessionmaker() as session:  # db's first notice held by another dispatcher
+        head = await session.scalar(select(func.min(NotificationDelivery.id)))
+        await session.execute(
+            update(NotificationDelivery)
+            .where(NotificationDelivery.id == head)
+            .values(lease_until=clock() + timedelta(minutes=5), attempts=1)
+        )
+        await session.commit()
+    assert await dispatcher.run_once() == 1
+    assert receiver.event_ids() == [other]
+    rows = await deliveries(sessionmaker)
+    assert [row.state for row in rows].count("pending") == READ_FIRST + 5
+
+
+async def test_a_burst_of_deliveries_has_postgresql_count_them(sessionmaker, clock, receiver):
+    """Routing a batch of deliveries (a mount gone: many jobs critical at once) has PostgreSQL
+    analyze the table, so the claims are planned on the pending deliveries there are now; at
+    most once a minute. (SQLite: nothing to do.)"""
+    await add_job(sessionmaker, clock(), name="db")
+    await add_events(sessionmaker, "db", BATCH + 1)
+    dispatcher = Dispatcher(sessionmaker, webhooks("ops", url=receiver.url), FAST)
+
+    async def analyzed() -> int | None:
+        async with sessionmaker() as session:
+            if session.bind.dialect.name != "postgresql":
+                return None
+            query = text("SELECT analyze_count FROM pg_stat_user_tables WHERE relname = :name")
+            return await session.scalar(query, {"name": "notification_deliveries"})
+
+    before = await analyzed()
+    assert await dispatcher.route() == BATCH
+    assert await dispatcher.route() == 1
+    if before is not None:
+        for _ in range(100):  # the statistics are reported within a moment
+            if (count := await analyzed()) != before:
+                break
+            await asyncio.sleep(0.1)
+        assert count == before + 1
+    await dispatch_until_idle(dispatcher)
+    assert len(receiver.delivered) == BATCH + 1
 
 
 async def test_a_failure_in_a_job_s_chain_gives_the_rest_back_untried(
