@@ -394,10 +394,15 @@ class Dispatcher:
         async with self.sessions() as session:
             if not is_postgresql(session):
                 return
+            # Never long: a lock held by a vacuum or by another replica's ANALYZE is not
+            # waited for. (A role that does not own the table gets a warning from PostgreSQL,
+            # and nothing is done: the claims still work, planned as before.)
             try:
+                await session.execute(text("SET LOCAL lock_timeout = '1s'"))
+                await session.execute(text("SET LOCAL statement_timeout = '10s'"))
                 await session.execute(text("ANALYZE notification_deliveries"))
                 await session.commit()
-            except Exception as exc:  # not the owner of the table, say: the claims still work
+            except Exception as exc:
                 logger.warning("cannot analyze the deliveries after %d new ones: %s", added,
                                describe_error(exc))  # fmt: skip
 
@@ -425,14 +430,13 @@ class Dispatcher:
             # sent again, as after a dispatcher's crash (same event id, for receivers to drop
             # the copy). Outcomes are committed durably: a delivery recorded stays recorded.
             await commit_without_waiting(session)
-            chains = await self._chains(session, in_use, now)
+            chains = within(await self._chains(session, in_use, now), MAX_LEASED)
             events = await _events_of(session, [row for chain in chains for row in chain])
             wanted: list[list[tuple[Any, Notice]]] = []
-            leasing = 0  # rows in `wanted`: the lease's UPDATE names each (two parameters)
             for first, *rest in chains:
-                head = events[first.event_id]
-                if head.waits:  # an earlier event of its job is being routed: wait for it
+                if first.waits:  # an earlier event of its job is being routed: wait for it
                     continue
+                head = events[first.event_id]
                 if head.job_id is None:  # its job was deleted (SET NULL) since it was routed
                     await self._cancel(session, first.id)
                     continue
@@ -447,16 +451,13 @@ class Dispatcher:
                 in_use[first.channel] += 1
                 taking = [(first, notice)]
                 # Each next one goes after the one before it. The chain ends before one that
-                # must not ride along (dealt with when it comes first), or at MAX_LEASED (the
-                # rest goes in a later claim).
+                # must not ride along (dealt with when it comes first).
                 for row in rest:
-                    later = events[row.event_id]
-                    next_notice = None if later.waits else self._readable(later)
-                    if next_notice is None or leasing + len(taking) >= MAX_LEASED:
+                    next_notice = None if row.waits else self._readable(events[row.event_id])
+                    if next_notice is None:
                         break
                     taking.append((row, next_notice))
                 wanted.append(taking)
-                leasing += len(taking)
             taken_now = await self._lease(session, wanted, now, lease, job_still_there)
             await session.commit()
         for item in taken_now:  # from now on, a stop gives them back
@@ -863,14 +864,25 @@ async def _oldest_pending(
     session: AsyncSession, groups: Sequence[Any], limit: int | None
 ) -> list[list[Row[Any]]]:
     """The oldest pending deliveries of each group of channels (a condition), at most `limit`
-    each, in event order: one statement."""
+    each, in event order, each with whether it waits for an earlier event of its job not
+    routed yet: one statement."""
     delivery = NotificationDelivery
+    # An earlier event of the job that another dispatcher is routing right now has no delivery
+    # yet to wait behind: the delivery waits for the event itself. Read in the same statement
+    # as the deliveries (one snapshot: an event routed between two reads would let a later
+    # notice go first).
+    earlier = aliased(NotificationEvent)
+    waits = exists().where(
+        earlier.job_name == delivery.job_name,
+        earlier.routed_at.is_(None),
+        earlier.id < delivery.event_id,
+    )
     parts = [
         select(
             select(
                 literal(number).label("part"), delivery.id, delivery.event_id, delivery.attempts,
                 delivery.channel, delivery.job_name, delivery.lease_until,
-                delivery.next_attempt_at,
+                delivery.next_attempt_at, waits.label("waits"),
             )
             .where(PENDING, group)
             .order_by(delivery.event_id)
@@ -889,33 +901,36 @@ async def _oldest_pending(
 
 @dataclass(frozen=True, slots=True)
 class EventOf:
-    """What a claim needs of a delivery's event: its notice, whether its job is still there,
-    and whether it waits for an earlier event of its job that is not routed yet."""
+    """What a claim needs of a delivery's event: its notice, and whether its job is still
+    there (checked again by the lease)."""
 
     payload: Any
     job_id: int | None
-    waits: bool
 
 
 async def _events_of(session: AsyncSession, rows: Sequence[Row[Any]]) -> dict[int, EventOf]:
-    """The events of these deliveries, by event id. An earlier event of the job that another
-    dispatcher is routing right now has no delivery yet to wait behind: the delivery waits
-    for the event itself."""
+    """The events of these deliveries, by event id."""
     if not rows:
         return {}
     event = NotificationEvent
-    earlier = aliased(NotificationEvent)
-    unrouted_before = exists().where(
-        earlier.job_name == event.job_name,
-        earlier.routed_at.is_(None),
-        earlier.id < event.id,
-    )
     read = await session.execute(
-        select(event.id, event.payload, event.job_id, unrouted_before.label("waits")).where(
+        select(event.id, event.payload, event.job_id).where(
             event.id.in_(sorted({row.event_id for row in rows}))
         )
     )
-    return {row.id: EventOf(row.payload, row.job_id, bool(row.waits)) for row in read}
+    return {row.id: EventOf(row.payload, row.job_id) for row in read}
+
+
+def within(chains: Sequence[list[Row[Any]]], most: int) -> list[list[Row[Any]]]:
+    """The chains with no more than `most` deliveries after their first ones in all (each
+    claim's statements name each delivery, and take at most 32 767 parameters): the first of
+    each is kept, the oldest chains keep the most."""
+    kept = []
+    for first, *rest in chains:
+        later = rest[: max(0, most)]
+        most -= len(later)
+        kept.append([first, *later])
+    return kept
 
 
 def _outcome_applies(item: Claimed, ok: bool) -> Any:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 
-from service.notify.dispatcher import CHAIN, first_chains
+from service.notify.dispatcher import CHAIN, first_chains, within
 
 NOW = datetime(2026, 12, 1, 3, 0, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -62,3 +62,10 @@ def test_each_channel_gets_its_own_room():
     chains, short = first_chains(rows[:3], NOW, {"hook": 2, "mail": 1}.__getitem__)
     assert ids(chains) == [[1], [2]]
     assert short  # hook found one of two
+
+
+def test_a_claim_names_at_most_so_many_deliveries_after_the_first_ones():
+    chains = [[row(n * 10 + k, f"job{n}") for k in range(5)] for n in range(1, 4)]
+    kept = within(chains, 6)
+    assert ids(kept) == [[10, 11, 12, 13, 14], [20, 21, 22], [30]]
+    assert ids(within(chains, 0)) == [[10], [20], [30]]
