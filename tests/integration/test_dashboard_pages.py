@@ -31,7 +31,8 @@ from sqlalchemy import (
 from service.db.engine import is_postgresql
 from service.db.models import Job
 from service.http.web.paging import JOBS_PER_PAGE
-from service.http.web.queries import STATUS_ORDER
+from service.http.web.queries import STATUS_ORDER, all_tags, status_digest, status_summary
+from service.store.jobs import status_counts
 
 from tests.support import add_job
 
@@ -198,3 +199,21 @@ async def test_the_list_uses_the_indexes_on_postgresql(sessionmaker, fleet):
         )
         assert "ix_jobs_name_trgm" in search and "ix_jobs_description_trgm" in search, search
         assert "Seq Scan" not in search, search
+
+
+async def test_the_summary_counts_and_digests_as_its_two_queries(sessionmaker, fleet):
+    """The front page reads the counts and the digest in one pass: the same counts as
+    status_counts, the same digest as status_digest (which /ui/digest answers: a page that
+    embedded another would reload forever), and the tags of every job."""
+    async with sessionmaker() as session:
+        summary = await status_summary(session)
+        assert summary == (await status_counts(session), await status_digest(session))
+        assert await all_tags(session) == ["db", "fleet"]
+        await session.execute(
+            update(Job).where(Job.name == NAMES[3]).values(status_changed_at=datetime.now(UTC))
+        )
+        await session.execute(delete(Job).where(Job.name == NAMES[4]))
+        await session.commit()
+        changed = await status_summary(session)
+        assert changed[1] == await status_digest(session) != summary[1]
+        assert sum(changed[0].values()) == JOBS - 1

@@ -70,6 +70,7 @@ from service.http.web.queries import (
     jobs_worst_first,
     recent_sizes,
     status_digest,
+    status_summary,
 )
 from service.http.web.words import (
     artifact_name,
@@ -103,7 +104,6 @@ from service.store.jobs import (
     notifications_page,
     possible_ref,
 )
-from service.store.jobs import status_counts as count_statuses
 from service.store.pings import Run, recent_runs
 from service.store.restore_points import job_slots, job_spec
 from service.store.secrets import BADGES, shared_secret
@@ -389,9 +389,8 @@ async def index(request: web.Request) -> web.Response:
                 session, where, limit=JOBS_PER_PAGE, offset=(pages.page - 1) * JOBS_PER_PAGE
             )
         sizes = await recent_sizes(session, [job.id for job in jobs])
-        counts = await count_statuses(session)
+        counts, digest = await status_summary(session)
         tags = await all_tags(session)
-        digest = await status_digest(session)
         silences = await load_current(session, now)
     rows = [job_row(job, sizes.get(job.id, []), now) for job in jobs]
     lookup = silence_rules.SilenceLookup(silences, now)
