@@ -438,6 +438,28 @@ async def empty_database(kind: str, directory: Path) -> AsyncIterator[str]:
         await pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+def migrating_nothing(jobs_file: Path) -> list[tuple[tuple[str, ...], int, str, dict[str, str]]]:
+    """The commands that migrate nothing: each with its exit code when it cannot read the
+    database, what it then says it cannot do, and its settings."""
+    return [
+        (("check",), 3, "check", {}),
+        (("jobs", "list"), 1, "list the jobs", {}),
+        (("jobs", "export"), 1, "export the jobs", {}),
+        (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs", {}),
+        (("scan",), 3, "scan", {"AUTO_MIGRATE": "false"}),
+    ]
+
+
+async def told_once(
+    command: tuple[str, ...], code: int, settings: dict[str, str], env: Any, url: str, cwd: Path
+) -> Any:
+    """The command's result, checked to end with `code` and one line on stderr."""
+    result = await cli(*command, env=env, database_url=url, cwd=cwd, **settings)
+    assert result.code == code, result
+    assert len(result.err.strip().splitlines()) == 1, result
+    return result
+
+
 @pytest.mark.parametrize("kind", ["postgresql", "sqlite"])
 async def test_read_only_commands_on_a_database_never_migrated_say_what_to_do(
     kind, base_env, tmp_path
@@ -459,19 +481,11 @@ async def test_read_only_commands_on_a_database_never_migrated_say_what_to_do(
             if kind == "sqlite"
             else f"the database {safe_url(url)} has no tables yet"
         )
-        for command, code, what, settings in [
-            (("check",), 3, "check", {}),
-            (("jobs", "list"), 1, "list the jobs", {}),
-            (("jobs", "export"), 1, "export the jobs", {}),
-            (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs", {}),
-            (("scan",), 3, "scan", {"AUTO_MIGRATE": "false"}),
-        ]:
-            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path, **settings)
-            assert result.code == code, result
-            lines = result.err.strip().splitlines()
-            assert lines == [f"backup-monitor: cannot {what}: {never} {hint}"], result
+        for command, code, what, settings in migrating_nothing(jobs_file):
+            result = await told_once(command, code, settings, base_env, url, tmp_path)
+            assert result.err == f"backup-monitor: cannot {what}: {never} {hint}\n", result
             if command == ("check",):
-                assert result.out == f"UNKNOWN - {lines[0].removeprefix('backup-monitor: ')}\n"
+                assert result.out == f"UNKNOWN - cannot {what}: {never} {hint}\n"
             assert not (tmp_path / "fresh.db").exists()
         scanned = await cli("scan", env=base_env, database_url=url, cwd=tmp_path)
         assert scanned.code == 3, scanned  # migrated, then no job to judge
@@ -498,15 +512,9 @@ async def test_read_only_commands_on_an_older_schema_say_to_upgrade(kind, base_e
             f"version's {head}: `backup-monitor db upgrade` brings it up to date, and so does "
             "starting the service"
         )
-        for command, code, what, settings in [
-            (("jobs", "export"), 1, "export the jobs", {}),
-            (("jobs", "apply", "--dry-run", str(jobs_file)), 1, "apply the jobs", {}),
-            (("scan",), 3, "scan", {"AUTO_MIGRATE": "false"}),
-        ]:
-            result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path, **settings)
-            assert result.code == code, result
-            lines = result.err.strip().splitlines()
-            assert lines == [f"backup-monitor: cannot {what}: {told}"], result
+        for command, code, what, settings in migrating_nothing(jobs_file)[2:]:
+            result = await told_once(command, code, settings, base_env, url, tmp_path)
+            assert result.err == f"backup-monitor: cannot {what}: {told}\n", result
         for command in (("check",), ("jobs", "list")):
             result = await cli(*command, env=base_env, database_url=url, cwd=tmp_path)
             assert "nightly" in result.out and not result.err, result
