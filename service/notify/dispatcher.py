@@ -48,6 +48,7 @@ from sqlalchemy import (
     bindparam,
     case,
     exists,
+    func,
     insert,
     literal,
     literal_column,
@@ -86,7 +87,7 @@ SLOTS = {"webhook": 32}
 DEFAULT_SLOTS = 8
 CHAIN = 100  # deliveries of one job to one channel leased at once, sent one after the other
 # The oldest pending deliveries of a channel a claim reads first: enough for a chain and for a
-# chain per slot of one notice each; read again whole only if they held too few ready queues.
+# chain per slot of one notice each (when those are all held, see _ready_queues).
 READ_FIRST = CHAIN + 4 * max(SLOTS.values())
 # Deliveries leased by one claim at most beyond the chains' first ones: its UPDATE names each
 # by two parameters, and PostgreSQL (asyncpg) and SQLite take at most 32 767 a statement.
@@ -470,27 +471,24 @@ class Dispatcher:
     ) -> list[list[Row[Any]]]:
         """The chains to claim, oldest first: of each channel with a free slot, the first
         queues whose head is ready (`first_chains`), read from its oldest pending deliveries,
-        as many as that takes. Each channel is read on its own (those gone from the file too),
-        so that one with many (a dead one, retried) cannot crowd out the others."""
-        channel = NotificationDelivery.channel
+        as many as that takes; where those are all held (a dead channel's notices waiting for
+        their retry, a job's hundreds behind one on the wire), its ready queues are looked for
+        instead. Each channel is read on its own (those gone from the file too), so that one
+        with many cannot crowd out the others."""
         names = [*self.channels.channels, *await self._gone_channels(session)]
-        groups = [channel == name for name in names if in_use[name] < self.slots(name)]
+        names = [name for name in names if in_use[name] < self.slots(name)]
 
         def room(name: str) -> int:
             return self.slots(name) - in_use[name]
 
         chains: list[list[Row[Any]]] = []
-        limit: int | None = READ_FIRST
-        while groups:
-            read = await _oldest_pending(session, groups, limit)
-            again = []
-            for group, rows in zip(groups, read, strict=True):
-                found, short = first_chains(rows, now, room)
-                if short and len(rows) == limit:  # more may come after what was read
-                    again.append(group)
-                else:
-                    chains += found
-            groups, limit = again, None  # those read again, whole
+        read = await _oldest_pending(session, names, READ_FIRST) if names else []
+        for name, rows in zip(names, read, strict=True):
+            found, short = first_chains(rows, now, room)
+            if short and len(rows) == READ_FIRST:  # all held, or nearly: look past them
+                rows = await _ready_queues(session, name, room(name), now)
+                found, _short = first_chains(rows, now, room)
+            chains += found
         return sorted(chains, key=lambda chain: chain[0].event_id)
 
     async def _gone_channels(self, session: AsyncSession) -> tuple[str, ...]:
@@ -860,23 +858,24 @@ def first_chains(
     return chains, any(wanted > 0 for wanted in left.values())
 
 
-async def _oldest_pending(
-    session: AsyncSession, groups: Sequence[Any], limit: int | None
-) -> list[list[Row[Any]]]:
-    """The oldest pending deliveries of each group of channels (a condition), at most `limit`
-    each, in event order, each with whether it waits for an earlier event of its job not
-    routed yet: one statement."""
-    delivery = NotificationDelivery
-    # An earlier event of the job that another dispatcher is routing right now has no delivery
-    # yet to wait behind: the delivery waits for the event itself. Read in the same statement
-    # as the deliveries (one snapshot: an event routed between two reads would let a later
-    # notice go first).
+def _waits(job_name: Any, event_id: Any) -> Any:
+    """Whether a delivery waits for an earlier event of its job that another dispatcher is
+    routing right now (it has no delivery yet to wait behind). Read in the same statement as
+    the deliveries: one snapshot (an event routed between two reads would let a later notice
+    go first)."""
     earlier = aliased(NotificationEvent)
-    waits = exists().where(
-        earlier.job_name == delivery.job_name,
-        earlier.routed_at.is_(None),
-        earlier.id < delivery.event_id,
+    return exists().where(
+        earlier.job_name == job_name, earlier.routed_at.is_(None), earlier.id < event_id
     )
+
+
+async def _oldest_pending(
+    session: AsyncSession, channels: Sequence[str], limit: int
+) -> list[list[Row[Any]]]:
+    """The oldest pending deliveries of each channel, at most `limit` each, in event order,
+    each with whether it waits (_waits): one statement."""
+    delivery = NotificationDelivery
+    waits = _waits(delivery.job_name, delivery.event_id)
     parts = [
         select(
             select(
@@ -884,19 +883,74 @@ async def _oldest_pending(
                 delivery.channel, delivery.job_name, delivery.lease_until,
                 delivery.next_attempt_at, waits.label("waits"),
             )
-            .where(PENDING, group)
+            .where(PENDING, delivery.channel == channel)
             .order_by(delivery.event_id)
             .limit(limit)
             .subquery()
         )
-        for number, group in enumerate(groups)
+        for number, channel in enumerate(channels)
     ]  # fmt: skip
-    read: list[list[Row[Any]]] = [[] for _ in groups]
+    read: list[list[Row[Any]]] = [[] for _ in channels]
     for row in await session.execute(parts[0] if len(parts) == 1 else union_all(*parts)):
         read[row.part].append(row)
     for rows in read:  # (a union keeps no order)
         rows.sort(key=lambda row: row.event_id)
     return read
+
+
+async def _ready_queues(
+    session: AsyncSession, channel: str, count: int, now: datetime
+) -> list[Row[Any]]:
+    """The first CHAIN pending deliveries of each of the `count` oldest queues of `channel`
+    whose head is ready, in event order, each with whether it waits (_waits): for a channel
+    whose oldest deliveries are all held. Two statements: the heads (an index probe for each
+    ready delivery, none for those held: a dead channel's thousands waiting for their retry
+    cost a pass over its pending index), then their queues (the chains are made from this
+    one's snapshot)."""
+    delivery = NotificationDelivery
+    earlier = aliased(NotificationDelivery)
+    # (A subquery for each row, never a join: the planner then always probes the queue's
+    # index, statistics or not.)
+    oldest_of_its_queue = (
+        select(func.min(earlier.event_id))
+        .where(
+            earlier.state == literal_column("'pending'"),
+            earlier.channel == delivery.channel,
+            earlier.job_name == delivery.job_name,
+        )
+        .scalar_subquery()
+    )
+    ready = and_(
+        delivery.next_attempt_at <= now,
+        or_(delivery.lease_until.is_(None), delivery.lease_until < now),
+    )
+    jobs = list(
+        await session.scalars(
+            select(delivery.job_name)
+            .where(PENDING, delivery.channel == channel, ready,
+                   delivery.event_id == oldest_of_its_queue)
+            .order_by(delivery.event_id)
+            .limit(count)
+        )
+    )  # fmt: skip
+    if not jobs:
+        return []
+    place = func.row_number().over(partition_by=delivery.job_name, order_by=delivery.event_id)
+    queues = (
+        select(
+            delivery.id, delivery.event_id, delivery.attempts, delivery.channel,
+            delivery.job_name, delivery.lease_until, delivery.next_attempt_at,
+            place.label("place"),
+        )
+        .where(PENDING, delivery.channel == channel, delivery.job_name.in_(jobs))
+        .subquery()
+    )  # fmt: skip
+    rows = await session.execute(
+        select(*queues.c, _waits(queues.c.job_name, queues.c.event_id).label("waits"))
+        .where(queues.c.place <= CHAIN)
+        .order_by(queues.c.event_id)
+    )
+    return cast(list[Row[Any]], list(rows))
 
 
 @dataclass(frozen=True, slots=True)
