@@ -32,7 +32,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -485,9 +485,11 @@ class Dispatcher:
         read = await _oldest_pending(session, names, READ_FIRST) if names else []
         for name, rows in zip(names, read, strict=True):
             found, short = first_chains(rows, now, room)
-            if short and len(rows) == READ_FIRST:  # all held, or nearly: look past them
-                rows = await _ready_queues(session, name, room(name), now)
-                found, _short = first_chains(rows, now, room)
+            if short and len(rows) == READ_FIRST:  # too few ready: look past the rows read
+                more = room(name) - len(found)
+                seen = {row.job_name for row in rows}  # their heads were among them
+                later = await _ready_queues(session, name, more, now, seen)
+                found += first_chains(later, now, room)[0]  # (at most `more` queues)
             chains += found
         return sorted(chains, key=lambda chain: chain[0].event_id)
 
@@ -899,14 +901,15 @@ async def _oldest_pending(
 
 
 async def _ready_queues(
-    session: AsyncSession, channel: str, count: int, now: datetime
+    session: AsyncSession, channel: str, count: int, now: datetime, seen: Collection[str]
 ) -> list[Row[Any]]:
     """The first CHAIN pending deliveries of each of the `count` oldest queues of `channel`
-    whose head is ready, in event order, each with whether it waits (_waits): for a channel
-    whose oldest deliveries are all held. Two statements: the heads (an index probe for each
-    ready delivery, none for those held: a dead channel's thousands waiting for their retry
-    cost a pass over its pending index), then their queues (the chains are made from this
-    one's snapshot)."""
+    whose head is ready, but those of the jobs `seen`, in event order, each with whether it
+    waits (_waits): for a channel whose oldest deliveries held too few ready queues. Two
+    statements: the heads (an index probe for each ready delivery of a job not seen, none for
+    a held one: a dead channel's thousands waiting for their retry, or one job's hundreds
+    behind one on the wire, cost a pass over the channel's pending deliveries), then their
+    queues (the chains are made from this one's snapshot)."""
     delivery = NotificationDelivery
     earlier = aliased(NotificationDelivery)
     # (A subquery for each row, never a join: the planner then always probes the queue's
@@ -927,7 +930,7 @@ async def _ready_queues(
     jobs = list(
         await session.scalars(
             select(delivery.job_name)
-            .where(PENDING, delivery.channel == channel, ready,
+            .where(PENDING, delivery.channel == channel, delivery.job_name.not_in(seen), ready,
                    delivery.event_id == oldest_of_its_queue)
             .order_by(delivery.event_id)
             .limit(count)
