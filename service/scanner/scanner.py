@@ -73,6 +73,9 @@ logger = logging.getLogger(__name__)
 # How long a scan uses the silences it read before reading them again: a silence set during a
 # scan applies to the jobs judged from then on, within this.
 SILENCES_FRESH = timedelta(seconds=1)
+# Jobs judged between two chances for the event loop to run other tasks: a batch of 64 jobs of
+# 500 files each took 40-60 ms to judge (the 1M-file first scan's longest stalls).
+JUDGED_AT_ONCE = 8
 
 
 class BackupScanner:
@@ -235,7 +238,9 @@ class BackupScanner:
         verified = [o.job.id for o in batch if _declared(o, "verify")]
         checks = await verifications.facts_of(session, verified) if verified else {}
         await session.commit()  # end the read transaction before any write
-        for observation in batch:
+        for index, observation in enumerate(batch):
+            if index and not index % JUDGED_AT_ONCE:
+                await asyncio.sleep(0)
             job = observation.job
             silenced_until = silences.silenced_until(job.name, _declared(observation, "tags") or ())
             try:

@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # Entries diffed, or rows copied, between two chances for the event loop to run other tasks.
 YIELD_EVERY = 5_000
-INSERT_PIECE = 10_000  # rows per INSERT on PostgreSQL: the loop answers between them
+INSERT_PIECE = 4_000  # rows per INSERT on PostgreSQL: the loop answers between them
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
 # Job names looked up by one statement at most.
@@ -375,6 +375,9 @@ class ScanWriter:
         new: list[_NewArtifacts] = []
         changed: list[dict[str, Any]] = []
         gone: list[dict[str, Any]] = []
+        # Entries compared since the loop last ran other tasks: one job of 200 000 files, or a
+        # batch of 64 jobs of 500 files each, must not stall it.
+        compared = 0
         for change in changes:
             judgement = change.judgement
             observation, now, job = judgement.observation, judgement.checked_at, change.job
@@ -384,9 +387,12 @@ class ScanWriter:
             inventory = InventoryDiff(known[job.id])
             entries = listing.entries
             for start in range(0, len(entries), YIELD_EVERY):
-                if start:
-                    await asyncio.sleep(0)  # a job of 200 000 files must not stall the loop
-                inventory.compare(entries[start : start + YIELD_EVERY])
+                if compared >= YIELD_EVERY:
+                    await asyncio.sleep(0)
+                    compared = 0
+                piece = entries[start : start + YIELD_EVERY]
+                inventory.compare(piece)
+                compared += len(piece)
             inventory.finish(listing)
             details = listing.details
             if inventory.new:
