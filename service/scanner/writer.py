@@ -44,7 +44,7 @@ logger = logging.getLogger(__name__)
 
 # Entries diffed, or rows copied, between two chances for the event loop to run other tasks.
 YIELD_EVERY = 5_000
-INSERT_PIECE = 4_000  # rows per INSERT on PostgreSQL: the loop answers between them
+INSERT_PIECE = 10_000  # rows per INSERT on PostgreSQL: the loop answers between them
 # Unchanged jobs only need their checked_at moved; they are written together, this many at once.
 TOUCH_BATCH = 500
 # Job names looked up by one statement at most.
