@@ -96,9 +96,15 @@ MAX_BACKOFF = 3600.0
 # A notice routed this late (it waited for a CHANNELS_FILE, or for any dispatcher to run) is
 # history, not news: it is kept, not sent.
 STALE_AFTER = timedelta(days=1)
+
+
 # A pending delivery, with 'pending' written in the statement, not bound: a prepared statement's
 # generic plan may use the partial indexes of pending deliveries only then.
-PENDING = NotificationDelivery.state == literal_column("'pending'")
+def _pending(delivery: Any) -> Any:
+    return delivery.state == literal_column("'pending'")
+
+
+PENDING = _pending(NotificationDelivery)
 # How often the channels gone from the file are looked for (_gone_channels).
 GONE_EVERY = 60.0
 # How often at most deliveries routed in a burst have PostgreSQL count them (_new_statistics).
@@ -917,7 +923,7 @@ async def _ready_queues(
     oldest_of_its_queue = (
         select(func.min(earlier.event_id))
         .where(
-            earlier.state == literal_column("'pending'"),
+            _pending(earlier),
             earlier.channel == delivery.channel,
             earlier.job_name == delivery.job_name,
         )

@@ -156,12 +156,7 @@ async def status_summary(session: AsyncSession) -> tuple[dict[str, int], str]:
 
 async def status_digest(session: AsyncSession) -> str:
     """Changes whenever a job changes status, appears or goes (the page then refreshes)."""
-    count, changed, updated = (
-        await session.execute(
-            select(func.count(), func.max(Job.status_changed_at), func.max(Job.updated_at))
-        )
-    ).one()
-    return _digest(count, changed, updated)
+    return (await status_summary(session))[1]
 
 
 def _digest(count: int, changed: datetime | None, updated: datetime | None) -> str:
