@@ -1,0 +1,36 @@
+"""A job row read for a scan: its declaration's text is exactly what json.dumps makes, built
+without a json.dumps call per column (writer._json_scalar, writer.declaration_json)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.scanner import writer
+
+
+@pytest.mark.parametrize(
+    "value",
+    [None, True, False, 0, -7, 2**70, "", "plain", 'a "quoted" line\nbreak \u00e9\u2603 \\',
+     "\x00\x1f\x7f", "\ud800 lone surrogate", 1.5, float("1e300")],
+)  # fmt: skip
+def test_a_plain_column_reads_as_json_dumps_writes_it(value: object) -> None:
+    assert writer._json_scalar(value) == json.dumps(value)
+
+
+def test_the_declaration_text_is_the_json_of_its_fields() -> None:
+    fields = writer.DECLARATION_FIELDS
+    stored = {name: None for name in fields} | {
+        "description": "n\u00e9e \"x\"", "tags": '["db", "prod"]', "grace": 5400,
+        "paused": True, "source": '{"type": "local", "path": "/b"}',
+    }  # fmt: skip
+    text = writer.declaration_json("db-\u00e9", [stored[name] for name in fields])
+    decoded = json.loads(text)
+    assert list(decoded) == ["name", *fields]
+    assert decoded == {
+        "name": "db-\u00e9",
+        **{name: None for name in fields},
+        "description": "n\u00e9e \"x\"", "tags": ["db", "prod"], "grace": 5400, "paused": True,
+        "source": {"type": "local", "path": "/b"},
+    }  # fmt: skip
