@@ -395,6 +395,32 @@ async def test_a_job_read_for_a_scan_holds_its_declaration_exactly(sessionmaker,
     assert job_spec(job) == declared
 
 
+async def test_a_first_scan_stores_every_file_once_across_array_rows_and_pieces(
+    sessionmaker, clock, tmp_path, monkeypatch
+):
+    """New artifacts go to PostgreSQL as two-dimensional arrays padded with NULLs (as_matrix),
+    INSERT_PIECE rows a statement: with pieces and rows that do not fall evenly (3 jobs of 257,
+    1 and 300 files, 100 rows a statement), each file is stored once, with its size and time,
+    and no padding becomes a row."""
+    from service.scanner import writer
+
+    monkeypatch.setattr(writer, "INSERT_PIECE", 100)
+    expected = {}
+    for name, count in (("a", writer.MATRIX_WIDTH + 1), ("b", 1), ("c", 300)):
+        for index in range(count):
+            moment = (clock.now - timedelta(minutes=index)).replace(microsecond=0)
+            make_file(tmp_path / name / f"{index:04d}.tar", index + 1, moment)
+            expected[(name, f"{index:04d}.tar")] = (index + 1, moment)
+        await add_job(sessionmaker, clock.now, name=name, source=local(tmp_path / name))
+    report = await scan(sessionmaker, clock)
+    assert [(job.name, job.new) for job in report.jobs] == [("a", 257), ("b", 1), ("c", 300)]
+    async with sessionmaker() as session:
+        names = dict((await session.execute(text("SELECT id, name FROM jobs"))).all())
+    stored = {(names[a.job_id], a.path): (a.size, a.mtime) for a in await artifacts(sessionmaker)}
+    assert len(await artifacts(sessionmaker)) == len(expected) == 558
+    assert stored == expected
+
+
 async def test_heartbeat_job_without_source(sessionmaker, clock):
     await add_job(sessionmaker, clock.now - 3 * DAY, name="pushed", schedule={"every": "1d"})
     await add_job(sessionmaker, clock.now, name="fresh", schedule={"every": "1d"})

@@ -34,3 +34,15 @@ def test_the_declaration_text_is_the_json_of_its_fields() -> None:
         "description": "n\u00e9e \"x\"", "tags": ["db", "prod"], "grace": 5400, "paused": True,
         "source": {"type": "local", "path": "/b"},
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("count", [0, 1, writer.MATRIX_WIDTH - 1, writer.MATRIX_WIDTH, 1000])
+def test_an_array_parameter_goes_as_full_rows_padded_with_nulls(count: int) -> None:
+    """as_matrix: rows of MATRIX_WIDTH values, in order, the last padded with None; read in
+    order (as PostgreSQL's unnest reads them) they are the values, then only the padding."""
+    values = [f"path-{index}" for index in range(count)]
+    rows = writer.as_matrix(values)
+    assert all(len(row) == writer.MATRIX_WIDTH for row in rows)
+    flat = [value for row in rows for value in row]
+    assert flat[:count] == values and set(flat[count:]) <= {None}
+    assert len(flat) - count < writer.MATRIX_WIDTH
