@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
@@ -16,7 +17,7 @@ from service.db.engine import Base, JSONType, UTCDateTime, create_engine
 from service.db.models import ScanRun, include_object
 from service.store.scans import DURATION_BUCKETS, bucket_name
 
-from tests.support import in_thread
+from tests.support import asyncpg_dsn, in_thread
 
 
 def revisions() -> list[str]:
@@ -150,3 +151,29 @@ def test_the_migration_fills_the_counters_from_the_scans_recorded(empty_database
     assert counters["last_finished_timestamp"] == pytest.approx(
         (now + timedelta(seconds=1000)).timestamp(), abs=1e-3
     )
+
+
+@pytest.mark.parametrize(
+    ("revision", "index"),
+    [("0016", "ix_artifacts_gone_since"), ("0017", "ix_notification_deliveries_pending_by_event")],
+)
+async def test_an_index_build_that_timed_out_is_built_again(pg_url, revision, index):
+    """CREATE INDEX CONCURRENTLY waits for the transactions older than its build; past the
+    migrations' lock_timeout (5 s) it fails, and PostgreSQL leaves an INVALID index. The next
+    upgrade (`serve` tries again at its next start) builds it again, where IF NOT EXISTS alone
+    would keep the invalid one for good."""
+    previous = revisions()[revisions().index(revision) - 1]
+    await asyncio.to_thread(migrate.downgrade, pg_url, previous)
+    reader = await asyncpg.connect(asyncpg_dsn(pg_url))
+    query = "SELECT indisvalid FROM pg_index WHERE indexrelid = to_regclass($1)"
+    try:
+        # An idle transaction that holds a snapshot (a report left open): older than the build.
+        await reader.execute("BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT count(*) FROM jobs")
+        with pytest.raises(Exception, match="lock timeout"):
+            await asyncio.to_thread(migrate.upgrade, pg_url, revision)
+        await reader.execute("ROLLBACK")
+        assert await reader.fetchval(query, index) is False  # left INVALID by the failure
+        await asyncio.to_thread(migrate.upgrade, pg_url, revision)
+        assert await reader.fetchval(query, index) is True
+    finally:
+        await reader.close()
