@@ -141,6 +141,14 @@ def test_the_notify_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
     assert re.search(r"one job: 6 notices .* each exactly once: yes; in order: yes", out), out
 
 
+def test_the_inserts_benchmark_runs_at_a_tiny_size(bench_pg_url, base_env):
+    out = run_bench(
+        "inserts.py", base_env, "--rows", "300", "--statements", "2", "--jobs", "2",
+        "--database-url", bench_pg_url,
+    )  # fmt: skip
+    assert out.count("600 rows)") == 4, out
+
+
 def test_the_cli_benchmark_runs_at_a_tiny_size(base_env, tmp_path):
     url = f"sqlite+aiosqlite:///{tmp_path / 'bm_bench_cli.db'}"
     result = json.loads(
