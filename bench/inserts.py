@@ -8,9 +8,10 @@ other, to show what each costs.
 
 Each step empties the table, then runs `--statements` INSERTs of `--rows` rows each (one
 transaction each, the rows spread over `--jobs` jobs, 500 a job as a first scan sends them),
-and reads the CPU of the one backend that ran them (/proc: PostgreSQL must run on this
-machine). It checks that every row was stored. The figures are in bench/README.md ("Issue 16:
-every target in one sitting"); they say why a first scan is bound by PostgreSQL's inserts.
+and reads the CPU of the one backend that ran them (/proc: PostgreSQL on this machine;
+elsewhere only the wall time is shown). It checks that every row was stored. The figures are in
+bench/README.md ("Issue 16: every target in one sitting"); they say why a first scan is bound
+by PostgreSQL's inserts.
 """
 
 from __future__ import annotations
@@ -73,9 +74,9 @@ async def measure(url: str, rows: int, statements: int) -> int:
             "AND contype = 'f'"
         )
         backend = await connection.fetchval("SELECT pg_backend_pid()")
-        if backend not in backends_of(make_url(url).database or ""):
-            print("error: PostgreSQL's backend is not a process of this machine", file=sys.stderr)
-            return 1
+        local = backend in backends_of(make_url(url).database or "")
+        if not local:  # the rows are still inserted and counted
+            print("PostgreSQL runs elsewhere: its CPU cannot be read here, only the wall time")
         now_us = to_microseconds(datetime.now(UTC))
         print(f"{statements} INSERTs of {rows} rows each, one backend; PostgreSQL CPU a row:")
         for label, ddl in STEPS:
@@ -83,12 +84,12 @@ async def measure(url: str, rows: int, statements: int) -> int:
                 await connection.execute(ddl.format(foreign_key=foreign_key))
             await connection.execute("TRUNCATE artifacts CASCADE")
             await connection.execute("VACUUM artifacts")
-            started, cpu = time.perf_counter(), process_cpu_seconds(backend)
+            started, cpu = time.perf_counter(), process_cpu_seconds(backend) if local else 0.0
             for statement in range(statements):
                 arrays = columns(job_ids, statement, rows, now_us)
                 async with connection.transaction():
-                    await connection.execute(_INSERT_ARTIFACTS, *map(as_matrix, arrays))
-            cpu = process_cpu_seconds(backend) - cpu
+                    await connection.execute(_INSERT_ARTIFACTS, *map(as_matrix, arrays), rows)
+            cpu = process_cpu_seconds(backend) - cpu if local else float("nan")
             seconds = time.perf_counter() - started
             stored = await connection.fetchval("SELECT count(*) FROM artifacts")
             count = rows * statements

@@ -119,9 +119,10 @@ _JOB_COLUMNS = (
     Job.status_changed_at, Job.latest_artifact, Job.artifact_count, Job.listing_digest,
     Job.renotify_at, Job.notified_status, Job.notified_reasons, Job.bad_since, Job.bad_count,
 )  # fmt: skip
-# A row is read by position (a tuple), not by name: naming each of its 27 columns was a quarter
-# of a job row's decoding (0.28 µs a name). Its columns are: id, name, the declaration's fields,
-# then JobRow's own fields after declaration_json, in JobRow's order (checked here).
+# A row is read by position (a tuple), not by name: naming its columns one by one (0.28 µs a
+# name, 28 of them) was half of a job row's decoding. Its columns are: id, name, the
+# declaration's fields, then JobRow's own fields after declaration_json, in JobRow's order
+# (checked here).
 _DECLARED_END = 2 + len(DECLARATION_FIELDS)
 _MEMBERS = tuple((f",{json.dumps(name)}:", name in _JSON_FIELDS) for name in DECLARATION_FIELDS)
 if [c.name for c in _JOB_COLUMNS[_DECLARED_END:]] != [f.name for f in fields(JobRow)[3:]]:
@@ -460,12 +461,12 @@ class ScanWriter:
                     else [None] * len(piece)
                 )
                 if len(jobs) >= INSERT_PIECE:
-                    await driver.execute(_INSERT_ARTIFACTS, *map(as_matrix, columns))
+                    await driver.execute(_INSERT_ARTIFACTS, *map(as_matrix, columns), len(jobs))
                     await asyncio.sleep(0)
                     for column in columns:
                         column.clear()
         if jobs:
-            await driver.execute(_INSERT_ARTIFACTS, *map(as_matrix, columns))
+            await driver.execute(_INSERT_ARTIFACTS, *map(as_matrix, columns), len(jobs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -506,15 +507,15 @@ def as_matrix(values: list[Any]) -> list[list[Any]]:
     return rows
 
 
-# New artifacts from arrays (as_matrix: the padding's rows have no path): asyncpg encodes a list
+# New artifacts from arrays (as_matrix; $7 rows, the padding after them): asyncpg encodes a list
 # of ints or texts in one C loop, where COPY took a datetime built for each row and encoded three
 # per row (most of a first scan's CPU).
 _INSERT_ARTIFACTS = f"""
 INSERT INTO artifacts (job_id, path, size, mtime, first_seen, last_seen, details)
 SELECT j, p, s, {_instant("m")}, {_instant("n")}, {_instant("n")}, d::jsonb
 FROM unnest($1::bigint[], $2::text[], $3::bigint[], $4::bigint[], $5::bigint[], $6::text[])
-    AS u(j, p, s, m, n, d)
-WHERE p IS NOT NULL
+    WITH ORDINALITY AS u(j, p, s, m, n, d, i)
+WHERE i <= $7
 """  # noqa: S608 (no outside text: the column expressions are ours)
 
 

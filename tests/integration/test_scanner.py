@@ -399,14 +399,15 @@ async def test_a_first_scan_stores_every_file_once_across_array_rows_and_pieces(
     sessionmaker, clock, tmp_path, monkeypatch
 ):
     """New artifacts go to PostgreSQL as two-dimensional arrays padded with NULLs (as_matrix),
-    INSERT_PIECE rows a statement: with pieces and rows that do not fall evenly (3 jobs of 257,
-    1 and 300 files, 100 rows a statement), each file is stored once, with its size and time,
-    and no padding becomes a row."""
+    INSERT_PIECE rows a statement: with pieces and array rows that do not fall evenly (3 jobs of
+    257, 1 and 300 files; 100 rows a statement, arrays of rows of 7), each file is stored once,
+    with its size and time, and no padding becomes a row."""
     from service.scanner import writer
 
     monkeypatch.setattr(writer, "INSERT_PIECE", 100)
+    monkeypatch.setattr(writer, "MATRIX_WIDTH", 7)
     expected = {}
-    for name, count in (("a", writer.MATRIX_WIDTH + 1), ("b", 1), ("c", 300)):
+    for name, count in (("a", 257), ("b", 1), ("c", 300)):
         for index in range(count):
             moment = (clock.now - timedelta(minutes=index)).replace(microsecond=0)
             make_file(tmp_path / name / f"{index:04d}.tar", index + 1, moment)

@@ -19,6 +19,9 @@ def test_a_plain_column_reads_as_json_dumps_writes_it(value: object) -> None:
     assert writer._json_scalar(value) == json.dumps(value)
 
 
+JSON_TEXT = {"tags", "source"}  # the JSON columns given a value below (read as their text)
+
+
 def test_the_declaration_text_is_the_json_of_its_fields() -> None:
     fields = writer.DECLARATION_FIELDS
     stored = {name: None for name in fields} | {
@@ -26,6 +29,15 @@ def test_the_declaration_text_is_the_json_of_its_fields() -> None:
         "paused": True, "source": '{"type": "local", "path": "/b"}',
     }  # fmt: skip
     text = writer.declaration_json("db-\u00e9", [stored[name] for name in fields])
+    # The very text json.dumps makes of each value (the key of the validated spec), the JSON
+    # columns' own text as read.
+    members = "".join(
+        f",{json.dumps(name)}:"
+        + (stored[name] if isinstance(stored[name], str) and name in JSON_TEXT
+           else json.dumps(stored[name]))
+        for name in fields
+    )  # fmt: skip
+    assert text == '{"name":' + json.dumps("db-\u00e9") + members + "}"
     decoded = json.loads(text)
     assert list(decoded) == ["name", *fields]
     assert decoded == {
