@@ -177,3 +177,24 @@ async def test_an_index_build_that_timed_out_is_built_again(pg_url, revision, in
         assert await reader.fetchval(query, index) is True
     finally:
         await reader.close()
+
+
+async def test_indexes_left_invalid_by_an_earlier_upgrade_are_built_again(pg_url):
+    """A database that ran 0016 and 0017 before they dropped an INVALID index themselves may
+    hold one, recorded as done: 0018 builds both again, each valid, and leaves valid ones be."""
+    names = ("ix_artifacts_gone_since", "ix_notification_deliveries_pending_by_event")
+    await asyncio.to_thread(migrate.downgrade, pg_url, "0017")
+    connection = await asyncpg.connect(asyncpg_dsn(pg_url))
+    query = "SELECT indisvalid, indexrelid FROM pg_index WHERE indexrelid = to_regclass($1)"
+    try:
+        # What a failed CONCURRENTLY build leaves (PostgreSQL's own flag; the test's role may).
+        await connection.execute(
+            "UPDATE pg_index SET indisvalid = false WHERE indexrelid = to_regclass($1)", names[0]
+        )
+        valid_before = await connection.fetchrow(query, names[1])
+        await asyncio.to_thread(migrate.upgrade, pg_url, "0018")
+        assert (await connection.fetchrow(query, names[0]))["indisvalid"] is True
+        # The valid one is the very same index, not built again.
+        assert await connection.fetchrow(query, names[1]) == valid_before
+    finally:
+        await connection.close()
