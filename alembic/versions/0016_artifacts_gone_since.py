@@ -26,30 +26,10 @@ def upgrade() -> None:
         op.create_index("ix_artifacts_gone_since", "artifacts", ["gone_since"], sqlite_where=GONE)
         return
     with op.get_context().autocommit_block():
-        _drop_if_invalid("ix_artifacts_gone_since")
         op.create_index(
             "ix_artifacts_gone_since", "artifacts", ["gone_since"], postgresql_where=GONE,
             postgresql_concurrently=True, if_not_exists=True,
         )  # fmt: skip
-
-
-def _drop_if_invalid(name: str) -> None:
-    """A CONCURRENTLY build that failed (its lock_timeout behind a long transaction, a cancel)
-    leaves an INVALID index, which `if_not_exists` would then keep: never used by a query, yet
-    written by every insert. It is dropped, to be built again. (Not in the offline SQL: that
-    script builds it once, and its DBA sees a failure.)"""
-    if op.get_context().as_sql:
-        return
-    invalid = (
-        op.get_bind()
-        .execute(
-            sa.text("SELECT NOT indisvalid FROM pg_index WHERE indexrelid = to_regclass(:name)"),
-            {"name": name},
-        )
-        .scalar()
-    )
-    if invalid:
-        op.drop_index(name, postgresql_concurrently=True, if_exists=True)
 
 
 def downgrade() -> None:

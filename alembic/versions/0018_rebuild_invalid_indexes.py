@@ -1,9 +1,11 @@
-"""Builds again, where an earlier build left them INVALID, the indexes of 0016 and 0017: their
-CONCURRENTLY build failed (past the migrations' lock_timeout, behind a transaction left open),
-and the migration run again kept the invalid index (IF NOT EXISTS) and was recorded as done. Such
-an index is never used by a query, yet written by every insert. (0016 and 0017 now drop it
-themselves; this is for a database that ran them before they did.) PostgreSQL only, online
-upgrades only; where the indexes are valid, the usual case, nothing is written.
+"""Builds again, where a failed build left them INVALID, the indexes of 0016 and 0017. Their
+CONCURRENTLY build fails past the migrations' lock_timeout (behind a transaction left open) and
+leaves an invalid index; the upgrade run again (`serve` retries at its next start) then keeps it
+(IF NOT EXISTS), records the migration as done and comes here. Such an index is never used by a
+query, yet written by every insert. A later migration that builds an index CONCURRENTLY drops
+its own the same way first when invalid (README, Migrations). PostgreSQL only, online upgrades only (the offline SQL
+builds each index once, and its DBA sees a failure); where the indexes are valid, the usual case,
+nothing is written.
 
 Revision ID: 0018
 Revises: 0017

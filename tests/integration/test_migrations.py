@@ -160,8 +160,8 @@ def test_the_migration_fills_the_counters_from_the_scans_recorded(empty_database
 async def test_an_index_build_that_timed_out_is_built_again(pg_url, revision, index):
     """CREATE INDEX CONCURRENTLY waits for the transactions older than its build; past the
     migrations' lock_timeout (5 s) it fails, and PostgreSQL leaves an INVALID index. The next
-    upgrade (`serve` tries again at its next start) builds it again, where IF NOT EXISTS alone
-    would keep the invalid one for good."""
+    upgrade to the head (`serve` tries again at its next start) builds it again (0018), where
+    IF NOT EXISTS alone would keep the invalid one for good."""
     previous = revisions()[revisions().index(revision) - 1]
     await asyncio.to_thread(migrate.downgrade, pg_url, previous)
     reader = await asyncpg.connect(asyncpg_dsn(pg_url))
@@ -173,15 +173,15 @@ async def test_an_index_build_that_timed_out_is_built_again(pg_url, revision, in
             await asyncio.to_thread(migrate.upgrade, pg_url, revision)
         await reader.execute("ROLLBACK")
         assert await reader.fetchval(query, index) is False  # left INVALID by the failure
-        await asyncio.to_thread(migrate.upgrade, pg_url, revision)
+        await asyncio.to_thread(migrate.upgrade, pg_url)
         assert await reader.fetchval(query, index) is True
     finally:
         await reader.close()
 
 
 async def test_indexes_left_invalid_by_an_earlier_upgrade_are_built_again(pg_url):
-    """A database that ran 0016 and 0017 before they dropped an INVALID index themselves may
-    hold one, recorded as done: 0018 builds both again, each valid, and leaves valid ones be."""
+    """A database whose 0016 or 0017 kept an INVALID index, recorded as done: 0018 builds it
+    again, valid, and leaves a valid one be."""
     names = ("ix_artifacts_gone_since", "ix_notification_deliveries_pending_by_event")
     await asyncio.to_thread(migrate.downgrade, pg_url, "0017")
     connection = await asyncpg.connect(asyncpg_dsn(pg_url))
