@@ -23,7 +23,7 @@ import hashlib
 import json
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Sequence
 from contextlib import aclosing, suppress
 from pathlib import Path
 from typing import Any, Literal
@@ -95,32 +95,42 @@ def _parsed(job: JobRow) -> tuple[JobSpec, str]:
 
 
 async def run_pipeline(
-    jobs: Sequence[JobRow],
+    jobs: AsyncIterable[Sequence[JobRow]],
     observe: Observe,
     settle: Settle,
     results: list[JobResult],
     stop: asyncio.Event,
     lanes: int = 1,
 ) -> Outcome:
-    """Observe the jobs, OBSERVED_AT_ONCE at a time, while settling the batches ready, up to
-    `lanes` batches at once (each on a lane of its own: one batch is written while the next
-    is judged and written beside it); each batch's results are appended to `results`, in job
-    order. "interrupted" when `stop` was set before every job was settled, else "finished". A
-    failure of the observer (a bug) is raised once the observations it made are settled; a
+    """Observe the jobs (their pieces as they come: the first piece is listed while the next
+    are read), OBSERVED_AT_ONCE at a time, while settling the batches ready, up to `lanes`
+    batches at once (each on a lane of its own: one batch is written while the next is judged
+    and written beside it); each batch's results are appended to `results`, in job order.
+    "interrupted" when `stop` was set before every job was settled, else "finished". A failure
+    of the observer (a bug) or of `jobs` is raised once the observations made are settled; a
     failure of `settle` is raised once the batches before it are settled."""
     ready: asyncio.Queue[Observation | None] = asyncio.Queue(maxsize=WALK_AHEAD)
     failure: list[BaseException] = []
+    total, every_piece = 0, False  # jobs received so far; all of them
 
     async def produce() -> None:
+        nonlocal total, every_piece
         try:
-            for start in range(0, len(jobs), OBSERVED_AT_ONCE):
+            async for piece in jobs:
+                total += len(piece)
+                for start in range(0, len(piece), OBSERVED_AT_ONCE):
+                    if stop.is_set():
+                        break
+                    chunk = piece[start : start + OBSERVED_AT_ONCE]
+                    async with aclosing(observe(chunk)) as seen:
+                        async for observation in seen:
+                            await ready.put(observation)
+                            if stop.is_set():
+                                break
                 if stop.is_set():
                     break
-                async with aclosing(observe(jobs[start : start + OBSERVED_AT_ONCE])) as seen:
-                    async for observation in seen:
-                        await ready.put(observation)
-                        if stop.is_set():
-                            break
+            else:
+                every_piece = True
         except Exception as exc:  # a bug: the writer finishes what it has, then re-raises
             failure.append(exc)
         # Not in a `finally`: a cancelled producer must not wait on a full queue.
@@ -142,7 +152,7 @@ async def run_pipeline(
         while settling:
             _, oldest = settling.popleft()
             results.extend(await oldest)
-        if stop.is_set() and len(results) < len(jobs):
+        if stop.is_set() and not (every_piece and len(results) == total):
             return "interrupted"
     finally:
         for _, task in settling:  # a batch failed, or we were cancelled: the others end too
@@ -153,7 +163,7 @@ async def run_pipeline(
         await asyncio.gather(producer, return_exceptions=True)
     if failure:
         raise failure[0]
-    return "interrupted" if len(results) < len(jobs) else "finished"
+    return "finished" if every_piece and len(results) == total else "interrupted"
 
 
 async def _fill(

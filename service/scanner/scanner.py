@@ -25,7 +25,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, AsyncIterable, Callable, Coroutine, Sequence
 from contextlib import suppress
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,8 +50,8 @@ from service.scanner.writer import (
     Change,
     ScanWriter,
     count_jobs,
+    job_pieces,
     present_sizes,
-    read_jobs,
 )
 
 # A module, not names: service.store.pings uses this package's rules (the import order is free).
@@ -110,6 +110,7 @@ class BackupScanner:
         # The writer's lanes: this session's, and for a big scan on PostgreSQL one more on a
         # session of its own (see _lanes_for).
         self._lanes: list[ScanWriter] = [self._writer]
+        self._reading: asyncio.Task[None] | None = None  # see _read_jobs
         self._pinged: set[int] = set()
         self._pinged_at: datetime | None = None  # when _pinged was read
         self._silences: tuple[datetime, list[Silence]] | None = None  # when read, and what
@@ -128,22 +129,24 @@ class BackupScanner:
 
         heartbeat = self._keep_alive(run_id)
         walkers: WalkerPool | None = None
+        closing: asyncio.Task[None] | None = None
+        pieces: asyncio.Queue[list[JobRow] | None] = asyncio.Queue()
         try:
             # Started first: their interpreters start while the jobs are read.
             walkers = await self._walkers(names)
             self._lanes = self._lanes_for(big=walkers is not None)
-            jobs = await read_jobs(session, names)
-            # Most jobs never ping: read runs only for those that did (one query per scan).
-            self._pinged_at = self.clock()
-            self._pinged = await pings.jobs_with_pings(session, [job.id for job in jobs])
-            await session.commit()  # end the read transaction
-            report.status = await self._pipeline(jobs, report.jobs, walkers)
-            for writer in self._lanes:
-                await writer.flush_touched()
+            # The first piece of jobs is listed while the others are read (_settle waits).
+            self._reading = asyncio.create_task(self._read_jobs(names, pieces))
+            report.status = await self._pipeline(_taken(pieces), report.jobs, walkers)
+            await self._reading  # a failure to read the jobs is the scan's
+            if walkers is not None:  # done with: they end while the last jobs are written
+                closing = asyncio.create_task(walkers.aclose())
+            await _all(*(writer.flush_touched() for writer in self._lanes))
         except BaseException as exc:
             # The database went away, a bug, or the task was cancelled: the run must not stay
             # "running" forever, and must say why. Best effort, the original error is what
-            # matters.
+            # matters. (The jobs' reader first: the session is then free.)
+            await _stop(self._reading)
             bind = self.session.bind
             url = bind.url if isinstance(bind, AsyncEngine) else None
             report.status, report.error = run_status(exc), run_error(exc, url)
@@ -152,8 +155,10 @@ class BackupScanner:
                 await record_finish(session, run_id, report, self.clock())
             raise
         finally:
+            if self._reading is not None:
+                await _stop(self._reading)
             if walkers is not None:
-                await walkers.aclose()
+                await (closing or walkers.aclose())
             for writer in self._lanes[1:]:
                 with suppress(Exception):  # a database gone: the scan's own error is what counts
                     await writer.session.close()
@@ -164,6 +169,23 @@ class BackupScanner:
         await _stop(heartbeat)
         await record_finish(session, run_id, report, self.clock())
         return report
+
+    async def _read_jobs(
+        self, names: Sequence[str] | None, pieces: asyncio.Queue[list[JobRow] | None]
+    ) -> None:
+        """Read the jobs (or those named) onto `pieces`, a piece at a time, then None; note
+        which have pinged (most never do: run facts are read only for those that did); end
+        the read transaction."""
+        session = self.session
+        self._pinged, self._pinged_at = set(), self.clock()
+        try:
+            async for piece in job_pieces(session, names):
+                if piece:
+                    self._pinged |= await pings.jobs_with_pings(session, [j.id for j in piece])
+                await pieces.put(piece)
+            await session.commit()
+        finally:
+            pieces.put_nowait(None)
 
     async def _current_silences(self, session: AsyncSession, now: datetime) -> list[Silence]:
         """The silences that may apply now, read again once SILENCES_FRESH older than `now`:
@@ -201,7 +223,7 @@ class BackupScanner:
 
     async def _pipeline(
         self,
-        jobs: Sequence[JobRow],
+        jobs: AsyncIterable[Sequence[JobRow]],
         results: list[JobResult],
         walkers: WalkerPool | None = None,
     ) -> Outcome:
@@ -225,6 +247,8 @@ class BackupScanner:
     async def _settle(self, batch: Sequence[Observation], lane: int = 0) -> list[JobResult]:
         """Judge each observed job; write those that changed, touch the others (on the
         writer's lane `lane`)."""
+        if self._reading is not None:
+            await self._reading  # the jobs are read (on lane 0's session), their pings known
         writer = self._lanes[lane]
         session = writer.session
         results: list[JobResult] = []
@@ -314,6 +338,20 @@ def _declared(observation: Observation, field: str) -> Any:
     if observation.spec is not None:
         return getattr(observation.spec, field)
     return observation.job.declaration.get(field)
+
+
+async def _taken(pieces: asyncio.Queue[list[JobRow] | None]) -> AsyncGenerator[list[JobRow], None]:
+    """The pieces put on the queue, until None."""
+    while (piece := await pieces.get()) is not None:
+        yield piece
+
+
+async def _all(*steps: Coroutine[Any, Any, None]) -> None:
+    """Run the steps at once (the writer's lanes: sessions of their own); every one ends
+    before the first failure is raised."""
+    for outcome in await asyncio.gather(*steps, return_exceptions=True):
+        if isinstance(outcome, BaseException):
+            raise outcome
 
 
 async def _stop(task: asyncio.Task[None] | None) -> None:

@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import suppress
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -168,8 +168,18 @@ async def count_jobs(session: AsyncSession) -> int:
 
 async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -> list[JobRow]:
     """Every job (or those named), by name: what a scan judges."""
-    query = select(*_JOB_COLUMNS).order_by(Job.name)
     jobs: list[JobRow] = []
+    async for piece in job_pieces(session, names):
+        jobs += piece
+    return jobs
+
+
+async def job_pieces(
+    session: AsyncSession, names: Sequence[str] | None = None
+) -> AsyncGenerator[list[JobRow], None]:
+    """Every job (or those named), by name, a piece at a time as read: a scan starts listing
+    the first piece's sources while the others are read."""
+    query = select(*_JOB_COLUMNS).order_by(Job.name)
     if names is None:
         # In pieces too: decoding 10 000 jobs' rows at once would hold the event loop. (A job
         # renamed between two pieces may come twice: once.)
@@ -182,17 +192,16 @@ async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -
                 else query.where(Job.name > after).limit(JOBS_PIECE)
             )
         ).all():
-            jobs += [_job_row(row) for row in rows if row.id not in seen]
+            yield [_job_row(row) for row in rows if row.id not in seen]
             seen.update(row.id for row in rows)
             after = rows[-1].name
-        return jobs
+        return
     # In pieces: a replica's share of a large fleet names more jobs than a statement may carry
     # parameters (asyncpg: 32 767).
     wanted = sorted(set(names))
-    for start in range(0, max(len(wanted), 1), NAMES_PIECE):
+    for start in range(0, len(wanted), NAMES_PIECE):
         piece = query.where(Job.name.in_(wanted[start : start + NAMES_PIECE]))
-        jobs += [_job_row(row) for row in (await session.execute(piece)).all()]
-    return jobs
+        yield [_job_row(row) for row in (await session.execute(piece)).all()]
 
 
 @dataclass(slots=True)

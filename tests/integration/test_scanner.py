@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import select, text
@@ -621,12 +623,16 @@ async def test_a_scan_never_writes_over_a_fresher_one(sessionmaker, clock, tmp_p
     async with sessionmaker() as session:
         late = BackupScanner(session, clock=clock, trigger="test")
         results = []
-        await late._pipeline(stale, results)  # replica A, with what it read before B wrote
+        await late._pipeline(_one_piece(stale), results)  # replica A, as read before B wrote
     async with sessionmaker() as session:
         changes = (await session.execute(text("SELECT job_id, status FROM job_checks"))).all()
         checked = set((await session.execute(text("SELECT checked_at FROM jobs"))).scalars())
     assert len(changes) == 3  # one pending -> ok per job, not two
     assert len(checked) == 1  # B's time: A did not overwrite
+
+
+async def _one_piece(jobs: list[Any]) -> AsyncGenerator[list[Any], None]:
+    yield jobs
 
 
 async def test_names_that_escape_alike_do_not_break_the_job(sessionmaker, clock, tmp_path):

@@ -50,10 +50,17 @@ def small_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(pipeline, "BATCH_WAIT", 0.01)
 
 
+async def pieces(jobs: list[str], size: int = 7) -> AsyncGenerator[list[str], None]:
+    """The jobs a piece at a time, as the scanner reads them."""
+    for start in range(0, len(jobs), size):
+        await asyncio.sleep(0)
+        yield jobs[start : start + size]
+
+
 async def run(jobs: list[str], settle: Settler, lanes: int, stop: asyncio.Event | None = None):
     results: list[Any] = []
     outcome = await pipeline.run_pipeline(
-        jobs, observe, settle, results, stop or asyncio.Event(), lanes=lanes
+        pieces(jobs), observe, settle, results, stop or asyncio.Event(), lanes=lanes
     )
     return outcome, results
 
@@ -98,3 +105,53 @@ async def test_a_stop_ends_after_the_batches_in_hand():
     assert 0 < len(results) < len(jobs)
     assert results == [f"settled {job}" for job in jobs[: len(results)]]  # a prefix, in order
     assert settle.cancelled == 0  # what was being written was written
+
+
+async def test_the_first_piece_is_observed_while_the_next_is_read():
+    """A scan lists the first piece's sources while the other jobs are read: the next piece
+    comes only once the first is being observed (waiting for all of them would hang here)."""
+    first_seen = asyncio.Event()
+
+    async def read() -> AsyncGenerator[list[str], None]:
+        yield ["job-00", "job-01"]
+        await asyncio.wait_for(first_seen.wait(), timeout=5)
+        yield ["job-02"]
+
+    async def watch(jobs: Sequence[Any]) -> AsyncGenerator[Any, None]:
+        for job in jobs:
+            first_seen.set()
+            yield job
+
+    results: list[Any] = []
+    outcome = await pipeline.run_pipeline(read(), watch, Settler(), results, asyncio.Event())
+    assert outcome == "finished"
+    assert results == ["settled job-00", "settled job-01", "settled job-02"]
+
+
+async def test_a_failure_to_read_the_jobs_is_raised_after_what_was_read_is_settled():
+    async def read() -> AsyncGenerator[list[str], None]:
+        yield ["job-00"]
+        raise RuntimeError("the database went away")
+
+    results: list[Any] = []
+    with pytest.raises(RuntimeError, match="went away"):
+        await pipeline.run_pipeline(read(), observe, Settler(), results, asyncio.Event())
+    assert results == ["settled job-00"]
+
+
+async def test_a_stop_before_every_piece_is_read_is_an_interruption():
+    """Every job read so far settled is not every job: the pieces not read yet are not done."""
+    stop = asyncio.Event()
+
+    async def read() -> AsyncGenerator[list[str], None]:
+        yield ["job-00"]
+        yield ["job-01"]
+
+    async def stopping(jobs: Sequence[Any]) -> AsyncGenerator[Any, None]:
+        for job in jobs:
+            stop.set()  # asked to stop once the first job is listed
+            yield job
+
+    results: list[Any] = []
+    outcome = await pipeline.run_pipeline(read(), stopping, Settler(), results, stop)
+    assert (outcome, results) == ("interrupted", ["settled job-00"])
