@@ -185,6 +185,18 @@ async def test_results_are_handed_on_before_the_chunk_is_done():
     await listings.aclose()  # the consumer stops: the walk is told to stop too
 
 
+def test_the_bounds_of_a_datable_time_are_days_inside_those_of_datetime() -> None:
+    """listing.py counts them in days (it imports no datetime): the same instants."""
+    from datetime import UTC, datetime, timedelta
+
+    from service.scanner.sources.base import MTIME_MAX_US, MTIME_MIN_US
+
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    micro = timedelta(microseconds=1)
+    assert (datetime(1, 1, 2, tzinfo=UTC) - epoch) // micro == MTIME_MIN_US
+    assert (datetime(9999, 12, 30, tzinfo=UTC) - epoch) // micro == MTIME_MAX_US
+
+
 def test_finish_sets_aside_the_files_no_date_can_hold() -> None:
     from service.scanner.sources.base import MTIME_MAX_US, MTIME_MIN_US
     from service.scanner.sources.fingerprint import finish
