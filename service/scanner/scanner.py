@@ -155,8 +155,6 @@ class BackupScanner:
                 await record_finish(session, run_id, report, self.clock())
             raise
         finally:
-            if self._reading is not None:
-                await _stop(self._reading)
             if walkers is not None:
                 await (closing or walkers.aclose())
             for writer in self._lanes[1:]:
