@@ -1,10 +1,11 @@
 """The scan pipeline: list the jobs' sources ahead while the observations ready are settled.
 
-A producer lists the sources in job order (Observer.observe) and queues what it saw, up to
-WALK_AHEAD observations ahead; the consumer takes what is ready, waiting up to BATCH_WAIT for
-WALK_AHEAD of them, as one batch and hands it to `settle` (judge and write: the caller's
-business). Listing and writing overlap, and a slow
-database never lets the listings pile up beyond WALK_AHEAD.
+A producer lists the sources in job order (Observer.observe), the jobs' pieces as they are read
+(the first piece is listed while the next are read), and queues what it saw, up to WALK_AHEAD
+observations ahead; the consumer takes what is ready, waiting up to BATCH_WAIT for WALK_AHEAD
+of them, as one batch and hands it to `settle` (judge and write: the caller's business).
+Listing and writing overlap, and a slow database never lets the listings pile up beyond
+WALK_AHEAD.
 
 Sources stay behind their port (service.scanner.sources): the observer only awaits one result
 per source, in order, from a lister (local walks run in a worker thread, or in walker processes
