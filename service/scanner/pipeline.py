@@ -118,6 +118,8 @@ async def run_pipeline(
         nonlocal total, every_piece
         try:
             async for piece in jobs:
+                # Counted even once stopped (then not observed): the scan is "finished" only
+                # when every job of every piece was settled.
                 total += len(piece)
                 for start in range(0, len(piece), OBSERVED_AT_ONCE):
                     if stop.is_set():
@@ -128,10 +130,7 @@ async def run_pipeline(
                             await ready.put(observation)
                             if stop.is_set():
                                 break
-                if stop.is_set():
-                    break
-            else:
-                every_piece = True
+            every_piece = True
         except Exception as exc:  # a bug: the writer finishes what it has, then re-raises
             failure.append(exc)
         # Not in a `finally`: a cancelled producer must not wait on a full queue.

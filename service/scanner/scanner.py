@@ -145,8 +145,12 @@ class BackupScanner:
         except BaseException as exc:
             # The database went away, a bug, or the task was cancelled: the run must not stay
             # "running" forever, and must say why. Best effort, the original error is what
-            # matters. (The jobs' reader first: the session is then free.)
-            await _stop(self._reading)
+            # matters. (The jobs' reader first, so that the session is free: cancelled with the
+            # scan, else let finish, never cut short in a statement.)
+            if isinstance(exc, asyncio.CancelledError):
+                await _stop(self._reading)
+            elif self._reading is not None:
+                await asyncio.gather(self._reading, return_exceptions=True)
             bind = self.session.bind
             url = bind.url if isinstance(bind, AsyncEngine) else None
             report.status, report.error = run_status(exc), run_error(exc, url)
@@ -155,6 +159,7 @@ class BackupScanner:
                 await record_finish(session, run_id, report, self.clock())
             raise
         finally:
+            self._reading = None
             if walkers is not None:
                 await (closing or walkers.aclose())
             for writer in self._lanes[1:]:
@@ -246,7 +251,9 @@ class BackupScanner:
         """Judge each observed job; write those that changed, touch the others (on the
         writer's lane `lane`)."""
         if self._reading is not None:
-            await self._reading  # the jobs are read (on lane 0's session), their pings known
+            # The jobs are read (on lane 0's session), their pings known. Shielded: a batch
+            # cancelled never cancels the reading the other lanes wait for.
+            await asyncio.shield(self._reading)
         writer = self._lanes[lane]
         session = writer.session
         results: list[JobResult] = []

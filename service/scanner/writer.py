@@ -167,7 +167,7 @@ async def count_jobs(session: AsyncSession) -> int:
 
 
 async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -> list[JobRow]:
-    """Every job (or those named), by name: what a scan judges."""
+    """Every job (or those named), by name, at once (a scan takes them by job_pieces)."""
     jobs: list[JobRow] = []
     async for piece in job_pieces(session, names):
         jobs += piece

@@ -155,3 +155,20 @@ async def test_a_stop_before_every_piece_is_read_is_an_interruption():
     results: list[Any] = []
     outcome = await pipeline.run_pipeline(read(), stopping, Settler(), results, stop)
     assert (outcome, results) == ("interrupted", ["settled job-00"])
+
+
+async def test_a_stop_at_the_last_job_is_no_interruption_once_every_job_is_settled():
+    stop = asyncio.Event()
+
+    async def read() -> AsyncGenerator[list[str], None]:
+        yield ["job-00", "job-01"]
+
+    async def stopping_at_the_last(jobs: Sequence[Any]) -> AsyncGenerator[Any, None]:
+        for job in jobs:
+            if job == jobs[-1]:
+                stop.set()
+            yield job
+
+    results: list[Any] = []
+    outcome = await pipeline.run_pipeline(read(), stopping_at_the_last, Settler(), results, stop)
+    assert (outcome, results) == ("finished", ["settled job-00", "settled job-01"])

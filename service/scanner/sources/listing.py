@@ -1,6 +1,6 @@
 """What a listing is made of: its entries, the Listing that holds them, and the errors a
 listing ends with. The walker processes import it at start-up, so it imports nothing: no
-dataclasses, no datetime (with them, a walker process took 50 ms to start instead of 34)."""
+dataclasses, no datetime (with them, a walker process took 50 ms to start instead of 24)."""
 
 from __future__ import annotations
 
