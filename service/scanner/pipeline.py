@@ -114,6 +114,10 @@ async def run_pipeline(
     failure: list[BaseException] = []
     total, every_piece = 0, False  # jobs received so far; all of them
 
+    def complete() -> bool:
+        """Every job of every piece is settled."""
+        return every_piece and len(results) == total
+
     async def produce() -> None:
         nonlocal total, every_piece
         try:
@@ -152,7 +156,7 @@ async def run_pipeline(
         while settling:
             _, oldest = settling.popleft()
             results.extend(await oldest)
-        if stop.is_set() and not (every_piece and len(results) == total):
+        if stop.is_set() and not complete():
             return "interrupted"
     finally:
         for _, task in settling:  # a batch failed, or we were cancelled: the others end too
@@ -163,7 +167,7 @@ async def run_pipeline(
         await asyncio.gather(producer, return_exceptions=True)
     if failure:
         raise failure[0]
-    return "finished" if every_piece and len(results) == total else "interrupted"
+    return "finished" if complete() else "interrupted"
 
 
 async def _fill(

@@ -183,8 +183,9 @@ class BackupScanner:
         self._pinged, self._pinged_at = set(), self.clock()
         try:
             async for piece in job_pieces(session, names):
-                if piece:
-                    self._pinged |= await pings.jobs_with_pings(session, [j.id for j in piece])
+                # By piece: all of a big fleet's ids would be more parameters than a statement
+                # may carry (asyncpg: 32 767).
+                self._pinged |= await pings.jobs_with_pings(session, [j.id for j in piece])
                 await pieces.put(piece)
             await session.commit()
         finally:

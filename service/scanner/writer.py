@@ -166,14 +166,6 @@ async def count_jobs(session: AsyncSession) -> int:
     return (await session.execute(select(func.count()).select_from(Job))).scalar_one()
 
 
-async def read_jobs(session: AsyncSession, names: Sequence[str] | None = None) -> list[JobRow]:
-    """Every job (or those named), by name, at once (a scan takes them by job_pieces)."""
-    jobs: list[JobRow] = []
-    async for piece in job_pieces(session, names):
-        jobs += piece
-    return jobs
-
-
 async def job_pieces(
     session: AsyncSession, names: Sequence[str] | None = None
 ) -> AsyncGenerator[list[JobRow], None]:

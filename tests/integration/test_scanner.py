@@ -369,7 +369,9 @@ async def test_jobs_are_read_in_pieces_each_once_in_name_order(sessionmaker, clo
     for name in names:
         await add_job(sessionmaker, clock.now, name=name)
     async with sessionmaker() as session:
-        jobs = await writer.read_jobs(session)
+        pieces = [piece async for piece in writer.job_pieces(session)]
+    assert [len(piece) for piece in pieces] == [2, 2, 1]
+    jobs = [job for piece in pieces for job in piece]
     assert [job.name for job in jobs] == sorted(names)
 
 
@@ -377,7 +379,6 @@ async def test_a_job_read_for_a_scan_holds_its_declaration_exactly(sessionmaker,
     """The declaration is read as JSON text (the key of its validated JobSpec): decoded, it is
     the declaration stored, every field (text that JSON must escape, integer, boolean, JSON,
     null)."""
-    from service.scanner import writer
     from service.scanner.pipeline import job_spec
 
     declared = parse_job({
@@ -391,7 +392,7 @@ async def test_a_job_read_for_a_scan_holds_its_declaration_exactly(sessionmaker,
     })  # fmt: skip
     await add_job(sessionmaker, clock.now, **{"name": declared.name, **declared.declaration()})
     async with sessionmaker() as session:
-        [job] = await writer.read_jobs(session)
+        [job] = await _all_jobs(session)
     assert job.declaration == {"name": declared.name, **declared.declaration()}
     assert job.declaration["retention"] is None and job.declaration["paused"] is True
     assert job_spec(job) == declared
@@ -613,11 +614,9 @@ async def test_database_lost_mid_scan_ends_the_scan(database_url, clock, tmp_pat
 async def test_a_scan_never_writes_over_a_fresher_one(sessionmaker, clock, tmp_path):
     """Replica A reads the jobs, replica B scans and writes, then A would write its stale view:
     A skips those jobs, so the history holds each change once."""
-    from service.scanner.writer import read_jobs
-
     await _many_jobs(sessionmaker, clock, tmp_path, 3)
     async with sessionmaker() as session:
-        stale = await read_jobs(session)
+        stale = await _all_jobs(session)
     await scan(sessionmaker, clock)  # replica B
     clock.advance(seconds=5)
     async with sessionmaker() as session:
@@ -633,6 +632,13 @@ async def test_a_scan_never_writes_over_a_fresher_one(sessionmaker, clock, tmp_p
 
 async def _one_piece(jobs: list[Any]) -> AsyncGenerator[list[Any], None]:
     yield jobs
+
+
+async def _all_jobs(session: Any) -> list[Any]:
+    """Every job as a scan reads it (its pieces together)."""
+    from service.scanner.writer import job_pieces
+
+    return [job async for piece in job_pieces(session) for job in piece]
 
 
 async def test_names_that_escape_alike_do_not_break_the_job(sessionmaker, clock, tmp_path):
