@@ -15,7 +15,6 @@ from datetime import datetime
 
 from service.core.jobspec import JobSpec
 from service.core.rules import (
-    SIZE_DROP_WINDOW,
     ArtifactFact,
     Evaluation,
     Reason,
@@ -34,19 +33,15 @@ from service.notify.events import (
     renotify_at,
 )
 from service.scanner.state import (
+    NEWEST_JUDGED,
     JobRow,
     JobState,
-    ListedTimes,
     Observation,
     StoredState,
     artifact_summary,
     entry_time,
     last_listed,
 )
-
-# The newest files a judgement looks at: the size-drop window, the newest and one more for a
-# newest file still being written (see rules.evaluate).
-NEWEST_JUDGED = SIZE_DROP_WINDOW + 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,9 +78,9 @@ def judge(
     (default: now), with what verification recorded. A source that could not be listed keeps
     the inventory as it was."""
     job, spec, listing = observation.job, observation.spec, observation.listing
-    ordered = observation.ordered
     newest = [
-        ArtifactFact(entry[0], entry[1], entry_time(entry)) for entry in ordered[-NEWEST_JUDGED:]
+        ArtifactFact(entry[0], entry[1], entry_time(entry))
+        for entry in observation.ordered[-NEWEST_JUDGED:]
     ]
     reasons: tuple[Reason, ...]
     if spec is None:
@@ -97,16 +92,16 @@ def judge(
             spec, newest, now=now, created_at=job.created_at,
             source_error=observation.source_error,
             listing_warnings=listing.warnings if listing else (),
-            count=len(ordered), runs=runs,
+            count=observation.count, runs=runs,
             undated=listing.undated if listing else (),
             last_listed=last_listed(job.latest_artifact),
-            backup_times=ListedTimes(ordered), verification=verification,
+            backup_times=observation.times, verification=verification,
         )  # fmt: skip
         reasons = evaluation.reasons
     if listing is not None or (spec is not None and spec.source is None):
         writing = evaluation.writing is not None and evaluation.writing == evaluation.newest
         latest = artifact_summary(evaluation.newest, being_written=writing)
-        count = len(ordered)
+        count = observation.count
     else:  # the source could not be read: keep what we knew
         latest, count = job.latest_artifact, job.artifact_count
     state = JobState(

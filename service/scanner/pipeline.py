@@ -20,7 +20,6 @@ SQLAlchemy or the database models.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import logging
 from collections import deque
@@ -41,8 +40,10 @@ from service.scanner.sources import (
     SourceError,
     open_source,
 )  # fmt: skip
+from service.scanner.sources.fingerprint import listing_digest
 from service.scanner.sources.lister import list_any
-from service.scanner.state import JobResult, JobRow, Observation
+from service.scanner.sources.local import LocalSource
+from service.scanner.state import NEWEST_JUDGED, JobResult, JobRow, Observation
 
 logger = logging.getLogger(__name__)
 
@@ -241,7 +242,11 @@ class Observer:
             spec = job_spec(job)
             if spec.source is not None:
                 known = {} if self.known_of is None else {"known": self.known_of(job)}
-                sources.append(open_source(spec.source, scan_roots=self.scan_roots, **known))
+                source = open_source(spec.source, scan_roots=self.scan_roots, **known)
+                if isinstance(source, LocalSource) and job.listing_digest is not None:
+                    # A walker process then sends only a summary of a listing unchanged.
+                    source.synced = (_parsed(job)[1], job.listing_digest, NEWEST_JUDGED)
+                sources.append(source)
         except SourceError as exc:  # the source cannot even be set up (a secret file unread)
             return spec, str(exc)
         except ValidationError as exc:
@@ -263,5 +268,5 @@ def observed(job: JobRow, spec: JobSpec, listing: Listing) -> Observation:
     digest = None
     if listing.fingerprint is not None:
         source = _parsed(job)[1]  # kept with `spec`, made from the same declaration
-        digest = hashlib.blake2b(f"{source}\0{listing.fingerprint}".encode(), digest_size=20)
-    return Observation(job, spec, listing, digest=digest.hexdigest() if digest else None)
+        digest = listing_digest(source, listing.fingerprint)
+    return Observation(job, spec, listing, digest=digest)

@@ -17,11 +17,14 @@ from typing import Any, Protocol
 
 from service.core.jobspec import JobSpec
 from service.core.kinds import Status
-from service.core.rules import ArtifactFact, Reason
+from service.core.rules import SIZE_DROP_WINDOW, ArtifactFact, Reason
 from service.notify.events import NoticeState
 from service.scanner.sources.base import FileEntry, Listing
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# The newest files a judgement looks at: the size-drop window, the newest and one more for a
+# newest file still being written (see rules.evaluate).
+NEWEST_JUDGED = SIZE_DROP_WINDOW + 2
 
 
 def entry_time(entry: FileEntry) -> datetime:
@@ -31,18 +34,23 @@ def entry_time(entry: FileEntry) -> datetime:
 
 class ListedTimes:
     """The times of a listing's files, oldest first, read only where the retention slots
-    bisect them (a listing may hold 200 000 files: they are never all converted)."""
+    bisect them (a listing may hold 200 000 files: they are never all converted): a whole
+    listing's entries, or a summary's times (microseconds since the epoch)."""
 
-    __slots__ = ("_entries",)
+    __slots__ = ("_entries", "_times")
 
-    def __init__(self, entries: Sequence[FileEntry]) -> None:
-        self._entries = entries
+    def __init__(
+        self, entries: Sequence[FileEntry] = (), times: Sequence[int] | None = None
+    ) -> None:
+        self._entries, self._times = entries, times
 
     def __len__(self) -> int:
-        return len(self._entries)
+        return len(self._entries) if self._times is None else len(self._times)
 
     def __getitem__(self, index: int) -> datetime:
-        return entry_time(self._entries[index])
+        if self._times is None:
+            return entry_time(self._entries[index])
+        return EPOCH + timedelta(microseconds=self._times[index])
 
 
 def to_microseconds(moment: datetime) -> int:
@@ -166,8 +174,22 @@ class Observation:
 
     @property
     def ordered(self) -> list[FileEntry]:
-        """The files listed, oldest to newest by (mtime, path) (the walker sorts them)."""
+        """The files listed, oldest to newest by (mtime, path) (the walker sorts them); of a
+        summarized listing, only the newest NEWEST_JUDGED or more."""
         return self.listing.entries if self.listing is not None else []
+
+    @property
+    def count(self) -> int:
+        """How many files were listed."""
+        return self.listing.count if self.listing is not None else 0
+
+    @property
+    def times(self) -> ListedTimes:
+        """The times of every file listed, oldest first."""
+        listing = self.listing
+        if listing is None:
+            return ListedTimes()
+        return ListedTimes(listing.entries, listing.times)
 
 
 @dataclass(slots=True)

@@ -16,6 +16,7 @@ from service.core.jobspec import parse_job
 from service.core.scan_options import ScanOptions
 from service.db.models import Artifact, JobCheck, NotificationEvent, ScanRun
 from service.scanner.scanner import BackupScanner, run_scanner
+from service.scanner.sources import Listing
 from service.settings import get_settings
 
 from tests.support import add_job, get_job, make_file
@@ -285,17 +286,27 @@ async def test_stop_event_finishes_current_job_then_stops(sessionmaker, clock, t
 
 async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_path, monkeypatch):
     """From MIN_SOURCES jobs on, the walks run in walker processes: the same artifacts, the
-    same verdicts, a rescan that finds nothing new; a job's broken source is its own."""
+    same verdicts, a rescan that finds nothing new (the walkers send only a summary of each
+    listing still the one synced), a changed file synced; a job's broken source is its own."""
     from service.scanner.sources import walk_process
 
     started: list[walk_process.Walker] = []
     start = walk_process.WalkerPool._start
+    summarized: list[bool] = []  # each listing the walkers sent (in no set order): a summary?
+    answer = walk_process.Walker.result
 
     async def counted(pool: walk_process.WalkerPool) -> walk_process.Walker:
         started.append(await start(pool))
         return started[-1]
 
+    async def result(walker: walk_process.Walker, label: str, limit: float) -> object:
+        listed = await answer(walker, label, limit)
+        if isinstance(listed, Listing):
+            summarized.append(listed.summarized)
+        return listed
+
     monkeypatch.setattr(walk_process.WalkerPool, "_start", counted)
+    monkeypatch.setattr(walk_process.Walker, "result", result)
     jobs = walk_process.MIN_SOURCES + 6
     for index in range(jobs):
         directory = tmp_path / f"job-{index:03d}"
@@ -320,10 +331,29 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     assert len(checks) == len(set(checks)) == jobs + 1
     assert stored == 2 * jobs
 
+    assert summarized == [False] * jobs
+
+    summarized.clear()
     clock.advance(minutes=5)
     again = await scan(sessionmaker, clock)
     assert sum(j.new + j.changed + j.gone for j in again.jobs) == 0
+    assert summarized == [True] * jobs
+    assert [(j.name, j.status, j.artifact_count) for j in again.jobs] == [
+        (j.name, j.status, j.artifact_count) for j in first.jobs
+    ]
+    assert (await get_job(sessionmaker, "job-005")).latest_artifact == latest
     assert all(walker.process.returncode is not None for walker in started)  # ended with the scan
+
+    summarized.clear()
+    make_file(tmp_path / "job-007" / "new.tar", 999, clock.now - HOUR)
+    clock.advance(minutes=5)
+    third = await scan(sessionmaker, clock)
+    assert [(j.name, j.changed) for j in third.jobs if j.new + j.changed + j.gone] == [
+        ("job-007", 1)
+    ]
+    assert sorted(summarized) == [False] + [True] * (jobs - 1)  # job-007's, whole
+    latest = (await get_job(sessionmaker, "job-007")).latest_artifact
+    assert latest is not None and latest["size"] == 999
 
 
 async def test_modification_times_are_stored_to_the_microsecond_over_the_whole_range(

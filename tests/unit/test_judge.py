@@ -14,7 +14,7 @@ from service.core.jobspec import JobSpec, parse_job
 from service.core.rules import Reason, RunFacts
 from service.scanner.judge import Judgement, aftermath, judge, must_write, unjudged
 from service.scanner.sources.base import FileEntry, Listing
-from service.scanner.state import JobRow, JobState, Observation, to_microseconds
+from service.scanner.state import NEWEST_JUDGED, JobRow, JobState, Observation, to_microseconds
 
 NOW = datetime(2026, 11, 30, 3, 0, tzinfo=UTC)
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -223,3 +223,35 @@ def test_retention_is_judged_on_every_file_listed_not_the_newest_few() -> None:
     ]
     whole = [entry(f"db-{d}.sql.gz", 5000, d * 24 * HOUR + HOUR) for d in range(39, -1, -1)]
     assert judge(observation(row(nightly), nightly, whole), now=NOW).state.status == "ok"
+
+
+@pytest.mark.parametrize(
+    ("declared", "codes"),
+    [
+        (DAILY, []),
+        (spec(schedule={"cron": "0 2 * * *"}, retention={"daily": 30}), ["retention_gap"]),
+        (spec(rules={"min_count": 45, "max_size_drop": 20}), ["size_drop", "too_few"]),
+    ],
+    ids=["daily", "retention", "count-and-size-drop"],
+)
+def test_a_summary_of_a_listing_is_judged_as_the_whole_listing(
+    declared: JobSpec, codes: list[str]
+) -> None:
+    # What a walker process sends of a listing still the one synced: the newest NEWEST_JUDGED
+    # entries, the count and every time. A night is missing 20 days ago; the newest is small.
+    days = [d for d in range(40) if d != 20]
+    files = [
+        entry(f"db-{d}.sql.gz", 5000 if d else 2000, d * 24 * HOUR + HOUR)
+        for d in sorted(days, reverse=True)
+    ]
+    whole = Listing(entries=files, fingerprint="f")
+    newest = files[-NEWEST_JUDGED:]
+    summary = Listing.summary(newest, len(files), [e[2] for e in files], "f")
+    job = row(declared, listing_digest="d1")
+    judged = [
+        judge(Observation(job, declared, listed, digest="d1"), now=NOW).state
+        for listed in (whole, summary)
+    ]
+    assert judged[0] == judged[1]
+    assert judged[1].artifact_count == 39
+    assert [reason.code for reason in judged[1].reasons] == codes

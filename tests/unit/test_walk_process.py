@@ -23,6 +23,7 @@ from service.scanner.sources import (
     walk_child,
     walker,
 )
+from service.scanner.sources.fingerprint import listing_digest
 from service.scanner.sources.walk_process import Walker, WalkerPool, list_in_processes
 
 
@@ -103,6 +104,45 @@ async def test_the_listings_are_those_of_a_walk_in_a_thread(tmp_path):
     assert isinstance(listed[0], Listing)
     assert "caf\\xe9-\\xff.tar" in [entry[0] for entry in listed[0].entries]
     assert isinstance((await in_thread(sources[-3:-2]))[0], SourceError)  # the test means it
+
+
+async def test_a_listing_still_the_one_synced_is_sent_as_a_summary(tmp_path):
+    # The walker process sends the newest entries, the count and every time instead of every
+    # entry, only when the listing is the one whose digest the job stored.
+    now = time.time()
+    for k in range(5):
+        write(tmp_path / f"dump-{k}.gz", 10 + k, now - k * 3600)
+    declared = '{"path": "x"}'  # the source's JSON: part of the digest
+
+    def source(synced: tuple[str, str, int] | None) -> LocalSource:
+        walked = LocalSource(str(tmp_path), "*.gz")
+        walked.synced = synced
+        return walked
+
+    pool = WalkerPool(1)
+    try:
+        [whole] = await in_processes([source(None)], pool)
+        assert isinstance(whole, Listing) and not whole.summarized and whole.fingerprint
+        digest = listing_digest(declared, whole.fingerprint)
+        [summary, wider, other_json, other_digest] = await in_processes(
+            [source((declared, digest, 2)), source((declared, digest, 9)),
+             source(('{"path": "y"}', digest, 2)), source((declared, "0" * 40, 2))],
+            pool,
+        )  # fmt: skip
+        os.utime(tmp_path / "dump-4.gz", (now, now))  # the oldest is written again
+        [changed] = await in_processes([source((declared, digest, 2))], pool)
+    finally:
+        await pool.aclose()
+    assert isinstance(summary, Listing) and summary.summarized
+    assert summary.entries == whole.entries[-2:]
+    assert summary.count == whole.count == 5
+    assert list(summary.times or ()) == [entry[2] for entry in whole.entries]
+    assert summary.fingerprint == whole.fingerprint and summary.warnings == []
+    assert isinstance(wider, Listing) and wider.entries == whole.entries and wider.summarized
+    for listed in (other_json, other_digest):  # not the listing synced: every entry
+        assert isinstance(listed, Listing) and same(listed) == same(whole)
+    assert isinstance(changed, Listing) and not changed.summarized
+    assert changed.count == 5 and changed.fingerprint != whole.fingerprint
 
 
 class StoppedFirst(WalkerPool):

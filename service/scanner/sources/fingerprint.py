@@ -50,6 +50,13 @@ def finish(listing: Listing) -> Listing:
     return listing
 
 
+def listing_digest(source: str, fingerprint: str) -> str:
+    """What a job keeps of the listing it synced last (jobs.listing_digest): a digest of its
+    source's declaration (JSON, sorted keys) and of the listing's fingerprint. The same files
+    seen through another declaration are another listing."""
+    return hashlib.blake2b(f"{source}\0{fingerprint}".encode(), digest_size=20).hexdigest()
+
+
 def _digest_entries(digest: Any, entries: list[FileEntry]) -> None:
     """Feed entries to the digest without ambiguity: their count, each path's length and the
     paths NUL-joined (an S3 key may hold a NUL: the lengths say where each ends), then the sizes

@@ -43,6 +43,10 @@ class LocalSource:
         self.exclude = tuple(exclude)
         self.recursive = recursive
         self.scan_roots = tuple(scan_roots)
+        # The job's listing synced last: (its source's JSON, its digest: jobs.listing_digest,
+        # how many of the newest files are judged). A walker process that lists it unchanged
+        # sends a summary instead of every entry (Listing.summary); None: the whole listing.
+        self.synced: tuple[str, str, int] | None = None
 
     def walk(self, cancel: threading.Event) -> Listing:
         """List the matching files (blocking: run it in a worker thread)."""

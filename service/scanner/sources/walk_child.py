@@ -8,9 +8,15 @@ datetime. Its start-up is paid by every big scan, twice on two cores: 24 ms of C
 the service's scanner modules.
 
 Frames, both ways: a 4-byte little-endian length, then a `marshal` payload. The request: a list
-of (path, pattern, exclude, recursive, scan_roots), one per source. Each answer, in order:
-("ok", entries, warnings, skipped, undated, fingerprint), ("error", message) for a SourceError,
-or ("bug", message, traceback) for anything else (logged by the service).
+of (path, pattern, exclude, recursive, scan_roots, synced), one per source; `synced` is the
+job's listing synced last, (source JSON, digest, newest), or None. Each answer, in order:
+("ok", entries, warnings, skipped, undated, fingerprint), ("same", newest entries, count, times,
+skipped, undated, fingerprint) for a listing still the one synced (times: every entry's, as
+int64 bytes), ("error", message) for a SourceError, or ("bug", message, traceback) for anything
+else (logged by the service).
+
+A rescan of an unchanged tree, most of them, sends no listing's entries: it was 0.2 s of the
+service's CPU a 200 000-file rescan (decoding them) for files stored already.
 
 May import the standard library and this package's listing, local and fingerprint modules
 (and service.core.paths).
@@ -24,8 +30,9 @@ import signal
 import struct
 import sys
 import threading
+from array import array
 
-from service.scanner.sources.fingerprint import finish
+from service.scanner.sources.fingerprint import finish, listing_digest
 from service.scanner.sources.listing import SourceError
 from service.scanner.sources.local import LocalSource
 
@@ -47,10 +54,11 @@ def serve(requests: BinaryIO, answers: BinaryIO) -> None:
     never = threading.Event()  # a walk is stopped by killing the process
     while header := requests.read(HEADER.size):
         request = marshal.loads(requests.read(*HEADER.unpack(header)))  # noqa: S302 (the service's)
-        for path, pattern, exclude, recursive, roots in request:
+        for path, pattern, exclude, recursive, roots, synced in request:
             source = LocalSource(
                 path, pattern, recursive=recursive, exclude=exclude, scan_roots=roots
             )
+            source.synced = synced
             answers.write(frame(_walked(source, never)))
             answers.flush()
 
@@ -65,8 +73,15 @@ def _walked(source: LocalSource, never: threading.Event) -> tuple[Any, ...]:
 
         message = f"internal error listing {source.label}: {type(exc).__name__}: {exc}"
         return ("bug", message, traceback.format_exc())
-    return ("ok", listing.entries, listing.warnings, listing.skipped, listing.undated,
-            listing.fingerprint)  # fmt: skip
+    entries, fingerprint = listing.entries, listing.fingerprint
+    if source.synced is not None and fingerprint is not None:
+        declared, digest, newest = source.synced
+        if listing_digest(declared, fingerprint) == digest:
+            times = array("q", [entry[2] for entry in entries]).tobytes()
+            newest_entries = entries[max(0, len(entries) - newest) :]
+            return ("same", newest_entries, len(entries), times, listing.skipped, listing.undated,
+                    fingerprint)  # fmt: skip
+    return ("ok", entries, listing.warnings, listing.skipped, listing.undated, fingerprint)
 
 
 if __name__ == "__main__":

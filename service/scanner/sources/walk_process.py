@@ -31,6 +31,7 @@ import logging
 import marshal
 import os
 import time
+from array import array
 from collections.abc import AsyncGenerator, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -105,7 +106,7 @@ class Walker:
         stdin = self.process.stdin
         assert stdin is not None
         request = [
-            (s.path, s.pattern, s.exclude, s.recursive, tuple(map(str, s.scan_roots)))
+            (s.path, s.pattern, s.exclude, s.recursive, tuple(map(str, s.scan_roots)), s.synced)
             for s in sources
         ]
         try:
@@ -129,6 +130,11 @@ class Walker:
         if answer[0] == "ok":
             _, entries, warnings, skipped, undated, fingerprint = answer
             return Listing(entries, warnings, skipped, undated, fingerprint)
+        if answer[0] == "same":
+            _, newest, count, times, skipped, undated, fingerprint = answer
+            every = array("q")
+            every.frombytes(times)
+            return Listing.summary(newest, count, every, fingerprint, skipped, undated)
         if answer[0] == "bug":  # logged as a bug in a walking thread is (walker._walk_one)
             logger.error("listing failed: %s", answer[2].rstrip(), extra={"source": label})
         return SourceError(answer[1])
