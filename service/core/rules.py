@@ -517,7 +517,8 @@ def _newest_and_previous(
     if not artifacts:
         return None, []
     for artifact in artifacts:
-        _as_utc(artifact.mtime, f"mtime of {artifact.path}")  # rejects naive mtimes
+        if artifact.mtime.tzinfo is not UTC:  # UTC is aware (a listing's times all are)
+            _as_utc(artifact.mtime, f"mtime of {artifact.path}")  # rejects naive mtimes
     newest_first = heapq.nlargest(SIZE_DROP_WINDOW + 2, artifacts, key=_order)
     ordered = [
         a if a.mtime.tzinfo is UTC else replace(a, mtime=a.mtime.astimezone(UTC))

@@ -29,7 +29,13 @@ NEWEST_JUDGED = SIZE_DROP_WINDOW + 2
 
 def entry_time(entry: FileEntry) -> datetime:
     """A listed file's modification time, aware UTC."""
-    return EPOCH + timedelta(microseconds=entry[2])
+    return listed_time(entry[2])
+
+
+def listed_time(mtime_us: int) -> datetime:
+    """A modification time in microseconds since the epoch, aware UTC. (timedelta's arguments
+    by position: by keyword, 0.9 against 0.4 µs, and every judgement reads a dozen.)"""
+    return EPOCH + timedelta(0, 0, mtime_us)
 
 
 class ListedTimes:
@@ -50,7 +56,7 @@ class ListedTimes:
     def __getitem__(self, index: int) -> datetime:
         if self._times is None:
             return entry_time(self._entries[index])
-        return EPOCH + timedelta(microseconds=self._times[index])
+        return listed_time(self._times[index])
 
 
 def to_microseconds(moment: datetime) -> int:
