@@ -14,8 +14,8 @@ on asyncio's own loop; the service on uvloop unless UVLOOP=false is in the envir
 
 It also reports the CPU each request cost (server processes, PostgreSQL backends, this load
 generator, from /proc over the whole load, warm-up included): on a shared machine that varies
-less than the rates. `--py-spy FILE` records the service during the measured pings (collapsed
-stacks; the `py-spy` command, or PY_SPY="uv tool run --from py-spy py-spy").
+less than the rates. `--py-spy FILE` records the service during the measured POST pings
+(collapsed stacks; the `py-spy` command, or PY_SPY="uv tool run --from py-spy py-spy").
 """
 
 from __future__ import annotations

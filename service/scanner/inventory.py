@@ -53,6 +53,8 @@ class InventoryDiff:
 
     def finish(self, listing: Listing) -> InventoryDiff:
         """The known artifacts the listing does not show are gone (if it is complete)."""
+        if listing.summarized:  # never so: a summary is of the listing synced last (judge)
+            raise ValueError("a summary of a listing cannot be synced: it holds the newest only")
         for undated in listing.undated:
             self._present.pop(undated[0], None)
         if not listing.warnings:

@@ -181,7 +181,7 @@ class Observation:
     @property
     def ordered(self) -> list[FileEntry]:
         """The files listed, oldest to newest by (mtime, path) (the walker sorts them); of a
-        summarized listing, only the newest NEWEST_JUDGED or more."""
+        summarized listing, only the newest NEWEST_JUDGED (all of them when fewer)."""
         return self.listing.entries if self.listing is not None else []
 
     @property

@@ -392,8 +392,6 @@ class ScanWriter:
             listing = observation.listing
             if listing is None:  # never so: a judgement syncs only with a listing
                 continue
-            if listing.summarized:  # never so: it is the listing synced last (judge.judge)
-                raise RuntimeError(f"a summary of {job.name}'s listing cannot be synced")
             inventory = InventoryDiff(known[job.id])
             entries = listing.entries
             for start in range(0, len(entries), YIELD_EVERY):

@@ -313,6 +313,9 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
         make_file(directory / "old.tar", 100, clock.now - 2 * DAY)
         make_file(directory / "new.tar", 100 + index, clock.now - HOUR)
         await add_job(sessionmaker, clock.now, name=f"job-{index:03d}", source=local(directory))
+    older = 14  # job-003 keeps more files than a summary holds: its count and times count
+    for day in range(older):
+        make_file(tmp_path / "job-003" / f"older-{day:02d}.tar", 100, clock.now - (3 + day) * DAY)
     await add_job(sessionmaker, clock.now, name="zz-missing", source=local(tmp_path / "nowhere"))
 
     first = await scan(sessionmaker, clock)
@@ -320,7 +323,7 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     assert [(j.name, j.status, j.new) for j in first.jobs[:2]] == [
         ("job-000", "ok", 2), ("job-001", "ok", 2),
     ]  # fmt: skip
-    assert sum(j.new for j in first.jobs) == 2 * jobs
+    assert sum(j.new for j in first.jobs) == 2 * jobs + older
     assert [j.status for j in first.jobs].count("ok") == jobs
     assert first.jobs[-1].status == "unknown" and "nowhere" in (first.jobs[-1].error or "")
     latest = (await get_job(sessionmaker, "job-005")).latest_artifact
@@ -329,7 +332,7 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
         checks = (await session.execute(text("SELECT job_id FROM job_checks"))).scalars().all()
         stored = (await session.execute(text("SELECT count(*) FROM artifacts"))).scalar_one()
     assert len(checks) == len(set(checks)) == jobs + 1
-    assert stored == 2 * jobs
+    assert stored == 2 * jobs + older
 
     assert summarized == [False] * jobs
 
@@ -341,6 +344,7 @@ async def test_a_big_scan_walks_in_walker_processes(sessionmaker, clock, tmp_pat
     assert [(j.name, j.status, j.artifact_count) for j in again.jobs] == [
         (j.name, j.status, j.artifact_count) for j in first.jobs
     ]
+    assert (await get_job(sessionmaker, "job-003")).artifact_count == 2 + older
     assert (await get_job(sessionmaker, "job-005")).latest_artifact == latest
     assert all(walker.process.returncode is not None for walker in started)  # ended with the scan
 
