@@ -95,7 +95,7 @@ def judge(
             count=observation.count, runs=runs,
             undated=listing.undated if listing else (),
             last_listed=last_listed(job.latest_artifact),
-            backup_times=observation.times, verification=verification,
+            backup_times=observation.backup_times, verification=verification,
         )  # fmt: skip
         reasons = evaluation.reasons
     if listing is not None or (spec is not None and spec.source is None):

@@ -190,7 +190,7 @@ class Observation:
         return self.listing.count if self.listing is not None else 0
 
     @property
-    def times(self) -> ListedTimes:
+    def backup_times(self) -> ListedTimes:
         """The times of every file listed, oldest first."""
         listing = self.listing
         if listing is None:

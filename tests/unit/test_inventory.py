@@ -85,6 +85,6 @@ def test_the_result_is_the_same_however_the_entries_are_cut(seed: int) -> None:
 
 def test_a_summary_of_a_listing_is_never_synced() -> None:
     # A walker's summary holds only the newest entries: synced, the others would read as gone.
-    summary = Listing.summary([("c.tar", 300, 3_000)], 3, [1_000, 2_000, 3_000], "f")
+    summary = Listing.summary([("c.tar", 300, 3_000)], [1_000, 2_000, 3_000], "f")
     with pytest.raises(ValueError, match="summary"):
         diff(KNOWN, summary)

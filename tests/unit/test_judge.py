@@ -246,7 +246,7 @@ def test_a_summary_of_a_listing_is_judged_as_the_whole_listing(
     ]
     whole = Listing(entries=files, fingerprint="f")
     newest = files[-NEWEST_JUDGED:]
-    summary = Listing.summary(newest, len(files), [e[2] for e in files], "f")
+    summary = Listing.summary(newest, [e[2] for e in files], "f")
     job = row(declared, listing_digest="d1")
     judged = [
         judge(Observation(job, declared, listed, digest="d1"), now=NOW).state

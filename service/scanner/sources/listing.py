@@ -38,8 +38,7 @@ MTIME_MAX_US = (3_652_058 - 719_163) * _DAY_US
 class Listing:
     """What a source listed (a plain class: see the module's docstring)."""
 
-    __slots__ = ("details", "entries", "fingerprint", "skipped", "times", "total", "undated",
-                 "warnings")  # fmt: skip
+    __slots__ = ("details", "entries", "fingerprint", "skipped", "times", "undated", "warnings")
 
     def __init__(
         self,
@@ -65,35 +64,34 @@ class Listing:
         # snapshot's host, tags and paths, an archive's sizes): JSON-ready, stored with the
         # artifact and shown. Never a secret.
         self.details = {} if details is None else details
-        # A summary in place of the entries (see summarized): how many files were listed, and
-        # the modification times of all of them, oldest first; None for a whole listing.
-        self.total: int | None = None
+        # A summary in place of the entries (see summarized): the modification times of every
+        # file listed, oldest first; None for a whole listing.
         self.times: Sequence[int] | None = None
 
     @classmethod
     def summary(
-        cls, newest: list[FileEntry], total: int, times: Sequence[int], fingerprint: str,
+        cls, newest: list[FileEntry], times: Sequence[int], fingerprint: str,
         skipped: list[str] | None = None, undated: list[FileEntry] | None = None,
     ) -> Listing:  # fmt: skip
-        """A complete listing told by its newest entries, its count and its times: what a
-        walker process sends of a listing that is still the one synced last (its entries are
-        stored already, and only the newest few are judged)."""
+        """A complete listing told by its newest entries and the times of all: what a walker
+        process sends of a listing that is still the one synced last (its entries are stored
+        already, and only the newest few are judged)."""
         listing = cls(newest, None, skipped, undated, fingerprint)
-        listing.total, listing.times = total, times
+        listing.times = times
         return listing
 
     @property
     def summarized(self) -> bool:
         """`entries` holds only the newest of the files listed (never to be synced)."""
-        return self.total is not None
+        return self.times is not None
 
     @property
     def count(self) -> int:
         """How many files were listed (those no date can hold left aside)."""
-        return len(self.entries) if self.total is None else self.total
+        return len(self.entries) if self.times is None else len(self.times)
 
     def __repr__(self) -> str:
-        shown = f"{len(self.entries)} entries" + (f" of {self.total}" if self.summarized else "")
+        shown = f"{len(self.entries)} entries" + (f" of {self.count}" if self.summarized else "")
         return (
             f"Listing({shown}, warnings={self.warnings!r}, "
             f"skipped={self.skipped!r}, {len(self.undated)} undated, "

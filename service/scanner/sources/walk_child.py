@@ -10,9 +10,9 @@ the service's scanner modules.
 Frames, both ways: a 4-byte little-endian length, then a `marshal` payload. The request: a list
 of (path, pattern, exclude, recursive, scan_roots, synced), one per source; `synced` is the
 job's listing synced last, (source JSON, digest, newest), or None. Each answer, in order:
-("ok", entries, warnings, skipped, undated, fingerprint), ("same", newest entries, count, times,
-skipped, undated, fingerprint) for a listing still the one synced (times: every entry's, as
-int64 bytes), ("error", message) for a SourceError, or ("bug", message, traceback) for anything
+("ok", entries, warnings, skipped, undated, fingerprint), ("same", newest entries, times, skipped,
+undated, fingerprint) for a listing still the one synced (times: every entry's, as int64
+bytes), ("error", message) for a SourceError, or ("bug", message, traceback) for anything
 else (logged by the service).
 
 A rescan of an unchanged tree, most of them, then sends only the newest few entries of each
@@ -80,8 +80,7 @@ def _walked(source: LocalSource, never: threading.Event) -> tuple[Any, ...]:
         if listing_digest(declared, fingerprint) == digest:
             times = array("q", [entry[2] for entry in entries]).tobytes()
             newest_entries = entries[max(0, len(entries) - newest) :]
-            return ("same", newest_entries, len(entries), times, listing.skipped, listing.undated,
-                    fingerprint)  # fmt: skip
+            return ("same", newest_entries, times, listing.skipped, listing.undated, fingerprint)
     return ("ok", entries, listing.warnings, listing.skipped, listing.undated, fingerprint)
 
 

@@ -131,10 +131,10 @@ class Walker:
             _, entries, warnings, skipped, undated, fingerprint = answer
             return Listing(entries, warnings, skipped, undated, fingerprint)
         if answer[0] == "same":
-            _, newest, count, times, skipped, undated, fingerprint = answer
+            _, newest, times, skipped, undated, fingerprint = answer
             every = array("q")
             every.frombytes(times)
-            return Listing.summary(newest, count, every, fingerprint, skipped, undated)
+            return Listing.summary(newest, every, fingerprint, skipped, undated)
         if answer[0] == "bug":  # logged as a bug in a walking thread is (walker._walk_one)
             logger.error("listing failed: %s", answer[2].rstrip(), extra={"source": label})
         return SourceError(answer[1])
