@@ -38,7 +38,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from pydantic import ValidationError
-from sqlalchemy import select
+from sqlalchemy import Text, cast, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 # The backend under watchfiles' awatch (documented in its API reference as "Rust backend direct
@@ -69,6 +69,12 @@ LOCAL_FUSE_FSTYPES = frozenset({"fuseblk", "fuse.ntfs-3g", "fuse.exfat"})
 STEP_MS = 50
 DEBOUNCE_MS = 500
 MAX_NAMED = 5  # sources named by check() at most; the log names them all
+# More sources than this leaving (or coming back to) the watch for one reason at one refresh
+# are logged in one line naming them all (a mount gone under a fleet: not 10 000 lines).
+LOG_EACH = 10
+# Rows of jobs read between two turns given back to the event loop: a refresh of 10 000 jobs
+# is then many short steps, not one stall of the requests being served.
+YIELD_EVERY = 500
 # The longest time between two judgements of a job whose files keep changing (see next_gap).
 MAX_GAP_SECONDS = 30.0
 
@@ -127,6 +133,8 @@ def watch_roots(jobs: Iterable[WatchedJob]) -> dict[str, bool]:
     for job in jobs:
         roots[job.path] = roots.get(job.path, False) or job.recursive
     recursive = {path for path, deep in roots.items() if deep}
+    if not recursive:
+        return roots
     return {
         path: deep
         for path, deep in roots.items()
@@ -328,14 +336,16 @@ class SourceWatcher:
         self._groups: dict[bool, _Group] = {}  # by recursive: one OS watcher of each kind
         self._failed: dict[bool, dict[str, str]] = {}  # paths a watcher could not take, why
         self._by_root: dict[str, list[WatchedJob]] = {}
+        self._recursive: set[str] = set()  # the directories of the recursive jobs
         self._jobs: list[WatchedJob] = []
         self._unwatched: dict[str, str] = {}  # root → why it is not watched
         self._told: dict[str, str] = {}  # what the log last said about each root
         # The counts the log last said: none at first, so a service with no local source says
         # nothing (a line in the middle of unrelated requests).
         self._said = (0, 0)
-        # Each job's source as last read, by (name, declaration): not validated again each time.
-        self._known: dict[tuple[str, str], WatchedJob] = {}
+        # Each job's source as last read, by (name, the source's JSON text): not parsed nor
+        # validated again each time; None for a source not watched (not local, or invalid).
+        self._known: dict[tuple[str, str], WatchedJob | None] = {}
         self._refreshed = False
         self._due: dict[str, float] = {}  # job name → when (loop time) to judge it
         self._last: dict[str, float] = {}  # job name → when its last judgement started
@@ -417,11 +427,14 @@ class SourceWatcher:
         return any(job.recursive for job in self._by_root.get(root, ()))
 
     def _root_of(self, path: str) -> str:
-        """The watched root a job's directory falls under (itself, or a recursive parent)."""
-        for parent in _parents(path):
-            if any(job.recursive for job in self._by_root.get(parent, ())):
-                return self._root_of(parent)
-        return path
+        """The watched root a job's directory falls under: itself, or its outermost parent
+        that a recursive job watches."""
+        root = path
+        if self._recursive:
+            for parent in _parents(path):
+                if parent in self._recursive:
+                    root = parent
+        return root
 
     # --- following the jobs ---
 
@@ -450,6 +463,7 @@ class SourceWatcher:
         before = self.watched_paths()
         first = not self._refreshed
         self._jobs, self._by_root = plan.jobs, _by_root(plan.jobs)
+        self._recursive = {job.path for job in plan.jobs if job.recursive}
         self._unwatched = dict(plan.unwatchable)
         for recursive in (False, True):
             await self._reconcile(recursive, plan)
@@ -474,26 +488,26 @@ class SourceWatcher:
         return {path: why for path, why in failed.items() if path in plan.roots}
 
     async def _read_jobs(self) -> list[WatchedJob]:
+        """The jobs with a local source. A source is read as its JSON text, and parsed and
+        validated only when new or changed; the loop gets a turn every YIELD_EVERY rows. (At
+        10 000 jobs, decoding, encoding again and validating every source at each refresh held
+        the event loop 250 ms every WATCH_REFRESH_SECONDS: bench/README.md.)"""
         async with self.session_factory() as session:
             rows = await session.execute(
-                select(Job.name, Job.source).where(Job.paused.is_(False), Job.source.is_not(None))
+                select(Job.name, cast(Job.source, Text)).where(
+                    Job.paused.is_(False), Job.source.is_not(None)
+                )
             )
             found = rows.all()
         jobs, known = [], {}
-        for name, source in found:
-            if not isinstance(source, dict) or source.get("type", "local") != "local":
-                continue
-            key = (name, json.dumps(source, sort_keys=True))
-            job = self._known.get(key)
-            if job is None:
-                try:
-                    spec = LocalSource.model_validate(source)
-                except ValidationError:
-                    continue  # the scan reports it on the job
-                matches = _matcher(spec.pattern, spec.excluded)
-                job = WatchedJob(name, spec.path, spec.recursive, matches)
+        for index, (name, text) in enumerate(found, 1):
+            if index % YIELD_EVERY == 0:
+                await asyncio.sleep(0)
+            key = (name, text)
+            job = self._known[key] if key in self._known else _watched_job(name, text)
             known[key] = job
-            jobs.append(job)
+            if job is not None:
+                jobs.append(job)
         self._known = known
         return jobs
 
@@ -558,17 +572,31 @@ class SourceWatcher:
             await asyncio.to_thread(_join, current)
 
     def _log_changes(self, plan: _Plan) -> None:
-        """Say once per path (and reason) that it is not watched, and when it is again."""
+        """Say once per path (and reason) that it is not watched, and when it is again; more
+        than LOG_EACH paths at once in one line per reason, naming them all."""
         now = dict(self._unwatched)
+        newly: dict[str, list[str]] = {}  # reason → the paths newly not watched for it
         for path, why in now.items():
             if self._told.get(path) != why:
+                newly.setdefault(why, []).append(path)
+        for why, paths in newly.items():
+            if len(paths) <= LOG_EACH:
+                for path in paths:
+                    logger.warning(
+                        "watch: source not watched, left to the periodic scan",
+                        extra={"path": path, "reason": why},
+                    )
+            else:
                 logger.warning(
-                    "watch: source not watched, left to the periodic scan",
-                    extra={"path": path, "reason": why},
+                    "watch: sources not watched, left to the periodic scan",
+                    extra={"count": len(paths), "reason": why, "paths": sorted(paths)},
                 )
-        for path in set(self._told) - set(now):
-            if path in plan.roots:
+        back = sorted(path for path in set(self._told) - set(now) if path in plan.roots)
+        if len(back) <= LOG_EACH:
+            for path in back:
                 logger.info("watch: source watched", extra={"path": path})
+        else:
+            logger.info("watch: sources watched again", extra={"count": len(back), "paths": back})
         self._told = now
 
     def _prune_last(self) -> None:
@@ -674,6 +702,22 @@ def next_gap(gap: float | None, last: float | None, now: float, base: float) -> 
     if gap is None or last is None or now - last >= 2 * gap:
         return base
     return min(max(2 * gap, base), MAX_GAP_SECONDS)
+
+
+def _watched_job(name: str, text: str) -> WatchedJob | None:
+    """What the watcher needs of a job whose source is this JSON text; None for a source it
+    does not watch (not local) or cannot read (the scan reports it on the job)."""
+    try:
+        source = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(source, dict) or source.get("type", "local") != "local":
+        return None
+    try:
+        spec = LocalSource.model_validate(source)
+    except ValidationError:
+        return None
+    return WatchedJob(name, spec.path, spec.recursive, _matcher(spec.pattern, spec.excluded))
 
 
 def _by_root(jobs: Iterable[WatchedJob]) -> dict[str, list[WatchedJob]]:

@@ -256,3 +256,8 @@ def test_the_verify_scan_benchmark_runs_at_a_tiny_size(base_env, bench_pg_url):
         assert len(result[mode]["runs"]) == 1 and result[mode]["best_seconds"] > 0
     assert result["budget"]["verify_mb_per_s"][0] > 0
     assert isinstance(result["pass"], bool)
+
+
+def test_the_watch_refresh_benchmark_runs_at_a_tiny_size(base_env):
+    out = run_bench("watch_refresh.py", base_env, "--jobs", "30", "--refreshes", "1")
+    assert "check() (/health/ready's watch check)" in out
