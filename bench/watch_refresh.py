@@ -96,7 +96,7 @@ async def measure(url: str, jobs: int, refreshes: int) -> dict[str, float]:
     if not check.startswith(f"degraded: 0 of {jobs} sources watched"):
         raise harness.BenchError(f"check() says {check[:200]!r}")
     named = sum(
-        getattr(record, "count", 1)
+        len(getattr(record, "paths", [record]))  # a line names one path, or a list of them
         for record in logged.records
         if "not watched" in record.getMessage()
     )

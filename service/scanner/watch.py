@@ -70,8 +70,10 @@ STEP_MS = 50
 DEBOUNCE_MS = 500
 MAX_NAMED = 5  # sources named by check() at most; the log names them all
 # More sources than this leaving (or coming back to) the watch for one reason at one refresh
-# are logged in one line naming them all (a mount gone under a fleet: not 10 000 lines).
+# are logged together, LOG_PATHS a line (a mount gone under a fleet: 100 lines, not 10 000,
+# each short enough for a log pipeline that splits long lines).
 LOG_EACH = 10
+LOG_PATHS = 100
 # Rows of jobs read between two turns given back to the event loop: a refresh of 10 000 jobs
 # is then many short steps, not one stall of the requests being served.
 YIELD_EVERY = 500
@@ -164,10 +166,11 @@ def jobs_of_path(
 
 
 def _parents(path: str) -> Iterable[str]:
-    """`/a/b/c` → `/a/b`, `/a`, `/`."""
-    while path not in ("/", ""):
-        path = os.path.dirname(path)
-        yield path
+    """`/a/b/c` → `/a/b`, `/a`, `/`; `//srv/b` → `//srv`, `//` (POSIX keeps a leading `//`,
+    and dirname of `//` is itself)."""
+    while (parent := os.path.dirname(path)) != path:
+        yield parent
+        path = parent
 
 
 def blamed_paths(message: str) -> list[str]:
@@ -272,7 +275,9 @@ def _inspect(
     except FileNotFoundError:
         return None, "does not exist yet: watched once it appears"
     except OSError as exc:
-        return None, f"cannot be read: {describe_error(exc)}"
+        # Without the path (the error's own text names it): the sources of one dead mount
+        # share one reason, and are logged together.
+        return None, f"cannot be read: {exc.strerror or describe_error(exc)}"
     if not stat.S_ISDIR(info.st_mode):
         return None, "is not a directory"
     mount = mount_of(os.path.realpath(path), mounts)
@@ -416,15 +421,12 @@ class SourceWatcher:
         for root in unwatched:
             why = self._unwatched.get(root)
             if why is None:
-                group = self._groups.get(self._recursive_root(root))
+                group = self._groups.get(root in self._recursive)
                 why = (
                     f"watcher error: {group.error}" if group and group.error else "not watched yet"
                 )
             reasons[root] = why
         return reasons
-
-    def _recursive_root(self, root: str) -> bool:
-        return any(job.recursive for job in self._by_root.get(root, ()))
 
     def _root_of(self, path: str) -> str:
         """The watched root a job's directory falls under: itself, or its outermost parent
@@ -490,8 +492,8 @@ class SourceWatcher:
     async def _read_jobs(self) -> list[WatchedJob]:
         """The jobs with a local source. A source is read as its JSON text, and parsed and
         validated only when new or changed; the loop gets a turn every YIELD_EVERY rows. (At
-        10 000 jobs, decoding, encoding again and validating every source at each refresh held
-        the event loop 250 ms every WATCH_REFRESH_SECONDS: bench/README.md.)"""
+        10 000 jobs, decoding each source and encoding it again as its cache key, and walking
+        each job's parents, held the event loop 150-320 ms at every refresh: bench/README.md.)"""
         async with self.session_factory() as session:
             rows = await session.execute(
                 select(Job.name, cast(Job.source, Text)).where(
@@ -573,7 +575,7 @@ class SourceWatcher:
 
     def _log_changes(self, plan: _Plan) -> None:
         """Say once per path (and reason) that it is not watched, and when it is again; more
-        than LOG_EACH paths at once in one line per reason, naming them all."""
+        than LOG_EACH paths at once for one reason together, LOG_PATHS a line."""
         now = dict(self._unwatched)
         newly: dict[str, list[str]] = {}  # reason → the paths newly not watched for it
         for path, why in now.items():
@@ -587,17 +589,25 @@ class SourceWatcher:
                         extra={"path": path, "reason": why},
                     )
             else:
-                logger.warning(
-                    "watch: sources not watched, left to the periodic scan",
-                    extra={"count": len(paths), "reason": why, "paths": sorted(paths)},
-                )
+                for part in _parts(sorted(paths)):
+                    logger.warning(
+                        "watch: sources not watched, left to the periodic scan",
+                        extra={"count": len(paths), "reason": why, "paths": part},
+                    )
         back = sorted(path for path in set(self._told) - set(now) if path in plan.roots)
         if len(back) <= LOG_EACH:
             for path in back:
                 logger.info("watch: source watched", extra={"path": path})
         else:
-            logger.info("watch: sources watched again", extra={"count": len(back), "paths": back})
+            for part in _parts(back):
+                logger.info(
+                    "watch: sources back under watch", extra={"count": len(back), "paths": part}
+                )
         self._told = now
+
+    def refresh_soon(self) -> None:
+        """Read the jobs again now, not at the next `refresh_seconds`."""
+        self._refresh_now.set()
 
     def _prune_last(self) -> None:
         assert self._loop is not None
@@ -632,7 +642,7 @@ class SourceWatcher:
             for name in jobs_of_path(path, self._by_root, _is_file):
                 self._mark(name)
             if path in group.identities:  # a watched directory itself went or came
-                self._refresh_now.set()
+                self.refresh_soon()
 
     def _mark(self, name: str) -> None:
         """Judge `name` now, or once its last judgement is `gap` seconds old (pure rule:
@@ -702,6 +712,11 @@ def next_gap(gap: float | None, last: float | None, now: float, base: float) -> 
     if gap is None or last is None or now - last >= 2 * gap:
         return base
     return min(max(2 * gap, base), MAX_GAP_SECONDS)
+
+
+def _parts(paths: list[str]) -> list[list[str]]:
+    """`paths` in lists of LOG_PATHS at most (one log line each)."""
+    return [paths[start : start + LOG_PATHS] for start in range(0, len(paths), LOG_PATHS)]
 
 
 def _watched_job(name: str, text: str) -> WatchedJob | None:

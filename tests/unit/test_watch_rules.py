@@ -93,6 +93,15 @@ def test_the_jobs_a_changed_path_concerns(path, is_file, expected):
     assert jobs_of_path(path, by_root, lambda _path: is_file) == expected
 
 
+def test_a_path_with_a_leading_double_slash_ends_its_walk_up():
+    """POSIX keeps a leading `//` (`normpath` too), and the dirname of `//` is itself: the walk
+    up from such a source's files used to never end (the event loop held for good)."""
+    jobs = [job("deep", "//srv/b", recursive=True, pattern="*.gz"), job("top", "//srv")]
+    assert watch_roots(jobs) == {"//srv": False, "//srv/b": True}
+    by_root = {"//srv/b": [jobs[0]], "//srv": [jobs[1]]}
+    assert jobs_of_path("//srv/b/sub/x.gz", by_root, lambda _path: True) == {"deep"}
+
+
 def test_the_paths_an_os_watcher_error_names():
     message = 'OS file watch limit reached. about ["/a/b", "/c \\"q\\""] (Error { ... })'
     assert blamed_paths(message) == ["/a/b", '/c "q"']
